@@ -1,0 +1,31 @@
+# Compiler settings shared by every keygate target.
+#
+# keygate_set_warnings(<target>) adds the project's warning set (and -Werror
+# when KEYGATE_WERROR is ON). Sanitizers apply to everything built in this
+# tree when KEYGATE_SANITIZE is set, so that the library and its tests agree.
+
+if(NOT CMAKE_CXX_STANDARD)
+  set(CMAKE_CXX_STANDARD 20)
+endif()
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+set(CMAKE_CXX_EXTENSIONS OFF)
+set(CMAKE_POSITION_INDEPENDENT_CODE ON)
+
+function(keygate_set_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow
+    -Wnon-virtual-dtor -Wold-style-cast -Wcast-align -Woverloaded-virtual
+    -Wnull-dereference -Wimplicit-fallthrough)
+  if(KEYGATE_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+endfunction()
+
+if(KEYGATE_SANITIZE)
+  string(REPLACE "," ";" _keygate_sans "${KEYGATE_SANITIZE}")
+  set(_keygate_san_flags -fsanitize=${KEYGATE_SANITIZE} -fno-omit-frame-pointer -g)
+  if("undefined" IN_LIST _keygate_sans)
+    list(APPEND _keygate_san_flags -fno-sanitize-recover=all)
+  endif()
+  add_compile_options(${_keygate_san_flags})
+  add_link_options(-fsanitize=${KEYGATE_SANITIZE})
+endif()

@@ -1,0 +1,81 @@
+// keygate/deployment.h: the validated, immutable settings one deployment of
+// keygate shares between its manager and its verifiers.
+//
+// A deployment fixes the token prefix, the environments (each with the tag
+// that appears in its tokens and an optional default rate limit), the scope
+// registry and the pepper. Every `KeyManager`, `ReferenceVerifier` and
+// `Verifier` of one deployment must be built from the same options, or tokens
+// will not verify.
+//
+// Example:
+//
+//   keygate::DeploymentOptions opts;               // prefix "kg"
+//   opts.environments = {{"preview", "test"}, {"production", "live"}};
+//   absl::StatusOr<std::shared_ptr<const keygate::Deployment>> d =
+//       keygate::Deployment::Create(std::move(opts));
+//
+// Thread safety: a `Deployment` is immutable and thread-safe.
+
+#ifndef KEYGATE_DEPLOYMENT_H_
+#define KEYGATE_DEPLOYMENT_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "keygate/digest.h"
+#include "keygate/key.h"
+#include "keygate/scope.h"
+#include "keygate/secret.h"
+
+namespace keygate {
+
+struct EnvironmentSpec {
+  std::string name;  // 1-32 of [a-z0-9_-], e.g. "production"
+  std::string tag;   // 1-16 of [a-z0-9], appears in tokens, e.g. "live"
+  std::optional<RateLimitPolicy> default_rate_limit;  // for keys without one
+};
+
+struct DeploymentOptions {
+  std::string token_prefix = "kg";
+  // Default: preview (tag "test") and production (tag "live").
+  std::vector<EnvironmentSpec> environments = {{"preview", "test", std::nullopt},
+                                               {"production", "live", std::nullopt}};
+  // nullptr: ScopeRegistry::Default().
+  std::shared_ptr<const ScopeRegistry> scopes;
+  // HMAC-SHA256 key for digests, >= 32 bytes; none: plain SHA-256.
+  std::optional<Secret> pepper;
+};
+
+class Deployment {
+ public:
+  // Errors: kInvalidArgument naming the field ("token_prefix: ...",
+  // "environments[1].tag: duplicate 'live'", "pepper: ...") ; kInternal if
+  // OpenSSL is unusable.
+  static absl::StatusOr<std::shared_ptr<const Deployment>> Create(
+      DeploymentOptions options);
+
+  const std::string& token_prefix() const noexcept { return prefix_; }
+  const std::vector<EnvironmentSpec>& environments() const noexcept { return envs_; }
+  const ScopeRegistry& scopes() const noexcept { return *scopes_; }
+  const std::shared_ptr<const ScopeRegistry>& scopes_ptr() const noexcept { return scopes_; }
+  const TokenHasher& hasher() const noexcept { return *hasher_; }
+
+  // nullptr when unknown.
+  const EnvironmentSpec* FindEnvironment(std::string_view name) const noexcept;
+  const EnvironmentSpec* FindEnvironmentByTag(std::string_view tag) const noexcept;
+
+ private:
+  Deployment() = default;
+  std::string prefix_;
+  std::vector<EnvironmentSpec> envs_;
+  std::shared_ptr<const ScopeRegistry> scopes_;
+  std::shared_ptr<const TokenHasher> hasher_;
+};
+
+}  // namespace keygate
+
+#endif  // KEYGATE_DEPLOYMENT_H_

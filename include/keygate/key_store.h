@@ -1,0 +1,147 @@
+// keygate/key_store.h: the storage interface every backend implements.
+//
+// A `KeyStore` is the source of truth for key records. The management side
+// (`KeyManager`) writes through it; verifiers load it once and then follow its
+// change feed. Backends: `MemoryKeyStore` (memory_key_store.h), SQLite
+// (keygate/sqlite/), and others; each passes the same conformance suite
+// (tests/key_store_conformance.h).
+//
+// Contract shared by all backends:
+//   * `Insert` stores a new record with version 1. Digests (current and
+//     rolled) are unique across all records; at most one ACTIVE personal key
+//     exists per (owner, environment).
+//   * `Update` is a compare-and-set on `version`: it succeeds only if the
+//     stored version equals `record.version`, and stores the record with
+//     version + 1.
+//   * Every successful Insert/Update/Delete appends to a change log with a
+//     store-wide, strictly increasing sequence number (never reused, also not
+//     after a delete).
+//   * `ChangesSince(s)` returns, in increasing sequence order, one entry per
+//     key changed after `s` with that key's CURRENT state (the record, or
+//     "deleted"); intermediate states may be collapsed. Applying the batch and
+//     continuing from `batch.next_sequence` converges on the store's state.
+//
+// Example:
+//
+//   keygate::MemoryKeyStore store;
+//   absl::StatusOr<keygate::KeyRecord> r = store.Get("key_...");
+//
+// Thread safety: every method of every implementation is thread-safe.
+// Implementations are not copyable.
+
+#ifndef KEYGATE_KEY_STORE_H_
+#define KEYGATE_KEY_STORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "keygate/digest.h"
+#include "keygate/key.h"
+
+namespace keygate {
+
+// Filters for List(); unset fields match everything. All given filters must
+// match (AND).
+struct ListFilter {
+  std::optional<std::string> owner;
+  std::optional<std::string> environment;
+  std::optional<KeyState> state;
+  std::optional<KeyKind> kind;
+  // Case-insensitive (ASCII) substring of the name; empty matches all.
+  std::string name_contains;
+};
+
+inline constexpr std::size_t kMaxListLimit = 1000;
+
+struct ListOptions {
+  ListFilter filter;
+  std::size_t limit = 100;  // 1 .. kMaxListLimit
+  // Opaque; from the previous page's next_cursor. Empty: first page.
+  std::string cursor;
+};
+
+// Records ordered by id ascending.
+struct ListPage {
+  std::vector<KeyRecord> keys;
+  std::string next_cursor;  // empty when this is the last page
+};
+
+struct Change {
+  std::uint64_t sequence = 0;
+  std::string key_id;
+  // The key's current state; nullopt if it has been deleted.
+  std::optional<KeyRecord> record;
+};
+
+struct ChangeBatch {
+  std::vector<Change> changes;
+  // Pass this to the next ChangesSince call. >= the argument.
+  std::uint64_t next_sequence = 0;
+  // More changes are waiting beyond this batch's limit.
+  bool more = false;
+};
+
+// A live change subscription. Destroying it unsubscribes; after the
+// destructor returns the callback is not running and will not run again.
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
+};
+
+class KeyStore {
+ public:
+  virtual ~KeyStore() = default;
+
+  // Errors: kAlreadyExists (id, digest, or active personal key for this
+  // owner+environment), kInvalidArgument (empty id), kUnavailable (backend
+  // down), kInternal.
+  virtual absl::Status Insert(const KeyRecord& record) = 0;
+
+  // Errors: kNotFound "key <id>: not found", kUnavailable.
+  virtual absl::StatusOr<KeyRecord> Get(std::string_view id) = 0;
+
+  // Finds the key whose current or rolled digest is `digest` (callers check
+  // RolledSecret::valid_until). Errors: kNotFound, kUnavailable.
+  virtual absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) = 0;
+
+  // Compare-and-set on `record.version`; returns the stored record (version
+  // incremented). Errors: kNotFound, kAborted "key <id>: version conflict
+  // (expected N, stored M)", kAlreadyExists (digest / personal uniqueness),
+  // kUnavailable.
+  virtual absl::StatusOr<KeyRecord> Update(const KeyRecord& record) = 0;
+
+  // Deletes permanently. If `expected_version` is set it must match.
+  // Errors: kNotFound, kAborted, kUnavailable.
+  virtual absl::Status Delete(std::string_view id,
+                              std::optional<std::uint64_t> expected_version) = 0;
+
+  // Errors: kInvalidArgument (limit out of range, bad cursor), kUnavailable.
+  virtual absl::StatusOr<ListPage> List(const ListOptions& options) = 0;
+
+  // Changes with sequence > `after`, at most `limit` entries.
+  // Errors: kUnavailable.
+  virtual absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after,
+                                                   std::size_t limit) = 0;
+
+  // The highest sequence number assigned so far (0 for an empty store).
+  virtual absl::StatusOr<std::uint64_t> LastSequence() = 0;
+
+  // Calls `on_change` (on an unspecified thread, never while a store lock
+  // is held) after changes are committed, including by other processes for
+  // backends that share storage. Calls may be coalesced; the callback should
+  // just wake up a reader of ChangesSince. Errors: kUnavailable.
+  virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      std::function<void()> on_change) = 0;
+};
+
+}  // namespace keygate
+
+#endif  // KEYGATE_KEY_STORE_H_

@@ -1,0 +1,27 @@
+// keygate/keygate.h: includes the whole core API.
+//
+// keygate issues, stores and verifies API keys inside a C++ server. Start with
+// deployment.h (settings), key_manager.h (management), reference_verifier.h /
+// verifier.h (verification) and http.h (responses).
+
+#ifndef KEYGATE_KEYGATE_H_
+#define KEYGATE_KEYGATE_H_
+
+#include "keygate/bearer.h"
+#include "keygate/clock.h"
+#include "keygate/deployment.h"
+#include "keygate/digest.h"
+#include "keygate/event_sink.h"
+#include "keygate/http.h"
+#include "keygate/key.h"
+#include "keygate/key_manager.h"
+#include "keygate/key_store.h"
+#include "keygate/memory_key_store.h"
+#include "keygate/reference_verifier.h"
+#include "keygate/scope.h"
+#include "keygate/secret.h"
+#include "keygate/token.h"
+#include "keygate/verdict.h"
+#include "keygate/version.h"
+
+#endif  // KEYGATE_KEYGATE_H_

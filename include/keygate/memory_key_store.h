@@ -1,0 +1,55 @@
+// keygate/memory_key_store.h: a `KeyStore` held in process memory.
+//
+// For tests, examples and single-process servers that provision keys at
+// start-up. Nothing survives the process. Passes the KeyStore conformance
+// suite.
+//
+// Example:
+//
+//   auto store = std::make_shared<keygate::MemoryKeyStore>();
+//
+// Thread safety: thread-safe (one mutex; callbacks run after it is released).
+// Cost: O(log n) Get/FindByDigest; List scans (fine for tests and thousands of
+// keys; use SQLite for more).
+
+#ifndef KEYGATE_MEMORY_KEY_STORE_H_
+#define KEYGATE_MEMORY_KEY_STORE_H_
+
+#include <memory>
+
+#include "keygate/key_store.h"
+
+namespace keygate {
+
+class MemoryKeyStore final : public KeyStore {
+ public:
+  MemoryKeyStore();
+  ~MemoryKeyStore() override;
+  MemoryKeyStore(const MemoryKeyStore&) = delete;
+  MemoryKeyStore& operator=(const MemoryKeyStore&) = delete;
+
+  absl::Status Insert(const KeyRecord& record) override;
+  absl::StatusOr<KeyRecord> Get(std::string_view id) override;
+  absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override;
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& record) override;
+  absl::Status Delete(std::string_view id,
+                      std::optional<std::uint64_t> expected_version) override;
+  absl::StatusOr<ListPage> List(const ListOptions& options) override;
+  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after,
+                                           std::size_t limit) override;
+  absl::StatusOr<std::uint64_t> LastSequence() override;
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      std::function<void()> on_change) override;
+
+  // Test hook: while set, every method returns kUnavailable (a backend that
+  // is down), so callers' fail-closed paths can be tested.
+  void SetUnavailableForTesting(bool unavailable);
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace keygate
+
+#endif  // KEYGATE_MEMORY_KEY_STORE_H_

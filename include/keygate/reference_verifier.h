@@ -1,0 +1,77 @@
+// keygate/reference_verifier.h: the straightforward verification path.
+//
+// `ReferenceVerifier` answers each request by parsing the header, hashing the
+// token and asking the `KeyStore`. It is the executable specification that
+// the lock-free `Verifier` (verifier.h) must match verdict for verdict, and a
+// fine choice for low-traffic tools (the CLI's `verify`). It does not apply
+// rate limits.
+//
+// Order of checks (first failure wins; the hot path uses the same order):
+//   1. header: empty -> kMissing; not `Bearer <b64token>` -> kInvalidRequest
+//   2. token format, prefix, checksum -> kMalformed (no hashing)
+//   3. env tag of another known environment -> kWrongEnvironment;
+//      an unknown tag -> kMalformed
+//   4. digest lookup: none -> kUnknown
+//   5. matched a rolled secret past its valid_until -> kExpired
+//   6. revoked -> kRevoked
+//   7. expires <= now -> kExpired
+//   8. key environment != verifier environment -> kWrongEnvironment
+//   9. requirement.account set and not linked -> kAccountDenied
+//  10. scopes (ScopeEvaluator) -> kInsufficientScope
+//  11. (Verifier only: rate limit -> kRateLimited)
+//  Store failure at any point -> kUnavailable.
+//
+// Example:
+//
+//   keygate::ReferenceVerifier v(deployment, store, "production");
+//   keygate::Verdict verdict = v.Verify("Bearer kg_live_...", req, absl::Now());
+//
+// Thread safety: thread-safe if the store is. Cost: a store lookup per call.
+
+#ifndef KEYGATE_REFERENCE_VERIFIER_H_
+#define KEYGATE_REFERENCE_VERIFIER_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/time/time.h"
+#include "keygate/deployment.h"
+#include "keygate/key_store.h"
+#include "keygate/scope.h"
+#include "keygate/verdict.h"
+
+namespace keygate {
+
+class ReferenceVerifier {
+ public:
+  // `environment` is the name of the environment this server serves; it must
+  // exist in the deployment (checked by Create).
+  static absl::StatusOr<std::unique_ptr<ReferenceVerifier>> Create(
+      std::shared_ptr<const Deployment> deployment,
+      std::shared_ptr<KeyStore> store, std::string_view environment,
+      std::shared_ptr<const ScopeEvaluator> evaluator = nullptr);
+
+  // Verifies an Authorization header value.
+  Verdict Verify(std::string_view authorization, const Requirement& requirement,
+                 absl::Time now) const;
+  // Verifies a bare token (steps 2-10).
+  Verdict VerifyToken(std::string_view token, const Requirement& requirement,
+                      absl::Time now) const;
+  // As VerifyToken, also returning the record when the key was identified.
+  Verdict VerifyToken(std::string_view token, const Requirement& requirement,
+                      absl::Time now, std::optional<KeyRecord>* record) const;
+
+ private:
+  ReferenceVerifier() = default;
+  std::shared_ptr<const Deployment> deployment_;
+  std::shared_ptr<KeyStore> store_;
+  std::shared_ptr<const ScopeEvaluator> evaluator_;
+  std::string environment_;
+  std::string env_tag_;
+};
+
+}  // namespace keygate
+
+#endif  // KEYGATE_REFERENCE_VERIFIER_H_

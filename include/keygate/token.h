@@ -1,0 +1,114 @@
+// keygate/token.h: the public API-token format, its generation and parsing.
+//
+// A token is `<prefix>_<env>_<secret><check>`, for example
+// `kg_live_2Lk...` (77 characters at most):
+//   prefix  2-10 of [a-z0-9], per deployment (default "kg"), so secret
+//           scanners can match issued tokens;
+//   env     1-16 of [a-z0-9], the tag of the environment the key works in;
+//   secret  32 bytes from OpenSSL's CSPRNG read as one 256-bit big-endian
+//           number and written in base62 (alphabet 0-9A-Za-z, most
+//           significant digit first), zero-padded to exactly 43 characters.
+//           The conversion is exact (a bijection onto [0, 2^256)), so there
+//           is no modulo bias;
+//   check   CRC-32 (IEEE 802.3, as zlib's crc32) of every character before
+//           it, in base62 the same way, zero-padded to 6 characters.
+//
+// The checksum is a filter, not proof: it lets the verifier (and secret
+// scanners) reject typos and random strings without hashing or a lookup.
+//
+// Example:
+//
+//   absl::StatusOr<keygate::Secret> token = keygate::GenerateToken("kg", "live");
+//   keygate::TokenView view;
+//   if (keygate::ParseToken(token->Reveal(keygate::InsecureSecretAccess::Get()),
+//                           &view) == keygate::TokenError::kNone) { ... }
+//
+// Thread safety: all functions are thread-safe.
+
+#ifndef KEYGATE_TOKEN_H_
+#define KEYGATE_TOKEN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "keygate/secret.h"
+
+namespace keygate {
+
+inline constexpr std::size_t kMinPrefixLength = 2;
+inline constexpr std::size_t kMaxPrefixLength = 10;
+inline constexpr std::size_t kMinEnvTagLength = 1;
+inline constexpr std::size_t kMaxEnvTagLength = 16;
+inline constexpr std::size_t kSecretChars = 43;
+inline constexpr std::size_t kCheckChars = 6;
+inline constexpr std::size_t kMaxTokenLength =
+    kMaxPrefixLength + 1 + kMaxEnvTagLength + 1 + kSecretChars + kCheckChars;
+inline constexpr std::size_t kMinTokenLength =
+    kMinPrefixLength + 1 + kMinEnvTagLength + 1 + kSecretChars + kCheckChars;
+
+// Why a string is not a well-formed token. Every value but kNone is reported
+// to HTTP clients as one and the same `invalid_token`.
+enum class TokenError : std::uint8_t {
+  kNone = 0,
+  kLength,    // shorter than kMinTokenLength or longer than kMaxTokenLength
+  kPrefix,    // missing or malformed prefix (or not the expected one)
+  kEnvTag,    // missing or malformed environment tag
+  kCharset,   // a character of the secret or check is not base62
+  kChecksum,  // the CRC-32 does not match
+};
+
+// Pieces of a parsed token; views into the parsed string.
+struct TokenView {
+  std::string_view prefix;
+  std::string_view env_tag;
+  std::string_view secret;  // kSecretChars base62 characters
+  std::string_view check;   // kCheckChars base62 characters
+};
+
+// Parses and validates structure, charset and checksum. Does not hash and does
+// not allocate. `expected_prefix`, when not empty, must equal the prefix.
+// Cost: ~20 ns for a 60-byte token (one pass + slicing-by-8 CRC-32).
+TokenError ParseToken(std::string_view token, TokenView* out,
+                      std::string_view expected_prefix = {}) noexcept;
+
+// The same as ParseToken, as a status for management APIs:
+// kInvalidArgument "token: <reason>" (never echoes the token).
+absl::Status ValidateToken(std::string_view token,
+                           std::string_view expected_prefix = {});
+
+// A short human-readable reason for a TokenError ("bad checksum", ...).
+std::string_view TokenErrorName(TokenError error) noexcept;
+
+// True if `s` is a valid prefix (2-10 of [a-z0-9]) / env tag (1-16 of [a-z0-9]).
+bool IsValidPrefix(std::string_view s) noexcept;
+bool IsValidEnvTag(std::string_view s) noexcept;
+
+// Generates a new token with 256 bits from the CSPRNG (RAND_priv_bytes).
+// Errors: kInvalidArgument for a bad prefix or env tag, kInternal if the
+// CSPRNG fails.
+absl::StatusOr<Secret> GenerateToken(std::string_view prefix,
+                                     std::string_view env_tag);
+
+// Builds a token from a given 32-byte secret (known-answer tests, imports).
+absl::StatusOr<Secret> TokenFromBytes(std::string_view prefix,
+                                      std::string_view env_tag,
+                                      std::string_view secret32);
+
+// The non-secret display hint kept at rest: "<prefix>_<env>_...<last 4>".
+std::string TokenHint(std::string_view token);
+
+// CRC-32 (IEEE 802.3 reflected polynomial 0xEDB88320, as zlib's crc32).
+std::uint32_t Crc32(std::string_view data) noexcept;
+
+// Fixed-width base62 (0-9A-Za-z, most significant first, zero padded).
+std::string Base62EncodeFixed(std::uint64_t value, std::size_t width);
+// Decodes base62; false on a non-base62 character or overflow of 64 bits.
+bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept;
+
+}  // namespace keygate
+
+#endif  // KEYGATE_TOKEN_H_

@@ -1,0 +1,54 @@
+#include "keygate/bearer.h"
+
+namespace keygate {
+namespace {
+
+inline bool IsOws(char c) noexcept { return c == ' ' || c == '\t'; }
+
+inline bool IsB64Char(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+}
+
+inline char Lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (Lower(a[i]) != Lower(b[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool IsB64Token(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size() && IsB64Char(s[i])) ++i;
+  if (i == 0) return false;  // 1*( ALPHA / DIGIT / ... )
+  while (i < s.size() && s[i] == '=') ++i;
+  return i == s.size();
+}
+
+BearerParse ParseBearer(std::string_view header, std::string_view* token) noexcept {
+  if (header.size() > kMaxAuthorizationLength) return BearerParse::kMalformed;
+  std::size_t b = 0;
+  std::size_t e = header.size();
+  while (b < e && IsOws(header[b])) ++b;
+  while (e > b && IsOws(header[e - 1])) --e;
+  if (b == e) return BearerParse::kMissing;
+  const std::string_view v = header.substr(b, e - b);
+
+  std::size_t sp = 0;
+  while (sp < v.size() && v[sp] != ' ') ++sp;
+  if (!EqualsIgnoreCase(v.substr(0, sp), "Bearer")) return BearerParse::kWrongScheme;
+  std::size_t t = sp;
+  while (t < v.size() && v[t] == ' ') ++t;  // 1*SP
+  if (t == sp) return BearerParse::kMalformed;  // "Bearer" alone
+  const std::string_view tok = v.substr(t);
+  if (!IsB64Token(tok)) return BearerParse::kMalformed;  // also catches a second token
+  *token = tok;
+  return BearerParse::kOk;
+}
+
+}  // namespace keygate

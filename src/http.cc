@@ -1,0 +1,153 @@
+#include "keygate/http.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace keygate {
+namespace {
+
+// RFC 9110 quoted-string content: escape '"' and '\'; drop control characters.
+std::string QuotedStringContent(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F) continue;
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (u < 0x20) {
+          static constexpr char kHex[] = "0123456789abcdef";
+          out += "\\u00";
+          out.push_back(kHex[u >> 4]);
+          out.push_back(kHex[u & 0xF]);
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+long long CeilSeconds(std::int64_t ns) noexcept {
+  if (ns <= 0) return 0;
+  return static_cast<long long>((ns + 999'999'999) / 1'000'000'000);
+}
+
+void AddRateLimitHeaders(const Verdict& v, const HttpOptions& o, bool denied, HttpDecision* d) {
+  if (!v.rate.applies()) return;
+  const std::string name = QuotedStringContent(o.policy_name);
+  d->headers.emplace_back(
+      "RateLimit-Policy", absl::StrCat("\"", name, "\";q=", v.rate.limit, ";w=",
+                                       std::max(1LL, CeilSeconds(v.rate.window_ns))));
+  // On a denial `t` is when the next request can succeed, so that Retry-After
+  // is never earlier than `t` (draft-ietf-httpapi-ratelimit-headers).
+  const long long t = denied ? RetryAfterSeconds(v.rate.retry_after_ns) : CeilSeconds(v.rate.reset_ns);
+  d->headers.emplace_back("RateLimit",
+                          absl::StrCat("\"", name, "\";r=", v.rate.remaining, ";t=", t));
+}
+
+HttpDecision Deny(int status, std::string www_authenticate, std::string_view error,
+                  std::string_view message) {
+  HttpDecision d;
+  d.allowed = false;
+  d.status = status;
+  if (!www_authenticate.empty()) d.headers.emplace_back("WWW-Authenticate", std::move(www_authenticate));
+  d.headers.emplace_back("Cache-Control", "no-store");
+  d.headers.emplace_back("Content-Type", "application/json");
+  d.body = absl::StrCat("{\"error\":", JsonString(error), ",\"message\":", JsonString(message), "}");
+  return d;
+}
+
+}  // namespace
+
+long long RetryAfterSeconds(std::int64_t retry_after_ns) noexcept {
+  const long long s = CeilSeconds(retry_after_ns);
+  return s < 1 ? 1 : s;
+}
+
+HttpDecision DecideHttp(const Verdict& verdict, const Requirement& requirement,
+                        const HttpOptions& options) {
+  const std::string realm = absl::StrCat("Bearer realm=\"", QuotedStringContent(options.realm), "\"");
+  switch (verdict.outcome) {
+    case Outcome::kOk: {
+      HttpDecision d;
+      d.allowed = true;
+      AddRateLimitHeaders(verdict, options, /*denied=*/false, &d);
+      return d;
+    }
+    case Outcome::kMissing:
+      return Deny(401, realm, "unauthorized",
+                  "Authentication required: send Authorization: Bearer <api key>.");
+    case Outcome::kInvalidRequest:
+      return Deny(400,
+                  absl::StrCat(realm, ", error=\"invalid_request\", error_description=\"Malformed "
+                                      "Authorization request\""),
+                  "invalid_request",
+                  "Send exactly one Authorization header of the form 'Bearer <api key>', and never "
+                  "the key in the URL.");
+    // One answer for every token that does not identify a usable key: nothing
+    // in status, headers or body tells these cases apart (ASVS 6.3.8).
+    case Outcome::kMalformed:
+    case Outcome::kUnknown:
+    case Outcome::kRevoked:
+    case Outcome::kExpired:
+    case Outcome::kWrongEnvironment:
+      return Deny(401,
+                  absl::StrCat(realm, ", error=\"invalid_token\", error_description=\"The API key "
+                                      "is invalid\""),
+                  "invalid_token", "The API key is missing, malformed, revoked or expired.");
+    case Outcome::kInsufficientScope: {
+      std::string header = absl::StrCat(realm, ", error=\"insufficient_scope\"");
+      std::string message = "The API key lacks the scope this endpoint requires.";
+      if (!requirement.scope_name.empty()) {
+        const std::string scope = QuotedStringContent(requirement.scope_name);
+        absl::StrAppend(&header, ", scope=\"", scope, "\"");
+        message = absl::StrCat("The API key lacks the required scope: ", scope, ".");
+      }
+      return Deny(403, std::move(header), "insufficient_scope", message);
+    }
+    case Outcome::kAccountDenied:
+      return Deny(403, absl::StrCat(realm, ", error=\"insufficient_scope\""), "insufficient_scope",
+                  "The API key is not linked to the requested account.");
+    case Outcome::kRateLimited: {
+      HttpDecision d = Deny(429, "", "rate_limited", "");
+      const long long retry = RetryAfterSeconds(verdict.rate.retry_after_ns);
+      d.body = absl::StrCat("{\"error\":\"rate_limited\",\"message\":\"Rate limit exceeded; retry after ",
+                            retry, " second", retry == 1 ? "" : "s", ".\"}");
+      d.headers.emplace_back("Retry-After", absl::StrCat(retry));
+      AddRateLimitHeaders(verdict, options, /*denied=*/true, &d);
+      return d;
+    }
+    case Outcome::kInsecureTransport:
+      return Deny(403, "", "https_required",
+                  "This API is served over HTTPS only; plain HTTP requests are rejected.");
+    case Outcome::kDeniedByIp:
+      return Deny(403, "", "forbidden", "Requests from this address are not allowed.");
+    case Outcome::kUnavailable:
+      break;
+  }
+  HttpDecision d = Deny(503, "", "unavailable",
+                        "Authentication is temporarily unavailable; retry later.");
+  d.headers.emplace_back("Retry-After", absl::StrCat(std::max(1, options.unavailable_retry_after_seconds)));
+  return d;
+}
+
+}  // namespace keygate

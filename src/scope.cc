@@ -1,0 +1,140 @@
+#include "keygate/scope.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace keygate {
+namespace {
+
+absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+bool IsScopeChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ':' || c == '_' || c == '.' ||
+         c == '/' || c == '*' || c == '-';
+}
+
+bool IsValidScopeName(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxScopeNameLength &&
+         std::all_of(name.begin(), name.end(), IsScopeChar);
+}
+
+}  // namespace
+
+ScopeRegistry::Builder::Builder() {
+  Add(kScopeReadAll);
+  Add(kScopeWriteAll);
+  Add(kScopeAdmin, {kScopeReadAll, kScopeWriteAll});
+}
+
+ScopeRegistry::Builder& ScopeRegistry::Builder::Add(
+    std::string_view name, std::initializer_list<std::string_view> implies) {
+  std::vector<std::string> v;
+  v.reserve(implies.size());
+  for (std::string_view s : implies) v.emplace_back(s);
+  entries_.emplace_back(std::string(name), std::move(v));
+  return *this;
+}
+
+ScopeRegistry::Builder& ScopeRegistry::Builder::Add(std::string_view name,
+                                                    const std::vector<std::string>& implies) {
+  entries_.emplace_back(std::string(name), implies);
+  return *this;
+}
+
+absl::StatusOr<std::shared_ptr<const ScopeRegistry>> ScopeRegistry::Builder::Build() {
+  if (entries_.size() > kMaxScopes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("scopes: at most ", kMaxScopes, " scopes per deployment, got ", entries_.size()));
+  }
+  std::shared_ptr<ScopeRegistry> r(new ScopeRegistry());
+  for (const auto& [name, implies] : entries_) {
+    if (!IsValidScopeName(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "scope '", name, "': name must be 1-64 characters of [a-z0-9:_./*-]"));
+    }
+    if (r->Contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("scope '", name, "': registered twice"));
+    }
+    const std::size_t bit = r->names_.size();
+    ScopeMask closure = ScopeMask{1} << bit;
+    for (const std::string& implied : implies) {
+      const ScopeMask m = r->MaskOf(implied);
+      if (m == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "scope '", name, "': implies unknown scope '", implied,
+            "' (implied scopes must be registered first)"));
+      }
+      closure |= m;
+    }
+    r->names_.push_back(name);
+    r->closure_.push_back(closure);
+  }
+  return std::shared_ptr<const ScopeRegistry>(std::move(r));
+}
+
+std::shared_ptr<const ScopeRegistry> ScopeRegistry::Default() {
+  static const auto* const registry =
+      new std::shared_ptr<const ScopeRegistry>(*Builder().Build());
+  return *registry;
+}
+
+ScopeMask ScopeRegistry::MaskOf(std::string_view name) const noexcept {
+  for (std::size_t i = 0; i < names_.size(); ++i) {
+    if (names_[i] == name) return closure_[i];
+  }
+  return 0;
+}
+
+bool ScopeRegistry::Contains(std::string_view name) const noexcept { return MaskOf(name) != 0; }
+
+absl::StatusOr<ScopeMask> ScopeRegistry::Compile(absl::Span<const std::string> names) const {
+  ScopeMask mask = 0;
+  for (const std::string& n : names) {
+    const ScopeMask m = MaskOf(n);
+    if (m == 0) return absl::InvalidArgumentError(absl::StrCat("scopes: unknown scope '", n, "'"));
+    mask |= m;
+  }
+  return mask;
+}
+
+absl::StatusOr<ScopeMask> ScopeRegistry::Compile(
+    std::initializer_list<std::string_view> names) const {
+  ScopeMask mask = 0;
+  for (std::string_view n : names) {
+    const ScopeMask m = MaskOf(n);
+    if (m == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("scopes: unknown scope '", AV(n), "'"));
+    }
+    mask |= m;
+  }
+  return mask;
+}
+
+std::vector<std::string> ScopeRegistry::Expand(ScopeMask mask) const {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < names_.size(); ++i) {
+    if (mask & (ScopeMask{1} << i)) out.push_back(names_[i]);
+  }
+  return out;
+}
+
+bool PatternScopeEvaluator::Allows(const GrantedScopes& granted,
+                                   const Requirement& required) const noexcept {
+  // Deny by default: a zero mask only means "nothing required" when no scope
+  // name is required either.
+  if (required.scopes != 0 && MaskAllows(granted.mask, required.scopes)) return true;
+  const std::string_view want = required.scope_name;
+  if (want.empty()) return required.scopes == 0;
+  for (const std::string& g : granted.names) {
+    if (g == want) return true;
+    // "read:projects/*" grants "read:projects/<anything non-empty>".
+    if (g.size() >= 2 && g.compare(g.size() - 2, 2, "/*") == 0) {
+      const std::string_view stem(g.data(), g.size() - 1);  // keeps the '/'
+      if (want.size() > stem.size() && want.substr(0, stem.size()) == stem) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace keygate

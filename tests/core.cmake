@@ -1,0 +1,9 @@
+# Core value types: tokens, digests, secrets, scopes, Authorization parsing and
+# the HTTP mapping.
+find_package(ZLIB REQUIRED)  # the reference CRC-32 in token_test
+keygate_add_test(token_test SOURCES token_test.cc LIBS ZLIB::ZLIB LABELS core)
+keygate_add_test(secret_test SOURCES secret_test.cc LABELS core)
+keygate_add_test(digest_test SOURCES digest_test.cc LABELS core concurrent)
+keygate_add_test(scope_test SOURCES scope_test.cc LABELS core)
+keygate_add_test(bearer_test SOURCES bearer_test.cc LABELS core)
+keygate_add_test(http_test SOURCES http_test.cc LABELS core)

@@ -1,0 +1,140 @@
+// Verdict -> HTTP response mapping (DESIGN.md section 6, RFC 6750, RFC 6585).
+#include "keygate/http.h"
+
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "catch.h"
+
+namespace keygate {
+namespace {
+
+std::map<std::string, std::string> Headers(const HttpDecision& d) {
+  std::map<std::string, std::string> m;
+  for (const auto& [k, v] : d.headers) {
+    REQUIRE(m.count(k) == 0);  // no header twice
+    m[k] = v;
+  }
+  return m;
+}
+
+Verdict V(Outcome o) {
+  Verdict v;
+  v.outcome = o;
+  return v;
+}
+
+TEST_CASE("No credentials: 401 with a bare Bearer challenge", "[http]") {
+  const HttpDecision d = DecideHttp(V(Outcome::kMissing), {}, {"api"});
+  CHECK_FALSE(d.allowed);
+  CHECK(d.status == 401);
+  auto h = Headers(d);
+  CHECK(h["WWW-Authenticate"] == "Bearer realm=\"api\"");
+  CHECK(h["Cache-Control"] == "no-store");
+  CHECK(h["Content-Type"] == "application/json");
+  CHECK(d.body.find("\"error\":\"unauthorized\"") != std::string::npos);
+}
+
+TEST_CASE("Bad request syntax: 400 invalid_request", "[http]") {
+  const HttpDecision d = DecideHttp(V(Outcome::kInvalidRequest), {});
+  CHECK(d.status == 400);
+  CHECK(Headers(d)["WWW-Authenticate"].rfind("Bearer realm=\"api\", error=\"invalid_request\"", 0) == 0);
+}
+
+TEST_CASE("Unusable tokens all get one identical 401 invalid_token", "[http][oracle]") {
+  const Outcome outcomes[] = {Outcome::kMalformed, Outcome::kUnknown, Outcome::kRevoked,
+                              Outcome::kExpired, Outcome::kWrongEnvironment};
+  Verdict first_v = V(Outcome::kMalformed);
+  const HttpDecision first = DecideHttp(first_v, {});
+  CHECK(first.status == 401);
+  CHECK(Headers(first)["WWW-Authenticate"].find("error=\"invalid_token\"") != std::string::npos);
+  for (Outcome o : outcomes) {
+    Verdict v = V(o);
+    v.key_id.Set("key_0123456789abcdefghijkl");  // identified keys leak nothing either
+    const HttpDecision d = DecideHttp(v, {});
+    INFO(OutcomeName(o));
+    CHECK(d.status == first.status);
+    CHECK(d.headers == first.headers);
+    CHECK(d.body == first.body);
+  }
+}
+
+TEST_CASE("Missing scope: 403 insufficient_scope naming the scope", "[http]") {
+  Requirement req;
+  req.scope_name = "write:all";
+  const HttpDecision d = DecideHttp(V(Outcome::kInsufficientScope), req);
+  CHECK(d.status == 403);
+  CHECK(Headers(d)["WWW-Authenticate"] ==
+        "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"write:all\"");
+  CHECK(d.body.find("write:all") != std::string::npos);
+  CHECK(DecideHttp(V(Outcome::kAccountDenied), req).status == 403);
+}
+
+TEST_CASE("Over the limit: 429 with Retry-After and RateLimit headers", "[http][ratelimit]") {
+  Verdict v = V(Outcome::kRateLimited);
+  v.rate.limit = 10;
+  v.rate.remaining = 0;
+  v.rate.window_ns = 60'000'000'000;
+  v.rate.reset_ns = 59'000'000'000;
+  v.rate.retry_after_ns = 2'100'000'000;  // 2.1 s rounds up to 3
+  const HttpDecision d = DecideHttp(v, {}, {"api", "burst"});
+  CHECK(d.status == 429);
+  auto h = Headers(d);
+  CHECK(h["Retry-After"] == "3");
+  CHECK(h["RateLimit-Policy"] == "\"burst\";q=10;w=60");
+  CHECK(h["RateLimit"] == "\"burst\";r=0;t=3");
+  CHECK(h["Cache-Control"] == "no-store");
+  CHECK(h.count("WWW-Authenticate") == 0);
+
+  v.rate.retry_after_ns = 1;  // never "Retry-After: 0"
+  CHECK(Headers(DecideHttp(v, {}))["Retry-After"] == "1");
+  CHECK(RetryAfterSeconds(0) == 1);
+  CHECK(RetryAfterSeconds(1'000'000'000) == 1);
+  CHECK(RetryAfterSeconds(1'000'000'001) == 2);
+}
+
+TEST_CASE("Allowed requests carry the quota headers only when a limit applies", "[http]") {
+  HttpDecision d = DecideHttp(V(Outcome::kOk), {});
+  CHECK(d.allowed);
+  CHECK(d.headers.empty());
+  CHECK(d.body.empty());
+  Verdict v = V(Outcome::kOk);
+  v.rate.limit = 100;
+  v.rate.remaining = 99;
+  v.rate.window_ns = 1'000'000'000;
+  v.rate.reset_ns = 10'000'000;
+  d = DecideHttp(v, {});
+  auto h = Headers(d);
+  CHECK(h["RateLimit-Policy"] == "\"default\";q=100;w=1");
+  CHECK(h["RateLimit"] == "\"default\";r=99;t=1");
+}
+
+TEST_CASE("Plain HTTP, IP denial and an unavailable backend", "[http]") {
+  CHECK(DecideHttp(V(Outcome::kInsecureTransport), {}).status == 403);
+  CHECK(DecideHttp(V(Outcome::kDeniedByIp), {}).status == 403);
+  const HttpDecision d = DecideHttp(V(Outcome::kUnavailable), {});
+  CHECK(d.status == 503);
+  CHECK_FALSE(d.allowed);
+  CHECK(Headers(d)["Retry-After"] == "1");
+  // A default-constructed verdict fails closed.
+  CHECK(DecideHttp(Verdict{}, {}).status == 503);
+}
+
+TEST_CASE("Realm text is escaped inside the quoted string", "[http]") {
+  HttpOptions o;
+  o.realm = "my \"api\"\r\n";
+  CHECK(Headers(DecideHttp(V(Outcome::kMissing), {}, o))["WWW-Authenticate"] ==
+        "Bearer realm=\"my \\\"api\\\"\"");
+}
+
+TEST_CASE("Verdicts print their outcome and key id only", "[http][verdict]") {
+  Verdict v = V(Outcome::kRevoked);
+  v.key_id.Set("key_abc");
+  std::ostringstream os;
+  os << v;
+  CHECK(os.str() == "Verdict(revoked, key_abc)");
+}
+
+}  // namespace
+}  // namespace keygate

@@ -1,0 +1,140 @@
+// Scope registry, closure masks and evaluators.
+#include "keygate/scope.h"
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "catch.h"
+
+namespace keygate {
+namespace {
+
+ScopeMask Mask(const ScopeRegistry& r, std::initializer_list<std::string_view> names) {
+  auto m = r.Compile(names);
+  REQUIRE(m.ok());
+  return *m;
+}
+
+TEST_CASE("Built-in scopes: admin implies read and write, write does not imply read",
+          "[scope]") {
+  auto r = ScopeRegistry::Default();
+  const ScopeMask read = Mask(*r, {"read:all"});
+  const ScopeMask write = Mask(*r, {"write:all"});
+  const ScopeMask admin = Mask(*r, {"admin"});
+  CHECK(MaskAllows(admin, read));
+  CHECK(MaskAllows(admin, write));
+  CHECK(MaskAllows(admin, admin));
+  CHECK_FALSE(MaskAllows(write, read));
+  CHECK_FALSE(MaskAllows(read, write));
+  CHECK_FALSE(MaskAllows(read | write, admin));
+  CHECK(MaskAllows(read | write, read | write));
+  CHECK(r->Expand(admin) == std::vector<std::string>{"read:all", "write:all", "admin"});
+}
+
+TEST_CASE("Unknown scopes are reported by name", "[scope][validation]") {
+  auto r = ScopeRegistry::Default();
+  auto m = r->Compile({"read:all", "delete:everything"});
+  REQUIRE(m.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(m.status().message()) == "scopes: unknown scope 'delete:everything'");
+  CHECK(r->MaskOf("nope") == 0);
+}
+
+TEST_CASE("Applications extend the registry with implications", "[scope]") {
+  auto r = ScopeRegistry::Builder()
+               .Add("read:projects")
+               .Add("write:projects", {"read:projects"})
+               .Add("projects:owner", std::vector<std::string>{"write:projects", "read:all"})
+               .Build();
+  REQUIRE(r.ok());
+  const ScopeRegistry& reg = **r;
+  CHECK(MaskAllows(Mask(reg, {"projects:owner"}), Mask(reg, {"read:projects"})));
+  CHECK(MaskAllows(Mask(reg, {"projects:owner"}), Mask(reg, {"read:all"})));
+  CHECK_FALSE(MaskAllows(Mask(reg, {"projects:owner"}), Mask(reg, {"write:all"})));
+  CHECK_FALSE(MaskAllows(Mask(reg, {"admin"}), Mask(reg, {"read:projects"})));
+  CHECK(reg.names().size() == 6);
+}
+
+TEST_CASE("Registry builder rejects bad definitions", "[scope][validation]") {
+  auto dup = ScopeRegistry::Builder().Add("admin").Build();
+  CHECK(dup.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(dup.status().message()).find("'admin'") != std::string::npos);
+  auto bad_name = ScopeRegistry::Builder().Add("Read All").Build();
+  CHECK(bad_name.status().code() == absl::StatusCode::kInvalidArgument);
+  auto forward = ScopeRegistry::Builder().Add("a", {"b"}).Add("b").Build();
+  CHECK(forward.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(forward.status().message()).find("unknown scope 'b'") != std::string::npos);
+  ScopeRegistry::Builder many;
+  for (int i = 0; i < 62; ++i) many.Add("s" + std::to_string(i));
+  CHECK(many.Build().status().code() == absl::StatusCode::kResourceExhausted);
+  ScopeRegistry::Builder exactly;
+  for (int i = 0; i < 61; ++i) exactly.Add("s" + std::to_string(i));
+  CHECK(exactly.Build().ok());  // 3 built-ins + 61 = 64
+}
+
+TEST_CASE("A key passes a check exactly for the scopes its grants reach", "[scope][property]") {
+  // s_i implies s_(i/2): a tree, checked against a brute-force reachability.
+  constexpr int kN = 20;
+  ScopeRegistry::Builder b;
+  for (int i = 0; i < kN; ++i) {
+    std::vector<std::string> implies;
+    if (i > 0) implies.push_back("s" + std::to_string(i / 2));
+    b.Add("s" + std::to_string(i), implies);
+  }
+  auto r = b.Build();
+  REQUIRE(r.ok());
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::vector<std::string> granted;
+    std::vector<bool> reach(kN, false);
+    for (int i = 0; i < kN; ++i) {
+      if (rng() % 5 != 0) continue;
+      granted.push_back("s" + std::to_string(i));
+      for (int j = i;; j /= 2) {
+        reach[static_cast<std::size_t>(j)] = true;
+        if (j == 0) break;
+      }
+    }
+    const ScopeMask g = *(*r)->Compile(granted);
+    const int want = static_cast<int>(rng() % kN);
+    INFO("want s" << want);
+    CHECK(MaskAllows(g, (*r)->MaskOf("s" + std::to_string(want))) ==
+          reach[static_cast<std::size_t>(want)]);
+  }
+}
+
+TEST_CASE("Mask evaluator is the default check", "[scope][evaluator]") {
+  auto r = ScopeRegistry::Default();
+  MaskScopeEvaluator e;
+  Requirement req;
+  req.scopes = Mask(*r, {"write:all"});
+  CHECK(e.Allows({Mask(*r, {"admin"}), {}}, req));
+  CHECK_FALSE(e.Allows({Mask(*r, {"read:all"}), {}}, req));
+  CHECK(e.Allows({0, {}}, Requirement{}));  // nothing required
+}
+
+TEST_CASE("Pattern evaluator matches /* grants and denies by default", "[scope][evaluator]") {
+  PatternScopeEvaluator e;
+  const std::vector<std::string> names = {"read:projects/*", "write:reports"};
+  const GrantedScopes granted{0, names};
+  Requirement req;
+  req.scope_name = "read:projects/42";
+  CHECK(e.Allows(granted, req));
+  req.scope_name = "read:projects/42/files";
+  CHECK(e.Allows(granted, req));
+  req.scope_name = "read:projects/";
+  CHECK_FALSE(e.Allows(granted, req));
+  req.scope_name = "read:projectsX";
+  CHECK_FALSE(e.Allows(granted, req));
+  req.scope_name = "write:projects/1";
+  CHECK_FALSE(e.Allows(granted, req));
+  req.scope_name = "write:reports";
+  CHECK(e.Allows(granted, req));
+  req.scope_name = "";
+  CHECK(e.Allows(granted, req));  // nothing required
+  req.scopes = 1;                 // a mask bit the key lacks, no name
+  CHECK_FALSE(e.Allows(granted, req));
+}
+
+}  // namespace
+}  // namespace keygate
