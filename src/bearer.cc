@@ -10,7 +10,9 @@ inline bool IsB64Char(char c) noexcept {
          c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
 }
 
-inline char Lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+inline char Lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+}
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept {
   if (a.size() != b.size()) return false;
@@ -43,7 +45,7 @@ BearerParse ParseBearer(std::string_view header, std::string_view* token) noexce
   while (sp < v.size() && v[sp] != ' ') ++sp;
   if (!EqualsIgnoreCase(v.substr(0, sp), "Bearer")) return BearerParse::kWrongScheme;
   std::size_t t = sp;
-  while (t < v.size() && v[t] == ' ') ++t;  // 1*SP
+  while (t < v.size() && v[t] == ' ') ++t;      // 1*SP
   if (t == sp) return BearerParse::kMalformed;  // "Bearer" alone
   const std::string_view tok = v.substr(t);
   if (!IsB64Token(tok)) return BearerParse::kMalformed;  // also catches a second token

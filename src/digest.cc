@@ -16,9 +16,9 @@ namespace keygate {
 // EVP_DigestInit_ex(ctx, EVP_sha256())) search the provider store on every call
 // and cost 3-10x more, worse under threads (research/performance.md).
 struct TokenHasher::Impl {
-  std::uint64_t id = 0;             // distinguishes hashers in thread-local caches
-  EVP_MD* md = nullptr;             // fetched SHA-256
-  EVP_MAC* mac = nullptr;           // fetched HMAC (keyed only)
+  std::uint64_t id = 0;                 // distinguishes hashers in thread-local caches
+  EVP_MD* md = nullptr;                 // fetched SHA-256
+  EVP_MAC* mac = nullptr;               // fetched HMAC (keyed only)
   EVP_MAC_CTX* mac_template = nullptr;  // keyed with the pepper (keyed only)
 
   ~Impl() {

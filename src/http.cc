@@ -26,11 +26,21 @@ std::string JsonString(std::string_view s) {
   for (char c : s) {
     const auto u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (u < 0x20) {
           static constexpr char kHex[] = "0123456789abcdef";
@@ -54,12 +64,13 @@ long long CeilSeconds(std::int64_t ns) noexcept {
 void AddRateLimitHeaders(const Verdict& v, const HttpOptions& o, bool denied, HttpDecision* d) {
   if (!v.rate.applies()) return;
   const std::string name = QuotedStringContent(o.policy_name);
-  d->headers.emplace_back(
-      "RateLimit-Policy", absl::StrCat("\"", name, "\";q=", v.rate.limit, ";w=",
-                                       std::max(1LL, CeilSeconds(v.rate.window_ns))));
+  d->headers.emplace_back("RateLimit-Policy",
+                          absl::StrCat("\"", name, "\";q=", v.rate.limit,
+                                       ";w=", std::max(1LL, CeilSeconds(v.rate.window_ns))));
   // On a denial `t` is when the next request can succeed, so that Retry-After
   // is never earlier than `t` (draft-ietf-httpapi-ratelimit-headers).
-  const long long t = denied ? RetryAfterSeconds(v.rate.retry_after_ns) : CeilSeconds(v.rate.reset_ns);
+  const long long t =
+      denied ? RetryAfterSeconds(v.rate.retry_after_ns) : CeilSeconds(v.rate.reset_ns);
   d->headers.emplace_back("RateLimit",
                           absl::StrCat("\"", name, "\";r=", v.rate.remaining, ";t=", t));
 }
@@ -69,10 +80,12 @@ HttpDecision Deny(int status, std::string www_authenticate, std::string_view err
   HttpDecision d;
   d.allowed = false;
   d.status = status;
-  if (!www_authenticate.empty()) d.headers.emplace_back("WWW-Authenticate", std::move(www_authenticate));
+  if (!www_authenticate.empty())
+    d.headers.emplace_back("WWW-Authenticate", std::move(www_authenticate));
   d.headers.emplace_back("Cache-Control", "no-store");
   d.headers.emplace_back("Content-Type", "application/json");
-  d.body = absl::StrCat("{\"error\":", JsonString(error), ",\"message\":", JsonString(message), "}");
+  d.body =
+      absl::StrCat("{\"error\":", JsonString(error), ",\"message\":", JsonString(message), "}");
   return d;
 }
 
@@ -85,7 +98,8 @@ long long RetryAfterSeconds(std::int64_t retry_after_ns) noexcept {
 
 HttpDecision DecideHttp(const Verdict& verdict, const Requirement& requirement,
                         const HttpOptions& options) {
-  const std::string realm = absl::StrCat("Bearer realm=\"", QuotedStringContent(options.realm), "\"");
+  const std::string realm =
+      absl::StrCat("Bearer realm=\"", QuotedStringContent(options.realm), "\"");
   switch (verdict.outcome) {
     case Outcome::kOk: {
       HttpDecision d;
@@ -98,8 +112,9 @@ HttpDecision DecideHttp(const Verdict& verdict, const Requirement& requirement,
                   "Authentication required: send Authorization: Bearer <api key>.");
     case Outcome::kInvalidRequest:
       return Deny(400,
-                  absl::StrCat(realm, ", error=\"invalid_request\", error_description=\"Malformed "
-                                      "Authorization request\""),
+                  absl::StrCat(realm,
+                               ", error=\"invalid_request\", error_description=\"Malformed "
+                               "Authorization request\""),
                   "invalid_request",
                   "Send exactly one Authorization header of the form 'Bearer <api key>', and never "
                   "the key in the URL.");
@@ -111,8 +126,9 @@ HttpDecision DecideHttp(const Verdict& verdict, const Requirement& requirement,
     case Outcome::kExpired:
     case Outcome::kWrongEnvironment:
       return Deny(401,
-                  absl::StrCat(realm, ", error=\"invalid_token\", error_description=\"The API key "
-                                      "is invalid\""),
+                  absl::StrCat(realm,
+                               ", error=\"invalid_token\", error_description=\"The API key "
+                               "is invalid\""),
                   "invalid_token", "The API key is missing, malformed, revoked or expired.");
     case Outcome::kInsufficientScope: {
       std::string header = absl::StrCat(realm, ", error=\"insufficient_scope\"");
@@ -130,8 +146,9 @@ HttpDecision DecideHttp(const Verdict& verdict, const Requirement& requirement,
     case Outcome::kRateLimited: {
       HttpDecision d = Deny(429, "", "rate_limited", "");
       const long long retry = RetryAfterSeconds(verdict.rate.retry_after_ns);
-      d.body = absl::StrCat("{\"error\":\"rate_limited\",\"message\":\"Rate limit exceeded; retry after ",
-                            retry, " second", retry == 1 ? "" : "s", ".\"}");
+      d.body = absl::StrCat(
+          "{\"error\":\"rate_limited\",\"message\":\"Rate limit exceeded; retry after ", retry,
+          " second", retry == 1 ? "" : "s", ".\"}");
       d.headers.emplace_back("Retry-After", absl::StrCat(retry));
       AddRateLimitHeaders(verdict, options, /*denied=*/true, &d);
       return d;
@@ -144,9 +161,10 @@ HttpDecision DecideHttp(const Verdict& verdict, const Requirement& requirement,
     case Outcome::kUnavailable:
       break;
   }
-  HttpDecision d = Deny(503, "", "unavailable",
-                        "Authentication is temporarily unavailable; retry later.");
-  d.headers.emplace_back("Retry-After", absl::StrCat(std::max(1, options.unavailable_retry_after_seconds)));
+  HttpDecision d =
+      Deny(503, "", "unavailable", "Authentication is temporarily unavailable; retry later.");
+  d.headers.emplace_back("Retry-After",
+                         absl::StrCat(std::max(1, options.unavailable_retry_after_seconds)));
   return d;
 }
 

@@ -44,14 +44,14 @@ ScopeRegistry::Builder& ScopeRegistry::Builder::Add(std::string_view name,
 
 absl::StatusOr<std::shared_ptr<const ScopeRegistry>> ScopeRegistry::Builder::Build() {
   if (entries_.size() > kMaxScopes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("scopes: at most ", kMaxScopes, " scopes per deployment, got ", entries_.size()));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "scopes: at most ", kMaxScopes, " scopes per deployment, got ", entries_.size()));
   }
   std::shared_ptr<ScopeRegistry> r(new ScopeRegistry());
   for (const auto& [name, implies] : entries_) {
     if (!IsValidScopeName(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "scope '", name, "': name must be 1-64 characters of [a-z0-9:_./*-]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("scope '", name, "': name must be 1-64 characters of [a-z0-9:_./*-]"));
     }
     if (r->Contains(name)) {
       return absl::InvalidArgumentError(absl::StrCat("scope '", name, "': registered twice"));
@@ -61,9 +61,9 @@ absl::StatusOr<std::shared_ptr<const ScopeRegistry>> ScopeRegistry::Builder::Bui
     for (const std::string& implied : implies) {
       const ScopeMask m = r->MaskOf(implied);
       if (m == 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "scope '", name, "': implies unknown scope '", implied,
-            "' (implied scopes must be registered first)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("scope '", name, "': implies unknown scope '", implied,
+                         "' (implied scopes must be registered first)"));
       }
       closure |= m;
     }
@@ -74,8 +74,7 @@ absl::StatusOr<std::shared_ptr<const ScopeRegistry>> ScopeRegistry::Builder::Bui
 }
 
 std::shared_ptr<const ScopeRegistry> ScopeRegistry::Default() {
-  static const auto* const registry =
-      new std::shared_ptr<const ScopeRegistry>(*Builder().Build());
+  static const auto* const registry = new std::shared_ptr<const ScopeRegistry>(*Builder().Build());
   return *registry;
 }
 

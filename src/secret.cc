@@ -34,9 +34,7 @@ Secret& Secret::operator=(const Secret& other) {
 
 // Moving a std::string may leave short-string-optimised bytes behind in the
 // source, so copy then wipe rather than relying on the move.
-Secret::Secret(Secret&& other) noexcept : bytes_(std::move(other.bytes_)) {
-  Wipe(other.bytes_);
-}
+Secret::Secret(Secret&& other) noexcept : bytes_(std::move(other.bytes_)) { Wipe(other.bytes_); }
 
 Secret& Secret::operator=(Secret&& other) noexcept {
   if (this != &other) {

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "boost/multiprecision/cpp_int.hpp"
+
 #include "internal/base62.h"
 
 namespace keygate {
@@ -42,7 +43,9 @@ inline std::uint32_t Load32Le(const unsigned char* p) noexcept {
          (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
 }
 
-inline bool IsLowerAlnum(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+inline bool IsLowerAlnum(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
 
 bool AllLowerAlnum(std::string_view s) noexcept {
   for (char c : s) {
@@ -75,9 +78,9 @@ std::uint32_t Crc32(std::string_view data) noexcept {
     const std::uint32_t one = Load32Le(p) ^ crc;
     const std::uint32_t two = Load32Le(p + 4);
     crc = kCrcTables[7][one & 0xFF] ^ kCrcTables[6][(one >> 8) & 0xFF] ^
-          kCrcTables[5][(one >> 16) & 0xFF] ^ kCrcTables[4][one >> 24] ^
-          kCrcTables[3][two & 0xFF] ^ kCrcTables[2][(two >> 8) & 0xFF] ^
-          kCrcTables[1][(two >> 16) & 0xFF] ^ kCrcTables[0][two >> 24];
+          kCrcTables[5][(one >> 16) & 0xFF] ^ kCrcTables[4][one >> 24] ^ kCrcTables[3][two & 0xFF] ^
+          kCrcTables[2][(two >> 8) & 0xFF] ^ kCrcTables[1][(two >> 16) & 0xFF] ^
+          kCrcTables[0][two >> 24];
     p += 8;
     n -= 8;
   }
@@ -97,8 +100,8 @@ std::string Base62EncodeFixed(std::uint64_t value, std::size_t width) {
 bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept {
   std::uint64_t v = 0;
   for (char c : digits) {
-    const int d = kBase62Digit[static_cast<unsigned char>(c)];
-    if (d < 0) return false;
+    const unsigned d = kBase62Digit[static_cast<unsigned char>(c)];
+    if (d == internal::kNotBase62) return false;
     if (v > (UINT64_MAX - static_cast<std::uint64_t>(d)) / 62) return false;
     v = v * 62 + static_cast<std::uint64_t>(d);
   }
@@ -140,14 +143,13 @@ TokenError ParseToken(std::string_view token, TokenView* out,
   if (n - body != kSecretChars + kCheckChars) return TokenError::kLength;
   unsigned bad = 0;
   for (std::size_t k = body; k < n; ++k) {
-    bad |= static_cast<unsigned>(kBase62Digit[static_cast<unsigned char>(token[k])]) >> 31;
+    bad |= kBase62Digit[static_cast<unsigned char>(token[k])];  // kNotBase62 has bit 7 set
   }
-  if (bad != 0) return TokenError::kCharset;
+  if ((bad & 0x80u) != 0) return TokenError::kCharset;
 
   const std::string_view check = token.substr(n - kCheckChars);
   std::uint64_t expected = 0;
-  if (!Base62Decode(check, &expected) ||
-      expected != Crc32(token.substr(0, n - kCheckChars))) {
+  if (!Base62Decode(check, &expected) || expected != Crc32(token.substr(0, n - kCheckChars))) {
     return TokenError::kChecksum;
   }
   if (out != nullptr) {
@@ -161,12 +163,18 @@ TokenError ParseToken(std::string_view token, TokenView* out,
 
 std::string_view TokenErrorName(TokenError error) noexcept {
   switch (error) {
-    case TokenError::kNone: return "ok";
-    case TokenError::kLength: return "wrong length";
-    case TokenError::kPrefix: return "missing or wrong prefix";
-    case TokenError::kEnvTag: return "missing or malformed environment tag";
-    case TokenError::kCharset: return "non-base62 character";
-    case TokenError::kChecksum: return "bad checksum";
+    case TokenError::kNone:
+      return "ok";
+    case TokenError::kLength:
+      return "wrong length";
+    case TokenError::kPrefix:
+      return "missing or wrong prefix";
+    case TokenError::kEnvTag:
+      return "missing or malformed environment tag";
+    case TokenError::kCharset:
+      return "non-base62 character";
+    case TokenError::kChecksum:
+      return "bad checksum";
   }
   return "unknown error";
 }

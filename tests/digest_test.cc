@@ -78,7 +78,8 @@ TEST_CASE("Hashing from many threads gives the same digests", "[digest][concurre
     threads.emplace_back([&, t] {
       for (int i = 0; i < 2000; ++i) {
         Digest d{};
-        if (!(*h)->Hash("kg_live_token", &d) || !DigestEquals(d, want)) ++mismatches[static_cast<std::size_t>(t)];
+        if (!(*h)->Hash("kg_live_token", &d) || !DigestEquals(d, want))
+          ++mismatches[static_cast<std::size_t>(t)];
       }
     });
   }

@@ -39,7 +39,8 @@ TEST_CASE("No credentials: 401 with a bare Bearer challenge", "[http]") {
 TEST_CASE("Bad request syntax: 400 invalid_request", "[http]") {
   const HttpDecision d = DecideHttp(V(Outcome::kInvalidRequest), {});
   CHECK(d.status == 400);
-  CHECK(Headers(d)["WWW-Authenticate"].rfind("Bearer realm=\"api\", error=\"invalid_request\"", 0) == 0);
+  CHECK(Headers(d)["WWW-Authenticate"].rfind("Bearer realm=\"api\", error=\"invalid_request\"",
+                                             0) == 0);
 }
 
 TEST_CASE("Unusable tokens all get one identical 401 invalid_token", "[http][oracle]") {

@@ -16,8 +16,7 @@ ScopeMask Mask(const ScopeRegistry& r, std::initializer_list<std::string_view> n
   return *m;
 }
 
-TEST_CASE("Built-in scopes: admin implies read and write, write does not imply read",
-          "[scope]") {
+TEST_CASE("Built-in scopes: admin implies read and write, write does not imply read", "[scope]") {
   auto r = ScopeRegistry::Default();
   const ScopeMask read = Mask(*r, {"read:all"});
   const ScopeMask write = Mask(*r, {"write:all"});

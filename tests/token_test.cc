@@ -144,7 +144,8 @@ TEST_CASE("100k generated tokens are distinct and their symbols uniform", "[toke
   const double n = static_cast<double>(kTokens) * (kSecretChars - 1);
   const double expected = n / 62.0;
   double chi2 = 0;
-  for (std::uint64_t c : counts) chi2 += (static_cast<double>(c) - expected) * (static_cast<double>(c) - expected) / expected;
+  for (std::uint64_t c : counts)
+    chi2 += (static_cast<double>(c) - expected) * (static_cast<double>(c) - expected) / expected;
   // 61 degrees of freedom: P(chi2 > 125) < 1e-5. A biased encoder (e.g. byte % 62)
   // produces chi2 in the thousands at this sample size.
   INFO("chi-square = " << chi2);

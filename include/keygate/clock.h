@@ -46,9 +46,7 @@ class FakeClock final : public Clock {
   absl::Time Now() const noexcept override {
     return absl::FromUnixNanos(nanos_.load(std::memory_order_acquire));
   }
-  void Set(absl::Time t) noexcept {
-    nanos_.store(absl::ToUnixNanos(t), std::memory_order_release);
-  }
+  void Set(absl::Time t) noexcept { nanos_.store(absl::ToUnixNanos(t), std::memory_order_release); }
   // May be negative, to test clocks that step backwards.
   void Advance(absl::Duration d) noexcept {
     nanos_.fetch_add(absl::ToInt64Nanoseconds(d), std::memory_order_acq_rel);

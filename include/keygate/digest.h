@@ -31,6 +31,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+
 #include "keygate/secret.h"
 
 namespace keygate {

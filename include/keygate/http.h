@@ -1,18 +1,18 @@
 // keygate/http.h: turning a verdict into an HTTP response decision
 // (RFC 6750 3, RFC 9110 15.5.2, RFC 6585 4, draft-ietf-httpapi-ratelimit-headers).
 //
-// | outcome                                          | status | headers                                   |
+// | outcome                                          | status | headers |
 // |--------------------------------------------------|--------|-------------------------------------------|
-// | missing                                          | 401    | WWW-Authenticate: Bearer realm="..."      |
-// | invalid request (syntax, scheme, two headers,    | 400    | ... error="invalid_request"               |
-// |   token in the query string)                     |        |                                           |
-// | malformed, unknown, revoked, expired, wrong env  | 401    | ... error="invalid_token" (identical)     |
-// | insufficient scope, account denied               | 403    | ... error="insufficient_scope", scope=".."|
-// | rate limited                                     | 429    | Retry-After, RateLimit-Policy, RateLimit  |
-// | insecure transport (plain HTTP)                  | 403    | (no credentials are ever checked)         |
-// | denied by IP                                     | 403    |                                           |
-// | unavailable                                      | 503    | Retry-After                               |
-// | ok                                               | 200*   | RateLimit-Policy, RateLimit when a limit applies |
+// | missing                                          | 401    | WWW-Authenticate: Bearer
+// realm="..."      | | invalid request (syntax, scheme, two headers,    | 400    | ...
+// error="invalid_request"               | |   token in the query string)                     | | |
+// | malformed, unknown, revoked, expired, wrong env  | 401    | ... error="invalid_token"
+// (identical)     | | insufficient scope, account denied               | 403    | ...
+// error="insufficient_scope", scope=".."| | rate limited                                     | 429
+// | Retry-After, RateLimit-Policy, RateLimit  | | insecure transport (plain HTTP) | 403    | (no
+// credentials are ever checked)         | | denied by IP                                     | 403
+// |                                           | | unavailable | 503    | Retry-After | | ok | 200*
+// | RateLimit-Policy, RateLimit when a limit applies |
 // (*) the application's own status; `allowed` is true.
 // Every error carries `Cache-Control: no-store` and a JSON body
 // `{"error":"...","message":"..."}`.

@@ -59,8 +59,7 @@ class ScopeRegistry {
     Builder();
     // Registers `name` (1-64 of [a-z0-9:_./*-]) implying `implies`, each of
     // which must already be registered. Errors are reported by Build().
-    Builder& Add(std::string_view name,
-                 std::initializer_list<std::string_view> implies = {});
+    Builder& Add(std::string_view name, std::initializer_list<std::string_view> implies = {});
     Builder& Add(std::string_view name, const std::vector<std::string>& implies);
     // Errors: kInvalidArgument "scope '<name>': <reason>" (bad name,
     // duplicate, unknown implied scope), kResourceExhausted (> 64 scopes).
@@ -76,8 +75,7 @@ class ScopeRegistry {
   // The closure mask of the named scopes. Errors: kInvalidArgument
   // "scopes: unknown scope '<name>'".
   absl::StatusOr<ScopeMask> Compile(absl::Span<const std::string> names) const;
-  absl::StatusOr<ScopeMask> Compile(
-      std::initializer_list<std::string_view> names) const;
+  absl::StatusOr<ScopeMask> Compile(std::initializer_list<std::string_view> names) const;
 
   // The closure mask of one scope, or 0 when unknown.
   ScopeMask MaskOf(std::string_view name) const noexcept;
@@ -104,16 +102,16 @@ inline constexpr bool MaskAllows(ScopeMask granted, ScopeMask required) noexcept
 // What a route needs. Built once per route (not per request); the views must
 // outlive the calls that use the requirement.
 struct Requirement {
-  ScopeMask scopes = 0;          // every bit required (closure not needed)
-  std::string_view scope_name;   // named in 403 responses; used by evaluators
-  std::string_view account;      // if non-empty, the key must link this account
-  std::uint32_t cost = 1;        // rate-limit cost of the request
+  ScopeMask scopes = 0;         // every bit required (closure not needed)
+  std::string_view scope_name;  // named in 403 responses; used by evaluators
+  std::string_view account;     // if non-empty, the key must link this account
+  std::uint32_t cost = 1;       // rate-limit cost of the request
 };
 
 // A key's scopes as seen by an evaluator.
 struct GrantedScopes {
-  ScopeMask mask = 0;                          // closure of the key's scopes
-  absl::Span<const std::string> names;         // as stored on the key
+  ScopeMask mask = 0;                   // closure of the key's scopes
+  absl::Span<const std::string> names;  // as stored on the key
 };
 
 // Decides whether granted scopes satisfy a requirement, for rules a mask
@@ -122,15 +120,13 @@ struct GrantedScopes {
 class ScopeEvaluator {
  public:
   virtual ~ScopeEvaluator() = default;
-  virtual bool Allows(const GrantedScopes& granted,
-                      const Requirement& required) const noexcept = 0;
+  virtual bool Allows(const GrantedScopes& granted, const Requirement& required) const noexcept = 0;
 };
 
 // The default: `(granted.mask & required.scopes) == required.scopes`.
 class MaskScopeEvaluator final : public ScopeEvaluator {
  public:
-  bool Allows(const GrantedScopes& granted,
-              const Requirement& required) const noexcept override {
+  bool Allows(const GrantedScopes& granted, const Requirement& required) const noexcept override {
     return MaskAllows(granted.mask, required.scopes);
   }
 };
@@ -141,8 +137,7 @@ class MaskScopeEvaluator final : public ScopeEvaluator {
 // required `read:projects/42` and `read:projects/42/files`.
 class PatternScopeEvaluator final : public ScopeEvaluator {
  public:
-  bool Allows(const GrantedScopes& granted,
-              const Requirement& required) const noexcept override;
+  bool Allows(const GrantedScopes& granted, const Requirement& required) const noexcept override;
 };
 
 }  // namespace keygate

@@ -53,9 +53,7 @@ class Secret {
   ~Secret();
 
   // The bytes. The view is valid until this object is modified or destroyed.
-  std::string_view Reveal(SecretAccessToken /*access*/) const noexcept {
-    return bytes_;
-  }
+  std::string_view Reveal(SecretAccessToken /*access*/) const noexcept { return bytes_; }
 
   std::size_t size() const noexcept { return bytes_.size(); }
   bool empty() const noexcept { return bytes_.empty(); }
@@ -65,9 +63,7 @@ class Secret {
 
   // Constant-time in the contents (the lengths are not secret).
   friend bool operator==(const Secret& a, const Secret& b) noexcept;
-  friend bool operator!=(const Secret& a, const Secret& b) noexcept {
-    return !(a == b);
-  }
+  friend bool operator!=(const Secret& a, const Secret& b) noexcept { return !(a == b); }
 
  private:
   std::string bytes_;

@@ -35,6 +35,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "keygate/secret.h"
 
 namespace keygate {
@@ -77,8 +78,7 @@ TokenError ParseToken(std::string_view token, TokenView* out,
 
 // The same as ParseToken, as a status for management APIs:
 // kInvalidArgument "token: <reason>" (never echoes the token).
-absl::Status ValidateToken(std::string_view token,
-                           std::string_view expected_prefix = {});
+absl::Status ValidateToken(std::string_view token, std::string_view expected_prefix = {});
 
 // A short human-readable reason for a TokenError ("bad checksum", ...).
 std::string_view TokenErrorName(TokenError error) noexcept;
@@ -90,12 +90,10 @@ bool IsValidEnvTag(std::string_view s) noexcept;
 // Generates a new token with 256 bits from the CSPRNG (RAND_priv_bytes).
 // Errors: kInvalidArgument for a bad prefix or env tag, kInternal if the
 // CSPRNG fails.
-absl::StatusOr<Secret> GenerateToken(std::string_view prefix,
-                                     std::string_view env_tag);
+absl::StatusOr<Secret> GenerateToken(std::string_view prefix, std::string_view env_tag);
 
 // Builds a token from a given 32-byte secret (known-answer tests, imports).
-absl::StatusOr<Secret> TokenFromBytes(std::string_view prefix,
-                                      std::string_view env_tag,
+absl::StatusOr<Secret> TokenFromBytes(std::string_view prefix, std::string_view env_tag,
                                       std::string_view secret32);
 
 // The non-secret display hint kept at rest: "<prefix>_<env>_...<last 4>".

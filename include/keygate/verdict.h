@@ -65,7 +65,7 @@ struct KeyIdBuf {
 
 struct Verdict {
   Outcome outcome = Outcome::kUnavailable;  // fail closed by default
-  KeyIdBuf key_id;      // set once the key is identified (even when denied)
+  KeyIdBuf key_id;                          // set once the key is identified (even when denied)
   RateLimitStatus rate;
 
   bool ok() const noexcept { return outcome == Outcome::kOk; }

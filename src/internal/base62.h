@@ -10,15 +10,19 @@ namespace keygate::internal {
 inline constexpr char kBase62Alphabet[] =
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-constexpr std::array<std::int8_t, 256> MakeBase62Digits() {
-  std::array<std::int8_t, 256> t{};
-  for (auto& v : t) v = -1;
-  for (int i = 0; i < 62; ++i) t[static_cast<unsigned char>(kBase62Alphabet[i])] = static_cast<std::int8_t>(i);
+inline constexpr std::uint8_t kNotBase62 = 0xFF;
+
+constexpr std::array<std::uint8_t, 256> MakeBase62Digits() {
+  std::array<std::uint8_t, 256> t{};
+  for (auto& v : t) v = kNotBase62;
+  for (int i = 0; i < 62; ++i) {
+    t[static_cast<unsigned char>(kBase62Alphabet[i])] = static_cast<std::uint8_t>(i);
+  }
   return t;
 }
 
-// Digit value of a base62 character, or -1.
-inline constexpr std::array<std::int8_t, 256> kBase62Digit = MakeBase62Digits();
+// Digit value of a base62 character, or kNotBase62 (its top bit set).
+inline constexpr std::array<std::uint8_t, 256> kBase62Digit = MakeBase62Digits();
 
 }  // namespace keygate::internal
 

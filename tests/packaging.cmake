@@ -1,0 +1,17 @@
+# Consumer tests: a tiny project builds against keygate through find_package
+# (after an install into a temporary prefix) and through add_subdirectory.
+if(KEYGATE_INSTALL)
+  set(_keygate_consumer_flags "")
+  if(KEYGATE_SANITIZE)
+    set(_keygate_consumer_flags "-fsanitize=${KEYGATE_SANITIZE}")
+  endif()
+  foreach(mode package subdirectory)
+    add_test(NAME consumer_${mode}
+             COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/packaging/run_consumer.sh ${mode}
+                     ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR}
+                     ${CMAKE_CURRENT_BINARY_DIR}/consumer_${mode} ${CMAKE_CXX_COMPILER}
+                     "${_keygate_consumer_flags}")
+    set_tests_properties(consumer_${mode} PROPERTIES LABELS packaging TIMEOUT 600
+                         RESOURCE_LOCK consumer_build)
+  endforeach()
+endif()
