@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+
 #include "keygate/digest.h"
 #include "keygate/key.h"
 #include "keygate/scope.h"
@@ -55,8 +56,7 @@ class Deployment {
   // Errors: kInvalidArgument naming the field ("token_prefix: ...",
   // "environments[1].tag: duplicate 'live'", "pepper: ...") ; kInternal if
   // OpenSSL is unusable.
-  static absl::StatusOr<std::shared_ptr<const Deployment>> Create(
-      DeploymentOptions options);
+  static absl::StatusOr<std::shared_ptr<const Deployment>> Create(DeploymentOptions options);
 
   const std::string& token_prefix() const noexcept { return prefix_; }
   const std::vector<EnvironmentSpec>& environments() const noexcept { return envs_; }

@@ -41,14 +41,19 @@ enum class EventType : std::uint8_t {
 
 std::string_view EventTypeName(EventType type) noexcept;  // "created", ...
 
+// `changed_fields` by type: created: the fields the request set ("name",
+// "owner", "kind", "environment" always; "description", "scopes", "expires",
+// "rate_limit", "webhook_url", "accounts", "metadata" when given); modified:
+// the fields whose value changed; revoked/restored: {"state"}; rolled:
+// {"token"} (the name of what changed, never its value); deleted: {}.
 struct Event {
   EventType type = EventType::kUnspecifiedDoNotUse;
   absl::Time at;
-  std::string actor;    // who did it (a user id, "system", ...)
+  std::string actor;  // who did it (a user id, "system", ...)
   std::string key_id;
-  std::string owner;    // the key's owner
+  std::string owner;                        // the key's owner
   std::vector<std::string> changed_fields;  // e.g. {"name", "scopes"}
-  std::uint64_t version = 0;  // the record version after the change (0: deleted)
+  std::uint64_t version = 0;                // the record version after the change (0: deleted)
 };
 
 // "created key_... by alice (owner alice) fields=[...] v1".

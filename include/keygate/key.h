@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+
 #include "keygate/digest.h"
 
 namespace keygate {
@@ -44,17 +45,17 @@ enum class KeyState : std::uint8_t {
   kRevoked = 2,  // blocked; Restore() makes it active again
 };
 
-std::string_view KeyKindName(KeyKind kind) noexcept;    // "personal" / "general"
-std::string_view KeyStateName(KeyState state) noexcept; // "active" / "revoked"
+std::string_view KeyKindName(KeyKind kind) noexcept;     // "personal" / "general"
+std::string_view KeyStateName(KeyState state) noexcept;  // "active" / "revoked"
 bool ParseKeyKind(std::string_view name, KeyKind* out) noexcept;
 bool ParseKeyState(std::string_view name, KeyState* out) noexcept;
 
 // A token-bucket-equivalent policy enforced with GCRA: `rate` requests per
 // `period`, with bursts of up to `burst` requests.
 struct RateLimitPolicy {
-  std::uint64_t rate = 0;                      // 1 .. 1'000'000'000
-  absl::Duration period = absl::Seconds(1);    // 1 ms .. 1 day
-  std::uint32_t burst = 1;                     // 1 .. 1'000'000
+  std::uint64_t rate = 0;                    // 1 .. 1'000'000'000
+  absl::Duration period = absl::Seconds(1);  // 1 ms .. 1 day
+  std::uint32_t burst = 1;                   // 1 .. 1'000'000
   friend bool operator==(const RateLimitPolicy&, const RateLimitPolicy&) = default;
 };
 
@@ -68,8 +69,7 @@ inline constexpr std::uint32_t kMaxRateLimitBurst = 1'000'000;
 // kInvalidArgument "<field>.rate: ...", "<field>.period: ...",
 // "<field>.burst: ..." where `field` names the policy ("rate_limit",
 // "environments[0].default_rate_limit").
-absl::Status ValidateRateLimitPolicy(const RateLimitPolicy& policy,
-                                     std::string_view field);
+absl::Status ValidateRateLimitPolicy(const RateLimitPolicy& policy, std::string_view field);
 
 // The previous secret of a rolled key: accepted until `valid_until`.
 struct RolledSecret {
@@ -98,26 +98,26 @@ inline constexpr std::size_t kMaxMetadataValueLength = 1024;
 absl::Time TruncateToMicros(absl::Time t) noexcept;
 
 struct KeyRecord {
-  std::string id;                  // "key_" + 22 base62 chars; not secret
+  std::string id;  // "key_" + 22 base62 chars; not secret
   std::string name;
   std::string description;
-  std::string owner;               // user id actions are attributed to
+  std::string owner;  // user id actions are attributed to
   KeyKind kind = KeyKind::kUnspecifiedDoNotUse;
-  std::string environment;         // environment name, e.g. "production"
-  std::vector<std::string> scopes; // scope names, as granted
+  std::string environment;          // environment name, e.g. "production"
+  std::vector<std::string> scopes;  // scope names, as granted
   KeyState state = KeyState::kUnspecifiedDoNotUse;
   absl::Time created = absl::UnixEpoch();
   absl::Time updated = absl::UnixEpoch();
-  std::optional<absl::Time> expires;    // none: never expires
+  std::optional<absl::Time> expires;  // none: never expires
   std::optional<absl::Time> last_used;
   std::optional<RateLimitPolicy> rate_limit;  // none: environment default
-  std::string webhook_url;         // https only; empty: none
+  std::string webhook_url;                    // https only; empty: none
   std::vector<std::string> accounts;
   std::map<std::string, std::string> metadata;
-  Digest digest{};                 // of the current token
-  std::string hint;                // "kg_live_...AbCd"
+  Digest digest{};                       // of the current token
+  std::string hint;                      // "kg_live_...AbCd"
   std::optional<RolledSecret> previous;  // set by Roll() during the grace period
-  std::uint64_t version = 0;       // set by the store: 1 on insert, +1 per update
+  std::uint64_t version = 0;             // set by the store: 1 on insert, +1 per update
 
   friend bool operator==(const KeyRecord&, const KeyRecord&) = default;
 };

@@ -28,6 +28,7 @@
 #ifndef KEYGATE_KEY_MANAGER_H_
 #define KEYGATE_KEY_MANAGER_H_
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
 #include "keygate/event_sink.h"
@@ -48,15 +50,15 @@
 namespace keygate {
 
 struct CreateKeyRequest {
-  std::string name;                 // 1-128 bytes, no control characters
-  std::string description;          // 0-1024 bytes
-  std::string owner;                // 1-128 bytes, no control characters
-  KeyKind kind = KeyKind::kGeneral; // personal keys: prefer ProvisionPersonalKey
-  std::string environment;          // a deployment environment name
-  std::vector<std::string> scopes;  // registered scope names (may be empty)
-  std::optional<absl::Time> expires;            // must be in the future
+  std::string name;                   // 1-128 bytes, no control characters
+  std::string description;            // 0-1024 bytes
+  std::string owner;                  // 1-128 bytes, no control characters
+  KeyKind kind = KeyKind::kGeneral;   // personal keys: prefer ProvisionPersonalKey
+  std::string environment;            // a deployment environment name
+  std::vector<std::string> scopes;    // registered scope names (may be empty)
+  std::optional<absl::Time> expires;  // must be in the future
   std::optional<RateLimitPolicy> rate_limit;
-  std::string webhook_url;          // empty or https://host...
+  std::string webhook_url;  // empty or https://host...
   std::vector<std::string> accounts;
   std::map<std::string, std::string> metadata;
 };
@@ -100,21 +102,31 @@ class KeyManager {
 
   explicit KeyManager(Options options);
 
+  // Every mutating method takes the `actor` recorded in its event: 1-128
+  // bytes without control characters, else kInvalidArgument "actor: ...".
+  // A manager built without a deployment or store answers every call with
+  // kFailedPrecondition. Times written to records are truncated to
+  // microseconds (see key.h).
+
   // Validates and creates a key. Errors: kInvalidArgument naming the field
   // ("name: must not be empty", "scopes: unknown scope 'x'", "environment:
   // unknown environment 'x'", "webhook_url: must use https",
   // "expires: must be in the future", "rate_limit.rate: ..."),
   // kAlreadyExists (an active personal key exists for owner+environment),
   // store errors (kUnavailable ...). `actor` is recorded in the event.
-  absl::StatusOr<CreatedKey> Create(const CreateKeyRequest& request,
-                                    std::string_view actor);
+  absl::StatusOr<CreatedKey> Create(const CreateKeyRequest& request, std::string_view actor);
 
   // Returns the owner's active personal key in `environment`, creating it
   // (named "personal", scopes as given) if there is none. Idempotent and safe
-  // against concurrent calls (the store enforces uniqueness).
-  absl::StatusOr<ProvisionedKey> ProvisionPersonalKey(
-      std::string_view owner, std::string_view environment,
-      const std::vector<std::string>& scopes, std::string_view actor);
+  // against concurrent calls (the store enforces uniqueness): exactly one
+  // caller gets `created == true` and the token. An existing key is returned
+  // as it is (its scopes are not compared with `scopes`).
+  // Errors: kInvalidArgument (owner, environment, scopes, actor), store
+  // errors.
+  absl::StatusOr<ProvisionedKey> ProvisionPersonalKey(std::string_view owner,
+                                                      std::string_view environment,
+                                                      const std::vector<std::string>& scopes,
+                                                      std::string_view actor);
 
   // Errors: kNotFound, store errors.
   absl::StatusOr<KeyRecord> Get(std::string_view id);
@@ -125,8 +137,7 @@ class KeyManager {
   // Errors: kInvalidArgument (as Create), kNotFound, kAborted (version
   // conflict), store errors.
   absl::StatusOr<KeyRecord> Modify(std::string_view id, const KeyUpdate& update,
-                                   std::uint64_t expected_version,
-                                   std::string_view actor);
+                                   std::uint64_t expected_version, std::string_view actor);
 
   // Blocks the key (it verifies as revoked) / unblocks it. Idempotent:
   // revoking a revoked key succeeds without a new version or event.
@@ -139,8 +150,11 @@ class KeyManager {
   // Errors: kNotFound, store errors.
   absl::Status Delete(std::string_view id, std::string_view actor);
 
-  // Issues a new token for the key. The previous token keeps working until
-  // now + `grace` (zero: stops at once), then verifies as expired.
+  // Issues a new token for the key. The previous token keeps working while
+  // now < now_at_roll + `grace` (deadline truncated to microseconds), then
+  // verifies as expired. Zero grace forgets the previous digest at once: the
+  // old token then verifies as unknown. Rolling again replaces an earlier
+  // previous secret that is still in its grace period (only one is kept).
   // Errors: kInvalidArgument (negative grace, grace > 30 days),
   // kFailedPrecondition (key revoked), kNotFound, store errors.
   absl::StatusOr<CreatedKey> Roll(std::string_view id, absl::Duration grace,
@@ -152,6 +166,14 @@ class KeyManager {
   const Deployment& deployment() const noexcept { return *options_.deployment; }
 
  private:
+  absl::Status CheckConfigured() const;
+  absl::Time Now() const;
+  void Emit(EventType type, std::string_view actor, const KeyRecord& record,
+            std::vector<std::string> changed_fields, std::uint64_t version) const;
+  absl::StatusOr<std::optional<KeyRecord>> FindActivePersonal(std::string_view owner,
+                                                              std::string_view environment);
+  absl::StatusOr<KeyRecord> SetState(std::string_view id, KeyState target, std::string_view actor);
+
   Options options_;
 };
 

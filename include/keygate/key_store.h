@@ -20,6 +20,17 @@
 //     key changed after `s` with that key's CURRENT state (the record, or
 //     "deleted"); intermediate states may be collapsed. Applying the batch and
 //     continuing from `batch.next_sequence` converges on the store's state.
+//   * A failed write (duplicate, version conflict, not found) changes nothing
+//     and appends nothing to the change log.
+//   * Times round-trip at microsecond precision (see key.h): a backend may
+//     drop sub-microsecond parts, toward the past, and nothing more.
+//   * List: `name_contains` matches literally ('%' and '_' are no wildcards);
+//     `next_cursor` is empty exactly when no further record matches; a
+//     cursor the store did not produce is kInvalidArgument. Cursors stay
+//     valid across writes: records inserted behind the cursor are skipped,
+//     no record is returned twice.
+//   * A subscription callback runs only after the change it reports is
+//     visible to readers, and never after its Subscription was destroyed.
 //
 // Example:
 //
@@ -43,6 +54,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
 #include "keygate/digest.h"
 #include "keygate/key.h"
 
@@ -128,8 +140,7 @@ class KeyStore {
 
   // Changes with sequence > `after`, at most `limit` entries.
   // Errors: kUnavailable.
-  virtual absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after,
-                                                   std::size_t limit) = 0;
+  virtual absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) = 0;
 
   // The highest sequence number assigned so far (0 for an empty store).
   virtual absl::StatusOr<std::uint64_t> LastSequence() = 0;

@@ -17,9 +17,13 @@
 //   7. expires <= now -> kExpired
 //   8. key environment != verifier environment -> kWrongEnvironment
 //   9. requirement.account set and not linked -> kAccountDenied
-//  10. scopes (ScopeEvaluator) -> kInsufficientScope
+//  10. scopes (ScopeEvaluator) -> kInsufficientScope. The granted mask is
+//      the closure of the key's scopes; if one of them is no longer in the
+//      registry the mask is 0 (names still reach the evaluator).
 //  11. (Verifier only: rate limit -> kRateLimited)
-//  Store failure at any point -> kUnavailable.
+//  Store failure at any point -> kUnavailable; so is a hashing failure, or a
+//  store answer whose digests do not match the token.
+//  `Verdict::key_id` is set from step 5 on (the key was identified).
 //
 // Example:
 //
@@ -37,6 +41,7 @@
 #include <string_view>
 
 #include "absl/time/time.h"
+
 #include "keygate/deployment.h"
 #include "keygate/key_store.h"
 #include "keygate/scope.h"
@@ -47,21 +52,21 @@ namespace keygate {
 class ReferenceVerifier {
  public:
   // `environment` is the name of the environment this server serves; it must
-  // exist in the deployment (checked by Create).
+  // exist in the deployment (checked by Create). `evaluator` defaults to
+  // MaskScopeEvaluator. Errors: kInvalidArgument "deployment: ...",
+  // "store: ...", "environment: ...".
   static absl::StatusOr<std::unique_ptr<ReferenceVerifier>> Create(
-      std::shared_ptr<const Deployment> deployment,
-      std::shared_ptr<KeyStore> store, std::string_view environment,
-      std::shared_ptr<const ScopeEvaluator> evaluator = nullptr);
+      std::shared_ptr<const Deployment> deployment, std::shared_ptr<KeyStore> store,
+      std::string_view environment, std::shared_ptr<const ScopeEvaluator> evaluator = nullptr);
 
   // Verifies an Authorization header value.
   Verdict Verify(std::string_view authorization, const Requirement& requirement,
                  absl::Time now) const;
   // Verifies a bare token (steps 2-10).
-  Verdict VerifyToken(std::string_view token, const Requirement& requirement,
-                      absl::Time now) const;
+  Verdict VerifyToken(std::string_view token, const Requirement& requirement, absl::Time now) const;
   // As VerifyToken, also returning the record when the key was identified.
-  Verdict VerifyToken(std::string_view token, const Requirement& requirement,
-                      absl::Time now, std::optional<KeyRecord>* record) const;
+  Verdict VerifyToken(std::string_view token, const Requirement& requirement, absl::Time now,
+                      std::optional<KeyRecord>* record) const;
 
  private:
   ReferenceVerifier() = default;

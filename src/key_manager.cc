@@ -1,0 +1,586 @@
+// The management API (key_manager.h).
+//
+// Every mutation follows the same shape: read the record, build the new one,
+// write it with the store's compare-and-set, and only then hand out a token
+// and emit the event. Operations without a caller-supplied version (revoke,
+// restore, delete, roll) retry a bounded number of times when another writer
+// got in between, so they do not fail merely because of an unrelated edit.
+
+#include "keygate/key_manager.h"
+
+#include <openssl/rand.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+#include "internal/base62.h"
+#include "keygate/token.h"
+
+namespace keygate {
+namespace {
+
+constexpr absl::Duration kMaxRollGrace = absl::Hours(24 * 30);
+constexpr std::size_t kMaxActorLength = 128;
+constexpr std::size_t kKeyIdRandomChars = kKeyIdLength - 4;  // after "key_"
+// Bound on read-modify-write retries for operations that take no expected
+// version; only reached under a storm of concurrent writes to one key.
+constexpr int kMaxWriteAttempts = 16;
+
+absl::Status Invalid(std::string_view field, std::string_view reason) {
+  return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": ", std::string(reason)));
+}
+
+bool HasControlChar(std::string_view s) noexcept {
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) return true;
+  }
+  return false;
+}
+
+// Quoting user input in an error is only safe when it cannot be a token.
+// Scope and environment names have charsets without upper-case letters and
+// lengths a token never has, so a pasted token is never echoed.
+bool IsQuotableScopeName(std::string_view s) noexcept {
+  if (s.empty() || s.size() > kMaxScopeNameLength) return false;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ':' || c == '_' ||
+                    c == '.' || c == '/' || c == '*' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsQuotableEnvironmentName(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 32) return false;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::Status ValidateBoundedText(std::string_view field, std::string_view value,
+                                 std::size_t max_length) {
+  if (value.empty()) return Invalid(field, "must not be empty");
+  if (value.size() > max_length) {
+    return Invalid(field, absl::StrCat("must be at most ", max_length, " bytes"));
+  }
+  if (HasControlChar(value)) return Invalid(field, "must not contain control characters");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateName(std::string_view name) {
+  return ValidateBoundedText("name", name, kMaxNameLength);
+}
+
+absl::Status ValidateDescription(std::string_view description) {
+  if (description.size() > kMaxDescriptionLength) {
+    return Invalid("description",
+                   absl::StrCat("must be at most ", kMaxDescriptionLength, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateOwner(std::string_view owner) {
+  return ValidateBoundedText("owner", owner, kMaxOwnerLength);
+}
+
+absl::Status ValidateActor(std::string_view actor) {
+  return ValidateBoundedText("actor", actor, kMaxActorLength);
+}
+
+absl::Status ValidateEnvironment(const Deployment& deployment, std::string_view environment) {
+  if (environment.empty()) return Invalid("environment", "must not be empty");
+  if (deployment.FindEnvironment(environment) != nullptr) return absl::OkStatus();
+  if (IsQuotableEnvironmentName(environment)) {
+    return Invalid("environment",
+                   absl::StrCat("unknown environment '", std::string(environment), "'"));
+  }
+  return Invalid("environment", "unknown environment");
+}
+
+absl::Status ValidateScopes(const ScopeRegistry& registry, const std::vector<std::string>& scopes) {
+  if (scopes.size() > kMaxScopesPerKey) {
+    return Invalid("scopes", absl::StrCat("at most ", kMaxScopesPerKey, " entries"));
+  }
+  std::set<std::string_view> seen;
+  for (const std::string& scope : scopes) {
+    const bool quotable = IsQuotableScopeName(scope);
+    if (!registry.Contains(scope)) {
+      if (quotable) return Invalid("scopes", absl::StrCat("unknown scope '", scope, "'"));
+      return Invalid("scopes", "unknown scope");
+    }
+    if (!seen.insert(scope).second) {
+      return Invalid("scopes", absl::StrCat("duplicate scope '", scope, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateExpires(const std::optional<absl::Time>& expires, absl::Time now) {
+  if (!expires.has_value()) return absl::OkStatus();
+  if (*expires == absl::InfiniteFuture() || *expires == absl::InfinitePast()) {
+    return Invalid("expires", "must be a finite time (leave it unset for no expiry)");
+  }
+  // Compare what will be stored (microseconds), not what was passed.
+  if (TruncateToMicros(*expires) <= now) return Invalid("expires", "must be in the future");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRateLimit(const std::optional<RateLimitPolicy>& policy) {
+  if (!policy.has_value()) return absl::OkStatus();
+  return ValidateRateLimitPolicy(*policy, "rate_limit");
+}
+
+absl::Status ValidateWebhookUrl(std::string_view url) {
+  constexpr std::string_view kField = "webhook_url";
+  if (url.empty()) return absl::OkStatus();
+  // The URL is never quoted back: it may carry a secret in its query.
+  if (url.size() > kMaxWebhookUrlLength) {
+    return Invalid(kField, absl::StrCat("must be at most ", kMaxWebhookUrlLength, " bytes"));
+  }
+  for (char c : url) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f) {
+      return Invalid(kField, "must not contain whitespace or control characters");
+    }
+  }
+  constexpr std::string_view kScheme = "https://";
+  bool https = url.size() >= kScheme.size();
+  for (std::size_t i = 0; https && i < kScheme.size(); ++i) {
+    char c = url[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    https = c == kScheme[i];
+  }
+  if (!https) return Invalid(kField, "must use https");
+  std::string_view rest = url.substr(kScheme.size());
+  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (authority.find('@') != std::string_view::npos) {
+    return Invalid(kField, "must not contain credentials");
+  }
+  std::string_view host = authority;
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return Invalid(kField, "malformed IPv6 host");
+    host = authority.substr(1, close - 1);
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return Invalid(kField, "malformed IPv6 host");
+      port = after.substr(1);
+      if (port.empty()) return Invalid(kField, "invalid port");
+    }
+  } else if (const std::size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+    if (port.empty()) return Invalid(kField, "invalid port");
+  }
+  if (host.empty()) return Invalid(kField, "must name a host");
+  if (!port.empty()) {
+    if (port.size() > 5) return Invalid(kField, "invalid port");
+    std::uint32_t value = 0;
+    for (char c : port) {
+      if (c < '0' || c > '9') return Invalid(kField, "invalid port");
+      value = value * 10 + static_cast<std::uint32_t>(c - '0');
+    }
+    if (value < 1 || value > 65535) return Invalid(kField, "invalid port");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAccounts(const std::vector<std::string>& accounts) {
+  if (accounts.size() > kMaxAccounts) {
+    return Invalid("accounts", absl::StrCat("at most ", kMaxAccounts, " entries"));
+  }
+  std::set<std::string_view> seen;
+  for (std::size_t i = 0; i < accounts.size(); ++i) {
+    const std::string field = absl::StrCat("accounts[", i, "]");
+    if (absl::Status s = ValidateBoundedText(field, accounts[i], kMaxAccountLength); !s.ok()) {
+      return s;
+    }
+    if (!seen.insert(accounts[i]).second) return Invalid(field, "duplicate account");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMetadata(const std::map<std::string, std::string>& metadata) {
+  if (metadata.size() > kMaxMetadataEntries) {
+    return Invalid("metadata", absl::StrCat("at most ", kMaxMetadataEntries, " entries"));
+  }
+  for (const auto& [key, value] : metadata) {
+    if (key.empty() || key.size() > kMaxMetadataKeyLength || HasControlChar(key)) {
+      return Invalid("metadata", absl::StrCat("keys must be 1-", kMaxMetadataKeyLength,
+                                              " bytes without control characters"));
+    }
+    if (value.size() > kMaxMetadataValueLength) {
+      return Invalid("metadata",
+                     absl::StrCat("values must be at most ", kMaxMetadataValueLength, " bytes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// "key_" + 22 base62 characters. Bytes >= 248 are rejected so that byte % 62
+// is uniform (248 = 4 * 62): no modulo bias. The id is public, so RAND_bytes
+// (not the private generator) is the right source.
+absl::StatusOr<std::string> NewKeyId() {
+  std::string id = "key_";
+  id.reserve(kKeyIdLength);
+  unsigned char buf[32];
+  while (id.size() < kKeyIdLength) {
+    if (RAND_bytes(buf, sizeof buf) != 1) {
+      return absl::InternalError("key id: the CSPRNG failed");
+    }
+    for (unsigned char b : buf) {
+      if (b >= 248) continue;
+      id.push_back(internal::kBase62Alphabet[b % 62]);
+      if (id.size() == kKeyIdLength) break;
+    }
+  }
+  static_assert(kKeyIdRandomChars == 22);
+  return id;
+}
+
+absl::Status VersionConflict(std::string_view id, std::uint64_t expected, std::uint64_t stored) {
+  return absl::AbortedError(absl::StrCat("key ", std::string(id), ": version conflict (expected ",
+                                         expected, ", stored ", stored, ")"));
+}
+
+std::vector<std::string> CreatedFields(const KeyRecord& r) {
+  std::vector<std::string> f = {"name"};
+  if (!r.description.empty()) f.emplace_back("description");
+  f.insert(f.end(), {"owner", "kind", "environment"});
+  if (!r.scopes.empty()) f.emplace_back("scopes");
+  if (r.expires.has_value()) f.emplace_back("expires");
+  if (r.rate_limit.has_value()) f.emplace_back("rate_limit");
+  if (!r.webhook_url.empty()) f.emplace_back("webhook_url");
+  if (!r.accounts.empty()) f.emplace_back("accounts");
+  if (!r.metadata.empty()) f.emplace_back("metadata");
+  return f;
+}
+
+std::vector<std::string> ChangedFields(const KeyRecord& a, const KeyRecord& b) {
+  std::vector<std::string> f;
+  if (a.name != b.name) f.emplace_back("name");
+  if (a.description != b.description) f.emplace_back("description");
+  if (a.scopes != b.scopes) f.emplace_back("scopes");
+  if (a.expires != b.expires) f.emplace_back("expires");
+  if (a.rate_limit != b.rate_limit) f.emplace_back("rate_limit");
+  if (a.webhook_url != b.webhook_url) f.emplace_back("webhook_url");
+  if (a.accounts != b.accounts) f.emplace_back("accounts");
+  if (a.metadata != b.metadata) f.emplace_back("metadata");
+  return f;
+}
+
+}  // namespace
+
+KeyManager::KeyManager(Options options) : options_(std::move(options)) {
+  if (!options_.events) options_.events = std::make_shared<NullEventSink>();
+  if (!options_.clock) {
+    // Non-owning: the system clock is a process-wide singleton.
+    options_.clock =
+        std::shared_ptr<const Clock>(std::shared_ptr<const Clock>(), &SystemClock::Get());
+  }
+}
+
+absl::Status KeyManager::CheckConfigured() const {
+  if (!options_.deployment) return absl::FailedPreconditionError("deployment: not set");
+  if (!options_.store) return absl::FailedPreconditionError("store: not set");
+  return absl::OkStatus();
+}
+
+absl::Time KeyManager::Now() const { return TruncateToMicros(options_.clock->Now()); }
+
+void KeyManager::Emit(EventType type, std::string_view actor, const KeyRecord& record,
+                      std::vector<std::string> changed_fields, std::uint64_t version) const {
+  Event e;
+  e.type = type;
+  e.at = Now();
+  e.actor = std::string(actor);
+  e.key_id = record.id;
+  e.owner = record.owner;
+  e.changed_fields = std::move(changed_fields);
+  e.version = version;
+  options_.events->Emit(e);
+}
+
+absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request) const {
+  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
+  const Deployment& d = *options_.deployment;
+  absl::Status checks[] = {
+      ValidateName(request.name),
+      ValidateDescription(request.description),
+      ValidateOwner(request.owner),
+      request.kind == KeyKind::kPersonal || request.kind == KeyKind::kGeneral
+          ? absl::OkStatus()
+          : Invalid("kind", "must be personal or general"),
+      ValidateEnvironment(d, request.environment),
+      ValidateScopes(d.scopes(), request.scopes),
+      ValidateExpires(request.expires, options_.clock->Now()),
+      ValidateRateLimit(request.rate_limit),
+      ValidateWebhookUrl(request.webhook_url),
+      ValidateAccounts(request.accounts),
+      ValidateMetadata(request.metadata),
+  };
+  for (absl::Status& s : checks) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CreatedKey> KeyManager::Create(const CreateKeyRequest& request,
+                                              std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  if (absl::Status s = ValidateCreate(request); !s.ok()) return s;
+  const Deployment& d = *options_.deployment;
+  const EnvironmentSpec* env = d.FindEnvironment(request.environment);
+
+  absl::StatusOr<std::string> id = NewKeyId();
+  if (!id.ok()) return id.status();
+  absl::StatusOr<Secret> token = GenerateToken(d.token_prefix(), env->tag);
+  if (!token.ok()) return token.status();
+  const std::string_view token_text = token->Reveal(InsecureSecretAccess::Get());
+  absl::StatusOr<Digest> digest = d.hasher().Hash(token_text);
+  if (!digest.ok()) return digest.status();
+
+  const absl::Time now = Now();
+  KeyRecord r;
+  r.id = *std::move(id);
+  r.name = request.name;
+  r.description = request.description;
+  r.owner = request.owner;
+  r.kind = request.kind;
+  r.environment = request.environment;
+  r.scopes = request.scopes;
+  r.state = KeyState::kActive;
+  r.created = now;
+  r.updated = now;
+  if (request.expires.has_value()) r.expires = TruncateToMicros(*request.expires);
+  r.rate_limit = request.rate_limit;
+  r.webhook_url = request.webhook_url;
+  r.accounts = request.accounts;
+  r.metadata = request.metadata;
+  r.digest = *digest;
+  r.hint = TokenHint(token_text);
+
+  // The token leaves this function only if the store accepted the record.
+  if (absl::Status s = options_.store->Insert(r); !s.ok()) return s;
+  r.version = 1;
+  Emit(EventType::kCreated, actor, r, CreatedFields(r), r.version);
+  return CreatedKey{std::move(r), *std::move(token)};
+}
+
+absl::StatusOr<std::optional<KeyRecord>> KeyManager::FindActivePersonal(
+    std::string_view owner, std::string_view environment) {
+  ListOptions opts;
+  opts.filter.owner = std::string(owner);
+  opts.filter.environment = std::string(environment);
+  opts.filter.kind = KeyKind::kPersonal;
+  opts.filter.state = KeyState::kActive;
+  opts.limit = 1;
+  absl::StatusOr<ListPage> page = options_.store->List(opts);
+  if (!page.ok()) return page.status();
+  if (page->keys.empty()) return std::optional<KeyRecord>();
+  return std::optional<KeyRecord>(std::move(page->keys.front()));
+}
+
+absl::StatusOr<ProvisionedKey> KeyManager::ProvisionPersonalKey(
+    std::string_view owner, std::string_view environment, const std::vector<std::string>& scopes,
+    std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  CreateKeyRequest request;
+  request.name = "personal";
+  request.owner = std::string(owner);
+  request.kind = KeyKind::kPersonal;
+  request.environment = std::string(environment);
+  request.scopes = scopes;
+  if (absl::Status s = ValidateCreate(request); !s.ok()) return s;
+
+  for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
+    absl::StatusOr<std::optional<KeyRecord>> existing = FindActivePersonal(owner, environment);
+    if (!existing.ok()) return existing.status();
+    if (existing->has_value()) {
+      return ProvisionedKey{**std::move(existing), std::nullopt, false};
+    }
+    absl::StatusOr<CreatedKey> created = Create(request, actor);
+    if (created.ok()) {
+      return ProvisionedKey{std::move(created->record), std::move(created->token), true};
+    }
+    // Another caller provisioned it first: read theirs on the next pass.
+    if (created.status().code() != absl::StatusCode::kAlreadyExists) return created.status();
+  }
+  return absl::AbortedError("owner: provisioning the personal key kept conflicting; retry");
+}
+
+absl::StatusOr<KeyRecord> KeyManager::Get(std::string_view id) {
+  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
+  return options_.store->Get(id);
+}
+
+absl::StatusOr<ListPage> KeyManager::List(const ListOptions& options) {
+  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
+  return options_.store->List(options);
+}
+
+absl::StatusOr<KeyRecord> KeyManager::Modify(std::string_view id, const KeyUpdate& update,
+                                             std::uint64_t expected_version,
+                                             std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
+  const Deployment& d = *options_.deployment;
+  // Only the fields being set are validated: a key must stay editable even
+  // if, say, one of its scopes has since been removed from the registry.
+  absl::Status checks[] = {
+      update.name ? ValidateName(*update.name) : absl::OkStatus(),
+      update.description ? ValidateDescription(*update.description) : absl::OkStatus(),
+      update.scopes ? ValidateScopes(d.scopes(), *update.scopes) : absl::OkStatus(),
+      update.expires ? ValidateExpires(*update.expires, options_.clock->Now()) : absl::OkStatus(),
+      update.rate_limit ? ValidateRateLimit(*update.rate_limit) : absl::OkStatus(),
+      update.webhook_url ? ValidateWebhookUrl(*update.webhook_url) : absl::OkStatus(),
+      update.accounts ? ValidateAccounts(*update.accounts) : absl::OkStatus(),
+      update.metadata ? ValidateMetadata(*update.metadata) : absl::OkStatus(),
+  };
+  for (absl::Status& s : checks) {
+    if (!s.ok()) return s;
+  }
+
+  absl::StatusOr<KeyRecord> current = options_.store->Get(id);
+  if (!current.ok()) return current.status();
+  if (current->version != expected_version) {
+    return VersionConflict(id, expected_version, current->version);
+  }
+  KeyRecord next = *current;
+  if (update.name) next.name = *update.name;
+  if (update.description) next.description = *update.description;
+  if (update.scopes) next.scopes = *update.scopes;
+  if (update.expires) {
+    next.expires = *update.expires;
+    if (next.expires.has_value()) next.expires = TruncateToMicros(*next.expires);
+  }
+  if (update.rate_limit) next.rate_limit = *update.rate_limit;
+  if (update.webhook_url) next.webhook_url = *update.webhook_url;
+  if (update.accounts) next.accounts = *update.accounts;
+  if (update.metadata) next.metadata = *update.metadata;
+
+  std::vector<std::string> changed = ChangedFields(*current, next);
+  if (changed.empty()) return *current;  // nothing to write, nothing to report
+  next.updated = Now();
+  next.version = expected_version;
+  absl::StatusOr<KeyRecord> stored = options_.store->Update(next);
+  if (!stored.ok()) return stored.status();
+  Emit(EventType::kModified, actor, *stored, std::move(changed), stored->version);
+  return stored;
+}
+
+absl::StatusOr<KeyRecord> KeyManager::SetState(std::string_view id, KeyState target,
+                                               std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
+  for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
+    absl::StatusOr<KeyRecord> current = options_.store->Get(id);
+    if (!current.ok()) return current.status();
+    if (current->state == target) return current;  // idempotent: no write, no event
+    KeyRecord next = *std::move(current);
+    next.state = target;
+    next.updated = Now();
+    absl::StatusOr<KeyRecord> stored = options_.store->Update(next);
+    if (stored.ok()) {
+      Emit(target == KeyState::kRevoked ? EventType::kRevoked : EventType::kRestored, actor,
+           *stored, {"state"}, stored->version);
+      return stored;
+    }
+    if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
+  }
+  return absl::AbortedError(
+      absl::StrCat("key ", std::string(id), ": too many concurrent changes; retry"));
+}
+
+absl::StatusOr<KeyRecord> KeyManager::Revoke(std::string_view id, std::string_view actor) {
+  return SetState(id, KeyState::kRevoked, actor);
+}
+
+absl::StatusOr<KeyRecord> KeyManager::Restore(std::string_view id, std::string_view actor) {
+  return SetState(id, KeyState::kActive, actor);
+}
+
+absl::Status KeyManager::Delete(std::string_view id, std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
+  for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
+    absl::StatusOr<KeyRecord> current = options_.store->Get(id);
+    if (!current.ok()) return current.status();
+    absl::Status s = options_.store->Delete(id, current->version);
+    if (s.ok()) {
+      Emit(EventType::kDeleted, actor, *current, {}, 0);
+      return s;
+    }
+    if (s.code() != absl::StatusCode::kAborted) return s;
+  }
+  return absl::AbortedError(
+      absl::StrCat("key ", std::string(id), ": too many concurrent changes; retry"));
+}
+
+absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration grace,
+                                            std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
+  if (grace < absl::ZeroDuration()) return Invalid("grace", "must not be negative");
+  if (grace > kMaxRollGrace) return Invalid("grace", "must be at most 30 days");
+  const Deployment& d = *options_.deployment;
+
+  for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
+    absl::StatusOr<KeyRecord> current = options_.store->Get(id);
+    if (!current.ok()) return current.status();
+    if (current->state != KeyState::kActive) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("key ", current->id, ": revoked; restore it before rolling"));
+    }
+    const EnvironmentSpec* env = d.FindEnvironment(current->environment);
+    if (env == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "environment: '", current->environment, "' is no longer configured in this deployment"));
+    }
+    absl::StatusOr<Secret> token = GenerateToken(d.token_prefix(), env->tag);
+    if (!token.ok()) return token.status();
+    const std::string_view token_text = token->Reveal(InsecureSecretAccess::Get());
+    absl::StatusOr<Digest> digest = d.hasher().Hash(token_text);
+    if (!digest.ok()) return digest.status();
+
+    const absl::Time now = Now();
+    KeyRecord next = *current;
+    if (grace > absl::ZeroDuration()) {
+      next.previous = RolledSecret{current->digest, current->hint, TruncateToMicros(now + grace)};
+    } else {
+      // Zero grace: forget the old digest at once, so the old token is
+      // unknown (not merely expired) from now on.
+      next.previous.reset();
+    }
+    next.digest = *digest;
+    next.hint = TokenHint(token_text);
+    next.updated = now;
+    absl::StatusOr<KeyRecord> stored = options_.store->Update(next);
+    if (stored.ok()) {
+      Emit(EventType::kRolled, actor, *stored, {"token"}, stored->version);
+      return CreatedKey{*std::move(stored), *std::move(token)};
+    }
+    if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
+  }
+  return absl::AbortedError(
+      absl::StrCat("key ", std::string(id), ": too many concurrent changes; retry"));
+}
+
+}  // namespace keygate

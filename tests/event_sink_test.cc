@@ -1,0 +1,88 @@
+// Event names, printing and the bundled sinks.
+
+#include "keygate/event_sink.h"
+
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+#include "catch.h"
+
+namespace keygate {
+namespace {
+
+Event Sample() {
+  Event e;
+  e.type = EventType::kModified;
+  e.at = absl::FromUnixSeconds(1'700'000'000);
+  e.actor = "bob";
+  e.key_id = "key_0123456789abcdefghijkl";
+  e.owner = "alice";
+  e.changed_fields = {"name", "scopes"};
+  e.version = 3;
+  return e;
+}
+
+TEST_CASE("Event types have stable names", "[events]") {
+  CHECK(EventTypeName(EventType::kCreated) == "created");
+  CHECK(EventTypeName(EventType::kModified) == "modified");
+  CHECK(EventTypeName(EventType::kRevoked) == "revoked");
+  CHECK(EventTypeName(EventType::kRestored) == "restored");
+  CHECK(EventTypeName(EventType::kDeleted) == "deleted");
+  CHECK(EventTypeName(EventType::kRolled) == "rolled");
+  CHECK(EventTypeName(EventType::kUnspecifiedDoNotUse) == "unspecified");
+  CHECK(EventTypeName(static_cast<EventType>(200)) == "unspecified");
+}
+
+TEST_CASE("Events print as one line with actor, key, owner, fields and version", "[events]") {
+  std::ostringstream os;
+  os << Sample();
+  CHECK(os.str() ==
+        "modified key_0123456789abcdefghijkl by bob (owner alice) fields=[name,scopes] v3 at "
+        "2023-11-14T22:13:20+00:00");
+}
+
+TEST_CASE("CollectingEventSink keeps events from many threads", "[events][concurrent]") {
+  CollectingEventSink sink;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 4; ++t) {
+    pool.emplace_back([&sink, t] {
+      for (int i = 0; i < 250; ++i) {
+        Event e = Sample();
+        e.version = static_cast<std::uint64_t>(t * 1000 + i);
+        sink.Emit(e);
+      }
+    });
+  }
+  for (std::thread& th : pool) th.join();
+  const std::vector<Event> events = sink.Events();
+  CHECK(events.size() == 1000);
+  std::vector<bool> seen(4000, false);
+  for (const Event& e : events) seen[e.version] = true;
+  for (int t = 0; t < 4; ++t) {
+    for (int i = 0; i < 250; ++i) CHECK(seen[static_cast<std::size_t>(t * 1000 + i)]);
+  }
+}
+
+TEST_CASE("OstreamEventSink writes one line per event", "[events]") {
+  std::ostringstream os;
+  OstreamEventSink sink(os);
+  sink.Emit(Sample());
+  Event d = Sample();
+  d.type = EventType::kDeleted;
+  d.changed_fields.clear();
+  d.version = 0;
+  sink.Emit(d);
+  std::ostringstream expected;
+  expected << Sample() << "\n" << d << "\n";
+  CHECK(os.str() == expected.str());
+  NullEventSink null_sink;
+  null_sink.Emit(d);  // accepted and dropped
+}
+
+}  // namespace
+}  // namespace keygate

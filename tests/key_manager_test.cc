@@ -1,0 +1,1051 @@
+// KeyManager: validation, token hand-out, events, lifecycle and concurrency.
+
+#include "keygate/key_manager.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+#include "catch.h"
+#include "keygate/clock.h"
+#include "keygate/deployment.h"
+#include "keygate/event_sink.h"
+#include "keygate/memory_key_store.h"
+#include "keygate/reference_verifier.h"
+#include "keygate/token.h"
+
+namespace keygate {
+namespace {
+
+#define REQUIRE_OK(expr)                    \
+  do {                                      \
+    const auto& require_ok_value_ = (expr); \
+    INFO(StatusText(require_ok_value_));    \
+    REQUIRE(require_ok_value_.ok());        \
+  } while (false)
+
+std::string StatusText(const absl::Status& s) { return s.ToString(); }
+template <typename T>
+std::string StatusText(const absl::StatusOr<T>& s) {
+  return s.status().ToString();
+}
+
+std::string_view Text(const Secret& s) { return s.Reveal(InsecureSecretAccess::Get()); }
+
+// A fresh deployment, memory store, event collector and fake clock.
+struct Fixture {
+  explicit Fixture(DeploymentOptions options = {}) {
+    auto d = Deployment::Create(std::move(options));
+    REQUIRE_OK(d);
+    deployment = *d;
+    KeyManager::Options o;
+    o.deployment = deployment;
+    o.store = store;
+    o.events = events;
+    o.clock = clock;
+    manager = std::make_unique<KeyManager>(std::move(o));
+  }
+
+  CreateKeyRequest Request(std::string name = "ci-pipeline") const {
+    CreateKeyRequest r;
+    r.name = std::move(name);
+    r.owner = "alice";
+    r.environment = "production";
+    r.scopes = {"read:all"};
+    return r;
+  }
+
+  CreatedKey MustCreate(const CreateKeyRequest& r) {
+    absl::StatusOr<CreatedKey> k = manager->Create(r, "alice");
+    REQUIRE_OK(k);
+    return *std::move(k);
+  }
+
+  std::uint64_t LastSequence() {
+    absl::StatusOr<std::uint64_t> s = store->LastSequence();
+    REQUIRE_OK(s);
+    return *s;
+  }
+
+  Outcome Verify(const Secret& token, std::string_view env = "production", Requirement req = {}) {
+    auto v = ReferenceVerifier::Create(deployment, store, env);
+    REQUIRE_OK(v);
+    return (*v)->VerifyToken(Text(token), req, clock->Now()).outcome;
+  }
+
+  std::shared_ptr<const Deployment> deployment;
+  std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
+  std::shared_ptr<CollectingEventSink> events = std::make_shared<CollectingEventSink>();
+  // Whole seconds plus 0.5 µs: times written must come out at microseconds.
+  std::shared_ptr<FakeClock> clock =
+      std::make_shared<FakeClock>(absl::FromUnixSeconds(1'700'000'000) + absl::Nanoseconds(500));
+  std::unique_ptr<KeyManager> manager;
+};
+
+// Everything a log line or API answer could carry about a key.
+std::string Stringified(const Fixture& f, const std::vector<absl::Status>& statuses = {}) {
+  std::ostringstream os;
+  for (const Event& e : f.events->Events()) os << e << "\n";
+  ListOptions all;
+  all.limit = kMaxListLimit;
+  absl::StatusOr<ListPage> page = f.store->List(all);
+  if (page.ok()) {
+    for (const KeyRecord& r : page->keys) {
+      os << r << "\n" << r.name << r.description << r.hint << DigestToHex(r.digest) << "\n";
+      for (const auto& [k, v] : r.metadata) os << k << "=" << v << "\n";
+    }
+  }
+  for (const absl::Status& s : statuses) os << s << "\n";
+  return os.str();
+}
+
+// --- Creation ---------------------------------------------------------------
+
+TEST_CASE("KeyManager creates a key and returns a verifiable token", "[manager][create]") {
+  Fixture f;
+  CreateKeyRequest req = f.Request();
+  req.description = "deploys from CI";
+  req.expires = f.clock->Now() + absl::Hours(24);
+  req.rate_limit = RateLimitPolicy{100, absl::Seconds(1), 20};
+  req.webhook_url = "https://hooks.example.com/keys";
+  req.accounts = {"acct_1"};
+  req.metadata = {{"team", "platform"}};
+  CreatedKey k = f.MustCreate(req);
+
+  const KeyRecord& r = k.record;
+  CHECK(r.id.size() == kKeyIdLength);
+  CHECK(r.id.rfind("key_", 0) == 0);
+  CHECK(r.name == "ci-pipeline");
+  CHECK(r.description == "deploys from CI");
+  CHECK(r.owner == "alice");
+  CHECK(r.kind == KeyKind::kGeneral);
+  CHECK(r.environment == "production");
+  CHECK(r.scopes == std::vector<std::string>{"read:all"});
+  CHECK(r.state == KeyState::kActive);
+  CHECK(r.version == 1);
+  CHECK(r.rate_limit == req.rate_limit);
+  CHECK(r.webhook_url == req.webhook_url);
+  CHECK(r.accounts == req.accounts);
+  CHECK(r.metadata == req.metadata);
+  CHECK_FALSE(r.previous.has_value());
+  CHECK_FALSE(r.last_used.has_value());
+  // Times are written at microsecond precision.
+  CHECK(r.created == absl::FromUnixSeconds(1'700'000'000));
+  CHECK(r.updated == r.created);
+  CHECK(r.expires == TruncateToMicros(*req.expires));
+
+  // The token has the deployment's format and the environment's tag...
+  TokenView view;
+  REQUIRE(ParseToken(Text(k.token), &view, "kg") == TokenError::kNone);
+  CHECK(view.env_tag == "live");
+  // ...and only its digest and hint are stored.
+  absl::StatusOr<Digest> digest = f.deployment->hasher().Hash(Text(k.token));
+  REQUIRE_OK(digest);
+  CHECK(r.digest == *digest);
+  CHECK(r.hint == TokenHint(Text(k.token)));
+  absl::StatusOr<KeyRecord> stored = f.manager->Get(r.id);
+  REQUIRE_OK(stored);
+  CHECK(*stored == r);
+  CHECK(f.Verify(k.token) == Outcome::kOk);
+
+  const std::vector<Event> events = f.events->Events();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].type == EventType::kCreated);
+  CHECK(events[0].actor == "alice");
+  CHECK(events[0].key_id == r.id);
+  CHECK(events[0].owner == "alice");
+  CHECK(events[0].version == 1);
+  CHECK(events[0].at == r.created);
+  CHECK(events[0].changed_fields ==
+        std::vector<std::string>{"name", "description", "owner", "kind", "environment", "scopes",
+                                 "expires", "rate_limit", "webhook_url", "accounts", "metadata"});
+}
+
+TEST_CASE("KeyManager mints a distinct token and id for every key", "[manager][create]") {
+  Fixture f;
+  std::set<std::string> ids;
+  std::set<std::string> tokens;
+  for (int i = 0; i < 50; ++i) {
+    CreatedKey k = f.MustCreate(f.Request(absl::StrCat("key ", i)));
+    ids.insert(k.record.id);
+    tokens.insert(std::string(Text(k.token)));
+  }
+  CHECK(ids.size() == 50);
+  CHECK(tokens.size() == 50);
+}
+
+TEST_CASE("Key ids are key_ plus 22 base62 characters without modulo bias",
+          "[manager][create][random]") {
+  Fixture f;
+  const std::string alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  std::map<char, int> counts;
+  const int keys = 2000;
+  for (int i = 0; i < keys; ++i) {
+    absl::StatusOr<CreatedKey> k = f.manager->Create(f.Request(), "alice");
+    REQUIRE_OK(k);
+    const std::string& id = k->record.id;
+    REQUIRE(id.size() == kKeyIdLength);
+    REQUIRE(id.substr(0, 4) == "key_");
+    for (char c : id.substr(4)) {
+      REQUIRE(alphabet.find(c) != std::string::npos);
+      counts[c]++;
+    }
+  }
+  REQUIRE(counts.size() == 62);
+  // A plain `byte % 62` would make '0'..'7' 25% more frequent than the rest
+  // (5/256 against 4/256); rejection sampling keeps them level.
+  double low = 0;
+  double rest = 0;
+  for (std::size_t i = 0; i < alphabet.size(); ++i) {
+    (i < 8 ? low : rest) += counts[alphabet[i]];
+  }
+  const double ratio = (low / 8) / (rest / 54);
+  INFO("ratio " << ratio);
+  CHECK(ratio > 0.92);
+  CHECK(ratio < 1.08);
+  const double mean = keys * 22.0 / 62;
+  for (const auto& [c, n] : counts) {
+    INFO("symbol " << c << " count " << n);
+    CHECK(n > mean * 0.75);
+    CHECK(n < mean * 1.25);
+  }
+}
+
+TEST_CASE("KeyManager returns no token when the store rejects the record",
+          "[manager][create][secret]") {
+  Fixture f;
+  f.store->SetUnavailableForTesting(true);
+  absl::StatusOr<CreatedKey> k = f.manager->Create(f.Request(), "alice");
+  CHECK(k.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(f.events->Events().empty());
+  f.store->SetUnavailableForTesting(false);
+  CHECK(f.LastSequence() == 0);
+
+  // A rejected personal duplicate gives no token either.
+  CreateKeyRequest personal = f.Request("personal");
+  personal.kind = KeyKind::kPersonal;
+  f.MustCreate(personal);
+  absl::StatusOr<CreatedKey> dup = f.manager->Create(personal, "alice");
+  CHECK(dup.status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(f.events->Events().size() == 1);
+}
+
+TEST_CASE("Tokens appear only in CreatedKey, never in records, events or errors",
+          "[manager][secret][redaction]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(k.record.id, absl::Hours(1), "alice");
+  REQUIRE_OK(rolled);
+  REQUIRE_OK(f.manager->Revoke(k.record.id, "bob"));
+  REQUIRE_OK(f.manager->Restore(k.record.id, "bob"));
+  const std::string t1(Text(k.token));
+  const std::string t2(Text(rolled->token));
+
+  // Tokens pasted into the wrong fields come back in no error message.
+  std::vector<absl::Status> errors;
+  CreateKeyRequest bad = f.Request();
+  bad.environment = t1;
+  errors.push_back(f.manager->Create(bad, "alice").status());
+  bad = f.Request();
+  bad.scopes = {t1};
+  errors.push_back(f.manager->Create(bad, "alice").status());
+  bad = f.Request();
+  bad.webhook_url = "http://example.com/?key=" + t1;
+  errors.push_back(f.manager->Create(bad, "alice").status());
+  bad = f.Request();
+  bad.name = t1 + "\n";
+  errors.push_back(f.manager->Create(bad, "alice").status());
+  bad = f.Request();
+  bad.accounts = {t1, t1};
+  errors.push_back(f.manager->Create(bad, "alice").status());
+  bad = f.Request();
+  bad.metadata = {{t1 + t1, "x"}};
+  errors.push_back(f.manager->Create(bad, "alice").status());
+  KeyUpdate upd;
+  upd.scopes = std::vector<std::string>{t2};
+  errors.push_back(f.manager->Modify(k.record.id, upd, 4, "alice").status());
+  for (const absl::Status& s : errors) REQUIRE_FALSE(s.ok());
+
+  const std::string text = Stringified(f, errors);
+  CHECK(text.find(t1) == std::string::npos);
+  CHECK(text.find(t2) == std::string::npos);
+  // Not even the secret part alone (the hint shows 4 characters, no more).
+  CHECK(text.find(t1.substr(t1.size() - 20)) == std::string::npos);
+  CHECK(text.find(t2.substr(t2.size() - 20)) == std::string::npos);
+  // Events carry no digest either.
+  std::ostringstream ev;
+  for (const Event& e : f.events->Events()) ev << e;
+  CHECK(ev.str().find(DigestToHex(k.record.digest)) == std::string::npos);
+  CHECK(ev.str().find(DigestToHex(rolled->record.digest)) == std::string::npos);
+  // And the token type itself refuses to print.
+  std::ostringstream tok;
+  tok << k.token;
+  CHECK(tok.str().find(t1) == std::string::npos);
+}
+
+// --- Validation -------------------------------------------------------------
+
+// Expects Create(req) to fail with kInvalidArgument naming `field`, and to
+// leave no trace.
+void ExpectInvalid(Fixture& f, const CreateKeyRequest& req, std::string_view field) {
+  const std::uint64_t seq_before = f.LastSequence();
+  const std::size_t events_before = f.events->Events().size();
+  absl::StatusOr<CreatedKey> k = f.manager->Create(req, "alice");
+  INFO("expected field " << field << ", got " << k.status());
+  REQUIRE(k.status().code() == absl::StatusCode::kInvalidArgument);
+  const std::string message(k.status().message());
+  CHECK(message.rfind(absl::StrCat(std::string(field), ":"), 0) == 0);
+  CHECK(f.manager->ValidateCreate(req).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(f.LastSequence() == seq_before);
+  CHECK(f.events->Events().size() == events_before);
+}
+
+void ExpectValid(Fixture& f, const CreateKeyRequest& req) {
+  absl::StatusOr<CreatedKey> k = f.manager->Create(req, "alice");
+  REQUIRE_OK(k);
+}
+
+TEST_CASE("Create validates the name", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  r.name = "";
+  ExpectInvalid(f, r, "name");
+  r.name = std::string(kMaxNameLength + 1, 'n');
+  ExpectInvalid(f, r, "name");
+  r.name = "tab\there";
+  ExpectInvalid(f, r, "name");
+  r.name = std::string("nul\0inside", 10);
+  ExpectInvalid(f, r, "name");
+  r.name = "del\x7f";
+  ExpectInvalid(f, r, "name");
+  r.name = std::string(kMaxNameLength, 'n');
+  ExpectValid(f, r);
+  r.name = "caf\xc3\xa9 \xe2\x9c\x93";  // UTF-8 is fine
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create validates the description", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  r.description = std::string(kMaxDescriptionLength + 1, 'd');
+  ExpectInvalid(f, r, "description");
+  r.description = std::string(kMaxDescriptionLength, 'd');
+  ExpectValid(f, r);
+  r.description = "";
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create validates the owner", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  r.owner = "";
+  ExpectInvalid(f, r, "owner");
+  r.owner = std::string(kMaxOwnerLength + 1, 'o');
+  ExpectInvalid(f, r, "owner");
+  r.owner = "ali\nce";
+  ExpectInvalid(f, r, "owner");
+  r.owner = std::string(kMaxOwnerLength, 'o');
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create validates the kind", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  r.kind = KeyKind::kUnspecifiedDoNotUse;
+  ExpectInvalid(f, r, "kind");
+  r.kind = static_cast<KeyKind>(9);
+  ExpectInvalid(f, r, "kind");
+}
+
+TEST_CASE("Create validates the environment", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  r.environment = "";
+  ExpectInvalid(f, r, "environment");
+  r.environment = "staging";
+  ExpectInvalid(f, r, "environment");
+  absl::Status s = f.manager->ValidateCreate(r);
+  CHECK(s.message() == "environment: unknown environment 'staging'");
+  r.environment = "live";  // a tag is not a name
+  ExpectInvalid(f, r, "environment");
+  r.environment = "preview";
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create validates the scopes", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  r.scopes = {"read:all", "write:everything"};
+  ExpectInvalid(f, r, "scopes");
+  CHECK(f.manager->ValidateCreate(r).message() == "scopes: unknown scope 'write:everything'");
+  r.scopes = {"read:all", "read:all"};
+  ExpectInvalid(f, r, "scopes");
+  r.scopes = std::vector<std::string>(kMaxScopesPerKey + 1, "read:all");
+  ExpectInvalid(f, r, "scopes");
+  r.scopes = {""};
+  ExpectInvalid(f, r, "scopes");
+  r.scopes = {};
+  ExpectValid(f, r);
+  r.scopes = {"admin", "read:all", "write:all"};
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create accepts the application's own scopes", "[manager][validation]") {
+  DeploymentOptions o;
+  auto registry = ScopeRegistry::Builder().Add("read:projects").Build();
+  REQUIRE_OK(registry);
+  o.scopes = *registry;
+  Fixture f(std::move(o));
+  CreateKeyRequest r = f.Request();
+  r.scopes = {"read:projects"};
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create validates the expiry", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  const absl::Time now = f.clock->Now();
+  r.expires = now - absl::Seconds(1);
+  ExpectInvalid(f, r, "expires");
+  r.expires = now;
+  ExpectInvalid(f, r, "expires");
+  // Stored at microseconds: now + 0.4 µs would be stored at or before now.
+  r.expires = now + absl::Nanoseconds(400);
+  ExpectInvalid(f, r, "expires");
+  r.expires = absl::InfiniteFuture();
+  ExpectInvalid(f, r, "expires");
+  r.expires = now + absl::Microseconds(1);
+  ExpectValid(f, r);
+  r.expires = std::nullopt;
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create validates the rate limit", "[manager][validation][ratelimit]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  auto with = [&](std::uint64_t rate, absl::Duration period, std::uint32_t burst) {
+    r.rate_limit = RateLimitPolicy{rate, period, burst};
+    return r;
+  };
+  ExpectInvalid(f, with(0, absl::Seconds(1), 1), "rate_limit.rate");
+  ExpectInvalid(f, with(kMaxRateLimitRate + 1, absl::Hours(1), 1), "rate_limit.rate");
+  ExpectInvalid(f, with(10, absl::Microseconds(999), 1), "rate_limit.period");
+  ExpectInvalid(f, with(10, absl::Hours(24) + absl::Nanoseconds(1), 1), "rate_limit.period");
+  ExpectInvalid(f, with(10, absl::ZeroDuration(), 1), "rate_limit.period");
+  ExpectInvalid(f, with(10, absl::Seconds(1), 0), "rate_limit.burst");
+  ExpectInvalid(f, with(10, absl::Seconds(1), kMaxRateLimitBurst + 1), "rate_limit.burst");
+  // More than one request per nanosecond cannot be represented.
+  ExpectInvalid(f, with(kMaxRateLimitRate, absl::Milliseconds(1), 1), "rate_limit.rate");
+  ExpectValid(f, with(1, absl::Milliseconds(1), 1));
+  ExpectValid(f, with(kMaxRateLimitRate, absl::Seconds(1), kMaxRateLimitBurst));
+  ExpectValid(f, with(1, absl::Hours(24), 1));
+}
+
+TEST_CASE("Create validates the webhook URL", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  for (const char* bad :
+       {"http://example.com/hook", "ftp://example.com", "example.com", "https://", "https:///path",
+        "https://:443/", "https://exa mple.com", "https://example.com/\n",
+        "https://user:pw@example.com/", "https://example.com:0/", "https://example.com:99999/",
+        "https://example.com:/", "https://example.com:8x/", "https://[::1/", "https://[]/"}) {
+    INFO(bad);
+    r.webhook_url = bad;
+    ExpectInvalid(f, r, "webhook_url");
+  }
+  r.webhook_url = "https://example.com/" + std::string(kMaxWebhookUrlLength, 'a');
+  ExpectInvalid(f, r, "webhook_url");
+  r.webhook_url = "http://example.com";
+  CHECK(f.manager->ValidateCreate(r).message() == "webhook_url: must use https");
+  for (const char* good : {"https://example.com", "https://hooks.example.com:8443/k?x=1#f",
+                           "HTTPS://EXAMPLE.COM/", "https://[::1]:8443/hook", "https://10.0.0.1"}) {
+    INFO(good);
+    r.webhook_url = good;
+    ExpectValid(f, r);
+  }
+  r.webhook_url = "";
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create validates linked accounts", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  r.accounts = {"a", ""};
+  ExpectInvalid(f, r, "accounts[1]");
+  r.accounts = {std::string(kMaxAccountLength + 1, 'a')};
+  ExpectInvalid(f, r, "accounts[0]");
+  r.accounts = {"a\tb"};
+  ExpectInvalid(f, r, "accounts[0]");
+  r.accounts = {"a", "b", "a"};
+  ExpectInvalid(f, r, "accounts[2]");
+  r.accounts.clear();
+  for (std::size_t i = 0; i <= kMaxAccounts; ++i) r.accounts.push_back(absl::StrCat("acct", i));
+  ExpectInvalid(f, r, "accounts");
+  r.accounts.pop_back();
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Create validates metadata", "[manager][validation]") {
+  Fixture f;
+  CreateKeyRequest r = f.Request();
+  r.metadata = {{"", "v"}};
+  ExpectInvalid(f, r, "metadata");
+  r.metadata = {{std::string(kMaxMetadataKeyLength + 1, 'k'), "v"}};
+  ExpectInvalid(f, r, "metadata");
+  r.metadata = {{"k\n", "v"}};
+  ExpectInvalid(f, r, "metadata");
+  r.metadata = {{"k", std::string(kMaxMetadataValueLength + 1, 'v')}};
+  ExpectInvalid(f, r, "metadata");
+  r.metadata.clear();
+  for (std::size_t i = 0; i <= kMaxMetadataEntries; ++i) r.metadata[absl::StrCat("k", i)] = "v";
+  ExpectInvalid(f, r, "metadata");
+  r.metadata.erase(r.metadata.begin());
+  ExpectValid(f, r);
+  r.metadata = {
+      {std::string(kMaxMetadataKeyLength, 'k'), std::string(kMaxMetadataValueLength, 'v')}};
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Every mutation validates the actor", "[manager][validation]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  for (const std::string& actor : {std::string(), std::string(129, 'a'), std::string("a\nb")}) {
+    CHECK(f.manager->Create(f.Request(), actor).status().code() == kInvalid);
+    CHECK(f.manager->ProvisionPersonalKey("bob", "production", {}, actor).status().code() ==
+          kInvalid);
+    KeyUpdate u;
+    u.name = "x";
+    CHECK(f.manager->Modify(k.record.id, u, 1, actor).status().code() == kInvalid);
+    CHECK(f.manager->Revoke(k.record.id, actor).status().code() == kInvalid);
+    CHECK(f.manager->Restore(k.record.id, actor).status().code() == kInvalid);
+    CHECK(f.manager->Roll(k.record.id, absl::ZeroDuration(), actor).status().code() == kInvalid);
+    absl::Status del = f.manager->Delete(k.record.id, actor);
+    CHECK(del.code() == kInvalid);
+    CHECK(del.message().substr(0, 6) == "actor:");
+  }
+  CHECK(f.events->Events().size() == 1);
+}
+
+TEST_CASE("A manager without a deployment or store refuses to work", "[manager]") {
+  KeyManager::Options o;
+  KeyManager m(std::move(o));
+  CreateKeyRequest r;
+  r.name = "n";
+  r.owner = "o";
+  r.environment = "production";
+  CHECK(m.Create(r, "a").status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(m.Get("key_x").status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(m.Revoke("key_x", "a").status().code() == absl::StatusCode::kFailedPrecondition);
+}
+
+// --- Personal keys ----------------------------------------------------------
+
+TEST_CASE("Personal keys are provisioned once per owner and environment", "[manager][personal]") {
+  Fixture f;
+  absl::StatusOr<ProvisionedKey> first =
+      f.manager->ProvisionPersonalKey("alice", "production", {"read:all"}, "system");
+  REQUIRE_OK(first);
+  CHECK(first->created);
+  REQUIRE(first->token.has_value());
+  CHECK(first->record.kind == KeyKind::kPersonal);
+  CHECK(first->record.name == "personal");
+  CHECK(first->record.owner == "alice");
+  CHECK(first->record.scopes == std::vector<std::string>{"read:all"});
+  CHECK(f.Verify(*first->token) == Outcome::kOk);
+
+  absl::StatusOr<ProvisionedKey> again =
+      f.manager->ProvisionPersonalKey("alice", "production", {"admin"}, "system");
+  REQUIRE_OK(again);
+  CHECK_FALSE(again->created);
+  CHECK_FALSE(again->token.has_value());  // an existing token is never shown again
+  CHECK(again->record == first->record);
+
+  absl::StatusOr<ProvisionedKey> preview =
+      f.manager->ProvisionPersonalKey("alice", "preview", {}, "system");
+  REQUIRE_OK(preview);
+  CHECK(preview->created);
+  CHECK(preview->record.id != first->record.id);
+  absl::StatusOr<ProvisionedKey> bob =
+      f.manager->ProvisionPersonalKey("bob", "production", {}, "system");
+  REQUIRE_OK(bob);
+  CHECK(bob->created);
+  CHECK(f.events->Events().size() == 3);
+
+  // A revoked personal key is replaced by a new one.
+  REQUIRE_OK(f.manager->Revoke(first->record.id, "alice"));
+  absl::StatusOr<ProvisionedKey> replaced =
+      f.manager->ProvisionPersonalKey("alice", "production", {}, "system");
+  REQUIRE_OK(replaced);
+  CHECK(replaced->created);
+  CHECK(replaced->record.id != first->record.id);
+  // Now restoring the old one would make two active: refused.
+  CHECK(f.manager->Restore(first->record.id, "alice").status().code() ==
+        absl::StatusCode::kAlreadyExists);
+
+  // Inputs are validated like Create's.
+  CHECK(f.manager->ProvisionPersonalKey("", "production", {}, "system")
+            .status()
+            .message()
+            .substr(0, 6) == "owner:");
+  CHECK(f.manager->ProvisionPersonalKey("carol", "nope", {}, "system")
+            .status()
+            .message()
+            .substr(0, 12) == "environment:");
+  CHECK(f.manager->ProvisionPersonalKey("carol", "production", {"nope"}, "system")
+            .status()
+            .message()
+            .substr(0, 7) == "scopes:");
+}
+
+// Forwards to a MemoryKeyStore, but answers List slowly, so that concurrent
+// provisioners all see "no key yet" and race on Insert.
+class SlowListStore final : public KeyStore {
+ public:
+  absl::Status Insert(const KeyRecord& r) override { return inner_.Insert(r); }
+  absl::StatusOr<KeyRecord> Get(std::string_view id) override { return inner_.Get(id); }
+  absl::StatusOr<KeyRecord> FindByDigest(const Digest& d) override {
+    return inner_.FindByDigest(d);
+  }
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override { return inner_.Update(r); }
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
+    return inner_.Delete(id, v);
+  }
+  absl::StatusOr<ListPage> List(const ListOptions& o) override {
+    absl::StatusOr<ListPage> page = inner_.List(o);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return page;
+  }
+  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override {
+    return inner_.ChangesSince(after, limit);
+  }
+  absl::StatusOr<std::uint64_t> LastSequence() override { return inner_.LastSequence(); }
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> cb) override {
+    return inner_.Subscribe(std::move(cb));
+  }
+
+ private:
+  MemoryKeyStore inner_;
+};
+
+TEST_CASE("Concurrent personal provisioning creates exactly one key",
+          "[manager][personal][concurrent]") {
+  Fixture f;
+  auto slow = std::make_shared<SlowListStore>();
+  {
+    KeyManager::Options o;
+    o.deployment = f.deployment;
+    o.store = slow;
+    o.events = f.events;
+    o.clock = f.clock;
+    f.manager = std::make_unique<KeyManager>(std::move(o));
+  }
+  const int threads = 8;
+  const int rounds = 5;
+  for (int round = 0; round < rounds; ++round) {
+    const std::string owner = absl::StrCat("user", round);
+    std::vector<absl::StatusOr<ProvisionedKey>> results(threads, absl::UnknownError("unset"));
+    std::atomic<int> ready{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        ready.fetch_add(1);
+        while (ready.load() < threads) {
+        }
+        results[t] = f.manager->ProvisionPersonalKey(owner, "production", {"read:all"}, "system");
+      });
+    }
+    for (std::thread& th : pool) th.join();
+    int created = 0;
+    int tokens = 0;
+    std::set<std::string> ids;
+    for (const auto& r : results) {
+      REQUIRE_OK(r);
+      created += r->created ? 1 : 0;
+      tokens += r->token.has_value() ? 1 : 0;
+      ids.insert(r->record.id);
+    }
+    CHECK(created == 1);
+    CHECK(tokens == 1);
+    CHECK(ids.size() == 1);
+    ListOptions lo;
+    lo.filter.owner = owner;
+    absl::StatusOr<ListPage> page = f.manager->List(lo);
+    REQUIRE_OK(page);
+    CHECK(page->keys.size() == 1);
+  }
+  CHECK(f.events->Events().size() == static_cast<std::size_t>(rounds));
+}
+
+// --- Modify -----------------------------------------------------------------
+
+TEST_CASE("Modify changes the given fields, bumps the version and reports them",
+          "[manager][modify]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  Requirement write;
+  write.scopes = f.deployment->scopes().MaskOf(kScopeWriteAll);
+  REQUIRE(f.Verify(k.token, "production", write) == Outcome::kInsufficientScope);
+  f.clock->Advance(absl::Minutes(1));
+  KeyUpdate u;
+  u.name = "renamed";
+  u.scopes = std::vector<std::string>{"read:all", "write:all"};
+  u.expires = std::optional<absl::Time>(f.clock->Now() + absl::Hours(1));
+  u.metadata = std::map<std::string, std::string>{{"a", "b"}};
+  u.description = "";  // unchanged value: not reported
+  absl::StatusOr<KeyRecord> m = f.manager->Modify(k.record.id, u, 1, "bob");
+  REQUIRE_OK(m);
+  CHECK(m->version == 2);
+  CHECK(m->name == "renamed");
+  CHECK(m->scopes == std::vector<std::string>{"read:all", "write:all"});
+  CHECK(m->expires.has_value());
+  CHECK(m->metadata.at("a") == "b");
+  CHECK(m->created == k.record.created);
+  CHECK(m->updated == TruncateToMicros(f.clock->Now()));
+  CHECK(m->digest == k.record.digest);  // the token still works
+  CHECK(f.Verify(k.token, "production", write) == Outcome::kOk);
+  absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);
+  REQUIRE_OK(got);
+  CHECK(*got == *m);
+
+  const std::vector<Event> events = f.events->Events();
+  REQUIRE(events.size() == 2);
+  CHECK(events[1].type == EventType::kModified);
+  CHECK(events[1].actor == "bob");
+  CHECK(events[1].owner == "alice");
+  CHECK(events[1].version == 2);
+  CHECK(events[1].changed_fields ==
+        std::vector<std::string>{"name", "scopes", "expires", "metadata"});
+
+  // Clearing optional fields.
+  KeyUpdate clear;
+  clear.expires = std::optional<absl::Time>();
+  clear.rate_limit = std::optional<RateLimitPolicy>();
+  absl::StatusOr<KeyRecord> cleared = f.manager->Modify(k.record.id, clear, 2, "bob");
+  REQUIRE_OK(cleared);
+  CHECK_FALSE(cleared->expires.has_value());
+  CHECK(f.events->Events().back().changed_fields == std::vector<std::string>{"expires"});
+}
+
+TEST_CASE("Modify with a stale version is aborted and changes nothing", "[manager][modify]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  KeyUpdate u;
+  u.name = "first";
+  REQUIRE_OK(f.manager->Modify(k.record.id, u, 1, "alice"));
+  u.name = "second";
+  absl::StatusOr<KeyRecord> stale = f.manager->Modify(k.record.id, u, 1, "alice");
+  CHECK(stale.status().code() == absl::StatusCode::kAborted);
+  CHECK(stale.status().message().find("version") != std::string_view::npos);
+  absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);
+  REQUIRE_OK(got);
+  CHECK(got->name == "first");
+  CHECK(got->version == 2);
+  CHECK(f.events->Events().size() == 2);
+
+  CHECK(f.manager->Modify("key_missing", u, 1, "alice").status().code() ==
+        absl::StatusCode::kNotFound);
+}
+
+TEST_CASE("Concurrent Modify calls on one version: exactly one wins",
+          "[manager][modify][concurrent]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  const int threads = 6;
+  std::vector<absl::StatusCode> codes(threads, absl::StatusCode::kUnknown);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      KeyUpdate u;
+      u.name = absl::StrCat("writer ", t);
+      codes[t] = f.manager->Modify(k.record.id, u, 1, "alice").status().code();
+    });
+  }
+  for (std::thread& th : pool) th.join();
+  CHECK(std::count(codes.begin(), codes.end(), absl::StatusCode::kOk) == 1);
+  CHECK(std::count(codes.begin(), codes.end(), absl::StatusCode::kAborted) == threads - 1);
+  absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);
+  REQUIRE_OK(got);
+  CHECK(got->version == 2);
+}
+
+TEST_CASE("Modify validates what it changes, naming the field", "[manager][modify][validation]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  auto expect = [&](const KeyUpdate& u, std::string_view field) {
+    absl::StatusOr<KeyRecord> m = f.manager->Modify(k.record.id, u, 1, "alice");
+    INFO(m.status());
+    REQUIRE(m.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(m.status().message().substr(0, field.size() + 1) ==
+          absl::StrCat(std::string(field), ":"));
+  };
+  KeyUpdate u;
+  u.name = "";
+  expect(u, "name");
+  u = {};
+  u.description = std::string(kMaxDescriptionLength + 1, 'd');
+  expect(u, "description");
+  u = {};
+  u.scopes = std::vector<std::string>{"nope"};
+  expect(u, "scopes");
+  u = {};
+  u.expires = std::optional<absl::Time>(f.clock->Now() - absl::Seconds(1));
+  expect(u, "expires");
+  u = {};
+  u.rate_limit = std::optional<RateLimitPolicy>(RateLimitPolicy{0, absl::Seconds(1), 1});
+  expect(u, "rate_limit.rate");
+  u = {};
+  u.webhook_url = "http://example.com";
+  expect(u, "webhook_url");
+  u = {};
+  u.accounts = std::vector<std::string>{""};
+  expect(u, "accounts[0]");
+  u = {};
+  u.metadata = std::map<std::string, std::string>{{"", ""}};
+  expect(u, "metadata");
+  absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);
+  REQUIRE_OK(got);
+  CHECK(got->version == 1);
+}
+
+TEST_CASE("A Modify that changes nothing writes nothing", "[manager][modify]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  KeyUpdate same;
+  same.name = k.record.name;
+  absl::StatusOr<KeyRecord> m = f.manager->Modify(k.record.id, same, 1, "alice");
+  REQUIRE_OK(m);
+  CHECK(m->version == 1);
+  CHECK(f.events->Events().size() == 1);
+  CHECK(f.manager->Modify(k.record.id, same, 5, "alice").status().code() ==
+        absl::StatusCode::kAborted);
+}
+
+// --- Revoke, restore, delete ------------------------------------------------
+
+TEST_CASE("Revoke and restore are idempotent and verified immediately", "[manager][revoke]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  absl::StatusOr<KeyRecord> r1 = f.manager->Revoke(k.record.id, "bob");
+  REQUIRE_OK(r1);
+  CHECK(r1->state == KeyState::kRevoked);
+  CHECK(r1->version == 2);
+  CHECK(f.Verify(k.token) == Outcome::kRevoked);
+  absl::StatusOr<KeyRecord> r2 = f.manager->Revoke(k.record.id, "bob");
+  REQUIRE_OK(r2);
+  CHECK(r2->version == 2);                // no new version...
+  CHECK(f.events->Events().size() == 2);  // ...and no event
+
+  absl::StatusOr<KeyRecord> a1 = f.manager->Restore(k.record.id, "bob");
+  REQUIRE_OK(a1);
+  CHECK(a1->state == KeyState::kActive);
+  CHECK(a1->version == 3);
+  CHECK(f.Verify(k.token) == Outcome::kOk);
+  absl::StatusOr<KeyRecord> a2 = f.manager->Restore(k.record.id, "bob");
+  REQUIRE_OK(a2);
+  CHECK(a2->version == 3);
+
+  const std::vector<Event> events = f.events->Events();
+  REQUIRE(events.size() == 3);
+  CHECK(events[1].type == EventType::kRevoked);
+  CHECK(events[1].changed_fields == std::vector<std::string>{"state"});
+  CHECK(events[1].actor == "bob");
+  CHECK(events[2].type == EventType::kRestored);
+  CHECK(events[2].version == 3);
+
+  CHECK(f.manager->Revoke("key_missing", "bob").status().code() == absl::StatusCode::kNotFound);
+  CHECK(f.manager->Restore("key_missing", "bob").status().code() == absl::StatusCode::kNotFound);
+}
+
+TEST_CASE("Revoke succeeds despite concurrent edits", "[manager][revoke][concurrent]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  std::atomic<bool> stop{false};
+  std::thread editor([&] {
+    int i = 0;
+    while (!stop.load()) {
+      absl::StatusOr<KeyRecord> cur = f.store->Get(k.record.id);
+      if (!cur.ok()) break;
+      KeyUpdate u;
+      u.metadata = std::map<std::string, std::string>{{"i", std::to_string(++i)}};
+      (void)f.manager->Modify(k.record.id, u, cur->version, "editor").ok();
+    }
+  });
+  absl::StatusOr<KeyRecord> revoked = f.manager->Revoke(k.record.id, "alice");
+  stop.store(true);
+  editor.join();
+  REQUIRE_OK(revoked);
+  absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);
+  REQUIRE_OK(got);
+  CHECK(got->state == KeyState::kRevoked);
+}
+
+TEST_CASE("Delete removes the key for good", "[manager][delete]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  REQUIRE(f.Verify(k.token) == Outcome::kOk);
+  REQUIRE_OK(f.manager->Delete(k.record.id, "bob"));
+  CHECK(f.manager->Get(k.record.id).status().code() == absl::StatusCode::kNotFound);
+  CHECK(f.Verify(k.token) == Outcome::kUnknown);
+  CHECK(f.manager->Delete(k.record.id, "bob").code() == absl::StatusCode::kNotFound);
+  const std::vector<Event> events = f.events->Events();
+  REQUIRE(events.size() == 2);
+  CHECK(events[1].type == EventType::kDeleted);
+  CHECK(events[1].key_id == k.record.id);
+  CHECK(events[1].owner == "alice");
+  CHECK(events[1].actor == "bob");
+  CHECK(events[1].version == 0);
+}
+
+// --- Roll ---------------------------------------------------------------------
+
+TEST_CASE("Roll keeps the old token valid until the grace deadline, to the nanosecond",
+          "[manager][roll]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  f.clock->Set(absl::FromUnixSeconds(1'700'000'100));  // whole seconds: an exact deadline
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(k.record.id, absl::Minutes(10), "alice");
+  REQUIRE_OK(rolled);
+  CHECK(Text(rolled->token) != Text(k.token));
+  CHECK(rolled->record.version == 2);
+  CHECK(rolled->record.id == k.record.id);
+  CHECK(rolled->record.hint == TokenHint(Text(rolled->token)));
+  const absl::Time deadline = absl::FromUnixSeconds(1'700'000'100) + absl::Minutes(10);
+  REQUIRE(rolled->record.previous.has_value());
+  CHECK(rolled->record.previous->valid_until == deadline);
+  CHECK(rolled->record.previous->digest == k.record.digest);
+  CHECK(rolled->record.previous->hint == k.record.hint);
+
+  CHECK(f.Verify(rolled->token) == Outcome::kOk);
+  CHECK(f.Verify(k.token) == Outcome::kOk);
+  f.clock->Set(deadline - absl::Nanoseconds(1));
+  CHECK(f.Verify(k.token) == Outcome::kOk);
+  f.clock->Set(deadline);
+  CHECK(f.Verify(k.token) == Outcome::kExpired);
+  CHECK(f.Verify(rolled->token) == Outcome::kOk);
+  f.clock->Advance(absl::Hours(100));
+  CHECK(f.Verify(k.token) == Outcome::kExpired);
+
+  const std::vector<Event> events = f.events->Events();
+  REQUIRE(events.size() == 2);
+  CHECK(events[1].type == EventType::kRolled);
+  CHECK(events[1].version == 2);
+}
+
+TEST_CASE("Roll with zero grace forgets the old token at once", "[manager][roll]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(k.record.id, absl::ZeroDuration(), "alice");
+  REQUIRE_OK(rolled);
+  CHECK_FALSE(rolled->record.previous.has_value());
+  CHECK(f.Verify(k.token) == Outcome::kUnknown);
+  CHECK(f.Verify(rolled->token) == Outcome::kOk);
+}
+
+TEST_CASE("Rolling again drops the secret still in its grace period", "[manager][roll]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  absl::StatusOr<CreatedKey> r1 = f.manager->Roll(k.record.id, absl::Hours(1), "alice");
+  REQUIRE_OK(r1);
+  absl::StatusOr<CreatedKey> r2 = f.manager->Roll(k.record.id, absl::Hours(1), "alice");
+  REQUIRE_OK(r2);
+  CHECK(f.Verify(k.token) == Outcome::kUnknown);
+  CHECK(f.Verify(r1->token) == Outcome::kOk);
+  CHECK(f.Verify(r2->token) == Outcome::kOk);
+}
+
+TEST_CASE("Roll refuses bad grace periods and revoked keys", "[manager][roll][validation]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  absl::StatusOr<CreatedKey> neg = f.manager->Roll(k.record.id, -absl::Seconds(1), "alice");
+  CHECK(neg.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(neg.status().message().substr(0, 6) == "grace:");
+  absl::StatusOr<CreatedKey> longer =
+      f.manager->Roll(k.record.id, absl::Hours(24 * 30) + absl::Seconds(1), "alice");
+  CHECK(longer.status().code() == absl::StatusCode::kInvalidArgument);
+  REQUIRE_OK(f.manager->Roll(k.record.id, absl::Hours(24 * 30), "alice"));
+
+  REQUIRE_OK(f.manager->Revoke(k.record.id, "alice"));
+  absl::StatusOr<KeyRecord> before = f.manager->Get(k.record.id);
+  REQUIRE_OK(before);
+  CHECK(f.manager->Roll(k.record.id, absl::Hours(1), "alice").status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+  CHECK(f.manager->Roll("key_missing", absl::Hours(1), "alice").status().code() ==
+        absl::StatusCode::kNotFound);
+  absl::StatusOr<KeyRecord> after = f.manager->Get(k.record.id);
+  REQUIRE_OK(after);
+  CHECK(*after == *before);
+}
+
+TEST_CASE("Roll returns no token when the store fails", "[manager][roll][secret]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  f.store->SetUnavailableForTesting(true);
+  CHECK(f.manager->Roll(k.record.id, absl::Hours(1), "alice").status().code() ==
+        absl::StatusCode::kUnavailable);
+  f.store->SetUnavailableForTesting(false);
+  CHECK(f.events->Events().size() == 1);
+  CHECK(f.Verify(k.token) == Outcome::kOk);
+  absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);
+  REQUIRE_OK(got);
+  CHECK(got->version == 1);
+}
+
+TEST_CASE("Rolled tokens keep the key's environment tag and the deployment prefix",
+          "[manager][roll]") {
+  DeploymentOptions o;
+  o.token_prefix = "acme";
+  o.environments = {{"dev", "d", std::nullopt}, {"prod", "p", std::nullopt}};
+  Fixture f(std::move(o));
+  CreateKeyRequest r = f.Request();
+  r.environment = "dev";
+  CreatedKey k = f.MustCreate(r);
+  CHECK(Text(k.token).substr(0, 7) == "acme_d_");
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(k.record.id, absl::Hours(1), "alice");
+  REQUIRE_OK(rolled);
+  CHECK(Text(rolled->token).substr(0, 7) == "acme_d_");
+  CHECK(f.Verify(rolled->token, "dev") == Outcome::kOk);
+}
+
+// --- Listing ------------------------------------------------------------------
+
+TEST_CASE("KeyManager lists and searches through the store", "[manager][list]") {
+  Fixture f;
+  f.MustCreate(f.Request("Deploy Bot"));
+  f.MustCreate(f.Request("metrics"));
+  CreateKeyRequest bob = f.Request("bob's deploy key");
+  bob.owner = "bob";
+  f.MustCreate(bob);
+  ListOptions o;
+  o.filter.name_contains = "DEPLOY";
+  absl::StatusOr<ListPage> page = f.manager->List(o);
+  REQUIRE_OK(page);
+  CHECK(page->keys.size() == 2);
+  o.filter.owner = "alice";
+  page = f.manager->List(o);
+  REQUIRE_OK(page);
+  REQUIRE(page->keys.size() == 1);
+  CHECK(page->keys[0].name == "Deploy Bot");
+  o.limit = 0;
+  CHECK(f.manager->List(o).status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace keygate

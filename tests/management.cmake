@@ -1,0 +1,10 @@
+# Management side: deployment, stores, manager, reference verifier, events.
+keygate_add_test(memory_key_store_test SOURCES memory_key_store_test.cc
+  LABELS management store concurrent TIMEOUT 120)
+keygate_add_test(key_manager_test SOURCES key_manager_test.cc
+  LABELS management concurrent TIMEOUT 120)
+keygate_add_test(reference_verifier_test SOURCES reference_verifier_test.cc
+  LABELS management verifier TIMEOUT 60)
+keygate_add_test(deployment_test SOURCES deployment_test.cc LABELS management TIMEOUT 60)
+keygate_add_test(event_sink_test SOURCES event_sink_test.cc LABELS management concurrent TIMEOUT 60)
+keygate_add_test(key_test SOURCES key_test.cc LABELS management TIMEOUT 60)
