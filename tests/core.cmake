@@ -7,3 +7,10 @@ keygate_add_test(digest_test SOURCES digest_test.cc LABELS core concurrent)
 keygate_add_test(scope_test SOURCES scope_test.cc LABELS core)
 keygate_add_test(bearer_test SOURCES bearer_test.cc LABELS core)
 keygate_add_test(http_test SOURCES http_test.cc LABELS core)
+
+# The README's usage example is examples/quickstart.cc, which CI builds and runs.
+add_test(NAME readme_quickstart_in_sync
+         COMMAND ${CMAKE_COMMAND} -DREADME=${PROJECT_SOURCE_DIR}/README.md
+                 -DEXAMPLE=${PROJECT_SOURCE_DIR}/examples/quickstart.cc
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/readme_sync.cmake)
+set_tests_properties(readme_quickstart_in_sync PROPERTIES LABELS core)

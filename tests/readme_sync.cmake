@@ -1,0 +1,22 @@
+# cmake -DREADME=... -DEXAMPLE=... -P readme_sync.cmake
+# Fails when the README's usage block is not examples/quickstart.cc verbatim,
+# so the README never shows code that CI does not compile.
+file(READ "${README}" readme)
+file(READ "${EXAMPLE}" example)
+string(FIND "${readme}" "## Usage" usage_at)
+if(usage_at EQUAL -1)
+  message(FATAL_ERROR "README has no '## Usage' section")
+endif()
+string(SUBSTRING "${readme}" ${usage_at} -1 usage)
+string(FIND "${usage}" "```cpp\n" open_at)
+string(FIND "${usage}" "\n```\n" close_at)
+if(open_at EQUAL -1 OR close_at EQUAL -1)
+  message(FATAL_ERROR "README's usage section has no ```cpp block")
+endif()
+math(EXPR begin "${open_at} + 7")
+math(EXPR length "${close_at} + 1 - ${begin}")
+string(SUBSTRING "${usage}" ${begin} ${length} block)
+if(NOT block STREQUAL example)
+  message(FATAL_ERROR "README's usage block differs from ${EXAMPLE}: paste the file into the README")
+endif()
+message(STATUS "README usage block matches ${EXAMPLE}")
