@@ -1,14 +1,13 @@
 #include "keygate/bearer.h"
 
+#include "internal/charclass.h"
+
 namespace keygate {
 namespace {
 
 inline bool IsOws(char c) noexcept { return c == ' ' || c == '\t'; }
 
-inline bool IsB64Char(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
-}
+inline bool IsB64Char(char c) noexcept { return internal::HasClass(c, internal::kClassB64); }
 
 inline char Lower(char c) noexcept {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
@@ -25,9 +24,11 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept {
 }  // namespace
 
 bool IsB64Token(std::string_view s) noexcept {
+  // 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=". The loop
+  // exits once, at the end, so its branch is predictable.
   std::size_t i = 0;
   while (i < s.size() && IsB64Char(s[i])) ++i;
-  if (i == 0) return false;  // 1*( ALPHA / DIGIT / ... )
+  if (i == 0) return false;
   while (i < s.size() && s[i] == '=') ++i;
   return i == s.size();
 }

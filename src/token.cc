@@ -11,6 +11,7 @@
 #include "boost/multiprecision/cpp_int.hpp"
 
 #include "internal/base62.h"
+#include "internal/charclass.h"
 
 namespace keygate {
 namespace {
@@ -44,7 +45,7 @@ inline std::uint32_t Load32Le(const unsigned char* p) noexcept {
 }
 
 inline bool IsLowerAlnum(char c) noexcept {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+  return internal::HasClass(c, internal::kClassLowerAlnum);
 }
 
 bool AllLowerAlnum(std::string_view s) noexcept {
@@ -99,11 +100,14 @@ std::string Base62EncodeFixed(std::uint64_t value, std::size_t width) {
 
 bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept {
   std::uint64_t v = 0;
+  // No per-digit division: the overflow check is two flag tests.
   for (char c : digits) {
     const unsigned d = kBase62Digit[static_cast<unsigned char>(c)];
     if (d == internal::kNotBase62) return false;
-    if (v > (UINT64_MAX - static_cast<std::uint64_t>(d)) / 62) return false;
-    v = v * 62 + static_cast<std::uint64_t>(d);
+    if (__builtin_mul_overflow(v, std::uint64_t{62}, &v) ||
+        __builtin_add_overflow(v, std::uint64_t{d}, &v)) {
+      return false;
+    }
   }
   *value = v;
   return true;

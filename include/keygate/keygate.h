@@ -17,11 +17,14 @@
 #include "keygate/key_manager.h"
 #include "keygate/key_store.h"
 #include "keygate/memory_key_store.h"
+#include "keygate/rate_limiter.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/scope.h"
 #include "keygate/secret.h"
 #include "keygate/token.h"
+#include "keygate/usage.h"
 #include "keygate/verdict.h"
+#include "keygate/verifier.h"
 #include "keygate/version.h"
 
 #endif  // KEYGATE_KEYGATE_H_

@@ -1,0 +1,71 @@
+// Memory for the verifier's index; see verifier_index.h.
+
+#include "internal/verifier_index.h"
+
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <new>
+
+namespace keygate::internal {
+namespace {
+
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+}  // namespace
+
+ZeroArray::ZeroArray(std::size_t bytes) {
+  if (bytes == 0) return;
+  // Round large arrays up to whole huge pages so THP can back all of them.
+  const std::size_t rounded = bytes >= kHugePage ? (bytes + kHugePage - 1) & ~(kHugePage - 1)
+                                                 : (bytes + 4095) & ~std::size_t{4095};
+  void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return;
+  if (rounded >= kHugePage) madvise(p, rounded, MADV_HUGEPAGE);  // advisory; errors are fine
+  data_ = p;
+  bytes_ = rounded;
+}
+
+ZeroArray::~ZeroArray() {
+  if (data_ != nullptr) munmap(data_, bytes_);
+}
+
+Table::Table(std::size_t cap, std::uint64_t gen)
+    : slot_mem_(cap * sizeof(Slot)),
+      cold_mem_(cap * sizeof(ColdEntry)),
+      extra_mem_(cap * sizeof(std::uintptr_t)),  // one pointer per side record
+      id_mem_(cap * sizeof(std::uint32_t)) {
+  if (!slot_mem_.ok() || !cold_mem_.ok() || !extra_mem_.ok() || !id_mem_.ok()) return;
+  // mmap memory is zero, which is exactly the value of a default-constructed
+  // Slot except for the TAT; construct properly anyway (it also faults the
+  // pages in now, during a rebuild, rather than on the first inserts).
+  auto* s = static_cast<Slot*>(slot_mem_.data());
+  for (std::size_t i = 0; i < cap; ++i) new (&s[i]) Slot();
+  auto* c = static_cast<ColdEntry*>(cold_mem_.data());
+  for (std::size_t i = 0; i < cap; ++i) new (&c[i]) ColdEntry();
+  slots = s;
+  cold = c;
+  // Pointers and integers: zero bytes are valid values (implicit lifetime).
+  extras = static_cast<const KeyExtra**>(extra_mem_.data());
+  id_index = static_cast<std::uint32_t*>(id_mem_.data());
+  capacity = cap;
+  mask = cap - 1;
+  generation = gen;
+}
+
+Table::~Table() {
+  if (slots != nullptr) {
+    for (std::size_t i = 0; i < capacity; ++i) slots[i].~Slot();
+  }
+}
+
+std::size_t Table::OtherBytes() const noexcept {
+  std::size_t extra_bytes = 0;
+  for (const auto& e : extra_owner) {
+    if (e != nullptr) extra_bytes += sizeof(KeyExtra);
+  }
+  return cold_mem_.bytes() + extra_mem_.bytes() + id_mem_.bytes() + extra_bytes +
+         extra_owner.capacity() * sizeof(extra_owner[0]);
+}
+
+}  // namespace keygate::internal

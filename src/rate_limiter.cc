@@ -1,0 +1,96 @@
+// GCRA policy compilation and the multi-limit, all-or-nothing acquire.
+
+#include "keygate/rate_limiter.h"
+
+#include <array>
+#include <cstdint>
+#include <limits>
+
+namespace keygate {
+
+GcraPolicy GcraPolicy::Compile(const RateLimitPolicy& policy) noexcept {
+  GcraPolicy out;
+  const std::int64_t period = absl::ToInt64Nanoseconds(policy.period);
+  if (policy.rate == 0 || policy.burst == 0 || period <= 0) return out;  // invalid: no limit
+  const std::uint64_t rate = policy.rate;
+  const std::uint64_t p = static_cast<std::uint64_t>(period);
+  // Rounded to nearest so that e.g. 3 per second stays within 1 ns per period.
+  std::uint64_t t = (p + rate / 2) / rate;
+  if (t == 0) t = 1;
+  out.emission_ns = static_cast<std::int64_t>(t);
+  const std::uint64_t max_cap = static_cast<std::uint64_t>(kMaxCapacityNs);
+  const std::uint64_t cap =
+      t > max_cap / policy.burst ? max_cap : t * static_cast<std::uint64_t>(policy.burst);
+  out.capacity_ns = static_cast<std::int64_t>(cap);
+  out.period_ns = period;
+  out.burst = policy.burst;
+  return out;
+}
+
+namespace {
+
+// Callers pass a handful of limits (key, owner, account). The list of active
+// ones lives on the stack; beyond this many we fail closed rather than
+// allocate on the hot path.
+constexpr std::size_t kMaxLimits = 16;
+
+// Of two allowed statuses, the tighter one (fewer requests remaining; on a
+// tie the later reset) is what the client should see.
+bool Tighter(const RateLimitStatus& a, const RateLimitStatus& b) noexcept {
+  if (a.remaining != b.remaining) return a.remaining < b.remaining;
+  return a.reset_ns > b.reset_ns;
+}
+
+}  // namespace
+
+LimitDecision LocalRateLimiter::Acquire(absl::Span<const LimitRef> limits, std::uint32_t cost,
+                                        std::int64_t now_ns) noexcept {
+  // Limits with no policy (or an invalid one) do not apply.
+  std::array<const LimitRef*, kMaxLimits> active{};
+  std::size_t n = 0;
+  for (const LimitRef& l : limits) {
+    if (l.policy == nullptr || !l.policy->valid()) continue;
+    if (l.tat == nullptr || n == kMaxLimits) return LimitDecision{LimitResult::kUnavailable, {}};
+    active[n++] = &l;
+  }
+  if (n == 0) return LimitDecision{LimitResult::kAllowed, {}};
+  if (n == 1) return AcquireOne(*active[0]->policy, *active[0]->tat, cost, now_ns);
+
+  // Phase 1, read-only: if any limit denies now, deny without writing
+  // anything (the common way a flood is turned away).
+  for (std::size_t i = 0; i < n; ++i) {
+    LimitDecision d =
+        Peek(*active[i]->policy, active[i]->tat->load(std::memory_order_relaxed), cost, now_ns);
+    if (d.result != LimitResult::kAllowed) return d;
+  }
+  if (cost == 0) {
+    LimitDecision best{LimitResult::kAllowed, {}};
+    for (std::size_t i = 0; i < n; ++i) {
+      LimitDecision d =
+          Peek(*active[i]->policy, active[i]->tat->load(std::memory_order_relaxed), 0, now_ns);
+      if (i == 0 || Tighter(d.status, best.status)) best.status = d.status;
+    }
+    return best;
+  }
+
+  // Phase 2: consume from each in turn. A concurrent request may have used
+  // up a later limit since phase 1; then give back what this request took.
+  LimitDecision best{LimitResult::kAllowed, {}};
+  for (std::size_t i = 0; i < n; ++i) {
+    LimitDecision d = AcquireOne(*active[i]->policy, *active[i]->tat, cost, now_ns);
+    if (d.result != LimitResult::kAllowed) {
+      for (std::size_t j = 0; j < i; ++j) {
+        // Subtracting c*T from a TAT that was at or behind `now` when we
+        // advanced it leaves it at `now`, which GCRA treats exactly like any
+        // earlier value: the refund is exact.
+        active[j]->tat->fetch_sub(static_cast<std::int64_t>(cost) * active[j]->policy->emission_ns,
+                                  std::memory_order_relaxed);
+      }
+      return d;
+    }
+    if (i == 0 || Tighter(d.status, best.status)) best.status = d.status;
+  }
+  return best;
+}
+
+}  // namespace keygate

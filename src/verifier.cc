@@ -1,0 +1,1099 @@
+// The lock-free hot-path verifier (verifier.h). The index layout and its
+// publication protocol are described in internal/verifier_index.h, the
+// reclamation in internal/epoch.h.
+
+#include "keygate/verifier.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+#include "internal/epoch.h"
+#include "internal/verifier_index.h"
+#include "keygate/bearer.h"
+#include "keygate/token.h"
+
+namespace keygate {
+
+using internal::ColdEntry;
+using internal::KeyExtra;
+using internal::Slot;
+using internal::Table;
+
+namespace {
+
+constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+constexpr std::size_t kMinCapacity = 1024;
+constexpr std::size_t kPolicySlots = 1u << 16;  // indices 1 .. 0xFFFE usable
+constexpr std::size_t kUsageScanChunk = 4096;
+constexpr int kUsageUpdateAttempts = 8;
+
+std::int64_t ToNs(absl::Time t) noexcept { return absl::ToUnixNanos(t); }
+
+// Capacity for `n` live slots: a power of two with a load of at most 0.6
+// right after a rebuild, so a table at 10 M keys is 2^24 slots (1 GiB, 107 B
+// per key); rebuilds come when live + retired reach 3/4.
+std::size_t CapacityFor(std::size_t n) {
+  std::size_t cap = kMinCapacity;
+  while (cap * 3 / 5 < n) cap *= 2;
+  return cap;
+}
+
+std::size_t MaxUsed(std::size_t capacity) { return capacity / 4 * 3; }
+
+void LoadWords(const Digest& d, std::uint64_t w[4]) noexcept { std::memcpy(w, d.data(), 32); }
+
+// The closure mask exactly as the reference computes it: a record naming a
+// scope the registry no longer knows grants nothing at all.
+ScopeMask RecordMask(const ScopeRegistry& registry, const std::vector<std::string>& scopes) {
+  absl::StatusOr<ScopeMask> m = registry.Compile(scopes);
+  return m.ok() ? *m : 0;
+}
+
+// A key id is stored inline (after "key_") when it fits; else in the side
+// record.
+bool CanonicalId(std::string_view id) {
+  return id.size() >= 4 && id.size() <= 4 + internal::kIdTailMax && id.substr(0, 4) == "key_";
+}
+
+// What one slot should hold for a key's current or previous secret.
+struct SlotImage {
+  std::uint64_t digest[4] = {0, 0, 0, 0};
+  std::uint64_t ctrl = 0;  // flags and policy; kind, extra index added on insert
+  std::int64_t tat_or_deadline = kGcraNeverUsed;
+  std::int64_t expires_ns = kNever;
+  ScopeMask scopes = 0;
+  std::shared_ptr<const KeyExtra> extra;
+  std::string_view id;
+};
+
+bool SameDigest(const Slot& s, const ColdEntry& c, const std::uint64_t d[4]) noexcept {
+  return s.digest[0] == d[0] && s.digest[1] == d[1] && s.digest[2] == d[2] && c.digest_tail == d[3];
+}
+
+}  // namespace
+
+struct Verifier::Impl {
+  // ---- Configuration (immutable after Create) ----
+  VerifierOptions options;
+  const TokenHasher* hasher = nullptr;
+  std::string prefix;
+  std::string env_name;
+  std::string env_tag;
+  std::vector<std::string> other_tags;        // tags of the deployment's other environments
+  const ScopeEvaluator* evaluator = nullptr;  // nullptr: inline mask check
+  RateLimiter* limiter = nullptr;
+  bool local_limiter = true;  // devirtualised GCRA
+  GcraPolicy owner_policy;    // invalid: no owner limit
+  const Clock* clock = nullptr;
+
+  // ---- Shared with readers ----
+  std::atomic<Table*> table{nullptr};
+  internal::ZeroArray policy_mem{kPolicySlots * sizeof(GcraPolicy)};
+  GcraPolicy* policies = static_cast<GcraPolicy*>(policy_mem.data());
+
+  // ---- Writer state, under mu ----
+  mutable std::mutex mu;
+  std::mutex reload_mu;  // one full reload at a time; taken before `mu`
+  std::unique_ptr<Table> owned_table;
+  std::uint64_t next_generation = 1;
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, std::uint32_t>, std::uint64_t>
+      policy_ids;
+  std::uint64_t policy_count = 1;
+  std::unordered_map<std::string, std::unique_ptr<GcraCell>> owner_cells;
+  std::uint64_t applied_sequence = 0;
+  std::uint64_t changes_applied = 0;
+  std::uint64_t rebuilds = 0;
+  std::uint64_t sync_failures = 0;
+  // Usage carried out of tables that were swapped away, for the next flush.
+  struct PendingUse {
+    std::uint64_t requests = 0;
+    std::uint32_t last_s = 0;
+  };
+  std::mutex pending_mu;
+  std::unordered_map<std::string, PendingUse> pending_usage;
+  std::mutex flush_mu;  // one usage flush at a time
+
+  // ---- Background work ----
+  std::unique_ptr<Subscription> subscription;
+  std::mutex wake_mu;
+  std::condition_variable wake_cv;
+  bool wake_pending = false;
+  bool stopping = false;
+  bool shut_down = false;
+  std::thread feed_thread;
+  std::thread usage_thread;
+
+  // ---------------------------------------------------------------- reads
+
+  // `now` null: read the clock, once, while the slot's cache miss is in
+  // flight (and not at all for requests rejected before the lookup).
+  Verdict VerifyTokenAt(std::string_view token, const Requirement& req,
+                        const absl::Time* now) const noexcept;
+  Verdict VerifyHeader(std::string_view authorization, const Requirement& req,
+                       const absl::Time* now) const noexcept;
+  Verdict Check(const Table& t, std::size_t i, std::uint64_t c, const Requirement& req,
+                std::int64_t now_ns) const noexcept;
+  static std::int64_t Find(const Table& t, const std::uint64_t d[4], std::uint64_t* ctrl) noexcept;
+
+  // ---------------------------------------------------------------- writes
+  // All under `mu`.
+
+  std::string IdOf(const Table& t, std::size_t slot) const;
+  void IdIndexInsert(Table& t, std::string_view id, std::size_t slot);
+  void IdIndexRemove(Table& t, std::string_view id, std::size_t slot);
+  std::vector<std::size_t> IdIndexFind(const Table& t, std::string_view id) const;
+
+  std::uint64_t InternPolicy(const GcraPolicy& p);
+  GcraCell* OwnerCell(const std::string& owner);
+  void BuildImages(const KeyRecord& r, std::vector<SlotImage>* out);
+  bool SameContent(const Table& t, std::size_t slot, const SlotImage& img) const;
+  std::size_t InsertSlot(Table& t, const SlotImage& img, std::int64_t tat);
+  void Retire(Table& t, std::size_t slot, std::string_view id);
+
+  // `t` is either `owned_table` itself with `published` true (what readers
+  // see: it is only ever swapped, through Publish, never freed in place), or
+  // a private table being built (Reload).
+  absl::Status EnsureRoom(std::unique_ptr<Table>& t, bool published, std::size_t extra_slots);
+  absl::Status Rebuild(std::unique_ptr<Table>& t, bool published, std::size_t capacity);
+  absl::Status ApplyRecord(std::unique_ptr<Table>& t, bool published, const KeyRecord& r);
+  void ApplyDelete(Table& t, std::string_view id);
+  absl::Status ApplyChange(std::unique_ptr<Table>& t, bool published, const Change& c);
+  void Publish(std::unique_ptr<Table> next);
+  void CarryOver(Table& from, Table& to);
+
+  absl::Status SyncLocked();
+  absl::Status Reload();  // takes `mu` itself; must not be held
+
+  // ---------------------------------------------------------------- usage
+  absl::Status FlushUsage();
+
+  // ---------------------------------------------------------------- threads
+  void Wake();
+  void FeedLoop();
+  void UsageLoop();
+  void Shutdown();
+};
+
+// ============================================================================
+// Reads
+// ============================================================================
+
+std::int64_t Verifier::Impl::Find(const Table& t, const std::uint64_t d[4],
+                                  std::uint64_t* ctrl) noexcept {
+  std::uint64_t i = d[0] & t.mask;
+  for (;;) {
+    const Slot& s = t.slots[i];
+    const std::uint64_t c = s.ctrl.load(std::memory_order_acquire);
+    const std::uint64_t kind = c & internal::kKindMask;
+    if (kind == internal::kKindEmpty) return -1;
+    // Compare 24 bytes in the slot first; the last 8 (in the cold entry,
+    // which was prefetched together with the slot) only on a real match.
+    if (kind == internal::kKindLive && SameDigest(s, t.cold[i], d)) {
+      *ctrl = c;
+      return static_cast<std::int64_t>(i);
+    }
+    i = (i + 1) & t.mask;
+  }
+}
+
+Verdict Verifier::Impl::VerifyHeader(std::string_view authorization, const Requirement& req,
+                                     const absl::Time* now) const noexcept {
+  // 1. The header.
+  std::string_view token;
+  switch (ParseBearer(authorization, &token)) {
+    case BearerParse::kOk:
+      break;
+    case BearerParse::kMissing: {
+      Verdict v;
+      v.outcome = Outcome::kMissing;
+      return v;
+    }
+    case BearerParse::kWrongScheme:
+    case BearerParse::kMalformed: {
+      Verdict v;
+      v.outcome = Outcome::kInvalidRequest;
+      return v;
+    }
+  }
+  return VerifyTokenAt(token, req, now);
+}
+
+Verdict Verifier::Impl::VerifyTokenAt(std::string_view token, const Requirement& req,
+                                      const absl::Time* now) const noexcept {
+  Verdict v;
+  // 2. Format, prefix and checksum, before any hashing.
+  TokenView view;
+  if (ParseToken(token, &view, prefix) != TokenError::kNone) {
+    v.outcome = Outcome::kMalformed;
+    return v;
+  }
+  // 3. The environment tag.
+  if (view.env_tag != env_tag) {
+    v.outcome = Outcome::kMalformed;
+    for (const std::string& tag : other_tags) {
+      if (view.env_tag == tag) v.outcome = Outcome::kWrongEnvironment;
+    }
+    return v;
+  }
+  // 4. Hash and look up.
+  Digest digest;
+  if (!hasher->Hash(token, &digest)) {
+    v.outcome = Outcome::kUnavailable;
+    return v;
+  }
+  std::uint64_t d[4];
+  LoadWords(digest, d);
+  internal::EpochReadGuard guard;
+  if (!guard.ok()) {
+    v.outcome = Outcome::kUnavailable;
+    return v;
+  }
+  const Table* t = table.load(std::memory_order_seq_cst);
+  const std::uint64_t home = d[0] & t->mask;
+  // The slot and its key id are in different arrays: start both misses now.
+  __builtin_prefetch(&t->slots[home]);
+  __builtin_prefetch(&t->cold[home]);
+  const std::int64_t now_ns = ToNs(now != nullptr ? *now : clock->Now());
+  std::uint64_t c = 0;
+  const std::int64_t found = Find(*t, d, &c);
+  if (found < 0) {
+    v.outcome = Outcome::kUnknown;
+    return v;
+  }
+  return Check(*t, static_cast<std::size_t>(found), c, req, now_ns);
+}
+
+Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
+                              const Requirement& req, std::int64_t now_ns) const noexcept {
+  Verdict v;
+  Slot& s = t.slots[i];
+  const KeyExtra* extra =
+      (c & internal::kFlagHasExtra) != 0 ? t.extras[c >> internal::kExtraShift] : nullptr;
+  if ((c & internal::kFlagIdInExtra) == 0) {
+    const ColdEntry& e = t.cold[i];
+    std::memcpy(v.key_id.data, "key_", 4);
+    std::memcpy(v.key_id.data + 4, e.id_tail, e.id_tail_len);
+    v.key_id.size = static_cast<std::uint8_t>(4 + e.id_tail_len);
+    v.key_id.data[v.key_id.size] = '\0';
+  } else {
+    v.key_id.Set(extra->id);
+  }
+
+  // 5. A previous secret past its grace deadline.
+  if ((c & internal::kFlagRolled) != 0 && !(now_ns < s.tat.load(std::memory_order_relaxed))) {
+    v.outcome = Outcome::kExpired;
+    return v;
+  }
+  // 6-8. State, expiry, environment.
+  if ((c & internal::kFlagRevoked) != 0) {
+    v.outcome = Outcome::kRevoked;
+    return v;
+  }
+  if (s.expires_ns <= now_ns) {
+    v.outcome = Outcome::kExpired;
+    return v;
+  }
+  if ((c & internal::kFlagWrongEnv) != 0) {
+    v.outcome = Outcome::kWrongEnvironment;
+    return v;
+  }
+  // 9. The linked account.
+  if (!req.account.empty()) {
+    if (extra == nullptr ||
+        !std::binary_search(extra->accounts.begin(), extra->accounts.end(), req.account,
+                            [](std::string_view a, std::string_view b) { return a < b; })) {
+      v.outcome = Outcome::kAccountDenied;
+      return v;
+    }
+  }
+  // 10. Scopes.
+  if (evaluator == nullptr) {
+    if (!MaskAllows(s.scopes, req.scopes)) {
+      v.outcome = Outcome::kInsufficientScope;
+      return v;
+    }
+  } else {
+    GrantedScopes granted;
+    granted.mask = s.scopes;
+    if (extra != nullptr) granted.names = extra->scope_names;
+    if (!evaluator->Allows(granted, req)) {
+      v.outcome = Outcome::kInsufficientScope;
+      return v;
+    }
+  }
+
+  // 11. Rate limits: the key's (in its slot; a previous secret shares its
+  // key's current slot) and optionally its owner's.
+  const std::uint64_t pidx = (c >> internal::kPolicyShift) & internal::kPolicyMask;
+  const GcraPolicy* key_policy = nullptr;
+  if (pidx == internal::kPolicyInExtra) {
+    key_policy = &extra->policy;
+  } else if (pidx != internal::kPolicyNone) {
+    key_policy = &policies[pidx];
+  }
+  std::atomic<std::int64_t>* key_tat = nullptr;
+  if (key_policy != nullptr) {
+    if ((c & internal::kFlagRolled) == 0) {
+      key_tat = &s.tat;
+    } else {
+      std::uint64_t cd[4];
+      LoadWords(extra->current, cd);
+      std::uint64_t cc = 0;
+      const std::int64_t j = Find(t, cd, &cc);
+      // A concurrent roll may have replaced the current secret; then this
+      // one request is not charged (the next lookup sees the new state).
+      if (j >= 0) key_tat = &t.slots[j].tat;
+    }
+  }
+  GcraCell* owner_cell = extra != nullptr ? extra->owner_cell : nullptr;
+  LimitDecision decision{LimitResult::kAllowed, {}};
+  if (owner_cell == nullptr && local_limiter) {
+    if (key_tat != nullptr) {
+      decision = LocalRateLimiter::AcquireOne(*key_policy, *key_tat, req.cost, now_ns);
+    }
+  } else {
+    LimitRef refs[2];
+    std::size_t n = 0;
+    if (key_tat != nullptr) refs[n++] = LimitRef{key_policy, key_tat, v.key()};
+    if (owner_cell != nullptr) refs[n++] = LimitRef{&owner_policy, &owner_cell->tat, extra->owner};
+    if (n != 0) decision = limiter->Acquire({refs, n}, req.cost, now_ns);
+  }
+  v.rate = decision.status;
+  switch (decision.result) {
+    case LimitResult::kAllowed:
+      break;
+    case LimitResult::kDenied:
+      v.outcome = Outcome::kRateLimited;
+      return v;
+    case LimitResult::kUnavailable:
+      v.outcome = Outcome::kUnavailable;
+      return v;
+  }
+
+  // Usage: in the slot's own line, which the TAT update (if any) has already
+  // brought into this core's cache in exclusive state.
+  if (options.record_usage) {
+    Slot& u = s;
+    u.uses.fetch_add(1, std::memory_order_relaxed);
+    const std::uint32_t sec =
+        now_ns <= 0 ? 0u
+                    : static_cast<std::uint32_t>(std::min<std::int64_t>(
+                          now_ns / 1'000'000'000, std::numeric_limits<std::uint32_t>::max()));
+    if (u.last_used_s.load(std::memory_order_relaxed) != sec) {
+      u.last_used_s.store(sec, std::memory_order_relaxed);
+    }
+  }
+  v.outcome = Outcome::kOk;
+  return v;
+}
+
+// ============================================================================
+// Writes
+// ============================================================================
+
+std::string Verifier::Impl::IdOf(const Table& t, std::size_t slot) const {
+  const std::uint64_t c = t.slots[slot].ctrl.load(std::memory_order_relaxed);
+  if ((c & internal::kFlagIdInExtra) != 0) return t.extras[c >> internal::kExtraShift]->id;
+  const ColdEntry& e = t.cold[slot];
+  std::string id = "key_";
+  id.append(e.id_tail, e.id_tail_len);
+  return id;
+}
+
+void Verifier::Impl::IdIndexInsert(Table& t, std::string_view id, std::size_t slot) {
+  std::uint64_t i = std::hash<std::string_view>{}(id)&t.mask;
+  while (t.id_index[i] >= 2) i = (i + 1) & t.mask;
+  t.id_index[i] = static_cast<std::uint32_t>(slot + 2);
+}
+
+void Verifier::Impl::IdIndexRemove(Table& t, std::string_view id, std::size_t slot) {
+  std::uint64_t i = std::hash<std::string_view>{}(id)&t.mask;
+  while (t.id_index[i] != 0) {
+    if (t.id_index[i] == slot + 2) {
+      t.id_index[i] = 1;
+      return;
+    }
+    i = (i + 1) & t.mask;
+  }
+}
+
+std::vector<std::size_t> Verifier::Impl::IdIndexFind(const Table& t, std::string_view id) const {
+  std::vector<std::size_t> out;
+  std::uint64_t i = std::hash<std::string_view>{}(id)&t.mask;
+  while (t.id_index[i] != 0) {
+    if (t.id_index[i] >= 2) {
+      const std::size_t slot = t.id_index[i] - 2;
+      if (IdOf(t, slot) == id) out.push_back(slot);
+    }
+    i = (i + 1) & t.mask;
+  }
+  return out;
+}
+
+std::uint64_t Verifier::Impl::InternPolicy(const GcraPolicy& p) {
+  if (!p.valid()) return internal::kPolicyNone;
+  const auto key = std::make_tuple(p.emission_ns, p.capacity_ns, p.period_ns, p.burst);
+  auto it = policy_ids.find(key);
+  if (it != policy_ids.end()) return it->second;
+  if (policy_count >= internal::kPolicyInExtra) return internal::kPolicyInExtra;
+  // Written before any slot that refers to it is published (release), and
+  // never changed again.
+  policies[policy_count] = p;
+  policy_ids.emplace(key, policy_count);
+  return policy_count++;
+}
+
+GcraCell* Verifier::Impl::OwnerCell(const std::string& owner) {
+  auto& cell = owner_cells[owner];
+  if (cell == nullptr) cell = std::make_unique<GcraCell>();
+  return cell.get();
+}
+
+void Verifier::Impl::BuildImages(const KeyRecord& r, std::vector<SlotImage>* out) {
+  out->clear();
+  SlotImage base;
+  base.id = r.id;
+  if (r.state != KeyState::kActive) base.ctrl |= internal::kFlagRevoked;
+  if (r.environment != env_name) base.ctrl |= internal::kFlagWrongEnv;
+  base.expires_ns = r.expires.has_value() ? ToNs(*r.expires) : kNever;
+  base.scopes = RecordMask(options.deployment->scopes(), r.scopes);
+
+  GcraPolicy policy;
+  if (r.rate_limit.has_value()) {
+    policy = GcraPolicy::Compile(*r.rate_limit);
+  } else if (const EnvironmentSpec* env = options.deployment->FindEnvironment(r.environment);
+             env != nullptr && env->default_rate_limit.has_value()) {
+    policy = GcraPolicy::Compile(*env->default_rate_limit);
+  }
+  const std::uint64_t pidx = InternPolicy(policy);
+  base.ctrl |= pidx << internal::kPolicyShift;
+
+  const bool rolled = r.previous.has_value() && r.previous->digest != r.digest;
+  const bool needs_extra = !CanonicalId(r.id) || !r.accounts.empty() ||
+                           (evaluator != nullptr && !r.scopes.empty()) ||
+                           pidx == internal::kPolicyInExtra || owner_policy.valid() || rolled;
+  if (needs_extra) {
+    auto e = std::make_shared<KeyExtra>();
+    e->id = r.id;
+    if (owner_policy.valid()) {
+      e->owner = r.owner;
+      e->owner_cell = OwnerCell(r.owner);
+    }
+    e->accounts = r.accounts;
+    std::sort(e->accounts.begin(), e->accounts.end());
+    e->accounts.erase(std::unique(e->accounts.begin(), e->accounts.end()), e->accounts.end());
+    if (evaluator != nullptr) e->scope_names = r.scopes;
+    if (rolled) e->current = r.digest;
+    if (pidx == internal::kPolicyInExtra) e->policy = policy;
+    base.extra = std::move(e);
+    base.ctrl |= internal::kFlagHasExtra;
+    if (!CanonicalId(r.id)) base.ctrl |= internal::kFlagIdInExtra;
+  }
+
+  SlotImage current = base;
+  LoadWords(r.digest, current.digest);
+  out->push_back(std::move(current));
+  if (rolled) {
+    SlotImage prev = base;
+    LoadWords(r.previous->digest, prev.digest);
+    prev.ctrl |= internal::kFlagRolled;
+    prev.tat_or_deadline = ToNs(r.previous->valid_until);
+    out->push_back(std::move(prev));
+  }
+}
+
+bool Verifier::Impl::SameContent(const Table& t, std::size_t slot, const SlotImage& img) const {
+  const Slot& s = t.slots[slot];
+  const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
+  constexpr std::uint64_t kCompared = internal::kFlagRolled | internal::kFlagWrongEnv |
+                                      internal::kFlagHasExtra | internal::kFlagIdInExtra |
+                                      (internal::kPolicyMask << internal::kPolicyShift);
+  if ((c & kCompared) != (img.ctrl & kCompared)) return false;
+  if (!SameDigest(s, t.cold[slot], img.digest)) return false;
+  if (s.expires_ns != img.expires_ns || s.scopes != img.scopes) return false;
+  if ((img.ctrl & internal::kFlagRolled) != 0 &&
+      s.tat.load(std::memory_order_relaxed) != img.tat_or_deadline) {
+    return false;
+  }
+  const KeyExtra* e =
+      (c & internal::kFlagHasExtra) != 0 ? t.extras[c >> internal::kExtraShift] : nullptr;
+  if ((e == nullptr) != (img.extra == nullptr)) return false;
+  if (e != nullptr && !(*e == *img.extra)) return false;
+  return IdOf(t, slot) == img.id;
+}
+
+std::size_t Verifier::Impl::InsertSlot(Table& t, const SlotImage& img, std::int64_t tat) {
+  std::uint64_t i = img.digest[0] & t.mask;
+  while ((t.slots[i].ctrl.load(std::memory_order_relaxed) & internal::kKindMask) !=
+         internal::kKindEmpty) {
+    i = (i + 1) & t.mask;
+  }
+  Slot& s = t.slots[i];
+  s.digest[0] = img.digest[0];
+  s.digest[1] = img.digest[1];
+  s.digest[2] = img.digest[2];
+  s.tat.store((img.ctrl & internal::kFlagRolled) != 0 ? img.tat_or_deadline : tat,
+              std::memory_order_relaxed);
+  s.expires_ns = img.expires_ns;
+  s.scopes = img.scopes;
+  ColdEntry& e = t.cold[i];
+  e.digest_tail = img.digest[3];
+  std::uint64_t ctrl = img.ctrl | internal::kKindLive;
+  if ((img.ctrl & internal::kFlagIdInExtra) == 0) {
+    const std::string_view tail = img.id.substr(4);
+    std::memcpy(e.id_tail, tail.data(), tail.size());
+    e.id_tail_len = static_cast<std::uint8_t>(tail.size());
+  } else {
+    e.id_tail_len = internal::kIdTailInExtra;
+  }
+  if (img.extra != nullptr) {
+    // One side record per key version: the current and previous secret's
+    // slots of one ApplyRecord share it (BuildImages copies the pointer).
+    std::uint32_t idx = 0;
+    if (!t.extra_owner.empty() && t.extra_owner.back() == img.extra) {
+      idx = t.extra_count - 1;
+    } else {
+      idx = t.extra_count++;
+      t.extra_owner.push_back(img.extra);
+      t.extras[idx] = img.extra.get();
+    }
+    ctrl |= static_cast<std::uint64_t>(idx) << internal::kExtraShift;
+  }
+  // Publishes every field above to readers that see the slot live.
+  s.ctrl.store(ctrl, std::memory_order_release);
+  ++t.used;
+  ++t.live;
+  IdIndexInsert(t, img.id, i);
+  return i;
+}
+
+void Verifier::Impl::Retire(Table& t, std::size_t slot, std::string_view id) {
+  Slot& s = t.slots[slot];
+  const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
+  // seq_cst: visible to every reader that starts after the writer returns.
+  s.ctrl.store((c & ~internal::kKindMask) | internal::kKindRetired, std::memory_order_seq_cst);
+  --t.live;
+  ++t.retired;
+  IdIndexRemove(t, id, slot);
+}
+
+absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
+                                     std::size_t capacity) {
+  auto next = std::make_unique<Table>(capacity, next_generation++);
+  if (!next->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");
+  next->extra_owner.reserve(t->extra_owner.size());
+  std::unordered_map<const KeyExtra*, std::shared_ptr<const KeyExtra>> extras;
+  for (std::size_t i = 0; i < t->capacity; ++i) {
+    const Slot& s = t->slots[i];
+    const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
+    if ((c & internal::kKindMask) != internal::kKindLive) continue;
+    SlotImage img;
+    img.digest[0] = s.digest[0];
+    img.digest[1] = s.digest[1];
+    img.digest[2] = s.digest[2];
+    img.digest[3] = t->cold[i].digest_tail;
+    img.ctrl = c & ~(internal::kKindMask | (std::uint64_t{0xFFFFFFFF} << internal::kExtraShift));
+    img.tat_or_deadline = s.tat.load(std::memory_order_relaxed);
+    img.expires_ns = s.expires_ns;
+    img.scopes = s.scopes;
+    if ((c & internal::kFlagHasExtra) != 0) {
+      img.extra = t->extra_owner[c >> internal::kExtraShift];
+    }
+    const std::string id = IdOf(*t, i);
+    img.id = id;
+    // Slots of one key that shared a side record keep sharing it only if
+    // adjacent in insertion; sharing is an optimisation, not a requirement.
+    InsertSlot(*next, img, img.tat_or_deadline);
+  }
+  next->keys = t->keys;
+  ++rebuilds;
+  if (published) {
+    Publish(std::move(next));  // `t` is owned_table: it now holds `next`
+  } else {
+    t = std::move(next);
+  }
+  return absl::OkStatus();
+}
+
+void Verifier::Impl::Publish(std::unique_ptr<Table> next) {
+  std::unique_ptr<Table> old = std::move(owned_table);
+  owned_table = std::move(next);
+  table.store(owned_table.get(), std::memory_order_seq_cst);
+  if (old == nullptr) return;
+  internal::EpochSynchronize();
+  // No reader can reach `old` now: fold in what readers did to it between
+  // the copy and the swap.
+  CarryOver(*old, *owned_table);
+}
+
+void Verifier::Impl::CarryOver(Table& from, Table& to) {
+  std::lock_guard<std::mutex> lock(pending_mu);
+  for (std::size_t i = 0; i < from.capacity; ++i) {
+    Slot& s = from.slots[i];
+    const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
+    if ((c & internal::kKindMask) == internal::kKindEmpty) continue;
+    const std::uint32_t uses = s.uses.exchange(0, std::memory_order_relaxed);
+    if (uses != 0) {
+      PendingUse& p = pending_usage[IdOf(from, i)];
+      p.requests += uses;
+      p.last_s = std::max(p.last_s, s.last_used_s.load(std::memory_order_relaxed));
+    }
+    if ((c & internal::kKindMask) != internal::kKindLive || (c & internal::kFlagRolled) != 0) {
+      continue;
+    }
+    std::uint64_t d[4] = {s.digest[0], s.digest[1], s.digest[2], from.cold[i].digest_tail};
+    std::uint64_t cc = 0;
+    const std::int64_t j = Find(to, d, &cc);
+    if (j < 0 || (cc & internal::kFlagRolled) != 0) continue;
+    // The later schedule wins: GCRA state only ever moves forward.
+    const std::int64_t old_tat = s.tat.load(std::memory_order_relaxed);
+    std::atomic<std::int64_t>& nt = to.slots[j].tat;
+    std::int64_t cur = nt.load(std::memory_order_relaxed);
+    while (cur < old_tat && !nt.compare_exchange_weak(cur, old_tat, std::memory_order_relaxed)) {
+    }
+  }
+}
+
+absl::Status Verifier::Impl::EnsureRoom(std::unique_ptr<Table>& t, bool published,
+                                        std::size_t extra_slots) {
+  if (t->used + extra_slots <= MaxUsed(t->capacity)) return absl::OkStatus();
+  return Rebuild(t, published, CapacityFor(t->live + extra_slots));
+}
+
+absl::Status Verifier::Impl::ApplyRecord(std::unique_ptr<Table>& t, bool published,
+                                         const KeyRecord& r) {
+  if (r.id.empty()) return absl::OkStatus();
+  std::vector<SlotImage> images;
+  BuildImages(r, &images);
+  absl::Status room = EnsureRoom(t, published, images.size());
+  if (!room.ok()) return room;
+  Table& tab = *t;
+
+  std::vector<std::size_t> existing = IdIndexFind(tab, r.id);
+  if (existing.empty()) ++tab.keys;
+  std::vector<bool> keep(existing.size(), false);
+  std::vector<std::size_t> to_insert;
+  // The key's current limiter state, carried to its new slot on a roll.
+  std::int64_t key_tat = kGcraNeverUsed;
+  for (std::size_t slot : existing) {
+    const std::uint64_t c = tab.slots[slot].ctrl.load(std::memory_order_relaxed);
+    if ((c & internal::kFlagRolled) == 0)
+      key_tat = tab.slots[slot].tat.load(std::memory_order_relaxed);
+  }
+  std::vector<std::int64_t> tats(images.size(), key_tat);
+  for (std::size_t k = 0; k < images.size(); ++k) {
+    bool handled = false;
+    for (std::size_t e = 0; e < existing.size(); ++e) {
+      const std::size_t slot = existing[e];
+      if (keep[e] || !SameDigest(tab.slots[slot], tab.cold[slot], images[k].digest)) continue;
+      if (SameContent(tab, slot, images[k])) {
+        // Only the state may differ: flip it in place, one atomic store.
+        Slot& s = tab.slots[slot];
+        const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
+        const std::uint64_t want =
+            (c & ~internal::kFlagRevoked) | (images[k].ctrl & internal::kFlagRevoked);
+        if (want != c) s.ctrl.store(want, std::memory_order_seq_cst);
+        keep[e] = true;
+        handled = true;
+      } else if ((tab.slots[slot].ctrl.load(std::memory_order_relaxed) & internal::kFlagRolled) ==
+                 0) {
+        tats[k] = tab.slots[slot].tat.load(std::memory_order_relaxed);
+      }
+      break;
+    }
+    if (!handled) to_insert.push_back(k);
+  }
+  // Publish the new slots first, then retire the old ones: a reader sees
+  // either the old or the new version of the key, never neither.
+  for (std::size_t k : to_insert) InsertSlot(tab, images[k], tats[k]);
+  for (std::size_t e = 0; e < existing.size(); ++e) {
+    if (!keep[e]) Retire(tab, existing[e], r.id);
+  }
+  ++changes_applied;
+  return absl::OkStatus();
+}
+
+void Verifier::Impl::ApplyDelete(Table& t, std::string_view id) {
+  std::vector<std::size_t> existing = IdIndexFind(t, id);
+  if (!existing.empty()) --t.keys;
+  for (std::size_t slot : existing) Retire(t, slot, id);
+  ++changes_applied;
+}
+
+absl::Status Verifier::Impl::ApplyChange(std::unique_ptr<Table>& t, bool published,
+                                         const Change& c) {
+  if (c.record.has_value()) return ApplyRecord(t, published, *c.record);
+  ApplyDelete(*t, c.key_id);
+  return absl::OkStatus();
+}
+
+absl::Status Verifier::Impl::SyncLocked() {
+  for (;;) {
+    absl::StatusOr<ChangeBatch> batch =
+        options.store->ChangesSince(applied_sequence, options.feed_batch);
+    if (!batch.ok()) {
+      ++sync_failures;
+      return batch.status();
+    }
+    for (const Change& c : batch->changes) {
+      absl::Status s = ApplyChange(owned_table, /*published=*/true, c);
+      if (!s.ok()) return s;
+    }
+    applied_sequence = std::max(applied_sequence, batch->next_sequence);
+    if (!batch->more) return absl::OkStatus();
+  }
+}
+
+absl::Status Verifier::Impl::Reload() {
+  // The store is read without holding `mu`, so that feed application (and
+  // the store's change callbacks, which wait for `mu`) never wait for a full
+  // read of a large store; `mu` is taken per batch, for the shared writer
+  // state (policy and owner tables) and the final swap.
+  std::lock_guard<std::mutex> reload_lock(reload_mu);
+  std::unique_ptr<Table> next;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const std::size_t cap = CapacityFor(
+        std::max(owned_table != nullptr ? owned_table->live : 0, options.expected_keys));
+    next = std::make_unique<Table>(cap, next_generation++);
+  }
+  if (!next->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");
+  std::uint64_t seq = 0;
+  for (;;) {
+    absl::StatusOr<ChangeBatch> batch = options.store->ChangesSince(seq, options.feed_batch);
+    std::lock_guard<std::mutex> lock(mu);
+    if (!batch.ok()) {
+      ++sync_failures;
+      return batch.status();
+    }
+    for (const Change& c : batch->changes) {
+      absl::Status s = ApplyChange(next, /*published=*/false, c);
+      if (!s.ok()) return s;
+    }
+    seq = std::max(seq, batch->next_sequence);
+    if (!batch->more) break;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  ++rebuilds;
+  Publish(std::move(next));
+  // The new table reflects the store up to `seq`; whatever the old one had
+  // applied beyond that (or was committed while we read) is pulled again
+  // now. The feed returns current state, so re-applying is harmless.
+  applied_sequence = seq;
+  return SyncLocked();
+}
+
+// ============================================================================
+// Usage
+// ============================================================================
+
+absl::Status Verifier::Impl::FlushUsage() {
+  std::lock_guard<std::mutex> flush_lock(flush_mu);
+  std::unordered_map<std::string, PendingUse> agg;
+  {
+    std::lock_guard<std::mutex> lock(pending_mu);
+    agg.swap(pending_usage);
+  }
+  // Scan in short read sections so that writers' grace periods stay short.
+  std::uint64_t generation = 0;
+  std::size_t pos = 0;
+  for (;;) {
+    internal::EpochReadGuard guard;
+    if (!guard.ok()) return absl::ResourceExhaustedError("usage: cannot register thread");
+    const Table* t = table.load(std::memory_order_seq_cst);
+    if (t->generation != generation) {
+      // A new table: its slots carry no usage that was already taken (a
+      // rebuild moves usage to pending_usage, read at the next flush), so
+      // scan it from the start.
+      generation = t->generation;
+      pos = 0;
+    }
+    if (pos >= t->capacity) break;
+    const std::size_t end = std::min(t->capacity, pos + kUsageScanChunk);
+    for (; pos < end; ++pos) {
+      Slot& s = t->slots[pos];
+      if ((s.ctrl.load(std::memory_order_acquire) & internal::kKindMask) == internal::kKindEmpty) {
+        continue;
+      }
+      if (s.uses.load(std::memory_order_relaxed) == 0) continue;
+      const std::uint32_t n = s.uses.exchange(0, std::memory_order_relaxed);
+      PendingUse& p = agg[IdOf(*t, pos)];
+      p.requests += n;
+      p.last_s = std::max(p.last_s, s.last_used_s.load(std::memory_order_relaxed));
+    }
+  }
+  if (agg.empty()) return absl::OkStatus();
+
+  std::vector<KeyUsage> batch;
+  batch.reserve(agg.size());
+  for (auto& [id, p] : agg) {
+    KeyUsage u;
+    u.key_id = id;
+    u.requests = p.requests;
+    u.last_used = absl::FromUnixSeconds(p.last_s);
+    batch.push_back(std::move(u));
+  }
+  if (options.usage_sink != nullptr) options.usage_sink->Record(batch);
+
+  absl::Status first_error;
+  for (const KeyUsage& u : batch) {
+    for (int attempt = 0; attempt < kUsageUpdateAttempts; ++attempt) {
+      absl::StatusOr<KeyRecord> r = options.store->Get(u.key_id);
+      if (!r.ok()) {
+        if (r.status().code() != absl::StatusCode::kNotFound && first_error.ok()) {
+          first_error = r.status();
+        }
+        break;
+      }
+      if (r->last_used.has_value() && u.last_used - *r->last_used < options.last_used_granularity) {
+        break;  // recent enough; no version bump
+      }
+      r->last_used = u.last_used;
+      absl::StatusOr<KeyRecord> updated = options.store->Update(*r);
+      if (updated.ok()) break;
+      // kAborted: a management change won the race; re-read and retry on
+      // top of it, never over it.
+      if (updated.status().code() == absl::StatusCode::kAborted) continue;
+      if (updated.status().code() != absl::StatusCode::kNotFound && first_error.ok()) {
+        first_error = updated.status();
+      }
+      break;
+    }
+  }
+  return first_error;
+}
+
+// ============================================================================
+// Background threads
+// ============================================================================
+
+void Verifier::Impl::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(wake_mu);
+    wake_pending = true;
+  }
+  wake_cv.notify_all();
+}
+
+void Verifier::Impl::FeedLoop() {
+  const auto poll = absl::ToChronoNanoseconds(options.poll_interval);
+  const bool resync = options.full_resync_interval > absl::ZeroDuration();
+  auto next_resync = std::chrono::steady_clock::now() +
+                     (resync ? absl::ToChronoNanoseconds(options.full_resync_interval)
+                             : std::chrono::nanoseconds(0));
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(wake_mu);
+      wake_cv.wait_for(lock, poll, [&] { return stopping || wake_pending; });
+      if (stopping) return;
+      wake_pending = false;
+    }
+    if (resync && std::chrono::steady_clock::now() >= next_resync) {
+      (void)Reload();  // failures are counted; the old index keeps serving
+      next_resync = std::chrono::steady_clock::now() +
+                    absl::ToChronoNanoseconds(options.full_resync_interval);
+    } else {
+      std::lock_guard<std::mutex> lock(mu);
+      (void)SyncLocked();
+    }
+  }
+}
+
+void Verifier::Impl::UsageLoop() {
+  const auto interval = absl::ToChronoNanoseconds(options.usage_flush_interval);
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(wake_mu);
+      if (wake_cv.wait_for(lock, interval, [&] { return stopping; })) return;
+    }
+    (void)FlushUsage();
+  }
+}
+
+void Verifier::Impl::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(wake_mu);
+    if (shut_down) return;
+    shut_down = true;
+  }
+  // First stop notifications (after this returns the callback is not
+  // running and will not run again), then the threads.
+  subscription.reset();
+  {
+    std::lock_guard<std::mutex> lock(wake_mu);
+    stopping = true;
+  }
+  wake_cv.notify_all();
+  if (feed_thread.joinable()) feed_thread.join();
+  if (usage_thread.joinable()) usage_thread.join();
+  if (options.record_usage) (void)FlushUsage();
+}
+
+// ============================================================================
+// Public API
+// ============================================================================
+
+Verifier::Verifier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Verifier::~Verifier() {
+  if (impl_ != nullptr) impl_->Shutdown();
+}
+
+absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions options) {
+  if (options.deployment == nullptr) return absl::InvalidArgumentError("deployment: required");
+  if (options.store == nullptr) return absl::InvalidArgumentError("store: required");
+  const EnvironmentSpec* env = options.deployment->FindEnvironment(options.environment);
+  if (env == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("environment: unknown environment '", options.environment, "'"));
+  }
+  if (options.feed_batch == 0 || options.feed_batch > kMaxListLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("feed_batch: must be between 1 and ", kMaxListLimit));
+  }
+  if (options.follow_changes && options.poll_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("poll_interval: must be positive");
+  }
+  if (options.full_resync_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("full_resync_interval: must not be negative");
+  }
+  if (options.usage_flush_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("usage_flush_interval: must not be negative");
+  }
+  if (options.owner_rate_limit.has_value() &&
+      !GcraPolicy::Compile(*options.owner_rate_limit).valid()) {
+    return absl::InvalidArgumentError("owner_rate_limit: rate and burst must be positive");
+  }
+
+  auto impl = std::make_unique<Impl>();
+  if (impl->policies == nullptr) {
+    return absl::ResourceExhaustedError("verifier: cannot allocate the policy table");
+  }
+  impl->hasher = &options.deployment->hasher();
+  impl->prefix = options.deployment->token_prefix();
+  impl->env_name = env->name;
+  impl->env_tag = env->tag;
+  for (const EnvironmentSpec& e : options.deployment->environments()) {
+    if (e.name != env->name) impl->other_tags.push_back(e.tag);
+  }
+  if (options.scope_evaluator != nullptr &&
+      dynamic_cast<const MaskScopeEvaluator*>(options.scope_evaluator.get()) == nullptr) {
+    impl->evaluator = options.scope_evaluator.get();
+  }
+  if (options.rate_limiter == nullptr) options.rate_limiter = std::make_shared<LocalRateLimiter>();
+  impl->limiter = options.rate_limiter.get();
+  impl->local_limiter = dynamic_cast<LocalRateLimiter*>(impl->limiter) != nullptr;
+  if (options.owner_rate_limit.has_value()) {
+    impl->owner_policy = GcraPolicy::Compile(*options.owner_rate_limit);
+  }
+  if (options.clock == nullptr) {
+    options.clock = std::shared_ptr<const Clock>(&SystemClock::Get(), [](const Clock*) {});
+  }
+  impl->clock = options.clock.get();
+  impl->options = std::move(options);
+  Impl* p = impl.get();
+
+  absl::Status loaded = p->Reload();
+  if (!loaded.ok()) return loaded;
+
+  std::unique_ptr<Verifier> v(new Verifier(std::move(impl)));
+  if (p->options.follow_changes) {
+    absl::StatusOr<std::unique_ptr<Subscription>> sub = p->options.store->Subscribe([p] {
+      if (p->options.sync_in_callback) {
+        std::lock_guard<std::mutex> lock(p->mu);
+        if (p->SyncLocked().ok()) return;
+      }
+      p->Wake();  // failed or deferred: let the feed thread retry
+    });
+    if (!sub.ok()) return sub.status();
+    p->subscription = std::move(*sub);
+    p->feed_thread = std::thread([p] { p->FeedLoop(); });
+    // Changes committed between the initial load and the subscription.
+    p->Wake();
+  }
+  if (p->options.record_usage && p->options.usage_flush_interval > absl::ZeroDuration()) {
+    p->usage_thread = std::thread([p] { p->UsageLoop(); });
+  }
+  return v;
+}
+
+Verdict Verifier::Verify(std::string_view authorization,
+                         const Requirement& requirement) const noexcept {
+  return impl_->VerifyHeader(authorization, requirement, nullptr);
+}
+
+Verdict Verifier::Verify(std::string_view authorization, const Requirement& requirement,
+                         absl::Time now) const noexcept {
+  return impl_->VerifyHeader(authorization, requirement, &now);
+}
+
+Verdict Verifier::VerifyToken(std::string_view token,
+                              const Requirement& requirement) const noexcept {
+  return impl_->VerifyTokenAt(token, requirement, nullptr);
+}
+
+Verdict Verifier::VerifyToken(std::string_view token, const Requirement& requirement,
+                              absl::Time now) const noexcept {
+  return impl_->VerifyTokenAt(token, requirement, &now);
+}
+
+absl::Status Verifier::Sync() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->SyncLocked();
+}
+
+absl::Status Verifier::Refresh(std::string_view key_id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  absl::StatusOr<KeyRecord> r = impl_->options.store->Get(key_id);
+  if (r.ok()) return impl_->ApplyRecord(impl_->owned_table, /*published=*/true, *r);
+  if (r.status().code() != absl::StatusCode::kNotFound) return r.status();
+  impl_->ApplyDelete(*impl_->owned_table, key_id);
+  return absl::OkStatus();
+}
+
+absl::Status Verifier::Reload() { return impl_->Reload(); }
+
+absl::Status Verifier::FlushUsage() { return impl_->FlushUsage(); }
+
+void Verifier::Shutdown() { impl_->Shutdown(); }
+
+VerifierStats Verifier::Stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  const Table& t = *impl_->owned_table;
+  VerifierStats s;
+  s.keys = t.keys;
+  s.slots_live = t.live;
+  s.slots_retired = t.retired;
+  s.capacity = t.capacity;
+  s.index_bytes = t.SlotBytes();
+  s.total_bytes = t.SlotBytes() + t.OtherBytes();
+  s.applied_sequence = impl_->applied_sequence;
+  s.changes_applied = impl_->changes_applied;
+  s.rebuilds = impl_->rebuilds;
+  s.sync_failures = impl_->sync_failures;
+  s.membarrier = internal::EpochUsesMembarrier();
+  return s;
+}
+
+}  // namespace keygate

@@ -1,0 +1,9 @@
+# The lock-free hot path (issue #3): Verifier, RateLimiter, usage.
+keygate_add_test(rate_limiter_test SOURCES rate_limiter_test.cc
+  LABELS hotpath concurrent TIMEOUT 60)
+keygate_add_test(verifier_test SOURCES verifier_test.cc
+  LABELS hotpath verifier TIMEOUT 120)
+keygate_add_test(verifier_alloc_test SOURCES verifier_alloc_test.cc
+  LABELS hotpath verifier TIMEOUT 60)
+keygate_add_test(verifier_stress_test SOURCES verifier_stress_test.cc
+  LABELS hotpath verifier concurrent TIMEOUT 300)

@@ -1,0 +1,1007 @@
+// The hot-path Verifier: verdicts identical to ReferenceVerifier (a table of
+// cases and randomized records, tokens, requirements and times), change-feed
+// application, linearizable revocation, rate limits in verdicts and HTTP,
+// usage recording, growth and reload, and clean shutdown.
+
+#include "keygate/verifier.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+#include "catch.h"
+#include "keygate/clock.h"
+#include "keygate/deployment.h"
+#include "keygate/http.h"
+#include "keygate/key_manager.h"
+#include "keygate/memory_key_store.h"
+#include "keygate/rate_limiter.h"
+#include "keygate/reference_verifier.h"
+#include "keygate/token.h"
+#include "keygate/usage.h"
+
+namespace keygate {
+namespace {
+
+#define REQUIRE_OK(expr)                    \
+  do {                                      \
+    const auto& require_ok_value_ = (expr); \
+    INFO(StatusText(require_ok_value_));    \
+    REQUIRE(require_ok_value_.ok());        \
+  } while (false)
+
+std::string StatusText(const absl::Status& s) { return s.ToString(); }
+template <typename T>
+std::string StatusText(const absl::StatusOr<T>& s) {
+  return s.status().ToString();
+}
+
+std::string Text(const Secret& s) { return std::string(s.Reveal(InsecureSecretAccess::Get())); }
+
+const absl::Time kStart = absl::FromUnixSeconds(1'700'000'000);
+
+std::shared_ptr<const ScopeRegistry> AppScopes() {
+  auto r = ScopeRegistry::Builder()
+               .Add("read:projects")
+               .Add("write:projects", {"read:projects"})
+               .Add("read:projects/*")
+               .Build();
+  REQUIRE_OK(r);
+  return *r;
+}
+
+struct FixtureOptions {
+  std::optional<RateLimitPolicy> production_default;
+  bool pepper = false;
+  bool follow_changes = false;
+  bool sync_in_callback = true;
+  bool record_usage = false;
+  std::shared_ptr<const ScopeEvaluator> evaluator;
+  std::optional<RateLimitPolicy> owner_limit;
+  std::shared_ptr<KeyStore> store;  // default: a MemoryKeyStore
+};
+
+struct Fixture {
+  explicit Fixture(FixtureOptions fo = {}) : opts(std::move(fo)) {
+    DeploymentOptions o;
+    o.scopes = AppScopes();
+    o.environments = {{"production", "live", opts.production_default},
+                      {"preview", "test", std::nullopt},
+                      {"staging", "stage", std::nullopt}};
+    if (opts.pepper) o.pepper = Secret(std::string(32, 'p'));
+    auto d = Deployment::Create(std::move(o));
+    REQUIRE_OK(d);
+    deployment = *d;
+    store = opts.store != nullptr ? opts.store : memory;
+    KeyManager::Options mo;
+    mo.deployment = deployment;
+    mo.store = store;
+    mo.clock = clock;
+    manager = std::make_unique<KeyManager>(std::move(mo));
+    auto r = ReferenceVerifier::Create(deployment, store, "production", opts.evaluator);
+    REQUIRE_OK(r);
+    reference = *std::move(r);
+    MakeVerifier();
+  }
+
+  void MakeVerifier() {
+    verifier.reset();
+    VerifierOptions vo;
+    vo.deployment = deployment;
+    vo.store = store;
+    vo.environment = "production";
+    vo.clock = clock;
+    vo.follow_changes = opts.follow_changes;
+    vo.sync_in_callback = opts.sync_in_callback;
+    vo.record_usage = opts.record_usage;
+    vo.usage_flush_interval = absl::ZeroDuration();
+    vo.last_used_granularity = absl::ZeroDuration();
+    vo.scope_evaluator = opts.evaluator;
+    vo.owner_rate_limit = opts.owner_limit;
+    auto v = Verifier::Create(std::move(vo));
+    REQUIRE_OK(v);
+    verifier = *std::move(v);
+  }
+
+  CreatedKey Create(std::vector<std::string> scopes = {"read:all"},
+                    std::string environment = "production",
+                    std::optional<RateLimitPolicy> limit = std::nullopt,
+                    std::string owner = "alice", std::vector<std::string> accounts = {}) {
+    CreateKeyRequest r;
+    r.name = "test key";
+    r.owner = std::move(owner);
+    r.environment = std::move(environment);
+    r.scopes = std::move(scopes);
+    r.rate_limit = limit;
+    r.accounts = std::move(accounts);
+    absl::StatusOr<CreatedKey> k = manager->Create(r, "alice");
+    REQUIRE_OK(k);
+    return *std::move(k);
+  }
+
+  Requirement Needs(std::string_view scope) const {
+    Requirement r;
+    r.scopes = deployment->scopes().MaskOf(scope);
+    r.scope_name = scope;
+    return r;
+  }
+
+  Verdict Verify(const std::string& token, const Requirement& req = {}) const {
+    return verifier->Verify("Bearer " + token, req, clock->Now());
+  }
+
+  // Both verifiers on the same input; they must agree on outcome and key id.
+  Verdict Both(std::string_view header, const Requirement& req, absl::Time now) const {
+    const Verdict fast = verifier->Verify(header, req, now);
+    const Verdict ref = reference->Verify(header, req, now);
+    INFO("header length " << header.size() << " now " << absl::FormatTime(now) << " fast " << fast
+                          << " reference " << ref);
+    REQUIRE(fast.outcome == ref.outcome);
+    REQUIRE(fast.key() == ref.key());
+    return fast;
+  }
+
+  FixtureOptions opts;
+  std::shared_ptr<const Deployment> deployment;
+  std::shared_ptr<MemoryKeyStore> memory = std::make_shared<MemoryKeyStore>();
+  std::shared_ptr<KeyStore> store;
+  std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>(kStart);
+  std::unique_ptr<KeyManager> manager;
+  std::unique_ptr<ReferenceVerifier> reference;
+  std::unique_ptr<Verifier> verifier;
+};
+
+std::string NeverIssued(std::string_view tag = "live", std::string_view prefix = "kg") {
+  absl::StatusOr<Secret> t = GenerateToken(prefix, tag);
+  REQUIRE_OK(t);
+  return Text(*t);
+}
+
+// ---------------------------------------------------------------------------
+// Identical verdicts: the table
+// ---------------------------------------------------------------------------
+
+TEST_CASE("Verifier gives the reference verdict for every documented case",
+          "[verifier][reference]") {
+  Fixture f;
+  CreatedKey reader = f.Create({"read:all"});
+  CreatedKey admin = f.Create({"admin"});
+  CreatedKey revoked = f.Create({"read:all"});
+  REQUIRE_OK(f.manager->Revoke(revoked.record.id, "alice"));
+  CreatedKey deleted = f.Create({"read:all"});
+  REQUIRE_OK(f.manager->Delete(deleted.record.id, "alice"));
+  CreatedKey preview = f.Create({"read:all"}, "preview");
+  CreatedKey linked = f.Create({"read:all"}, "production", std::nullopt, "bob", {"acct_1"});
+  CreatedKey moved = f.Create({"read:all"});
+  KeyRecord moved_rec = moved.record;
+  moved_rec.environment = "staging";  // record disagrees with its token's tag
+  REQUIRE_OK(f.store->Update(moved_rec));
+  CreateKeyRequest er;
+  er.name = "expiring";
+  er.owner = "alice";
+  er.environment = "production";
+  er.scopes = {"read:all"};
+  er.expires = kStart + absl::Seconds(10);
+  absl::StatusOr<CreatedKey> expiring = f.manager->Create(er, "alice");
+  REQUIRE_OK(expiring);
+  CreatedKey rolled = f.Create({"write:all"});
+  absl::StatusOr<CreatedKey> rolled_new = f.manager->Roll(rolled.record.id, absl::Seconds(30), "a");
+  REQUIRE_OK(rolled_new);
+  const absl::Time deadline = rolled_new->record.previous->valid_until;
+  REQUIRE_OK(f.verifier->Sync());
+
+  const Requirement none;
+  const Requirement read = f.Needs("read:all");
+  const Requirement write = f.Needs("write:all");
+  Requirement acct = read;
+  acct.account = "acct_1";
+  Requirement other_acct = read;
+  other_acct.account = "acct_2";
+  const std::string good = Text(reader.token);
+  std::string bad_check = good;
+  bad_check.back() = bad_check.back() == 'A' ? 'B' : 'A';
+
+  struct Case {
+    std::string name;
+    std::string header;
+    Requirement req;
+    absl::Time now;
+    Outcome expected;
+    std::string key;
+  };
+  const absl::Time t = kStart;
+  const std::vector<Case> cases = {
+      {"ok", "Bearer " + good, read, t, Outcome::kOk, reader.record.id},
+      {"scheme case-insensitive", "bEaReR " + good, none, t, Outcome::kOk, reader.record.id},
+      {"missing", "", read, t, Outcome::kMissing, ""},
+      {"whitespace only", "   ", read, t, Outcome::kMissing, ""},
+      {"basic scheme", "Basic dXNlcjpwYXNz", read, t, Outcome::kInvalidRequest, ""},
+      {"bearer without token", "Bearer", read, t, Outcome::kInvalidRequest, ""},
+      {"two tokens", "Bearer " + good + " " + good, read, t, Outcome::kInvalidRequest, ""},
+      {"bad checksum", "Bearer " + bad_check, read, t, Outcome::kMalformed, ""},
+      {"garbage", "Bearer hello", read, t, Outcome::kMalformed, ""},
+      {"other prefix", "Bearer " + NeverIssued("live", "zz"), read, t, Outcome::kMalformed, ""},
+      {"unknown tag", "Bearer " + NeverIssued("nope"), read, t, Outcome::kMalformed, ""},
+      {"other env by tag", "Bearer " + Text(preview.token), read, t, Outcome::kWrongEnvironment,
+       ""},
+      {"never issued", "Bearer " + NeverIssued(), read, t, Outcome::kUnknown, ""},
+      {"deleted", "Bearer " + Text(deleted.token), read, t, Outcome::kUnknown, ""},
+      {"revoked", "Bearer " + Text(revoked.token), read, t, Outcome::kRevoked, revoked.record.id},
+      {"expired at instant", "Bearer " + Text(expiring->token), read, kStart + absl::Seconds(10),
+       Outcome::kExpired, expiring->record.id},
+      {"not yet expired", "Bearer " + Text(expiring->token), read,
+       kStart + absl::Seconds(10) - absl::Nanoseconds(1), Outcome::kOk, expiring->record.id},
+      {"other env by record", "Bearer " + Text(moved.token), read, t, Outcome::kWrongEnvironment,
+       moved.record.id},
+      {"account linked", "Bearer " + Text(linked.token), acct, t, Outcome::kOk, linked.record.id},
+      {"account not linked", "Bearer " + Text(linked.token), other_acct, t, Outcome::kAccountDenied,
+       linked.record.id},
+      {"account on key without accounts", "Bearer " + good, acct, t, Outcome::kAccountDenied,
+       reader.record.id},
+      {"insufficient scope", "Bearer " + good, write, t, Outcome::kInsufficientScope,
+       reader.record.id},
+      {"admin implies write", "Bearer " + Text(admin.token), write, t, Outcome::kOk,
+       admin.record.id},
+      {"rolled old before deadline", "Bearer " + Text(rolled.token), write,
+       deadline - absl::Nanoseconds(1), Outcome::kOk, rolled.record.id},
+      {"rolled old at deadline", "Bearer " + Text(rolled.token), write, deadline, Outcome::kExpired,
+       rolled.record.id},
+      {"rolled new after deadline", "Bearer " + Text(rolled_new->token), write,
+       deadline + absl::Hours(1), Outcome::kOk, rolled.record.id},
+      {"rolled old, insufficient scope", "Bearer " + Text(rolled.token), read,
+       deadline - absl::Seconds(1), Outcome::kInsufficientScope, rolled.record.id},
+  };
+  for (const Case& c : cases) {
+    INFO("case: " << c.name);
+    const Verdict v = f.Both(c.header, c.req, c.now);
+    CHECK(v.outcome == c.expected);
+    CHECK(v.key() == c.key);
+    CHECK_FALSE(v.rate.applies());
+  }
+  // The bare-token entry points agree too.
+  CHECK(f.verifier->VerifyToken(good, read, t).ok());
+  CHECK(f.verifier->VerifyToken(good, read).ok());  // reads the FakeClock
+  CHECK(f.verifier->Verify("Bearer " + Text(expiring->token), read).ok());
+  f.clock->Set(kStart + absl::Seconds(10));
+  CHECK(f.verifier->Verify("Bearer " + Text(expiring->token), read).outcome == Outcome::kExpired);
+}
+
+TEST_CASE("Verifier matches the reference with a pepper and a pattern evaluator",
+          "[verifier][reference]") {
+  FixtureOptions o;
+  o.pepper = true;
+  o.evaluator = std::make_shared<PatternScopeEvaluator>();
+  Fixture f(o);
+  CreatedKey k = f.Create({"read:projects/*"});
+  REQUIRE_OK(f.verifier->Sync());
+  Requirement req;
+  req.scopes = f.deployment->scopes().MaskOf("read:projects");
+  req.scope_name = "read:projects/42";
+  CHECK(f.Both("Bearer " + Text(k.token), req, kStart).ok());
+  req.scope_name = "write:projects/42";
+  CHECK(f.Both("Bearer " + Text(k.token), req, kStart).outcome == Outcome::kInsufficientScope);
+}
+
+// ---------------------------------------------------------------------------
+// Identical verdicts: randomized
+// ---------------------------------------------------------------------------
+
+struct RandomWorld {
+  explicit RandomWorld(Fixture& fx, std::uint64_t seed) : f(fx), rng(seed) {}
+
+  std::string RandomId() {
+    static constexpr char kAlnum[] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    auto chars = [&](std::size_t n) {
+      std::string s;
+      for (std::size_t i = 0; i < n; ++i) s.push_back(kAlnum[rng() % 62]);
+      return s;
+    };
+    switch (rng() % 10) {
+      case 0:
+        return "key_" + chars(1 + rng() % 6);  // short canonical
+      case 1:
+        return "svc-" + chars(30);  // not "key_": kept out of line
+      case 2:
+        return "key_" + chars(40);  // longer than a verdict holds
+      default:
+        return "key_" + chars(22);
+    }
+  }
+
+  std::string Tag(const std::string& env) {
+    if (env == "production") return "live";
+    if (env == "preview") return "test";
+    return "stage";
+  }
+
+  std::string MintToken(const std::string& tag) {
+    std::string bytes(32, '\0');
+    for (char& c : bytes) c = static_cast<char>(rng());
+    absl::StatusOr<Secret> t = TokenFromBytes("kg", tag, bytes);
+    REQUIRE_OK(t);
+    tokens.push_back(Text(*t));
+    return tokens.back();
+  }
+
+  Digest DigestOf(const std::string& token) {
+    absl::StatusOr<Digest> d = f.deployment->hasher().Hash(token);
+    REQUIRE_OK(d);
+    return *d;
+  }
+
+  absl::Time RandomTime() {
+    return kStart + absl::Nanoseconds(static_cast<std::int64_t>(rng() % 20'000'000'000ULL) -
+                                      10'000'000'000LL);
+  }
+
+  void Randomize(KeyRecord* r) {
+    static const std::vector<std::string> kEnvs = {"production", "production", "production",
+                                                   "preview", "staging"};
+    r->environment = kEnvs[rng() % kEnvs.size()];
+    const unsigned s = rng() % 20;
+    r->state = s < 16   ? KeyState::kActive
+               : s < 19 ? KeyState::kRevoked
+                        : KeyState::kUnspecifiedDoNotUse;
+    r->expires.reset();
+    if (rng() % 2 == 0) {
+      r->expires = RandomTime();
+      boundaries.push_back(*r->expires);
+    }
+    static const std::vector<std::string> kScopes = {
+        "read:all", "write:all", "admin", "read:projects", "write:projects", "read:projects/*"};
+    r->scopes.clear();
+    for (const std::string& sc : kScopes) {
+      if (rng() % 3 == 0) r->scopes.push_back(sc);
+    }
+    if (rng() % 25 == 0) r->scopes.push_back("gone:scope");  // since removed: grants nothing
+    r->accounts.clear();
+    for (const char* a : {"a1", "a2", "a3"}) {
+      if (rng() % 3 == 0) r->accounts.push_back(a);
+    }
+  }
+
+  void Insert() {
+    KeyRecord r;
+    r.id = RandomId();
+    r.name = "k";
+    r.owner = rng() % 2 ? "alice" : "bob";
+    r.kind = KeyKind::kGeneral;
+    Randomize(&r);
+    // Mostly the record's own tag; sometimes another (inconsistent data).
+    std::string tag =
+        rng() % 8 == 0 ? Tag(rng() % 2 ? "preview" : "production") : Tag(r.environment);
+    r.digest = DigestOf(MintToken(tag));
+    if (rng() % 3 == 0) AddPrevious(&r, tag);
+    r.created = r.updated = kStart;
+    if (f.store->Insert(r).ok()) ids.push_back(r.id);
+  }
+
+  void AddPrevious(KeyRecord* r, const std::string& tag) {
+    RolledSecret p;
+    p.digest = DigestOf(MintToken(tag));
+    p.valid_until = RandomTime();
+    boundaries.push_back(p.valid_until);
+    r->previous = p;
+  }
+
+  void Mutate() {
+    if (ids.empty()) return Insert();
+    const std::size_t pick = rng() % ids.size();
+    absl::StatusOr<KeyRecord> r = f.store->Get(ids[pick]);
+    if (!r.ok()) return;
+    switch (rng() % 7) {
+      case 0:  // delete
+        REQUIRE_OK(f.store->Delete(r->id, std::nullopt));
+        ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(pick));
+        return;
+      case 1:  // revoke / restore
+        r->state = r->state == KeyState::kActive ? KeyState::kRevoked : KeyState::kActive;
+        break;
+      case 2: {  // roll: current becomes previous
+        RolledSecret p;
+        p.digest = r->digest;
+        p.valid_until = RandomTime();
+        boundaries.push_back(p.valid_until);
+        r->previous = p;
+        r->digest = DigestOf(MintToken(Tag(r->environment)));
+        break;
+      }
+      case 3:
+        r->previous.reset();
+        break;
+      case 4:  // touch only last_used: nothing the verifier reads
+        r->last_used = RandomTime();
+        break;
+      default:
+        Randomize(&*r);
+    }
+    (void)f.store->Update(*r);  // uniqueness conflicts are fine to skip
+  }
+
+  std::string RandomHeader() {
+    const unsigned k = rng() % 100;
+    std::string token;
+    if (k < 70 && !tokens.empty()) {
+      token = tokens[rng() % tokens.size()];
+    } else if (k < 85 && !tokens.empty()) {
+      token = tokens[rng() % tokens.size()];
+      const std::size_t pos = rng() % token.size();
+      static constexpr char kChars[] =
+          "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.";
+      token[pos] = kChars[rng() % (sizeof(kChars) - 1)];
+    } else if (k < 90) {
+      token = NeverIssued(rng() % 2 ? "live" : "test");
+    } else if (k < 93) {
+      token = NeverIssued("live", "zz");
+    } else if (k < 96) {
+      return rng() % 2 ? "" : "Basic abc";
+    } else {
+      token = std::string(1 + rng() % 80, 'a');
+    }
+    return (rng() % 4 == 0 ? "bearer  " : "Bearer ") + token;
+  }
+
+  Requirement RandomRequirement() {
+    static const std::vector<std::string> kNames = {
+        "read:all", "write:all", "admin", "read:projects", "write:projects", "read:projects/42"};
+    Requirement req;
+    const std::string& name = kNames[rng() % kNames.size()];
+    req.scope_name = name;
+    req.scopes = f.deployment->scopes().MaskOf(name);
+    if (name == "read:projects/42") req.scopes = f.deployment->scopes().MaskOf("read:projects");
+    if (rng() % 5 == 0) req.scopes = 0;
+    static const std::vector<std::string> kAccounts = {"a1", "a2", "a3", "zz"};
+    if (rng() % 3 == 0) req.account = kAccounts[rng() % kAccounts.size()];
+    return req;
+  }
+
+  absl::Time RandomNow() {
+    if (!boundaries.empty() && rng() % 3 == 0) {
+      const absl::Time b = boundaries[rng() % boundaries.size()];
+      switch (rng() % 3) {
+        case 0:
+          return b - absl::Nanoseconds(1);
+        case 1:
+          return b;
+        default:
+          return b + absl::Nanoseconds(1);
+      }
+    }
+    return RandomTime();
+  }
+
+  void Compare(int queries) {
+    for (int i = 0; i < queries; ++i) {
+      const std::string header = RandomHeader();
+      ++seen[f.Both(header, RandomRequirement(), RandomNow()).outcome];
+    }
+  }
+
+  Fixture& f;
+  std::mt19937_64 rng;
+  std::vector<std::string> ids;
+  std::vector<std::string> tokens;
+  std::vector<absl::Time> boundaries;
+  std::map<Outcome, int> seen;
+};
+
+void RunRandomized(FixtureOptions o, std::uint64_t seed) {
+  Fixture f(o);
+  RandomWorld w(f, seed);
+  for (int i = 0; i < 300; ++i) w.Insert();
+  REQUIRE_OK(f.verifier->Sync());
+  w.Compare(4000);
+  for (int round = 0; round < 6; ++round) {
+    for (int i = 0; i < 150; ++i) {
+      if (w.rng() % 4 == 0) {
+        w.Insert();
+      } else {
+        w.Mutate();
+      }
+    }
+    REQUIRE_OK(f.verifier->Sync());
+    w.Compare(1500);
+  }
+  // A full reload converges on the same answers.
+  REQUIRE_OK(f.verifier->Reload());
+  w.Compare(1500);
+  // The inputs really reach every verdict (else the comparison proves little).
+  for (Outcome outcome :
+       {Outcome::kOk, Outcome::kMissing, Outcome::kInvalidRequest, Outcome::kMalformed,
+        Outcome::kUnknown, Outcome::kRevoked, Outcome::kExpired, Outcome::kWrongEnvironment,
+        Outcome::kAccountDenied, Outcome::kInsufficientScope}) {
+    INFO("outcome " << outcome);
+    CHECK(w.seen[outcome] >= 20);
+  }
+}
+
+TEST_CASE("Verifier matches the reference on randomized keys, tokens and times",
+          "[verifier][reference][random]") {
+  RunRandomized({}, 1);
+}
+
+TEST_CASE("Verifier matches the reference, randomized, with pepper and pattern scopes",
+          "[verifier][reference][random]") {
+  FixtureOptions o;
+  o.pepper = true;
+  o.evaluator = std::make_shared<PatternScopeEvaluator>();
+  RunRandomized(o, 2);
+}
+
+// ---------------------------------------------------------------------------
+// Change feed and linearizable revocation
+// ---------------------------------------------------------------------------
+
+TEST_CASE("Verifier rejects a revoked key as soon as KeyManager::Revoke returns",
+          "[verifier][revocation]") {
+  FixtureOptions o;
+  o.follow_changes = true;  // sync_in_callback: applied inside the store's callback
+  Fixture f(o);
+  CreatedKey k = f.Create();
+  CHECK(f.Verify(Text(k.token)).ok());  // created -> applied at once as well
+  REQUIRE_OK(f.manager->Revoke(k.record.id, "alice"));
+  CHECK(f.Verify(Text(k.token)).outcome == Outcome::kRevoked);
+  REQUIRE_OK(f.manager->Restore(k.record.id, "alice"));
+  CHECK(f.Verify(Text(k.token)).ok());
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(k.record.id, absl::ZeroDuration(), "alice");
+  REQUIRE_OK(rolled);
+  CHECK(f.Verify(Text(k.token)).outcome == Outcome::kUnknown);  // zero grace: forgotten
+  CHECK(f.Verify(Text(rolled->token)).ok());
+  KeyUpdate u;
+  u.scopes = std::vector<std::string>{"write:all"};
+  REQUIRE_OK(f.manager->Modify(k.record.id, u, rolled->record.version, "alice"));
+  CHECK(f.Verify(Text(rolled->token), f.Needs("read:all")).outcome == Outcome::kInsufficientScope);
+  REQUIRE_OK(f.manager->Delete(k.record.id, "alice"));
+  CHECK(f.Verify(Text(rolled->token)).outcome == Outcome::kUnknown);
+  CHECK(f.verifier->Stats().keys == 0);
+}
+
+TEST_CASE("Verifier follows the feed thread, and Refresh applies one key at once",
+          "[verifier][revocation]") {
+  FixtureOptions o;
+  o.follow_changes = true;
+  o.sync_in_callback = false;  // callback only wakes the feed thread
+  Fixture f(o);
+  CreatedKey k = f.Create();
+  // Without a push being applied synchronously, Refresh gives the guarantee.
+  REQUIRE_OK(f.verifier->Refresh(k.record.id));
+  CHECK(f.Verify(Text(k.token)).ok());
+  REQUIRE_OK(f.manager->Revoke(k.record.id, "alice"));
+  REQUIRE_OK(f.verifier->Refresh(k.record.id));
+  CHECK(f.Verify(Text(k.token)).outcome == Outcome::kRevoked);
+  REQUIRE_OK(f.manager->Delete(k.record.id, "alice"));
+  REQUIRE_OK(f.verifier->Refresh(k.record.id));
+  CHECK(f.Verify(Text(k.token)).outcome == Outcome::kUnknown);
+
+  // The feed thread applies the rest by itself.
+  CreatedKey k2 = f.Create();
+  bool seen = false;
+  for (int i = 0; i < 500 && !seen; ++i) {
+    seen = f.Verify(Text(k2.token)).ok();
+    if (!seen) absl::SleepFor(absl::Milliseconds(10));
+  }
+  CHECK(seen);
+}
+
+TEST_CASE("Verifier keeps serving its last state while the store is down",
+          "[verifier][unavailable]") {
+  auto memory = std::make_shared<MemoryKeyStore>();
+  FixtureOptions o;
+  o.store = memory;
+  Fixture f(o);
+  CreatedKey k = f.Create();
+  REQUIRE_OK(f.verifier->Sync());
+  memory->SetUnavailableForTesting(true);
+  const absl::Status s = f.verifier->Sync();
+  CHECK(s.code() == absl::StatusCode::kUnavailable);
+  CHECK(f.verifier->Refresh(k.record.id).code() == absl::StatusCode::kUnavailable);
+  CHECK(f.Verify(Text(k.token)).ok());
+  CHECK(f.verifier->Stats().sync_failures >= 1);
+  memory->SetUnavailableForTesting(false);
+  REQUIRE_OK(f.verifier->Sync());
+
+  // Creating a verifier needs the initial load.
+  memory->SetUnavailableForTesting(true);
+  VerifierOptions vo;
+  vo.deployment = f.deployment;
+  vo.store = memory;
+  vo.environment = "production";
+  CHECK(Verifier::Create(vo).status().code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("Verifier::Create validates its options", "[verifier]") {
+  Fixture f;
+  VerifierOptions vo;
+  CHECK(Verifier::Create(vo).status().message() == "deployment: required");
+  vo.deployment = f.deployment;
+  CHECK(Verifier::Create(vo).status().message() == "store: required");
+  vo.store = f.store;
+  vo.environment = "moon";
+  CHECK(Verifier::Create(vo).status().message() == "environment: unknown environment 'moon'");
+  vo.environment = "production";
+  vo.feed_batch = 0;
+  CHECK(Verifier::Create(vo).status().code() == absl::StatusCode::kInvalidArgument);
+  vo.feed_batch = 10;
+  vo.owner_rate_limit = RateLimitPolicy{0, absl::Seconds(1), 1};
+  CHECK(
+      absl::StrContains(std::string(Verifier::Create(vo).status().message()), "owner_rate_limit"));
+}
+
+TEST_CASE("Verifier grows, compacts retired slots and reloads without changing answers",
+          "[verifier][index]") {
+  Fixture f;
+  std::vector<CreatedKey> keys;
+  for (int i = 0; i < 1500; ++i) keys.push_back(f.Create({"read:all"}));
+  REQUIRE_OK(f.verifier->Sync());
+  VerifierStats s = f.verifier->Stats();
+  CHECK(s.keys == 1500);
+  CHECK(s.capacity >= 2048);
+  CHECK(s.rebuilds >= 2);  // the initial load grew the table
+  CHECK(s.index_bytes == s.capacity * 64);
+  // Flip states many times: each flip is in place (no new slot).
+  const std::size_t live_before = s.slots_live;
+  for (int i = 0; i < 300; ++i) REQUIRE_OK(f.manager->Revoke(keys[i].record.id, "a"));
+  REQUIRE_OK(f.verifier->Sync());
+  CHECK(f.verifier->Stats().slots_retired == s.slots_retired);
+  // Scope changes take a fresh slot each and retire the old one, until a
+  // compaction.
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 300; i < 1500; ++i) {
+      absl::StatusOr<KeyRecord> r = f.store->Get(keys[i].record.id);
+      REQUIRE_OK(r);
+      KeyUpdate u;
+      u.scopes = std::vector<std::string>{round % 2 ? "read:all" : "admin"};
+      REQUIRE_OK(f.manager->Modify(r->id, u, r->version, "a"));
+    }
+    REQUIRE_OK(f.verifier->Sync());
+  }
+  s = f.verifier->Stats();
+  CHECK(s.slots_live == live_before);
+  CHECK(s.rebuilds >= 3);
+  const Requirement write = f.Needs("write:all");
+  for (int i = 0; i < 1500; ++i) {
+    const Verdict v = f.Both("Bearer " + Text(keys[i].token), write, kStart);
+    CHECK(v.outcome == (i < 300 ? Outcome::kRevoked : Outcome::kOk));
+  }
+  REQUIRE_OK(f.verifier->Reload());
+  CHECK(f.verifier->Stats().slots_retired == 0);
+  for (int i = 0; i < 1500; i += 7) f.Both("Bearer " + Text(keys[i].token), write, kStart);
+}
+
+// ---------------------------------------------------------------------------
+// Rate limits in verdicts
+// ---------------------------------------------------------------------------
+
+TEST_CASE("Verifier enforces a key's rate limit and reports it for HTTP",
+          "[verifier][rate_limit]") {
+  Fixture f;
+  CreatedKey k = f.Create({"read:all"}, "production", RateLimitPolicy{10, absl::Seconds(1), 3});
+  REQUIRE_OK(f.verifier->Sync());
+  const std::string token = Text(k.token);
+  for (int i = 0; i < 3; ++i) {
+    const Verdict v = f.Verify(token);
+    REQUIRE(v.ok());
+    CHECK(v.rate.limit == 3);
+    CHECK(v.rate.remaining == static_cast<std::uint64_t>(2 - i));
+    CHECK(v.rate.window_ns == 1'000'000'000);
+  }
+  Verdict v = f.Verify(token);
+  CHECK(v.outcome == Outcome::kRateLimited);
+  CHECK(v.key() == k.record.id);
+  CHECK(v.rate.retry_after_ns == 100'000'000);
+  const Requirement req;
+  HttpDecision http = DecideHttp(v, req);
+  CHECK(http.status == 429);
+  bool retry_after = false;
+  for (const auto& [name, value] : http.headers) {
+    if (name == "Retry-After") {
+      retry_after = true;
+      CHECK(value == "1");
+    }
+  }
+  CHECK(retry_after);
+  // Denied requests consume nothing: exactly at the interval, one more.
+  f.clock->Advance(absl::Milliseconds(100) - absl::Nanoseconds(1));
+  CHECK(f.Verify(token).outcome == Outcome::kRateLimited);
+  f.clock->Advance(absl::Nanoseconds(1));
+  CHECK(f.Verify(token).ok());
+  // A request of cost 2 needs two intervals.
+  f.clock->Advance(absl::Milliseconds(100));
+  Requirement expensive;
+  expensive.cost = 2;
+  CHECK(f.verifier->Verify("Bearer " + token, expensive, f.clock->Now()).outcome ==
+        Outcome::kRateLimited);
+  f.clock->Advance(absl::Milliseconds(100));
+  CHECK(f.verifier->Verify("Bearer " + token, expensive, f.clock->Now()).ok());
+
+  // Failures before the limit check never consume it.
+  CHECK(f.Verify(token, f.Needs("write:all")).outcome == Outcome::kInsufficientScope);
+  CHECK_FALSE(f.Verify(token, f.Needs("write:all")).rate.applies());
+}
+
+TEST_CASE("Verifier applies the environment's default limit, and state survives changes",
+          "[verifier][rate_limit]") {
+  FixtureOptions o;
+  o.production_default = RateLimitPolicy{1, absl::Seconds(10), 2};
+  Fixture f(o);
+  CreatedKey k = f.Create();
+  CreatedKey own = f.Create({"read:all"}, "production", RateLimitPolicy{100, absl::Seconds(1), 50});
+  REQUIRE_OK(f.verifier->Sync());
+  const std::string token = Text(k.token);
+  CHECK(f.Verify(token).ok());
+  CHECK(f.Verify(token).ok());
+  CHECK(f.Verify(token).outcome == Outcome::kRateLimited);
+  CHECK(f.Verify(Text(own.token)).rate.limit == 50);  // its own policy wins
+
+  // A metadata change (new slot), a reload and a roll keep the limiter
+  // state: still limited.
+  absl::StatusOr<KeyRecord> r = f.store->Get(k.record.id);
+  REQUIRE_OK(r);
+  KeyUpdate u;
+  u.scopes = std::vector<std::string>{"read:all", "write:all"};
+  REQUIRE_OK(f.manager->Modify(k.record.id, u, r->version, "a"));
+  REQUIRE_OK(f.verifier->Sync());
+  CHECK(f.Verify(token).outcome == Outcome::kRateLimited);
+  REQUIRE_OK(f.verifier->Reload());
+  CHECK(f.Verify(token).outcome == Outcome::kRateLimited);
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(k.record.id, absl::Minutes(5), "a");
+  REQUIRE_OK(rolled);
+  REQUIRE_OK(f.verifier->Sync());
+  CHECK(f.Verify(Text(rolled->token)).outcome == Outcome::kRateLimited);
+  // The old and the new token share one limit.
+  f.clock->Advance(absl::Seconds(10));
+  CHECK(f.Verify(token).ok());
+  CHECK(f.Verify(Text(rolled->token)).outcome == Outcome::kRateLimited);
+}
+
+TEST_CASE("Verifier's owner limit is shared by an owner's keys; denial consumes nothing",
+          "[verifier][rate_limit]") {
+  FixtureOptions o;
+  o.owner_limit = RateLimitPolicy{1, absl::Seconds(10), 3};
+  Fixture f(o);
+  CreatedKey a = f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Seconds(10), 2});
+  CreatedKey b = f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Seconds(10), 2});
+  CreatedKey other = f.Create({"read:all"}, "production", std::nullopt, "carol");
+  REQUIRE_OK(f.verifier->Sync());
+  CHECK(f.Verify(Text(a.token)).ok());
+  CHECK(f.Verify(Text(a.token)).ok());
+  Verdict v = f.Verify(Text(a.token));
+  CHECK(v.outcome == Outcome::kRateLimited);  // the key's own limit
+  CHECK(v.rate.limit == 2);
+  CHECK(f.Verify(Text(b.token)).ok());  // owner's third
+  v = f.Verify(Text(b.token));
+  CHECK(v.outcome == Outcome::kRateLimited);  // the owner's limit
+  CHECK(v.rate.limit == 3);
+  // b's own limit was not consumed by the denied request: after the owner
+  // limit recovers by one interval, b gets exactly one more.
+  f.clock->Advance(absl::Seconds(10));
+  CHECK(f.Verify(Text(b.token)).ok());
+  CHECK(f.Verify(Text(b.token)).outcome == Outcome::kRateLimited);
+  // Other owners are unaffected.
+  for (int i = 0; i < 3; ++i) CHECK(f.Verify(Text(other.token)).ok());
+  CHECK(f.Verify(Text(other.token)).outcome == Outcome::kRateLimited);
+}
+
+class FailingLimiter final : public RateLimiter {
+ public:
+  LimitDecision Acquire(absl::Span<const LimitRef> limits, std::uint32_t,
+                        std::int64_t) noexcept override {
+    calls.fetch_add(1);
+    last_subject = limits.empty() ? "" : std::string(limits[0].subject);
+    return LimitDecision{LimitResult::kUnavailable, {}};
+  }
+  std::atomic<int> calls{0};
+  std::string last_subject;
+};
+
+TEST_CASE("Verifier fails closed when a custom limiter is unavailable", "[verifier][rate_limit]") {
+  Fixture f;
+  CreatedKey limited =
+      f.Create({"read:all"}, "production", RateLimitPolicy{5, absl::Seconds(1), 5});
+  CreatedKey free_key = f.Create();
+  auto limiter = std::make_shared<FailingLimiter>();
+  VerifierOptions vo;
+  vo.deployment = f.deployment;
+  vo.store = f.store;
+  vo.environment = "production";
+  vo.follow_changes = false;
+  vo.rate_limiter = limiter;
+  auto v = Verifier::Create(vo);
+  REQUIRE_OK(v);
+  CHECK((*v)->Verify("Bearer " + Text(limited.token), {}, kStart).outcome == Outcome::kUnavailable);
+  CHECK(limiter->last_subject == limited.record.id);
+  CHECK((*v)->Verify("Bearer " + Text(free_key.token), {}, kStart).ok());  // no limit applies
+  CHECK(limiter->calls.load() == 1);
+}
+
+// ---------------------------------------------------------------------------
+// Usage
+// ---------------------------------------------------------------------------
+
+class CollectingUsage final : public UsageSink {
+ public:
+  void Record(absl::Span<const KeyUsage> batch) noexcept override {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const KeyUsage& u : batch) {
+      requests[u.key_id] += u.requests;
+      last[u.key_id] = u.last_used;
+    }
+  }
+  std::mutex mu;
+  std::map<std::string, std::uint64_t> requests;
+  std::map<std::string, absl::Time> last;
+};
+
+// A store that lets a "management change" win the race against the usage
+// flusher once, to test the compare-and-set retry.
+class RacingStore final : public KeyStore {
+ public:
+  explicit RacingStore(std::shared_ptr<KeyStore> inner) : inner_(std::move(inner)) {}
+  absl::Status Insert(const KeyRecord& r) override { return inner_->Insert(r); }
+  absl::StatusOr<KeyRecord> Get(std::string_view id) override { return inner_->Get(id); }
+  absl::StatusOr<KeyRecord> FindByDigest(const Digest& d) override {
+    return inner_->FindByDigest(d);
+  }
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
+    if (race_next.exchange(false)) {
+      absl::StatusOr<KeyRecord> cur = inner_->Get(r.id);
+      if (cur.ok()) {
+        cur->name = "renamed concurrently";
+        (void)inner_->Update(*cur);
+      }
+      ++raced;
+    }
+    return inner_->Update(r);
+  }
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
+    return inner_->Delete(id, v);
+  }
+  absl::StatusOr<ListPage> List(const ListOptions& o) override { return inner_->List(o); }
+  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override {
+    return inner_->ChangesSince(after, limit);
+  }
+  absl::StatusOr<std::uint64_t> LastSequence() override { return inner_->LastSequence(); }
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> cb) override {
+    return inner_->Subscribe(std::move(cb));
+  }
+  std::atomic<bool> race_next{false};
+  int raced = 0;
+
+ private:
+  std::shared_ptr<KeyStore> inner_;
+};
+
+TEST_CASE("Verifier counts usage and writes last_used without clobbering changes",
+          "[verifier][usage]") {
+  auto racing = std::make_shared<RacingStore>(std::make_shared<MemoryKeyStore>());
+  FixtureOptions o;
+  o.store = racing;
+  o.record_usage = true;
+  Fixture f(o);
+  auto sink = std::make_shared<CollectingUsage>();
+  {
+    VerifierOptions vo;
+    vo.deployment = f.deployment;
+    vo.store = f.store;
+    vo.environment = "production";
+    vo.clock = f.clock;
+    vo.follow_changes = false;
+    vo.usage_flush_interval = absl::ZeroDuration();
+    vo.last_used_granularity = absl::Seconds(30);
+    vo.usage_sink = sink;
+    auto v = Verifier::Create(vo);
+    REQUIRE_OK(v);
+    f.verifier = *std::move(v);
+  }
+  CreatedKey a = f.Create();
+  CreatedKey b = f.Create();
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(b.record.id, absl::Hours(1), "x");
+  REQUIRE_OK(rolled);
+  REQUIRE_OK(f.verifier->Sync());
+  for (int i = 0; i < 5; ++i) CHECK(f.Verify(Text(a.token)).ok());
+  CHECK(f.Verify(Text(a.token), f.Needs("write:all")).outcome == Outcome::kInsufficientScope);
+  f.clock->Advance(absl::Seconds(3));
+  CHECK(f.Verify(Text(b.token)).ok());        // previous secret
+  CHECK(f.Verify(Text(rolled->token)).ok());  // current secret: same key
+  racing->race_next = true;
+  REQUIRE_OK(f.verifier->FlushUsage());
+  CHECK(racing->raced == 1);
+  {
+    std::lock_guard<std::mutex> lock(sink->mu);
+    CHECK(sink->requests[a.record.id] == 5);  // denials are not uses
+    CHECK(sink->requests[b.record.id] == 2);
+    CHECK(sink->last[a.record.id] == kStart);
+    CHECK(sink->last[b.record.id] == kStart + absl::Seconds(3));
+  }
+  for (const std::string& id : {a.record.id, b.record.id}) {
+    absl::StatusOr<KeyRecord> r = f.store->Get(id);
+    REQUIRE_OK(r);
+    REQUIRE(r->last_used.has_value());
+    CHECK(*r->last_used == (id == a.record.id ? kStart : kStart + absl::Seconds(3)));
+  }
+  // Whichever key lost the race kept the concurrent rename.
+  int renamed = 0;
+  for (const std::string& id : {a.record.id, b.record.id}) {
+    if (f.store->Get(id)->name == "renamed concurrently") ++renamed;
+  }
+  CHECK(renamed == 1);
+  // Nothing new: nothing reported, nothing written.
+  const std::uint64_t version = f.store->Get(a.record.id)->version;
+  REQUIRE_OK(f.verifier->FlushUsage());
+  CHECK(f.store->Get(a.record.id)->version == version);
+  // Within the granularity: counted, but last_used is not rewritten.
+  f.clock->Advance(absl::Seconds(10));
+  CHECK(f.Verify(Text(a.token)).ok());
+  REQUIRE_OK(f.verifier->FlushUsage());
+  CHECK(f.store->Get(a.record.id)->version == version);
+  {
+    std::lock_guard<std::mutex> lock(sink->mu);
+    CHECK(sink->requests[a.record.id] == 6);
+  }
+  // Usage survives a table swap (reload) before the flush.
+  f.clock->Advance(absl::Minutes(2));
+  CHECK(f.Verify(Text(a.token)).ok());
+  REQUIRE_OK(f.verifier->Reload());
+  REQUIRE_OK(f.verifier->FlushUsage());
+  CHECK(*f.store->Get(a.record.id)->last_used == f.clock->Now());
+  {
+    std::lock_guard<std::mutex> lock(sink->mu);
+    CHECK(sink->requests[a.record.id] == 7);
+  }
+}
+
+TEST_CASE("Verifier shuts down cleanly and keeps answering afterwards", "[verifier][shutdown]") {
+  FixtureOptions o;
+  o.follow_changes = true;
+  o.record_usage = true;
+  Fixture f(o);
+  auto sink = std::make_shared<CollectingUsage>();
+  VerifierOptions vo;
+  vo.deployment = f.deployment;
+  vo.store = f.store;
+  vo.environment = "production";
+  vo.clock = f.clock;
+  vo.poll_interval = absl::Milliseconds(5);
+  vo.full_resync_interval = absl::Milliseconds(20);
+  vo.usage_flush_interval = absl::Milliseconds(5);
+  vo.usage_sink = sink;
+  auto v = Verifier::Create(vo);
+  REQUIRE_OK(v);
+  CreatedKey k = f.Create();
+  CHECK((*v)->Verify("Bearer " + Text(k.token), {}, kStart).ok());
+  absl::SleepFor(absl::Milliseconds(60));  // a few polls, resyncs and flushes
+  CHECK((*v)->Stats().rebuilds >= 2);
+  CHECK((*v)->Verify("Bearer " + Text(k.token), {}, kStart).ok());
+  (*v)->Shutdown();
+  (*v)->Shutdown();  // idempotent
+  {
+    std::lock_guard<std::mutex> lock(sink->mu);
+    CHECK(sink->requests[k.record.id] == 2);  // the final flush reported the rest
+  }
+  CHECK(f.store->Get(k.record.id)->last_used.has_value());
+  // No more following after shutdown, but answers continue.
+  REQUIRE_OK(f.manager->Revoke(k.record.id, "a"));
+  CHECK((*v)->Verify("Bearer " + Text(k.token), {}, kStart).ok());
+  REQUIRE_OK((*v)->Sync());
+  CHECK((*v)->Verify("Bearer " + Text(k.token), {}, kStart).outcome == Outcome::kRevoked);
+  v->reset();  // destructor after Shutdown: nothing left to stop
+}
+
+}  // namespace
+}  // namespace keygate
