@@ -10,8 +10,13 @@
 // Subscribers are notified after the mutex is released, on the writing
 // thread. Each subscription runs its callback on at most one thread at a time:
 // a notification that arrives while the callback runs is folded into one more
-// call by the thread already running it, so writers never wait on a slow
-// callback and no wake-up is lost.
+// round by the thread already running it, and the folded writer waits until a
+// round that started after its notification has finished. So when a write
+// returns, every subscriber has seen it (a verifier that applies changes in
+// its callback rejects a revoked key as soon as Revoke() returns), at the
+// price of writers waiting for a slow callback. A write made from inside the
+// callback does not wait (it would wait for itself); the running round loop
+// picks it up.
 
 #include "keygate/memory_key_store.h"
 
@@ -53,29 +58,35 @@ struct SubscriberState {
   std::mutex mu;
   std::condition_variable idle;
   bool active = true;    // false once the Subscription is being destroyed
-  bool running = false;  // a thread is inside `callback`
-  bool pending = false;  // a notification arrived while running
+  bool running = false;  // a thread is inside the round loop
   std::thread::id runner;
+  std::uint64_t requested = 0;  // notifications received
+  std::uint64_t completed = 0;  // every notification <= this was followed by a whole round
   const std::function<void()> callback;
 };
 
-// Runs the callback unless it is already running elsewhere, in which case
-// that thread runs it once more.
+// Delivers one notification: returns once a callback round that started
+// after it has finished (or the subscription is gone).
 void Notify(const std::shared_ptr<SubscriberState>& s) {
   std::unique_lock<std::mutex> lock(s->mu);
-  if (!s->active) return;
-  if (s->running) {
-    s->pending = true;
-    return;
+  const std::uint64_t ticket = ++s->requested;
+  const std::thread::id self = std::this_thread::get_id();
+  for (;;) {
+    if (!s->active || s->completed >= ticket) return;
+    if (!s->running) break;
+    if (s->runner == self) return;  // from inside the callback: the loop below runs again
+    s->idle.wait(lock);
   }
   s->running = true;
-  s->runner = std::this_thread::get_id();
-  do {
-    s->pending = false;
+  s->runner = self;
+  while (s->active && s->completed < s->requested) {
+    const std::uint64_t round = s->requested;
     lock.unlock();
     s->callback();
     lock.lock();
-  } while (s->active && s->pending);
+    s->completed = round;
+    s->idle.notify_all();
+  }
   s->running = false;
   s->runner = std::thread::id();
   s->idle.notify_all();
@@ -98,6 +109,7 @@ class MemorySubscription final : public Subscription {
     {
       std::unique_lock<std::mutex> lock(sub_->mu);
       sub_->active = false;
+      sub_->idle.notify_all();  // folded writers stop waiting for this subscriber
       const std::thread::id self = std::this_thread::get_id();
       sub_->idle.wait(lock, [&] { return !sub_->running || sub_->runner == self; });
     }

@@ -149,6 +149,54 @@ TEST_CASE(
   CHECK(max_seen.load() == static_cast<std::uint64_t>(threads * per_thread));
 }
 
+TEST_CASE("A MemoryKeyStore write returns only after every subscriber has seen it",
+          "[memory][store][subscribe][concurrent]") {
+  // What a verifier applying changes in its callback relies on for
+  // "rejected once Revoke() returns", also with concurrent writers whose
+  // notifications are folded into another thread's callback round.
+  auto store = std::make_shared<MemoryKeyStore>();
+  std::atomic<std::uint64_t> applied{0};  // highest sequence a finished round saw
+  auto sub = store->Subscribe([&] {
+    absl::StatusOr<std::uint64_t> seq = store->LastSequence();
+    std::this_thread::sleep_for(std::chrono::microseconds(100));  // a slow subscriber
+    if (seq.ok()) {
+      std::uint64_t m = applied.load();
+      while (*seq > m && !applied.compare_exchange_weak(m, *seq)) {
+      }
+    }
+  });
+  KEYGATE_REQUIRE_OK(sub);
+  const int threads = 4;
+  const int per_thread = conformance::StressEnabled() ? 300 : 40;
+  std::atomic<int> stale{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        if (!store->Insert(MakeRecord(absl::StrCat("key_w", t, "_", i))).ok()) {
+          failures++;
+          continue;
+        }
+        // This write's sequence is at most LastSequence() now; a round that
+        // started after the write read at least the write's sequence.
+        absl::StatusOr<KeyRecord> r = store->Get(absl::StrCat("key_w", t, "_", i));
+        absl::StatusOr<ChangeBatch> mine = store->ChangesSince(0, kMaxListLimit);
+        std::uint64_t my_seq = 0;
+        if (mine.ok()) {
+          for (const Change& c : mine->changes) {
+            if (r.ok() && c.key_id == r->id) my_seq = c.sequence;
+          }
+        }
+        if (my_seq == 0 || applied.load() < my_seq) stale++;
+      }
+    });
+  }
+  for (std::thread& th : pool) th.join();
+  REQUIRE(failures.load() == 0);
+  CHECK(stale.load() == 0);
+}
+
 TEST_CASE("A MemoryKeyStore subscription may outlive its store", "[memory][store][subscribe]") {
   auto store = std::make_unique<MemoryKeyStore>();
   absl::StatusOr<std::unique_ptr<Subscription>> sub = store->Subscribe([] {});

@@ -12,7 +12,10 @@
 // Subscription callbacks run on the writing thread, after the write
 // committed; one subscription's callback never runs on two threads at once
 // (a change that arrives meanwhile makes the running thread call it once
-// more, so no wake-up is lost). A callback may use the store, and may destroy
+// more, so no wake-up is lost), and a write returns only after a callback
+// round that started after the write has finished: when Insert/Update/Delete
+// returns, every subscriber has seen it. A write from inside a callback does
+// not wait for itself. A callback may use the store, and may destroy
 // its own Subscription (the destructor then does not wait for itself).
 // Destroying a Subscription from another thread waits for a running
 // callback, so do not hold a lock there that the callback takes.

@@ -56,17 +56,12 @@
 // covers every mutation (revoke, delete, roll, scope or expiry changes),
 // cannot be forgotten by the caller, and cannot regress state: the verifier
 // only ever applies the store's current record, never a caller's copy.
-// Two cases need one more call, `Refresh(id)` (or `Sync()`) after the
-// management call:
-//   * stores whose notifications are asynchronous (a database shared by
-//     several servers); otherwise the change applies within the feed's
-//     latency (push, or `poll_interval` at worst);
-//   * several threads mutating one MemoryKeyStore at once (this verifier's
-//     own usage flusher, writing last_used, is one): the store runs a
-//     subscriber's callback on one thread at a time and folds a notification
-//     that arrives meanwhile into the running thread's next round, so the
-//     folded mutator's call can return microseconds before its change is
-//     applied here.
+// Stores whose notifications are asynchronous (a database shared by several
+// servers) need one more call, `Refresh(id)` (or `Sync()`) after the
+// management call for the same guarantee; otherwise the change applies
+// within the feed's latency (push, or `poll_interval` at worst).
+// MemoryKeyStore needs none, also with several threads mutating it at once:
+// a write returns only after a callback round that started after it ran.
 //
 // A rolled key's previous token is rejected (kExpired) from its
 // `valid_until` on, to the nanosecond of the time passed to (or read by)
