@@ -1,0 +1,257 @@
+// Output helpers for the keygate CLI (format.h).
+
+#include "cli/format.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+
+#include "sqlite/json.h"
+
+namespace keygate::cli {
+
+void JsonWriter::Separate() {
+  if (after_key_) {
+    after_key_ = false;
+    return;
+  }
+  if (!first_.empty()) {
+    if (!first_.back()) out_.push_back(',');
+    first_.back() = false;
+  }
+}
+
+JsonWriter& JsonWriter::BeginObject() {
+  Separate();
+  out_.push_back('{');
+  first_.push_back(true);
+  return *this;
+}
+
+JsonWriter& JsonWriter::EndObject() {
+  out_.push_back('}');
+  first_.pop_back();
+  return *this;
+}
+
+JsonWriter& JsonWriter::BeginArray() {
+  Separate();
+  out_.push_back('[');
+  first_.push_back(true);
+  return *this;
+}
+
+JsonWriter& JsonWriter::EndArray() {
+  out_.push_back(']');
+  first_.pop_back();
+  return *this;
+}
+
+JsonWriter& JsonWriter::Key(std::string_view key) {
+  Separate();
+  internal::AppendJsonString(&out_, key);
+  out_.push_back(':');
+  after_key_ = true;
+  return *this;
+}
+
+JsonWriter& JsonWriter::String(std::string_view value) {
+  Separate();
+  internal::AppendJsonString(&out_, value);
+  return *this;
+}
+
+JsonWriter& JsonWriter::Int(std::int64_t value) {
+  Separate();
+  absl::StrAppend(&out_, value);
+  return *this;
+}
+
+JsonWriter& JsonWriter::Uint(std::uint64_t value) {
+  Separate();
+  absl::StrAppend(&out_, value);
+  return *this;
+}
+
+JsonWriter& JsonWriter::Bool(bool value) {
+  Separate();
+  out_.append(value ? "true" : "false");
+  return *this;
+}
+
+JsonWriter& JsonWriter::Null() {
+  Separate();
+  out_.append("null");
+  return *this;
+}
+
+JsonWriter& JsonWriter::Time(absl::Time t) { return String(JsonTime(t)); }
+
+JsonWriter& JsonWriter::OptionalTime(const std::optional<absl::Time>& t) {
+  return t.has_value() ? Time(*t) : Null();
+}
+
+JsonWriter& JsonWriter::StringArray(const std::vector<std::string>& values) {
+  BeginArray();
+  for (const std::string& v : values) String(v);
+  return EndArray();
+}
+
+std::string HumanTime(absl::Time t) {
+  if (t == absl::InfiniteFuture()) return "never";
+  if (t == absl::InfinitePast()) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+std::string JsonTime(absl::Time t) {
+  if (t == absl::InfiniteFuture()) return "infinite-future";
+  if (t == absl::InfinitePast()) return "infinite-past";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", t, absl::UTCTimeZone());
+}
+
+void WriteRecordJson(JsonWriter& w, const KeyRecord& r) {
+  w.BeginObject();
+  w.Key("id").String(r.id);
+  w.Key("name").String(r.name);
+  w.Key("description").String(r.description);
+  w.Key("owner").String(r.owner);
+  w.Key("kind").String(KeyKindName(r.kind));
+  w.Key("environment").String(r.environment);
+  w.Key("scopes").StringArray(r.scopes);
+  w.Key("state").String(KeyStateName(r.state));
+  w.Key("created").Time(r.created);
+  w.Key("updated").Time(r.updated);
+  w.Key("expires").OptionalTime(r.expires);
+  w.Key("last_used").OptionalTime(r.last_used);
+  w.Key("rate_limit");
+  if (r.rate_limit.has_value()) {
+    w.BeginObject();
+    w.Key("rate").Uint(r.rate_limit->rate);
+    w.Key("period_ms").Int(absl::ToInt64Milliseconds(r.rate_limit->period));
+    w.Key("burst").Uint(r.rate_limit->burst);
+    w.EndObject();
+  } else {
+    w.Null();
+  }
+  w.Key("webhook_url").String(r.webhook_url);
+  w.Key("accounts").StringArray(r.accounts);
+  w.Key("metadata").BeginObject();
+  for (const auto& [k, v] : r.metadata) w.Key(k).String(v);
+  w.EndObject();
+  w.Key("hint").String(r.hint);
+  w.Key("previous");
+  if (r.previous.has_value()) {
+    w.BeginObject();
+    w.Key("hint").String(r.previous->hint);
+    w.Key("valid_until").Time(r.previous->valid_until);
+    w.EndObject();
+  } else {
+    w.Null();
+  }
+  w.Key("version").Uint(r.version);
+  w.EndObject();
+}
+
+std::string DescribeRecord(const KeyRecord& r) {
+  std::vector<std::pair<std::string, std::string>> f;
+  f.emplace_back("id", r.id);
+  f.emplace_back("name", r.name);
+  if (!r.description.empty()) f.emplace_back("description", r.description);
+  f.emplace_back("owner", r.owner);
+  f.emplace_back("kind", std::string(KeyKindName(r.kind)));
+  f.emplace_back("environment", r.environment);
+  f.emplace_back("scopes", r.scopes.empty() ? "(none)" : absl::StrJoin(r.scopes, ", "));
+  f.emplace_back("state", std::string(KeyStateName(r.state)));
+  f.emplace_back("hint", r.hint);
+  f.emplace_back("created", HumanTime(r.created));
+  f.emplace_back("updated", HumanTime(r.updated));
+  f.emplace_back("expires", r.expires ? HumanTime(*r.expires) : "never");
+  f.emplace_back("last used", r.last_used ? HumanTime(*r.last_used) : "never");
+  if (r.rate_limit.has_value()) {
+    f.emplace_back("rate limit", absl::StrCat(r.rate_limit->rate, " per ",
+                                              absl::FormatDuration(r.rate_limit->period),
+                                              ", burst ", r.rate_limit->burst));
+  } else {
+    f.emplace_back("rate limit", "environment default");
+  }
+  if (!r.webhook_url.empty()) f.emplace_back("webhook", r.webhook_url);
+  if (!r.accounts.empty()) f.emplace_back("accounts", absl::StrJoin(r.accounts, ", "));
+  for (const auto& [k, v] : r.metadata) f.emplace_back(absl::StrCat("metadata.", k), v);
+  if (r.previous.has_value()) {
+    f.emplace_back("previous token", absl::StrCat(r.previous->hint, " (valid until ",
+                                                  HumanTime(r.previous->valid_until), ")"));
+  }
+  f.emplace_back("version", absl::StrCat(r.version));
+  std::size_t width = 0;
+  for (const auto& [k, v] : f) width = std::max(width, k.size());
+  std::string out;
+  for (const auto& [k, v] : f) {
+    absl::StrAppend(&out, k, ":", std::string(width - k.size() + 1, ' '), v, "\n");
+  }
+  return out;
+}
+
+std::string Table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+std::string Redact(std::string_view text) {
+  auto token_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  };
+  std::string out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    if (!token_char(text[i])) {
+      out.push_back(text[i++]);
+      continue;
+    }
+    std::size_t j = i;
+    while (j < text.size() && token_char(text[j])) ++j;
+    if (j - i >= 40) {
+      out += "<redacted>";
+    } else {
+      out.append(text.substr(i, j - i));
+    }
+    i = j;
+  }
+  return out;
+}
+
+bool ParseDurationWithDays(std::string_view text, absl::Duration* out) {
+  if (text.size() > 1 && text.back() == 'd') {
+    std::int64_t days = 0;
+    if (!absl::SimpleAtoi(absl::string_view(text.data(), text.size() - 1), &days) || days < 0 ||
+        days > 100000) {
+      return false;
+    }
+    *out = absl::Hours(24 * days);
+    return true;
+  }
+  return absl::ParseDuration(absl::string_view(text.data(), text.size()), out);
+}
+
+}  // namespace keygate::cli

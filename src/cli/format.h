@@ -1,0 +1,70 @@
+// Output helpers for the `keygate` command-line tool: a small streaming JSON
+// writer, key records as JSON and as text, times, and redaction of anything
+// that could be a token in an error message.
+#ifndef KEYGATE_SRC_CLI_FORMAT_H_
+#define KEYGATE_SRC_CLI_FORMAT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/time/time.h"
+
+#include "keygate/key.h"
+
+namespace keygate::cli {
+
+// Writes compact JSON; inserts commas itself.
+class JsonWriter {
+ public:
+  JsonWriter& BeginObject();
+  JsonWriter& EndObject();
+  JsonWriter& BeginArray();
+  JsonWriter& EndArray();
+  JsonWriter& Key(std::string_view key);
+  JsonWriter& String(std::string_view value);
+  JsonWriter& Int(std::int64_t value);
+  JsonWriter& Uint(std::uint64_t value);
+  JsonWriter& Bool(bool value);
+  JsonWriter& Null();
+  JsonWriter& Time(absl::Time t);  // RFC 3339 UTC string
+  JsonWriter& OptionalTime(const std::optional<absl::Time>& t);
+  JsonWriter& StringArray(const std::vector<std::string>& values);
+
+  const std::string& str() const { return out_; }
+
+ private:
+  void Separate();
+  std::string out_;
+  std::vector<bool> first_;  // per open container: no element written yet
+  bool after_key_ = false;
+};
+
+// The record as a JSON object (never the digest: it is not secret, but
+// nothing a script needs either).
+void WriteRecordJson(JsonWriter& w, const KeyRecord& r);
+
+// "2024-05-01T12:00:00Z" (seconds) for people; RFC 3339 with microseconds
+// for JSON.
+std::string HumanTime(absl::Time t);
+std::string JsonTime(absl::Time t);
+
+// Multi-line "field: value" description of one key.
+std::string DescribeRecord(const KeyRecord& r);
+
+// A text table; the first row is the header.
+std::string Table(const std::vector<std::vector<std::string>>& rows);
+
+// Replaces every run of 40+ token characters ([A-Za-z0-9_]) with
+// "<redacted>": tokens are 53+ characters, key ids 26, so error messages that
+// quote user input can never carry a pasted token.
+std::string Redact(std::string_view text);
+
+// "30d", "12h", "90m", "45s" (absl durations, plus days) -> duration.
+bool ParseDurationWithDays(std::string_view text, absl::Duration* out);
+
+}  // namespace keygate::cli
+
+#endif  // KEYGATE_SRC_CLI_FORMAT_H_

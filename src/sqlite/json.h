@@ -1,0 +1,30 @@
+// Minimal JSON for the SQLite store's list/map columns and the CLI's --json
+// output: strings, arrays of strings and flat string-to-string objects. Kept
+// in JSON (rather than a private encoding) so operators can read the columns
+// in the sqlite3 shell and query them with json_each().
+#ifndef KEYGATE_SRC_SQLITE_JSON_H_
+#define KEYGATE_SRC_SQLITE_JSON_H_
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace keygate::internal {
+
+// Appends `s` as a JSON string literal (quotes included). Bytes >= 0x80 pass
+// through unchanged (UTF-8 in, UTF-8 out); control characters are escaped.
+void AppendJsonString(std::string* out, std::string_view s);
+std::string JsonString(std::string_view s);
+
+std::string EncodeJsonStringArray(const std::vector<std::string>& values);
+std::string EncodeJsonStringMap(const std::map<std::string, std::string>& values);
+
+// Strict decoders for what the encoders write (any valid JSON of that shape
+// is accepted; whitespace allowed). Return false on anything else.
+bool DecodeJsonStringArray(std::string_view json, std::vector<std::string>* out);
+bool DecodeJsonStringMap(std::string_view json, std::map<std::string, std::string>* out);
+
+}  // namespace keygate::internal
+
+#endif  // KEYGATE_SRC_SQLITE_JSON_H_

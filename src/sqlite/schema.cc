@@ -1,0 +1,108 @@
+// Schema of the SQLite store (schema.h).
+//
+// Tables (version 1):
+//   keys      one row per key. `pk` is an internal integer id (FTS rowid,
+//             foreign-key target, change-log link); `id` is the public key id. Lists and maps
+//             are JSON text; times are integer microseconds since the Unix
+//             epoch (NULL: unset; INT64_MIN/MAX: infinite); kind and state are
+//             the enum values (kind 1 personal, 2 general; state 1 active,
+//             2 revoked). `name_lower` is the ASCII-lowercased name that name
+//             search matches.
+//   digests   every digest that identifies a key: its current one (slot 0)
+//             and, during a roll's grace period, the previous one (slot 1).
+//             The primary key makes digests unique across current AND rolled
+//             secrets, which a unique index on keys.digest alone could not.
+//   changes   the change log: one row per key holding the sequence of its
+//             latest change (the key's older row is deleted when it changes
+//             again; AUTOINCREMENT never reuses a sequence, not even after a
+//             delete). A new key's pk is the sequence of its insert, so pks
+//             are never reused either; changes.key_pk and keys.change_seq
+//             point at each other, and reading the log is a range scan plus
+//             a rowid lookup per key. A deleted key keeps its row as a
+//             tombstone so followers learn about the delete; if the same id
+//             is inserted again, the old tombstone is skipped when read.
+//   key_names FTS5 trigram index over keys.name_key (external content), the
+//             lowered name plus a U+0001 terminator, so that every occurrence
+//             of a 2-character needle starts some trigram (key_names_vocab
+//             lists them): substring search in milliseconds at a million
+//             keys. The store maintains it in the same transaction as the
+//             row, with explicit statements rather than triggers: a trigger
+//             makes every INSERT a statement transaction, and FTS5 flushes
+//             its pending index at each statement savepoint, which made bulk
+//             inserts five times slower.
+//
+// Indexes: the partial unique index keys_one_active_personal enforces "at
+// most one ACTIVE personal key per (owner, environment)" in the database
+// itself, so two processes provisioning at once cannot both succeed.
+// keys_owner serves the owner filter (in id order, for pagination);
+// keys_revoked is partial because revoked keys are few and "active" is
+// served by the id order; environment and kind have too few values for an
+// index to beat the id-ordered scan, so they have none.
+
+#include "sqlite/schema.h"
+
+#include <cstddef>
+
+namespace keygate::internal {
+
+const char* const kMigrations[] = {
+    // 0 -> 1: the initial schema.
+    R"sql(
+CREATE TABLE keys (
+  pk INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
+  name_lower TEXT NOT NULL,
+  name_key TEXT GENERATED ALWAYS AS (name_lower || char(1)) VIRTUAL,
+  description TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  environment TEXT NOT NULL,
+  scopes TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  created_us INTEGER NOT NULL,
+  updated_us INTEGER NOT NULL,
+  expires_us INTEGER,
+  last_used_us INTEGER,
+  rate_limit_rate INTEGER,
+  rate_limit_period_us INTEGER,
+  rate_limit_burst INTEGER,
+  webhook_url TEXT NOT NULL,
+  accounts TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  digest BLOB NOT NULL,
+  hint TEXT NOT NULL,
+  previous_digest BLOB,
+  previous_hint TEXT,
+  previous_valid_until_us INTEGER,
+  version INTEGER NOT NULL,
+  change_seq INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX keys_owner ON keys(owner, id);
+CREATE INDEX keys_revoked ON keys(id) WHERE state = 2;
+CREATE UNIQUE INDEX keys_one_active_personal ON keys(owner, environment)
+  WHERE kind = 1 AND state = 1;
+
+CREATE TABLE digests (
+  digest BLOB PRIMARY KEY,
+  key_pk INTEGER NOT NULL REFERENCES keys(pk) ON DELETE CASCADE,
+  slot INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX digests_key ON digests(key_pk);
+
+CREATE TABLE changes (
+  sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+  key_id TEXT NOT NULL,
+  key_pk INTEGER NOT NULL
+) STRICT;
+
+CREATE VIRTUAL TABLE key_names USING fts5(
+  name_key, content='keys', content_rowid='pk', tokenize='trigram case_sensitive 1');
+CREATE VIRTUAL TABLE key_names_vocab USING fts5vocab(key_names, 'row');
+)sql",
+};
+
+const std::size_t kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
+
+}  // namespace keygate::internal

@@ -1,0 +1,227 @@
+// SQLite RAII layer (sqlite_db.h).
+
+#include "sqlite/sqlite_db.h"
+
+#include <sqlite3.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+namespace keygate::internal {
+
+Statement::~Statement() {
+  if (stmt_ != nullptr) {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+}
+
+void Statement::BindInt(int index, std::int64_t value) { sqlite3_bind_int64(stmt_, index, value); }
+
+void Statement::BindNull(int index) { sqlite3_bind_null(stmt_, index); }
+
+void Statement::BindText(int index, std::string_view value) {
+  // A non-null pointer even for empty strings: NULL would bind SQL NULL.
+  sqlite3_bind_text64(stmt_, index, value.empty() ? "" : value.data(), value.size(),
+                      SQLITE_TRANSIENT, SQLITE_UTF8);
+}
+
+void Statement::BindBlob(int index, const void* data, std::size_t size) {
+  sqlite3_bind_blob64(stmt_, index, size == 0 ? "" : data, size, SQLITE_TRANSIENT);
+}
+
+void Statement::BindOptionalInt(int index, const std::optional<std::int64_t>& value) {
+  if (value.has_value()) {
+    BindInt(index, *value);
+  } else {
+    BindNull(index);
+  }
+}
+
+absl::StatusOr<bool> Statement::Step() {
+  const int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  // sqlite3_step returns the extended code (sqlite3_extended_result_codes on).
+  return db_->Error(rc, "step");
+}
+
+absl::Status Statement::Run() {
+  absl::StatusOr<bool> r = Step();
+  if (!r.ok()) return r.status();
+  return absl::OkStatus();
+}
+
+std::optional<std::int64_t> Statement::OptionalInt(int col) const {
+  if (IsNull(col)) return std::nullopt;
+  return Int(col);
+}
+
+std::string_view Statement::Text(int col) const {
+  const unsigned char* p = sqlite3_column_text(stmt_, col);
+  const int n = sqlite3_column_bytes(stmt_, col);
+  if (p == nullptr) return {};
+  return {reinterpret_cast<const char*>(p), static_cast<std::size_t>(n)};
+}
+
+std::string_view Statement::Blob(int col) const {
+  const void* p = sqlite3_column_blob(stmt_, col);
+  const int n = sqlite3_column_bytes(stmt_, col);
+  if (p == nullptr) return {};
+  return {static_cast<const char*>(p), static_cast<std::size_t>(n)};
+}
+
+absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path, int flags) {
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (raw == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("sqlite ", path, ": open: out of memory"));
+  }
+  std::unique_ptr<SqliteDb> db(new SqliteDb(raw, path));
+  sqlite3_extended_result_codes(raw, 1);
+  if (rc != SQLITE_OK) return db->Error(rc, "open");
+  return db;
+}
+
+SqliteDb::~SqliteDb() {
+  for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+  cache_.clear();
+  // sqlite3_close_v2 defers the close if something is still unfinalized; by
+  // now nothing is, so this closes (and checkpoints the WAL if last).
+  sqlite3_close_v2(db_);
+}
+
+absl::Status SqliteDb::Exec(const char* sql, std::string_view what) {
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return Error(rc, what);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Statement> SqliteDb::Prepare(std::string_view sql) {
+  auto it = cache_.find(absl::string_view(sql.data(), sql.size()));
+  if (it != cache_.end()) return Statement(this, it->second);
+  sqlite3_stmt* stmt = nullptr;
+  const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                    SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "prepare");
+  cache_.emplace(std::string(sql), stmt);
+  return Statement(this, stmt);
+}
+
+absl::StatusOr<std::int64_t> SqliteDb::QueryInt(std::string_view sql, std::string_view what) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+  if (rc != SQLITE_OK) return Error(rc, what);
+  rc = sqlite3_step(stmt);
+  std::int64_t v = 0;
+  if (rc == SQLITE_ROW) v = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error(rc, what);
+  return v;
+}
+
+void SqliteDb::SetBusyTimeout(absl::Duration timeout) {
+  busy_timeout_ = timeout;
+  const std::int64_t ms = absl::ToInt64Milliseconds(timeout);
+  sqlite3_busy_timeout(
+      db_, static_cast<int>(ms > std::numeric_limits<int>::max() ? std::numeric_limits<int>::max()
+                                                                 : ms));
+}
+
+absl::Status SqliteDb::Error(int rc, std::string_view what) const {
+  const int primary = rc & 0xFF;
+  const std::string prefix = absl::StrCat("sqlite ", path_, ": ", std::string(what), ": ");
+  const char* errstr = sqlite3_errstr(rc);
+  const char* errmsg = sqlite3_errmsg(db_);
+  // errmsg says more than errstr for most codes ("UNIQUE constraint failed:
+  // keys.id"); it holds names of tables and columns, never bound values.
+  std::string detail = errmsg != nullptr ? errmsg : errstr;
+  switch (primary) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(
+          absl::StrCat(prefix, "database is locked by another connection (busy timeout of ",
+                       absl::ToInt64Milliseconds(busy_timeout_), " ms exceeded)"));
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      return absl::PermissionDeniedError(absl::StrCat(prefix, detail));
+    case SQLITE_CANTOPEN: {
+      const int err = sqlite3_system_errno(db_);
+      if (err == ENOENT) {
+        return absl::NotFoundError(absl::StrCat(prefix, "cannot open: ", std::strerror(err)));
+      }
+      if (err == EACCES || err == EPERM || err == EROFS) {
+        return absl::PermissionDeniedError(
+            absl::StrCat(prefix, "cannot open: ", std::strerror(err)));
+      }
+      return absl::UnavailableError(
+          absl::StrCat(prefix, "cannot open: ", detail,
+                       err != 0 ? absl::StrCat(" (", std::strerror(err), ")") : ""));
+    }
+    case SQLITE_NOTADB:
+      return absl::FailedPreconditionError(
+          absl::StrCat(prefix, "not a SQLite database (", detail, ")"));
+    case SQLITE_CORRUPT:
+      return absl::DataLossError(absl::StrCat(prefix, "database is corrupt (", detail, ")"));
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_NOMEM:
+      return absl::UnavailableError(absl::StrCat(prefix, detail));
+    case SQLITE_CONSTRAINT:
+      if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return absl::AlreadyExistsError(absl::StrCat(prefix, detail));
+      }
+      return absl::InternalError(absl::StrCat(prefix, detail));
+    default:
+      return absl::InternalError(absl::StrCat(prefix, detail));
+  }
+}
+
+WriteTransaction::~WriteTransaction() {
+  if (open_) sqlite3_exec(db_->raw(), "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+absl::Status WriteTransaction::Begin() {
+  absl::StatusOr<Statement> s = db_->Prepare("BEGIN IMMEDIATE");
+  if (!s.ok()) return s.status();
+  if (absl::Status st = s->Run(); !st.ok()) return st;
+  open_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status WriteTransaction::Commit() {
+  absl::StatusOr<Statement> s = db_->Prepare("COMMIT");
+  if (!s.ok()) return s.status();
+  absl::Status st = s->Run();
+  // A failed COMMIT (an I/O error, a full disk) leaves the transaction open;
+  // the destructor rolls it back, so the caller's error is the whole story.
+  if (st.ok()) open_ = false;
+  return st;
+}
+
+std::int64_t TimeToMicros(absl::Time t) {
+  if (t == absl::InfiniteFuture()) return std::numeric_limits<std::int64_t>::max();
+  if (t == absl::InfinitePast()) return std::numeric_limits<std::int64_t>::min();
+  return absl::ToUnixMicros(t);
+}
+
+absl::Time MicrosToTime(std::int64_t us) {
+  if (us == std::numeric_limits<std::int64_t>::max()) return absl::InfiniteFuture();
+  if (us == std::numeric_limits<std::int64_t>::min()) return absl::InfinitePast();
+  return absl::FromUnixMicros(us);
+}
+
+}  // namespace keygate::internal

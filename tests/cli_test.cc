@@ -1,0 +1,507 @@
+// Drives the BUILT `keygate` binary as an operator would: the key lifecycle,
+// --json on every command, filters and paging, errors, usage and exit codes,
+// the pepper file, the database defaults, a cross-process revoke seen by a
+// store subscription in this process, and a grep of the database proving no
+// token is stored in plaintext.
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+#include "catch.h"
+#include "keygate/sqlite/sqlite_key_store.h"
+#include "keygate/token.h"
+#include "sqlite_test_util.h"
+
+#ifndef KEYGATE_CLI_BINARY
+#error "KEYGATE_CLI_BINARY must name the built keygate binary"
+#endif
+
+namespace keygate {
+namespace {
+
+using testing::Child;
+using testing::TempDir;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+struct Result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+// One CLI run against `db` (or no --db when empty).
+class Cli {
+ public:
+  explicit Cli(const TempDir& dir) : dir_(dir), db_(dir.File("keygate.db")) {}
+
+  const std::string& db() const { return db_; }
+
+  Result Run(std::vector<std::string> args, const std::string& stdin_data = "",
+             std::vector<std::string> env = {}, bool with_db = true, const std::string& cwd = "") {
+    std::vector<std::string> argv{KEYGATE_CLI_BINARY};
+    if (with_db) {
+      argv.push_back("--db");
+      argv.push_back(db_);
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
+    const std::string err_path = dir_.File("stderr.txt");
+    env.push_back("USER=cli-test");
+    Result r;
+    {
+      Child child(argv, env, err_path, /*pipe_stdin=*/true, cwd);
+      child.WriteStdin(stdin_data);
+      child.CloseStdin();
+      r.out = child.ReadAll();
+      const int status = child.Wait();
+      r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    r.err = ReadFile(err_path);
+    all_stderr_ += r.err;
+    return r;
+  }
+
+  // Everything the CLI ever wrote to stderr in this test.
+  const std::string& all_stderr() const { return all_stderr_; }
+
+ private:
+  const TempDir& dir_;
+  std::string db_;
+  std::string all_stderr_;
+};
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+// The value of a top-level-ish "field":"value" in compact JSON (first match).
+std::string JsonField(const std::string& json, const std::string& field) {
+  const std::string key = absl::StrCat("\"", field, "\":\"");
+  const std::size_t at = json.find(key);
+  if (at == std::string::npos) return "";
+  const std::size_t start = at + key.size();
+  return json.substr(start, json.find('"', start) - start);
+}
+
+// Brackets balance outside strings and the text is one JSON value per line.
+bool LooksLikeJson(const std::string& text) {
+  const std::string t = Trim(text);
+  if (t.empty() || (t.front() != '{' && t.front() != '[')) return false;
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    const char c = t[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') in_string = true;
+    if (c == '{' || c == '[') ++depth;
+    if (c == '}' || c == ']') --depth;
+    if (depth < 0) return false;
+  }
+  return depth == 0 && !in_string;
+}
+
+std::string CreateToken(Cli& cli, const std::vector<std::string>& extra, std::string* id) {
+  std::vector<std::string> args{"--json", "create"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  Result r = cli.Run(args);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  *id = JsonField(r.out, "id");
+  return JsonField(r.out, "token");
+}
+
+TEST_CASE("keygate CLI: create, list, verify, revoke, restore, delete", "[cli]") {
+  TempDir dir;
+  Cli cli(dir);
+
+  Result created = cli.Run({"create", "--name", "CI pipeline", "--owner", "alice", "--env",
+                            "production", "--scope", "read:all,write:all"});
+  INFO(created.err);
+  REQUIRE(created.code == 0);
+  const std::string token = Trim(created.out);
+  TokenView view;
+  REQUIRE(ParseToken(token, &view) == TokenError::kNone);  // stdout: the token alone
+  CHECK(view.env_tag == "live");
+  CHECK_THAT(created.err, Catch::Contains("shown only once"));
+  CHECK_FALSE(absl::StrContains(created.err, token));
+  CHECK(Exists(cli.db()));
+
+  Result list = cli.Run({"list"});
+  REQUIRE(list.code == 0);
+  for (const char* col :
+       {"NAME", "ENVIRONMENT", "SCOPES", "STATE", "CREATED", "LAST USED", "HINT"}) {
+    CHECK_THAT(list.out, Catch::Contains(col));
+  }
+  CHECK_THAT(list.out, Catch::Contains("CI pipeline"));
+  CHECK_THAT(list.out, Catch::Contains("production"));
+  CHECK_THAT(list.out, Catch::Contains("read:all,write:all"));
+  CHECK_THAT(list.out, Catch::Contains("active"));
+  CHECK_THAT(list.out, Catch::Contains("never"));
+  CHECK_THAT(list.out, Catch::Contains(TokenHint(token)));
+  CHECK_FALSE(absl::StrContains(list.out, token));
+  const std::size_t id_at = list.out.find("key_");
+  REQUIRE(id_at != std::string::npos);
+  const std::string id = list.out.substr(id_at, kKeyIdLength);
+
+  Result ok = cli.Run({"verify", "-"}, token + "\n");
+  CHECK(ok.code == 0);
+  CHECK_THAT(ok.out, Catch::StartsWith("ok: " + id));
+  Result scoped = cli.Run({"verify", "-", "--scope", "admin"}, token + "\n");
+  CHECK(scoped.code == 1);
+  CHECK_THAT(scoped.out, Catch::Contains("insufficient_scope"));
+  CHECK_THAT(scoped.out, Catch::Contains("403"));
+
+  Result revoked = cli.Run({"revoke", id});
+  CHECK(revoked.code == 0);
+  Result rejected = cli.Run({"verify", "-"}, token);
+  CHECK(rejected.code == 1);
+  CHECK_THAT(rejected.out, Catch::Contains("revoked"));
+  CHECK_THAT(rejected.out, Catch::Contains("401"));
+  Result list_revoked = cli.Run({"list", "--state", "revoked"});
+  CHECK_THAT(list_revoked.out, Catch::Contains(id));
+
+  CHECK(cli.Run({"restore", id}).code == 0);
+  CHECK(cli.Run({"verify", "-"}, token).code == 0);
+
+  Result refused = cli.Run({"delete", id});
+  CHECK(refused.code == 2);
+  CHECK_THAT(refused.err, Catch::Contains("--yes"));
+  CHECK(cli.Run({"verify", "-"}, token).code == 0);  // still there
+  CHECK(cli.Run({"delete", id, "--yes"}).code == 0);
+  Result unknown = cli.Run({"verify", "-"}, token);
+  CHECK(unknown.code == 1);
+  CHECK_THAT(unknown.out, Catch::Contains("unknown"));
+  Result gone = cli.Run({"show", id});
+  CHECK(gone.code == 3);
+  CHECK_THAT(gone.err, Catch::Contains("not found"));
+
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), token));
+}
+
+TEST_CASE("keygate CLI: --json on every command", "[cli][json]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::string id;
+  const std::string token =
+      CreateToken(cli,
+                  {"--name", "json key", "--owner", "bob", "--env", "preview", "--scope",
+                   "read:all", "--meta", "team=payments", "--rate", "100/1m", "--expires", "30d"},
+                  &id);
+  TokenView parsed;
+  REQUIRE(ParseToken(token, &parsed) == TokenError::kNone);
+  REQUIRE(id.rfind("key_", 0) == 0);
+
+  const std::vector<std::vector<std::string>> commands = {
+      {"list"},       {"show", id},    {"modify", id, "--name", "renamed"},
+      {"revoke", id}, {"restore", id}, {"scopes"},
+      {"envs"},
+  };
+  for (const auto& cmd : commands) {
+    std::vector<std::string> args{"--json"};
+    args.insert(args.end(), cmd.begin(), cmd.end());
+    Result r = cli.Run(args);
+    INFO(cmd.front() << ": " << r.err);
+    CHECK(r.code == 0);
+    CHECK(LooksLikeJson(r.out));
+  }
+  // --json also works after the command.
+  Result show = cli.Run({"show", id, "--json"});
+  CHECK(LooksLikeJson(show.out));
+  CHECK(JsonField(show.out, "name") == "renamed");
+  CHECK(JsonField(show.out, "state") == "active");
+  CHECK(JsonField(show.out, "team") == "payments");
+  CHECK_THAT(show.out, Catch::Contains("\"rate\":100"));
+  CHECK_THAT(show.out, Catch::Contains("\"period_ms\":60000"));
+
+  Result v = cli.Run({"--json", "verify", "-"}, token);
+  CHECK(v.code == 0);
+  CHECK(LooksLikeJson(v.out));
+  CHECK_THAT(v.out, Catch::Contains("\"ok\":true"));
+  CHECK(JsonField(v.out, "outcome") == "ok");
+  CHECK(JsonField(v.out, "key_id") == id);
+
+  Result rolled = cli.Run({"--json", "roll", id, "--grace", "1h"});
+  CHECK(rolled.code == 0);
+  const std::string new_token = JsonField(rolled.out, "token");
+  CHECK(ParseToken(new_token, &parsed) == TokenError::kNone);
+  CHECK(new_token != token);
+  CHECK(cli.Run({"verify", "-"}, new_token).code == 0);
+  CHECK(cli.Run({"verify", "-"}, token).code == 0);  // within the grace period
+
+  Result del = cli.Run({"--json", "delete", id, "--yes"});
+  CHECK(del.code == 0);
+  CHECK(JsonField(del.out, "deleted") == id);
+  Result v2 = cli.Run({"--json", "verify", "-"}, new_token);
+  CHECK(v2.code == 1);
+  CHECK(JsonField(v2.out, "outcome") == "unknown");
+  CHECK_THAT(v2.out, Catch::Contains("\"http_status\":401"));
+}
+
+TEST_CASE("keygate CLI: list filters by environment, owner, state, kind and name; pages",
+          "[cli][list]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::string a, b, c, d;
+  CreateToken(cli, {"--name", "Deploy Bot", "--owner", "alice", "--env", "production"}, &a);
+  CreateToken(cli, {"--name", "nightly backup", "--owner", "alice", "--env", "preview"}, &b);
+  CreateToken(cli, {"--name", "deploy canary", "--owner", "bob", "--env", "production"}, &c);
+  CreateToken(cli,
+              {"--name", "personal", "--owner", "bob", "--env", "production", "--kind", "personal"},
+              &d);
+  REQUIRE(cli.Run({"revoke", c}).code == 0);
+
+  auto ids = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    args.insert(args.begin() + 1, "list");
+    Result r = cli.Run(args);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    std::vector<std::string> found;
+    for (const std::string& id : {a, b, c, d}) {
+      if (absl::StrContains(r.out, id)) found.push_back(id);
+    }
+    return found;
+  };
+  CHECK(ids({}).size() == 4);
+  CHECK(ids({"--env", "preview"}) == std::vector<std::string>{b});
+  CHECK(ids({"--owner", "bob"}).size() == 2);
+  CHECK(ids({"--state", "revoked"}) == std::vector<std::string>{c});
+  CHECK(ids({"--kind", "personal"}) == std::vector<std::string>{d});
+  CHECK(ids({"--search", "DEPLOY"}).size() == 2);
+  CHECK(ids({"-s", "deploy", "--owner", "alice"}) == std::vector<std::string>{a});
+  CHECK(ids({"--search", "no such"}).empty());
+
+  Result page = cli.Run({"--json", "list", "--limit", "3"});
+  REQUIRE(page.code == 0);
+  const std::string cursor = JsonField(page.out, "next_cursor");
+  REQUIRE_FALSE(cursor.empty());
+  Result rest = cli.Run({"--json", "list", "--limit", "3", "--cursor", cursor});
+  REQUIRE(rest.code == 0);
+  CHECK(JsonField(rest.out, "next_cursor").empty());
+  int total = 0;
+  for (const std::string& id : {a, b, c, d}) {
+    total += absl::StrContains(page.out, id) + absl::StrContains(rest.out, id);
+  }
+  CHECK(total == 4);
+  Result all = cli.Run({"list", "--limit", "1", "--all"});
+  for (const std::string& id : {a, b, c, d}) CHECK_THAT(all.out, Catch::Contains(id));
+  Result human_page = cli.Run({"list", "--limit", "2"});
+  CHECK_THAT(human_page.err, Catch::Contains("--cursor"));
+}
+
+TEST_CASE("keygate CLI: errors go to stderr with usage and distinct exit codes", "[cli][errors]") {
+  TempDir dir;
+  Cli cli(dir);
+
+  Result no_command = cli.Run({});
+  CHECK(no_command.code == 2);
+  CHECK_THAT(no_command.err, Catch::Contains("Usage:"));
+  CHECK(no_command.out.empty());
+
+  Result bad_flag = cli.Run({"list", "--frobnicate"});
+  CHECK(bad_flag.code == 2);
+  CHECK_THAT(bad_flag.err, Catch::Contains("--frobnicate"));
+  CHECK_THAT(bad_flag.err, Catch::Contains("Usage: keygate list"));
+
+  Result unknown_cmd = cli.Run({"explode"});
+  CHECK(unknown_cmd.code == 2);
+  CHECK_THAT(unknown_cmd.err, Catch::Contains("Usage:"));
+
+  Result missing = cli.Run({"create", "--name", "x", "--owner", "y"});
+  CHECK(missing.code == 2);
+  CHECK_THAT(missing.err, Catch::Contains("--env"));
+  CHECK_THAT(missing.err, Catch::Contains("Usage: keygate create"));
+
+  Result bad_limit = cli.Run({"list", "--limit", "5000"});
+  CHECK(bad_limit.code == 2);
+
+  // Reading commands never create a database.
+  Result list_missing = cli.Run({"list"});
+  CHECK(list_missing.code == 3);
+  CHECK_THAT(list_missing.err, Catch::Contains("does not exist"));
+  CHECK_FALSE(Exists(cli.db()));
+
+  Result bad_scope =
+      cli.Run({"create", "--name", "x", "--owner", "y", "--env", "production", "--scope", "root"});
+  CHECK(bad_scope.code == 3);
+  CHECK_THAT(bad_scope.err, Catch::Contains("scopes: unknown scope 'root'"));
+  Result bad_env = cli.Run({"create", "--name", "x", "--owner", "y", "--env", "staging"});
+  CHECK(bad_env.code == 3);
+  CHECK_THAT(bad_env.err, Catch::Contains("environment"));
+  Result bad_hook = cli.Run({"create", "--name", "x", "--owner", "y", "--env", "production",
+                             "--webhook", "http://example.com/hook"});
+  CHECK(bad_hook.code == 3);
+  CHECK_THAT(bad_hook.err, Catch::Contains("https"));
+  Result bad_expiry = cli.Run(
+      {"create", "--name", "x", "--owner", "y", "--env", "production", "--expires", "soon"});
+  CHECK(bad_expiry.code == 2);
+
+  std::string id;
+  const std::string token =
+      CreateToken(cli, {"--name", "k", "--owner", "o", "--env", "preview"}, &id);
+  // A token pasted where a key id belongs is refused and never echoed.
+  Result pasted = cli.Run({"revoke", token});
+  CHECK(pasted.code == 2);
+  CHECK_THAT(pasted.err, Catch::Contains("looks like a token"));
+  Result extra = cli.Run({"create", "--name", "x", "--owner", "y", "--env", "preview", token});
+  CHECK(extra.code == 2);
+  Result stale = cli.Run({"modify", id, "--name", "n", "--if-version", "7"});
+  CHECK(stale.code == 3);
+  CHECK_THAT(stale.err, Catch::Contains("version conflict"));
+  Result nothing = cli.Run({"modify", id});
+  CHECK(nothing.code == 2);
+  Result garbage = cli.Run({"verify", "-"}, "not-a-token\n");
+  CHECK(garbage.code == 1);
+  CHECK_THAT(garbage.out, Catch::Contains("malformed"));
+  Result flipped = cli.Run({"verify", "-"}, token.substr(0, token.size() - 1) + "x");
+  CHECK(flipped.code == 1);
+  CHECK_THAT(flipped.out, Catch::Contains("malformed"));
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), token));
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), token.substr(8, 43)));
+
+  for (const char* cmd : {"create", "list", "show", "modify", "revoke", "restore", "delete", "roll",
+                          "verify", "scopes", "envs"}) {
+    Result help = cli.Run({cmd, "--help"});
+    INFO(cmd);
+    CHECK(help.code == 0);
+    CHECK_THAT(help.out, Catch::Contains(absl::StrCat("Usage: keygate ", cmd)));
+  }
+}
+
+TEST_CASE("keygate CLI: database from $KEYGATE_DB or ./keygate.db", "[cli]") {
+  TempDir dir;
+  Cli cli(dir);
+  const std::string env_db = dir.File("from-env.db");
+  Result r = cli.Run({"create", "--name", "env", "--owner", "o", "--env", "preview"}, "",
+                     {"KEYGATE_DB=" + env_db}, /*with_db=*/false);
+  CHECK(r.code == 0);
+  CHECK(Exists(env_db));
+  Result cwd = cli.Run({"create", "--name", "cwd", "--owner", "o", "--env", "preview"}, "",
+                       {"KEYGATE_DB"}, /*with_db=*/false, dir.path());
+  CHECK(cwd.code == 0);
+  CHECK(Exists(dir.File("keygate.db")));
+  // --db wins over the environment.
+  Result both = cli.Run({"list"}, "", {"KEYGATE_DB=" + env_db});
+  CHECK_THAT(both.out, Catch::Contains("cwd"));
+  CHECK_FALSE(absl::StrContains(both.out, " env "));
+}
+
+TEST_CASE("keygate CLI: $KEYGATE_PEPPER_FILE keys the digests", "[cli][pepper]") {
+  TempDir dir;
+  Cli cli(dir);
+  const std::string pepper = dir.File("pepper");
+  { std::ofstream(pepper) << std::string(40, 'p') << "\n"; }
+  const std::vector<std::string> with_pepper{"KEYGATE_PEPPER_FILE=" + pepper};
+  Result r = cli.Run({"create", "--name", "peppered", "--owner", "o", "--env", "production"}, "",
+                     with_pepper);
+  REQUIRE(r.code == 0);
+  const std::string token = Trim(r.out);
+  CHECK(cli.Run({"verify", "-"}, token, with_pepper).code == 0);
+  Result without = cli.Run({"verify", "-"}, token, {"KEYGATE_PEPPER_FILE"});
+  CHECK(without.code == 1);
+  CHECK_THAT(without.out, Catch::Contains("unknown"));
+
+  { std::ofstream(pepper) << "short"; }
+  Result short_pepper = cli.Run({"verify", "-"}, token, with_pepper);
+  CHECK(short_pepper.code == 3);
+  CHECK_THAT(short_pepper.err, Catch::Contains("pepper"));
+  Result missing = cli.Run({"scopes"}, "", {"KEYGATE_PEPPER_FILE=" + dir.File("nope")});
+  CHECK(missing.code == 3);
+}
+
+TEST_CASE("keygate CLI: the database holds no token in plaintext", "[cli][security]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::vector<std::string> tokens;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    std::string id;
+    tokens.push_back(CreateToken(cli,
+                                 {"--name", absl::StrCat("grep me ", i), "--owner", "alice",
+                                  "--env", i % 2 ? "production" : "preview"},
+                                 &id));
+    ids.push_back(id);
+  }
+  Result rolled = cli.Run({"--json", "roll", ids[0], "--grace", "1h"});
+  REQUIRE(rolled.code == 0);
+  tokens.push_back(JsonField(rolled.out, "token"));
+  REQUIRE(cli.Run({"revoke", ids[1]}).code == 0);
+
+  std::string bytes;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) bytes += ReadFile(cli.db() + suffix);
+  REQUIRE(bytes.size() > 4096);
+  for (const std::string& t : tokens) {
+    TokenView v;
+    REQUIRE(ParseToken(t, &v) == TokenError::kNone);
+    CHECK(bytes.find(t) == std::string::npos);
+    CHECK(bytes.find(v.secret) == std::string::npos);
+    CHECK(bytes.find(v.secret.substr(10, 20)) == std::string::npos);
+  }
+  // The grep does find what is meant to be there.
+  CHECK(bytes.find("grep me 3") != std::string::npos);
+  CHECK(bytes.find(TokenHint(tokens[2])) != std::string::npos);
+}
+
+TEST_CASE("keygate CLI: a revoke from the CLI reaches a subscribed store in another process",
+          "[cli][feed]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::string id;
+  CreateToken(cli, {"--name", "watched", "--owner", "o", "--env", "production"}, &id);
+
+  SqliteOptions o;
+  o.path = cli.db();
+  o.poll_interval = absl::Milliseconds(50);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  REQUIRE(store.ok());
+  const std::uint64_t start = *(*store)->LastSequence();
+  std::atomic<int> calls{0};
+  auto sub = (*store)->Subscribe([&] { calls.fetch_add(1); });
+  REQUIRE(sub.ok());
+
+  REQUIRE(cli.Run({"revoke", id}).code == 0);
+  const absl::Time cli_done = absl::Now();
+  const bool told = testing::WaitForCondition([&] { return calls.load() > 0; }, absl::Seconds(5));
+  const absl::Duration latency = absl::Now() - cli_done;
+  REQUIRE(told);
+  absl::StatusOr<ChangeBatch> b = (*store)->ChangesSince(start, 10);
+  REQUIRE(b.ok());
+  REQUIRE(b->changes.size() == 1);
+  CHECK(b->changes[0].key_id == id);
+  REQUIRE(b->changes[0].record.has_value());
+  CHECK(b->changes[0].record->state == KeyState::kRevoked);
+  CHECK(latency < absl::Seconds(2));
+}
+
+}  // namespace
+}  // namespace keygate

@@ -1,0 +1,12 @@
+// The KeyStore conformance suite on SqliteKeyStore: on a file in a temporary
+// directory (WAL, the production configuration) and on ":memory:".
+
+#include "catch.h"
+#include "key_store_conformance.h"
+#include "keygate/sqlite/sqlite_key_store.h"
+#include "sqlite_test_util.h"
+
+KEYGATE_KEY_STORE_CONFORMANCE(SqliteFile, "[sqlite][file]", keygate::testing::OpenTempSqliteStore())
+
+KEYGATE_KEY_STORE_CONFORMANCE(SqliteMemory, "[sqlite][memory]",
+                              keygate::testing::OpenMemorySqliteStore())

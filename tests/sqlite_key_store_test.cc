@@ -1,0 +1,545 @@
+// SqliteKeyStore beyond the conformance suite: file permissions, every bad
+// condition's error (and that the file is left untouched), schema versioning,
+// persistence, name search strategies, batch inserts and secrets at rest.
+
+#include "keygate/sqlite/sqlite_key_store.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+#include "catch.h"
+#include "key_store_conformance.h"
+#include "keygate/deployment.h"
+#include "keygate/key_manager.h"
+#include "keygate/reference_verifier.h"
+#include "keygate/token.h"
+#include "sqlite_test_util.h"
+
+namespace keygate {
+namespace {
+
+using conformance::DigestFor;
+using conformance::MakeRecord;
+using testing::OpenTempSqliteStore;
+using testing::TempDir;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void WriteFile(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+unsigned Mode(const std::string& path) {
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+
+std::string Message(const absl::Status& s) { return std::string(s.message()); }
+
+absl::StatusOr<std::shared_ptr<SqliteKeyStore>> OpenAt(const std::string& path,
+                                                       SqliteOptions o = {}) {
+  o.path = path;
+  return SqliteKeyStore::Open(o);
+}
+
+// Runs SQL on the file through a raw connection (what another tool would do).
+void RawExec(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
+  INFO((err != nullptr ? err : ""));
+  sqlite3_free(err);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+
+std::int64_t RawInt(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+  const std::int64_t v = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return v;
+}
+
+TEST_CASE("SQLite store creates new files with mode 0600, WAL and shm included",
+          "[sqlite][security]") {
+  TempDir dir;
+  const std::string path = dir.File("keygate.db");
+  {
+    auto store = OpenAt(path);
+    REQUIRE(store.ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_mode")).ok());
+    CHECK(Mode(path) == 0600);
+    REQUIRE(Exists(path + "-wal"));
+    CHECK(Mode(path + "-wal") == 0600);
+    REQUIRE(Exists(path + "-shm"));
+    CHECK(Mode(path + "-shm") == 0600);
+  }
+  CHECK(RawInt(path, "PRAGMA user_version") == SqliteKeyStore::kSchemaVersion);
+  CHECK(RawInt(path, "PRAGMA application_id") == SqliteKeyStore::kApplicationId);
+  CHECK(RawInt(path, "SELECT count(*) FROM keys") == 1);
+}
+
+TEST_CASE("SQLite store uses WAL and foreign keys (deletes cascade to digests)", "[sqlite]") {
+  TempDir dir;
+  const std::string path = dir.File("k.db");
+  SqliteOptions o;
+  o.synchronous = SqliteSynchronous::kNormal;
+  auto store = OpenAt(path, o);
+  REQUIRE(store.ok());
+  CHECK(RawInt(path, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'") == 1);
+  // foreign_keys is per connection, so check its effect: a delete cascades
+  // to the digest index only when foreign keys are on.
+  KeyRecord r = MakeRecord("key_fk");
+  REQUIRE((*store)->Insert(r).ok());
+  REQUIRE((*store)->Delete("key_fk", std::nullopt).ok());
+  CHECK(RawInt(path, "SELECT count(*) FROM digests") == 0);
+}
+
+TEST_CASE("SQLite store reports a missing directory by path and cause", "[sqlite][errors]") {
+  TempDir dir;
+  const std::string path = dir.File("no/such/dir/keygate.db");
+  auto store = OpenAt(path);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kNotFound);
+  CHECK_THAT(Message(store.status()), Catch::Contains(path));
+  CHECK_THAT(Message(store.status()), Catch::Contains("does not exist"));
+  CHECK_FALSE(Exists(dir.File("no")));
+}
+
+TEST_CASE("SQLite store does not create a file when create_if_missing is false",
+          "[sqlite][errors]") {
+  TempDir dir;
+  const std::string path = dir.File("absent.db");
+  SqliteOptions o;
+  o.create_if_missing = false;
+  auto store = OpenAt(path, o);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kNotFound);
+  CHECK_THAT(Message(store.status()), Catch::Contains(path));
+  CHECK_FALSE(Exists(path));
+}
+
+TEST_CASE("SQLite store refuses a read-only file and leaves it untouched", "[sqlite][errors]") {
+  TempDir dir;
+  const std::string path = dir.File("ro.db");
+  {
+    auto store = OpenAt(path);
+    REQUIRE(store.ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_ro")).ok());
+  }
+  REQUIRE(::chmod(path.c_str(), 0444) == 0);
+  const std::string before = ReadFile(path);
+  auto store = OpenAt(path);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kPermissionDenied);
+  CHECK_THAT(Message(store.status()), Catch::Contains(path));
+  CHECK_THAT(Message(store.status()), Catch::Contains("read-only"));
+  CHECK(ReadFile(path) == before);
+  // Writable again: the data is all there.
+  REQUIRE(::chmod(path.c_str(), 0600) == 0);
+  auto again = OpenAt(path);
+  REQUIRE(again.ok());
+  CHECK((*again)->Get("key_ro").ok());
+}
+
+TEST_CASE("SQLite store refuses a file that is not a database and leaves it untouched",
+          "[sqlite][errors]") {
+  TempDir dir;
+  const std::string path = dir.File("notes.txt");
+  const std::string text(8192, 'x');
+  WriteFile(path, "These are my notes, not a database.\n" + text);
+  const std::string before = ReadFile(path);
+  auto store = OpenAt(path);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(Message(store.status()), Catch::Contains(path));
+  CHECK_THAT(Message(store.status()), Catch::Contains("not a SQLite database"));
+  CHECK(ReadFile(path) == before);
+  CHECK_FALSE(Exists(path + "-wal"));
+}
+
+TEST_CASE("SQLite store refuses another application's database", "[sqlite][errors]") {
+  TempDir dir;
+  const std::string path = dir.File("other.db");
+  RawExec(path,
+          "CREATE TABLE invoices(id INTEGER PRIMARY KEY, amount INTEGER);"
+          "INSERT INTO invoices(amount) VALUES (42);");
+  const std::string before = ReadFile(path);
+  auto store = OpenAt(path);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(Message(store.status()), Catch::Contains("not a keygate database"));
+  CHECK(ReadFile(path) == before);
+
+  RawExec(path, "PRAGMA application_id = 1234");
+  store = OpenAt(path);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(Message(store.status()), Catch::Contains("another application"));
+  CHECK(RawInt(path, "SELECT amount FROM invoices") == 42);
+}
+
+TEST_CASE("SQLite store refuses a database from a newer schema without touching it",
+          "[sqlite][errors][schema]") {
+  TempDir dir;
+  const std::string path = dir.File("future.db");
+  {
+    auto store = OpenAt(path);
+    REQUIRE(store.ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_future")).ok());
+  }
+  RawExec(path, "PRAGMA user_version = 99");
+  auto store = OpenAt(path);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(Message(store.status()), Catch::Contains(path));
+  CHECK_THAT(Message(store.status()), Catch::Contains("schema version 99"));
+  CHECK_THAT(Message(store.status()), Catch::Contains("newer"));
+  CHECK(RawInt(path, "PRAGMA user_version") == 99);
+  CHECK(RawInt(path, "SELECT count(*) FROM keys") == 1);
+}
+
+TEST_CASE("SQLite store write past the busy timeout is kUnavailable, then succeeds",
+          "[sqlite][errors]") {
+  TempDir dir;
+  const std::string path = dir.File("locked.db");
+  SqliteOptions o;
+  o.busy_timeout = absl::Milliseconds(150);
+  auto store = OpenAt(path, o);
+  REQUIRE(store.ok());
+
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  const absl::Time start = absl::Now();
+  absl::Status s = (*store)->Insert(MakeRecord("key_locked"));
+  const absl::Duration waited = absl::Now() - start;
+  CHECK(s.code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(Message(s), Catch::Contains(path));
+  CHECK_THAT(Message(s), Catch::Contains("locked"));
+  CHECK(waited >= absl::Milliseconds(100));
+  // Reads still work while another process writes (WAL).
+  CHECK((*store)->Get("key_locked").status().code() == absl::StatusCode::kNotFound);
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  CHECK((*store)->Insert(MakeRecord("key_locked")).ok());
+}
+
+TEST_CASE("SQLite store open that must migrate a locked file is kUnavailable",
+          "[sqlite][errors][schema]") {
+  TempDir dir;
+  const std::string path = dir.File("fresh.db");
+  // An empty (version 0) database another connection holds exclusively.
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  SqliteOptions o;
+  o.busy_timeout = absl::Milliseconds(100);
+  auto store = OpenAt(path, o);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(Message(store.status()), Catch::Contains(path));
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  store = OpenAt(path, o);
+  INFO(store.status().ToString());
+  CHECK(store.ok());
+}
+
+TEST_CASE("SQLite store validates its options", "[sqlite][errors]") {
+  SqliteOptions o;
+  o.path = "";
+  CHECK(SqliteKeyStore::Open(o).status().code() == absl::StatusCode::kInvalidArgument);
+  o.path = ":memory:";
+  o.poll_interval = absl::ZeroDuration();
+  absl::Status s = SqliteKeyStore::Open(o).status();
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(Message(s), Catch::Contains("poll_interval"));
+  o.poll_interval = absl::Milliseconds(250);
+  o.busy_timeout = -absl::Seconds(1);
+  CHECK(SqliteKeyStore::Open(o).status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("SQLite store keeps keys and sequences across reopen", "[sqlite][schema]") {
+  TempDir dir;
+  const std::string path = dir.File("persist.db");
+  std::uint64_t last = 0;
+  {
+    auto store = OpenAt(path);
+    REQUIRE(store.ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_p1")).ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_p2")).ok());
+    REQUIRE((*store)->Delete("key_p2", std::nullopt).ok());
+    last = *(*store)->LastSequence();
+    REQUIRE(last == 3);
+  }
+  auto store = OpenAt(path);
+  REQUIRE(store.ok());
+  CHECK((*store)->Get("key_p1").ok());
+  CHECK(*(*store)->LastSequence() == last);
+  // Deleting the newest change row must not let AUTOINCREMENT reuse it.
+  REQUIRE((*store)->Insert(MakeRecord("key_p3")).ok());
+  CHECK(*(*store)->LastSequence() == last + 1);
+  absl::StatusOr<ChangeBatch> b = (*store)->ChangesSince(0, 10);
+  REQUIRE(b.ok());
+  REQUIRE(b->changes.size() == 3);
+  CHECK(b->changes[1].key_id == "key_p2");
+  CHECK_FALSE(b->changes[1].record.has_value());
+  CHECK((*store)->CheckIntegrity().ok());
+  CHECK(*(*store)->Count() == 2);
+}
+
+TEST_CASE("SQLite store migrates an empty version-0 file it finds", "[sqlite][schema]") {
+  TempDir dir;
+  const std::string path = dir.File("empty.db");
+  WriteFile(path, "");  // a zero-length file is an empty SQLite database
+  REQUIRE(::chmod(path.c_str(), 0600) == 0);
+  auto store = OpenAt(path);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  REQUIRE((*store)->Insert(MakeRecord("key_m")).ok());
+  CHECK(RawInt(path, "PRAGMA user_version") == SqliteKeyStore::kSchemaVersion);
+}
+
+TEST_CASE("SQLite InsertBatch is all or nothing", "[sqlite][batch]") {
+  auto store = OpenTempSqliteStore();
+  std::vector<KeyRecord> batch;
+  for (int i = 0; i < 100; ++i) batch.push_back(MakeRecord(absl::StrCat("key_b", 1000 + i)));
+  REQUIRE(store->InsertBatch(batch).ok());
+  CHECK(*store->Count() == 100);
+  const std::uint64_t seq = *store->LastSequence();
+  CHECK(seq == 100);
+
+  std::vector<KeyRecord> bad;
+  for (int i = 0; i < 10; ++i) bad.push_back(MakeRecord(absl::StrCat("key_c", 1000 + i)));
+  bad.push_back(MakeRecord("key_b1050"));  // duplicate id
+  absl::Status s = store->InsertBatch(bad);
+  CHECK(s.code() == absl::StatusCode::kAlreadyExists);
+  CHECK_THAT(Message(s), Catch::Contains("key_b1050"));
+  CHECK(*store->Count() == 100);
+  CHECK(*store->LastSequence() == seq);
+  CHECK(store->Get("key_c1000").status().code() == absl::StatusCode::kNotFound);
+}
+
+// Brute force: what List must return for a name search.
+std::vector<std::string> Expected(const std::vector<KeyRecord>& all, std::string_view needle) {
+  std::string n(needle);
+  std::transform(n.begin(), n.end(), n.begin(),
+                 [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; });
+  std::vector<std::string> ids;
+  for (const KeyRecord& r : all) {
+    std::string name = r.name;
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; });
+    if (name.find(n) != std::string::npos) ids.push_back(r.id);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+TEST_CASE("SQLite name search gives the same answers on its sparse and dense paths",
+          "[sqlite][list]") {
+  auto store = OpenTempSqliteStore();
+  // 6000 names: every one contains "service" (dense: beyond the trigram
+  // threshold), few contain "Zebra" or a quote (sparse), two-letter needles
+  // go through the scan.
+  std::vector<KeyRecord> all;
+  for (int i = 0; i < 6000; ++i) {
+    std::string name = absl::StrCat("Service ", i, i % 997 == 0 ? " Zebra-Crossing" : "",
+                                    i % 1500 == 7 ? " say \"hi\"" : "", i % 2 ? " µ-Ünit" : "");
+    KeyRecord r = MakeRecord(absl::StrCat("key_s", 100000 + (i * 7919) % 6000), "alice",
+                             "production", KeyKind::kGeneral, name);
+    all.push_back(r);
+  }
+  // Rare two-character needles: a whole 2-character name, one at the very
+  // end of a name, one in the middle.
+  for (const char* name : {"Qz", "deploy key xY", "a wQ7 b"}) {
+    all.push_back(
+        MakeRecord(absl::StrCat("key_x", all.size()), "bob", "preview", KeyKind::kGeneral, name));
+  }
+  REQUIRE(store->InsertBatch(all).ok());
+  for (const char* needle :
+       {"zebra", "ZEBRA-c", "service",       "SERVICE 59", "ce 1", "\"hi\"", "y \"", "µ-ün", "Ün",
+        "e",     "99",      "no such thing", "%",          "_",    "qz",     "XY",   "q7",   "w",
+        "zz",    "µ-",      "i\"",           "1 "}) {
+    INFO("needle: " << needle);
+    ListFilter f;
+    f.name_contains = needle;
+    const std::vector<std::string> got = conformance::ListAllIds(*store, f);
+    // Non-ASCII letters are compared byte-wise (ASCII-only case folding).
+    CHECK(got == Expected(all, needle));
+    ListOptions small;
+    small.filter = f;
+    small.limit = 7;
+    CHECK(conformance::ListAllIds(*store, small) == got);
+  }
+}
+
+TEST_CASE("SQLite name index follows renames and deletes", "[sqlite][list]") {
+  auto store = OpenTempSqliteStore();
+  for (int i = 0; i < 20; ++i) {
+    REQUIRE(store
+                ->Insert(MakeRecord(absl::StrCat("key_n", 100 + i), "alice", "production",
+                                    KeyKind::kGeneral, absl::StrCat("Original Name ", i)))
+                .ok());
+  }
+  absl::StatusOr<KeyRecord> r = store->Get("key_n105");
+  REQUIRE(r.ok());
+  KeyRecord renamed = *r;
+  renamed.name = "Brand New Title";
+  REQUIRE(store->Update(renamed).ok());
+  REQUIRE(store->Delete("key_n106", std::nullopt).ok());
+  // Same name again (no index change) and an unrelated field.
+  absl::StatusOr<KeyRecord> again = store->Get("key_n105");
+  REQUIRE(again.ok());
+  KeyRecord same = *again;
+  same.description = "only the description";
+  REQUIRE(store->Update(same).ok());
+
+  auto search = [&](const char* needle) {
+    ListFilter f;
+    f.name_contains = needle;
+    return conformance::ListAllIds(*store, f);
+  };
+  CHECK(search("brand new") == std::vector<std::string>{"key_n105"});
+  CHECK(search("nal name 5").empty());
+  CHECK(search("nal name 6").empty());
+  CHECK(search("nal name 1").size() == 11);  // 1 and 10..19
+  CHECK(search("le").size() == 1);           // "Title" only (2 characters)
+  CHECK(store->CheckIntegrity().ok());
+}
+
+TEST_CASE("SQLite store never holds a token in plaintext", "[sqlite][security]") {
+  TempDir dir;
+  const std::string path = dir.File("secrets.db");
+  auto store = OpenAt(path);
+  REQUIRE(store.ok());
+  KeyManager::Options mo;
+  mo.deployment = *Deployment::Create({});
+  mo.store = *store;
+  KeyManager manager(mo);
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 20; ++i) {
+    CreateKeyRequest req;
+    req.name = absl::StrCat("key ", i);
+    req.owner = "alice";
+    req.environment = i % 2 ? "production" : "preview";
+    req.scopes = {"read:all"};
+    absl::StatusOr<CreatedKey> k = manager.Create(req, "test");
+    REQUIRE(k.ok());
+    tokens.emplace_back(k->token.Reveal(InsecureSecretAccess::Get()));
+    if (i % 5 == 0) {
+      absl::StatusOr<CreatedKey> rolled = manager.Roll(k->record.id, absl::Hours(1), "test");
+      REQUIRE(rolled.ok());
+      tokens.emplace_back(rolled->token.Reveal(InsecureSecretAccess::Get()));
+    }
+  }
+  // Everything that reached the disk: database, WAL (not yet checkpointed).
+  const std::string bytes = ReadFile(path) + ReadFile(path + "-wal");
+  REQUIRE(bytes.size() > 4096);
+  for (const std::string& t : tokens) {
+    TokenView v;
+    REQUIRE(ParseToken(t, &v) == TokenError::kNone);
+    CHECK(bytes.find(t) == std::string::npos);
+    CHECK(bytes.find(v.secret) == std::string::npos);
+    CHECK(bytes.find(v.secret.substr(0, 16)) == std::string::npos);
+  }
+  // Sanity: the search would find what IS stored (the display hints).
+  CHECK(bytes.find(TokenHint(tokens.front())) != std::string::npos);
+}
+
+TEST_CASE("SQLite store errors never echo what was bound", "[sqlite][security]") {
+  auto store = OpenTempSqliteStore();
+  KeyRecord a = MakeRecord("key_echo");
+  a.name = "kg_live_ThisLooksLikeATokenButIsAName0000000000000000000";
+  REQUIRE(store->Insert(a).ok());
+  KeyRecord b = MakeRecord("key_echo2");
+  b.digest = a.digest;
+  b.name = a.name;
+  absl::Status s = store->Insert(b);
+  CHECK(s.code() == absl::StatusCode::kAlreadyExists);
+  CHECK_THAT(Message(s), !Catch::Contains("kg_live_"));
+}
+
+TEST_CASE("SQLite subscription sees commits from another connection", "[sqlite][feed]") {
+  TempDir dir;
+  const std::string path = dir.File("feed.db");
+  SqliteOptions o;
+  o.poll_interval = absl::Milliseconds(20);
+  auto writer = OpenAt(path, o);
+  REQUIRE(writer.ok());
+  auto reader = OpenAt(path, o);
+  REQUIRE(reader.ok());
+  std::atomic<int> calls{0};
+  auto sub = (*reader)->Subscribe([&] { calls.fetch_add(1); });
+  REQUIRE(sub.ok());
+  REQUIRE((*writer)->Insert(MakeRecord("key_x1")).ok());
+  CHECK(conformance::WaitFor([&] { return calls.load() > 0; }, absl::Seconds(5)));
+  absl::StatusOr<ChangeBatch> b = (*reader)->ChangesSince(0, 10);
+  REQUIRE(b.ok());
+  REQUIRE(b->changes.size() == 1);
+  CHECK(b->changes[0].key_id == "key_x1");
+
+  // Quiet store: the poller does not call back without a commit.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const int settled = calls.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(calls.load() == settled);
+}
+
+TEST_CASE("SQLite store can be destroyed from inside its subscription callback",
+          "[sqlite][feed][concurrent]") {
+  auto store = OpenTempSqliteStore();
+  std::shared_ptr<SqliteKeyStore> held = store;
+  std::unique_ptr<Subscription> sub;
+  std::atomic<bool> done{false};
+  auto s = store->Subscribe([&] {
+    if (done.exchange(true)) return;
+    sub.reset();   // unsubscribe from inside the callback: must not deadlock
+    held.reset();  // and drop the last reference to the store
+  });
+  REQUIRE(s.ok());
+  sub = *std::move(s);
+  REQUIRE(store->Insert(MakeRecord("key_self")).ok());
+  store.reset();
+  CHECK(conformance::WaitFor([&] { return done.load(); }, absl::Seconds(5)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
+}  // namespace
+}  // namespace keygate
