@@ -191,19 +191,22 @@ TEST_CASE("KeyManager mints a distinct token and id for every key", "[manager][c
   CHECK(tokens.size() == 50);
 }
 
-TEST_CASE("Key ids are key_ plus 22 base62 characters without modulo bias",
+TEST_CASE("Key ids are key_, the creation time, and 14 unbiased random base62 characters",
           "[manager][create][random]") {
   Fixture f;
   const std::string alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   std::map<char, int> counts;
-  const int keys = 2000;
+  const int keys = 3000;
+  const std::string time_part =
+      Base62EncodeFixed(static_cast<std::uint64_t>(absl::ToUnixMillis(f.clock->Now())), 8);
   for (int i = 0; i < keys; ++i) {
     absl::StatusOr<CreatedKey> k = f.manager->Create(f.Request(), "alice");
     REQUIRE_OK(k);
     const std::string& id = k->record.id;
     REQUIRE(id.size() == kKeyIdLength);
     REQUIRE(id.substr(0, 4) == "key_");
-    for (char c : id.substr(4)) {
+    REQUIRE(id.substr(4, 8) == time_part);
+    for (char c : id.substr(12)) {
       REQUIRE(alphabet.find(c) != std::string::npos);
       counts[c]++;
     }
@@ -220,12 +223,22 @@ TEST_CASE("Key ids are key_ plus 22 base62 characters without modulo bias",
   INFO("ratio " << ratio);
   CHECK(ratio > 0.92);
   CHECK(ratio < 1.08);
-  const double mean = keys * 22.0 / 62;
+  const double mean = keys * 14.0 / 62;
   for (const auto& [c, n] : counts) {
     INFO("symbol " << c << " count " << n);
     CHECK(n > mean * 0.75);
     CHECK(n < mean * 1.25);
   }
+}
+
+TEST_CASE("Key ids sort in creation order", "[manager][create]") {
+  Fixture f;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    ids.push_back(f.MustCreate(f.Request(absl::StrCat("key ", i))).record.id);
+    f.clock->Advance(absl::Milliseconds(1));
+  }
+  CHECK(std::is_sorted(ids.begin(), ids.end()));
 }
 
 TEST_CASE("KeyManager returns no token when the store rejects the record",

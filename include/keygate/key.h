@@ -79,7 +79,9 @@ struct RolledSecret {
   friend bool operator==(const RolledSecret&, const RolledSecret&) = default;
 };
 
-inline constexpr std::size_t kKeyIdLength = 26;  // "key_" + 22 base62
+// "key_" + 8 base62 chars of the creation time in Unix ms + 14 random base62
+// chars: unique, not secret, and sorted by creation time.
+inline constexpr std::size_t kKeyIdLength = 26;
 inline constexpr std::size_t kMaxNameLength = 128;
 inline constexpr std::size_t kMaxDescriptionLength = 1024;
 inline constexpr std::size_t kMaxOwnerLength = 128;
