@@ -13,6 +13,7 @@
 #include "keygate/digest.h"
 #include "keygate/event_sink.h"
 #include "keygate/http.h"
+#include "keygate/http_request.h"
 #include "keygate/key.h"
 #include "keygate/key_manager.h"
 #include "keygate/key_store.h"

@@ -1,0 +1,353 @@
+// keygate-example-server: an HTTPS API protected by keygate, with its keys in
+// the SQLite file the `keygate` command-line tool manages.
+//
+//   keygate-example-server --db keygate.db [--port 8443] [--http-port 8080]
+//
+// Keys made, revoked, restored or rolled with `keygate --db keygate.db ...`
+// while the server runs take effect on it within the change-feed poll
+// interval (--feed-poll-ms, default 50 ms): the hot-path Verifier follows the
+// store's change feed. With --verifier=reference every request reads the
+// store instead (changes are immediate; ~20 us per request).
+//
+// Without --cert/--key it makes a self-signed certificate for localhost at
+// start (write it out with --write-cert so that clients can trust it:
+// `curl --cacert cert.pem https://localhost:8443/...`).
+//
+// Deployment: as the CLI's (token prefix "kg"; environments preview/test and
+// production/live; $KEYGATE_PEPPER_FILE for the pepper).
+//
+// SIGINT / SIGTERM: stop accepting, finish requests in flight, flush key
+// usage to the store, exit 0.
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+#include "keygate/deployment.h"
+#include "keygate/http_request.h"
+#include "keygate/key_store.h"
+#include "keygate/reference_verifier.h"
+#include "keygate/secret.h"
+#include "keygate/sqlite/sqlite_key_store.h"
+#include "keygate/verifier.h"
+#include "server.h"
+#include "tls.h"
+
+namespace keygate_example {
+namespace {
+
+constexpr char kUsage[] = R"(usage: keygate-example-server [options]
+
+  --db PATH                 keygate SQLite database (default: $KEYGATE_DB, else ./keygate.db)
+  --env NAME                environment this server serves (default: production)
+  --listen ADDR             address to listen on (default: 127.0.0.1)
+  --port N                  HTTPS port (default: 8443; 0: any free port)
+  --http-port N             also listen for plain HTTP, to show it is rejected (0: any free port)
+  --cert PEM --key PEM      TLS certificate chain and private key (default: self-signed, in memory)
+  --write-cert PATH         write the self-signed certificate (not the key) to PATH
+  --port-file PATH          write "https=N\nhttp=N" to PATH once listening
+  --threads N               I/O threads (default: 2)
+  --verifier KIND           hotpath (default: lock-free in-memory index following the store's
+                            change feed) or reference (reads the store on every request)
+  --feed-poll-ms N          how often to look for changes made by other processes (default: 50)
+  --realm NAME              realm in WWW-Authenticate (default: api)
+  --access-log PATH         access log: - for stdout (default), off, or a file (appended)
+  --bench-routes            add GET /open/v1/projects: GET /v1/projects without keygate
+  --simulate-outage-file P  test hook: while file P exists, every store call fails (unavailable)
+  --help                    this text
+)";
+
+struct Flags {
+  std::string db;
+  std::string env = "production";
+  std::string listen = "127.0.0.1";
+  int port = 8443;
+  int http_port = -1;
+  std::string cert;
+  std::string key;
+  std::string write_cert;
+  std::string port_file;
+  int threads = 2;
+  std::string verifier = "hotpath";
+  int feed_poll_ms = 50;
+  std::string realm = "api";
+  std::string access_log = "-";
+  bool bench_routes = false;
+  std::string outage_file;
+};
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "keygate-example-server: %s\n\n%s", message.c_str(), kUsage);
+  return 2;
+}
+
+std::optional<int> ParseInt(std::string_view text, int min, int max) {
+  int v = 0;
+  if (!absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &v) || v < min || v > max) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(std::string(flag), " ", path, ": cannot read"));
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The CLI's deployment (src/cli/main.cc): the default one, with the pepper
+// from $KEYGATE_PEPPER_FILE when set.
+absl::StatusOr<std::shared_ptr<const keygate::Deployment>> LoadDeployment() {
+  keygate::DeploymentOptions o;
+  const char* pepper_file = std::getenv("KEYGATE_PEPPER_FILE");
+  if (pepper_file != nullptr && *pepper_file != '\0') {
+    absl::StatusOr<std::string> bytes = ReadFile(pepper_file, "KEYGATE_PEPPER_FILE");
+    if (!bytes.ok()) return bytes.status();
+    if (!bytes->empty() && bytes->back() == '\n') bytes->pop_back();
+    if (!bytes->empty() && bytes->back() == '\r') bytes->pop_back();
+    o.pepper = keygate::Secret(*bytes);
+    std::fill(bytes->begin(), bytes->end(), '\0');
+  }
+  return keygate::Deployment::Create(std::move(o));
+}
+
+// A store that is down while a marker file exists: lets the end-to-end tests
+// show what clients get when the store is unavailable (503 + Retry-After,
+// never 200) without breaking a real database.
+class OutageSwitchStore final : public keygate::KeyStore {
+ public:
+  OutageSwitchStore(std::shared_ptr<keygate::KeyStore> inner, std::string marker)
+      : inner_(std::move(inner)), marker_(std::move(marker)) {}
+
+  absl::Status Insert(const keygate::KeyRecord& record) override {
+    if (Down()) return Outage();
+    return inner_->Insert(record);
+  }
+  absl::StatusOr<keygate::KeyRecord> Get(std::string_view id) override {
+    if (Down()) return Outage();
+    return inner_->Get(id);
+  }
+  absl::StatusOr<keygate::KeyRecord> FindByDigest(const keygate::Digest& digest) override {
+    if (Down()) return Outage();
+    return inner_->FindByDigest(digest);
+  }
+  absl::StatusOr<keygate::KeyRecord> Update(const keygate::KeyRecord& record) override {
+    if (Down()) return Outage();
+    return inner_->Update(record);
+  }
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected) override {
+    if (Down()) return Outage();
+    return inner_->Delete(id, expected);
+  }
+  absl::StatusOr<keygate::ListPage> List(const keygate::ListOptions& options) override {
+    if (Down()) return Outage();
+    return inner_->List(options);
+  }
+  absl::StatusOr<keygate::ChangeBatch> ChangesSince(std::uint64_t after,
+                                                    std::size_t limit) override {
+    if (Down()) return Outage();
+    return inner_->ChangesSince(after, limit);
+  }
+  absl::StatusOr<std::uint64_t> LastSequence() override {
+    if (Down()) return Outage();
+    return inner_->LastSequence();
+  }
+  absl::StatusOr<std::unique_ptr<keygate::Subscription>> Subscribe(
+      std::function<void()> on_change) override {
+    return inner_->Subscribe(std::move(on_change));
+  }
+
+ private:
+  bool Down() const { return ::access(marker_.c_str(), F_OK) == 0; }
+  static absl::Status Outage() { return absl::UnavailableError("store: simulated outage"); }
+
+  std::shared_ptr<keygate::KeyStore> inner_;
+  std::string marker_;
+};
+
+int Main(int argc, char** argv) {
+  Flags f;
+  const char* env_db = std::getenv("KEYGATE_DB");
+  f.db = env_db != nullptr && *env_db != '\0' ? env_db : "./keygate.db";
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    std::string value;
+    const bool has_inline = arg.find('=') != std::string_view::npos;
+    const std::string_view name = has_inline ? arg.substr(0, arg.find('=')) : arg;
+    auto next = [&]() -> bool {
+      if (has_inline) {
+        value = std::string(arg.substr(arg.find('=') + 1));
+        return true;
+      }
+      if (i + 1 >= argc) return false;
+      value = argv[++i];
+      return true;
+    };
+    auto int_flag = [&](int* out, int min, int max) -> bool {
+      if (!next()) return false;
+      std::optional<int> v = ParseInt(value, min, max);
+      if (!v) return false;
+      *out = *v;
+      return true;
+    };
+    bool ok = true;
+    if (name == "--help" || name == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (name == "--db") {
+      ok = next() && !(f.db = value).empty();
+    } else if (name == "--env") {
+      ok = next() && !(f.env = value).empty();
+    } else if (name == "--listen") {
+      ok = next() && !(f.listen = value).empty();
+    } else if (name == "--port") {
+      ok = int_flag(&f.port, 0, 65535);
+    } else if (name == "--http-port") {
+      ok = int_flag(&f.http_port, 0, 65535);
+    } else if (name == "--cert") {
+      ok = next() && !(f.cert = value).empty();
+    } else if (name == "--key") {
+      ok = next() && !(f.key = value).empty();
+    } else if (name == "--write-cert") {
+      ok = next() && !(f.write_cert = value).empty();
+    } else if (name == "--port-file") {
+      ok = next() && !(f.port_file = value).empty();
+    } else if (name == "--threads") {
+      ok = int_flag(&f.threads, 1, 256);
+    } else if (name == "--verifier") {
+      ok = next() && ((f.verifier = value) == "hotpath" || f.verifier == "reference");
+    } else if (name == "--feed-poll-ms") {
+      ok = int_flag(&f.feed_poll_ms, 1, 60'000);
+    } else if (name == "--realm") {
+      ok = next() && !(f.realm = value).empty();
+    } else if (name == "--access-log") {
+      ok = next() && !(f.access_log = value).empty();
+    } else if (name == "--bench-routes") {
+      f.bench_routes = true;
+    } else if (name == "--simulate-outage-file") {
+      ok = next() && !(f.outage_file = value).empty();
+    } else {
+      return UsageError(absl::StrCat("unknown option '", std::string(name), "'"));
+    }
+    if (!ok) return UsageError(absl::StrCat("bad or missing value for ", std::string(name)));
+  }
+  if (f.cert.empty() != f.key.empty()) return UsageError("--cert and --key go together");
+
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "keygate-example-server: %s\n", std::string(s.message()).c_str());
+    return 1;
+  };
+
+  // TLS material.
+  ServerConfig config;
+  if (!f.cert.empty()) {
+    absl::StatusOr<std::string> cert = ReadFile(f.cert, "--cert");
+    if (!cert.ok()) return fail(cert.status());
+    absl::StatusOr<std::string> key = ReadFile(f.key, "--key");
+    if (!key.ok()) return fail(key.status());
+    config.tls = PemPair{std::move(*cert), std::move(*key)};
+  } else {
+    absl::StatusOr<PemPair> pair = MakeSelfSignedCertificate(/*days=*/7);
+    if (!pair.ok()) return fail(pair.status());
+    config.tls = std::move(*pair);
+    if (!f.write_cert.empty()) {
+      std::ofstream out(f.write_cert, std::ios::binary | std::ios::trunc);
+      out << config.tls.certificate;
+      if (!out.flush())
+        return fail(absl::InternalError("--write-cert: cannot write " + f.write_cert));
+    }
+  }
+
+  // Keys: the SQLite file the CLI manages.
+  absl::StatusOr<std::shared_ptr<const keygate::Deployment>> deployment = LoadDeployment();
+  if (!deployment.ok()) return fail(deployment.status());
+  keygate::SqliteOptions so;
+  so.path = f.db;
+  so.poll_interval = absl::Milliseconds(f.feed_poll_ms);
+  absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> sqlite =
+      keygate::SqliteKeyStore::Open(so);
+  if (!sqlite.ok()) return fail(sqlite.status());
+  std::shared_ptr<keygate::KeyStore> store = *sqlite;
+  if (!f.outage_file.empty()) {
+    store = std::make_shared<OutageSwitchStore>(store, f.outage_file);
+  }
+
+  std::shared_ptr<keygate::Verifier> hotpath;
+  std::shared_ptr<const keygate::RequestVerifier> verifier;
+  if (f.verifier == "hotpath") {
+    keygate::VerifierOptions vo;
+    vo.deployment = *deployment;
+    vo.store = store;
+    vo.environment = f.env;
+    vo.poll_interval = absl::Milliseconds(f.feed_poll_ms);
+    absl::StatusOr<std::unique_ptr<keygate::Verifier>> v = keygate::Verifier::Create(vo);
+    if (!v.ok()) return fail(v.status());
+    hotpath = std::move(*v);
+    verifier = keygate::AdaptVerifier(hotpath);
+  } else {
+    absl::StatusOr<std::unique_ptr<keygate::ReferenceVerifier>> v =
+        keygate::ReferenceVerifier::Create(*deployment, store, f.env);
+    if (!v.ok()) return fail(v.status());
+    verifier = keygate::AdaptVerifier(std::move(*v));
+  }
+
+  keygate::HttpAuthOptions ao;
+  ao.http.realm = f.realm;
+  ao.principal_lookup = keygate::LookupPrincipalInStore(store);
+  Api api;
+  api.auth = std::make_shared<keygate::HttpAuthenticator>(verifier, ao);
+  const keygate::ScopeRegistry& scopes = (*deployment)->scopes();
+  api.read = {scopes.MaskOf(keygate::kScopeReadAll), keygate::kScopeReadAll, "", 1};
+  api.write = {scopes.MaskOf(keygate::kScopeWriteAll), keygate::kScopeWriteAll, "", 1};
+  api.admin = {scopes.MaskOf(keygate::kScopeAdmin), keygate::kScopeAdmin, "", 1};
+
+  config.address = f.listen;
+  config.https_port = f.port;
+  config.http_port = f.http_port;
+  config.threads = f.threads;
+  config.port_file = f.port_file;
+  config.bench_routes = f.bench_routes;
+  std::FILE* log_file = nullptr;
+  if (f.access_log == "-") {
+    config.access_log = stdout;
+  } else if (f.access_log != "off") {
+    log_file = std::fopen(f.access_log.c_str(), "a");
+    if (log_file == nullptr) {
+      return fail(absl::InternalError(
+          absl::StrCat("--access-log ", f.access_log, ": ", std::strerror(errno))));
+    }
+    config.access_log = log_file;
+  }
+  std::fprintf(stderr, "keygate-example-server: %s, environment %s, %s verifier\n", f.db.c_str(),
+               f.env.c_str(), f.verifier.c_str());
+
+  const absl::Status served = Serve(config, api);
+  if (hotpath) hotpath->Shutdown();  // flushes key usage (last used) to the store
+  if (log_file != nullptr) std::fclose(log_file);
+  if (!served.ok()) return fail(served);
+  std::fprintf(stderr, "keygate-example-server: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace keygate_example
+
+int main(int argc, char** argv) { return keygate_example::Main(argc, argv); }

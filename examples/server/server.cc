@@ -1,0 +1,572 @@
+// The example API server's HTTP side (server.h): an asynchronous Beast
+// server, one strand per connection, N threads on one io_context; HTTPS on
+// one port and, optionally, plain HTTP on another to show that keygate
+// refuses credentials sent in clear text.
+
+#include "server.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "boost/asio/bind_executor.hpp"
+#include "boost/asio/dispatch.hpp"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/post.hpp"
+#include "boost/asio/signal_set.hpp"
+#include "boost/asio/ssl/context.hpp"
+#include "boost/asio/steady_timer.hpp"
+#include "boost/asio/strand.hpp"
+#include "boost/beast/core.hpp"
+#include "boost/beast/http.hpp"
+#include "boost/beast/ssl.hpp"
+
+#include "keygate/adapters/beast.h"
+#include "keygate/verdict.h"
+
+namespace keygate_example {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using Request = http::request<http::string_body>;
+using Response = keygate::BeastResponse;
+
+constexpr std::size_t kBodyLimit = std::size_t{64} * 1024;
+constexpr auto kReadTimeout = std::chrono::seconds(30);
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+constexpr auto kShutdownGrace = std::chrono::seconds(5);
+
+std::string_view Std(beast::string_view v) { return {v.data(), v.size()}; }
+// Debian's Abseil has its own string_view (see notes on the Abseil quirk).
+absl::string_view Av(std::string_view v) { return {v.data(), v.size()}; }
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (u < 0x20) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\u00";
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 0xF]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+// The "name" string of a small JSON object like {"name":"billing"}; enough
+// for a demo (no escapes in names), strict about the rest.
+std::optional<std::string> NameFromBody(std::string_view body) {
+  const std::size_t key = body.find("\"name\"");
+  if (key == std::string_view::npos) return std::nullopt;
+  std::size_t i = key + 6;
+  while (i < body.size() && (body[i] == ' ' || body[i] == ':')) ++i;
+  if (i >= body.size() || body[i] != '"') return std::nullopt;
+  const std::size_t end = body.find('"', i + 1);
+  if (end == std::string_view::npos) return std::nullopt;
+  std::string name(body.substr(i + 1, end - i - 1));
+  if (name.empty() || name.size() > 100) return std::nullopt;
+  for (char c : name) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == '\\') return std::nullopt;
+  }
+  return name;
+}
+
+// The application's own data: projects in memory.
+class Projects {
+ public:
+  Projects() {
+    Add("website", "system");
+    Add("mobile-app", "system");
+  }
+  std::string ListJson() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string out = "{\"projects\":[";
+    bool first = true;
+    for (const auto& [id, p] : projects_) {
+      if (!first) out.push_back(',');
+      first = false;
+      absl::StrAppend(&out, Json(id, p));
+    }
+    out += "]}";
+    return out;
+  }
+  std::string Create(std::string name, std::string owner) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::uint64_t id = next_id_;
+    Add(std::move(name), std::move(owner));
+    return Json(id, projects_.at(id));
+  }
+  bool Delete(std::uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return projects_.erase(id) == 1;
+  }
+
+ private:
+  struct Project {
+    std::string name;
+    std::string created_by;
+  };
+  void Add(std::string name, std::string owner) {
+    projects_[next_id_++] = Project{std::move(name), std::move(owner)};
+  }
+  static std::string Json(std::uint64_t id, const Project& p) {
+    return absl::StrCat("{\"id\":", id, ",\"name\":", JsonString(p.name),
+                        ",\"created_by\":", JsonString(p.created_by), "}");
+  }
+  mutable std::mutex mu_;
+  std::map<std::uint64_t, Project> projects_;
+  std::uint64_t next_id_ = 1;
+};
+
+// What one request contributes to the access log.
+struct LogEntry {
+  keygate::Verdict verdict;
+  bool checked = false;  // a protected route (the verdict means something)
+  std::string owner;     // set when the request was attributed
+};
+
+class Server;
+
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  // Ends the connection if it is idle between requests (shutdown).
+  virtual void CloseIfIdle() = 0;
+};
+
+class Server {
+ public:
+  Server(const ServerConfig& config, const Api& api)
+      : config_(config),
+        api_(api),
+        tls_(ssl::context::tls_server),
+        ioc_(config.threads),
+        signals_(ioc_, SIGINT, SIGTERM),
+        deadline_(ioc_) {}
+
+  absl::Status Init() {
+    tls_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                     ssl::context::single_dh_use);
+    beast::error_code ec;
+    tls_.use_certificate_chain(asio::buffer(config_.tls.certificate), ec);
+    if (ec) return absl::InvalidArgumentError("cert: not a usable PEM certificate chain");
+    tls_.use_private_key(asio::buffer(config_.tls.private_key), ssl::context::pem, ec);
+    if (ec) return absl::InvalidArgumentError("key: not a usable PEM private key (or no match)");
+
+    const asio::ip::address address = asio::ip::make_address(config_.address, ec);
+    if (ec)
+      return absl::InvalidArgumentError(absl::StrCat("listen: bad address ", config_.address));
+    absl::Status s = Listen(&https_, address, config_.https_port);
+    if (!s.ok()) return s;
+    if (config_.http_port >= 0) {
+      http_ = std::make_unique<tcp::acceptor>(ioc_);
+      s = Listen(http_.get(), address, config_.http_port);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  int https_port() const { return https_.local_endpoint().port(); }
+  int http_port() const { return http_ ? http_->local_endpoint().port() : -1; }
+
+  absl::Status Run() {
+    Accept<true>(&https_);
+    if (http_) Accept<false>(http_.get());
+    signals_.async_wait([this](const beast::error_code& ec, int) {
+      if (!ec) BeginShutdown();
+    });
+    running_.store(true, std::memory_order_release);
+    std::vector<std::thread> threads;
+    for (int i = 1; i < config_.threads; ++i) threads.emplace_back([this] { ioc_.run(); });
+    ioc_.run();
+    for (std::thread& t : threads) t.join();
+    running_.store(false, std::memory_order_release);
+    return absl::OkStatus();
+  }
+
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+
+  // Registration of live sessions, so that shutdown can end idle ones.
+  std::list<std::weak_ptr<SessionBase>>::iterator Register(std::weak_ptr<SessionBase> s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return sessions_.insert(sessions_.end(), std::move(s));
+  }
+  void Unregister(std::list<std::weak_ptr<SessionBase>>::iterator it) {
+    std::lock_guard<std::mutex> lock(mu_);
+    sessions_.erase(it);
+    if (sessions_.empty() && stopping() && running_.load(std::memory_order_acquire)) {
+      asio::post(ioc_, [this] { deadline_.cancel(); });
+    }
+  }
+
+  void Handle(const Request& req, bool tls, std::string_view peer, Response* res);
+  void Log(const Request& req, std::string_view peer, bool tls, const Response& res,
+           const LogEntry& entry, std::chrono::steady_clock::duration took);
+
+ private:
+  absl::Status Listen(tcp::acceptor* acceptor, const asio::ip::address& address, int port) {
+    beast::error_code ec;
+    const tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+    acceptor->open(endpoint.protocol(), ec);
+    if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor->bind(endpoint, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(absl::StrCat("listen: cannot listen on ", config_.address, ":",
+                                                 port, ": ", ec.message()));
+    }
+    return absl::OkStatus();
+  }
+
+  template <bool kTls>
+  void Accept(tcp::acceptor* acceptor);
+
+  void BeginShutdown() {
+    std::fprintf(stderr, "keygate-example-server: shutting down\n");
+    stopping_.store(true, std::memory_order_release);
+    beast::error_code ec;
+    https_.close(ec);
+    if (http_) http_->close(ec);
+    std::vector<std::shared_ptr<SessionBase>> live;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& w : sessions_) {
+        if (auto s = w.lock()) live.push_back(std::move(s));
+      }
+    }
+    for (auto& s : live) s->CloseIfIdle();
+    if (live.empty()) return;
+    // Requests in flight get a grace period; then everything stops.
+    deadline_.expires_after(kShutdownGrace);
+    deadline_.async_wait([this](const beast::error_code& wait_ec) {
+      if (!wait_ec) ioc_.stop();
+    });
+  }
+
+  void RouteProjects(const Request& req, bool tls, std::string_view peer, Response* res,
+                     LogEntry* entry);
+
+  const ServerConfig& config_;
+  const Api& api_;
+  // Declared before ioc_ so that they outlive it: sessions abandoned by a
+  // forced stop are destroyed with the io_context and unregister then.
+  std::mutex mu_;
+  std::list<std::weak_ptr<SessionBase>> sessions_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> running_{false};
+  Projects projects_;
+  std::mutex log_mu_;
+  ssl::context tls_;
+  asio::io_context ioc_;
+  tcp::acceptor https_{ioc_};
+  std::unique_ptr<tcp::acceptor> http_;
+  asio::signal_set signals_;
+  asio::steady_timer deadline_;
+};
+
+template <bool kTls>
+class Session final : public SessionBase, public std::enable_shared_from_this<Session<kTls>> {
+ public:
+  using Stream = std::conditional_t<kTls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
+
+  Session(tcp::socket&& socket, ssl::context& tls, Server* server)
+      : stream_(MakeStream(std::move(socket), tls)), server_(server) {
+    beast::error_code ec;
+    const tcp::endpoint peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    peer_ = ec ? std::string("?") : peer.address().to_string();
+  }
+  ~Session() override {
+    if (registered_) server_->Unregister(registration_);
+  }
+
+  void Run() {
+    asio::dispatch(stream_.get_executor(),
+                   beast::bind_front_handler(&Session::Start, this->shared_from_this()));
+  }
+
+  void CloseIfIdle() override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      if (self->idle_) {
+        beast::error_code ec;
+        beast::get_lowest_layer(self->stream_).socket().cancel(ec);
+      }
+    });
+  }
+
+ private:
+  static Stream MakeStream(tcp::socket&& socket, ssl::context& tls) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), tls);
+    } else {
+      (void)tls;
+      return Stream(std::move(socket));
+    }
+  }
+
+  void Start() {
+    registration_ = server_->Register(this->weak_from_this());
+    registered_ = true;
+    if constexpr (kTls) {
+      beast::get_lowest_layer(stream_).expires_after(kHandshakeTimeout);
+      stream_.async_handshake(
+          ssl::stream_base::server,
+          beast::bind_front_handler(&Session::OnHandshake, this->shared_from_this()));
+    } else {
+      DoRead();
+    }
+  }
+
+  void OnHandshake(beast::error_code ec) {
+    if (ec) return;  // a client that failed TLS; nothing to answer
+    DoRead();
+  }
+
+  void DoRead() {
+    if (server_->stopping()) return DoClose();
+    parser_.emplace();
+    parser_->body_limit(kBodyLimit);
+    beast::get_lowest_layer(stream_).expires_after(kReadTimeout);
+    idle_ = true;
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::OnRead, this->shared_from_this()));
+  }
+
+  void OnRead(beast::error_code ec, std::size_t) {
+    idle_ = false;
+    if (ec == http::error::end_of_stream) return DoClose();
+    if (ec) return;  // timeout, reset, shutdown, or a request Beast cannot parse
+    const Request& req = parser_->get();
+    res_ = {};
+    server_->Handle(req, kTls, peer_, &res_);
+    if (server_->stopping()) res_.keep_alive(false);
+    http::async_write(stream_, res_,
+                      beast::bind_front_handler(&Session::OnWrite, this->shared_from_this()));
+  }
+
+  void OnWrite(beast::error_code ec, std::size_t) {
+    if (ec) return;
+    if (!res_.keep_alive()) return DoClose();
+    DoRead();
+  }
+
+  void DoClose() {
+    if constexpr (kTls) {
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {});
+    } else {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
+  }
+
+  Stream stream_;
+  Server* server_;
+  std::string peer_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  Response res_;
+  bool idle_ = false;
+  bool registered_ = false;
+  std::list<std::weak_ptr<SessionBase>>::iterator registration_;
+};
+
+template <bool kTls>
+void Server::Accept(tcp::acceptor* acceptor) {
+  acceptor->async_accept(asio::make_strand(ioc_),
+                         [this, acceptor](beast::error_code ec, tcp::socket socket) {
+                           if (ec == asio::error::operation_aborted || stopping()) return;
+                           if (!ec) {
+                             beast::error_code opt_ec;
+                             socket.set_option(tcp::no_delay(true), opt_ec);
+                             std::make_shared<Session<kTls>>(std::move(socket), tls_, this)->Run();
+                           }
+                           Accept<kTls>(acceptor);
+                         });
+}
+
+void SetJson(Response* res, http::status status, std::string body) {
+  res->result(status);
+  res->set(http::field::content_type, "application/json");
+  res->body() = std::move(body);
+}
+
+std::string HttpDate() {
+  return absl::FormatTime("%a, %d %b %Y %H:%M:%S GMT", absl::Now(), absl::UTCTimeZone());
+}
+
+void Server::Handle(const Request& req, bool tls, std::string_view peer, Response* res) {
+  const auto start = std::chrono::steady_clock::now();
+  LogEntry entry;
+  res->version(req.version());
+  res->keep_alive(req.keep_alive());
+
+  std::string_view target = Std(req.target());
+  const std::string_view path = target.substr(0, target.find_first_of("?#"));
+  if (path == "/healthz") {
+    if (req.method() == http::verb::get || req.method() == http::verb::head) {
+      SetJson(res, http::status::ok, "{\"status\":\"ok\"}");
+    } else {
+      SetJson(res, http::status::method_not_allowed,
+              "{\"error\":\"method_not_allowed\",\"message\":\"Use GET.\"}");
+      res->set(http::field::allow, "GET, HEAD");
+    }
+  } else if (config_.bench_routes && path == "/open/v1/projects" &&
+             req.method() == http::verb::get) {
+    // The benchmark's baseline: the same handler, no keygate.
+    SetJson(res, http::status::ok, projects_.ListJson());
+  } else if (path == "/v1/projects" || path.rfind("/v1/projects/", 0) == 0) {
+    RouteProjects(req, tls, peer, res, &entry);
+  } else {
+    SetJson(res, http::status::not_found,
+            "{\"error\":\"not_found\",\"message\":\"No such resource.\"}");
+  }
+  res->set(http::field::server, "keygate-example");
+  res->set(http::field::date, HttpDate());
+  res->prepare_payload();
+  // RFC 9110 8.6: no Content-Length on a 204.
+  if (res->result() == http::status::no_content) res->erase(http::field::content_length);
+  if (req.method() == http::verb::head) res->body().clear();
+  Log(req, peer, tls, *res, entry, std::chrono::steady_clock::now() - start);
+}
+
+void Server::RouteProjects(const Request& req, bool tls, std::string_view peer, Response* res,
+                           LogEntry* entry) {
+  const std::string_view target = Std(req.target());
+  const std::string_view path = target.substr(0, target.find_first_of("?#"));
+  const keygate::BeastConnection conn{tls, peer};
+  const bool collection = path == "/v1/projects";
+  const http::verb method = req.method();
+
+  const keygate::Requirement* requirement = nullptr;
+  keygate::Attribution attribution = keygate::Attribution::kKeyIdOnly;
+  if (collection && (method == http::verb::get || method == http::verb::head)) {
+    requirement = &api_.read;
+  } else if (collection && method == http::verb::post) {
+    requirement = &api_.write;
+    attribution = keygate::Attribution::kLookup;  // the new project names its creator
+  } else if (!collection && method == http::verb::delete_) {
+    requirement = &api_.admin;
+    attribution = keygate::Attribution::kLookup;
+  } else {
+    SetJson(res, http::status::method_not_allowed,
+            "{\"error\":\"method_not_allowed\",\"message\":\"Method not allowed here.\"}");
+    res->set(http::field::allow, collection ? "GET, HEAD, POST" : "DELETE");
+    return;
+  }
+
+  const keygate::HttpAuthResult auth =
+      keygate::CheckBeastRequest(*api_.auth, req, conn, *requirement, res, attribution);
+  entry->checked = true;
+  entry->verdict = auth.verdict;
+  if (auth.principal) entry->owner = auth.principal->owner;
+  if (!auth.allowed()) return;
+
+  if (method == http::verb::get || method == http::verb::head) {
+    SetJson(res, http::status::ok, projects_.ListJson());
+  } else if (method == http::verb::post) {
+    std::optional<std::string> name = NameFromBody(req.body());
+    if (!name) {
+      SetJson(res, http::status::bad_request,
+              "{\"error\":\"invalid_body\",\"message\":\"Send {\\\"name\\\":\\\"...\\\"} "
+              "(1-100 characters).\"}");
+      return;
+    }
+    SetJson(res, http::status::created, projects_.Create(std::move(*name), entry->owner));
+  } else {
+    const std::string_view id_text = path.substr(std::string_view("/v1/projects/").size());
+    std::uint64_t id = 0;
+    bool numeric = !id_text.empty() && id_text.size() <= 18;
+    for (char c : id_text) {
+      if (c < '0' || c > '9') numeric = false;
+      id = id * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (numeric && projects_.Delete(id)) {
+      res->result(http::status::no_content);
+      res->body().clear();
+    } else {
+      SetJson(res, http::status::not_found,
+              "{\"error\":\"not_found\",\"message\":\"No such project.\"}");
+    }
+  }
+}
+
+void Server::Log(const Request& req, std::string_view peer, bool tls, const Response& res,
+                 const LogEntry& entry, std::chrono::steady_clock::duration took) {
+  if (config_.access_log == nullptr) return;
+  const std::string_view target = Std(req.target());
+  // The path only: a query string may hold a key a client should not have
+  // sent there.
+  const std::string_view path = target.substr(0, target.find_first_of("?#"));
+  std::string line =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
+                   Av(peer), " ", tls ? "https" : "http", " ", Av(Std(req.method_string())), " ",
+                   Av(path), " ", res.result_int());
+  if (entry.checked) {
+    absl::StrAppend(&line, " key=", entry.verdict.key().empty() ? "-" : Av(entry.verdict.key()),
+                    " verdict=", Av(keygate::OutcomeName(entry.verdict.outcome)));
+    if (!entry.owner.empty()) absl::StrAppend(&line, " owner=", entry.owner);
+  }
+  absl::StrAppend(
+      &line, " us=", std::chrono::duration_cast<std::chrono::microseconds>(took).count(), "\n");
+  std::lock_guard<std::mutex> lock(log_mu_);
+  std::fwrite(line.data(), 1, line.size(), config_.access_log);
+  std::fflush(config_.access_log);
+}
+
+}  // namespace
+
+absl::Status Serve(const ServerConfig& config, const Api& api) {
+  Server server(config, api);
+  absl::Status s = server.Init();
+  if (!s.ok()) return s;
+  if (!config.port_file.empty()) {
+    const std::string tmp = config.port_file + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) return absl::InternalError("port-file: cannot write " + tmp);
+    std::fprintf(f, "https=%d\nhttp=%d\n", server.https_port(), server.http_port());
+    if (std::fclose(f) != 0 || std::rename(tmp.c_str(), config.port_file.c_str()) != 0) {
+      return absl::InternalError("port-file: cannot write " + config.port_file);
+    }
+  }
+  std::fprintf(stderr, "keygate-example-server: listening on https://%s:%d/",
+               config.address.c_str(), server.https_port());
+  if (server.http_port() >= 0) {
+    std::fprintf(stderr, " and http://%s:%d/ (plain, rejected)", config.address.c_str(),
+                 server.http_port());
+  }
+  std::fprintf(stderr, "\n");
+  return server.Run();
+}
+
+}  // namespace keygate_example

@@ -1,0 +1,431 @@
+// The framework adapters: Boost.Beast (requests and responses in memory) and
+// cpp-httplib (real servers on loopback, plain and TLS, driven by httplib's
+// client).
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+
+#include "catch.h"
+#include "keygate/clock.h"
+#include "keygate/deployment.h"
+#include "keygate/http_request.h"
+#include "keygate/key_manager.h"
+#include "keygate/memory_key_store.h"
+#include "keygate/reference_verifier.h"
+#include "keygate/secret.h"
+
+#ifdef KEYGATE_TEST_BEAST
+#include <boost/beast/http.hpp>
+
+#include "keygate/adapters/beast.h"
+#endif
+#ifdef KEYGATE_TEST_HTTPLIB
+#include "keygate/adapters/httplib.h"
+#endif
+
+namespace keygate {
+namespace {
+
+// Real keys in a MemoryKeyStore, checked by the ReferenceVerifier of
+// "production".
+struct Keys {
+  Keys() {
+    deployment = *Deployment::Create({});
+    store = std::make_shared<MemoryKeyStore>();
+    KeyManager::Options mo;
+    mo.deployment = deployment;
+    mo.store = store;
+    manager = std::make_unique<KeyManager>(std::move(mo));
+    auto verifier = ReferenceVerifier::Create(deployment, store, "production");
+    REQUIRE(verifier.ok());
+    HttpAuthOptions options;
+    options.principal_lookup = LookupPrincipalInStore(store);
+    auth = std::make_shared<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
+    read = Requirement{*deployment->scopes().Compile({"read:all"}), "read:all", "", 1};
+    write = Requirement{*deployment->scopes().Compile({"write:all"}), "write:all", "", 1};
+  }
+
+  // The token of a new key of alice's.
+  std::string Create(std::vector<std::string> scopes, std::string* id = nullptr) {
+    CreateKeyRequest req;
+    req.name = "adapter-test";
+    req.owner = "alice";
+    req.environment = "production";
+    req.scopes = std::move(scopes);
+    absl::StatusOr<CreatedKey> k = manager->Create(req, "test");
+    REQUIRE(k.ok());
+    if (id != nullptr) *id = k->record.id;
+    return std::string(k->token.Reveal(InsecureSecretAccess::Get()));
+  }
+
+  std::shared_ptr<const Deployment> deployment;
+  std::shared_ptr<MemoryKeyStore> store;
+  std::unique_ptr<KeyManager> manager;
+  std::shared_ptr<HttpAuthenticator> auth;
+  Requirement read;
+  Requirement write;
+};
+
+// The decision DecideHttp makes for `outcome`, to compare adapters' output
+// with.
+HttpDecision Expected(Outcome outcome, const Requirement& requirement = {}) {
+  Verdict v;
+  v.outcome = outcome;
+  return DecideHttp(v, requirement);
+}
+
+#ifdef KEYGATE_TEST_BEAST
+
+namespace http = boost::beast::http;
+
+std::string Field(const BeastResponse& res, std::string_view name) {
+  const auto it = res.find(boost::beast::string_view(name.data(), name.size()));
+  if (it == res.end()) return "<absent>";
+  return std::string(it->value());
+}
+
+http::request<http::string_body> BeastRequest(std::string target, http::verb verb = http::verb::get,
+                                              unsigned version = 11) {
+  http::request<http::string_body> req{verb, target, version};
+  req.set(http::field::host, "api.example");
+  return req;
+}
+
+TEST_CASE("Beast adapter answers a denied request with the full error response",
+          "[adapters][beast]") {
+  Keys keys;
+  const BeastConnection tls{true, "127.0.0.1"};
+
+  SECTION("no Authorization: 401 with a bare challenge") {
+    auto req = BeastRequest("/v1/projects");
+    BeastResponse res;
+    const HttpAuthResult r = CheckBeastRequest(*keys.auth, req, tls, keys.read, &res);
+    CHECK_FALSE(r.allowed());
+    const HttpDecision want = Expected(Outcome::kMissing);
+    CHECK(res.result_int() == 401);
+    CHECK(Field(res, "WWW-Authenticate") == "Bearer realm=\"api\"");
+    CHECK(Field(res, "Cache-Control") == "no-store");
+    CHECK(Field(res, "Content-Type") == "application/json");
+    CHECK(res.body() == want.body);
+    CHECK(Field(res, "Content-Length") == std::to_string(want.body.size()));
+    CHECK(res.version() == 11);
+    CHECK(res.keep_alive());
+  }
+  SECTION("two Authorization fields: 400") {
+    const std::string token = keys.Create({"read:all"});
+    auto req = BeastRequest("/v1/projects");
+    req.insert(http::field::authorization, "Bearer " + token);
+    req.insert(http::field::authorization, "Bearer " + token);
+    BeastResponse res;
+    const HttpAuthResult r = CheckBeastRequest(*keys.auth, req, tls, keys.read, &res);
+    CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
+    CHECK(res.result_int() == 400);
+    CHECK(Field(res, "WWW-Authenticate").find("error=\"invalid_request\"") != std::string::npos);
+  }
+  SECTION("a credential in the target's query: 400; a fragment is not the query") {
+    const std::string token = keys.Create({"read:all"});
+    for (const std::string& target :
+         std::vector<std::string>{"/v1/projects?api_key=" + token,
+                                  "/v1/projects?a=1&access_token=x", "/v1/projects?API%5FKEY=1"}) {
+      auto req = BeastRequest(target);
+      req.set(http::field::authorization, "Bearer " + token);
+      BeastResponse res;
+      INFO(target);
+      CHECK(CheckBeastRequest(*keys.auth, req, tls, keys.read, &res).decision.status == 400);
+      CHECK(res.result_int() == 400);
+    }
+    auto req = BeastRequest("/v1/projects?page=2#api_key=1");
+    req.set(http::field::authorization, "Bearer " + token);
+    BeastResponse res;
+    CHECK(CheckBeastRequest(*keys.auth, req, tls, keys.read, &res).allowed());
+  }
+  SECTION("plain HTTP: 403, and HTTP/1.0 without keep-alive closes") {
+    const std::string token = keys.Create({"read:all"});
+    auto req = BeastRequest("/v1/projects", http::verb::get, 10);
+    req.set(http::field::authorization, "Bearer " + token);
+    BeastResponse res;
+    const HttpAuthResult r =
+        CheckBeastRequest(*keys.auth, req, BeastConnection{false, "127.0.0.1"}, keys.read, &res);
+    CHECK(r.verdict.outcome == Outcome::kInsecureTransport);
+    CHECK(res.result_int() == 403);
+    CHECK(res.body().find("https_required") != std::string::npos);
+    CHECK(res.version() == 10);
+    CHECK_FALSE(res.keep_alive());
+  }
+  SECTION("Connection: close is honoured on HTTP/1.1") {
+    auto req = BeastRequest("/v1/projects");
+    req.set(http::field::connection, "close");
+    BeastResponse res;
+    (void)CheckBeastRequest(*keys.auth, req, tls, keys.read, &res);
+    CHECK(res.result_int() == 401);
+    CHECK_FALSE(res.keep_alive());
+  }
+  SECTION("an unusable token and a missing scope") {
+    auto req = BeastRequest("/v1/projects", http::verb::post);
+    req.set(http::field::authorization, "Bearer kg_live_nope");
+    BeastResponse res;
+    (void)CheckBeastRequest(*keys.auth, req, tls, keys.write, &res);
+    CHECK(res.result_int() == 401);
+    CHECK(res.body() == Expected(Outcome::kUnknown).body);
+
+    req.set(http::field::authorization, "Bearer " + keys.Create({"read:all"}));
+    BeastResponse res2;
+    const HttpAuthResult r = CheckBeastRequest(*keys.auth, req, tls, keys.write, &res2);
+    CHECK(r.verdict.outcome == Outcome::kInsufficientScope);
+    CHECK(res2.result_int() == 403);
+    CHECK(Field(res2, "WWW-Authenticate") ==
+          "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"write:all\"");
+  }
+  SECTION("HEAD: the error's headers without its body") {
+    auto req = BeastRequest("/v1/projects", http::verb::head);
+    BeastResponse res;
+    (void)CheckBeastRequest(*keys.auth, req, tls, keys.read, &res);
+    CHECK(res.result_int() == 401);
+    CHECK(res.body().empty());
+    CHECK(Field(res, "Content-Length") == std::to_string(Expected(Outcome::kMissing).body.size()));
+  }
+}
+
+TEST_CASE("Beast adapter lets an allowed request through untouched but for RateLimit headers",
+          "[adapters][beast]") {
+  Keys keys;
+  std::string id;
+  const std::string token = keys.Create({"admin"}, &id);
+  auto req = BeastRequest("/v1/projects", http::verb::post);
+  req.set(http::field::authorization, "Bearer " + token);
+  BeastResponse res;
+  res.result(http::status::created);
+  res.body() = "{}";
+  const HttpAuthResult r = CheckBeastRequest(*keys.auth, req, BeastConnection{true, "::1"},
+                                             keys.write, &res, Attribution::kLookup);
+  REQUIRE(r.allowed());
+  CHECK(r.verdict.key() == id);
+  REQUIRE(r.principal.has_value());
+  CHECK(r.principal->owner == "alice");
+  CHECK(res.result_int() == 201);
+  CHECK(res.body() == "{}");
+  CHECK(Field(res, "WWW-Authenticate") == "<absent>");
+
+  // A rate-limited decision carries Retry-After and the RateLimit fields.
+  Verdict limited;
+  limited.outcome = Outcome::kRateLimited;
+  limited.rate.limit = 2;
+  limited.rate.window_ns = 1'000'000'000;
+  limited.rate.retry_after_ns = 400'000'000;
+  BeastResponse res429;
+  ApplyBeastDecision(DecideHttp(limited, keys.read), req, &res429);
+  CHECK(res429.result_int() == 429);
+  CHECK(Field(res429, "Retry-After") == "1");
+  CHECK(Field(res429, "RateLimit-Policy") == "\"default\";q=2;w=1");
+  CHECK(Field(res429, "RateLimit") == "\"default\";r=0;t=1");
+
+  Verdict ok_limited = limited;
+  ok_limited.outcome = Outcome::kOk;
+  ok_limited.rate.remaining = 1;
+  ok_limited.rate.reset_ns = 500'000'000;
+  BeastResponse res200;
+  res200.result(http::status::ok);
+  ApplyBeastDecision(DecideHttp(ok_limited, keys.read), req, &res200);
+  CHECK(res200.result_int() == 200);
+  CHECK(Field(res200, "RateLimit") == "\"default\";r=1;t=1");
+  CHECK(Field(res200, "Cache-Control") == "<absent>");
+}
+
+#endif  // KEYGATE_TEST_BEAST
+
+#ifdef KEYGATE_TEST_HTTPLIB
+
+// A self-signed certificate from the openssl command-line tool, in a fresh
+// temporary directory removed at the end.
+struct TempCert {
+  TempCert() {
+    dir = std::filesystem::temp_directory_path() /
+          ("keygate_adapters_test_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    cert = (dir / "cert.pem").string();
+    key = (dir / "key.pem").string();
+    const std::string cmd =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+        "-subj /CN=localhost -keyout '" +
+        key + "' -out '" + cert + "' >/dev/null 2>&1";
+    ok = std::system(cmd.c_str()) == 0;
+  }
+  ~TempCert() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  std::filesystem::path dir;
+  std::string cert;
+  std::string key;
+  bool ok = false;
+};
+
+// Runs `server` on a free loopback port until destroyed.
+class Running {
+ public:
+  explicit Running(httplib::Server* server) : server_(server) {
+    port_ = server_->bind_to_any_port("127.0.0.1");
+    REQUIRE(port_ > 0);
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
+    // stop() is a no-op until the accept loop runs; wait for it.
+    while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ~Running() {
+    server_->stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+
+ private:
+  httplib::Server* server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+// Installs the example's routes: /healthz public, GET /v1/projects read:all
+// (through the pre-routing handler), POST /v1/projects write:all (through
+// HttplibProtect, attributed).
+struct Routes {
+  explicit Routes(httplib::Server* server, Keys* keys) {
+    server->set_pre_routing_handler(HttplibPreRoutingHandler(
+        keys->auth,
+        [keys](const httplib::Request& req) -> const Requirement* {
+          if (req.path == "/v1/projects" && req.method == "GET") return &keys->read;
+          return nullptr;
+        },
+        [this](const httplib::Request&, const HttpAuthResult& r) {
+          std::lock_guard<std::mutex> lock(mu);
+          seen.push_back(std::string(OutcomeName(r.verdict.outcome)));
+        }));
+    server->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("ok", "text/plain");
+    });
+    server->Get("/v1/projects", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("[]", "application/json");
+    });
+    server->Post("/v1/projects", HttplibProtect(
+                                     keys->auth, keys->write,
+                                     [this](const httplib::Request&, httplib::Response& res,
+                                            const HttpAuthResult& r) {
+                                       std::lock_guard<std::mutex> lock(mu);
+                                       created_by = r.principal ? r.principal->owner : "?";
+                                       res.status = 201;
+                                       res.set_content("{\"id\":1}", "application/json");
+                                     },
+                                     Attribution::kLookup));
+  }
+  std::mutex mu;
+  std::vector<std::string> seen;
+  std::string created_by;
+};
+
+TEST_CASE("httplib adapter over TLS: the response table through a real server",
+          "[adapters][httplib][tls]") {
+  TempCert cert;
+  REQUIRE(cert.ok);
+  Keys keys;
+  httplib::SSLServer server(cert.cert.c_str(), cert.key.c_str());
+  REQUIRE(server.is_valid());
+  Routes routes(&server, &keys);
+  Running running(&server);
+
+  httplib::SSLClient client("127.0.0.1", running.port());
+  client.enable_server_certificate_verification(false);
+  const std::string reader = keys.Create({"read:all"});
+  const std::string writer = keys.Create({"write:all"});
+
+  auto get = [&](httplib::Headers headers, std::string path = "/v1/projects") {
+    httplib::Result r = client.Get(path.c_str(), headers);
+    REQUIRE(r);
+    return *r;
+  };
+
+  const httplib::Response ok = get({{"Authorization", "Bearer " + reader}});
+  CHECK(ok.status == 200);
+  CHECK(ok.body == "[]");
+
+  const httplib::Response missing = get({});
+  CHECK(missing.status == 401);
+  CHECK(missing.get_header_value("WWW-Authenticate") == "Bearer realm=\"api\"");
+  CHECK(missing.get_header_value_count("Content-Type") == 1);
+  CHECK(missing.get_header_value("Content-Type") == "application/json");
+  CHECK(missing.get_header_value("Cache-Control") == "no-store");
+  CHECK(missing.body == Expected(Outcome::kMissing).body);
+
+  const httplib::Response two =
+      get({{"Authorization", "Bearer " + reader}, {"Authorization", "Bearer " + reader}});
+  CHECK(two.status == 400);
+
+  const httplib::Response query =
+      get({{"Authorization", "Bearer " + reader}}, "/v1/projects?api_key=" + reader);
+  CHECK(query.status == 400);
+  CHECK(query.get_header_value("WWW-Authenticate").find("invalid_request") != std::string::npos);
+
+  const httplib::Response garbage = get({{"Authorization", "Bearer not-a-key"}});
+  CHECK(garbage.status == 401);
+  CHECK(garbage.body == Expected(Outcome::kMalformed).body);
+
+  const httplib::Response scope = get({{"Authorization", "Bearer " + writer}});
+  CHECK(scope.status == 403);
+  CHECK(scope.get_header_value("WWW-Authenticate") ==
+        "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"read:all\"");
+
+  const httplib::Response health = get({}, "/healthz");
+  CHECK(health.status == 200);
+
+  // HttplibProtect on POST, with attribution.
+  httplib::Result denied = client.Post("/v1/projects", {{"Authorization", "Bearer " + reader}},
+                                       "{}", "application/json");
+  REQUIRE(denied);
+  CHECK(denied->status == 403);
+  httplib::Result created = client.Post("/v1/projects", {{"Authorization", "Bearer " + writer}},
+                                        "{}", "application/json");
+  REQUIRE(created);
+  CHECK(created->status == 201);
+  std::lock_guard<std::mutex> lock(routes.mu);
+  CHECK(routes.created_by == "alice");
+  // The observer saw the pre-routed requests only (not /healthz, not POST).
+  CHECK(routes.seen == std::vector<std::string>{"ok", "missing", "invalid_request",
+                                                "invalid_request", "malformed",
+                                                "insufficient_scope"});
+}
+
+TEST_CASE("httplib adapter rejects plain HTTP without looking at the key",
+          "[adapters][httplib][tls]") {
+  Keys keys;
+  httplib::Server server;
+  Routes routes(&server, &keys);
+  Running running(&server);
+  httplib::Client client("127.0.0.1", running.port());
+  const std::string reader = keys.Create({"read:all"});
+
+  httplib::Result r = client.Get("/v1/projects", {{"Authorization", "Bearer " + reader}});
+  REQUIRE(r);
+  CHECK(r->status == 403);
+  CHECK(r->body == Expected(Outcome::kInsecureTransport).body);
+  CHECK_FALSE(r->has_header("WWW-Authenticate"));
+  httplib::Result health = client.Get("/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  std::lock_guard<std::mutex> lock(routes.mu);
+  CHECK(routes.seen == std::vector<std::string>{"insecure_transport"});
+}
+
+#endif  // KEYGATE_TEST_HTTPLIB
+
+}  // namespace
+}  // namespace keygate

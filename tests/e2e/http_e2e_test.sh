@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# `cond && pass ... || fail ...` is safe here: pass() always succeeds.
+# shellcheck disable=SC2015
+# End-to-end test of the HTTP response table (DESIGN.md section 6) against the
+# running example server, driven by curl over real HTTPS.
+#
+#   http_e2e_test.sh SERVER_BINARY CLI_BINARY VERIFIER
+#
+# VERIFIER is "hotpath" (the lock-free Verifier following the SQLite change
+# feed) or "reference" (reads the store on every request). Keys are made with
+# the `keygate` CLI in a fresh SQLite file; the server listens on free
+# loopback ports (HTTPS and plain HTTP), with a self-signed certificate that
+# curl trusts explicitly (--cacert, no -k). Every response is compared byte
+# for byte (status line, every header but Date, body) with the expected one.
+# The server is always stopped (trap), and must stop cleanly on SIGTERM.
+# Exit: 0 pass, 1 fail, 77 skipped (no curl).
+set -uo pipefail
+
+SERVER=${1:?server binary}
+CLI=${2:?cli binary}
+VERIFIER=${3:-hotpath}
+
+command -v curl >/dev/null || { echo "SKIP: curl not installed"; exit 77; }
+
+W=$(mktemp -d "${TMPDIR:-/tmp}/keygate_e2e.XXXXXX")
+SERVER_PID=""
+cleanup() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -KILL "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+  fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+FAILURES=0
+pass() { printf 'ok    %s\n' "$1"; }
+fail() {
+  printf 'FAIL  %s\n' "$1"
+  FAILURES=$((FAILURES + 1))
+}
+
+DB="$W/keygate.db"
+kg() { "$CLI" --db "$DB" "$@"; }
+
+# create NAME ENV [create options...]: prints "ID TOKEN".
+create() {
+  local name=$1 env=$2 out
+  shift 2
+  out=$(kg --json create --name "$name" --owner alice --env "$env" "$@" 2>/dev/null) || {
+    echo "cannot create key $name" >&2
+    exit 1
+  }
+  printf '%s %s\n' "$(sed -n 's/.*"id":"\(key_[A-Za-z0-9]*\)".*/\1/p' <<<"$out")" \
+    "$(sed -n 's/.*"token":"\([^"]*\)".*/\1/p' <<<"$out")"
+}
+
+read -r READER_ID READER <<<"$(create reader production --scope read:all)"
+read -r WRITER_ID WRITER <<<"$(create writer production --scope write:all)"
+read -r _ ADMIN <<<"$(create admin production --scope admin)"
+read -r _ PREVIEW <<<"$(create preview-reader preview --scope read:all)"
+read -r REVOKED_ID REVOKED <<<"$(create revoked production --scope read:all)"
+read -r _ EXPIRED <<<"$(create expired production --scope read:all --expires 1s)"
+read -r DELETED_ID UNKNOWN <<<"$(create deleted production --scope read:all)"
+read -r _ LIMITED <<<"$(create limited production --scope read:all --rate 2/1h)"
+kg revoke "$REVOKED_ID" >/dev/null 2>&1 || { echo "revoke failed"; exit 1; }
+kg delete --yes "$DELETED_ID" >/dev/null 2>&1 || { echo "delete failed"; exit 1; }
+for t in "$READER" "$WRITER" "$ADMIN" "$PREVIEW" "$REVOKED" "$EXPIRED" "$UNKNOWN" "$LIMITED"; do
+  [[ "$t" == kg_* ]] || { echo "could not read a token from the CLI's output"; exit 1; }
+done
+# A well-formed-looking key with a wrong checksum.
+MALFORMED="${READER:0:${#READER}-1}$([[ "${READER: -1}" == A ]] && echo B || echo A)"
+
+"$SERVER" --db "$DB" --verifier "$VERIFIER" --port 0 --http-port 0 --port-file "$W/ports" \
+  --write-cert "$W/cert.pem" --simulate-outage-file "$W/outage" --feed-poll-ms 20 \
+  --access-log "$W/access.log" 2>"$W/server.err" &
+SERVER_PID=$!
+for _ in $(seq 100); do
+  [[ -s "$W/ports" ]] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || break
+  sleep 0.1
+done
+[[ -s "$W/ports" ]] || { echo "server did not start:"; cat "$W/server.err"; exit 1; }
+HTTPS_PORT=$(sed -n 's/^https=//p' "$W/ports")
+HTTP_PORT=$(sed -n 's/^http=//p' "$W/ports")
+BASE="https://localhost:$HTTPS_PORT"
+
+# fetch NAME CURL_ARGS...: the response (status line, headers without Date,
+# blank line, body) into $W/NAME.r, byte for byte as received.
+fetch() {
+  local name=$1
+  shift
+  if ! curl -sS --cacert "$W/cert.pem" -D "$W/$name.h" -o "$W/$name.b" "$@"; then
+    : >"$W/$name.h"
+    : >"$W/$name.b"
+  fi
+  { grep -av $'^Date: [A-Z][a-z][a-z], [0-9][0-9] [A-Z][a-z][a-z] [0-9]\{4\} [0-9:]\{8\} GMT\r$' \
+      "$W/$name.h"; cat "$W/$name.b"; } >"$W/$name.r"
+}
+status_of() { sed -n '1s/^HTTP\/1\.1 \([0-9]*\) .*/\1/p' "$W/$1.h"; }
+
+# expect NAME: compares $W/NAME.r with stdin: header lines (LF here, CRLF on
+# the wire), an empty line, and the body (one line, no newline on the wire).
+# A Date header must have been sent (it is the only line left out).
+expect() {
+  local name=$1
+  awk 'BEGIN { head = 1 }
+       head && $0 == "" { printf "\r\n"; head = 0; next }
+       head { printf "%s\r\n", $0; next }
+       { printf "%s", $0 }' >"$W/$name.want"
+  if ! grep -aq '^Date: ' "$W/$name.h"; then
+    fail "$name: no Date header"
+  elif cmp -s "$W/$name.want" "$W/$name.r"; then
+    pass "$name"
+  else
+    fail "$name: response differs (- expected, + received)"
+    diff <(cat -A "$W/$name.want") <(cat -A "$W/$name.r") | sed 's/^/      /'
+  fi
+}
+
+# The error bodies, as http.cc writes them.
+BODY_401_MISSING='{"error":"unauthorized","message":"Authentication required: send Authorization: Bearer <api key>."}'
+BODY_400='{"error":"invalid_request","message":"Send exactly one Authorization header of the form '"'"'Bearer <api key>'"'"', and never the key in the URL."}'
+BODY_401_INVALID='{"error":"invalid_token","message":"The API key is missing, malformed, revoked or expired."}'
+BODY_403_READ='{"error":"insufficient_scope","message":"The API key lacks the required scope: read:all."}'
+BODY_403_HTTPS='{"error":"https_required","message":"This API is served over HTTPS only; plain HTTP requests are rejected."}'
+BODY_503='{"error":"unavailable","message":"Authentication is temporarily unavailable; retry later."}'
+PROJECTS='{"projects":[{"id":1,"name":"website","created_by":"system"},{"id":2,"name":"mobile-app","created_by":"system"}]}'
+
+echo "== response table ($VERIFIER verifier, https://localhost:$HTTPS_PORT, http port $HTTP_PORT)"
+
+fetch ok "$BASE/v1/projects" -H "Authorization: Bearer $READER"
+expect ok <<EOF
+HTTP/1.1 200 OK
+Content-Type: application/json
+Server: keygate-example
+Content-Length: ${#PROJECTS}
+
+$PROJECTS
+EOF
+
+fetch health "$BASE/healthz"
+expect health <<'EOF'
+HTTP/1.1 200 OK
+Content-Type: application/json
+Server: keygate-example
+Content-Length: 15
+
+{"status":"ok"}
+EOF
+
+fetch missing "$BASE/v1/projects"
+expect missing <<EOF
+HTTP/1.1 401 Unauthorized
+WWW-Authenticate: Bearer realm="api"
+Cache-Control: no-store
+Content-Type: application/json
+Server: keygate-example
+Content-Length: ${#BODY_401_MISSING}
+
+$BODY_401_MISSING
+EOF
+
+expect_400() {
+  expect "$1" <<EOF
+HTTP/1.1 400 Bad Request
+WWW-Authenticate: Bearer realm="api", error="invalid_request", error_description="Malformed Authorization request"
+Cache-Control: no-store
+Content-Type: application/json
+Server: keygate-example
+Content-Length: ${#BODY_400}
+
+$BODY_400
+EOF
+}
+fetch two_headers "$BASE/v1/projects" -H "Authorization: Bearer $READER" -H "Authorization: Bearer $READER"
+expect_400 two_headers
+fetch query_api_key "$BASE/v1/projects?api_key=$READER"
+expect_400 query_api_key
+fetch query_access_token "$BASE/v1/projects?page=1&access_token=$READER" -H "Authorization: Bearer $READER"
+expect_400 query_access_token
+fetch basic_scheme "$BASE/v1/projects" -u "alice:secret"
+expect_400 basic_scheme
+fetch bearer_no_token "$BASE/v1/projects" -H "Authorization: Bearer"
+expect_400 bearer_no_token
+
+expect_401_invalid() {
+  expect "$1" <<EOF
+HTTP/1.1 401 Unauthorized
+WWW-Authenticate: Bearer realm="api", error="invalid_token", error_description="The API key is invalid"
+Cache-Control: no-store
+Content-Type: application/json
+Server: keygate-example
+Content-Length: ${#BODY_401_INVALID}
+
+$BODY_401_INVALID
+EOF
+}
+sleep 1.1  # let the 1 s key expire
+fetch garbage "$BASE/v1/projects" -H "Authorization: Bearer garbage"
+fetch malformed "$BASE/v1/projects" -H "Authorization: Bearer $MALFORMED"
+fetch unknown "$BASE/v1/projects" -H "Authorization: Bearer $UNKNOWN"
+fetch revoked "$BASE/v1/projects" -H "Authorization: Bearer $REVOKED"
+fetch expired "$BASE/v1/projects" -H "Authorization: Bearer $EXPIRED"
+fetch wrong_env "$BASE/v1/projects" -H "Authorization: Bearer $PREVIEW"
+for name in garbage malformed unknown revoked expired wrong_env; do expect_401_invalid "$name"; done
+# One identical answer: nothing in status, headers or body tells them apart.
+identical=1
+for name in malformed unknown revoked expired wrong_env; do
+  cmp -s "$W/garbage.r" "$W/$name.r" || identical=0
+done
+((identical)) && pass "invalid tokens: one identical 401 for all five causes" ||
+  fail "invalid tokens: the 401s differ"
+
+fetch scope "$BASE/v1/projects" -X POST -H "Authorization: Bearer $READER" -d '{"name":"x"}'
+BODY_403_WRITE='{"error":"insufficient_scope","message":"The API key lacks the required scope: write:all."}'
+expect scope <<EOF
+HTTP/1.1 403 Forbidden
+WWW-Authenticate: Bearer realm="api", error="insufficient_scope", scope="write:all"
+Cache-Control: no-store
+Content-Type: application/json
+Server: keygate-example
+Content-Length: ${#BODY_403_WRITE}
+
+$BODY_403_WRITE
+EOF
+fetch scope_read "$BASE/v1/projects" -H "Authorization: Bearer $WRITER"
+expect scope_read <<EOF
+HTTP/1.1 403 Forbidden
+WWW-Authenticate: Bearer realm="api", error="insufficient_scope", scope="read:all"
+Cache-Control: no-store
+Content-Type: application/json
+Server: keygate-example
+Content-Length: ${#BODY_403_READ}
+
+$BODY_403_READ
+EOF
+
+CREATED='{"id":3,"name":"billing","created_by":"alice"}'
+fetch create "$BASE/v1/projects" -X POST -H "Authorization: Bearer $WRITER" -d '{"name":"billing"}'
+expect create <<EOF
+HTTP/1.1 201 Created
+Content-Type: application/json
+Server: keygate-example
+Content-Length: ${#CREATED}
+
+$CREATED
+EOF
+fetch delete_writer "$BASE/v1/projects/3" -X DELETE -H "Authorization: Bearer $WRITER"
+[[ "$(status_of delete_writer)" == 403 ]] && pass "DELETE needs admin: 403 for write:all" ||
+  fail "DELETE with write:all: status $(status_of delete_writer)"
+fetch delete_admin "$BASE/v1/projects/3" -X DELETE -H "Authorization: Bearer $ADMIN"
+expect delete_admin <<'EOF'
+HTTP/1.1 204 No Content
+Server: keygate-example
+
+EOF
+
+if [[ "$VERIFIER" == hotpath ]]; then
+  fetch limit1 "$BASE/v1/projects" -H "Authorization: Bearer $LIMITED"
+  fetch limit2 "$BASE/v1/projects" -H "Authorization: Bearer $LIMITED"
+  fetch limit3 "$BASE/v1/projects" -H "Authorization: Bearer $LIMITED"
+  # 2 per hour, burst 2: the third request waits one emission interval
+  # (1800 s) less the milliseconds since the first.
+  retry=$(sed -n 's/^Retry-After: \([0-9]*\)\r$/\1/p' "$W/limit3.h")
+  if [[ "$(status_of limit1) $(status_of limit2)" == "200 200" && -n "$retry" ]] &&
+    ((retry >= 1795 && retry <= 1800)); then
+    sed -i "s/^Retry-After: $retry\r$/Retry-After: N\r/; s/^RateLimit: \"default\";r=0;t=$retry\r$/RateLimit: \"default\";r=0;t=N\r/" \
+      "$W/limit3.r"
+    pass "rate limit: 200, 200, then 429 with Retry-After: $retry"
+  else
+    fail "rate limit: statuses $(status_of limit1) $(status_of limit2) $(status_of limit3), Retry-After '$retry'"
+  fi
+  BODY_429="{\"error\":\"rate_limited\",\"message\":\"Rate limit exceeded; retry after $retry seconds.\"}"
+  sed -i "s/retry after $retry seconds/retry after N seconds/" "$W/limit3.r"
+  BODY_429_N='{"error":"rate_limited","message":"Rate limit exceeded; retry after N seconds."}'
+  expect limit3 <<EOF
+HTTP/1.1 429 Too Many Requests
+Cache-Control: no-store
+Content-Type: application/json
+Retry-After: N
+RateLimit-Policy: "default";q=2;w=3600
+RateLimit: "default";r=0;t=N
+Server: keygate-example
+Content-Length: ${#BODY_429}
+
+$BODY_429_N
+EOF
+  grep -aq '^RateLimit: "default";r=1;t=' "$W/limit1.h" && pass "rate limit: RateLimit on an allowed request" ||
+    fail "rate limit: no RateLimit header on the allowed request"
+fi
+
+fetch plain "http://127.0.0.1:$HTTP_PORT/v1/projects" -H "Authorization: Bearer $READER"
+expect plain <<EOF
+HTTP/1.1 403 Forbidden
+Cache-Control: no-store
+Content-Type: application/json
+Server: keygate-example
+Content-Length: ${#BODY_403_HTTPS}
+
+$BODY_403_HTTPS
+EOF
+
+echo "== revocation, restore and roll through the CLI while the server runs"
+# wait_status NAME WANT TOKEN: polls GET /v1/projects until WANT (3 s max).
+wait_status() {
+  local name=$1 want=$2 token=$3 start end
+  start=$(date +%s%N)
+  for _ in $(seq 300); do
+    fetch "$name" "$BASE/v1/projects" -H "Authorization: Bearer $token"
+    [[ "$(status_of "$name")" == "$want" ]] && break
+    sleep 0.01
+  done
+  end=$(date +%s%N)
+  if [[ "$(status_of "$name")" == "$want" ]]; then
+    pass "$name: $want after $(((end - start) / 1000000)) ms"
+  else
+    fail "$name: still $(status_of "$name"), expected $want"
+  fi
+}
+kg revoke "$READER_ID" >/dev/null 2>&1
+wait_status revoke_live 401 "$READER"
+cmp -s "$W/garbage.r" "$W/revoke_live.r" && pass "revoked live: the same 401 as any invalid token" ||
+  fail "revoked live: the 401 differs"
+kg restore "$READER_ID" >/dev/null 2>&1
+wait_status restore_live 200 "$READER"
+ROLLED=$(kg --json roll "$READER_ID" --grace 2s 2>/dev/null | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+[[ "$ROLLED" == kg_* ]] || fail "roll: no new token"
+wait_status roll_new 200 "$ROLLED"
+fetch roll_old_grace "$BASE/v1/projects" -H "Authorization: Bearer $READER"
+[[ "$(status_of roll_old_grace)" == 200 ]] && pass "roll: the old token works during the grace period" ||
+  fail "roll: old token got $(status_of roll_old_grace) during the grace period"
+sleep 2.1
+fetch roll_old_after "$BASE/v1/projects" -H "Authorization: Bearer $READER"
+expect_401_invalid roll_old_after
+
+echo "== store unavailable"
+touch "$W/outage"
+if [[ "$VERIFIER" == hotpath ]]; then
+  # The in-memory index keeps answering reads; what needs the store (the
+  # owner lookup for attributing a write) fails closed.
+  fetch outage_read "$BASE/v1/projects" -H "Authorization: Bearer $ROLLED"
+  [[ "$(status_of outage_read)" == 200 ]] && pass "outage: reads served from the in-memory index" ||
+    fail "outage: read got $(status_of outage_read)"
+  fetch outage "$BASE/v1/projects" -X POST -H "Authorization: Bearer $WRITER" -d '{"name":"y"}'
+else
+  fetch outage "$BASE/v1/projects" -H "Authorization: Bearer $ROLLED"
+fi
+expect outage <<EOF
+HTTP/1.1 503 Service Unavailable
+Cache-Control: no-store
+Content-Type: application/json
+Retry-After: 1
+Server: keygate-example
+Content-Length: ${#BODY_503}
+
+$BODY_503
+EOF
+rm -f "$W/outage"
+fetch recovered "$BASE/v1/projects" -H "Authorization: Bearer $ROLLED"
+[[ "$(status_of recovered)" == 200 ]] && pass "outage over: 200 again" ||
+  fail "after the outage: $(status_of recovered)"
+
+echo "== shutdown and the access log"
+kill -TERM "$SERVER_PID"
+for _ in $(seq 100); do
+  kill -0 "$SERVER_PID" 2>/dev/null || break
+  sleep 0.05
+done
+if kill -0 "$SERVER_PID" 2>/dev/null; then
+  fail "SIGTERM: the server is still running after 5 s"
+else
+  wait "$SERVER_PID"
+  rc=$?
+  SERVER_PID=""
+  ((rc == 0)) && pass "SIGTERM: clean exit" || fail "SIGTERM: exit status $rc"
+fi
+leaked=0
+for t in "$READER" "$WRITER" "$ADMIN" "$PREVIEW" "$REVOKED" "$EXPIRED" "$UNKNOWN" "$LIMITED" \
+  "$ROLLED" "$MALFORMED"; do
+  grep -aqF "${t:8}" "$W/access.log" "$W/server.err" && leaked=1
+done
+((leaked == 0)) && pass "no token (or its secret part) in the access log" || fail "a token is in the log"
+grep -aq " GET /v1/projects 200 key=$READER_ID verdict=ok" "$W/access.log" &&
+  pass "access log names the key id" || fail "access log lacks the key id"
+grep -aq "POST /v1/projects 201 key=$WRITER_ID verdict=ok owner=alice" "$W/access.log" &&
+  pass "access log attributes the write to the key's owner" || fail "access log lacks the owner"
+
+if ((FAILURES > 0)); then
+  echo "$FAILURES check(s) failed; server stderr:"
+  cat "$W/server.err"
+  exit 1
+fi
+echo "all checks passed"

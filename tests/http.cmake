@@ -1,0 +1,34 @@
+# HTTP integration (issue #5): the framework-agnostic request check, the
+# Beast and cpp-httplib adapters, and end-to-end tests that drive the example
+# HTTPS server with curl.
+keygate_add_test(http_request_test SOURCES http_request_test.cc LABELS http)
+
+# The adapters, each when its target is built.
+set(_keygate_adapter_libs "")
+set(_keygate_adapter_defs "")
+if(TARGET keygate_beast)
+  list(APPEND _keygate_adapter_libs keygate::beast)
+  list(APPEND _keygate_adapter_defs KEYGATE_TEST_BEAST)
+endif()
+if(TARGET keygate_httplib)
+  list(APPEND _keygate_adapter_libs keygate::httplib)
+  list(APPEND _keygate_adapter_defs KEYGATE_TEST_HTTPLIB)
+endif()
+if(_keygate_adapter_libs)
+  keygate_add_test(adapters_test SOURCES adapters_test.cc LIBS ${_keygate_adapter_libs}
+    LABELS http TIMEOUT 120)
+  target_compile_definitions(adapters_test PRIVATE ${_keygate_adapter_defs})
+endif()
+
+# End-to-end: the example server (examples/server) driven by curl over HTTPS,
+# keys made with the `keygate` CLI. The examples are added after the tests,
+# so the server's target is named by generator expression.
+if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_beast AND TARGET keygate_sqlite)
+  foreach(verifier hotpath reference)
+    add_test(NAME http_e2e_${verifier}
+      COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/http_e2e_test.sh
+        $<TARGET_FILE:keygate_example_server> $<TARGET_FILE:keygate_cli> ${verifier})
+    set_tests_properties(http_e2e_${verifier} PROPERTIES
+      LABELS "http;e2e" TIMEOUT 120 SKIP_RETURN_CODE 77)
+  endforeach()
+endif()

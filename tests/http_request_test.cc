@@ -1,0 +1,487 @@
+// The framework-agnostic HTTP request check (http_request.h): the pre-checks,
+// their order, the response table of DESIGN.md section 6 with real keys, and
+// attribution.
+
+#include "keygate/http_request.h"
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+#include "catch.h"
+#include "keygate/clock.h"
+#include "keygate/deployment.h"
+#include "keygate/key_manager.h"
+#include "keygate/memory_key_store.h"
+#include "keygate/reference_verifier.h"
+#include "keygate/secret.h"
+
+namespace keygate {
+namespace {
+
+std::map<std::string, std::string> Headers(const HttpDecision& d) {
+  std::map<std::string, std::string> m;
+  for (const auto& [k, v] : d.headers) {
+    REQUIRE(m.count(k) == 0);
+    m[k] = v;
+  }
+  return m;
+}
+
+// A verifier that counts calls and answers what it is told, so the tests can
+// prove which checks run before the verifier.
+class ScriptedVerifier final : public RequestVerifier {
+ public:
+  Verdict Verify(std::string_view authorization, const Requirement&,
+                 absl::Time now) const override {
+    calls.fetch_add(1);
+    last_authorization = std::string(authorization);
+    last_now = now;
+    if (throw_) throw std::runtime_error("boom");
+    return answer;
+  }
+  Verdict answer;
+  bool throw_ = false;
+  mutable std::atomic<int> calls{0};
+  mutable std::string last_authorization;
+  mutable absl::Time last_now;
+};
+
+Verdict OkVerdict(std::string_view key_id) {
+  Verdict v;
+  v.outcome = Outcome::kOk;
+  v.key_id.Set(key_id);
+  return v;
+}
+
+constexpr std::string_view kKeyId = "key_0123456789abcdefghijkl";
+
+// Real keys in a MemoryKeyStore, checked by the ReferenceVerifier of the
+// "production" environment.
+struct Fixture {
+  Fixture() {
+    deployment = *Deployment::Create({});
+    store = std::make_shared<MemoryKeyStore>();
+    clock = std::make_shared<FakeClock>(absl::FromUnixSeconds(1'800'000'000));
+    KeyManager::Options mo;
+    mo.deployment = deployment;
+    mo.store = store;
+    mo.clock = clock;
+    manager = std::make_unique<KeyManager>(std::move(mo));
+    auto verifier = ReferenceVerifier::Create(deployment, store, "production");
+    REQUIRE(verifier.ok());
+    HttpAuthOptions options;
+    options.clock = clock;
+    options.principal_lookup = LookupPrincipalInStore(store);
+    auth = std::make_unique<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
+    read = Requirement{*deployment->scopes().Compile({"read:all"}), "read:all", "", 1};
+    write = Requirement{*deployment->scopes().Compile({"write:all"}), "write:all", "", 1};
+  }
+
+  // Returns the "Bearer <token>" header for a new key.
+  std::string Create(std::string name, std::vector<std::string> scopes,
+                     std::string environment = "production",
+                     std::optional<absl::Time> expires = std::nullopt, std::string* id = nullptr) {
+    CreateKeyRequest req;
+    req.name = std::move(name);
+    req.owner = "alice";
+    req.environment = std::move(environment);
+    req.scopes = std::move(scopes);
+    req.expires = expires;
+    req.accounts = {"acct_1"};
+    req.metadata = {{"team", "billing"}};
+    absl::StatusOr<CreatedKey> k = manager->Create(req, "test");
+    REQUIRE(k.ok());
+    if (id != nullptr) *id = k->record.id;
+    return "Bearer " + std::string(k->token.Reveal(InsecureSecretAccess::Get()));
+  }
+
+  HttpAuthResult Check(std::string_view authorization, const Requirement& req,
+                       Attribution attribution = Attribution::kKeyIdOnly) {
+    const std::string_view values[] = {authorization};
+    HttpRequestFacts facts;
+    facts.authorization = values;
+    facts.tls = true;
+    facts.client_address = "127.0.0.1";
+    return auth->Check(facts, req, attribution);
+  }
+
+  std::shared_ptr<const Deployment> deployment;
+  std::shared_ptr<MemoryKeyStore> store;
+  std::shared_ptr<FakeClock> clock;
+  std::unique_ptr<KeyManager> manager;
+  std::unique_ptr<HttpAuthenticator> auth;
+  Requirement read;
+  Requirement write;
+};
+
+HttpRequestFacts Tls(absl::Span<const std::string_view> authorization) {
+  HttpRequestFacts f;
+  f.authorization = authorization;
+  f.tls = true;
+  f.client_address = "192.0.2.7";
+  return f;
+}
+
+TEST_CASE("Plain HTTP is rejected before any credential is looked at", "[http_request][tls]") {
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  verifier->answer = OkVerdict(kKeyId);
+  HttpAuthenticator auth(verifier);
+  const std::string_view values[] = {"Bearer kg_live_whatever"};
+  HttpRequestFacts f = Tls(values);
+  f.tls = false;
+  const HttpAuthResult r = auth.Check(f, {});
+  CHECK_FALSE(r.allowed());
+  CHECK(r.verdict.outcome == Outcome::kInsecureTransport);
+  CHECK(r.verdict.key().empty());
+  CHECK(r.decision.status == 403);
+  CHECK(Headers(r.decision).count("WWW-Authenticate") == 0);
+  CHECK(Headers(r.decision)["Cache-Control"] == "no-store");
+  CHECK(r.decision.body.find("https_required") != std::string::npos);
+  CHECK(verifier->calls.load() == 0);
+
+  // Opting out (a trusted TLS-terminating proxy sets `tls` itself, or a test).
+  HttpAuthOptions o;
+  o.require_tls = false;
+  HttpAuthenticator lax(verifier, o);
+  CHECK(lax.Check(f, {}).allowed());
+  CHECK(verifier->calls.load() == 1);
+}
+
+TEST_CASE("Two Authorization headers are a 400 invalid_request, even if both are valid",
+          "[http_request][invalid_request]") {
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  verifier->answer = OkVerdict(kKeyId);
+  HttpAuthenticator auth(verifier);
+  const std::string_view two[] = {"Bearer a", "Bearer a"};
+  const HttpAuthResult r = auth.Check(Tls(two), {});
+  CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
+  CHECK(r.decision.status == 400);
+  CHECK(Headers(r.decision)["WWW-Authenticate"] ==
+        "Bearer realm=\"api\", error=\"invalid_request\", error_description=\"Malformed "
+        "Authorization request\"");
+  CHECK(verifier->calls.load() == 0);
+
+  const std::string_view one[] = {"Bearer a"};
+  CHECK(auth.Check(Tls(one), {}).allowed());
+  CHECK(verifier->last_authorization == "Bearer a");
+}
+
+TEST_CASE("No Authorization header reaches the verifier as an empty value",
+          "[http_request][missing]") {
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  verifier->answer.outcome = Outcome::kMissing;
+  verifier->last_authorization = "not called";
+  HttpAuthenticator auth(verifier);
+  const HttpAuthResult r = auth.Check(Tls({}), {});
+  CHECK(verifier->calls.load() == 1);
+  CHECK(verifier->last_authorization.empty());
+  CHECK(r.decision.status == 401);
+  CHECK(Headers(r.decision)["WWW-Authenticate"] == "Bearer realm=\"api\"");
+}
+
+TEST_CASE("A credential in the query string is a 400 invalid_request",
+          "[http_request][invalid_request][query]") {
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  verifier->answer = OkVerdict(kKeyId);
+  HttpAuthenticator auth(verifier);
+  const std::string_view values[] = {"Bearer a"};
+
+  SECTION("parsed parameter names") {
+    for (std::string_view name : {"api_key", "access_token", "API_KEY", "Access_Token"}) {
+      const std::string_view names[] = {"page", name};
+      HttpRequestFacts f = Tls(values);
+      f.query_parameter_names = names;
+      INFO(name);
+      CHECK(auth.Check(f, {}).decision.status == 400);
+    }
+    const std::string_view harmless[] = {"page", "api_keys", "token", "key"};
+    HttpRequestFacts f = Tls(values);
+    f.query_parameter_names = harmless;
+    CHECK(auth.Check(f, {}).allowed());
+  }
+  SECTION("raw query strings") {
+    for (std::string_view q :
+         {"api_key=kg_live_x", "page=2&api_key=x", "api_key", "api_key=", "access_token=abc&x=1",
+          "x=1;access_token=y", "api%5Fkey=x", "%61ccess_token=x", "ApI_KeY=1", "a=1&&api_key"}) {
+      HttpRequestFacts f = Tls(values);
+      f.raw_query = q;
+      INFO(q);
+      const HttpAuthResult r = auth.Check(f, {});
+      CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
+      CHECK(r.decision.status == 400);
+    }
+    for (std::string_view q : {"", "page=2", "x=api_key", "api_keys=1", "my_api_key=1",
+                               "q=access_token%3D1", "api+key=1", "%ZZapi_key=1"}) {
+      HttpRequestFacts f = Tls(values);
+      f.raw_query = q;
+      INFO(q);
+      CHECK(auth.Check(f, {}).allowed());
+    }
+  }
+  SECTION("the list of credential parameters is configurable") {
+    HttpAuthOptions o;
+    o.credential_query_parameters = {"apikey"};
+    HttpAuthenticator custom(verifier, o);
+    HttpRequestFacts f = Tls(values);
+    f.raw_query = "apikey=1";
+    CHECK(custom.Check(f, {}).decision.status == 400);
+    f.raw_query = "api_key=1";
+    CHECK(custom.Check(f, {}).allowed());
+  }
+  CHECK(QueryCarriesCredential("a=1&api_key=2", HttpAuthOptions{}.credential_query_parameters));
+  CHECK_FALSE(QueryCarriesCredential("a=1", HttpAuthOptions{}.credential_query_parameters));
+}
+
+TEST_CASE("The response table with real keys: one identical 401 for every unusable token",
+          "[http_request][oracle]") {
+  Fixture fx;
+  std::string revoked_id;
+  const std::string good = fx.Create("good", {"read:all"});
+  const std::string revoked =
+      fx.Create("revoked", {"read:all"}, "production", std::nullopt, &revoked_id);
+  REQUIRE(fx.manager->Revoke(revoked_id, "test").ok());
+  const std::string expired =
+      fx.Create("expired", {"read:all"}, "production", fx.clock->Now() + absl::Seconds(5));
+  fx.clock->Advance(absl::Seconds(10));
+  const std::string preview = fx.Create("preview", {"read:all"}, "preview");
+  // A well-formed token with a valid checksum that the store does not know:
+  // the token of a deleted key.
+  std::string deleted_id;
+  const std::string deleted =
+      fx.Create("deleted", {"read:all"}, "production", std::nullopt, &deleted_id);
+  REQUIRE(fx.manager->Delete(deleted_id, "test").ok());
+  std::string corrupted = good;
+  corrupted.back() = corrupted.back() == 'a' ? 'b' : 'a';  // checksum no longer matches
+
+  const HttpAuthResult ok = fx.Check(good, fx.read);
+  CHECK(ok.allowed());
+  CHECK(ok.verdict.key().size() == kKeyIdLength);
+  CHECK(ok.decision.status == 0);
+  CHECK_FALSE(ok.principal.has_value());  // not asked for
+
+  struct Case {
+    std::string_view name;
+    std::string header;
+    Outcome outcome;
+  };
+  const std::vector<Case> cases = {
+      {"malformed", "Bearer garbage", Outcome::kMalformed},
+      {"bad checksum", corrupted, Outcome::kMalformed},
+      {"unknown", deleted, Outcome::kUnknown},
+      {"revoked", revoked, Outcome::kRevoked},
+      {"expired", expired, Outcome::kExpired},
+      {"wrong environment", preview, Outcome::kWrongEnvironment},
+  };
+  const HttpAuthResult first = fx.Check(cases.front().header, fx.read);
+  CHECK(first.decision.status == 401);
+  CHECK(Headers(first.decision)["WWW-Authenticate"] ==
+        "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"The API key is "
+        "invalid\"");
+  for (const Case& c : cases) {
+    INFO(c.name);
+    const HttpAuthResult r = fx.Check(c.header, fx.read);
+    CHECK(r.verdict.outcome == c.outcome);  // distinct for the server's logs
+    CHECK(r.decision.status == first.decision.status);
+    CHECK(r.decision.headers == first.decision.headers);
+    CHECK(r.decision.body == first.decision.body);
+  }
+
+  SECTION("a non-Bearer scheme is a 400") {
+    const HttpAuthResult r = fx.Check("Basic YWxpY2U6c2VjcmV0", fx.read);
+    CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
+    CHECK(r.decision.status == 400);
+  }
+  SECTION("a missing scope is a 403 naming it") {
+    const HttpAuthResult r = fx.Check(good, fx.write);
+    CHECK(r.verdict.outcome == Outcome::kInsufficientScope);
+    CHECK(r.verdict.key() == ok.verdict.key());
+    CHECK(r.decision.status == 403);
+    CHECK(Headers(r.decision)["WWW-Authenticate"] ==
+          "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"write:all\"");
+  }
+  SECTION("a store that is down is a 503 with Retry-After, never a 200") {
+    fx.store->SetUnavailableForTesting(true);
+    const HttpAuthResult r = fx.Check(good, fx.read);
+    CHECK(r.verdict.outcome == Outcome::kUnavailable);
+    CHECK(r.decision.status == 503);
+    CHECK(Headers(r.decision)["Retry-After"] == "1");
+    CHECK(Headers(r.decision)["Cache-Control"] == "no-store");
+  }
+}
+
+TEST_CASE("Attribution fetches the owner, accounts and metadata of the key",
+          "[http_request][attribution]") {
+  Fixture fx;
+  std::string id;
+  const std::string good = fx.Create("ci", {"admin"}, "production", std::nullopt, &id);
+
+  const HttpAuthResult r = fx.Check(good, fx.write, Attribution::kLookup);
+  REQUIRE(r.allowed());
+  REQUIRE(r.principal.has_value());
+  CHECK(r.principal->key_id == id);
+  CHECK(r.principal->key_name == "ci");
+  CHECK(r.principal->owner == "alice");
+  CHECK(r.principal->environment == "production");
+  CHECK(r.principal->accounts == std::vector<std::string>{"acct_1"});
+  CHECK(r.principal->metadata.at("team") == "billing");
+  CHECK(r.principal->scopes == std::vector<std::string>{"admin"});
+
+  SECTION("a lookup that fails turns an allowed request into a 503") {
+    auto verifier = std::make_shared<ScriptedVerifier>();
+    verifier->answer = OkVerdict(id);
+    HttpAuthOptions o;
+    o.principal_lookup = LookupPrincipalInStore(fx.store);
+    HttpAuthenticator auth(verifier, o);
+    fx.store->SetUnavailableForTesting(true);
+    const std::string_view values[] = {"Bearer x"};
+    const HttpAuthResult down = auth.Check(Tls(values), fx.write, Attribution::kLookup);
+    CHECK_FALSE(down.allowed());
+    CHECK(down.verdict.outcome == Outcome::kUnavailable);
+    CHECK(down.decision.status == 503);
+    // Without attribution the same request is allowed (nothing to look up).
+    CHECK(auth.Check(Tls(values), fx.write).allowed());
+  }
+  SECTION("a key deleted before the lookup answers as an unknown key") {
+    auto verifier = std::make_shared<ScriptedVerifier>();
+    verifier->answer = OkVerdict(id);
+    HttpAuthOptions o;
+    o.principal_lookup = LookupPrincipalInStore(fx.store);
+    HttpAuthenticator auth(verifier, o);
+    REQUIRE(fx.manager->Delete(id, "test").ok());
+    const std::string_view values[] = {"Bearer x"};
+    const HttpAuthResult gone = auth.Check(Tls(values), fx.write, Attribution::kLookup);
+    CHECK(gone.verdict.outcome == Outcome::kUnknown);
+    CHECK(gone.decision.status == 401);
+  }
+  SECTION("a lookup that returns another key's record is not trusted") {
+    auto verifier = std::make_shared<ScriptedVerifier>();
+    verifier->answer = OkVerdict(kKeyId);
+    HttpAuthOptions o;
+    o.principal_lookup = [&](std::string_view) -> absl::StatusOr<Principal> {
+      Principal p;
+      p.key_id = id;  // not the verified key
+      return p;
+    };
+    HttpAuthenticator auth(verifier, o);
+    const std::string_view values[] = {"Bearer x"};
+    CHECK(auth.Check(Tls(values), fx.write, Attribution::kLookup).decision.status == 503);
+  }
+  SECTION("no lookup configured fails closed") {
+    auto verifier = std::make_shared<ScriptedVerifier>();
+    verifier->answer = OkVerdict(kKeyId);
+    HttpAuthenticator auth(verifier);
+    const std::string_view values[] = {"Bearer x"};
+    CHECK(auth.Check(Tls(values), fx.write, Attribution::kLookup).decision.status == 503);
+  }
+}
+
+TEST_CASE("A verifier that throws fails closed with a 503", "[http_request][unavailable]") {
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  verifier->answer = OkVerdict(kKeyId);
+  verifier->throw_ = true;
+  HttpAuthenticator auth(verifier);
+  const std::string_view values[] = {"Bearer x"};
+  const HttpAuthResult r = auth.Check(Tls(values), {});
+  CHECK(verifier->calls.load() == 1);
+  CHECK(r.verdict.outcome == Outcome::kUnavailable);
+  CHECK(r.decision.status == 503);
+
+  HttpAuthenticator null_verifier(nullptr);
+  CHECK(null_verifier.Check(Tls(values), {}).decision.status == 503);
+}
+
+TEST_CASE("Rate-limit state reaches the response headers", "[http_request][rate_limit]") {
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  verifier->answer = OkVerdict(kKeyId);
+  verifier->answer.rate.limit = 5;
+  verifier->answer.rate.remaining = 4;
+  verifier->answer.rate.window_ns = 60'000'000'000;
+  verifier->answer.rate.reset_ns = 12'000'000'000;
+  HttpAuthOptions o;
+  o.http.policy_name = "per-key";
+  HttpAuthenticator auth(verifier, o);
+  const std::string_view values[] = {"Bearer x"};
+
+  HttpAuthResult r = auth.Check(Tls(values), {});
+  CHECK(r.allowed());
+  CHECK(Headers(r.decision)["RateLimit-Policy"] == "\"per-key\";q=5;w=60");
+  CHECK(Headers(r.decision)["RateLimit"] == "\"per-key\";r=4;t=12");
+
+  verifier->answer.outcome = Outcome::kRateLimited;
+  verifier->answer.rate.remaining = 0;
+  verifier->answer.rate.retry_after_ns = 2'500'000'000;
+  r = auth.Check(Tls(values), {});
+  CHECK(r.decision.status == 429);
+  CHECK(Headers(r.decision)["Retry-After"] == "3");
+  CHECK(Headers(r.decision)["RateLimit"] == "\"per-key\";r=0;t=3");
+}
+
+TEST_CASE("The verifier sees the authenticator's clock", "[http_request][clock]") {
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  auto clock = std::make_shared<FakeClock>(absl::FromUnixSeconds(1'900'000'000));
+  HttpAuthOptions o;
+  o.clock = clock;
+  HttpAuthenticator auth(verifier, o);
+  const std::string_view values[] = {"Bearer x"};
+  (void)auth.Check(Tls(values), {});
+  CHECK(verifier->last_now == absl::FromUnixSeconds(1'900'000'000));
+}
+
+TEST_CASE("AddressFilter matches IPv4 and IPv6 CIDR blocks", "[http_request][address]") {
+  const std::vector<std::string> blocks = {"10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"};
+  auto filter = AddressFilter::Create(blocks);
+  REQUIRE(filter.ok());
+  const AddressFilter& f = **filter;
+  CHECK(f.Allows("10.1.2.3"));
+  CHECK(f.Allows("::ffff:10.200.0.1"));
+  CHECK(f.Allows("192.0.2.7"));
+  CHECK_FALSE(f.Allows("192.0.2.8"));
+  CHECK_FALSE(f.Allows("11.0.0.1"));
+  CHECK(f.Allows("2001:db8:1::5"));
+  CHECK(f.Allows("[2001:db8::1]"));
+  CHECK(f.Allows("::1"));
+  CHECK_FALSE(f.Allows("2001:db9::1"));
+  CHECK_FALSE(f.Allows("not an address"));
+  CHECK_FALSE(f.Allows(""));
+
+  const std::vector<std::string> odd = {"10.0.0.0/12"};
+  auto odd_filter = AddressFilter::Create(odd);
+  REQUIRE(odd_filter.ok());
+  CHECK((*odd_filter)->Allows("10.15.255.255"));
+  CHECK_FALSE((*odd_filter)->Allows("10.16.0.0"));
+
+  for (std::string bad :
+       {"10.0.0.0/33", "::/129", "10.0.0/8", "nonsense", "1.2.3.4/", "1.2.3.4/x"}) {
+    const std::vector<std::string> one = {bad};
+    auto r = AddressFilter::Create(one);
+    INFO(bad);
+    CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(r.status().message()).find("allowed[0]") != std::string::npos);
+  }
+
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  verifier->answer = OkVerdict(kKeyId);
+  HttpAuthOptions o;
+  o.address_filter = *filter;
+  HttpAuthenticator auth(verifier, o);
+  const std::string_view values[] = {"Bearer x"};
+  HttpRequestFacts facts = Tls(values);
+  facts.client_address = "10.9.9.9";
+  CHECK(auth.Check(facts, {}).allowed());
+  facts.client_address = "203.0.113.1";
+  const HttpAuthResult denied = auth.Check(facts, {});
+  CHECK(denied.verdict.outcome == Outcome::kDeniedByIp);
+  CHECK(denied.decision.status == 403);
+  CHECK(verifier->calls.load() == 1);
+}
+
+}  // namespace
+}  // namespace keygate
