@@ -32,6 +32,21 @@ if(TARGET keygate_sqlite)
   export(EXPORT keygate-sqliteTargets NAMESPACE keygate::
     FILE "${PROJECT_BINARY_DIR}/keygate-sqliteTargets.cmake")
 endif()
+# Framework adapters: components "beast" and "httplib".
+foreach(adapter beast httplib)
+  if(TARGET keygate_${adapter})
+    list(APPEND KEYGATE_EXPORTED_COMPONENTS ${adapter})
+    install(TARGETS keygate_${adapter} EXPORT keygate-${adapter}Targets
+      ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+      LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+      INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+    install(EXPORT keygate-${adapter}Targets NAMESPACE keygate::
+      DESTINATION "${KEYGATE_CMAKE_DIR}")
+    export(EXPORT keygate-${adapter}Targets NAMESPACE keygate::
+      FILE "${PROJECT_BINARY_DIR}/keygate-${adapter}Targets.cmake")
+  endif()
+endforeach()
+
 if(TARGET keygate_cli)
   install(TARGETS keygate_cli RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}")
 endif()

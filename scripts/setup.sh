@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages keygate needs to build, test and run its demo.
 # Idempotent and quiet when everything is present. Run as root or with sudo.
 #
-#   scripts/setup.sh            # build + test dependencies
+#   scripts/setup.sh            # build, test and demo dependencies
+#   scripts/setup.sh --bench    # also wrk, Redis and PostgreSQL for bench/http
 set -euo pipefail
 
 packages=(
@@ -10,8 +11,11 @@ packages=(
   libssl-dev libabsl-dev libboost-dev zlib1g-dev
   catch2 libbenchmark-dev
   libsqlite3-dev sqlite3 libcli11-dev
-  ca-certificates curl openssl
+  libcpp-httplib-dev ca-certificates curl openssl
 )
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(wrk redis-server libhiredis-dev libpq-dev postgresql)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -98,15 +98,18 @@ long long RetryAfterSeconds(std::int64_t retry_after_ns) noexcept {
 
 HttpDecision DecideHttp(const Verdict& verdict, const Requirement& requirement,
                         const HttpOptions& options) {
+  if (verdict.outcome == Outcome::kOk) {
+    HttpDecision d;
+    d.allowed = true;
+    AddRateLimitHeaders(verdict, options, /*denied=*/false, &d);
+    return d;
+  }
+  // Only denials pay for the challenge string.
   const std::string realm =
       absl::StrCat("Bearer realm=\"", QuotedStringContent(options.realm), "\"");
   switch (verdict.outcome) {
-    case Outcome::kOk: {
-      HttpDecision d;
-      d.allowed = true;
-      AddRateLimitHeaders(verdict, options, /*denied=*/false, &d);
-      return d;
-    }
+    case Outcome::kOk:
+      break;  // answered above
     case Outcome::kMissing:
       return Deny(401, realm, "unauthorized",
                   "Authentication required: send Authorization: Bearer <api key>.");

@@ -1,14 +1,22 @@
-// Creates a key on the in-memory store and verifies it: proves the headers,
-// the library and its dependencies resolve for a consumer.
+// Creates a key in an in-memory SQLite store and verifies it: proves that the
+// headers, the libraries (core and the sqlite component, plus the Beast
+// adapter when installed) and their dependencies resolve for a consumer.
 #include <iostream>
 
 #include "keygate/keygate.h"
+#include "keygate/sqlite/sqlite_key_store.h"
+#ifdef KEYGATE_CONSUMER_BEAST
+#include "keygate/adapters/beast.h"
+#endif
 
 int main() {
   auto deployment = keygate::Deployment::Create({});
   if (!deployment.ok()) return 1;
-  auto store = std::make_shared<keygate::MemoryKeyStore>();
-  keygate::KeyManager manager({*deployment, store, nullptr, nullptr});
+  keygate::SqliteOptions options;
+  options.path = ":memory:";
+  auto store = keygate::SqliteKeyStore::Open(options);
+  if (!store.ok()) return 1;
+  keygate::KeyManager manager({*deployment, *store, nullptr, nullptr});
   keygate::CreateKeyRequest req;
   req.name = "consumer";
   req.owner = "alice";
@@ -16,7 +24,7 @@ int main() {
   req.scopes = {"read:all"};
   auto key = manager.Create(req, "alice");
   if (!key.ok()) return 2;
-  auto verifier = keygate::ReferenceVerifier::Create(*deployment, store, "production");
+  auto verifier = keygate::ReferenceVerifier::Create(*deployment, *store, "production");
   if (!verifier.ok()) return 3;
   const std::string header =
       "Bearer " + std::string(key->token.Reveal(keygate::InsecureSecretAccess::Get()));
