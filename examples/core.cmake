@@ -1,17 +1,10 @@
-# Examples on the core library. Both run as smoke tests: they exit non-zero
-# if keygate does not answer as they expect.
+# The README's usage example on the core library. It runs as a smoke test:
+# it exits non-zero if keygate does not answer as it expects.
 add_executable(keygate_quickstart quickstart.cc)
 target_link_libraries(keygate_quickstart PRIVATE keygate::keygate)
 keygate_set_warnings(keygate_quickstart)
 
-# The interim main job (in-memory store); the SQLite demo supersedes it.
-add_executable(keygate_basic_demo basic_demo.cc)
-target_link_libraries(keygate_basic_demo PRIVATE keygate::keygate)
-keygate_set_warnings(keygate_basic_demo)
-
 if(KEYGATE_BUILD_TESTS)
   add_test(NAME example_quickstart COMMAND keygate_quickstart)
-  add_test(NAME example_basic_demo COMMAND keygate_basic_demo)
-  set_tests_properties(example_quickstart example_basic_demo PROPERTIES
-    LABELS "examples" TIMEOUT 60)
+  set_tests_properties(example_quickstart PROPERTIES LABELS "examples" TIMEOUT 60)
 endif()
