@@ -121,12 +121,13 @@ std::string RandomId(std::mt19937_64& rng) {
   return id;
 }
 
-// KEYGATE_BENCH_SORTABLE_IDS=1: ids that grow with creation time (a
-// base62 counter, then random), as a time-ordered id scheme would make them.
-// Measures what insert locality is worth; KeyManager's ids are random.
+// Ids grow with creation time (8 base62 characters of a counter, then 14
+// random), the shape of KeyManager's ids ("key_" + creation ms + random).
+// KEYGATE_BENCH_SORTABLE_IDS=0 makes them fully random instead, to measure
+// what insert locality is worth.
 bool SortableIds() {
   const char* v = std::getenv("KEYGATE_BENCH_SORTABLE_IDS");
-  return v != nullptr && *v != '\0' && std::string_view(v) != "0";
+  return v == nullptr || *v == '\0' || std::string_view(v) != "0";
 }
 
 std::string SortableId(std::size_t i, std::mt19937_64& rng) {
