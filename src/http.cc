@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "internal/json_string.h"
+
 namespace keygate {
 namespace {
 
@@ -18,41 +20,6 @@ std::string QuotedStringContent(std::string_view s) {
     if (c == '"' || c == '\\') out.push_back('\\');
     out.push_back(c);
   }
-  return out;
-}
-
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (u < 0x20) {
-          static constexpr char kHex[] = "0123456789abcdef";
-          out += "\\u00";
-          out.push_back(kHex[u >> 4]);
-          out.push_back(kHex[u & 0xF]);
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  out.push_back('"');
   return out;
 }
 
@@ -84,8 +51,8 @@ HttpDecision Deny(int status, std::string www_authenticate, std::string_view err
     d.headers.emplace_back("WWW-Authenticate", std::move(www_authenticate));
   d.headers.emplace_back("Cache-Control", "no-store");
   d.headers.emplace_back("Content-Type", "application/json");
-  d.body =
-      absl::StrCat("{\"error\":", JsonString(error), ",\"message\":", JsonString(message), "}");
+  d.body = absl::StrCat("{\"error\":", internal::JsonString(error),
+                        ",\"message\":", internal::JsonString(message), "}");
   return d;
 }
 

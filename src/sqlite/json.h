@@ -10,12 +10,9 @@
 #include <string_view>
 #include <vector>
 
-namespace keygate::internal {
+#include "internal/json_string.h"  // AppendJsonString, JsonString
 
-// Appends `s` as a JSON string literal (quotes included). Bytes >= 0x80 pass
-// through unchanged (UTF-8 in, UTF-8 out); control characters are escaped.
-void AppendJsonString(std::string* out, std::string_view s);
-std::string JsonString(std::string_view s);
+namespace keygate::internal {
 
 std::string EncodeJsonStringArray(const std::vector<std::string>& values);
 std::string EncodeJsonStringMap(const std::map<std::string, std::string>& values);
