@@ -30,23 +30,14 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/token.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
 
-#define REQUIRE_OK(expr)                    \
-  do {                                      \
-    const auto& require_ok_value_ = (expr); \
-    INFO(StatusText(require_ok_value_));    \
-    REQUIRE(require_ok_value_.ok());        \
-  } while (false)
+using testing::StatusText;
 
-std::string StatusText(const absl::Status& s) { return s.ToString(); }
-template <typename T>
-std::string StatusText(const absl::StatusOr<T>& s) {
-  return s.status().ToString();
-}
-
+// A view into the secret itself: TokenViews parsed from it stay valid.
 std::string_view Text(const Secret& s) { return s.Reveal(InsecureSecretAccess::Get()); }
 
 // A fresh deployment, memory store, event collector and fake clock.

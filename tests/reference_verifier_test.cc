@@ -21,24 +21,13 @@
 #include "keygate/key_manager.h"
 #include "keygate/memory_key_store.h"
 #include "keygate/token.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
 
-#define REQUIRE_OK(expr)                    \
-  do {                                      \
-    const auto& require_ok_value_ = (expr); \
-    INFO(StatusText(require_ok_value_));    \
-    REQUIRE(require_ok_value_.ok());        \
-  } while (false)
-
-std::string StatusText(const absl::Status& s) { return s.ToString(); }
-template <typename T>
-std::string StatusText(const absl::StatusOr<T>& s) {
-  return s.status().ToString();
-}
-
-std::string Text(const Secret& s) { return std::string(s.Reveal(InsecureSecretAccess::Get())); }
+using testing::StatusText;
+using testing::Text;
 
 std::shared_ptr<const ScopeRegistry> AppScopes() {
   auto r = ScopeRegistry::Builder()

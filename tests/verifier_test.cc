@@ -34,24 +34,13 @@
 #include "keygate/reference_verifier.h"
 #include "keygate/token.h"
 #include "keygate/usage.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
 
-#define REQUIRE_OK(expr)                    \
-  do {                                      \
-    const auto& require_ok_value_ = (expr); \
-    INFO(StatusText(require_ok_value_));    \
-    REQUIRE(require_ok_value_.ok());        \
-  } while (false)
-
-std::string StatusText(const absl::Status& s) { return s.ToString(); }
-template <typename T>
-std::string StatusText(const absl::StatusOr<T>& s) {
-  return s.status().ToString();
-}
-
-std::string Text(const Secret& s) { return std::string(s.Reveal(InsecureSecretAccess::Get())); }
+using testing::StatusText;
+using testing::Text;
 
 const absl::Time kStart = absl::FromUnixSeconds(1'700'000'000);
 
