@@ -1,54 +1,106 @@
+// The low-level SHA-256 entry points are deprecated in OpenSSL 3 but are the
+// fastest way to its (SHA-NI) block function; see TokenHasher::Hash below.
+// This must precede every OpenSSL include, including indirect ones.
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+
 #include "keygate/digest.h"
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
+#include <openssl/sha.h>
 
-#include <atomic>
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "absl/status/status.h"
 
+#if defined(OPENSSL_NO_DEPRECATED_3_0)
+#error "keygate needs OpenSSL's SHA256_Transform (an OpenSSL built without no-deprecated)"
+#endif
+
 namespace keygate {
-
-// Algorithms are fetched once per hasher: implicit fetches (SHA256(), HMAC(),
-// EVP_DigestInit_ex(ctx, EVP_sha256())) search the provider store on every call
-// and cost 3-10x more, worse under threads (research/performance.md).
-struct TokenHasher::Impl {
-  std::uint64_t id = 0;                 // distinguishes hashers in thread-local caches
-  EVP_MD* md = nullptr;                 // fetched SHA-256
-  EVP_MAC* mac = nullptr;               // fetched HMAC (keyed only)
-  EVP_MAC_CTX* mac_template = nullptr;  // keyed with the pepper (keyed only)
-
-  ~Impl() {
-    EVP_MAC_CTX_free(mac_template);
-    EVP_MAC_free(mac);
-    EVP_MD_free(md);
-  }
-};
-
 namespace {
 
-std::atomic<std::uint64_t> g_next_hasher_id{1};
+constexpr std::size_t kBlock = 64;
 
-// Each thread keeps one initialised context for the hasher it used last and
-// only re-initialises it per call. A thread that alternates between hashers
-// (rare: one deployment per process is the norm) re-creates it on each switch.
-struct ThreadContexts {
-  std::uint64_t owner = 0;
-  EVP_MD_CTX* md = nullptr;
-  EVP_MAC_CTX* mac = nullptr;
+// FIPS 180-4 5.3.3: the initial hash value.
+constexpr std::uint32_t kSha256Iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
 
-  ~ThreadContexts() {
-    EVP_MAC_CTX_free(mac);
-    EVP_MD_CTX_free(md);
+// Zeroes `n` bytes at `p` in a way the compiler may not drop as a dead store.
+// (OPENSSL_cleanse does the same through an indirect call; this is the
+// per-request path, where a few stores are all it takes.)
+inline void Wipe(void* p, std::size_t n) noexcept {
+  std::memset(p, 0, n);
+  __asm__ __volatile__("" : : "r"(p) : "memory");
+}
+
+// A SHA-256 chaining value. Only `h` of OpenSSL's context is used: the block
+// function reads and writes nothing else.
+struct State {
+  SHA256_CTX ctx;
+
+  void Reset(const std::uint32_t h[8]) noexcept {
+    std::memset(&ctx, 0, sizeof ctx);
+    std::memcpy(ctx.h, h, sizeof ctx.h);
   }
+  void Block(const unsigned char* p) noexcept { SHA256_Transform(&ctx, p); }
 };
 
-thread_local ThreadContexts t_contexts;
+inline void StoreBe32(unsigned char* p, std::uint32_t v) noexcept {
+  p[0] = static_cast<unsigned char>(v >> 24);
+  p[1] = static_cast<unsigned char>(v >> 16);
+  p[2] = static_cast<unsigned char>(v >> 8);
+  p[3] = static_cast<unsigned char>(v);
+}
+
+// Absorbs `data` into `s`, which has already absorbed `prior` bytes (a
+// multiple of the block size), pads (FIPS 180-4 5.1.1) and writes the
+// digest. Whole blocks are compressed straight from `data`; only the tail is
+// copied, into a stack buffer that is wiped afterwards.
+void Finish(State& s, std::uint64_t prior, const unsigned char* data, std::size_t len,
+            unsigned char out[kDigestSize]) noexcept {
+  const std::size_t full = len / kBlock;
+  for (std::size_t i = 0; i < full; ++i) s.Block(data + i * kBlock);
+  const std::size_t tail = len % kBlock;
+  alignas(64) unsigned char buf[2 * kBlock];
+  const std::size_t total = tail + 9 <= kBlock ? kBlock : 2 * kBlock;
+  std::memset(buf, 0, total);
+  if (tail != 0) std::memcpy(buf, data + full * kBlock, tail);
+  buf[tail] = 0x80;
+  const std::uint64_t bits = (prior + len) * 8;
+  StoreBe32(buf + total - 8, static_cast<std::uint32_t>(bits >> 32));
+  StoreBe32(buf + total - 4, static_cast<std::uint32_t>(bits));
+  s.Block(buf);
+  if (total == 2 * kBlock) s.Block(buf + kBlock);
+  Wipe(buf, total);
+  for (std::size_t i = 0; i < 8; ++i) StoreBe32(out + 4 * i, s.ctx.h[i]);
+}
+
+void Sha256(const unsigned char* data, std::size_t len, unsigned char out[kDigestSize]) noexcept {
+  State s;
+  s.Reset(kSha256Iv);
+  Finish(s, 0, data, len, out);
+  Wipe(&s, sizeof s);
+}
 
 }  // namespace
+
+// HMAC (RFC 2104) keeps the chaining values after the key's inner and outer
+// pad blocks, so each call compresses only the message and one outer block:
+// 3 block operations for a token, against 5 for HMAC from scratch. These
+// chaining values are as sensitive as the pepper itself: they live only here
+// and are wiped on destruction.
+struct TokenHasher::Impl {
+  std::uint32_t inner[8] = {};
+  std::uint32_t outer[8] = {};
+
+  ~Impl() {
+    OPENSSL_cleanse(inner, sizeof inner);
+    OPENSSL_cleanse(outer, sizeof outer);
+  }
+};
 
 TokenHasher::TokenHasher(std::unique_ptr<Impl> impl, bool keyed)
     : impl_(std::move(impl)), keyed_(keyed) {}
@@ -58,59 +110,51 @@ TokenHasher::~TokenHasher() = default;
 absl::StatusOr<std::shared_ptr<const TokenHasher>> TokenHasher::Create(
     const std::optional<Secret>& pepper) {
   auto impl = std::make_unique<Impl>();
-  impl->id = g_next_hasher_id.fetch_add(1, std::memory_order_relaxed);
-  impl->md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  if (impl->md == nullptr) return absl::InternalError("hasher: OpenSSL has no SHA-256");
   const bool keyed = pepper.has_value();
   if (keyed) {
     if (pepper->size() < kMinPepperSize) {
       return absl::InvalidArgumentError("pepper: must be at least 32 bytes");
     }
-    impl->mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-    if (impl->mac == nullptr) return absl::InternalError("hasher: OpenSSL has no HMAC");
-    impl->mac_template = EVP_MAC_CTX_new(impl->mac);
-    if (impl->mac_template == nullptr) return absl::InternalError("hasher: EVP_MAC_CTX_new failed");
-    char digest_name[] = "SHA256";
-    const OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
-        OSSL_PARAM_construct_end()};
     const std::string_view key = pepper->Reveal(InsecureSecretAccess::Get());
-    if (EVP_MAC_init(impl->mac_template, reinterpret_cast<const unsigned char*>(key.data()),
-                     key.size(), params) != 1) {
-      return absl::InternalError("hasher: EVP_MAC_init failed");
+    // A key longer than a block is replaced by its digest (RFC 2104 2).
+    unsigned char k[kBlock] = {};
+    if (key.size() > kBlock) {
+      Sha256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), k);
+    } else {
+      std::memcpy(k, key.data(), key.size());
     }
+    unsigned char pad[kBlock];
+    State s;
+    for (std::size_t i = 0; i < kBlock; ++i) pad[i] = static_cast<unsigned char>(k[i] ^ 0x36);
+    s.Reset(kSha256Iv);
+    s.Block(pad);
+    std::memcpy(impl->inner, s.ctx.h, sizeof impl->inner);
+    for (std::size_t i = 0; i < kBlock; ++i) pad[i] = static_cast<unsigned char>(k[i] ^ 0x5c);
+    s.Reset(kSha256Iv);
+    s.Block(pad);
+    std::memcpy(impl->outer, s.ctx.h, sizeof impl->outer);
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(pad, sizeof pad);
+    OPENSSL_cleanse(&s, sizeof s);
   }
   return std::shared_ptr<const TokenHasher>(new TokenHasher(std::move(impl), keyed));
 }
 
 bool TokenHasher::Hash(std::string_view token, Digest* out) const noexcept {
-  ThreadContexts& t = t_contexts;
-  if (t.owner != impl_->id) {
-    EVP_MAC_CTX_free(t.mac);
-    t.mac = nullptr;
-    t.owner = 0;
-    if (keyed_) {
-      // A duplicate of the keyed template: later EVP_MAC_init calls with a
-      // NULL key restart HMAC with the pepper already loaded.
-      t.mac = EVP_MAC_CTX_dup(impl_->mac_template);
-      if (t.mac == nullptr) return false;
-    } else if (t.md == nullptr) {
-      t.md = EVP_MD_CTX_new();
-      if (t.md == nullptr) return false;
-    }
-    t.owner = impl_->id;
-  }
   const auto* data = reinterpret_cast<const unsigned char*>(token.data());
-  if (keyed_) {
-    std::size_t len = 0;
-    return EVP_MAC_init(t.mac, nullptr, 0, nullptr) == 1 &&
-           EVP_MAC_update(t.mac, data, token.size()) == 1 &&
-           EVP_MAC_final(t.mac, out->data(), &len, out->size()) == 1 && len == kDigestSize;
+  if (!keyed_) {
+    Sha256(data, token.size(), out->data());
+    return true;
   }
-  unsigned int len = 0;
-  return EVP_DigestInit_ex2(t.md, impl_->md, nullptr) == 1 &&
-         EVP_DigestUpdate(t.md, data, token.size()) == 1 &&
-         EVP_DigestFinal_ex(t.md, out->data(), &len) == 1 && len == kDigestSize;
+  State s;
+  unsigned char inner_digest[kDigestSize];
+  s.Reset(impl_->inner);
+  Finish(s, kBlock, data, token.size(), inner_digest);
+  s.Reset(impl_->outer);
+  Finish(s, kBlock, inner_digest, sizeof inner_digest, out->data());
+  Wipe(inner_digest, sizeof inner_digest);
+  Wipe(&s, sizeof s);
+  return true;
 }
 
 absl::StatusOr<Digest> TokenHasher::Hash(std::string_view token) const {

@@ -1,6 +1,11 @@
 // Digest at rest: SHA-256 / HMAC-SHA256 known answers and thread contexts.
 #include "keygate/digest.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -40,6 +45,51 @@ TEST_CASE("Keyed digest is HMAC-SHA256 (RFC 4231 test case 6)", "[digest][kat]")
     auto d = (*h)->Hash(data);
     REQUIRE(d.ok());
     CHECK(DigestEquals(*d, want));
+  }
+}
+
+TEST_CASE("Keyed digest: RFC 4231 test case 7 (long key, long data)", "[digest][kat]") {
+  const Secret pepper(std::string(131, '\xaa'));
+  auto h = TokenHasher::Create(pepper);
+  REQUIRE(h.ok());
+  const std::string data =
+      "This is a test using a larger than block-size key and a larger than block-size data. "
+      "The key needs to be hashed before being used by the HMAC algorithm.";
+  auto d = (*h)->Hash(data);
+  REQUIRE(d.ok());
+  CHECK(DigestToHex(*d) == "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+}
+
+// The hasher pads messages itself and keeps HMAC midstates: check it against
+// OpenSSL's own EVP implementation at every length around the block
+// boundaries (55/56/64/119/120/128 bytes are where padding changes shape),
+// for keys shorter than, equal to and longer than a block.
+TEST_CASE("Digests match OpenSSL's EVP SHA-256 and HMAC at every length", "[digest]") {
+  std::mt19937_64 rng(42);
+  std::string msg(300, '\0');
+  for (char& c : msg) c = static_cast<char>(rng());
+  for (std::size_t key_len : {std::size_t{0}, std::size_t{32}, std::size_t{63}, std::size_t{64},
+                              std::size_t{65}, std::size_t{200}}) {
+    std::string key(key_len, '\0');
+    for (char& c : key) c = static_cast<char>(rng());
+    auto h = TokenHasher::Create(key_len == 0 ? std::nullopt : std::optional<Secret>(Secret(key)));
+    REQUIRE(h.ok());
+    for (std::size_t len = 0; len <= msg.size(); ++len) {
+      const auto* data = reinterpret_cast<const unsigned char*>(msg.data());
+      Digest want{};
+      unsigned int want_len = 0;
+      if (key_len == 0) {
+        REQUIRE(EVP_Digest(data, len, want.data(), &want_len, EVP_sha256(), nullptr) == 1);
+      } else {
+        REQUIRE(HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data, len, want.data(),
+                     &want_len) != nullptr);
+      }
+      REQUIRE(want_len == kDigestSize);
+      Digest got{};
+      REQUIRE((*h)->Hash(std::string_view(msg.data(), len), &got));
+      INFO("key length " << key_len << ", message length " << len);
+      REQUIRE(DigestToHex(got) == DigestToHex(want));
+    }
   }
 }
 
