@@ -11,6 +11,7 @@
 #include "boost/multiprecision/cpp_int.hpp"
 
 #include "internal/base62.h"
+#include "internal/canonical_token.h"
 #include "internal/charclass.h"
 
 namespace keygate {
@@ -71,10 +72,12 @@ void EncodeSecret(const unsigned char bytes[32], char out[kSecretChars]) {
 
 }  // namespace
 
-std::uint32_t Crc32(std::string_view data) noexcept {
+namespace internal {
+
+std::uint32_t Crc32Update(std::uint32_t reg, std::string_view data) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(data.data());
   std::size_t n = data.size();
-  std::uint32_t crc = 0xFFFFFFFFu;
+  std::uint32_t crc = reg;
   while (n >= 8) {
     const std::uint32_t one = Load32Le(p) ^ crc;
     const std::uint32_t two = Load32Le(p + 4);
@@ -86,7 +89,13 @@ std::uint32_t Crc32(std::string_view data) noexcept {
     n -= 8;
   }
   while (n-- > 0) crc = (crc >> 8) ^ kCrcTables[0][(crc ^ *p++) & 0xFF];
-  return ~crc;
+  return crc;
+}
+
+}  // namespace internal
+
+std::uint32_t Crc32(std::string_view data) noexcept {
+  return ~internal::Crc32Update(0xFFFFFFFFu, data);
 }
 
 std::string Base62EncodeFixed(std::uint64_t value, std::size_t width) {

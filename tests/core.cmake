@@ -6,6 +6,7 @@ keygate_add_test(secret_test SOURCES secret_test.cc LABELS core)
 keygate_add_test(digest_test SOURCES digest_test.cc LABELS core concurrent)
 keygate_add_test(scope_test SOURCES scope_test.cc LABELS core)
 keygate_add_test(bearer_test SOURCES bearer_test.cc LABELS core)
+keygate_add_test(canonical_token_test SOURCES canonical_token_test.cc LABELS core)
 keygate_add_test(http_test SOURCES http_test.cc LABELS core)
 
 # The README's usage example is examples/quickstart.cc, which CI builds and runs.
