@@ -9,6 +9,7 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -49,10 +50,8 @@ struct State {
 };
 
 inline void StoreBe32(unsigned char* p, std::uint32_t v) noexcept {
-  p[0] = static_cast<unsigned char>(v >> 24);
-  p[1] = static_cast<unsigned char>(v >> 16);
-  p[2] = static_cast<unsigned char>(v >> 8);
-  p[3] = static_cast<unsigned char>(v);
+  if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap32(v);
+  std::memcpy(p, &v, sizeof v);
 }
 
 // Absorbs `data` into `s`, which has already absorbed `prior` bytes (a
@@ -64,17 +63,20 @@ void Finish(State& s, std::uint64_t prior, const unsigned char* data, std::size_
   const std::size_t full = len / kBlock;
   for (std::size_t i = 0; i < full; ++i) s.Block(data + i * kBlock);
   const std::size_t tail = len % kBlock;
+  // Constant-size clears compile to a few vector stores; a size that depends
+  // on the tail would be a library call.
   alignas(64) unsigned char buf[2 * kBlock];
-  const std::size_t total = tail + 9 <= kBlock ? kBlock : 2 * kBlock;
-  std::memset(buf, 0, total);
+  std::memset(buf, 0, sizeof buf);
   if (tail != 0) std::memcpy(buf, data + full * kBlock, tail);
   buf[tail] = 0x80;
+  const bool two = tail + 9 > kBlock;
+  unsigned char* last = two ? buf + kBlock : buf;
   const std::uint64_t bits = (prior + len) * 8;
-  StoreBe32(buf + total - 8, static_cast<std::uint32_t>(bits >> 32));
-  StoreBe32(buf + total - 4, static_cast<std::uint32_t>(bits));
+  StoreBe32(last + kBlock - 8, static_cast<std::uint32_t>(bits >> 32));
+  StoreBe32(last + kBlock - 4, static_cast<std::uint32_t>(bits));
   s.Block(buf);
-  if (total == 2 * kBlock) s.Block(buf + kBlock);
-  Wipe(buf, total);
+  if (two) s.Block(last);
+  Wipe(buf, sizeof buf);
   for (std::size_t i = 0; i < 8; ++i) StoreBe32(out + 4 * i, s.ctx.h[i]);
 }
 

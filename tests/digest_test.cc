@@ -1,4 +1,4 @@
-// Digest at rest: SHA-256 / HMAC-SHA256 known answers and thread contexts.
+// Digest at rest: SHA-256 / HMAC-SHA256 known answers, agreement with EVP.
 #include "keygate/digest.h"
 
 #include <openssl/evp.h>
@@ -27,7 +27,7 @@ TEST_CASE("Unkeyed digest is SHA-256", "[digest][kat]") {
   Digest d{};
   REQUIRE((*h)->Hash("abc", &d));
   CHECK(DigestToHex(d) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  // Reusing the thread's context must not carry state between calls.
+  // Repeated calls must not carry state between them.
   REQUIRE((*h)->Hash("abc", &d));
   CHECK(DigestToHex(d) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   REQUIRE((*h)->Hash("", &d));

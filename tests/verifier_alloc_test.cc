@@ -231,7 +231,7 @@ TEST_CASE("Verify allocates nothing after a thread's first call", "[verifier][al
     Setup s(fancy);
     s.Headers();
     int oks = 0;
-    s.RunAll();  // warm-up: hasher context, epoch record, the limited key's one request
+    s.RunAll();  // warm-up: epoch record, the limited key's one request
     CHECK(CountAllocations(s, 50, &oks) == 0);
     CHECK(oks == 50 * 5);
 

@@ -59,12 +59,32 @@ CanonicalToken::CanonicalToken(std::string_view prefix, std::string_view env_tag
   std::memcpy(head_ + prefix.size() + 1, env_tag.data(), env_tag.size());
   head_len_ = prefix.size() + env_tag.size() + 2;
   head_[head_len_ - 1] = '_';
-  head_crc_ = Crc32Update(0xFFFFFFFFu, std::string_view(head_, head_len_));
+  for (std::size_t i = 0; i < head_len_; ++i) head_mask_[i] = 0xFF;
+  head_crc_ =
+      Crc32Update(0xFFFFFFFFu, std::string_view(reinterpret_cast<const char*>(head_), head_len_));
+}
+
+bool CanonicalToken::HeadMatches(const char* p) const noexcept {
+#if defined(__SSE2__)
+  const auto differs = [&](std::size_t at) noexcept {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at));
+    const __m128i h = _mm_load_si128(reinterpret_cast<const __m128i*>(head_ + at));
+    const __m128i m = _mm_load_si128(reinterpret_cast<const __m128i*>(head_mask_ + at));
+    return _mm_and_si128(_mm_xor_si128(v, h), m);
+  };
+  const __m128i d = _mm_or_si128(differs(0), differs(16));
+  return _mm_movemask_epi8(_mm_cmpeq_epi8(d, _mm_setzero_si128())) == 0xFFFF;
+#else
+  unsigned char d = 0;
+  for (std::size_t i = 0; i < sizeof head_; ++i) {
+    d |= static_cast<unsigned char>((static_cast<unsigned char>(p[i]) ^ head_[i]) & head_mask_[i]);
+  }
+  return d == 0;
+#endif
 }
 
 CanonicalMatch CanonicalToken::MatchToken(std::string_view token) const noexcept {
-  if (head_len_ == 0 || token.size() != head_len_ + kBody ||
-      std::memcmp(token.data(), head_, head_len_) != 0) {
+  if (head_len_ == 0 || token.size() != head_len_ + kBody || !HeadMatches(token.data())) {
     return CanonicalMatch::kOther;
   }
   const char* body = token.data() + head_len_;

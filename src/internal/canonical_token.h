@@ -48,6 +48,7 @@ enum class CanonicalMatch : std::uint8_t {
 class CanonicalToken {
  public:
   static constexpr std::size_t kMaxHead = kMaxPrefixLength + 1 + kMaxEnvTagLength + 1;
+  static_assert(kMaxHead <= 32);
 
   // `prefix` and `env_tag` must be valid (IsValidPrefix / IsValidEnvTag).
   CanonicalToken(std::string_view prefix, std::string_view env_tag) noexcept;
@@ -59,7 +60,14 @@ class CanonicalToken {
   CanonicalMatch MatchHeader(std::string_view header, std::string_view* token) const noexcept;
 
  private:
-  char head_[kMaxHead] = {};
+  // True if the 32 bytes at `p` start with the head.
+  bool HeadMatches(const char* p) const noexcept;
+
+  // The head, zero-padded to 32 bytes, and a mask of its bytes: every token
+  // of the right length is at least 32 bytes long (1 + 1 + 1 + 1 + 49), so
+  // the comparison is two 16-byte loads, not a length-dependent memcmp.
+  alignas(16) unsigned char head_[32] = {};
+  alignas(16) unsigned char head_mask_[32] = {};
   std::size_t head_len_ = 0;
   std::uint32_t head_crc_ = 0;  // CRC register after head_
 };
