@@ -155,6 +155,16 @@ TEST_CASE("Random headers near the canonical shape agree with the general path",
   CHECK(ok > 0);
 }
 
+TEST_CASE("A recogniser without a valid head matches nothing", "[canonical]") {
+  const std::string header = "Bearer " + MakeToken("kg", "live", 3);
+  for (const CanonicalToken& c : {CanonicalToken("", ""), CanonicalToken("k", "live"),
+                                  CanonicalToken("kg", ""), CanonicalToken("KG", "live")}) {
+    std::string_view token;
+    CHECK(c.MatchHeader(header, &token) == CanonicalMatch::kOther);
+    CHECK(c.MatchToken(header.substr(7)) == CanonicalMatch::kOther);
+  }
+}
+
 TEST_CASE("Crc32Update continues Crc32", "[canonical][crc]") {
   const std::string s = "kg_live_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
   for (std::size_t cut = 0; cut <= s.size(); ++cut) {

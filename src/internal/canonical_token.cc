@@ -53,15 +53,17 @@ inline std::uint64_t CheckValue(const char* p) noexcept {
 }  // namespace
 
 CanonicalToken::CanonicalToken(std::string_view prefix, std::string_view env_tag) noexcept {
-  if (prefix.size() + env_tag.size() + 2 > kMaxHead) return;  // never matches
+  // Anything else never matches (head_len_ stays 0).
+  if (!IsValidPrefix(prefix) || !IsValidEnvTag(env_tag)) return;
   std::memcpy(head_, prefix.data(), prefix.size());
   head_[prefix.size()] = '_';
   std::memcpy(head_ + prefix.size() + 1, env_tag.data(), env_tag.size());
   head_len_ = prefix.size() + env_tag.size() + 2;
   head_[head_len_ - 1] = '_';
   for (std::size_t i = 0; i < head_len_; ++i) head_mask_[i] = 0xFF;
-  head_crc_ =
-      Crc32Update(0xFFFFFFFFu, std::string_view(reinterpret_cast<const char*>(head_), head_len_));
+  static_assert(kMinPrefixLength + kMinEnvTagLength + 2 >= kCrcOverlap);
+  head_crc_ = Crc32Update(
+      0xFFFFFFFFu, std::string_view(reinterpret_cast<const char*>(head_), head_len_ - kCrcOverlap));
 }
 
 bool CanonicalToken::HeadMatches(const char* p) const noexcept {
@@ -89,7 +91,8 @@ CanonicalMatch CanonicalToken::MatchToken(std::string_view token) const noexcept
   }
   const char* body = token.data() + head_len_;
   if (!AllBase62(body)) return CanonicalMatch::kOther;
-  const std::uint32_t crc = ~Crc32Update(head_crc_, std::string_view(body, kSecretChars));
+  const std::uint32_t crc =
+      ~Crc32Update(head_crc_, std::string_view(body - kCrcOverlap, kCrcOverlap + kSecretChars));
   return CheckValue(body + kSecretChars) == crc ? CanonicalMatch::kOk
                                                 : CanonicalMatch::kBadChecksum;
 }

@@ -12,7 +12,7 @@
 //     the byte-class table elsewhere;
 //   - the checksum: the CRC-32 register after "<prefix>_<env>_" is the same
 //     for every token of this environment, so only the 43 secret characters
-//     are folded in.
+//     (and 5 bytes of the head, to make whole 8-byte steps) are folded in.
 // Anything else (other spacing, another scheme's spelling, another
 // environment, a stray character, a different length) answers kOther, and
 // the caller takes the general path, which gives the exact verdict (400 vs
@@ -50,7 +50,8 @@ class CanonicalToken {
   static constexpr std::size_t kMaxHead = kMaxPrefixLength + 1 + kMaxEnvTagLength + 1;
   static_assert(kMaxHead <= 32);
 
-  // `prefix` and `env_tag` must be valid (IsValidPrefix / IsValidEnvTag).
+  // With an invalid `prefix` or `env_tag` (IsValidPrefix / IsValidEnvTag)
+  // nothing matches: every input answers kOther.
   CanonicalToken(std::string_view prefix, std::string_view env_tag) noexcept;
 
   // A bare token.
@@ -69,7 +70,12 @@ class CanonicalToken {
   alignas(16) unsigned char head_[32] = {};
   alignas(16) unsigned char head_mask_[32] = {};
   std::size_t head_len_ = 0;
-  std::uint32_t head_crc_ = 0;  // CRC register after head_
+  // The CRC register after all but the last kCrcOverlap bytes of the head:
+  // the check then runs over those bytes and the secret, 48 bytes, whole
+  // 8-byte steps with no byte-at-a-time tail (the head is >= 5 bytes).
+  static constexpr std::size_t kCrcOverlap = 5;
+  static_assert((kCrcOverlap + kSecretChars) % 8 == 0);
+  std::uint32_t head_crc_ = 0;
 };
 
 }  // namespace keygate::internal
