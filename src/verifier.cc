@@ -323,7 +323,16 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
   Slot& s = t.slots[i];
   const KeyExtra* extra =
       (c & internal::kFlagHasExtra) != 0 ? t.extras[c >> internal::kExtraShift] : nullptr;
-  if ((c & internal::kFlagIdInExtra) == 0) {
+  const std::uint64_t pidx = (c >> internal::kPolicyShift) & internal::kPolicyMask;
+  // The writer gives every slot that needs a side record one (BuildImages);
+  // should that ever not hold, fail closed rather than dereference null.
+  const bool id_in_extra = (c & internal::kFlagIdInExtra) != 0;
+  const bool rolled = (c & internal::kFlagRolled) != 0;
+  if (extra == nullptr && (id_in_extra || rolled || pidx == internal::kPolicyInExtra)) {
+    v.outcome = Outcome::kUnavailable;
+    return v;
+  }
+  if (!id_in_extra) {
     const ColdEntry& e = t.cold[i];
     std::memcpy(v.key_id.data, "key_", 4);
     // A fixed-size copy (two vector moves): a length-dependent memcpy
@@ -337,7 +346,7 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
   }
 
   // 5. A previous secret past its grace deadline.
-  if ((c & internal::kFlagRolled) != 0 && !(now_ns < s.tat.load(std::memory_order_relaxed))) {
+  if (rolled && !(now_ns < s.tat.load(std::memory_order_relaxed))) {
     v.outcome = Outcome::kExpired;
     return v;
   }
@@ -381,7 +390,6 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
 
   // 11. Rate limits: the key's (in its slot; a previous secret shares its
   // key's current slot) and optionally its owner's.
-  const std::uint64_t pidx = (c >> internal::kPolicyShift) & internal::kPolicyMask;
   const GcraPolicy* key_policy = nullptr;
   if (pidx == internal::kPolicyInExtra) {
     key_policy = &extra->policy;
@@ -390,7 +398,7 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
   }
   std::atomic<std::int64_t>* key_tat = nullptr;
   if (key_policy != nullptr) {
-    if ((c & internal::kFlagRolled) == 0) {
+    if (!rolled) {
       key_tat = &s.tat;
     } else {
       std::uint64_t cd[4];
