@@ -6,6 +6,9 @@
 //   BM_Verify*                  the Verifier, by outcome and working set
 //   BM_SharedMutexVerify*       std::shared_mutex + std::unordered_map
 //   BM_AbslMutexVerify*         absl::Mutex (reader lock) + absl::flat_hash_map
+//   BM_DramLatency              one dependent random load over a region the
+//                               size of the index: the memory floor of a
+//                               cold lookup
 //   BM_IndexMemory              RSS growth and index bytes per key
 //
 // Every verifying benchmark reads the clock once per call (SystemClock) and
@@ -18,6 +21,7 @@
 // are looked up. The 10 M case is opt-in: KEYGATE_BENCH_10M=1.
 
 #include <malloc.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #if defined(__x86_64__)
 #include <x86intrin.h>
@@ -685,6 +689,39 @@ void BM_AbslMutexVerifyColdUniform(benchmark::State& state) {
   LockedBench<AbslShared>(state, GetWorld(static_cast<std::uint64_t>(state.range(0)), false));
 }
 
+// The memory floor of a cold lookup: one dependent load at a random line of
+// a huge-page-backed region as large as the index at N keys (slots and key-id
+// entries: 96 B per slot, 1/0.6 slots per key), walked as one random cycle so
+// that every load waits for the previous one. A cold Verify should cost
+// about this plus what the same Verify costs on a cache-resident key.
+void BM_DramLatency(benchmark::State& state) {
+  const auto keys = static_cast<std::size_t>(state.range(0));
+  std::size_t lines = 1;
+  while (lines * 3 / 5 < keys) lines *= 2;  // slots, as the verifier sizes them
+  lines = lines * 96 / 64;
+  const std::size_t bytes = lines * 64;
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    state.SkipWithError("mmap failed");
+    return;
+  }
+  madvise(mem, bytes, MADV_HUGEPAGE);
+  auto* next = static_cast<std::uint64_t*>(mem);  // next[8 * line] = following line
+  std::vector<std::uint64_t> order(lines);
+  for (std::size_t i = 0; i < lines; ++i) order[i] = i;
+  std::mt19937_64 rng(lines);
+  std::shuffle(order.begin(), order.end(), rng);
+  for (std::size_t i = 0; i < lines; ++i) next[8 * order[i]] = order[(i + 1) % lines];
+  std::vector<std::uint64_t>().swap(order);
+  std::uint64_t at = 0;
+  for (auto _ : state) {
+    at = next[8 * at];
+    benchmark::DoNotOptimize(at);
+  }
+  state.counters["MiB"] = static_cast<double>(bytes) / (1 << 20);
+  munmap(mem, bytes);
+}
+
 std::size_t RssBytes() {
   std::ifstream statm("/proc/self/statm");
   std::size_t size = 0, resident = 0;
@@ -761,6 +798,8 @@ void Register() {
   benchmark::RegisterBenchmark("BM_AbslMutexVerifyColdUniform", BM_AbslMutexVerifyColdUniform)
       ->Arg(1'000'000)
       ->Apply(ThreadsOneTwo);
+  auto* dram = benchmark::RegisterBenchmark("BM_DramLatency", BM_DramLatency)->Arg(1'000'000);
+  if (ten_million) dram->Arg(10'000'000);
   auto* mem = benchmark::RegisterBenchmark("BM_IndexMemory", BM_IndexMemory)
                   ->Arg(1'000'000)
                   ->Iterations(1)
