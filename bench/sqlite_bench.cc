@@ -11,7 +11,8 @@
 //
 // The 1 M-key database is built once per process by BM_SqliteInsertBatch (run
 // it first: it is registered first) in $KEYGATE_BENCH_DIR or $TMPDIR, and
-// removed at exit. KEYGATE_BENCH_KEYS changes the key count.
+// removed at exit (KEYGATE_BENCH_KEEP=1 keeps it, to inspect with dbstat or
+// sqlite3_analyzer). KEYGATE_BENCH_KEYS changes the key count.
 //
 // Every figure is checked before it is reported: the loaded Verifier must
 // accept a sample of the issued tokens, and each search must return what a
@@ -93,6 +94,12 @@ struct Fixture {
   bool built = false;
 
   ~Fixture() {
+    // KEYGATE_BENCH_KEEP=1 leaves the database for inspection (sqlite3_analyzer, dbstat).
+    const char* keep = std::getenv("KEYGATE_BENCH_KEEP");
+    if (keep != nullptr && std::string_view(keep) == "1") {
+      std::cerr << "kept " << path << "\n";
+      return;
+    }
     if (!dir.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(dir, ec);

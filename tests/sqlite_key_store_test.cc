@@ -32,6 +32,7 @@
 #include "keygate/key_manager.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/token.h"
+#include "sqlite/schema.h"
 #include "sqlite_test_util.h"
 
 namespace keygate {
@@ -114,7 +115,7 @@ TEST_CASE("SQLite store creates new files with mode 0600, WAL and shm included",
   CHECK(RawInt(path, "SELECT count(*) FROM keys") == 1);
 }
 
-TEST_CASE("SQLite store uses WAL and foreign keys (deletes cascade to digests)", "[sqlite]") {
+TEST_CASE("SQLite store uses WAL and a delete removes the key's digests", "[sqlite]") {
   TempDir dir;
   const std::string path = dir.File("k.db");
   SqliteOptions o;
@@ -122,10 +123,15 @@ TEST_CASE("SQLite store uses WAL and foreign keys (deletes cascade to digests)",
   auto store = OpenAt(path, o);
   REQUIRE(store.ok());
   CHECK(RawInt(path, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'") == 1);
-  // foreign_keys is per connection, so check its effect: a delete cascades
-  // to the digest index only when foreign keys are on.
+  // The digests table has no index by key (schema version 2): the store
+  // deletes a key's digests by value, current and previous.
   KeyRecord r = MakeRecord("key_fk");
   REQUIRE((*store)->Insert(r).ok());
+  KeyRecord rolled = *(*store)->Get("key_fk");
+  rolled.previous = RolledSecret{rolled.digest, "kg_test_...prev", absl::Now() + absl::Hours(1)};
+  rolled.digest = DigestFor("key_fk rolled");
+  REQUIRE((*store)->Update(rolled).ok());
+  CHECK(RawInt(path, "SELECT count(*) FROM digests") == 2);
   REQUIRE((*store)->Delete("key_fk", std::nullopt).ok());
   CHECK(RawInt(path, "SELECT count(*) FROM digests") == 0);
 }
@@ -334,6 +340,136 @@ TEST_CASE("SQLite store migrates an empty version-0 file it finds", "[sqlite][sc
   REQUIRE(store.ok());
   REQUIRE((*store)->Insert(MakeRecord("key_m")).ok());
   CHECK(RawInt(path, "PRAGMA user_version") == SqliteKeyStore::kSchemaVersion);
+}
+
+// A file as schema version 1 left it: the v1 schema, two keys (one in a
+// roll's grace period, so it has two digests), a deleted key's tombstone.
+void WriteVersion1File(const std::string& path) {
+  RawExec(path, internal::kMigrations[0]);
+  RawExec(path, absl::StrCat("PRAGMA user_version = 1; PRAGMA application_id = ",
+                             SqliteKeyStore::kApplicationId)
+                    .c_str());
+  RawExec(path, R"sql(
+    INSERT INTO keys(pk, id, name, name_lower, description, owner, kind, environment, scopes,
+      state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
+      rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
+      previous_digest, previous_hint, previous_valid_until_us, version, change_seq)
+    VALUES
+      (1, 'key_old1', 'Billing CI', 'billing ci', 'first', 'alice', 2, 'production',
+       '["read:all"]', 1, 1000000, 1000000, NULL, NULL, NULL, NULL, NULL, '', '[]',
+       '{"team":"pay"}', zeroblob(32), 'kg_live_...aaaa', NULL, NULL, NULL, 1, 1),
+      (4, 'key_old2', 'Search Nightly', 'search nightly', '', 'bob', 2, 'preview',
+       '["write:all"]', 1, 2000000, 3000000, NULL, NULL, NULL, NULL, NULL, '', '[]', '{}',
+       X'2222222222222222222222222222222222222222222222222222222222222222', 'kg_test_...bbbb',
+       X'2323232323232323232323232323232323232323232323232323232323232323', 'kg_test_...cccc',
+       9000000000000000, 2, 5);
+    INSERT INTO digests(digest, key_pk, slot) VALUES
+      (zeroblob(32), 1, 0),
+      (X'2222222222222222222222222222222222222222222222222222222222222222', 4, 0),
+      (X'2323232323232323232323232323232323232323232323232323232323232323', 4, 1);
+    INSERT INTO changes(sequence, key_id, key_pk) VALUES
+      (1, 'key_old1', 1), (3, 'key_gone', 2), (5, 'key_old2', 4);
+    INSERT INTO key_names(rowid, name_key) VALUES
+      (1, 'billing ci' || char(1)), (4, 'search nightly' || char(1));
+  )sql");
+}
+
+Digest Filled(std::uint8_t byte) {
+  Digest d;
+  d.fill(byte);
+  return d;
+}
+
+TEST_CASE("SQLite store migrates a version-1 file and keeps its data", "[sqlite][schema]") {
+  TempDir dir;
+  const std::string path = dir.File("v1.db");
+  WriteVersion1File(path);
+  REQUIRE(RawInt(path, "SELECT count(*) FROM pragma_foreign_key_list('digests')") == 1);
+  auto store = OpenAt(path);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  CHECK(RawInt(path, "PRAGMA user_version") == SqliteKeyStore::kSchemaVersion);
+  // Version 2: the digests table lost its foreign key and its index by key,
+  // the name index keeps no positions.
+  CHECK(RawInt(path, "SELECT count(*) FROM pragma_foreign_key_list('digests')") == 0);
+  CHECK(RawInt(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'digests_key'") == 0);
+  CHECK(RawInt(path,
+               "SELECT count(*) FROM sqlite_schema WHERE name = 'key_names' AND "
+               "sql LIKE '%detail=none%'") == 1);
+  CHECK(RawInt(path, "SELECT count(*) FROM digests") == 3);
+
+  SqliteKeyStore& s = **store;
+  CHECK(s.CheckIntegrity().ok());
+  CHECK(*s.Count() == 2);
+  CHECK(*s.LastSequence() == 5);
+  absl::StatusOr<KeyRecord> old1 = s.Get("key_old1");
+  REQUIRE(old1.ok());
+  CHECK(old1->name == "Billing CI");
+  CHECK(old1->description == "first");
+  CHECK(old1->metadata.at("team") == "pay");
+  CHECK(old1->version == 1);
+  absl::StatusOr<KeyRecord> by_digest = s.FindByDigest(Filled(0x00));
+  REQUIRE(by_digest.ok());
+  CHECK(by_digest->id == "key_old1");
+  // Both digests of the key in its grace period still find it.
+  for (const std::uint8_t b : {0x22, 0x23}) {
+    absl::StatusOr<KeyRecord> r = s.FindByDigest(Filled(b));
+    REQUIRE(r.ok());
+    CHECK(r->id == "key_old2");
+    REQUIRE(r->previous.has_value());
+    CHECK(r->previous->hint == "kg_test_...cccc");
+  }
+  // The feed: both keys and the tombstone, in sequence order.
+  absl::StatusOr<ChangeBatch> feed = s.ChangesSince(0, 10);
+  REQUIRE(feed.ok());
+  REQUIRE(feed->changes.size() == 3);
+  CHECK(feed->changes[0].key_id == "key_old1");
+  CHECK(feed->changes[1].key_id == "key_gone");
+  CHECK_FALSE(feed->changes[1].record.has_value());
+  CHECK(feed->changes[2].key_id == "key_old2");
+  // The name index was rebuilt from the rows: 3+ and 2-character needles.
+  auto search = [&](const char* needle) {
+    ListFilter f;
+    f.name_contains = needle;
+    return conformance::ListAllIds(s, f);
+  };
+  CHECK(search("ling c") == std::vector<std::string>{"key_old1"});
+  CHECK(search("NIGHT") == std::vector<std::string>{"key_old2"});
+  CHECK(search("ci") == std::vector<std::string>{"key_old1"});
+  CHECK(search("ht") == std::vector<std::string>{"key_old2"});
+  CHECK(search("zz").empty());
+  // Digest uniqueness still covers previous digests; writes keep working.
+  KeyRecord clash = MakeRecord("key_new");
+  clash.digest = Filled(0x23);
+  absl::Status dup = s.Insert(clash);
+  CHECK(dup.code() == absl::StatusCode::kAlreadyExists);
+  REQUIRE(s.Insert(MakeRecord("key_new")).ok());
+  KeyRecord rolled = *old1;
+  rolled.previous = RolledSecret{rolled.digest, rolled.hint, absl::Now() + absl::Hours(1)};
+  rolled.digest = Filled(0x11);
+  REQUIRE(s.Update(rolled).ok());
+  CHECK(s.FindByDigest(Filled(0x11))->id == "key_old1");
+  REQUIRE(s.Delete("key_old2", std::nullopt).ok());
+  CHECK(s.FindByDigest(Filled(0x23)).status().code() == absl::StatusCode::kNotFound);
+  CHECK(RawInt(path, "SELECT count(*) FROM digests") == 3);  // old1 x2, key_new
+  CHECK(s.CheckIntegrity().ok());
+}
+
+TEST_CASE("SQLite name search filters trigram candidates to true substrings", "[sqlite][list]") {
+  // The index holds no positions, so a name holding every trigram of the
+  // needle, but not the needle, is a candidate that must be filtered out.
+  auto store = OpenTempSqliteStore();
+  std::vector<KeyRecord> batch;
+  for (const char* name : {"abcd", "abc-bcd", "bcdabc", "xabcdx", "ab cd"}) {
+    batch.push_back(MakeRecord(absl::StrCat("key_t", batch.size()), "alice", "production",
+                               KeyKind::kGeneral, name));
+  }
+  REQUIRE(store->InsertBatch(batch).ok());
+  ListFilter f;
+  f.name_contains = "ABCD";
+  CHECK(conformance::ListAllIds(*store, f) == std::vector<std::string>{"key_t0", "key_t3"});
+  f.name_contains = "bcda";
+  CHECK(conformance::ListAllIds(*store, f) == std::vector<std::string>{"key_t2"});
 }
 
 TEST_CASE("SQLite InsertBatch is all or nothing", "[sqlite][batch]") {

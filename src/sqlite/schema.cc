@@ -1,8 +1,8 @@
 // Schema of the SQLite store (schema.h).
 //
-// Tables (version 1):
+// Tables (version 2; what changed from version 1 is at the end):
 //   keys      one row per key. `pk` is an internal integer id (FTS rowid,
-//             foreign-key target, change-log link); `id` is the public key id. Lists and maps
+//             digests and change-log link); `id` is the public key id. Lists and maps
 //             are JSON text; times are integer microseconds since the Unix
 //             epoch (NULL: unset; INT64_MIN/MAX: infinite); kind and state are
 //             the enum values (kind 1 personal, 2 general; state 1 active,
@@ -12,6 +12,8 @@
 //             and, during a roll's grace period, the previous one (slot 1).
 //             The primary key makes digests unique across current AND rolled
 //             secrets, which a unique index on keys.digest alone could not.
+//             No foreign key and no index by key_pk: the store removes a
+//             key's digests by value (it knows them from the keys row).
 //   changes   the change log: one row per key holding the sequence of its
 //             latest change (the key's older row is deleted when it changes
 //             again; AUTOINCREMENT never reuses a sequence, not even after a
@@ -25,11 +27,13 @@
 //             lowered name plus a U+0001 terminator, so that every occurrence
 //             of a 2-character needle starts some trigram (key_names_vocab
 //             lists them): substring search in milliseconds at a million
-//             keys. The store maintains it in the same transaction as the
-//             row, with explicit statements rather than triggers: a trigger
-//             makes every INSERT a statement transaction, and FTS5 flushes
-//             its pending index at each statement savepoint, which made bulk
-//             inserts five times slower.
+//             keys. detail=none: the index holds which rows contain each
+//             trigram, not where, so a needle is looked up as the AND of its
+//             trigrams and the candidates are checked with instr();
+//             columnsize=0: no per-row size table (nothing ranks by it). The store maintains it in
+//             the same transaction as the row, with explicit statements rather than triggers: a
+//             trigger makes every INSERT a statement transaction, and FTS5 flushes its pending
+//             index at each statement savepoint, which made bulk inserts five times slower.
 //
 // Indexes: the partial unique index keys_one_active_personal enforces "at
 // most one ACTIVE personal key per (owner, environment)" in the database
@@ -38,6 +42,15 @@
 // keys_revoked is partial because revoked keys are few and "active" is
 // served by the id order; environment and kind have too few values for an
 // index to beat the id-ordered scan, so they have none.
+//
+// Version 2 (from 1): bulk inserts were 46 k keys/s at a million keys, below
+// the 50 k target; the profile put half the insert time in the two tables
+// below. The digests table drops its foreign key and its index digests_key:
+// in a WITHOUT ROWID table a secondary index repeats the 32-byte primary key,
+// so digests_key was as large as the table itself (44 MiB at 1 M keys), and
+// the foreign key made every digest insert look its parent up. key_names is
+// rebuilt with detail=none and columnsize=0: no position lists, no
+// key_names_docsize table. Together: ~75 k keys/s (bench/README.md).
 
 #include "sqlite/schema.h"
 
@@ -100,6 +113,26 @@ CREATE TABLE changes (
 CREATE VIRTUAL TABLE key_names USING fts5(
   name_key, content='keys', content_rowid='pk', tokenize='trigram case_sensitive 1');
 CREATE VIRTUAL TABLE key_names_vocab USING fts5vocab(key_names, 'row');
+)sql",
+    // 1 -> 2: faster bulk inserts (see above). The name index is rebuilt from
+    // the keys table; the digests are copied into a table without the foreign
+    // key (SQLite cannot drop one in place).
+    R"sql(
+DROP TABLE key_names_vocab;
+DROP TABLE key_names;
+CREATE VIRTUAL TABLE key_names USING fts5(
+  name_key, content='keys', content_rowid='pk', tokenize='trigram case_sensitive 1',
+  detail=none, columnsize=0);
+INSERT INTO key_names(key_names) VALUES ('rebuild');
+CREATE VIRTUAL TABLE key_names_vocab USING fts5vocab(key_names, 'row');
+CREATE TABLE digests_v2 (
+  digest BLOB PRIMARY KEY,
+  key_pk INTEGER NOT NULL,
+  slot INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO digests_v2(digest, key_pk, slot) SELECT digest, key_pk, slot FROM digests;
+DROP TABLE digests;
+ALTER TABLE digests_v2 RENAME TO digests;
 )sql",
 };
 

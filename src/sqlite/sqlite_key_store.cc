@@ -161,6 +161,30 @@ std::string FtsPhrase(std::string_view needle) {
   return out;
 }
 
+// The FTS5 query for a needle of 3 or more characters: each of its distinct
+// trigrams, ANDed. The index keeps no positions (detail=none, which makes it
+// far cheaper to maintain), so it cannot match the needle as a phrase; the
+// names that hold every trigram are a small superset of those that contain
+// the needle, and the instr() filter in List makes the answer exact.
+std::string TrigramQuery(std::string_view needle) {
+  std::vector<std::size_t> starts;  // byte offset of each code point, then the end
+  for (std::size_t i = 0; i < needle.size(); ++i) {
+    if ((static_cast<unsigned char>(needle[i]) & 0xC0) != 0x80) starts.push_back(i);
+  }
+  starts.push_back(needle.size());
+  std::vector<std::string_view> grams;
+  for (std::size_t i = 0; i + 3 < starts.size(); ++i) {
+    grams.push_back(needle.substr(starts[i], starts[i + 3] - starts[i]));
+  }
+  std::sort(grams.begin(), grams.end());
+  grams.erase(std::unique(grams.begin(), grams.end()), grams.end());
+  std::string out;
+  for (const std::string_view g : grams) {
+    absl::StrAppend(&out, out.empty() ? "" : " AND ", FtsPhrase(g));
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // Change notification.
 
@@ -567,6 +591,16 @@ struct SqliteKeyStore::Impl {
   std::unique_ptr<SqliteDb> db;  // guarded by mu
   std::shared_ptr<Notifier> notifier;
 
+  // A stored key's row, as the write paths need it (Locate).
+  struct Located {
+    std::int64_t pk = 0;
+    std::uint64_t version = 0;
+    std::int64_t change_seq = 0;
+    std::string digest;
+    std::string previous_digest;
+    std::string name_lower;
+  };
+
   absl::Status Corrupt(std::string_view id, std::string_view column) const {
     return absl::DataLossError(absl::StrCat("sqlite ", options.path, ": key ", std::string(id),
                                             ": corrupt row (column ", std::string(column), ")"));
@@ -683,6 +717,22 @@ struct SqliteKeyStore::Impl {
     return absl::OkStatus();
   }
 
+  // Removes the digests of the located key `l` (by value: the digests table
+  // has no index by key, which would cost as much to maintain as the table).
+  absl::Status DeleteDigests(const Located& l) {
+    absl::StatusOr<Statement> del =
+        db->Prepare("DELETE FROM digests WHERE digest IN (?1, ?2) AND key_pk = ?3");
+    if (!del.ok()) return del.status();
+    del->BindBlob(1, l.digest.data(), l.digest.size());
+    if (l.previous_digest.empty()) {
+      del->BindNull(2);
+    } else {
+      del->BindBlob(2, l.previous_digest.data(), l.previous_digest.size());
+    }
+    del->BindInt(3, l.pk);
+    return del->Run();
+  }
+
   // Refines a constraint failure on the keys table into the contract's
   // kAlreadyExists messages.
   absl::Status KeyConstraint(const absl::Status& s, const KeyRecord& r) const {
@@ -766,15 +816,6 @@ struct SqliteKeyStore::Impl {
     q->BindText(2, key);
     return q->Run();
   }
-
-  struct Located {
-    std::int64_t pk = 0;
-    std::uint64_t version = 0;
-    std::int64_t change_seq = 0;
-    std::string digest;
-    std::string previous_digest;
-    std::string name_lower;
-  };
 
   absl::StatusOr<std::optional<Located>> Locate(std::string_view id) {
     absl::StatusOr<Statement> q = db->Prepare(
@@ -922,10 +963,7 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record) {
                                record.previous->digest.size())
             : std::string_view();
     if (digest != l.digest || previous != l.previous_digest) {
-      absl::StatusOr<Statement> del = db.Prepare("DELETE FROM digests WHERE key_pk = ?1");
-      if (!del.ok()) return del.status();
-      del->BindInt(1, l.pk);
-      if (absl::Status s = del->Run(); !s.ok()) return s;
+      if (absl::Status s = impl_->DeleteDigests(l); !s.ok()) return s;
       if (absl::Status s = impl_->InsertDigests(record, l.pk); !s.ok()) return s;
     }
     if (absl::Status s = tx.Commit(); !s.ok()) return s;
@@ -951,8 +989,8 @@ absl::Status SqliteKeyStore::Delete(std::string_view id,
       return impl_->VersionConflict(id, *expected_version, l.version);
     }
     if (absl::Status s = impl_->UnindexName(l.pk, l.name_lower); !s.ok()) return s;
+    if (absl::Status s = impl_->DeleteDigests(l); !s.ok()) return s;
     {
-      // Digests go with the row (ON DELETE CASCADE).
       absl::StatusOr<Statement> del = db.Prepare("DELETE FROM keys WHERE pk = ?1");
       if (!del.ok()) return del.status();
       del->BindInt(1, l.pk);
@@ -992,7 +1030,7 @@ absl::StatusOr<ListPage> SqliteKeyStore::List(const ListOptions& options) {
   std::string match;
   const std::size_t chars = CodePoints(needle);
   if (IndexableNeedle(needle) && chars >= 3) {
-    match = FtsPhrase(needle);
+    match = TrigramQuery(needle);
   } else if (IndexableNeedle(needle) && chars == 2) {
     // Every occurrence of a 2-character needle starts a trigram (names end
     // with a terminator), so the trigrams that start with it are the terms
@@ -1170,7 +1208,7 @@ absl::Status SqliteKeyStore::CheckIntegrity() {
         absl::StrCat("sqlite ", impl_->options.path, ": integrity check failed: ", report));
   }
   // The name index must agree with the keys table (it is maintained by
-  // triggers; this catches a torn update of either).
+  // explicit statements in the same transaction; this catches a torn update of either).
   if (absl::Status s = db.Exec("INSERT INTO key_names(key_names) VALUES ('integrity-check')",
                                "name index integrity check");
       !s.ok()) {
