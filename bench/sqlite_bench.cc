@@ -321,7 +321,7 @@ struct Search {
   const char* what;
 };
 const Search kSearches[] = {
-    {"nightly 700007", "one match"}, {"payments-ci 1", "rare (~100)"},
+    {"worker 700007", "one match"}, {"payments-ci 1", "rare (~100)"},
     {"ledger-", "common (3%)"},      {"-", "everything"},
     {"ci", "2 chars, dense"},        {"zq", "2 chars, no match (scan)"},
     {"no such key", "no match"},

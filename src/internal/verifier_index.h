@@ -138,7 +138,8 @@ struct Table {
   std::size_t keys = 0;     // distinct key ids
   std::uint32_t extra_count = 0;
   std::vector<std::shared_ptr<const KeyExtra>> extra_owner;  // by side-record index
-  // Open addressing by hash of the key id: 0 empty, 1 deleted, else slot + 2.
+  // Open addressing by hash of the key id: 0 empty, 1 deleted, else slot + 2
+  // with bits of the id's hash above it (verifier.cc, StartIdProbe).
   std::uint32_t* id_index = nullptr;
 
   // Memory, for stats.
