@@ -311,6 +311,22 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record) {
   return result;
 }
 
+absl::Status MemoryKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                                           absl::Duration min_advance) {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
+  for (const LastUsedUpdate& u : updates) {
+    auto it = s.records.find(u.key_id);
+    if (it == s.records.end()) continue;
+    std::optional<absl::Time>& last = it->second.last_used;
+    if (!last.has_value() || (u.last_used > *last && u.last_used - *last >= min_advance)) {
+      last = u.last_used;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MemoryKeyStore::Delete(std::string_view id,
                                     std::optional<std::uint64_t> expected_version) {
   State& s = *state_;

@@ -50,7 +50,6 @@ constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
 constexpr std::size_t kMinCapacity = 1024;
 constexpr std::size_t kPolicySlots = 1u << 16;  // indices 1 .. 0xFFFE usable
 constexpr std::size_t kUsageScanChunk = 4096;
-constexpr int kUsageUpdateAttempts = 8;
 
 std::int64_t ToNs(absl::Time t) noexcept { return absl::ToUnixNanos(t); }
 
@@ -974,32 +973,10 @@ absl::Status Verifier::Impl::FlushUsage() {
   }
   if (options.usage_sink != nullptr) options.usage_sink->Record(batch);
 
-  absl::Status first_error;
-  for (const KeyUsage& u : batch) {
-    for (int attempt = 0; attempt < kUsageUpdateAttempts; ++attempt) {
-      absl::StatusOr<KeyRecord> r = options.store->Get(u.key_id);
-      if (!r.ok()) {
-        if (r.status().code() != absl::StatusCode::kNotFound && first_error.ok()) {
-          first_error = r.status();
-        }
-        break;
-      }
-      if (r->last_used.has_value() && u.last_used - *r->last_used < options.last_used_granularity) {
-        break;  // recent enough; no version bump
-      }
-      r->last_used = u.last_used;
-      absl::StatusOr<KeyRecord> updated = options.store->Update(*r);
-      if (updated.ok()) break;
-      // kAborted: a management change won the race; re-read and retry on
-      // top of it, never over it.
-      if (updated.status().code() == absl::StatusCode::kAborted) continue;
-      if (updated.status().code() != absl::StatusCode::kNotFound && first_error.ok()) {
-        first_error = updated.status();
-      }
-      break;
-    }
-  }
-  return first_error;
+  std::vector<LastUsedUpdate> touches;
+  touches.reserve(batch.size());
+  for (const KeyUsage& u : batch) touches.push_back(LastUsedUpdate{u.key_id, u.last_used});
+  return options.store->TouchLastUsed(touches, options.last_used_granularity);
 }
 
 // ============================================================================

@@ -948,6 +948,62 @@ inline void FieldRoundTrip(const std::shared_ptr<KeyStore>& store) {
   CHECK(fine_got->created <= fine.created);
 }
 
+inline void TouchLastUsed(const std::shared_ptr<KeyStore>& store) {
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch_a")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch_b")));
+  auto last = [&](const std::string& id) -> std::optional<absl::Time> {
+    absl::StatusOr<KeyRecord> r = store->Get(id);
+    REQUIRE(r.ok());
+    return r->last_used;
+  };
+  const absl::Time t0 = BaseTime() + absl::Hours(1);
+  // Sets a missing last_used; a key that does not exist is skipped.
+  std::vector<LastUsedUpdate> first = {{"key_touch_a", t0}, {"key_missing", t0}};
+  KEYGATE_REQUIRE_OK(store->TouchLastUsed(first, absl::Minutes(1)));
+  CHECK(last("key_touch_a") == TruncateToMicros(t0));
+  CHECK_FALSE(last("key_touch_b").has_value());
+  // Less than min_advance later: unchanged; earlier: never moves back.
+  std::vector<LastUsedUpdate> small = {{"key_touch_a", t0 + absl::Seconds(59)}};
+  KEYGATE_REQUIRE_OK(store->TouchLastUsed(small, absl::Minutes(1)));
+  CHECK(last("key_touch_a") == TruncateToMicros(t0));
+  std::vector<LastUsedUpdate> back = {{"key_touch_a", t0 - absl::Hours(1)}};
+  KEYGATE_REQUIRE_OK(store->TouchLastUsed(back, absl::ZeroDuration()));
+  CHECK(last("key_touch_a") == TruncateToMicros(t0));
+  // At least min_advance later: moves; both keys in one call.
+  std::vector<LastUsedUpdate> both = {{"key_touch_a", t0 + absl::Minutes(1)},
+                                      {"key_touch_b", t0 + absl::Seconds(5)}};
+  KEYGATE_REQUIRE_OK(store->TouchLastUsed(both, absl::Minutes(1)));
+  CHECK(last("key_touch_a") == TruncateToMicros(t0 + absl::Minutes(1)));
+  CHECK(last("key_touch_b") == TruncateToMicros(t0 + absl::Seconds(5)));
+  KEYGATE_REQUIRE_OK(store->TouchLastUsed({}, absl::ZeroDuration()));
+}
+
+// For stores that override TouchLastUsed, as both bundled stores do (the
+// default implementation is a Update per key): no version bump, no change,
+// so a management change prepared before the touch still applies.
+inline void TouchLastUsedIsNotAChange(const std::shared_ptr<KeyStore>& store) {
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch")));
+  absl::StatusOr<KeyRecord> before = store->Get("key_touch");
+  KEYGATE_REQUIRE_OK(before);
+  absl::StatusOr<std::uint64_t> seq = store->LastSequence();
+  KEYGATE_REQUIRE_OK(seq);
+  std::vector<LastUsedUpdate> u = {{"key_touch", BaseTime() + absl::Hours(2)}};
+  KEYGATE_REQUIRE_OK(store->TouchLastUsed(u, absl::ZeroDuration()));
+  absl::StatusOr<KeyRecord> after = store->Get("key_touch");
+  KEYGATE_REQUIRE_OK(after);
+  CHECK(after->version == before->version);
+  CHECK(after->last_used == TruncateToMicros(BaseTime() + absl::Hours(2)));
+  absl::StatusOr<std::uint64_t> seq_after = store->LastSequence();
+  KEYGATE_REQUIRE_OK(seq_after);
+  CHECK(*seq_after == *seq);
+  absl::StatusOr<ChangeBatch> changes = store->ChangesSince(*seq, 10);
+  KEYGATE_REQUIRE_OK(changes);
+  CHECK(changes->changes.empty());
+  KeyRecord renamed = *before;
+  renamed.name = "renamed";
+  CHECK(store->Update(renamed).ok());
+}
+
 inline void ConcurrentWriters(const std::shared_ptr<KeyStore>& store) {
   const int threads = 4;
   const int per_thread = StressEnabled() ? 500 : 40;
@@ -1098,6 +1154,8 @@ inline void ConcurrentCompareAndSet(const std::shared_ptr<KeyStore>& store) {
                     "destroying a subscription waits for its running callback",                    \
                     SubscriptionDestructorWaitsForCallback, __VA_ARGS__)                           \
   KEYGATE_KSC_CASE_(Backend, Tags, "every record field round-trips", FieldRoundTrip, __VA_ARGS__)  \
+  KEYGATE_KSC_CASE_(Backend, Tags, "touching last_used moves it forward only", TouchLastUsed,      \
+                    __VA_ARGS__)                                                                   \
   KEYGATE_KSC_CASE_(Backend, Tags "[concurrent]", "concurrent writers are all accounted for",      \
                     ConcurrentWriters, __VA_ARGS__)                                                \
   KEYGATE_KSC_CASE_(Backend, Tags "[concurrent]", "concurrent compare-and-set loses no update",    \

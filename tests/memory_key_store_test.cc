@@ -20,6 +20,10 @@
 
 KEYGATE_KEY_STORE_CONFORMANCE(Memory, "[memory]", std::make_shared<keygate::MemoryKeyStore>())
 
+// Both bundled stores override TouchLastUsed: no version bump, no change.
+KEYGATE_KSC_CASE_(Memory, "[memory]", "touching last_used is not a change",
+                  TouchLastUsedIsNotAChange, std::make_shared<keygate::MemoryKeyStore>())
+
 namespace keygate {
 namespace {
 

@@ -10,3 +10,7 @@ KEYGATE_KEY_STORE_CONFORMANCE(SqliteFile, "[sqlite][file]", keygate::testing::Op
 
 KEYGATE_KEY_STORE_CONFORMANCE(SqliteMemory, "[sqlite][memory]",
                               keygate::testing::OpenMemorySqliteStore())
+
+// Both bundled stores override TouchLastUsed: no version bump, no change.
+KEYGATE_KSC_CASE_(SqliteFile, "[sqlite][file]", "touching last_used is not a change",
+                  TouchLastUsedIsNotAChange, keygate::testing::OpenTempSqliteStore())

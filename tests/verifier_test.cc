@@ -955,6 +955,46 @@ TEST_CASE("Verifier counts usage and writes last_used without clobbering changes
   }
 }
 
+TEST_CASE("Verifier's usage flush is not a change for a bundled store", "[verifier][usage]") {
+  FixtureOptions o;
+  o.record_usage = true;
+  Fixture f(o);  // a MemoryKeyStore: it overrides TouchLastUsed
+  {
+    VerifierOptions vo;
+    vo.deployment = f.deployment;
+    vo.store = f.store;
+    vo.environment = "production";
+    vo.clock = f.clock;
+    vo.follow_changes = false;
+    vo.usage_flush_interval = absl::ZeroDuration();
+    auto v = Verifier::Create(vo);
+    REQUIRE_OK(v);
+    f.verifier = *std::move(v);
+  }
+  CreatedKey a = f.Create();
+  REQUIRE_OK(f.verifier->Sync());
+  const std::uint64_t version = f.store->Get(a.record.id)->version;
+  absl::StatusOr<std::uint64_t> seq = f.store->LastSequence();
+  REQUIRE_OK(seq);
+  CHECK(f.Verify(Text(a.token)).ok());
+  REQUIRE_OK(f.verifier->FlushUsage());
+  absl::StatusOr<KeyRecord> r = f.store->Get(a.record.id);
+  REQUIRE_OK(r);
+  CHECK(r->last_used == f.clock->Now());
+  CHECK(r->version == version);
+  CHECK(*f.store->LastSequence() == *seq);
+  // A management change prepared before the flush still applies.
+  absl::StatusOr<KeyRecord> before = f.store->Get(a.record.id);
+  REQUIRE_OK(before);
+  f.clock->Advance(absl::Minutes(5));
+  CHECK(f.Verify(Text(a.token)).ok());
+  REQUIRE_OK(f.verifier->FlushUsage());
+  CHECK(*f.store->Get(a.record.id)->last_used == f.clock->Now());
+  KeyRecord renamed = *before;
+  renamed.name = "renamed after a flush";
+  CHECK(f.store->Update(renamed).ok());
+}
+
 TEST_CASE("Verifier shuts down cleanly and keeps answering afterwards", "[verifier][shutdown]") {
   FixtureOptions o;
   o.follow_changes = true;

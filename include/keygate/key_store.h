@@ -54,6 +54,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
 
 #include "keygate/digest.h"
 #include "keygate/key.h"
@@ -108,6 +110,12 @@ class Subscription {
   virtual ~Subscription() = default;
 };
 
+// One key's latest use, for KeyStore::TouchLastUsed.
+struct LastUsedUpdate {
+  std::string key_id;
+  absl::Time last_used;
+};
+
 class KeyStore {
  public:
   virtual ~KeyStore() = default;
@@ -137,6 +145,24 @@ class KeyStore {
 
   // Errors: kInvalidArgument (limit out of range, bad cursor), kUnavailable.
   virtual absl::StatusOr<ListPage> List(const ListOptions& options) = 0;
+
+  // Records when keys were last used (the Verifier's usage flush): for each
+  // update, moves the key's `last_used` forward to `update.last_used` if it
+  // has none or the stored time is at least `min_advance` older. Never moves
+  // it back. Usage is not verification state, so stores that override this
+  // neither bump `version` (a management change made concurrently never gets
+  // kAborted because of it) nor append to the change feed; both stores here
+  // do, in one transaction per call. Keys that no longer exist are skipped.
+  // The default implementation, for stores that do not override it, is a
+  // Get + Update per key (a version bump and a change each; kAborted is
+  // retried on top of the concurrent change, never over it).
+  // Since Update writes whole records, a management Update that read the
+  // record before a touch may write an older `last_used` back; the next
+  // touch moves it forward again: `last_used` is accurate to one flush.
+  // Errors: kUnavailable, kInternal (the updates before the error may have
+  // been applied).
+  virtual absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                                     absl::Duration min_advance);
 
   // Changes with sequence > `after`, at most `limit` entries.
   // Errors: kUnavailable.

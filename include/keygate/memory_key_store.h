@@ -45,6 +45,10 @@ class MemoryKeyStore final : public KeyStore {
   absl::StatusOr<KeyRecord> Update(const KeyRecord& record) override;
   absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version) override;
   absl::StatusOr<ListPage> List(const ListOptions& options) override;
+  // In place under the store's lock: no version bump, no change, no
+  // notification.
+  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                             absl::Duration min_advance) override;
   absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override;
   absl::StatusOr<std::uint64_t> LastSequence() override;
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change) override;

@@ -3,7 +3,8 @@
 // The verifier counts successful verifications per key and remembers when
 // each key was last used, with relaxed atomics in the key's own cache line
 // (no extra memory traffic on the hot path). A background task collects the
-// counts in batches, writes `KeyRecord::last_used` back to the store and hands
+// counts in batches, writes `KeyRecord::last_used` back to the store (one
+// `KeyStore::TouchLastUsed` call per flush: no version bump) and hands
 // the batch to an optional `UsageSink` (metrics, billing, "last used" in a
 // dashboard).
 //

@@ -149,8 +149,9 @@ struct VerifierOptions {
   // Collect usage and write `last_used` to the store this often (zero: only
   // on FlushUsage() and at shutdown).
   absl::Duration usage_flush_interval = absl::Minutes(1);
-  // Write a key's `last_used` only when it moved by at least this much, to
-  // keep version bumps (and change-feed traffic) rare.
+  // Write a key's `last_used` only when it moved by at least this much
+  // (KeyStore::TouchLastUsed's `min_advance`): fewer store writes, and for
+  // stores without their own TouchLastUsed, fewer version bumps.
   absl::Duration last_used_granularity = absl::Minutes(1);
   // Receives every collected batch (optional).
   std::shared_ptr<UsageSink> usage_sink;
@@ -211,10 +212,10 @@ class Verifier {
   // resync does); rate-limit and usage state carry over. Errors: the store's.
   absl::Status Reload();
 
-  // Collects usage, writes last_used (version compare-and-set, retried on
-  // kAborted, so concurrent management changes are never overwritten) and
-  // calls the UsageSink. Errors: the first store error that was not a
-  // conflict (the batch's other keys are still written).
+  // Collects usage, calls the UsageSink, and writes last_used with one
+  // KeyStore::TouchLastUsed call (for the bundled stores: one transaction,
+  // no version bump, no change-feed entry, so concurrent management changes
+  // are neither overwritten nor aborted). Errors: the store's.
   absl::Status FlushUsage();
 
   // Stops the background threads and flushes usage one last time.

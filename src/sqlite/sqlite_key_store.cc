@@ -974,6 +974,29 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record) {
   return stored;
 }
 
+absl::Status SqliteKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                                           absl::Duration min_advance) {
+  if (updates.empty()) return absl::OkStatus();
+  const std::int64_t advance_us = std::max<std::int64_t>(0, absl::ToInt64Microseconds(min_advance));
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  SqliteDb& db = *impl_->db;
+  WriteTransaction tx(&db);
+  if (absl::Status s = tx.Begin(); !s.ok()) return s;
+  // Forward only, and only by at least min_advance; no version, no change
+  // row: usage is not verification state (key_store.h).
+  for (const LastUsedUpdate& u : updates) {
+    absl::StatusOr<Statement> up = db.Prepare(  // cached by the connection
+        "UPDATE keys SET last_used_us = ?2 WHERE id = ?1 AND "
+        "(last_used_us IS NULL OR (?2 > last_used_us AND ?2 - last_used_us >= ?3))");
+    if (!up.ok()) return up.status();
+    up->BindText(1, u.key_id);
+    up->BindInt(2, internal::TimeToMicros(u.last_used));
+    up->BindInt(3, advance_us);
+    if (absl::Status s = up->Run(); !s.ok()) return s;
+  }
+  return tx.Commit();
+}
+
 absl::Status SqliteKeyStore::Delete(std::string_view id,
                                     std::optional<std::uint64_t> expected_version) {
   {

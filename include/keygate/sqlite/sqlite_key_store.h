@@ -140,6 +140,11 @@ class SqliteKeyStore final : public KeyStore {
   absl::StatusOr<KeyRecord> Update(const KeyRecord& record) override;
   absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version) override;
   absl::StatusOr<ListPage> List(const ListOptions& options) override;
+  // One transaction of `UPDATE keys SET last_used_us` per call: no version
+  // bump, no change-log row, no notification (one fsync per flush at
+  // synchronous=FULL, rather than one per key).
+  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                             absl::Duration min_advance) override;
   absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override;
   absl::StatusOr<std::uint64_t> LastSequence() override;
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change) override;
