@@ -876,6 +876,18 @@ class RacingStore final : public KeyStore {
   std::shared_ptr<KeyStore> inner_;
 };
 
+// A verifier on the fixture's store that flushes usage only when asked.
+VerifierOptions ManualUsageOptions(const Fixture& f) {
+  VerifierOptions vo;
+  vo.deployment = f.deployment;
+  vo.store = f.store;
+  vo.environment = "production";
+  vo.clock = f.clock;
+  vo.follow_changes = false;
+  vo.usage_flush_interval = absl::ZeroDuration();
+  return vo;
+}
+
 TEST_CASE("Verifier counts usage and writes last_used without clobbering changes",
           "[verifier][usage]") {
   auto racing = std::make_shared<RacingStore>(std::make_shared<MemoryKeyStore>());
@@ -885,13 +897,7 @@ TEST_CASE("Verifier counts usage and writes last_used without clobbering changes
   Fixture f(o);
   auto sink = std::make_shared<CollectingUsage>();
   {
-    VerifierOptions vo;
-    vo.deployment = f.deployment;
-    vo.store = f.store;
-    vo.environment = "production";
-    vo.clock = f.clock;
-    vo.follow_changes = false;
-    vo.usage_flush_interval = absl::ZeroDuration();
+    VerifierOptions vo = ManualUsageOptions(f);
     vo.last_used_granularity = absl::Seconds(30);
     vo.usage_sink = sink;
     auto v = Verifier::Create(vo);
@@ -959,18 +965,9 @@ TEST_CASE("Verifier's usage flush is not a change for a bundled store", "[verifi
   FixtureOptions o;
   o.record_usage = true;
   Fixture f(o);  // a MemoryKeyStore: it overrides TouchLastUsed
-  {
-    VerifierOptions vo;
-    vo.deployment = f.deployment;
-    vo.store = f.store;
-    vo.environment = "production";
-    vo.clock = f.clock;
-    vo.follow_changes = false;
-    vo.usage_flush_interval = absl::ZeroDuration();
-    auto v = Verifier::Create(vo);
-    REQUIRE_OK(v);
-    f.verifier = *std::move(v);
-  }
+  auto v = Verifier::Create(ManualUsageOptions(f));
+  REQUIRE_OK(v);
+  f.verifier = *std::move(v);
   CreatedKey a = f.Create();
   REQUIRE_OK(f.verifier->Sync());
   const std::uint64_t version = f.store->Get(a.record.id)->version;
