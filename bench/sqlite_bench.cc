@@ -322,8 +322,8 @@ struct Search {
 };
 const Search kSearches[] = {
     {"worker 700007", "one match"}, {"payments-ci 1", "rare (~100)"},
-    {"ledger-", "common (3%)"},      {"-", "everything"},
-    {"ci", "2 chars, dense"},        {"zq", "2 chars, no match (scan)"},
+    {"ledger-", "common (3%)"},     {"-", "everything"},
+    {"ci", "2 chars, dense"},       {"zq", "2 chars, no match (scan)"},
     {"no such key", "no match"},
 };
 
