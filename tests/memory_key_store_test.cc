@@ -17,12 +17,20 @@
 
 #include "catch.h"
 #include "key_store_conformance.h"
+#include "test_util.h"
 
 KEYGATE_KEY_STORE_CONFORMANCE(Memory, "[memory]", std::make_shared<keygate::MemoryKeyStore>())
 
 // Both bundled stores override TouchLastUsed: no version bump, no change.
 KEYGATE_KSC_CASE_(Memory, "[memory]", "touching last_used is not a change",
                   TouchLastUsedIsNotAChange, std::make_shared<keygate::MemoryKeyStore>())
+
+// KeyStore's default TouchLastUsed (Get + Update), for stores without their
+// own: the same forward-only semantics.
+KEYGATE_KSC_CASE_(DefaultTouch, "[memory]", "touching last_used moves it forward only",
+                  TouchLastUsed,
+                  std::make_shared<keygate::testing::ForwardingStore>(
+                      std::make_shared<keygate::MemoryKeyStore>()))
 
 namespace keygate {
 namespace {

@@ -838,42 +838,24 @@ class CollectingUsage final : public UsageSink {
 };
 
 // A store that lets a "management change" win the race against the usage
-// flusher once, to test the compare-and-set retry.
-class RacingStore final : public KeyStore {
+// flusher once, to test the compare-and-set retry of KeyStore's default
+// TouchLastUsed (ForwardingStore leaves it to the default).
+class RacingStore final : public testing::ForwardingStore {
  public:
-  explicit RacingStore(std::shared_ptr<KeyStore> inner) : inner_(std::move(inner)) {}
-  absl::Status Insert(const KeyRecord& r) override { return inner_->Insert(r); }
-  absl::StatusOr<KeyRecord> Get(std::string_view id) override { return inner_->Get(id); }
-  absl::StatusOr<KeyRecord> FindByDigest(const Digest& d) override {
-    return inner_->FindByDigest(d);
-  }
+  using ForwardingStore::ForwardingStore;
   absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
     if (race_next.exchange(false)) {
-      absl::StatusOr<KeyRecord> cur = inner_->Get(r.id);
+      absl::StatusOr<KeyRecord> cur = inner().Get(r.id);
       if (cur.ok()) {
         cur->name = "renamed concurrently";
-        (void)inner_->Update(*cur);
+        (void)inner().Update(*cur);
       }
       ++raced;
     }
-    return inner_->Update(r);
-  }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
-    return inner_->Delete(id, v);
-  }
-  absl::StatusOr<ListPage> List(const ListOptions& o) override { return inner_->List(o); }
-  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override {
-    return inner_->ChangesSince(after, limit);
-  }
-  absl::StatusOr<std::uint64_t> LastSequence() override { return inner_->LastSequence(); }
-  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> cb) override {
-    return inner_->Subscribe(std::move(cb));
+    return inner().Update(r);
   }
   std::atomic<bool> race_next{false};
   int raced = 0;
-
- private:
-  std::shared_ptr<KeyStore> inner_;
 };
 
 // A verifier on the fixture's store that flushes usage only when asked.
