@@ -107,7 +107,7 @@ CanonicalMatch CanonicalToken::MatchHeader(std::string_view header,
   static constexpr unsigned char kFold[8] = {0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0, 0};
   static constexpr unsigned char kSeven[8] = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0};
   std::uint64_t w, want, fold, seven;
-  std::memcpy(&w, header.data(), 8);  // the header is longer than 57 bytes
+  std::memcpy(&w, header.data(), 8);  // the size check above: >= 56 bytes
   std::memcpy(&want, kWant, 8);
   std::memcpy(&fold, kFold, 8);
   std::memcpy(&seven, kSeven, 8);
