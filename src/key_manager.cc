@@ -33,6 +33,23 @@
 namespace keygate {
 namespace {
 
+// A freshly generated secret and what is stored for it.
+struct IssuedSecret {
+  Secret token;
+  Digest digest;
+  std::string hint;
+};
+
+absl::StatusOr<IssuedSecret> IssueSecret(const Deployment& d, const EnvironmentSpec& env) {
+  absl::StatusOr<Secret> token = GenerateToken(d.token_prefix(), env.tag);
+  if (!token.ok()) return token.status();
+  const std::string_view text = token->Reveal(InsecureSecretAccess::Get());
+  absl::StatusOr<Digest> digest = d.hasher().Hash(text);
+  if (!digest.ok()) return digest.status();
+  std::string hint = TokenHint(text);
+  return IssuedSecret{*std::move(token), *digest, std::move(hint)};
+}
+
 constexpr absl::Duration kMaxRollGrace = absl::Hours(24 * 30);
 constexpr std::size_t kMaxActorLength = 128;
 constexpr std::size_t kKeyIdTimeChars = 8;     // after "key_"
@@ -359,11 +376,8 @@ absl::StatusOr<CreatedKey> KeyManager::Create(const CreateKeyRequest& request,
 
   absl::StatusOr<std::string> id = NewKeyId(options_.clock->Now());
   if (!id.ok()) return id.status();
-  absl::StatusOr<Secret> token = GenerateToken(d.token_prefix(), env->tag);
-  if (!token.ok()) return token.status();
-  const std::string_view token_text = token->Reveal(InsecureSecretAccess::Get());
-  absl::StatusOr<Digest> digest = d.hasher().Hash(token_text);
-  if (!digest.ok()) return digest.status();
+  absl::StatusOr<IssuedSecret> secret = IssueSecret(d, *env);
+  if (!secret.ok()) return secret.status();
 
   const absl::Time now = Now();
   KeyRecord r;
@@ -382,14 +396,14 @@ absl::StatusOr<CreatedKey> KeyManager::Create(const CreateKeyRequest& request,
   r.webhook_url = request.webhook_url;
   r.accounts = request.accounts;
   r.metadata = request.metadata;
-  r.digest = *digest;
-  r.hint = TokenHint(token_text);
+  r.digest = secret->digest;
+  r.hint = secret->hint;
 
   // The token leaves this function only if the store accepted the record.
   if (absl::Status s = options_.store->Insert(r); !s.ok()) return s;
   r.version = 1;
   Emit(EventType::kCreated, actor, r, CreatedFields(r), r.version);
-  return CreatedKey{std::move(r), *std::move(token)};
+  return CreatedKey{std::move(r), std::move(secret->token)};
 }
 
 absl::StatusOr<std::optional<KeyRecord>> KeyManager::FindActivePersonal(
@@ -562,11 +576,8 @@ absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration 
       return absl::FailedPreconditionError(absl::StrCat(
           "environment: '", current->environment, "' is no longer configured in this deployment"));
     }
-    absl::StatusOr<Secret> token = GenerateToken(d.token_prefix(), env->tag);
-    if (!token.ok()) return token.status();
-    const std::string_view token_text = token->Reveal(InsecureSecretAccess::Get());
-    absl::StatusOr<Digest> digest = d.hasher().Hash(token_text);
-    if (!digest.ok()) return digest.status();
+    absl::StatusOr<IssuedSecret> secret = IssueSecret(d, *env);
+    if (!secret.ok()) return secret.status();
 
     const absl::Time now = Now();
     KeyRecord next = *current;
@@ -577,13 +588,13 @@ absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration 
       // unknown (not merely expired) from now on.
       next.previous.reset();
     }
-    next.digest = *digest;
-    next.hint = TokenHint(token_text);
+    next.digest = secret->digest;
+    next.hint = secret->hint;
     next.updated = now;
     absl::StatusOr<KeyRecord> stored = options_.store->Update(next);
     if (stored.ok()) {
       Emit(EventType::kRolled, actor, *stored, {"token"}, stored->version);
-      return CreatedKey{*std::move(stored), *std::move(token)};
+      return CreatedKey{*std::move(stored), std::move(secret->token)};
     }
     if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
   }

@@ -175,8 +175,6 @@ struct Verifier::Impl {
   // True if `slot` belongs to key `id` (compared in place, no allocation).
   bool IdIs(const Table& t, std::size_t slot, std::string_view id) const noexcept;
   SlotList IdIndexFind(const Table& t, std::string_view id) const;
-  static void PrefetchAhead(const Table& t, const std::vector<Change>& changes,
-                            std::size_t k) noexcept;
 
   std::uint64_t InternPolicy(const GcraPolicy& p);
   GcraCell* OwnerCell(const std::string& owner);
@@ -193,6 +191,9 @@ struct Verifier::Impl {
   absl::Status ApplyRecord(std::unique_ptr<Table>& t, bool published, const KeyRecord& r);
   void ApplyDelete(Table& t, std::string_view id);
   absl::Status ApplyChange(std::unique_ptr<Table>& t, bool published, const Change& c);
+  // Applies a feed batch in order, prefetching ahead.
+  absl::Status ApplyBatch(std::unique_ptr<Table>& t, bool published,
+                          const std::vector<Change>& changes);
   void Publish(std::unique_ptr<Table> next);
   void CarryOver(Table& from, Table& to);
 
@@ -501,21 +502,6 @@ inline std::uint32_t SlotBits(const IdProbe& p, std::uint32_t entry) noexcept {
 }
 
 }  // namespace
-
-void Verifier::Impl::PrefetchAhead(const Table& t, const std::vector<Change>& changes,
-                                   std::size_t k) noexcept {
-  // Applying a change reads the id index and the slot at the digest's home
-  // at random: at a million keys both are cache misses. Start them a few
-  // changes ahead so that they overlap (a quarter off a full load).
-  constexpr std::size_t kAhead = 8;
-  if (k + kAhead >= changes.size()) return;
-  const Change& c = changes[k + kAhead];
-  const std::string_view id = c.record.has_value() ? c.record->id : c.key_id;
-  __builtin_prefetch(&t.id_index[StartIdProbe(t, id).pos]);
-  if (c.record.has_value()) {
-    __builtin_prefetch(&t.slots[DigestPrefix64(c.record->digest) & t.mask]);
-  }
-}
 
 void Verifier::Impl::IdIndexInsert(Table& t, std::string_view id, std::size_t slot) {
   IdProbe p = StartIdProbe(t, id);
@@ -863,6 +849,26 @@ absl::Status Verifier::Impl::ApplyChange(std::unique_ptr<Table>& t, bool publish
   return absl::OkStatus();
 }
 
+absl::Status Verifier::Impl::ApplyBatch(std::unique_ptr<Table>& t, bool published,
+                                        const std::vector<Change>& changes) {
+  // Applying a change reads the id index and the slot at the digest's home
+  // at random: at a million keys both are cache misses. Start them a few
+  // changes ahead so that they overlap (a quarter off a full load).
+  constexpr std::size_t kAhead = 8;
+  for (std::size_t k = 0; k < changes.size(); ++k) {
+    if (k + kAhead < changes.size()) {
+      const Change& ahead = changes[k + kAhead];
+      const std::string_view id = ahead.record.has_value() ? ahead.record->id : ahead.key_id;
+      __builtin_prefetch(&t->id_index[StartIdProbe(*t, id).pos]);
+      if (ahead.record.has_value()) {
+        __builtin_prefetch(&t->slots[DigestPrefix64(ahead.record->digest) & t->mask]);
+      }
+    }
+    if (absl::Status s = ApplyChange(t, published, changes[k]); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Verifier::Impl::SyncLocked() {
   for (;;) {
     absl::StatusOr<ChangeBatch> batch =
@@ -871,10 +877,8 @@ absl::Status Verifier::Impl::SyncLocked() {
       ++sync_failures;
       return batch.status();
     }
-    for (std::size_t k = 0; k < batch->changes.size(); ++k) {
-      PrefetchAhead(*owned_table, batch->changes, k);
-      absl::Status s = ApplyChange(owned_table, /*published=*/true, batch->changes[k]);
-      if (!s.ok()) return s;
+    if (absl::Status s = ApplyBatch(owned_table, /*published=*/true, batch->changes); !s.ok()) {
+      return s;
     }
     applied_sequence = std::max(applied_sequence, batch->next_sequence);
     if (!batch->more) return absl::OkStatus();
@@ -903,10 +907,8 @@ absl::Status Verifier::Impl::Reload() {
       ++sync_failures;
       return batch.status();
     }
-    for (std::size_t k = 0; k < batch->changes.size(); ++k) {
-      PrefetchAhead(*next, batch->changes, k);
-      absl::Status s = ApplyChange(next, /*published=*/false, batch->changes[k]);
-      if (!s.ok()) return s;
+    if (absl::Status s = ApplyBatch(next, /*published=*/false, batch->changes); !s.ok()) {
+      return s;
     }
     seq = std::max(seq, batch->next_sequence);
     if (!batch->more) break;

@@ -71,6 +71,23 @@ struct Violations {
   }
 };
 
+// A deployment with the default environments, an in-memory store, a fake
+// clock and a KeyManager over them.
+struct Managed {
+  std::shared_ptr<const Deployment> deployment = *Deployment::Create(DeploymentOptions{});
+  std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
+  std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>(kStart);
+  KeyManager manager{Options()};
+
+  KeyManager::Options Options() const {
+    KeyManager::Options o;
+    o.deployment = deployment;
+    o.store = store;
+    o.clock = clock;
+    return o;
+  }
+};
+
 // kCallback: the writer is the store's only mutator, so the in-process
 // store runs the verifier's callback on the writer's thread before each call
 // returns: KeyManager's return is the linearization point.
@@ -85,15 +102,11 @@ void RunStress(Mode mode) {
   const int kReaders = Heavy() ? 4 : 2;
   constexpr int kPool = 24;
 
-  DeploymentOptions o;
-  auto deployment = *Deployment::Create(std::move(o));
-  auto store = std::make_shared<MemoryKeyStore>();
-  auto clock = std::make_shared<FakeClock>(kStart);
-  KeyManager::Options mo;
-  mo.deployment = deployment;
-  mo.store = store;
-  mo.clock = clock;
-  KeyManager manager(std::move(mo));
+  Managed world;
+  const std::shared_ptr<const Deployment>& deployment = world.deployment;
+  const std::shared_ptr<MemoryKeyStore>& store = world.store;
+  const std::shared_ptr<FakeClock>& clock = world.clock;
+  KeyManager& manager = world.manager;
   VerifierOptions vo;
   vo.deployment = deployment;
   vo.store = store;
@@ -292,15 +305,10 @@ TEST_CASE("Verifier stress: concurrent requests on one key never exceed its limi
   const int kThreads = Heavy() ? 4 : 2;
   const int kAttempts = Heavy() ? 200000 : 20000;
   constexpr std::uint32_t kBurst = 5000;
-  DeploymentOptions o;
-  auto deployment = *Deployment::Create(std::move(o));
-  auto store = std::make_shared<MemoryKeyStore>();
-  auto clock = std::make_shared<FakeClock>(kStart);
-  KeyManager::Options mo;
-  mo.deployment = deployment;
-  mo.store = store;
-  mo.clock = clock;
-  KeyManager manager(std::move(mo));
+  Managed world;
+  const std::shared_ptr<const Deployment>& deployment = world.deployment;
+  const std::shared_ptr<MemoryKeyStore>& store = world.store;
+  KeyManager& manager = world.manager;
   CreateKeyRequest r;
   r.name = "hot";
   r.owner = "alice";
