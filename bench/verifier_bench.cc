@@ -141,11 +141,17 @@ std::string Token(std::uint64_t i) {
   return std::string(t->Reveal(InsecureSecretAccess::Get()));
 }
 
+// Shaped like KeyManager's ids: "key_" + 8 base62 digits of a creation time
+// in Unix ms (here one key per ms from November 2026) + 14 random ones.
 std::string KeyId(std::uint64_t i) {
   static constexpr char kAlnum[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  char time[8];
+  std::uint64_t ms = 1'795'000'000'000 + i;
+  for (int k = 7; k >= 0; --k, ms /= 62) time[k] = kAlnum[ms % 62];
   std::string id = "key_";
+  id.append(time, 8);
   std::uint64_t x = i * 31 + 5;
-  for (int k = 0; k < 22; ++k) id.push_back(kAlnum[SplitMix(x) % 62]);
+  for (int k = 0; k < 14; ++k) id.push_back(kAlnum[SplitMix(x) % 62]);
   return id;
 }
 

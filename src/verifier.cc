@@ -39,7 +39,7 @@
 
 namespace keygate {
 
-using internal::ColdEntry;
+using internal::IdEntry;
 using internal::KeyExtra;
 using internal::Slot;
 using internal::Table;
@@ -48,21 +48,29 @@ namespace {
 
 constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
 constexpr std::size_t kMinCapacity = 1024;
+// Slot indices (+ 2) must fit the id index's 32-bit entries.
+constexpr std::size_t kMaxCapacity = (std::size_t{1} << 32) - 2;
 constexpr std::size_t kPolicySlots = 1u << 16;  // indices 1 .. 0xFFFE usable
 constexpr std::size_t kUsageScanChunk = 4096;
 
 std::int64_t ToNs(absl::Time t) noexcept { return absl::ToUnixNanos(t); }
 
-// Capacity for `n` live slots: a power of two with a load of at most 0.6
-// right after a rebuild, so a table at 10 M keys is 2^24 slots (1 GiB, 107 B
-// per key); rebuilds come when live + retired reach 3/4.
+// Capacity for `n` live slots at a load of 0.7: 84 B per slot is 120 B per
+// key (a table over 10 M keys takes 1.2 GB). Rounded up to whole 4 KiB
+// pages of slots, and to whole 2 MiB huge pages once that large, so that
+// every byte mapped is a usable slot.
 std::size_t CapacityFor(std::size_t n) {
-  std::size_t cap = kMinCapacity;
-  while (cap * 3 / 5 < n) cap *= 2;
-  return cap;
+  constexpr std::size_t kPageSlots = 4096 / sizeof(Slot);
+  constexpr std::size_t kHugeSlots = (std::size_t{2} << 20) / sizeof(Slot);
+  std::size_t cap = std::max(kMinCapacity, n + (n * 3 + 6) / 7);  // >= n / 0.7
+  const std::size_t unit = cap >= kHugeSlots ? kHugeSlots : kPageSlots;
+  return (cap + unit - 1) / unit * unit;
 }
 
-std::size_t MaxUsed(std::size_t capacity) { return capacity / 4 * 3; }
+// Linear probing's cost grows as 1 / (1 - load)^2 for a miss: rebuild when
+// live + retired slots reach 4/5 (a miss then probes 13 slots on average;
+// at 0.7, 6).
+std::size_t MaxUsed(std::size_t capacity) { return capacity / 5 * 4; }
 
 void LoadWords(const Digest& d, std::uint64_t w[4]) noexcept { std::memcpy(w, d.data(), 32); }
 
@@ -71,12 +79,6 @@ void LoadWords(const Digest& d, std::uint64_t w[4]) noexcept { std::memcpy(w, d.
 ScopeMask RecordMask(const ScopeRegistry& registry, const std::vector<std::string>& scopes) {
   absl::StatusOr<ScopeMask> m = registry.Compile(scopes);
   return m.ok() ? *m : 0;
-}
-
-// A key id is stored inline (after "key_") when it fits; else in the side
-// record.
-bool CanonicalId(std::string_view id) {
-  return id.size() >= 4 && id.size() <= 4 + internal::kIdTailMax && id.substr(0, 4) == "key_";
 }
 
 // What one slot should hold for a key's current or previous secret.
@@ -88,10 +90,12 @@ struct SlotImage {
   ScopeMask scopes = 0;
   std::shared_ptr<const KeyExtra> extra;
   std::string_view id;
+  IdEntry packed;  // the id, unless ctrl has kFlagIdInExtra
 };
 
-bool SameDigest(const Slot& s, const ColdEntry& c, const std::uint64_t d[4]) noexcept {
-  return s.digest[0] == d[0] && s.digest[1] == d[1] && s.digest[2] == d[2] && c.digest_tail == d[3];
+// The 192 bits an index lookup compares (verifier_index.h, Slot).
+bool SameDigest(const Slot& s, const std::uint64_t d[4]) noexcept {
+  return s.digest[0] == d[0] && s.digest[1] == d[1] && s.digest[2] == d[2];
 }
 
 }  // namespace
@@ -216,19 +220,17 @@ struct Verifier::Impl {
 
 std::int64_t Verifier::Impl::Find(const Table& t, const std::uint64_t d[4],
                                   std::uint64_t* ctrl) noexcept {
-  std::uint64_t i = d[0] & t.mask;
+  std::uint64_t i = internal::Home(d[0], t.capacity);
   for (;;) {
     const Slot& s = t.slots[i];
     const std::uint64_t c = s.ctrl.load(std::memory_order_acquire);
     const std::uint64_t kind = c & internal::kKindMask;
     if (kind == internal::kKindEmpty) return -1;
-    // Compare 24 bytes in the slot first; the last 8 (in the cold entry,
-    // which was prefetched together with the slot) only on a real match.
-    if (kind == internal::kKindLive && SameDigest(s, t.cold[i], d)) {
+    if (kind == internal::kKindLive && SameDigest(s, d)) {
       *ctrl = c;
       return static_cast<std::int64_t>(i);
     }
-    i = (i + 1) & t.mask;
+    i = internal::NextSlot(i, t.capacity);
   }
 }
 
@@ -313,10 +315,13 @@ Verdict Verifier::Impl::Lookup(std::string_view token, const Requirement& req,
     return v;
   }
   const Table* t = table.load(std::memory_order_seq_cst);
-  const std::uint64_t home = d[0] & t->mask;
+  const std::uint64_t home = internal::Home(d[0], t->capacity);
   // The slot and its key id are in different arrays: start both misses now.
   __builtin_prefetch(&t->slots[home]);
-  __builtin_prefetch(&t->cold[home]);
+  __builtin_prefetch(&t->ids[home]);
+  // At load 0.7 a third of the keys sit past their home slot (linear
+  // probing), most of those in the next one.
+  __builtin_prefetch(&t->slots[internal::NextSlot(home, t->capacity)]);
   const std::int64_t now_ns = ToNs(now != nullptr ? *now : clock->Now());
   std::uint64_t c = 0;
   const std::int64_t found = Find(*t, d, &c);
@@ -343,14 +348,11 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
     return v;
   }
   if (!id_in_extra) {
-    const ColdEntry& e = t.cold[i];
+    static_assert(sizeof v.key_id.data == kKeyIdLength + 1 && kKeyIdLength == 4 + 22);
     std::memcpy(v.key_id.data, "key_", 4);
-    // A fixed-size copy (two vector moves): a length-dependent memcpy
-    // compiles to `rep movsq`, whose start-up cost was a fifth of Check.
-    static_assert(4 + internal::kIdTailMax <= sizeof v.key_id.data);
-    std::memcpy(v.key_id.data + 4, e.id_tail, internal::kIdTailMax);
-    v.key_id.size = static_cast<std::uint8_t>(4 + e.id_tail_len);
-    v.key_id.data[v.key_id.size] = '\0';
+    internal::UnpackKeyIdTail(t.ids[i], v.key_id.data + 4);
+    v.key_id.size = kKeyIdLength;
+    v.key_id.data[kKeyIdLength] = '\0';
   } else {
     v.key_id.Set(extra->id);
   }
@@ -469,9 +471,9 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
 std::string Verifier::Impl::IdOf(const Table& t, std::size_t slot) const {
   const std::uint64_t c = t.slots[slot].ctrl.load(std::memory_order_relaxed);
   if ((c & internal::kFlagIdInExtra) != 0) return t.extras[c >> internal::kExtraShift]->id;
-  const ColdEntry& e = t.cold[slot];
-  std::string id = "key_";
-  id.append(e.id_tail, e.id_tail_len);
+  std::string id(kKeyIdLength, '\0');
+  std::memcpy(id.data(), "key_", 4);
+  internal::UnpackKeyIdTail(t.ids[slot], id.data() + 4);
   return id;
 }
 
@@ -490,11 +492,11 @@ struct IdProbe {
 
 IdProbe StartIdProbe(const Table& t, std::string_view id) noexcept {
   const std::uint64_t h = std::hash<std::string_view>{}(id);
-  // slot + 2 <= capacity + 1 < 2 * capacity = 2^shift (capacity is a power
-  // of two).
-  const auto shift = static_cast<std::uint32_t>(std::countr_zero(t.capacity) + 1);
+  // slot + 2 <= capacity + 1 < 2^shift.
+  const auto shift = static_cast<std::uint32_t>(std::bit_width(t.capacity + 1));
   const std::uint32_t tag = shift >= 32 ? 0u : static_cast<std::uint32_t>((h >> 40) << shift);
-  return {h & t.mask, tag, shift};
+  // The position from the hash's low half, the tag from its high bits.
+  return {internal::Home(h << 32, t.capacity), tag, shift};
 }
 
 inline std::uint32_t SlotBits(const IdProbe& p, std::uint32_t entry) noexcept {
@@ -505,7 +507,7 @@ inline std::uint32_t SlotBits(const IdProbe& p, std::uint32_t entry) noexcept {
 
 void Verifier::Impl::IdIndexInsert(Table& t, std::string_view id, std::size_t slot) {
   IdProbe p = StartIdProbe(t, id);
-  while (t.id_index[p.pos] >= 2) p.pos = (p.pos + 1) & t.mask;
+  while (t.id_index[p.pos] >= 2) p.pos = internal::NextSlot(p.pos, t.capacity);
   t.id_index[p.pos] = p.tag | static_cast<std::uint32_t>(slot + 2);
 }
 
@@ -516,16 +518,15 @@ void Verifier::Impl::IdIndexRemove(Table& t, std::string_view id, std::size_t sl
       t.id_index[p.pos] = 1;
       return;
     }
-    p.pos = (p.pos + 1) & t.mask;
+    p.pos = internal::NextSlot(p.pos, t.capacity);
   }
 }
 
 bool Verifier::Impl::IdIs(const Table& t, std::size_t slot, std::string_view id) const noexcept {
   const std::uint64_t c = t.slots[slot].ctrl.load(std::memory_order_relaxed);
   if ((c & internal::kFlagIdInExtra) != 0) return t.extras[c >> internal::kExtraShift]->id == id;
-  const ColdEntry& e = t.cold[slot];
-  return id.size() == 4u + e.id_tail_len && id.substr(0, 4) == "key_" &&
-         std::memcmp(id.data() + 4, e.id_tail, e.id_tail_len) == 0;
+  IdEntry packed;
+  return internal::PackKeyId(id, &packed) && packed == t.ids[slot];
 }
 
 Verifier::Impl::SlotList Verifier::Impl::IdIndexFind(const Table& t, std::string_view id) const {
@@ -538,7 +539,7 @@ Verifier::Impl::SlotList Verifier::Impl::IdIndexFind(const Table& t, std::string
       const std::size_t slot = SlotBits(p, e) - 2;
       if (IdIs(t, slot, id)) out.push_back(slot);
     }
-    p.pos = (p.pos + 1) & t.mask;
+    p.pos = internal::NextSlot(p.pos, t.capacity);
   }
   return out;
 }
@@ -566,6 +567,7 @@ void Verifier::Impl::BuildImages(const KeyRecord& r, ImageList* out) {
   out->clear();
   SlotImage base;
   base.id = r.id;
+  const bool id_packs = internal::PackKeyId(r.id, &base.packed);
   if (r.state != KeyState::kActive) base.ctrl |= internal::kFlagRevoked;
   if (r.environment != env_name) base.ctrl |= internal::kFlagWrongEnv;
   base.expires_ns = r.expires.has_value() ? ToNs(*r.expires) : kNever;
@@ -582,7 +584,7 @@ void Verifier::Impl::BuildImages(const KeyRecord& r, ImageList* out) {
   base.ctrl |= pidx << internal::kPolicyShift;
 
   const bool rolled = r.previous.has_value() && r.previous->digest != r.digest;
-  const bool needs_extra = !CanonicalId(r.id) || !r.accounts.empty() ||
+  const bool needs_extra = !id_packs || !r.accounts.empty() ||
                            (evaluator != nullptr && !r.scopes.empty()) ||
                            pidx == internal::kPolicyInExtra || owner_policy.valid() || rolled;
   if (needs_extra) {
@@ -600,7 +602,7 @@ void Verifier::Impl::BuildImages(const KeyRecord& r, ImageList* out) {
     if (pidx == internal::kPolicyInExtra) e->policy = policy;
     base.extra = std::move(e);
     base.ctrl |= internal::kFlagHasExtra;
-    if (!CanonicalId(r.id)) base.ctrl |= internal::kFlagIdInExtra;
+    if (!id_packs) base.ctrl |= internal::kFlagIdInExtra;
   }
 
   SlotImage current = base;
@@ -622,7 +624,7 @@ bool Verifier::Impl::SameContent(const Table& t, std::size_t slot, const SlotIma
                                       internal::kFlagHasExtra | internal::kFlagIdInExtra |
                                       (internal::kPolicyMask << internal::kPolicyShift);
   if ((c & kCompared) != (img.ctrl & kCompared)) return false;
-  if (!SameDigest(s, t.cold[slot], img.digest)) return false;
+  if (!SameDigest(s, img.digest)) return false;
   if (s.expires_ns != img.expires_ns || s.scopes != img.scopes) return false;
   if ((img.ctrl & internal::kFlagRolled) != 0 &&
       s.tat.load(std::memory_order_relaxed) != img.tat_or_deadline) {
@@ -636,10 +638,10 @@ bool Verifier::Impl::SameContent(const Table& t, std::size_t slot, const SlotIma
 }
 
 std::size_t Verifier::Impl::InsertSlot(Table& t, const SlotImage& img, std::int64_t tat) {
-  std::uint64_t i = img.digest[0] & t.mask;
+  std::uint64_t i = internal::Home(img.digest[0], t.capacity);
   while ((t.slots[i].ctrl.load(std::memory_order_relaxed) & internal::kKindMask) !=
          internal::kKindEmpty) {
-    i = (i + 1) & t.mask;
+    i = internal::NextSlot(i, t.capacity);
   }
   Slot& s = t.slots[i];
   s.digest[0] = img.digest[0];
@@ -649,16 +651,8 @@ std::size_t Verifier::Impl::InsertSlot(Table& t, const SlotImage& img, std::int6
               std::memory_order_relaxed);
   s.expires_ns = img.expires_ns;
   s.scopes = img.scopes;
-  ColdEntry& e = t.cold[i];
-  e.digest_tail = img.digest[3];
+  t.ids[i] = (img.ctrl & internal::kFlagIdInExtra) == 0 ? img.packed : IdEntry{};
   std::uint64_t ctrl = img.ctrl | internal::kKindLive;
-  if ((img.ctrl & internal::kFlagIdInExtra) == 0) {
-    const std::string_view tail = img.id.substr(4);
-    std::memcpy(e.id_tail, tail.data(), tail.size());
-    e.id_tail_len = static_cast<std::uint8_t>(tail.size());
-  } else {
-    e.id_tail_len = internal::kIdTailInExtra;
-  }
   if (img.extra != nullptr) {
     // One side record per key version: the current and previous secret's
     // slots of one ApplyRecord share it (BuildImages copies the pointer).
@@ -692,6 +686,7 @@ void Verifier::Impl::Retire(Table& t, std::size_t slot, std::string_view id) {
 
 absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
                                      std::size_t capacity) {
+  if (capacity > kMaxCapacity) return absl::ResourceExhaustedError("verifier: index too large");
   auto next = std::make_unique<Table>(capacity, next_generation++);
   if (!next->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");
   next->extra_owner.reserve(t->extra_owner.size());
@@ -704,7 +699,6 @@ absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
     img.digest[0] = s.digest[0];
     img.digest[1] = s.digest[1];
     img.digest[2] = s.digest[2];
-    img.digest[3] = t->cold[i].digest_tail;
     img.ctrl = c & ~(internal::kKindMask | (std::uint64_t{0xFFFFFFFF} << internal::kExtraShift));
     img.tat_or_deadline = s.tat.load(std::memory_order_relaxed);
     img.expires_ns = s.expires_ns;
@@ -712,16 +706,16 @@ absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
     if ((c & internal::kFlagHasExtra) != 0) {
       img.extra = t->extra_owner[c >> internal::kExtraShift];
     }
-    // The id without a string: "key_" + the tail in a stack buffer, or the
-    // side record's (kept alive by img.extra).
-    std::array<char, 4 + internal::kIdTailMax> id_buf{'k', 'e', 'y', '_'};
+    // The id without a string: unpacked into a stack buffer, or the side
+    // record's (kept alive by img.extra).
+    std::array<char, kKeyIdLength> id_buf{'k', 'e', 'y', '_'};
     if ((c & internal::kFlagIdInExtra) != 0) {
       if (img.extra == nullptr) continue;  // never: such slots have a side record
       img.id = img.extra->id;
     } else {
-      const ColdEntry& e = t->cold[i];
-      std::copy_n(e.id_tail, e.id_tail_len, id_buf.begin() + 4);
-      img.id = std::string_view(id_buf.data(), 4u + e.id_tail_len);
+      img.packed = t->ids[i];
+      internal::UnpackKeyIdTail(img.packed, id_buf.data() + 4);
+      img.id = std::string_view(id_buf.data(), id_buf.size());
     }
     // Slots of one key that shared a side record keep sharing it only if
     // adjacent in insertion; sharing is an optimisation, not a requirement.
@@ -763,7 +757,7 @@ void Verifier::Impl::CarryOver(Table& from, Table& to) {
     if ((c & internal::kKindMask) != internal::kKindLive || (c & internal::kFlagRolled) != 0) {
       continue;
     }
-    std::uint64_t d[4] = {s.digest[0], s.digest[1], s.digest[2], from.cold[i].digest_tail};
+    std::uint64_t d[4] = {s.digest[0], s.digest[1], s.digest[2], 0};
     std::uint64_t cc = 0;
     const std::int64_t j = Find(to, d, &cc);
     if (j < 0 || (cc & internal::kFlagRolled) != 0) continue;
@@ -779,7 +773,10 @@ void Verifier::Impl::CarryOver(Table& from, Table& to) {
 absl::Status Verifier::Impl::EnsureRoom(std::unique_ptr<Table>& t, bool published,
                                         std::size_t extra_slots) {
   if (t->used + extra_slots <= MaxUsed(t->capacity)) return absl::OkStatus();
-  return Rebuild(t, published, CapacityFor(t->live + extra_slots));
+  // Room for a quarter more live slots: a table that fills up grows by
+  // about 1.8x (to a load of 0.56), one that is mostly retired slots is
+  // compacted.
+  return Rebuild(t, published, CapacityFor(t->live + t->live / 4 + extra_slots));
 }
 
 absl::Status Verifier::Impl::ApplyRecord(std::unique_ptr<Table>& t, bool published,
@@ -807,7 +804,7 @@ absl::Status Verifier::Impl::ApplyRecord(std::unique_ptr<Table>& t, bool publish
     bool handled = false;
     for (std::size_t e = 0; e < existing.size(); ++e) {
       const std::size_t slot = existing[e];
-      if (keep[e] || !SameDigest(tab.slots[slot], tab.cold[slot], images[k].digest)) continue;
+      if (keep[e] || !SameDigest(tab.slots[slot], images[k].digest)) continue;
       if (SameContent(tab, slot, images[k])) {
         // Only the state may differ: flip it in place, one atomic store.
         Slot& s = tab.slots[slot];
@@ -861,7 +858,8 @@ absl::Status Verifier::Impl::ApplyBatch(std::unique_ptr<Table>& t, bool publishe
       const std::string_view id = ahead.record.has_value() ? ahead.record->id : ahead.key_id;
       __builtin_prefetch(&t->id_index[StartIdProbe(*t, id).pos]);
       if (ahead.record.has_value()) {
-        __builtin_prefetch(&t->slots[DigestPrefix64(ahead.record->digest) & t->mask]);
+        __builtin_prefetch(
+            &t->slots[internal::Home(DigestPrefix64(ahead.record->digest), t->capacity)]);
       }
     }
     if (absl::Status s = ApplyChange(t, published, changes[k]); !s.ok()) return s;
@@ -896,6 +894,7 @@ absl::Status Verifier::Impl::Reload() {
     std::lock_guard<std::mutex> lock(mu);
     const std::size_t cap = CapacityFor(
         std::max(owned_table != nullptr ? owned_table->live : 0, options.expected_keys));
+    if (cap > kMaxCapacity) return absl::ResourceExhaustedError("verifier: index too large");
     next = std::make_unique<Table>(cap, next_generation++);
   }
   if (!next->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");

@@ -7,3 +7,5 @@ keygate_add_test(verifier_alloc_test SOURCES verifier_alloc_test.cc
   LABELS hotpath verifier TIMEOUT 60)
 keygate_add_test(verifier_stress_test SOURCES verifier_stress_test.cc
   LABELS hotpath verifier concurrent TIMEOUT 300)
+keygate_add_test(verifier_index_test SOURCES verifier_index_test.cc
+  LABELS hotpath verifier TIMEOUT 60)

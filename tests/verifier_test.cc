@@ -303,13 +303,15 @@ struct RandomWorld {
     };
     switch (rng() % 10) {
       case 0:
-        return "key_" + chars(1 + rng() % 6);  // short canonical
+        return "key_" + chars(1 + rng() % 6);  // short: kept out of line
       case 1:
         return "svc-" + chars(30);  // not "key_": kept out of line
       case 2:
         return "key_" + chars(40);  // longer than a verdict holds
+      case 3:
+        return "key_" + chars(22);  // packs only if the first tail char is '0'-'3'
       default:
-        return "key_" + chars(22);
+        return "key_" + std::string(1, kAlnum[rng() % 4]) + chars(21);  // packs
     }
   }
 

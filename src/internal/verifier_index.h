@@ -1,9 +1,15 @@
 // The verifier's index (private): a linear-probing table of 64-byte slots
-// keyed by token digest, with a parallel array of key ids, per-key side
-// records, and a writer-only index by key id.
+// keyed by token digest, with a parallel array of packed key ids, per-key
+// side records, and a writer-only index by key id.
+//
+// Size: 64 B per slot + 16 B of key id + 4 B of writer index = 84 B per
+// slot. The capacity is not a power of two (a slot's home is a
+// multiply-shift of the digest's first word), so a table loaded with n keys
+// sits at load 0.7, 120 B per key, wherever n falls; a power-of-two table
+// would sit anywhere between 0.375 and 0.75 (10 M keys: 0.6, 140 B).
 //
 // Reader protocol (no locks): load the table pointer inside an epoch read
-// section; probe from `digest[0..8) & mask`; a slot is considered only when
+// section; probe from `Home(digest word 0)`; a slot is considered only when
 // its `ctrl` word (loaded with acquire) says live; all other slot fields are
 // written before `ctrl` is published and never change while the table is
 // reachable, except the atomics (ctrl's revoked bit, the TAT, usage).
@@ -13,7 +19,7 @@
 // EMPTY one; retired slots are never reused), published with a release
 // store of `ctrl`; the slot it replaces is then retired with a seq_cst store.
 // Revoke/restore with nothing else changed flips the revoked bit in place.
-// When live + retired slots reach 3/4 of the capacity, the table is rebuilt
+// When live + retired slots reach 4/5 of the capacity, the table is rebuilt
 // (compacted, grown if needed) and swapped; the old one is freed after an
 // epoch grace period.
 
@@ -41,7 +47,7 @@ namespace keygate::internal {
 //            holds that secret's valid_until instead of a TAT
 // bit  4     the key belongs to another environment
 // bit  5     the key has a side record (index in bits 32-63)
-// bit  6     the key id is in the side record (not canonical "key_" + <= 22)
+// bit  6     the key id is in the side record (it does not pack: PackKeyId)
 // bits 16-31 rate-limit policy: 0 none, 0xFFFF in the side record, else an
 //            index into the verifier's policy table
 // bits 32-63 side-record index
@@ -60,10 +66,13 @@ inline constexpr std::uint64_t kPolicyNone = 0;
 inline constexpr std::uint64_t kPolicyInExtra = 0xFFFF;
 inline constexpr int kExtraShift = 32;
 
-inline constexpr std::size_t kIdTailMax = 22;  // "key_" + 22 = kKeyIdLength
-inline constexpr std::uint8_t kIdTailInExtra = 0xFF;
-
 // Everything the checks read for one token, in one cache line.
+//
+// The slot holds digest bytes 0-23 and a lookup compares those 192 bits.
+// The digest is an HMAC under the deployment's secret pepper, so a forged
+// token matches one of n indexed keys with probability n / 2^192 per try
+// (RFC 2104 asks for at least half the output, 128 bits); the store keeps
+// all 32 bytes, and its own lookups compare all of them.
 struct alignas(64) Slot {
   std::atomic<std::uint64_t> ctrl{0};
   std::uint64_t digest[3] = {0, 0, 0};            // digest bytes 0-23; digest[0] is the hash
@@ -75,14 +84,55 @@ struct alignas(64) Slot {
 };
 static_assert(sizeof(Slot) == 64);
 
-// Read with the slot when it matches (prefetched in parallel with it).
-struct alignas(32) ColdEntry {
-  std::uint64_t digest_tail = 0;  // digest bytes 24-31
-  char id_tail[kIdTailMax] = {};  // the key id after "key_"
-  std::uint8_t id_tail_len = 0;
-  std::uint8_t reserved = 0;
+// The key id, read with the slot when it matches (prefetched in parallel
+// with it). A generated id is "key_" + 22 base62 characters, the first of
+// which is '0' until the year 2081 (8 characters of Unix milliseconds, then
+// 14 random ones); one whose first tail character is '0'-'3' packs into 128
+// bits: 2 bits for that character, 6 for each of the other 21. Any other id
+// lives in the key's side record (kFlagIdInExtra).
+struct alignas(16) IdEntry {
+  std::uint64_t w[2] = {0, 0};
+  friend bool operator==(const IdEntry&, const IdEntry&) = default;
 };
-static_assert(sizeof(ColdEntry) == 32);
+static_assert(sizeof(IdEntry) == 16);
+
+// Packs `id` into `out`; false (and `out` untouched) if it does not pack.
+bool PackKeyId(std::string_view id, IdEntry* out) noexcept;
+
+// Writes the 22 characters after "key_" of a packed id to `out[0..22)`.
+// Branch-free and table-free: each 48-bit group of 8 characters is spread
+// into 8 bytes and mapped to ASCII with SWAR arithmetic (a few ns).
+inline void UnpackKeyIdTail(const IdEntry& e, char* out) noexcept {
+  constexpr std::uint64_t k48 = (std::uint64_t{1} << 48) - 1;
+  const auto ascii8 = [](std::uint64_t g) noexcept {
+    // 12-bit pairs into 16-bit lanes, then one 6-bit value per byte.
+    std::uint64_t y = (g & 0xFFF) | ((g & 0xFFF000) << 4) | ((g & 0xFFF000000) << 8) |
+                      ((g & 0xFFF000000000) << 12);
+    y = (y & 0x003F003F003F003Full) | ((y & 0x0FC00FC00FC00FC0ull) << 2);
+    // Digit d (0..61) to "0-9A-Za-z": d + '0', + 7 from 10, + 6 more from
+    // 36. No byte carries: d + 118 < 256 and the result < 128.
+    constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+    const std::uint64_t ge10 = ((y + 0x7676767676767676ull) >> 7) & kOnes;
+    const std::uint64_t ge36 = ((y + 0x5C5C5C5C5C5C5C5Cull) >> 7) & kOnes;
+    return y + 0x3030303030303030ull + ge10 * 7 + ge36 * 6;
+  };
+  const std::uint64_t a = ascii8(e.w[0] & k48);                                     // chars 1-8
+  const std::uint64_t b = ascii8(((e.w[0] >> 48) | (e.w[1] << 16)) & k48);          // chars 9-16
+  const std::uint64_t c = ascii8((e.w[1] >> 32) & ((std::uint64_t{1} << 30) - 1));  // 17-21
+  out[0] = static_cast<char>('0' + (e.w[1] >> 62));
+  std::memcpy(out + 1, &a, 8);
+  std::memcpy(out + 9, &b, 8);
+  std::memcpy(out + 17, &c, 5);
+}
+
+// A slot's home: the digest's first word mapped onto [0, capacity) by a
+// multiply-shift (capacity < 2^32), so any capacity works.
+inline std::uint64_t Home(std::uint64_t hash, std::uint64_t capacity) noexcept {
+  return ((hash >> 32) * capacity) >> 32;
+}
+inline std::uint64_t NextSlot(std::uint64_t i, std::uint64_t capacity) noexcept {
+  return i + 1 == capacity ? 0 : i + 1;
+}
 
 // Per-key data that only some requests need. Immutable once published.
 struct KeyExtra {
@@ -118,19 +168,18 @@ class ZeroArray {
 };
 
 struct Table {
-  // Allocates a table of `capacity` slots (a power of two); check ok().
+  // Allocates a table of `capacity` slots (1 .. 2^32 - 2); check ok().
   explicit Table(std::size_t capacity, std::uint64_t generation);
   ~Table();
   bool ok() const noexcept { return slots != nullptr; }
 
   // ---- Read by Verify ----
-  std::uint64_t mask = 0;
+  std::uint64_t capacity = 0;
   Slot* slots = nullptr;
-  ColdEntry* cold = nullptr;
+  IdEntry* ids = nullptr;
   const KeyExtra** extras = nullptr;  // by side-record index
 
   // ---- Writer only ----
-  std::size_t capacity = 0;
   std::uint64_t generation = 0;
   std::size_t used = 0;     // non-empty slots (live + retired)
   std::size_t live = 0;     // live slots
@@ -147,7 +196,7 @@ struct Table {
   std::size_t OtherBytes() const noexcept;
 
  private:
-  ZeroArray slot_mem_, cold_mem_, extra_mem_, id_mem_;
+  ZeroArray slot_mem_, key_id_mem_, extra_mem_, id_mem_;
 };
 
 }  // namespace keygate::internal
