@@ -735,14 +735,13 @@ void BM_AbslMutexVerifyColdUniform(benchmark::State& state) {
 
 // The memory floor of a cold lookup: one dependent load at a random line of
 // a huge-page-backed region as large as the index at N keys (slots and key-id
-// entries: 96 B per slot, 1/0.6 slots per key), walked as one random cycle so
+// entries: 80 B per slot, 1/0.7 slots per key), walked as one random cycle so
 // that every load waits for the previous one. A cold Verify should cost
 // about this plus what the same Verify costs on a cache-resident key.
 void BM_DramLatency(benchmark::State& state) {
   const auto keys = static_cast<std::size_t>(state.range(0));
-  std::size_t lines = 1;
-  while (lines * 3 / 5 < keys) lines *= 2;  // slots, as the verifier sizes them
-  lines = lines * 96 / 64;
+  const std::size_t slots = keys + (keys * 3 + 6) / 7;  // as the verifier sizes them
+  const std::size_t lines = slots * 80 / 64;
   const std::size_t bytes = lines * 64;
   void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
