@@ -686,7 +686,8 @@ void Verifier::Impl::Retire(Table& t, std::size_t slot, std::string_view id) {
 
 absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
                                      std::size_t capacity) {
-  if (capacity > kMaxCapacity) return absl::ResourceExhaustedError("verifier: index too large");
+  if (capacity > kMaxCapacity)
+    return absl::ResourceExhaustedError("verifier: the index would need more than 2^32 slots");
   auto next = std::make_unique<Table>(capacity, next_generation++);
   if (!next->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");
   next->extra_owner.reserve(t->extra_owner.size());
@@ -894,7 +895,8 @@ absl::Status Verifier::Impl::Reload() {
     std::lock_guard<std::mutex> lock(mu);
     const std::size_t cap = CapacityFor(
         std::max(owned_table != nullptr ? owned_table->live : 0, options.expected_keys));
-    if (cap > kMaxCapacity) return absl::ResourceExhaustedError("verifier: index too large");
+    if (cap > kMaxCapacity)
+      return absl::ResourceExhaustedError("verifier: the index would need more than 2^32 slots");
     next = std::make_unique<Table>(cap, next_generation++);
   }
   if (!next->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");
