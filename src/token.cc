@@ -20,17 +20,19 @@ namespace {
 using internal::kBase62Alphabet;
 using internal::kBase62Digit;
 
-// CRC-32 tables for slicing-by-8: kCrcTables[0] is the classic byte table;
+// CRC-32 tables for slicing-by-16: kCrcTables[0] is the classic byte table;
 // kCrcTables[k][b] is the CRC of byte b followed by k zero bytes. Slicing-by-8
-// is 5-6x faster than zlib's byte-at-a-time loop on tokens (performance.md).
-constexpr std::array<std::array<std::uint32_t, 256>, 8> MakeCrcTables() {
-  std::array<std::array<std::uint32_t, 256>, 8> t{};
+// is 5-6x faster than zlib's byte-at-a-time loop on tokens (performance.md);
+// 16 bytes a step halves the dependent steps again (the verifier's 48-byte
+// body: 3 instead of 6).
+constexpr std::array<std::array<std::uint32_t, 256>, 16> MakeCrcTables() {
+  std::array<std::array<std::uint32_t, 256>, 16> t{};
   for (std::uint32_t i = 0; i < 256; ++i) {
     std::uint32_t c = i;
     for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
     t[0][i] = c;
   }
-  for (std::size_t k = 1; k < 8; ++k) {
+  for (std::size_t k = 1; k < 16; ++k) {
     for (std::size_t i = 0; i < 256; ++i) {
       t[k][i] = (t[k - 1][i] >> 8) ^ t[0][t[k - 1][i] & 0xFF];
     }
@@ -78,6 +80,21 @@ std::uint32_t Crc32Update(std::uint32_t reg, std::string_view data) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(data.data());
   std::size_t n = data.size();
   std::uint32_t crc = reg;
+  while (n >= 16) {
+    const std::uint32_t w0 = Load32Le(p) ^ crc;
+    const std::uint32_t w1 = Load32Le(p + 4);
+    const std::uint32_t w2 = Load32Le(p + 8);
+    const std::uint32_t w3 = Load32Le(p + 12);
+    crc = kCrcTables[15][w0 & 0xFF] ^ kCrcTables[14][(w0 >> 8) & 0xFF] ^
+          kCrcTables[13][(w0 >> 16) & 0xFF] ^ kCrcTables[12][w0 >> 24] ^ kCrcTables[11][w1 & 0xFF] ^
+          kCrcTables[10][(w1 >> 8) & 0xFF] ^ kCrcTables[9][(w1 >> 16) & 0xFF] ^
+          kCrcTables[8][w1 >> 24] ^ kCrcTables[7][w2 & 0xFF] ^ kCrcTables[6][(w2 >> 8) & 0xFF] ^
+          kCrcTables[5][(w2 >> 16) & 0xFF] ^ kCrcTables[4][w2 >> 24] ^ kCrcTables[3][w3 & 0xFF] ^
+          kCrcTables[2][(w3 >> 8) & 0xFF] ^ kCrcTables[1][(w3 >> 16) & 0xFF] ^
+          kCrcTables[0][w3 >> 24];
+    p += 16;
+    n -= 16;
+  }
   while (n >= 8) {
     const std::uint32_t one = Load32Le(p) ^ crc;
     const std::uint32_t two = Load32Le(p + 4);
