@@ -98,6 +98,16 @@ bool SameDigest(const Slot& s, const std::uint64_t d[4]) noexcept {
   return s.digest[0] == d[0] && s.digest[1] == d[1] && s.digest[2] == d[2];
 }
 
+// A new, empty table of `capacity` slots, or why there is none.
+absl::StatusOr<std::unique_ptr<Table>> NewTable(std::size_t capacity, std::uint64_t generation) {
+  if (capacity > kMaxCapacity) {
+    return absl::ResourceExhaustedError("verifier: the index would need more than 2^32 slots");
+  }
+  auto t = std::make_unique<Table>(capacity, generation);
+  if (!t->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");
+  return t;
+}
+
 }  // namespace
 
 struct Verifier::Impl {
@@ -348,9 +358,8 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
     return v;
   }
   if (!id_in_extra) {
-    static_assert(sizeof v.key_id.data == kKeyIdLength + 1 && kKeyIdLength == 4 + 22);
-    std::memcpy(v.key_id.data, "key_", 4);
-    internal::UnpackKeyIdTail(t.ids[i], v.key_id.data + 4);
+    static_assert(sizeof v.key_id.data == kKeyIdLength + 1);
+    internal::UnpackKeyId(t.ids[i], v.key_id.data);
     v.key_id.size = kKeyIdLength;
     v.key_id.data[kKeyIdLength] = '\0';
   } else {
@@ -472,8 +481,7 @@ std::string Verifier::Impl::IdOf(const Table& t, std::size_t slot) const {
   const std::uint64_t c = t.slots[slot].ctrl.load(std::memory_order_relaxed);
   if ((c & internal::kFlagIdInExtra) != 0) return t.extras[c >> internal::kExtraShift]->id;
   std::string id(kKeyIdLength, '\0');
-  std::memcpy(id.data(), "key_", 4);
-  internal::UnpackKeyIdTail(t.ids[slot], id.data() + 4);
+  internal::UnpackKeyId(t.ids[slot], id.data());
   return id;
 }
 
@@ -686,10 +694,9 @@ void Verifier::Impl::Retire(Table& t, std::size_t slot, std::string_view id) {
 
 absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
                                      std::size_t capacity) {
-  if (capacity > kMaxCapacity)
-    return absl::ResourceExhaustedError("verifier: the index would need more than 2^32 slots");
-  auto next = std::make_unique<Table>(capacity, next_generation++);
-  if (!next->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");
+  absl::StatusOr<std::unique_ptr<Table>> made = NewTable(capacity, next_generation++);
+  if (!made.ok()) return made.status();
+  std::unique_ptr<Table> next = std::move(*made);
   next->extra_owner.reserve(t->extra_owner.size());
   std::unordered_map<const KeyExtra*, std::shared_ptr<const KeyExtra>> extras;
   for (std::size_t i = 0; i < t->capacity; ++i) {
@@ -709,13 +716,13 @@ absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
     }
     // The id without a string: unpacked into a stack buffer, or the side
     // record's (kept alive by img.extra).
-    std::array<char, kKeyIdLength> id_buf{'k', 'e', 'y', '_'};
+    std::array<char, kKeyIdLength> id_buf;
     if ((c & internal::kFlagIdInExtra) != 0) {
       if (img.extra == nullptr) continue;  // never: such slots have a side record
       img.id = img.extra->id;
     } else {
       img.packed = t->ids[i];
-      internal::UnpackKeyIdTail(img.packed, id_buf.data() + 4);
+      internal::UnpackKeyId(img.packed, id_buf.data());
       img.id = std::string_view(id_buf.data(), id_buf.size());
     }
     // Slots of one key that shared a side record keep sharing it only if
@@ -895,11 +902,10 @@ absl::Status Verifier::Impl::Reload() {
     std::lock_guard<std::mutex> lock(mu);
     const std::size_t cap = CapacityFor(
         std::max(owned_table != nullptr ? owned_table->live : 0, options.expected_keys));
-    if (cap > kMaxCapacity)
-      return absl::ResourceExhaustedError("verifier: the index would need more than 2^32 slots");
-    next = std::make_unique<Table>(cap, next_generation++);
+    absl::StatusOr<std::unique_ptr<Table>> made = NewTable(cap, next_generation++);
+    if (!made.ok()) return made.status();
+    next = std::move(*made);
   }
-  if (!next->ok()) return absl::ResourceExhaustedError("verifier: cannot allocate the index");
   std::uint64_t seq = 0;
   for (;;) {
     absl::StatusOr<ChangeBatch> batch = options.store->ChangesSince(seq, options.feed_batch);

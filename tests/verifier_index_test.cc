@@ -14,9 +14,9 @@ namespace keygate::internal {
 namespace {
 
 std::string Unpacked(const IdEntry& e) {
-  std::string tail(22, '?');
-  UnpackKeyIdTail(e, tail.data());
-  return "key_" + tail;
+  std::string id(26, '?');
+  UnpackKeyId(e, id.data());
+  return id;
 }
 
 TEST_CASE("Packed key ids round-trip", "[verifier][index]") {

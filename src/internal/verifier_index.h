@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "keygate/digest.h"
+#include "keygate/key.h"
 #include "keygate/rate_limiter.h"
 
 namespace keygate::internal {
@@ -99,10 +100,15 @@ static_assert(sizeof(IdEntry) == 16);
 // Packs `id` into `out`; false (and `out` untouched) if it does not pack.
 bool PackKeyId(std::string_view id, IdEntry* out) noexcept;
 
-// Writes the 22 characters after "key_" of a packed id to `out[0..22)`.
-// Branch-free and table-free: each 48-bit group of 8 characters is spread
-// into 8 bytes and mapped to ASCII with SWAR arithmetic (a few ns).
-inline void UnpackKeyIdTail(const IdEntry& e, char* out) noexcept {
+// Writes the packed id, "key_" and its 22 characters, to
+// `out[0..kKeyIdLength)`. Branch-free and table-free: each 48-bit group of 8
+// characters is spread into 8 bytes and mapped to ASCII with SWAR arithmetic
+// (a few ns).
+inline void UnpackKeyId(const IdEntry& e, char* out) noexcept {
+  static_assert(kKeyIdLength == 4 + 22);
+  constexpr char kPrefix[4] = {'k', 'e', 'y', '_'};  // not a C string: no terminator
+  std::memcpy(out, kPrefix, sizeof kPrefix);
+  out += sizeof kPrefix;
   constexpr std::uint64_t k48 = (std::uint64_t{1} << 48) - 1;
   const auto ascii8 = [](std::uint64_t g) noexcept {
     // 12-bit pairs into 16-bit lanes, then one 6-bit value per byte.
