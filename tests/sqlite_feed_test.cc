@@ -121,9 +121,10 @@ TEST_CASE("A revoke by another process reaches this process's Verifier within th
   std::cout << "cross-process revoke-to-reject latency (poll " << absl::FormatDuration(poll) << ", "
             << trials << " revokes by another process): min " << latencies_ms.front() << " ms, p50 "
             << p50 << " ms, max " << max << " ms\n";
-  // Bounded by the poll interval plus scheduling; generous for sanitizers and
-  // a loaded CI machine.
-  CHECK(max < absl::ToDoubleMilliseconds(poll) + 1500.0);
+  // Bounded by the poll interval plus scheduling: generous (about 20 times
+  // the worst seen under TSan) for sanitizers on a loaded 2-core CI machine.
+  // A feed that misses a revoke never rejects, and fails here.
+  CHECK(max < absl::ToDoubleMilliseconds(poll) + 5000.0);
 
   // The store's change feed in this process reports the other process's
   // revokes as the keys' current state.
