@@ -253,9 +253,10 @@ TEST_CASE("Beast adapter lets an allowed request through untouched but for RateL
 // temporary directory removed at the end.
 struct TempCert {
   TempCert() {
-    dir = std::filesystem::temp_directory_path() /
-          ("keygate_adapters_test_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "keygate_adapters_test_XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) return;  // ok stays false
+    dir = tmpl;
     cert = (dir / "cert.pem").string();
     key = (dir / "key.pem").string();
     const std::string cmd =

@@ -69,6 +69,14 @@ class Cli {
     argv.insert(argv.end(), args.begin(), args.end());
     const std::string err_path = dir_.File("stderr.txt");
     env.push_back("USER=cli-test");
+    // The CLI reads its pepper from $KEYGATE_PEPPER_FILE: one set in the
+    // caller's environment would change every digest, so it is removed
+    // unless the test sets it.
+    if (std::none_of(env.begin(), env.end(), [](const std::string& e) {
+          return e.substr(0, e.find('=')) == "KEYGATE_PEPPER_FILE";
+        })) {
+      env.push_back("KEYGATE_PEPPER_FILE");
+    }
     Result r;
     {
       Child child(argv, env, err_path, /*pipe_stdin=*/true, cwd);

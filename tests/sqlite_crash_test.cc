@@ -78,9 +78,17 @@ TEST_CASE("SQLite store loses no acknowledged write when the writer is SIGKILLed
   const std::string db = dir.File("crash.db");
   const std::string err_file = dir.File("child.err");
   const int trials = Trials();
-  std::mt19937_64 rng(std::random_device{}());
-  const std::uint64_t run_seed = rng();
-  INFO("run seed " << run_seed);
+  // A fresh seed each run; KEYGATE_CRASH_SEED=<run seed> replays one (the
+  // kill times still vary with the machine's speed).
+  std::uint64_t run_seed = 0;
+  if (const char* env = std::getenv("KEYGATE_CRASH_SEED"); env != nullptr) {
+    run_seed = std::strtoull(env, nullptr, 10);
+  } else {
+    std::random_device rd;
+    run_seed = (std::uint64_t{rd()} << 32) | rd();
+  }
+  std::mt19937_64 rng(run_seed);
+  INFO("run seed " << run_seed << " (replay: KEYGATE_CRASH_SEED=" << run_seed << ")");
 
   std::shared_ptr<const Deployment> deployment = *Deployment::Create({});
   std::map<std::string, Acked> acked;

@@ -14,10 +14,13 @@
 //       right after the store acknowledged it: the start of the
 //       revoke-to-reject latency measured by the watching process.
 //
-// Exit status: 0 done, 1 usage, 2 store error (message on stderr).
+// Exit status: 0 done, 1 usage (or the parent is gone), 2 store error
+// (message on stderr). Killed with SIGKILL when its parent dies.
 
+#include <sys/prctl.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
@@ -109,6 +112,11 @@ int Revoke(const std::string& db, const std::string& id) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // churn runs until killed: should the test itself die (a ctest timeout),
+  // go with it rather than keep writing for the rest of the run.
+  const pid_t parent = ::getppid();
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) return 1;  // the parent died before prctl
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (args.size() == 3 && args[0] == "churn") {
     return Churn(args[1], std::strtoull(args[2].c_str(), nullptr, 10));

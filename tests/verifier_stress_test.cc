@@ -33,7 +33,7 @@ std::string Text(const Secret& s) { return std::string(s.Reveal(InsecureSecretAc
 
 bool Heavy() {
   const char* e = std::getenv("KEYGATE_STRESS");
-  return e != nullptr && std::string(e) == "1";
+  return e != nullptr && *e != '\0' && std::string(e) != "0";  // as the other tests read it
 }
 
 const absl::Time kStart = absl::FromUnixSeconds(1'700'000'000);
