@@ -17,6 +17,7 @@ for target in token_fuzz bearer_fuzz; do
   log="$scratch.log"
   if ! "$dir/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 "$scratch" \
       "fuzz/corpus/${target%_fuzz}" >"$log" 2>&1; then
+    grep -m1 'Seed:' "$log" || true  # -seed=N replays the same mutation sequence
     tail -n 60 "$log"
     echo "fuzz: $target found a failure (reproducer in $scratch or the crash-* file above)" >&2
     exit 1
