@@ -170,6 +170,10 @@ struct Verifier::Impl {
                         const absl::Time* now) const noexcept;
   Verdict VerifyHeader(std::string_view authorization, const Requirement& req,
                        const absl::Time* now) const noexcept;
+  // Steps 2-3 by the general parsers (any token the one-pass recogniser did
+  // not take), then Lookup.
+  Verdict VerifyGeneral(std::string_view token, const Requirement& req,
+                        const absl::Time* now) const noexcept;
   // Steps 4 on, for a token known to be well formed and of this environment.
   Verdict Lookup(std::string_view token, const Requirement& req,
                  const absl::Time* now) const noexcept;
@@ -276,21 +280,30 @@ Verdict Verifier::Impl::VerifyHeader(std::string_view authorization, const Requi
       return v;
     }
   }
-  return VerifyTokenAt(token, req, now);
+  // The recogniser has seen this token already (inside a header it did not
+  // take); the general parsers reach the same verdict on any token.
+  return VerifyGeneral(token, req, now);
 }
 
 Verdict Verifier::Impl::VerifyTokenAt(std::string_view token, const Requirement& req,
                                       const absl::Time* now) const noexcept {
-  Verdict v;
   switch (canonical.MatchToken(token)) {
     case internal::CanonicalMatch::kOk:
       return Lookup(token, req, now);
-    case internal::CanonicalMatch::kBadChecksum:
+    case internal::CanonicalMatch::kBadChecksum: {
+      Verdict v;
       v.outcome = Outcome::kMalformed;
       return v;
+    }
     case internal::CanonicalMatch::kOther:
       break;
   }
+  return VerifyGeneral(token, req, now);
+}
+
+Verdict Verifier::Impl::VerifyGeneral(std::string_view token, const Requirement& req,
+                                      const absl::Time* now) const noexcept {
+  Verdict v;
   // 2. Format, prefix and checksum, before any hashing.
   TokenView view;
   if (ParseToken(token, &view, prefix) != TokenError::kNone) {
