@@ -933,14 +933,30 @@ absl::Status Verifier::Impl::Reload() {
     seq = std::max(seq, batch->next_sequence);
     if (!batch->more) break;
   }
+  // Changes committed while the store was read without `mu` may already be
+  // in the published table (callbacks, Sync, Refresh apply them there): a
+  // revoke among them must not disappear for an instant behind the new
+  // table. So, under `mu` (no writer can slip in), bring the new table up to
+  // the store's present before it replaces the old one. The feed returns
+  // current state, so re-applying what the old table had is harmless. If the
+  // store fails here, the old table, which is current, stays.
   std::lock_guard<std::mutex> lock(mu);
+  for (;;) {
+    absl::StatusOr<ChangeBatch> batch = options.store->ChangesSince(seq, options.feed_batch);
+    if (!batch.ok()) {
+      ++sync_failures;
+      return batch.status();
+    }
+    if (absl::Status s = ApplyBatch(next, /*published=*/false, batch->changes); !s.ok()) {
+      return s;
+    }
+    seq = std::max(seq, batch->next_sequence);
+    if (!batch->more) break;
+  }
   ++rebuilds;
   Publish(std::move(next));
-  // The new table reflects the store up to `seq`; whatever the old one had
-  // applied beyond that (or was committed while we read) is pulled again
-  // now. The feed returns current state, so re-applying is harmless.
   applied_sequence = seq;
-  return SyncLocked();
+  return absl::OkStatus();
 }
 
 // ============================================================================

@@ -563,6 +563,63 @@ TEST_CASE("Verifier rejects a revoked key as soon as KeyManager::Revoke returns"
   CHECK(f.verifier->Stats().keys == 0);
 }
 
+// Pauses Reload's full read at its last batch, revokes a key and applies the
+// revoke to the live index (Sync), then watches every later store call.
+class RevokeDuringReload final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override {
+    if (in_hook_ || fixture == nullptr) return inner().ChangesSince(after, limit);
+    if (fired) Observe();
+    absl::StatusOr<ChangeBatch> b = inner().ChangesSince(after, limit);
+    if (!fired && b.ok() && !b->more) {
+      fired = true;
+      in_hook_ = true;
+      REQUIRE_OK(fixture->manager->Revoke(key_id, "alice"));
+      REQUIRE_OK(fixture->verifier->Sync());
+      in_hook_ = false;
+      Observe();
+    }
+    return b;  // still the state from before the revoke
+  }
+  void Observe() {
+    ++observed;
+    accepted += fixture->Verify(token).ok() ? 1 : 0;
+  }
+
+  Fixture* fixture = nullptr;  // armed once set
+  std::string key_id;
+  std::string token;
+  bool fired = false;
+  int observed = 0;
+  int accepted = 0;
+
+ private:
+  bool in_hook_ = false;
+};
+
+TEST_CASE("Verifier never undoes a revoke applied while Reload reads the store",
+          "[verifier][revocation]") {
+  auto hook = std::make_shared<RevokeDuringReload>(std::make_shared<MemoryKeyStore>());
+  FixtureOptions o;
+  o.store = hook;
+  Fixture f(o);
+  CreatedKey k = f.Create();
+  CreatedKey other = f.Create();
+  REQUIRE_OK(f.verifier->Sync());  // the fixture's verifier does not follow the feed
+  REQUIRE(f.Verify(Text(k.token)).ok());
+  hook->key_id = k.record.id;
+  hook->token = Text(k.token);
+  hook->fixture = &f;
+  REQUIRE_OK(f.verifier->Reload());
+  REQUIRE(hook->fired);
+  CHECK(hook->observed >= 2);  // right after the revoke, and at Reload's catch-up
+  CHECK(hook->accepted == 0);
+  CHECK(f.Verify(Text(k.token)).outcome == Outcome::kRevoked);
+  CHECK(f.Verify(Text(other.token)).ok());
+  CHECK(f.verifier->Stats().keys == 2);
+}
+
 TEST_CASE("Verifier follows the feed thread, and Refresh applies one key at once",
           "[verifier][revocation]") {
   FixtureOptions o;

@@ -213,7 +213,11 @@ class Verifier {
   // whose change notifications are asynchronous. Errors: the store's.
   absl::Status Refresh(std::string_view key_id);
   // Rebuilds the index from a full read of the store (what the periodic
-  // resync does); rate-limit and usage state carry over. Errors: the store's.
+  // resync does); rate-limit and usage state carry over. The read takes no
+  // lock that feed application needs; the new index is brought up to date
+  // with the feed before it replaces the old one, so a change applied
+  // during the read (a revoke, say) is never undone, not even briefly.
+  // Errors: the store's; the old index keeps serving.
   absl::Status Reload();
 
   // Collects usage, calls the UsageSink, and writes last_used with one
