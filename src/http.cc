@@ -25,7 +25,9 @@ std::string QuotedStringContent(std::string_view s) {
 
 long long CeilSeconds(std::int64_t ns) noexcept {
   if (ns <= 0) return 0;
-  return static_cast<long long>((ns + 999'999'999) / 1'000'000'000);
+  // ns / 1e9 rounded up, without overflowing near INT64_MAX.
+  const long long whole = ns / 1'000'000'000;
+  return ns % 1'000'000'000 != 0 ? whole + 1 : whole;
 }
 
 void AddRateLimitHeaders(const Verdict& v, const HttpOptions& o, bool denied, HttpDecision* d) {

@@ -82,6 +82,16 @@ absl::Status ValidateRateLimitPolicy(const RateLimitPolicy& policy, std::string_
     return absl::InvalidArgumentError(
         absl::StrCat(f, ".rate: more than one request per nanosecond over the period"));
   }
+  // The bucket as GcraPolicy::Compile sizes it: burst x T, T rounded to
+  // nearest. The product can exceed 2^64, so T is compared with the bound
+  // divided by burst instead.
+  const std::uint64_t t = (static_cast<std::uint64_t>(period_ns) + policy.rate / 2) / policy.rate;
+  if (t > static_cast<std::uint64_t>(kMaxRateLimitBucketNs) / policy.burst) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        f,
+        ".burst: burst x period / rate must be at most 73 years (fewer requests per burst, "
+        "or a higher rate)"));
+  }
   return absl::OkStatus();
 }
 

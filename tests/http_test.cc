@@ -1,6 +1,7 @@
 // Verdict -> HTTP response mapping (DESIGN.md section 6, RFC 6750, RFC 6585).
 #include "keygate/http.h"
 
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
@@ -93,6 +94,11 @@ TEST_CASE("Over the limit: 429 with Retry-After and RateLimit headers", "[http][
   CHECK(RetryAfterSeconds(0) == 1);
   CHECK(RetryAfterSeconds(1'000'000'000) == 1);
   CHECK(RetryAfterSeconds(1'000'000'001) == 2);
+  // Rounding up never overflows.
+  CHECK(RetryAfterSeconds(std::numeric_limits<std::int64_t>::max()) == 9'223'372'037);
+  v.rate.window_ns = std::numeric_limits<std::int64_t>::max();
+  CHECK(Headers(DecideHttp(v, {}, {"api", "day"}))["RateLimit-Policy"] ==
+        "\"day\";q=10;w=9223372037");
 }
 
 TEST_CASE("Allowed requests carry the quota headers only when a limit applies", "[http]") {

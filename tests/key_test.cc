@@ -41,7 +41,17 @@ TEST_CASE("Key kinds and states round-trip through their names", "[key]") {
 TEST_CASE("Rate-limit policies are range-checked with the field named", "[key][ratelimit]") {
   CHECK(ValidateRateLimitPolicy({1, absl::Seconds(1), 1}, "rate_limit").ok());
   CHECK(ValidateRateLimitPolicy({1, kMinRateLimitPeriod, 1}, "x").ok());
-  CHECK(ValidateRateLimitPolicy({1, kMaxRateLimitPeriod, kMaxRateLimitBurst}, "x").ok());
+  CHECK(ValidateRateLimitPolicy({1, kMaxRateLimitPeriod, 26'000}, "x").ok());
+  CHECK(
+      ValidateRateLimitPolicy({kMaxRateLimitRate, absl::Seconds(1), kMaxRateLimitBurst}, "x").ok());
+  // The bucket (burst x period / rate) is at most 2^61 ns, 73 years: one per
+  // day fits 26,687 in a burst, not a million.
+  CHECK(ValidateRateLimitPolicy({1, kMaxRateLimitPeriod, 26'687}, "x").ok());
+  CHECK(ValidateRateLimitPolicy({1, kMaxRateLimitPeriod, 26'688}, "x").message().substr(0, 8) ==
+        "x.burst:");
+  CHECK(ValidateRateLimitPolicy({1, kMaxRateLimitPeriod, kMaxRateLimitBurst}, "x")
+            .message()
+            .substr(0, 8) == "x.burst:");
   CHECK(ValidateRateLimitPolicy({kMaxRateLimitRate, absl::Seconds(1), 1}, "x").ok());
   absl::Status s = ValidateRateLimitPolicy({0, absl::Seconds(1), 1}, "env.limit");
   CHECK(s.code() == absl::StatusCode::kInvalidArgument);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <thread>
 #include <vector>
@@ -154,6 +155,50 @@ TEST_CASE("GCRA stays safe and strict when the clock goes backwards", "[rate_lim
   d = LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0 - 20LL * 365 * 24 * 3600 * kSec);
   CHECK(d.result == LimitResult::kDenied);
   CHECK(d.status.retry_after_ns > 0);
+}
+
+TEST_CASE("GCRA stays in range for any policy, cost and time", "[rate_limiter]") {
+  // A policy ValidateRateLimitPolicy refuses (its bucket would be 2,700
+  // years) but Compile accepts: C is capped, so it holds 26,687 requests.
+  const GcraPolicy capped = Policy(1, absl::Hours(24), 1'000'000);
+  REQUIRE(capped.capacity_ns == GcraPolicy::kMaxCapacityNs);
+  GcraCell cell;
+  // cost x T overflows int64 here: denied as "never fits", nothing written.
+  LimitDecision d = LocalRateLimiter::AcquireOne(capped, cell.tat, 200'000, kT0);
+  CHECK(d.result == LimitResult::kDenied);
+  CHECK(d.status.retry_after_ns == GcraPolicy::kMaxCapacityNs);
+  CHECK(cell.tat.load() == kGcraNeverUsed);
+  // Below the overflow but above C: also never fits.
+  CHECK(LocalRateLimiter::AcquireOne(capped, cell.tat, 30'000, kT0).result == LimitResult::kDenied);
+  // What fits, fits exactly once.
+  CHECK(LocalRateLimiter::AcquireOne(capped, cell.tat, 26'687, kT0).result ==
+        LimitResult::kAllowed);
+  CHECK(LocalRateLimiter::AcquireOne(capped, cell.tat, 1, kT0).result == LimitResult::kDenied);
+
+  // Extreme clocks (UBSan checks the arithmetic): the far future and the far
+  // past are held to 2116 and 1824; a TAT far ahead of a clock far behind is
+  // a denial.
+  const GcraPolicy p = Policy(10, absl::Seconds(1), 2);
+  for (std::int64_t now :
+       {std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::max() - 1000,
+        std::numeric_limits<std::int64_t>::min(), std::int64_t{0}}) {
+    INFO("now " << now);
+    GcraCell c;
+    CHECK(LocalRateLimiter::AcquireOne(p, c.tat, 1, now).result == LimitResult::kAllowed);
+    CHECK(LocalRateLimiter::AcquireOne(p, c.tat, 1, now).result == LimitResult::kAllowed);
+    d = LocalRateLimiter::AcquireOne(p, c.tat, 1, now);
+    CHECK(d.result == LimitResult::kDenied);
+    CHECK(d.status.retry_after_ns == 100 * kMs);
+    CHECK(c.tat.load() >= -(std::int64_t{1} << 62));
+    CHECK(c.tat.load() <= (std::int64_t{1} << 62) + (std::int64_t{1} << 61));
+  }
+  GcraCell ahead;
+  REQUIRE(LocalRateLimiter::AcquireOne(p, ahead.tat, 2, std::numeric_limits<std::int64_t>::max())
+              .result == LimitResult::kAllowed);
+  d = LocalRateLimiter::AcquireOne(p, ahead.tat, 1, std::numeric_limits<std::int64_t>::min());
+  CHECK(d.result == LimitResult::kDenied);
+  CHECK(d.status.retry_after_ns > 0);
+  CHECK(d.status.reset_ns <= GcraPolicy::kMaxCapacityNs + 1);
 }
 
 TEST_CASE("GCRA matches the virtual scheduling model on random traffic", "[rate_limiter]") {

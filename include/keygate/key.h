@@ -63,9 +63,13 @@ inline constexpr std::uint64_t kMaxRateLimitRate = 1'000'000'000;
 inline constexpr absl::Duration kMinRateLimitPeriod = absl::Milliseconds(1);
 inline constexpr absl::Duration kMaxRateLimitPeriod = absl::Hours(24);
 inline constexpr std::uint32_t kMaxRateLimitBurst = 1'000'000;
+// The bucket, burst x period / rate, holds at most 2^61 ns (73 years): the
+// GCRA arithmetic stays exact and in range below that.
+inline constexpr std::int64_t kMaxRateLimitBucketNs = std::int64_t{1} << 61;
 
-// Checks the ranges above, and that `period / rate` (the GCRA emission
-// interval) is at least 1 ns so that the limiter can represent it. Errors:
+// Checks the ranges above, that `period / rate` (the GCRA emission
+// interval) is at least 1 ns so that the limiter can represent it, and that
+// the bucket is at most kMaxRateLimitBucketNs. Errors:
 // kInvalidArgument "<field>.rate: ...", "<field>.period: ...",
 // "<field>.burst: ..." where `field` names the policy ("rate_limit",
 // "environments[0].default_rate_limit").

@@ -60,8 +60,10 @@ struct GcraPolicy {
   std::int64_t period_ns = 0;    // reported as the window
   std::uint32_t burst = 0;       // reported as the limit
 
-  // C is capped so that TAT arithmetic cannot overflow (73 years).
-  static constexpr std::int64_t kMaxCapacityNs = std::int64_t{1} << 61;
+  // C is capped so that TAT arithmetic cannot overflow (73 years). Policies
+  // that pass ValidateRateLimitPolicy are never capped; for others the
+  // bucket holds fewer than `burst` requests, and larger costs are denied.
+  static constexpr std::int64_t kMaxCapacityNs = kMaxRateLimitBucketNs;
 
   // Rates above one request per nanosecond are clamped to one per
   // nanosecond (T >= 1 ns): no hardware verifies faster than that. A policy
@@ -155,11 +157,18 @@ inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32
   LimitDecision d;
   d.status.limit = p.burst;
   d.status.window_ns = p.period_ns;
+  // Every sum below stays in range for any input: `now` is held to the years
+  // 1824-2116 (+-2^62 ns), the lead over it to C + 1 (C <= 2^61), and an
+  // allowed request's cost * T to C; so a stored TAT is below 2^62 + 2^61.
+  constexpr std::int64_t kNowBound = std::int64_t{1} << 62;
+  now = std::clamp(now, -kNowBound, kNowBound);
   const std::int64_t t = std::max(tat, now);
   // How far the schedule runs ahead of now (> C after the clock stepped
-  // back: denied until it catches up). The cap only keeps the sums below in
-  // range (C <= 2^61); it is 146 years.
-  const std::int64_t ahead = std::min<std::int64_t>(t - now, std::int64_t{1} << 62);
+  // back: denied until it catches up). The difference is taken unsigned: a
+  // TAT far ahead of a clock that jumped far back must not overflow.
+  const std::int64_t ahead = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(static_cast<std::uint64_t>(t) - static_cast<std::uint64_t>(now),
+                              static_cast<std::uint64_t>(GcraPolicy::kMaxCapacityNs) + 1));
   // Requests of cost 1 that would fit now (denials and free requests only:
   // the allowed path divides once, below).
   auto remaining_now = [&]() -> std::uint64_t {
@@ -175,7 +184,12 @@ inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32
     *new_tat = tat;
     return d;
   }
-  if (cost > p.burst) {
+  // cost * T; more than C (possible only for a policy whose burst * T was
+  // capped, or one never validated) can never fit, like cost > burst.
+  std::int64_t inc = 0;
+  if (cost > p.burst ||
+      __builtin_mul_overflow(static_cast<std::int64_t>(cost), p.emission_ns, &inc) ||
+      inc > p.capacity_ns) {
     // Can never fit in the bucket; report the full window as the wait.
     d.result = LimitResult::kDenied;
     d.status.remaining = remaining_now();
@@ -183,9 +197,7 @@ inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32
     d.status.retry_after_ns = p.capacity_ns;
     return d;
   }
-  // cost <= burst, so cost * T <= C <= 2^61: no overflow.
-  const std::int64_t inc = static_cast<std::int64_t>(cost) * p.emission_ns;
-  const std::int64_t after = ahead + inc;
+  const std::int64_t after = ahead + inc;  // <= 2^61 + 1 + 2^61
   if (after > p.capacity_ns) {
     d.result = LimitResult::kDenied;
     d.status.remaining = remaining_now();
