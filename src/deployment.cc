@@ -22,6 +22,8 @@ constexpr std::size_t kMaxEnvironmentNameLength = 32;
 // scans the list by tag.
 constexpr std::size_t kMaxEnvironments = 64;
 
+}  // namespace
+
 bool IsValidEnvironmentName(std::string_view s) noexcept {
   if (s.empty() || s.size() > kMaxEnvironmentNameLength) return false;
   for (char c : s) {
@@ -30,8 +32,6 @@ bool IsValidEnvironmentName(std::string_view s) noexcept {
   }
   return true;
 }
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<const Deployment>> Deployment::Create(DeploymentOptions options) {
   // Messages quote names and tags only after they passed their charset check,

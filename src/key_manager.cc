@@ -70,28 +70,6 @@ bool HasControlChar(std::string_view s) noexcept {
   return false;
 }
 
-// Quoting user input in an error is only safe when it cannot be a token.
-// Scope and environment names have charsets without upper-case letters and
-// lengths a token never has, so a pasted token is never echoed.
-bool IsQuotableScopeName(std::string_view s) noexcept {
-  if (s.empty() || s.size() > kMaxScopeNameLength) return false;
-  for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ':' || c == '_' ||
-                    c == '.' || c == '/' || c == '*' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-bool IsQuotableEnvironmentName(std::string_view s) noexcept {
-  if (s.empty() || s.size() > 32) return false;
-  for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 absl::Status ValidateBoundedText(std::string_view field, std::string_view value,
                                  std::size_t max_length) {
   if (value.empty()) return Invalid(field, "must not be empty");
@@ -125,7 +103,7 @@ absl::Status ValidateActor(std::string_view actor) {
 absl::Status ValidateEnvironment(const Deployment& deployment, std::string_view environment) {
   if (environment.empty()) return Invalid("environment", "must not be empty");
   if (deployment.FindEnvironment(environment) != nullptr) return absl::OkStatus();
-  if (IsQuotableEnvironmentName(environment)) {
+  if (IsValidEnvironmentName(environment)) {
     return Invalid("environment",
                    absl::StrCat("unknown environment '", std::string(environment), "'"));
   }
@@ -138,7 +116,7 @@ absl::Status ValidateScopes(const ScopeRegistry& registry, const std::vector<std
   }
   std::set<std::string_view> seen;
   for (const std::string& scope : scopes) {
-    const bool quotable = IsQuotableScopeName(scope);
+    const bool quotable = IsValidScopeName(scope);
     if (!registry.Contains(scope)) {
       if (quotable) return Invalid("scopes", absl::StrCat("unknown scope '", scope, "'"));
       return Invalid("scopes", "unknown scope");

@@ -14,12 +14,17 @@ bool IsScopeChar(char c) {
          c == '/' || c == '*' || c == '-';
 }
 
-bool IsValidScopeName(std::string_view name) {
-  return !name.empty() && name.size() <= kMaxScopeNameLength &&
-         std::all_of(name.begin(), name.end(), IsScopeChar);
+// Quotes `name` in an error only when it is a well-formed scope name.
+std::string Quoted(std::string_view name) {
+  return IsValidScopeName(name) ? absl::StrCat(" '", AV(name), "'") : std::string();
 }
 
 }  // namespace
+
+bool IsValidScopeName(std::string_view name) noexcept {
+  return !name.empty() && name.size() <= kMaxScopeNameLength &&
+         std::all_of(name.begin(), name.end(), IsScopeChar);
+}
 
 ScopeRegistry::Builder::Builder() {
   Add(kScopeReadAll);
@@ -50,8 +55,9 @@ absl::StatusOr<std::shared_ptr<const ScopeRegistry>> ScopeRegistry::Builder::Bui
   std::shared_ptr<ScopeRegistry> r(new ScopeRegistry());
   for (const auto& [name, implies] : entries_) {
     if (!IsValidScopeName(name)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("scope '", name, "': name must be 1-64 characters of [a-z0-9:_./*-]"));
+      return absl::InvalidArgumentError(absl::StrCat("scopes: the name of Add() call #",
+                                                     r->names_.size() - 2,
+                                                     " must be 1-64 characters of [a-z0-9:_./*-]"));
     }
     if (r->Contains(name)) {
       return absl::InvalidArgumentError(absl::StrCat("scope '", name, "': registered twice"));
@@ -62,8 +68,8 @@ absl::StatusOr<std::shared_ptr<const ScopeRegistry>> ScopeRegistry::Builder::Bui
       const ScopeMask m = r->MaskOf(implied);
       if (m == 0) {
         return absl::InvalidArgumentError(
-            absl::StrCat("scope '", name, "': implies unknown scope '", implied,
-                         "' (implied scopes must be registered first)"));
+            absl::StrCat("scope '", name, "': implies unknown scope", Quoted(implied),
+                         " (implied scopes must be registered first)"));
       }
       closure |= m;
     }
@@ -91,7 +97,7 @@ absl::StatusOr<ScopeMask> ScopeRegistry::Compile(absl::Span<const std::string> n
   ScopeMask mask = 0;
   for (const std::string& n : names) {
     const ScopeMask m = MaskOf(n);
-    if (m == 0) return absl::InvalidArgumentError(absl::StrCat("scopes: unknown scope '", n, "'"));
+    if (m == 0) return absl::InvalidArgumentError(absl::StrCat("scopes: unknown scope", Quoted(n)));
     mask |= m;
   }
   return mask;
@@ -103,7 +109,7 @@ absl::StatusOr<ScopeMask> ScopeRegistry::Compile(
   for (std::string_view n : names) {
     const ScopeMask m = MaskOf(n);
     if (m == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("scopes: unknown scope '", AV(n), "'"));
+      return absl::InvalidArgumentError(absl::StrCat("scopes: unknown scope", Quoted(n)));
     }
     mask |= m;
   }

@@ -53,7 +53,12 @@ constexpr std::size_t kMaxCapacity = (std::size_t{1} << 32) - 2;
 constexpr std::size_t kPolicySlots = 1u << 16;  // indices 1 .. 0xFFFE usable
 constexpr std::size_t kUsageScanChunk = 4096;
 
+// Unix nanoseconds, saturated to the int64 range (years 1678-2262): an
+// expiry past 2262 is kNever.
 std::int64_t ToNs(absl::Time t) noexcept { return absl::ToUnixNanos(t); }
+// `now` likewise, but always before kNever, so that a key without an expiry
+// stays valid at any `now` (absl::InfiniteFuture() included).
+std::int64_t NowNs(absl::Time t) noexcept { return std::min(ToNs(t), kNever - 1); }
 
 // Capacity for `n` live slots at a load of 0.7: 84 B per slot is 120 B per
 // key (a table over 10 M keys takes 1.2 GB). Rounded up to whole 4 KiB
@@ -345,7 +350,7 @@ Verdict Verifier::Impl::Lookup(std::string_view token, const Requirement& req,
   // At load 0.7 a third of the keys sit past their home slot (linear
   // probing), most of those in the next one.
   __builtin_prefetch(&t->slots[internal::NextSlot(home, t->capacity)]);
-  const std::int64_t now_ns = ToNs(now != nullptr ? *now : clock->Now());
+  const std::int64_t now_ns = NowNs(now != nullptr ? *now : clock->Now());
   std::uint64_t c = 0;
   const std::int64_t found = Find(*t, d, &c);
   if (found < 0) {
@@ -1098,8 +1103,12 @@ absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions optio
   if (options.store == nullptr) return absl::InvalidArgumentError("store: required");
   const EnvironmentSpec* env = options.deployment->FindEnvironment(options.environment);
   if (env == nullptr) {
+    // Quoted only when it looks like an environment name: the option may
+    // hold anything, a token pasted into the wrong setting included.
     return absl::InvalidArgumentError(
-        absl::StrCat("environment: unknown environment '", options.environment, "'"));
+        IsValidEnvironmentName(options.environment)
+            ? absl::StrCat("environment: unknown environment '", options.environment, "'")
+            : std::string("environment: unknown environment"));
   }
   if (options.feed_batch == 0 || options.feed_batch > kMaxListLimit) {
     return absl::InvalidArgumentError(
@@ -1114,9 +1123,25 @@ absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions optio
   if (options.usage_flush_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("usage_flush_interval: must not be negative");
   }
-  if (options.owner_rate_limit.has_value() &&
-      !GcraPolicy::Compile(*options.owner_rate_limit).valid()) {
-    return absl::InvalidArgumentError("owner_rate_limit: rate and burst must be positive");
+  // The background threads wait on std::chrono deadlines; an infinite (or
+  // huge) interval would overflow them into a busy loop.
+  for (const auto& [field, value] :
+       {std::pair<const char*, absl::Duration>{"poll_interval", options.poll_interval},
+        {"full_resync_interval", options.full_resync_interval},
+        {"usage_flush_interval", options.usage_flush_interval}}) {
+    if (value > kMaxVerifierInterval) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": must be at most 365 days"));
+    }
+  }
+  if (options.expected_keys > kMaxExpectedKeys) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected_keys: must be at most ", kMaxExpectedKeys));
+  }
+  if (options.owner_rate_limit.has_value()) {
+    if (absl::Status s = ValidateRateLimitPolicy(*options.owner_rate_limit, "owner_rate_limit");
+        !s.ok()) {
+      return s;
+    }
   }
 
   auto impl = std::make_unique<Impl>();

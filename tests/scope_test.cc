@@ -39,6 +39,24 @@ TEST_CASE("Unknown scopes are reported by name", "[scope][validation]") {
   CHECK(r->MaskOf("nope") == 0);
 }
 
+TEST_CASE("Names that are not scope names are never quoted in errors", "[scope][secrets]") {
+  // A token pasted where a scope name belongs (upper case, 40+ characters).
+  const std::string pasted = "kg_live_7Hq2VbXk9LmN3pQrS4tUvW5xYz6A1bC2dE3fG4hJ5k";
+  REQUIRE_FALSE(IsValidScopeName(pasted));
+  CHECK(IsValidScopeName("read:projects/*"));
+  CHECK_FALSE(IsValidScopeName(std::string(65, 'a')));
+  auto r = ScopeRegistry::Default();
+  const std::vector<std::string> names{"read:all", pasted};
+  auto m = r->Compile(names);
+  CHECK(std::string(m.status().message()) == "scopes: unknown scope");
+  auto built = ScopeRegistry::Builder().Add(pasted).Build();
+  CHECK(built.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(built.status().message()).find(pasted) == std::string::npos);
+  auto implied = ScopeRegistry::Builder().Add("a", {pasted}).Build();
+  CHECK(std::string(implied.status().message()) ==
+        "scope 'a': implies unknown scope (implied scopes must be registered first)");
+}
+
 TEST_CASE("Applications extend the registry with implications", "[scope]") {
   auto r = ScopeRegistry::Builder()
                .Add("read:projects")
@@ -58,8 +76,10 @@ TEST_CASE("Registry builder rejects bad definitions", "[scope][validation]") {
   auto dup = ScopeRegistry::Builder().Add("admin").Build();
   CHECK(dup.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(std::string(dup.status().message()).find("'admin'") != std::string::npos);
-  auto bad_name = ScopeRegistry::Builder().Add("Read All").Build();
+  auto bad_name = ScopeRegistry::Builder().Add("read:x").Add("Read All").Build();
   CHECK(bad_name.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(bad_name.status().message()) ==
+        "scopes: the name of Add() call #2 must be 1-64 characters of [a-z0-9:_./*-]");
   auto forward = ScopeRegistry::Builder().Add("a", {"b"}).Add("b").Build();
   CHECK(forward.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(std::string(forward.status().message()).find("unknown scope 'b'") != std::string::npos);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -682,6 +683,8 @@ TEST_CASE("Verifier::Create validates its options", "[verifier]") {
   vo.store = f.store;
   vo.environment = "moon";
   CHECK(Verifier::Create(vo).status().message() == "environment: unknown environment 'moon'");
+  vo.environment = "kg_live_7Hq2VbXk9LmN3pQrS4tUvW5xYz6A1bC2dE3fG4hJ5k";  // a pasted token
+  CHECK(Verifier::Create(vo).status().message() == "environment: unknown environment");
   vo.environment = "production";
   vo.feed_batch = 0;
   CHECK(Verifier::Create(vo).status().code() == absl::StatusCode::kInvalidArgument);
@@ -689,6 +692,62 @@ TEST_CASE("Verifier::Create validates its options", "[verifier]") {
   vo.owner_rate_limit = RateLimitPolicy{0, absl::Seconds(1), 1};
   CHECK(
       absl::StrContains(std::string(Verifier::Create(vo).status().message()), "owner_rate_limit"));
+  // Validated like a key's policy: an infinite period compiles, but is not
+  // a limit anyone can be told to wait for.
+  vo.owner_rate_limit = RateLimitPolicy{1, absl::InfiniteDuration(), 1};
+  CHECK(Verifier::Create(vo).status().message() ==
+        "owner_rate_limit.period: must be between 1ms and 24h");
+  vo.owner_rate_limit.reset();
+  // Intervals the background threads' deadlines can hold.
+  vo.poll_interval = absl::InfiniteDuration();
+  CHECK(Verifier::Create(vo).status().message() == "poll_interval: must be at most 365 days");
+  vo.poll_interval = absl::Seconds(1);
+  vo.full_resync_interval = kMaxVerifierInterval + absl::Nanoseconds(1);
+  CHECK(Verifier::Create(vo).status().message() ==
+        "full_resync_interval: must be at most 365 days");
+  vo.full_resync_interval = kMaxVerifierInterval;
+  vo.usage_flush_interval = absl::InfiniteDuration();
+  CHECK(Verifier::Create(vo).status().message() ==
+        "usage_flush_interval: must be at most 365 days");
+  vo.usage_flush_interval = absl::Minutes(1);
+  vo.expected_keys = std::numeric_limits<std::size_t>::max();
+  CHECK(Verifier::Create(vo).status().message() == "expected_keys: must be at most 2147483648");
+  vo.expected_keys = 0;
+  vo.follow_changes = false;
+  CHECK(Verifier::Create(vo).ok());
+}
+
+TEST_CASE("Verifier agrees with the reference at the ends of time", "[verifier][time]") {
+  Fixture f;
+  CreatedKey forever = f.Create();
+  CreateKeyRequest r;
+  r.name = "expiring";
+  r.owner = "alice";
+  r.environment = "production";
+  r.scopes = {"read:all"};
+  r.expires = kStart + absl::Hours(1);
+  absl::StatusOr<CreatedKey> expiring = f.manager->Create(r, "alice");
+  REQUIRE_OK(expiring);
+  CreatedKey limited =
+      f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Seconds(1), 1});
+  REQUIRE_OK(f.verifier->Sync());
+  for (absl::Time now : {absl::InfiniteFuture(), absl::InfinitePast(),
+                         absl::FromUnixSeconds(9'300'000'000),      // 2264: past int64 ns
+                         absl::FromUnixSeconds(-9'300'000'000)}) {  // 1675
+    INFO("now " << absl::FormatTime(now));
+    for (const CreatedKey* k : {&forever, &*expiring}) f.Both("Bearer " + Text(k->token), {}, now);
+  }
+  CHECK(f.verifier->Verify("Bearer " + Text(forever.token), {}, absl::InfiniteFuture()).ok());
+  CHECK(f.verifier->Verify("Bearer " + Text(expiring->token), {}, absl::InfiniteFuture()).outcome ==
+        Outcome::kExpired);
+  // The rate limit (not part of the reference) at the ends of time: allowed
+  // once, then a clock that jumped back from the far future is denied.
+  const std::string limited_header = "Bearer " + Text(limited.token);
+  CHECK(f.verifier->Verify(limited_header, {}, absl::InfinitePast()).ok());
+  CHECK(f.verifier->Verify(limited_header, {}, absl::InfiniteFuture()).ok());
+  const Verdict back = f.verifier->Verify(limited_header, {}, absl::InfinitePast());
+  CHECK(back.outcome == Outcome::kRateLimited);
+  CHECK(back.rate.retry_after_ns > 0);
 }
 
 TEST_CASE("Verifier grows, compacts retired slots and reloads without changing answers",

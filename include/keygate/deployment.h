@@ -34,6 +34,11 @@
 
 namespace keygate {
 
+// Whether `name` is a well-formed environment name: 1-32 characters of
+// [a-z0-9_-]. Only such names are ever quoted in an error message (a
+// mistyped option may hold anything, a token included).
+bool IsValidEnvironmentName(std::string_view name) noexcept;
+
 struct EnvironmentSpec {
   std::string name;  // 1-32 of [a-z0-9_-], e.g. "production"
   std::string tag;   // 1-16 of [a-z0-9], appears in tokens, e.g. "live"

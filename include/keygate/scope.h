@@ -51,6 +51,11 @@ inline constexpr std::string_view kScopeReadAll = "read:all";
 inline constexpr std::string_view kScopeWriteAll = "write:all";
 inline constexpr std::string_view kScopeAdmin = "admin";
 
+// Whether `name` is a well-formed scope name: 1-64 characters of
+// [a-z0-9:_./*-]. Only such names are ever quoted in an error message: no
+// upper case, so a token pasted in their place is never echoed.
+bool IsValidScopeName(std::string_view name) noexcept;
+
 class ScopeRegistry {
  public:
   class Builder {

@@ -80,6 +80,12 @@
 // `valid_until` on, to the nanosecond of the time passed to (or read by)
 // Verify.
 //
+// Times are kept as int64 Unix nanoseconds, which span the years 1678-2262:
+// an expiry or deadline after 2262 counts as "never", and a `now` outside
+// the span is held to its end (so absl::InfiniteFuture() expires only keys
+// with an expiry; the rate limiter holds `now` to 1824-2116). Within the
+// span the verdicts are ReferenceVerifier's.
+//
 // Thread safety: thread-safe. Destroying the verifier stops its background
 // threads; no call may be in progress on it then.
 
@@ -143,6 +149,7 @@ struct VerifierOptions {
   // Safety nets: poll the feed this often even without notifications, and
   // rebuild the whole index from the store this often (zero: never), which
   // also heals a store whose change log lost entries.
+  // (Each interval is at most kMaxVerifierInterval, 365 days.)
   absl::Duration poll_interval = absl::Seconds(1);
   absl::Duration full_resync_interval = absl::Hours(1);
   // Changes fetched per ChangesSince call.
@@ -160,9 +167,15 @@ struct VerifierOptions {
   // Receives every collected batch (optional).
   std::shared_ptr<UsageSink> usage_sink;
 
-  // Sizes the first table (avoids resizes during the initial load).
+  // Sizes the first table (avoids resizes during the initial load); at most
+  // kMaxExpectedKeys. The table is allocated and initialised up front: about
+  // 120 B per expected key (twice that during a Reload).
   std::size_t expected_keys = 0;
 };
+
+inline constexpr absl::Duration kMaxVerifierInterval = absl::Hours(24 * 365);
+// 2^31: the index addresses at most 2^32 - 2 slots, at a load of 0.7.
+inline constexpr std::size_t kMaxExpectedKeys = std::size_t{1} << 31;
 
 // Counters for monitoring; a consistent snapshot of the writer's view.
 struct VerifierStats {
@@ -184,8 +197,11 @@ class Verifier {
   // Loads every key from the store (ChangesSince(0) until exhausted) and,
   // with follow_changes, subscribes and starts the feed thread.
   // Errors: kInvalidArgument naming the option ("deployment: required",
-  // "environment: unknown environment 'x'", "feed_batch: ..."); the store's
-  // errors (kUnavailable ...) from the initial load.
+  // "environment: unknown environment 'x'" (the name quoted only if it is a
+  // well-formed one), "feed_batch: ...", "poll_interval: must be at most 365
+  // days", "expected_keys: ...", "owner_rate_limit.burst: ..." as
+  // ValidateRateLimitPolicy); the store's errors (kUnavailable ...) from the
+  // initial load.
   static absl::StatusOr<std::unique_ptr<Verifier>> Create(VerifierOptions options);
 
   ~Verifier();
