@@ -220,6 +220,12 @@ struct Verifier::Impl {
   void Publish(std::unique_ptr<Table> next);
   void CarryOver(Table& from, Table& to);
 
+  // Pulls the feed from `*seq` until it is exhausted, applying each batch to
+  // `t` and advancing `*seq`. The store is always called without `mu`
+  // taken here: with `lock_per_batch` (the caller does not hold `mu`) it is
+  // taken for each batch's application; without, the caller holds it.
+  absl::Status PullFeed(std::unique_ptr<Table>& t, bool published, std::uint64_t* seq,
+                        bool lock_per_batch);
   absl::Status SyncLocked();
   absl::Status Reload();  // takes `mu` itself; must not be held
 
@@ -893,20 +899,24 @@ absl::Status Verifier::Impl::ApplyBatch(std::unique_ptr<Table>& t, bool publishe
   return absl::OkStatus();
 }
 
-absl::Status Verifier::Impl::SyncLocked() {
+absl::Status Verifier::Impl::PullFeed(std::unique_ptr<Table>& t, bool published, std::uint64_t* seq,
+                                      bool lock_per_batch) {
   for (;;) {
-    absl::StatusOr<ChangeBatch> batch =
-        options.store->ChangesSince(applied_sequence, options.feed_batch);
+    absl::StatusOr<ChangeBatch> batch = options.store->ChangesSince(*seq, options.feed_batch);
+    std::unique_lock<std::mutex> lock(mu, std::defer_lock);
+    if (lock_per_batch) lock.lock();
     if (!batch.ok()) {
       ++sync_failures;
       return batch.status();
     }
-    if (absl::Status s = ApplyBatch(owned_table, /*published=*/true, batch->changes); !s.ok()) {
-      return s;
-    }
-    applied_sequence = std::max(applied_sequence, batch->next_sequence);
+    if (absl::Status s = ApplyBatch(t, published, batch->changes); !s.ok()) return s;
+    *seq = std::max(*seq, batch->next_sequence);
     if (!batch->more) return absl::OkStatus();
   }
+}
+
+absl::Status Verifier::Impl::SyncLocked() {
+  return PullFeed(owned_table, /*published=*/true, &applied_sequence, /*lock_per_batch=*/false);
 }
 
 absl::Status Verifier::Impl::Reload() {
@@ -925,18 +935,9 @@ absl::Status Verifier::Impl::Reload() {
     next = std::move(*made);
   }
   std::uint64_t seq = 0;
-  for (;;) {
-    absl::StatusOr<ChangeBatch> batch = options.store->ChangesSince(seq, options.feed_batch);
-    std::lock_guard<std::mutex> lock(mu);
-    if (!batch.ok()) {
-      ++sync_failures;
-      return batch.status();
-    }
-    if (absl::Status s = ApplyBatch(next, /*published=*/false, batch->changes); !s.ok()) {
-      return s;
-    }
-    seq = std::max(seq, batch->next_sequence);
-    if (!batch->more) break;
+  if (absl::Status s = PullFeed(next, /*published=*/false, &seq, /*lock_per_batch=*/true);
+      !s.ok()) {
+    return s;
   }
   // Changes committed while the store was read without `mu` may already be
   // in the published table (callbacks, Sync, Refresh apply them there): a
@@ -946,17 +947,9 @@ absl::Status Verifier::Impl::Reload() {
   // current state, so re-applying what the old table had is harmless. If the
   // store fails here, the old table, which is current, stays.
   std::lock_guard<std::mutex> lock(mu);
-  for (;;) {
-    absl::StatusOr<ChangeBatch> batch = options.store->ChangesSince(seq, options.feed_batch);
-    if (!batch.ok()) {
-      ++sync_failures;
-      return batch.status();
-    }
-    if (absl::Status s = ApplyBatch(next, /*published=*/false, batch->changes); !s.ok()) {
-      return s;
-    }
-    seq = std::max(seq, batch->next_sequence);
-    if (!batch->more) break;
+  if (absl::Status s = PullFeed(next, /*published=*/false, &seq, /*lock_per_batch=*/false);
+      !s.ok()) {
+    return s;
   }
   ++rebuilds;
   Publish(std::move(next));

@@ -124,6 +124,19 @@ struct Fixture {
     return *std::move(k);
   }
 
+  // A production key with read:all that expires at `expires`.
+  CreatedKey CreateExpiring(absl::Time expires) {
+    CreateKeyRequest r;
+    r.name = "expiring";
+    r.owner = "alice";
+    r.environment = "production";
+    r.scopes = {"read:all"};
+    r.expires = expires;
+    absl::StatusOr<CreatedKey> k = manager->Create(r, "alice");
+    REQUIRE_OK(k);
+    return *std::move(k);
+  }
+
   Requirement Needs(std::string_view scope) const {
     Requirement r;
     r.scopes = deployment->scopes().MaskOf(scope);
@@ -181,14 +194,7 @@ TEST_CASE("Verifier gives the reference verdict for every documented case",
   KeyRecord moved_rec = moved.record;
   moved_rec.environment = "staging";  // record disagrees with its token's tag
   REQUIRE_OK(f.store->Update(moved_rec));
-  CreateKeyRequest er;
-  er.name = "expiring";
-  er.owner = "alice";
-  er.environment = "production";
-  er.scopes = {"read:all"};
-  er.expires = kStart + absl::Seconds(10);
-  absl::StatusOr<CreatedKey> expiring = f.manager->Create(er, "alice");
-  REQUIRE_OK(expiring);
+  const CreatedKey expiring = f.CreateExpiring(kStart + absl::Seconds(10));
   CreatedKey rolled = f.Create({"write:all"});
   absl::StatusOr<CreatedKey> rolled_new = f.manager->Roll(rolled.record.id, absl::Seconds(30), "a");
   REQUIRE_OK(rolled_new);
@@ -232,10 +238,10 @@ TEST_CASE("Verifier gives the reference verdict for every documented case",
       {"never issued", "Bearer " + NeverIssued(), read, t, Outcome::kUnknown, ""},
       {"deleted", "Bearer " + Text(deleted.token), read, t, Outcome::kUnknown, ""},
       {"revoked", "Bearer " + Text(revoked.token), read, t, Outcome::kRevoked, revoked.record.id},
-      {"expired at instant", "Bearer " + Text(expiring->token), read, kStart + absl::Seconds(10),
-       Outcome::kExpired, expiring->record.id},
-      {"not yet expired", "Bearer " + Text(expiring->token), read,
-       kStart + absl::Seconds(10) - absl::Nanoseconds(1), Outcome::kOk, expiring->record.id},
+      {"expired at instant", "Bearer " + Text(expiring.token), read, kStart + absl::Seconds(10),
+       Outcome::kExpired, expiring.record.id},
+      {"not yet expired", "Bearer " + Text(expiring.token), read,
+       kStart + absl::Seconds(10) - absl::Nanoseconds(1), Outcome::kOk, expiring.record.id},
       {"other env by record", "Bearer " + Text(moved.token), read, t, Outcome::kWrongEnvironment,
        moved.record.id},
       {"account linked", "Bearer " + Text(linked.token), acct, t, Outcome::kOk, linked.record.id},
@@ -266,9 +272,9 @@ TEST_CASE("Verifier gives the reference verdict for every documented case",
   // The bare-token entry points agree too.
   CHECK(f.verifier->VerifyToken(good, read, t).ok());
   CHECK(f.verifier->VerifyToken(good, read).ok());  // reads the FakeClock
-  CHECK(f.verifier->Verify("Bearer " + Text(expiring->token), read).ok());
+  CHECK(f.verifier->Verify("Bearer " + Text(expiring.token), read).ok());
   f.clock->Set(kStart + absl::Seconds(10));
-  CHECK(f.verifier->Verify("Bearer " + Text(expiring->token), read).outcome == Outcome::kExpired);
+  CHECK(f.verifier->Verify("Bearer " + Text(expiring.token), read).outcome == Outcome::kExpired);
 }
 
 TEST_CASE("Verifier matches the reference with a pepper and a pattern evaluator",
@@ -719,15 +725,8 @@ TEST_CASE("Verifier::Create validates its options", "[verifier]") {
 
 TEST_CASE("Verifier agrees with the reference at the ends of time", "[verifier][time]") {
   Fixture f;
-  CreatedKey forever = f.Create();
-  CreateKeyRequest r;
-  r.name = "expiring";
-  r.owner = "alice";
-  r.environment = "production";
-  r.scopes = {"read:all"};
-  r.expires = kStart + absl::Hours(1);
-  absl::StatusOr<CreatedKey> expiring = f.manager->Create(r, "alice");
-  REQUIRE_OK(expiring);
+  const CreatedKey forever = f.Create();
+  const CreatedKey expiring = f.CreateExpiring(kStart + absl::Hours(1));
   CreatedKey limited =
       f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Seconds(1), 1});
   REQUIRE_OK(f.verifier->Sync());
@@ -735,10 +734,10 @@ TEST_CASE("Verifier agrees with the reference at the ends of time", "[verifier][
                          absl::FromUnixSeconds(9'300'000'000),      // 2264: past int64 ns
                          absl::FromUnixSeconds(-9'300'000'000)}) {  // 1675
     INFO("now " << absl::FormatTime(now));
-    for (const CreatedKey* k : {&forever, &*expiring}) f.Both("Bearer " + Text(k->token), {}, now);
+    for (const CreatedKey* k : {&forever, &expiring}) f.Both("Bearer " + Text(k->token), {}, now);
   }
   CHECK(f.verifier->Verify("Bearer " + Text(forever.token), {}, absl::InfiniteFuture()).ok());
-  CHECK(f.verifier->Verify("Bearer " + Text(expiring->token), {}, absl::InfiniteFuture()).outcome ==
+  CHECK(f.verifier->Verify("Bearer " + Text(expiring.token), {}, absl::InfiniteFuture()).outcome ==
         Outcome::kExpired);
   // The rate limit (not part of the reference) at the ends of time: allowed
   // once, then a clock that jumped back from the far future is denied.
