@@ -101,6 +101,16 @@ const EnvironmentSpec* Deployment::FindEnvironment(std::string_view name) const 
   return nullptr;
 }
 
+absl::StatusOr<const EnvironmentSpec*> Deployment::Environment(std::string_view name) const {
+  if (name.empty()) return absl::InvalidArgumentError("environment: must not be empty");
+  if (const EnvironmentSpec* env = FindEnvironment(name); env != nullptr) return env;
+  if (IsValidEnvironmentName(name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("environment: unknown environment '", std::string(name), "'"));
+  }
+  return absl::InvalidArgumentError("environment: unknown environment");
+}
+
 const EnvironmentSpec* Deployment::FindEnvironmentByTag(std::string_view tag) const noexcept {
   for (const EnvironmentSpec& env : envs_) {
     if (env.tag == tag) return &env;

@@ -100,27 +100,14 @@ absl::Status ValidateActor(std::string_view actor) {
   return ValidateBoundedText("actor", actor, kMaxActorLength);
 }
 
-absl::Status ValidateEnvironment(const Deployment& deployment, std::string_view environment) {
-  if (environment.empty()) return Invalid("environment", "must not be empty");
-  if (deployment.FindEnvironment(environment) != nullptr) return absl::OkStatus();
-  if (IsValidEnvironmentName(environment)) {
-    return Invalid("environment",
-                   absl::StrCat("unknown environment '", std::string(environment), "'"));
-  }
-  return Invalid("environment", "unknown environment");
-}
-
 absl::Status ValidateScopes(const ScopeRegistry& registry, const std::vector<std::string>& scopes) {
   if (scopes.size() > kMaxScopesPerKey) {
     return Invalid("scopes", absl::StrCat("at most ", kMaxScopesPerKey, " entries"));
   }
+  // Unknown names: the registry's own error (quoting only well-formed ones).
+  if (absl::StatusOr<ScopeMask> mask = registry.Compile(scopes); !mask.ok()) return mask.status();
   std::set<std::string_view> seen;
   for (const std::string& scope : scopes) {
-    const bool quotable = IsValidScopeName(scope);
-    if (!registry.Contains(scope)) {
-      if (quotable) return Invalid("scopes", absl::StrCat("unknown scope '", scope, "'"));
-      return Invalid("scopes", "unknown scope");
-    }
     if (!seen.insert(scope).second) {
       return Invalid("scopes", absl::StrCat("duplicate scope '", scope, "'"));
     }
@@ -331,7 +318,7 @@ absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request) const {
       request.kind == KeyKind::kPersonal || request.kind == KeyKind::kGeneral
           ? absl::OkStatus()
           : Invalid("kind", "must be personal or general"),
-      ValidateEnvironment(d, request.environment),
+      d.Environment(request.environment).status(),
       ValidateScopes(d.scopes(), request.scopes),
       ValidateExpires(request.expires, options_.clock->Now()),
       ValidateRateLimit(request.rate_limit),

@@ -34,10 +34,9 @@ absl::StatusOr<std::unique_ptr<ReferenceVerifier>> ReferenceVerifier::Create(
     std::string_view environment, std::shared_ptr<const ScopeEvaluator> evaluator) {
   if (!deployment) return absl::InvalidArgumentError("deployment: must not be null");
   if (!store) return absl::InvalidArgumentError("store: must not be null");
-  const EnvironmentSpec* env = deployment->FindEnvironment(environment);
-  if (env == nullptr) {
-    return absl::InvalidArgumentError("environment: not an environment of this deployment");
-  }
+  absl::StatusOr<const EnvironmentSpec*> found = deployment->Environment(environment);
+  if (!found.ok()) return found.status();
+  const EnvironmentSpec* env = *found;
   std::unique_ptr<ReferenceVerifier> v(new ReferenceVerifier());
   v->environment_ = env->name;
   v->env_tag_ = env->tag;

@@ -1094,15 +1094,10 @@ Verifier::~Verifier() {
 absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions options) {
   if (options.deployment == nullptr) return absl::InvalidArgumentError("deployment: required");
   if (options.store == nullptr) return absl::InvalidArgumentError("store: required");
-  const EnvironmentSpec* env = options.deployment->FindEnvironment(options.environment);
-  if (env == nullptr) {
-    // Quoted only when it looks like an environment name: the option may
-    // hold anything, a token pasted into the wrong setting included.
-    return absl::InvalidArgumentError(
-        IsValidEnvironmentName(options.environment)
-            ? absl::StrCat("environment: unknown environment '", options.environment, "'")
-            : std::string("environment: unknown environment"));
-  }
+  absl::StatusOr<const EnvironmentSpec*> found =
+      options.deployment->Environment(options.environment);
+  if (!found.ok()) return found.status();
+  const EnvironmentSpec* env = *found;
   if (options.feed_batch == 0 || options.feed_batch > kMaxListLimit) {
     return absl::InvalidArgumentError(
         absl::StrCat("feed_batch: must be between 1 and ", kMaxListLimit));

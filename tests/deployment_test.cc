@@ -156,6 +156,15 @@ TEST_CASE("Deployment errors never echo a token pasted into a field",
   auto c = Deployment::Create(o);
   CHECK_FALSE(c.ok());
   CHECK(std::string(c.status().message()).find(t) == std::string::npos);
+  // Looking an environment up by a caller's name: known, unknown, pasted.
+  auto d = Deployment::Create({});
+  REQUIRE(d.ok());
+  auto prod = (*d)->Environment("production");
+  REQUIRE(prod.ok());
+  CHECK((*prod)->tag == "live");
+  CHECK((*d)->Environment("").status().message() == "environment: must not be empty");
+  CHECK((*d)->Environment("moon").status().message() == "environment: unknown environment 'moon'");
+  CHECK((*d)->Environment(t).status().message() == "environment: unknown environment");
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ namespace keygate {
 
 // Whether `name` is a well-formed environment name: 1-32 characters of
 // [a-z0-9_-]. Only such names are ever quoted in an error message (a
-// mistyped option may hold anything, a token included).
+// mistyped option may hold anything, a token included). Pure; O(size).
 bool IsValidEnvironmentName(std::string_view name) noexcept;
 
 struct EnvironmentSpec {
@@ -71,6 +71,11 @@ class Deployment {
 
   // nullptr when unknown.
   const EnvironmentSpec* FindEnvironment(std::string_view name) const noexcept;
+  // The environment named `name`, for checking a caller's option or request.
+  // Errors: kInvalidArgument "environment: must not be empty",
+  // "environment: unknown environment 'x'" (the name quoted only when
+  // IsValidEnvironmentName, so a pasted token is never echoed).
+  absl::StatusOr<const EnvironmentSpec*> Environment(std::string_view name) const;
   const EnvironmentSpec* FindEnvironmentByTag(std::string_view tag) const noexcept;
 
  private:

@@ -53,7 +53,8 @@ inline constexpr std::string_view kScopeAdmin = "admin";
 
 // Whether `name` is a well-formed scope name: 1-64 characters of
 // [a-z0-9:_./*-]. Only such names are ever quoted in an error message: no
-// upper case, so a token pasted in their place is never echoed.
+// upper case, so a token pasted in their place is never echoed. Pure;
+// O(size).
 bool IsValidScopeName(std::string_view name) noexcept;
 
 class ScopeRegistry {
