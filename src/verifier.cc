@@ -77,7 +77,17 @@ std::size_t CapacityFor(std::size_t n) {
 // at 0.7, 6).
 std::size_t MaxUsed(std::size_t capacity) { return capacity / 5 * 4; }
 
-void LoadWords(const Digest& d, std::uint64_t w[4]) noexcept { std::memcpy(w, d.data(), 32); }
+// The 192 bits of a digest that an index lookup compares (verifier_index.h,
+// Slot); w[0] is also the hash that places the slot.
+struct DigestKey {
+  std::uint64_t w[3] = {0, 0, 0};
+};
+DigestKey KeyOf(const Digest& d) noexcept {
+  DigestKey k;
+  std::memcpy(k.w, d.data(), sizeof k.w);
+  return k;
+}
+DigestKey KeyOf(const Slot& s) noexcept { return {{s.digest[0], s.digest[1], s.digest[2]}}; }
 
 // The closure mask exactly as the reference computes it: a record naming a
 // scope the registry no longer knows grants nothing at all.
@@ -88,7 +98,7 @@ ScopeMask RecordMask(const ScopeRegistry& registry, const std::vector<std::strin
 
 // What one slot should hold for a key's current or previous secret.
 struct SlotImage {
-  std::uint64_t digest[4] = {0, 0, 0, 0};
+  DigestKey digest;
   std::uint64_t ctrl = 0;  // flags and policy; kind, extra index added on insert
   std::int64_t tat_or_deadline = kGcraNeverUsed;
   std::int64_t expires_ns = kNever;
@@ -98,9 +108,8 @@ struct SlotImage {
   IdEntry packed;  // the id, unless ctrl has kFlagIdInExtra
 };
 
-// The 192 bits an index lookup compares (verifier_index.h, Slot).
-bool SameDigest(const Slot& s, const std::uint64_t d[4]) noexcept {
-  return s.digest[0] == d[0] && s.digest[1] == d[1] && s.digest[2] == d[2];
+bool SameDigest(const Slot& s, const DigestKey& k) noexcept {
+  return s.digest[0] == k.w[0] && s.digest[1] == k.w[1] && s.digest[2] == k.w[2];
 }
 
 // A new, empty table of `capacity` slots, or why there is none.
@@ -184,7 +193,7 @@ struct Verifier::Impl {
                  const absl::Time* now) const noexcept;
   Verdict Check(const Table& t, std::size_t i, std::uint64_t c, const Requirement& req,
                 std::int64_t now_ns) const noexcept;
-  static std::int64_t Find(const Table& t, const std::uint64_t d[4], std::uint64_t* ctrl) noexcept;
+  static std::int64_t Find(const Table& t, const DigestKey& d, std::uint64_t* ctrl) noexcept;
 
   // ---------------------------------------------------------------- writes
   // All under `mu`.
@@ -243,9 +252,9 @@ struct Verifier::Impl {
 // Reads
 // ============================================================================
 
-std::int64_t Verifier::Impl::Find(const Table& t, const std::uint64_t d[4],
+std::int64_t Verifier::Impl::Find(const Table& t, const DigestKey& d,
                                   std::uint64_t* ctrl) noexcept {
-  std::uint64_t i = internal::Home(d[0], t.capacity);
+  std::uint64_t i = internal::Home(d.w[0], t.capacity);
   for (;;) {
     const Slot& s = t.slots[i];
     const std::uint64_t c = s.ctrl.load(std::memory_order_acquire);
@@ -341,15 +350,14 @@ Verdict Verifier::Impl::Lookup(std::string_view token, const Requirement& req,
     v.outcome = Outcome::kUnavailable;
     return v;
   }
-  std::uint64_t d[4];
-  LoadWords(digest, d);
+  const DigestKey d = KeyOf(digest);
   internal::EpochReadGuard guard;
   if (!guard.ok()) {
     v.outcome = Outcome::kUnavailable;
     return v;
   }
   const Table* t = table.load(std::memory_order_seq_cst);
-  const std::uint64_t home = internal::Home(d[0], t->capacity);
+  const std::uint64_t home = internal::Home(d.w[0], t->capacity);
   // The slot and its key id are in different arrays: start both misses now.
   __builtin_prefetch(&t->slots[home]);
   __builtin_prefetch(&t->ids[home]);
@@ -446,10 +454,8 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
     if (!rolled) {
       key_tat = &s.tat;
     } else {
-      std::uint64_t cd[4];
-      LoadWords(extra->current, cd);
       std::uint64_t cc = 0;
-      const std::int64_t j = Find(t, cd, &cc);
+      const std::int64_t j = Find(t, KeyOf(extra->current), &cc);
       // A concurrent roll may have replaced the current secret; then this
       // one request is not charged (the next lookup sees the new state).
       if (j >= 0) key_tat = &t.slots[j].tat;
@@ -638,11 +644,11 @@ void Verifier::Impl::BuildImages(const KeyRecord& r, ImageList* out) {
   }
 
   SlotImage current = base;
-  LoadWords(r.digest, current.digest);
+  current.digest = KeyOf(r.digest);
   out->push_back(std::move(current));
   if (rolled) {
     SlotImage prev = base;
-    LoadWords(r.previous->digest, prev.digest);
+    prev.digest = KeyOf(r.previous->digest);
     prev.ctrl |= internal::kFlagRolled;
     prev.tat_or_deadline = ToNs(r.previous->valid_until);
     out->push_back(std::move(prev));
@@ -670,15 +676,15 @@ bool Verifier::Impl::SameContent(const Table& t, std::size_t slot, const SlotIma
 }
 
 std::size_t Verifier::Impl::InsertSlot(Table& t, const SlotImage& img, std::int64_t tat) {
-  std::uint64_t i = internal::Home(img.digest[0], t.capacity);
+  std::uint64_t i = internal::Home(img.digest.w[0], t.capacity);
   while ((t.slots[i].ctrl.load(std::memory_order_relaxed) & internal::kKindMask) !=
          internal::kKindEmpty) {
     i = internal::NextSlot(i, t.capacity);
   }
   Slot& s = t.slots[i];
-  s.digest[0] = img.digest[0];
-  s.digest[1] = img.digest[1];
-  s.digest[2] = img.digest[2];
+  s.digest[0] = img.digest.w[0];
+  s.digest[1] = img.digest.w[1];
+  s.digest[2] = img.digest.w[2];
   s.tat.store((img.ctrl & internal::kFlagRolled) != 0 ? img.tat_or_deadline : tat,
               std::memory_order_relaxed);
   s.expires_ns = img.expires_ns;
@@ -728,9 +734,7 @@ absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
     const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
     if ((c & internal::kKindMask) != internal::kKindLive) continue;
     SlotImage img;
-    img.digest[0] = s.digest[0];
-    img.digest[1] = s.digest[1];
-    img.digest[2] = s.digest[2];
+    img.digest = KeyOf(s);
     img.ctrl = c & ~(internal::kKindMask | (std::uint64_t{0xFFFFFFFF} << internal::kExtraShift));
     img.tat_or_deadline = s.tat.load(std::memory_order_relaxed);
     img.expires_ns = s.expires_ns;
@@ -789,9 +793,8 @@ void Verifier::Impl::CarryOver(Table& from, Table& to) {
     if ((c & internal::kKindMask) != internal::kKindLive || (c & internal::kFlagRolled) != 0) {
       continue;
     }
-    std::uint64_t d[4] = {s.digest[0], s.digest[1], s.digest[2], 0};
     std::uint64_t cc = 0;
-    const std::int64_t j = Find(to, d, &cc);
+    const std::int64_t j = Find(to, KeyOf(s), &cc);
     if (j < 0 || (cc & internal::kFlagRolled) != 0) continue;
     // The later schedule wins: GCRA state only ever moves forward.
     const std::int64_t old_tat = s.tat.load(std::memory_order_relaxed);
