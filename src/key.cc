@@ -14,6 +14,16 @@
 
 namespace keygate {
 
+bool IsGeneratedKeyId(std::string_view id) noexcept {
+  if (id.size() != kKeyIdLength || id.substr(0, 4) != "key_") return false;
+  for (char c : id.substr(4)) {
+    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::string_view KeyKindName(KeyKind kind) noexcept {
   switch (kind) {
     case KeyKind::kPersonal:

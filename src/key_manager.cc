@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 
 #include "internal/base62.h"
+#include "internal/key_label.h"
 #include "keygate/token.h"
 
 namespace keygate {
@@ -246,7 +247,7 @@ absl::StatusOr<std::string> NewKeyId(absl::Time now) {
 }
 
 absl::Status VersionConflict(std::string_view id, std::uint64_t expected, std::uint64_t stored) {
-  return absl::AbortedError(absl::StrCat("key ", std::string(id), ": version conflict (expected ",
+  return absl::AbortedError(absl::StrCat(internal::KeyLabel(id), ": version conflict (expected ",
                                          expected, ", stored ", stored, ")"));
 }
 
@@ -493,7 +494,7 @@ absl::StatusOr<KeyRecord> KeyManager::SetState(std::string_view id, KeyState tar
     if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
   }
   return absl::AbortedError(
-      absl::StrCat("key ", std::string(id), ": too many concurrent changes; retry"));
+      absl::StrCat(internal::KeyLabel(id), ": too many concurrent changes; retry"));
 }
 
 absl::StatusOr<KeyRecord> KeyManager::Revoke(std::string_view id, std::string_view actor) {
@@ -518,7 +519,7 @@ absl::Status KeyManager::Delete(std::string_view id, std::string_view actor) {
     if (s.code() != absl::StatusCode::kAborted) return s;
   }
   return absl::AbortedError(
-      absl::StrCat("key ", std::string(id), ": too many concurrent changes; retry"));
+      absl::StrCat(internal::KeyLabel(id), ": too many concurrent changes; retry"));
 }
 
 absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration grace,
@@ -534,7 +535,7 @@ absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration 
     if (!current.ok()) return current.status();
     if (current->state != KeyState::kActive) {
       return absl::FailedPreconditionError(
-          absl::StrCat("key ", current->id, ": revoked; restore it before rolling"));
+          absl::StrCat(internal::KeyLabel(current->id), ": revoked; restore it before rolling"));
     }
     const EnvironmentSpec* env = d.FindEnvironment(current->environment);
     if (env == nullptr) {
@@ -564,7 +565,7 @@ absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration 
     if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
   }
   return absl::AbortedError(
-      absl::StrCat("key ", std::string(id), ": too many concurrent changes; retry"));
+      absl::StrCat(internal::KeyLabel(id), ": too many concurrent changes; retry"));
 }
 
 }  // namespace keygate

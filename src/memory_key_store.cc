@@ -40,6 +40,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
+#include "internal/key_label.h"
+
 namespace keygate {
 namespace {
 
@@ -157,7 +159,7 @@ absl::Status UnavailableError() {
 }
 
 absl::Status NotFound(std::string_view id) {
-  return absl::NotFoundError(absl::StrCat("key ", std::string(id), ": not found"));
+  return absl::NotFoundError(absl::StrCat(internal::KeyLabel(id), ": not found"));
 }
 
 }  // namespace
@@ -185,14 +187,15 @@ struct MemoryKeyStore::State {
     if (!DigestFree(r.digest, r.id) ||
         (r.previous.has_value() && !DigestFree(r.previous->digest, r.id))) {
       return absl::AlreadyExistsError(
-          absl::StrCat("key ", r.id, ": digest already in use by another key"));
+          absl::StrCat(internal::KeyLabel(r.id), ": digest already in use by another key"));
     }
     if (IsActivePersonal(r)) {
       auto it = active_personal.find({r.owner, r.environment});
       if (it != active_personal.end() && it->second != r.id) {
-        return absl::AlreadyExistsError(absl::StrCat(
-            "key ", r.id, ": owner '", r.owner, "' already has an active personal key (",
-            it->second, ") in environment '", r.environment, "'"));
+        return absl::AlreadyExistsError(absl::StrCat(internal::KeyLabel(r.id), ": owner '", r.owner,
+                                                     "' already has an active personal key (",
+                                                     it->second, ") in environment '",
+                                                     r.environment, "'"));
       }
     }
     return absl::OkStatus();
@@ -253,7 +256,8 @@ absl::Status MemoryKeyStore::Insert(const KeyRecord& record) {
     std::lock_guard<std::mutex> lock(s.mu);
     if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
     if (s.records.find(record.id) != s.records.end()) {
-      return absl::AlreadyExistsError(absl::StrCat("key ", record.id, ": already exists"));
+      return absl::AlreadyExistsError(
+          absl::StrCat(internal::KeyLabel(record.id), ": already exists"));
     }
     if (absl::Status u = s.CheckUnique(record); !u.ok()) return u;
     KeyRecord stored = record;
@@ -295,8 +299,9 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record) {
     auto it = s.records.find(record.id);
     if (it == s.records.end()) return NotFound(record.id);
     if (it->second.version != record.version) {
-      return absl::AbortedError(absl::StrCat("key ", record.id, ": version conflict (expected ",
-                                             record.version, ", stored ", it->second.version, ")"));
+      return absl::AbortedError(absl::StrCat(internal::KeyLabel(record.id),
+                                             ": version conflict (expected ", record.version,
+                                             ", stored ", it->second.version, ")"));
     }
     if (absl::Status u = s.CheckUnique(record); !u.ok()) return u;
     s.Unindex(it->second);
@@ -336,7 +341,7 @@ absl::Status MemoryKeyStore::Delete(std::string_view id,
     auto it = s.records.find(id);
     if (it == s.records.end()) return NotFound(id);
     if (expected_version.has_value() && *expected_version != it->second.version) {
-      return absl::AbortedError(absl::StrCat("key ", std::string(id),
+      return absl::AbortedError(absl::StrCat(internal::KeyLabel(id),
                                              ": version conflict (expected ", *expected_version,
                                              ", stored ", it->second.version, ")"));
     }

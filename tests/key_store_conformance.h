@@ -232,6 +232,33 @@ inline void DuplicateId(const std::shared_ptr<KeyStore>& store) {
   CHECK(store->FindByDigest(b.digest).status().code() == absl::StatusCode::kNotFound);
 }
 
+// Errors name a key only by an id of the generated shape: anything else may
+// be a token pasted where an id belongs, and must not reach a log.
+inline void ErrorsQuoteOnlyKeyIds(const std::shared_ptr<KeyStore>& store) {
+  const std::string token = "kg_live_xM5fcVtn3DmIL5Z2lH9SsrhQ5ED8YKAehvJrxD5l47u4DL5CW";
+  const std::string forged = "key_x\r\nFORGED: log line";
+  for (const std::string& id : {token, forged}) {
+    const absl::Status get = store->Get(id).status();
+    CHECK(get.code() == absl::StatusCode::kNotFound);
+    const absl::Status del = store->Delete(id, std::nullopt);
+    CHECK(del.code() == absl::StatusCode::kNotFound);
+    KeyRecord r = MakeRecord(id);
+    r.version = 1;
+    const absl::Status upd = store->Update(r).status();
+    CHECK(upd.code() == absl::StatusCode::kNotFound);
+    for (const absl::Status& s : {get, del, upd}) {
+      const std::string m(s.message());
+      CHECK(m.find(id) == std::string::npos);
+      CHECK(m.find("kg_live_") == std::string::npos);
+      CHECK(m.find('\n') == std::string::npos);
+      CHECK_THAT(m, Catch::Contains("not a key id"));
+    }
+  }
+  const std::string generated = "key_0Q3RtZ8aXb123456789012";
+  REQUIRE(IsGeneratedKeyId(generated));
+  CHECK_THAT(std::string(store->Get(generated).status().message()), Catch::Contains(generated));
+}
+
 inline void DuplicateDigest(const std::shared_ptr<KeyStore>& store) {
   KeyRecord a = MakeRecord("key_a");
   a.previous = RolledSecret{DigestFor("a-old"), "kg_live_...old1", BaseTime() + absl::Hours(1)};
@@ -1126,6 +1153,8 @@ inline void ConcurrentCompareAndSet(const std::shared_ptr<KeyStore>& store) {
   KEYGATE_KSC_CASE_(Backend, Tags, "insert then get returns the record at version 1",              \
                     InsertAndGet, __VA_ARGS__)                                                     \
   KEYGATE_KSC_CASE_(Backend, Tags, "insert rejects a duplicate id", DuplicateId, __VA_ARGS__)      \
+  KEYGATE_KSC_CASE_(Backend, Tags, "errors quote only generated key ids", ErrorsQuoteOnlyKeyIds,   \
+                    __VA_ARGS__)                                                                   \
   KEYGATE_KSC_CASE_(Backend, Tags, "current and rolled digests are unique across keys",            \
                     DuplicateDigest, __VA_ARGS__)                                                  \
   KEYGATE_KSC_CASE_(Backend, Tags, "one active personal key per owner and environment",            \

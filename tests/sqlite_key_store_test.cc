@@ -475,21 +475,25 @@ TEST_CASE("SQLite name search filters trigram candidates to true substrings", "[
 TEST_CASE("SQLite InsertBatch is all or nothing", "[sqlite][batch]") {
   auto store = OpenTempSqliteStore();
   std::vector<KeyRecord> batch;
-  for (int i = 0; i < 100; ++i) batch.push_back(MakeRecord(absl::StrCat("key_b", 1000 + i)));
+  for (int i = 0; i < 100; ++i)
+    batch.push_back(MakeRecord(absl::StrCat("key_b", std::string(17, '0'), 1000 + i)));
   REQUIRE(store->InsertBatch(batch).ok());
   CHECK(*store->Count() == 100);
   const std::uint64_t seq = *store->LastSequence();
   CHECK(seq == 100);
 
   std::vector<KeyRecord> bad;
-  for (int i = 0; i < 10; ++i) bad.push_back(MakeRecord(absl::StrCat("key_c", 1000 + i)));
-  bad.push_back(MakeRecord("key_b1050"));  // duplicate id
+  for (int i = 0; i < 10; ++i)
+    bad.push_back(MakeRecord(absl::StrCat("key_c", std::string(17, '0'), 1000 + i)));
+  const std::string dup = absl::StrCat("key_b", std::string(17, '0'), 1050);
+  bad.push_back(MakeRecord(dup));  // duplicate id
   absl::Status s = store->InsertBatch(bad);
   CHECK(s.code() == absl::StatusCode::kAlreadyExists);
-  CHECK_THAT(Message(s), Catch::Contains("key_b1050"));
+  CHECK_THAT(Message(s), Catch::Contains(dup));
   CHECK(*store->Count() == 100);
   CHECK(*store->LastSequence() == seq);
-  CHECK(store->Get("key_c1000").status().code() == absl::StatusCode::kNotFound);
+  CHECK(store->Get(absl::StrCat("key_c", std::string(17, '0'), 1000)).status().code() ==
+        absl::StatusCode::kNotFound);
 }
 
 // Brute force: what List must return for a name search.

@@ -86,6 +86,14 @@ struct RolledSecret {
 // "key_" + 8 base62 chars of the creation time in Unix ms + 14 random base62
 // chars: unique, not secret, and sorted by creation time.
 inline constexpr std::size_t kKeyIdLength = 26;
+
+// True if `id` has the shape of an id that KeyManager generates: "key_" and
+// 22 characters of [0-9A-Za-z], kKeyIdLength in all. No token has this shape
+// (every token is longer), so a server can refuse anything else in a path
+// parameter without echoing it. keygate's own error messages quote an id only
+// when this holds ("key (not a key id): not found" otherwise), so a token
+// pasted where an id belongs never reaches a log. Pure; thread-safe.
+bool IsGeneratedKeyId(std::string_view id) noexcept;
 inline constexpr std::size_t kMaxNameLength = 128;
 inline constexpr std::size_t kMaxDescriptionLength = 1024;
 inline constexpr std::size_t kMaxOwnerLength = 128;

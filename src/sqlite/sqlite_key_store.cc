@@ -39,6 +39,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 
+#include "internal/key_label.h"
 #include "sqlite/json.h"
 #include "sqlite/schema.h"
 #include "sqlite/sqlite_db.h"
@@ -602,7 +603,7 @@ struct SqliteKeyStore::Impl {
   };
 
   absl::Status Corrupt(std::string_view id, std::string_view column) const {
-    return absl::DataLossError(absl::StrCat("sqlite ", options.path, ": key ", std::string(id),
+    return absl::DataLossError(absl::StrCat("sqlite ", options.path, ": ", internal::KeyLabel(id),
                                             ": corrupt row (column ", std::string(column), ")"));
   }
 
@@ -649,7 +650,7 @@ struct SqliteKeyStore::Impl {
   }
 
   absl::Status NotFound(std::string_view id) const {
-    return absl::NotFoundError(absl::StrCat("key ", std::string(id), ": not found"));
+    return absl::NotFoundError(absl::StrCat(internal::KeyLabel(id), ": not found"));
   }
 
   // The next change sequence. Only meaningful inside the write transaction,
@@ -704,7 +705,7 @@ struct SqliteKeyStore::Impl {
     absl::Status s = ins->Run();
     if (!s.ok() && s.code() == absl::StatusCode::kAlreadyExists) {
       return absl::AlreadyExistsError(
-          absl::StrCat("key ", r.id, ": digest already in use by another key"));
+          absl::StrCat(internal::KeyLabel(r.id), ": digest already in use by another key"));
     }
     return s;
   }
@@ -739,13 +740,13 @@ struct SqliteKeyStore::Impl {
     if (s.code() != absl::StatusCode::kAlreadyExists) return s;
     const std::string_view msg(s.message().data(), s.message().size());
     if (msg.find("keys.owner") != std::string_view::npos) {
-      return absl::AlreadyExistsError(absl::StrCat("key ", r.id, ": owner '", r.owner,
+      return absl::AlreadyExistsError(absl::StrCat(internal::KeyLabel(r.id), ": owner '", r.owner,
                                                    "' already has an active personal key in "
                                                    "environment '",
                                                    r.environment, "'"));
     }
     if (msg.find("keys.id") != std::string_view::npos) {
-      return absl::AlreadyExistsError(absl::StrCat("key ", r.id, ": already exists"));
+      return absl::AlreadyExistsError(absl::StrCat(internal::KeyLabel(r.id), ": already exists"));
     }
     return s;
   }
@@ -838,7 +839,7 @@ struct SqliteKeyStore::Impl {
 
   absl::Status VersionConflict(std::string_view id, std::uint64_t expected,
                                std::uint64_t stored) const {
-    return absl::AbortedError(absl::StrCat("key ", std::string(id), ": version conflict (expected ",
+    return absl::AbortedError(absl::StrCat(internal::KeyLabel(id), ": version conflict (expected ",
                                            expected, ", stored ", stored, ")"));
   }
 };
