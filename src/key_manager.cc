@@ -8,6 +8,8 @@
 
 #include "keygate/key_manager.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -29,6 +31,7 @@
 
 #include "internal/base62.h"
 #include "internal/key_label.h"
+#include "internal/utf8.h"
 #include "keygate/token.h"
 
 namespace keygate {
@@ -63,12 +66,23 @@ absl::Status Invalid(std::string_view field, std::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": ", std::string(reason)));
 }
 
-bool HasControlChar(std::string_view s) noexcept {
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) return true;
+// Text that people read (in dashboards, in `keygate show`, in logs) must be
+// valid UTF-8 without control characters: C0, DEL and C1 (U+0080-U+009F)
+// can forge or hide lines on a terminal. Descriptions may span lines
+// (`multiline` lets \n and \t through).
+absl::Status ValidateText(std::string_view field, std::string_view value, bool multiline = false) {
+  std::size_t pos = 0;
+  char32_t cp = 0;
+  while (pos < value.size()) {
+    if (!internal::NextCodePoint(value, &pos, &cp)) return Invalid(field, "must be valid UTF-8");
+    const bool control = cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
+    if (control && !(multiline && (cp == '\n' || cp == '\t'))) {
+      return Invalid(field, multiline ? "must not contain control characters other than "
+                                        "newline and tab"
+                                      : "must not contain control characters");
+    }
   }
-  return false;
+  return absl::OkStatus();
 }
 
 absl::Status ValidateBoundedText(std::string_view field, std::string_view value,
@@ -77,8 +91,7 @@ absl::Status ValidateBoundedText(std::string_view field, std::string_view value,
   if (value.size() > max_length) {
     return Invalid(field, absl::StrCat("must be at most ", max_length, " bytes"));
   }
-  if (HasControlChar(value)) return Invalid(field, "must not contain control characters");
-  return absl::OkStatus();
+  return ValidateText(field, value);
 }
 
 absl::Status ValidateName(std::string_view name) {
@@ -90,7 +103,7 @@ absl::Status ValidateDescription(std::string_view description) {
     return Invalid("description",
                    absl::StrCat("must be at most ", kMaxDescriptionLength, " bytes"));
   }
-  return absl::OkStatus();
+  return ValidateText("description", description, /*multiline=*/true);
 }
 
 absl::Status ValidateOwner(std::string_view owner) {
@@ -159,7 +172,8 @@ absl::Status ValidateWebhookUrl(std::string_view url) {
   }
   std::string_view host = authority;
   std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
+  const bool bracketed = !authority.empty() && authority.front() == '[';
+  if (bracketed) {
     const std::size_t close = authority.find(']');
     if (close == std::string_view::npos) return Invalid(kField, "malformed IPv6 host");
     host = authority.substr(1, close - 1);
@@ -175,6 +189,33 @@ absl::Status ValidateWebhookUrl(std::string_view url) {
     if (port.empty()) return Invalid(kField, "invalid port");
   }
   if (host.empty()) return Invalid(kField, "must name a host");
+  if (bracketed) {
+    // An IPv6 literal (RFC 3986 IP-literal; zone ids are not allowed in URLs
+    // that leave this machine).
+    in6_addr addr{};
+    if (host.size() >= INET6_ADDRSTRLEN ||
+        inet_pton(AF_INET6, std::string(host).c_str(), &addr) != 1) {
+      return Invalid(kField, "malformed IPv6 host");
+    }
+  } else {
+    // A DNS name or dotted IPv4 address: letters, digits, '-', '_' in
+    // dot-separated non-empty labels (internationalised names in their
+    // ASCII "xn--" form).
+    bool label_start = true;
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      const char c = host[i];
+      const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+      if (c == '.') {
+        if (label_start && i + 1 != host.size()) return Invalid(kField, "malformed host");
+        label_start = true;
+      } else if (alnum || ((c == '-' || c == '_') && !label_start)) {
+        label_start = false;
+      } else {
+        return Invalid(kField, "malformed host (letters, digits, '-', '.' only)");
+      }
+    }
+    if (host.front() == '.') return Invalid(kField, "malformed host");
+  }
   if (!port.empty()) {
     if (port.size() > 5) return Invalid(kField, "invalid port");
     std::uint32_t value = 0;
@@ -206,15 +247,22 @@ absl::Status ValidateMetadata(const std::map<std::string, std::string>& metadata
   if (metadata.size() > kMaxMetadataEntries) {
     return Invalid("metadata", absl::StrCat("at most ", kMaxMetadataEntries, " entries"));
   }
+  std::size_t index = 0;
   for (const auto& [key, value] : metadata) {
-    if (key.empty() || key.size() > kMaxMetadataKeyLength || HasControlChar(key)) {
-      return Invalid("metadata", absl::StrCat("keys must be 1-", kMaxMetadataKeyLength,
-                                              " bytes without control characters"));
+    if (absl::Status s = ValidateBoundedText("metadata keys", key, kMaxMetadataKeyLength);
+        !s.ok()) {
+      return s;
     }
+    // The entry by its key when the key is too short to hold a token (a
+    // pasted secret must not reach a log), else by its position.
+    const std::string field = key.size() < kMinTokenLength
+                                  ? absl::StrCat("metadata['", key, "']")
+                                  : absl::StrCat("metadata entry ", index, " (in key order)");
     if (value.size() > kMaxMetadataValueLength) {
-      return Invalid("metadata",
-                     absl::StrCat("values must be at most ", kMaxMetadataValueLength, " bytes"));
+      return Invalid(field, absl::StrCat("must be at most ", kMaxMetadataValueLength, " bytes"));
     }
+    if (absl::Status s = ValidateText(field, value); !s.ok()) return s;
+    ++index;
   }
   return absl::OkStatus();
 }
@@ -402,7 +450,18 @@ absl::StatusOr<ProvisionedKey> KeyManager::ProvisionPersonalKey(
     absl::StatusOr<std::optional<KeyRecord>> existing = FindActivePersonal(owner, environment);
     if (!existing.ok()) return existing.status();
     if (existing->has_value()) {
-      return ProvisionedKey{**std::move(existing), std::nullopt, false};
+      const KeyRecord& key = **existing;
+      if (!key.expires.has_value() || *key.expires > options_.clock->Now()) {
+        return ProvisionedKey{**std::move(existing), std::nullopt, false};
+      }
+      // Expired: it can never work again, but as the active personal key it
+      // would block its own replacement. Revoke it (an event records that),
+      // then create the new one on the next pass.
+      absl::StatusOr<KeyRecord> revoked = SetState(key.id, KeyState::kRevoked, actor);
+      if (!revoked.ok() && revoked.status().code() != absl::StatusCode::kNotFound) {
+        return revoked.status();
+      }
+      continue;
     }
     absl::StatusOr<CreatedKey> created = Create(request, actor);
     if (created.ok()) {
@@ -536,6 +595,11 @@ absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration 
     if (current->state != KeyState::kActive) {
       return absl::FailedPreconditionError(
           absl::StrCat(internal::KeyLabel(current->id), ": revoked; restore it before rolling"));
+    }
+    // The new token would be born dead, and it is shown only once.
+    if (current->expires.has_value() && *current->expires <= options_.clock->Now()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          internal::KeyLabel(current->id), ": expired; set a later expiry before rolling"));
     }
     const EnvironmentSpec* env = d.FindEnvironment(current->environment);
     if (env == nullptr) {

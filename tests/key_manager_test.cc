@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
@@ -481,13 +482,68 @@ TEST_CASE("Create validates the webhook URL", "[manager][validation]") {
   ExpectInvalid(f, r, "webhook_url");
   r.webhook_url = "http://example.com";
   CHECK(f.manager->ValidateCreate(r).message() == "webhook_url: must use https");
-  for (const char* good : {"https://example.com", "https://hooks.example.com:8443/k?x=1#f",
-                           "HTTPS://EXAMPLE.COM/", "https://[::1]:8443/hook", "https://10.0.0.1"}) {
+  // Hosts that are not a DNS name, IPv4 address or bracketed IPv6 literal.
+  for (const char* bad : {"https://host:443:443/", "https://::1/", "https://a:b:8443/",
+                          "https://[zz]/", "https://[::1/", "https://exa\"mple.com/",
+                          "https://exa<mple>.com/", "https://caf\xc3\xa9.com/", "https://a..b/",
+                          "https://.example.com/", "https://-a.example.com/", "https://[::1]x/"}) {
+    INFO(bad);
+    r.webhook_url = bad;
+    ExpectInvalid(f, r, "webhook_url");
+  }
+  for (const char* good :
+       {"https://example.com", "https://hooks.example.com:8443/k?x=1#f", "HTTPS://EXAMPLE.COM/",
+        "https://[::1]:8443/hook", "https://10.0.0.1", "https://[2001:db8::1]/",
+        "https://xn--caf-dma.example/", "https://my_host.example.com./"}) {
     INFO(good);
     r.webhook_url = good;
     ExpectValid(f, r);
   }
   r.webhook_url = "";
+  ExpectValid(f, r);
+}
+
+TEST_CASE("Text fields are UTF-8 without control characters", "[manager][validation]") {
+  Fixture f;
+  // Each of these would forge or hide a line in `keygate show` or a log.
+  const std::vector<std::string> bad_text = {
+      "a\rb",
+      "a\x1b[8mb",
+      "a\x7f",
+      "a\xc2\x9b"
+      "31mb",              // CR, ESC, DEL, C1 CSI (U+009B)
+      "caf\xe9",           // Latin-1, not UTF-8
+      "\xc0\xaf",          // overlong '/'
+      "\xed\xa0\x80",      // a surrogate
+      "\xf4\x90\x80\x80",  // above U+10FFFF
+      "abc\xe2\x82",       // truncated
+  };
+  for (const std::string& text : bad_text) {
+    INFO(absl::CHexEscape(text));
+    CreateKeyRequest r = f.Request();
+    r.name = text;
+    ExpectInvalid(f, r, "name");
+    r = f.Request();
+    r.owner = text;
+    ExpectInvalid(f, r, "owner");
+    r = f.Request();
+    r.description = text;
+    ExpectInvalid(f, r, "description");
+    r = f.Request();
+    r.accounts = {text};
+    ExpectInvalid(f, r, "accounts[0]");
+    r = f.Request();
+    r.metadata = {{"k", text}};
+    ExpectInvalid(f, r, "metadata['k']");
+  }
+  // Newlines and tabs only in descriptions; any valid UTF-8 anywhere.
+  CreateKeyRequest r = f.Request();
+  r.description = "line one\n\tline two";
+  ExpectValid(f, r);
+  r.name = "line one\nline two";
+  ExpectInvalid(f, r, "name");
+  r.name = "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x94\x91";  // "café ✓ 🔑"
+  r.metadata = {{"\xc3\xa9quipe", "plateforme \xc3\xa9"}};
   ExpectValid(f, r);
 }
 
@@ -513,13 +569,21 @@ TEST_CASE("Create validates metadata", "[manager][validation]") {
   Fixture f;
   CreateKeyRequest r = f.Request();
   r.metadata = {{"", "v"}};
-  ExpectInvalid(f, r, "metadata");
+  ExpectInvalid(f, r, "metadata keys");
   r.metadata = {{std::string(kMaxMetadataKeyLength + 1, 'k'), "v"}};
-  ExpectInvalid(f, r, "metadata");
+  ExpectInvalid(f, r, "metadata keys");
   r.metadata = {{"k\n", "v"}};
-  ExpectInvalid(f, r, "metadata");
+  ExpectInvalid(f, r, "metadata keys");
+  // A value names its entry by key, or by position when the key is long
+  // enough to be a pasted token.
   r.metadata = {{"k", std::string(kMaxMetadataValueLength + 1, 'v')}};
-  ExpectInvalid(f, r, "metadata");
+  ExpectInvalid(f, r, "metadata['k']");
+  r.metadata = {{"a", "ok"}, {"team", "x\ry"}};
+  ExpectInvalid(f, r, "metadata['team']");
+  const std::string long_key(kMaxMetadataKeyLength, 'k');
+  r.metadata = {{"a", "ok"}, {long_key, "\x1b[8m"}};
+  ExpectInvalid(f, r, "metadata entry 1 (in key order)");
+  CHECK(f.manager->ValidateCreate(r).message().find(long_key) == std::string::npos);
   r.metadata.clear();
   for (std::size_t i = 0; i <= kMaxMetadataEntries; ++i) r.metadata[absl::StrCat("k", i)] = "v";
   ExpectInvalid(f, r, "metadata");
@@ -606,6 +670,36 @@ TEST_CASE("Personal keys are provisioned once per owner and environment", "[mana
   // Now restoring the old one would make two active: refused.
   CHECK(f.manager->Restore(first->record.id, "alice").status().code() ==
         absl::StatusCode::kAlreadyExists);
+
+  // An expired personal key is revoked and replaced, not handed back.
+  {
+    KeyUpdate u;
+    u.expires = std::optional<absl::Time>(f.clock->Now() + absl::Minutes(5));
+    REQUIRE_OK(f.manager->Modify(replaced->record.id, u, replaced->record.version, "alice"));
+    f.clock->Advance(absl::Minutes(5));
+    const std::size_t events_before = f.events->Events().size();
+    absl::StatusOr<ProvisionedKey> renewed =
+        f.manager->ProvisionPersonalKey("alice", "production", {}, "system");
+    REQUIRE_OK(renewed);
+    CHECK(renewed->created);
+    REQUIRE(renewed->token.has_value());
+    CHECK(renewed->record.id != replaced->record.id);
+    CHECK(f.Verify(*renewed->token) == Outcome::kOk);
+    absl::StatusOr<KeyRecord> old = f.manager->Get(replaced->record.id);
+    REQUIRE_OK(old);
+    CHECK(old->state == KeyState::kRevoked);
+    const std::vector<Event> events = f.events->Events();
+    REQUIRE(events.size() == events_before + 2);
+    CHECK(events[events_before].type == EventType::kRevoked);
+    CHECK(events[events_before].actor == "system");
+    CHECK(events[events_before + 1].type == EventType::kCreated);
+    // Provisioning again returns the new key.
+    absl::StatusOr<ProvisionedKey> same =
+        f.manager->ProvisionPersonalKey("alice", "production", {}, "system");
+    REQUIRE_OK(same);
+    CHECK_FALSE(same->created);
+    CHECK(same->record.id == renewed->record.id);
+  }
 
   // Inputs are validated like Create's.
   CHECK(f.manager->ProvisionPersonalKey("", "production", {}, "system")
@@ -826,7 +920,10 @@ TEST_CASE("Modify validates what it changes, naming the field", "[manager][modif
   expect(u, "accounts[0]");
   u = {};
   u.metadata = std::map<std::string, std::string>{{"", ""}};
-  expect(u, "metadata");
+  expect(u, "metadata keys");
+  u = {};
+  u.description = "line\n\x1b[2J";
+  expect(u, "description");
   absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);
   REQUIRE_OK(got);
   CHECK(got->version == 1);
@@ -999,6 +1096,27 @@ TEST_CASE("Roll refuses bad grace periods and revoked keys", "[manager][roll][va
   absl::StatusOr<KeyRecord> after = f.manager->Get(k.record.id);
   REQUIRE_OK(after);
   CHECK(*after == *before);
+}
+
+TEST_CASE("Roll refuses an expired key: its new token would never work", "[manager][roll]") {
+  Fixture f;
+  CreateKeyRequest req = f.Request();
+  req.expires = f.clock->Now() + absl::Hours(1);
+  CreatedKey k = f.MustCreate(req);
+  f.clock->Advance(absl::Hours(1));  // expires <= now: expired
+  REQUIRE(f.Verify(k.token) == Outcome::kExpired);
+  const std::uint64_t seq = f.LastSequence();
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(k.record.id, absl::Hours(1), "alice");
+  CHECK(rolled.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(rolled.status().message()), Catch::Contains("expired"));
+  CHECK(f.LastSequence() == seq);  // nothing written
+  // With a later expiry it rolls, and the new token works.
+  KeyUpdate u;
+  u.expires = std::optional<absl::Time>(f.clock->Now() + absl::Hours(2));
+  REQUIRE_OK(f.manager->Modify(k.record.id, u, 1, "alice"));
+  rolled = f.manager->Roll(k.record.id, absl::Hours(1), "alice");
+  REQUIRE_OK(rolled);
+  CHECK(f.Verify(rolled->token) == Outcome::kOk);
 }
 
 TEST_CASE("Roll returns no token when the store fails", "[manager][roll][secret]") {

@@ -49,18 +49,22 @@
 
 namespace keygate {
 
+// Text fields are UTF-8 without control characters (C0, DEL and C1, which
+// can forge lines on a terminal); a description may also hold newlines and
+// tabs.
 struct CreateKeyRequest {
-  std::string name;                   // 1-128 bytes, no control characters
-  std::string description;            // 0-1024 bytes
-  std::string owner;                  // 1-128 bytes, no control characters
+  std::string name;                   // 1-128 bytes of text
+  std::string description;            // 0-1024 bytes of text, may span lines
+  std::string owner;                  // 1-128 bytes of text
   KeyKind kind = KeyKind::kGeneral;   // personal keys: prefer ProvisionPersonalKey
   std::string environment;            // a deployment environment name
   std::vector<std::string> scopes;    // registered scope names (may be empty)
   std::optional<absl::Time> expires;  // must be in the future
   std::optional<RateLimitPolicy> rate_limit;
-  std::string webhook_url;  // empty or https://host...
-  std::vector<std::string> accounts;
-  std::map<std::string, std::string> metadata;
+  std::string webhook_url;            // empty or https://host...
+  std::vector<std::string> accounts;  // each 1-128 bytes of text, at most 64
+  std::map<std::string, std::string>
+      metadata;  // at most 64; keys 1-64, values 0-1024 bytes of text
 };
 
 // Fields to change; unset fields stay as they are.
@@ -120,7 +124,10 @@ class KeyManager {
   // (named "personal", scopes as given) if there is none. Idempotent and safe
   // against concurrent calls (the store enforces uniqueness): exactly one
   // caller gets `created == true` and the token. An existing key is returned
-  // as it is (its scopes are not compared with `scopes`).
+  // as it is (its scopes are not compared with `scopes`), unless it has
+  // expired: an expired personal key is revoked (a kRevoked event, by
+  // `actor`) and a new one created, so that provisioning always ends with a
+  // key that works.
   // Errors: kInvalidArgument (owner, environment, scopes, actor), store
   // errors.
   absl::StatusOr<ProvisionedKey> ProvisionPersonalKey(std::string_view owner,
@@ -140,7 +147,9 @@ class KeyManager {
                                    std::uint64_t expected_version, std::string_view actor);
 
   // Blocks the key (it verifies as revoked) / unblocks it. Idempotent:
-  // revoking a revoked key succeeds without a new version or event.
+  // revoking a revoked key succeeds without a new version or event. State
+  // and expiry are independent: restoring an expired key succeeds, and the
+  // key still verifies as expired until Modify sets a later expiry.
   // Errors: kNotFound, kAlreadyExists (restoring a personal key while another
   // is active), store errors.
   absl::StatusOr<KeyRecord> Revoke(std::string_view id, std::string_view actor);
@@ -156,7 +165,8 @@ class KeyManager {
   // old token then verifies as unknown. Rolling again replaces an earlier
   // previous secret that is still in its grace period (only one is kept).
   // Errors: kInvalidArgument (negative grace, grace > 30 days),
-  // kFailedPrecondition (key revoked), kNotFound, store errors.
+  // kFailedPrecondition (key revoked, or expired: the new token would never
+  // work; set a later expiry with Modify first), kNotFound, store errors.
   absl::StatusOr<CreatedKey> Roll(std::string_view id, absl::Duration grace,
                                   std::string_view actor);
 

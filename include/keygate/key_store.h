@@ -26,9 +26,11 @@
 //     drop sub-microsecond parts, toward the past, and nothing more.
 //   * List: `name_contains` matches literally ('%' and '_' are no wildcards);
 //     `next_cursor` is empty exactly when no further record matches; a
-//     cursor the store did not produce is kInvalidArgument. Cursors stay
-//     valid across writes: records inserted behind the cursor are skipped,
-//     no record is returned twice.
+//     cursor not of the store's form is kInvalidArgument. Cursors are not
+//     signed: a well-formed one resumes after the id it names, which gives
+//     a caller nothing a filter could not. Cursors stay valid across
+//     writes: records inserted behind the cursor are skipped, no record is
+//     returned twice.
 //   * A subscription callback runs only after the change it reports is
 //     visible to readers, and never after its Subscription was destroyed.
 //
