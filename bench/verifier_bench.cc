@@ -512,6 +512,7 @@ class LockedVerifier {
       case BearerParse::kOk:
         break;
       case BearerParse::kMissing:
+      case BearerParse::kWrongScheme:
         v->outcome = Outcome::kMissing;
         return false;
       default:

@@ -13,6 +13,15 @@ inline char Lower(char c) noexcept {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
 }
 
+// RFC 9110 5.6.2 tchar: what an auth-scheme is made of.
+bool IsTokenChar(char c) noexcept {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  for (char t : std::string_view("!#$%&'*+-.^_`|~")) {
+    if (c == t) return true;
+  }
+  return false;
+}
+
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -44,7 +53,15 @@ BearerParse ParseBearer(std::string_view header, std::string_view* token) noexce
 
   std::size_t sp = 0;
   while (sp < v.size() && v[sp] != ' ') ++sp;
-  if (!EqualsIgnoreCase(v.substr(0, sp), "Bearer")) return BearerParse::kWrongScheme;
+  const std::string_view scheme = v.substr(0, sp);
+  if (!EqualsIgnoreCase(scheme, "Bearer")) {
+    // Another scheme (Basic, Digest, a bare token) is a request without
+    // Bearer credentials; anything that is not a scheme at all is malformed.
+    for (char c : scheme) {
+      if (!IsTokenChar(c)) return BearerParse::kMalformed;
+    }
+    return BearerParse::kWrongScheme;
+  }
   std::size_t t = sp;
   while (t < v.size() && v[t] == ' ') ++t;      // 1*SP
   if (t == sp) return BearerParse::kMalformed;  // "Bearer" alone

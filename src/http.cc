@@ -1,8 +1,11 @@
 #include "keygate/http.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <string>
 
+#include "absl/numeric/int128.h"
 #include "absl/strings/str_cat.h"
 
 #include "internal/json_string.h"
@@ -30,12 +33,30 @@ long long CeilSeconds(std::int64_t ns) noexcept {
   return ns % 1'000'000'000 != 0 ? whole + 1 : whole;
 }
 
+// The policy as the draft's quota: `q` requests per window of `w` whole
+// seconds. A policy of `limit` (its rate) per whole-second period is sent as
+// it is; any other period is rounded up to whole seconds, and `q` becomes
+// the requests the rate allows in that window, rounded down (100 per 100 ms
+// is q=1000;w=1). The burst is not the quota: it shows in `r`.
+void PolicyQuota(const RateLimitStatus& r, unsigned long long* q, long long* w) {
+  *w = std::max(1LL, CeilSeconds(r.window_ns));
+  if (r.window_ns <= 0) {
+    *q = r.limit;
+    return;
+  }
+  const absl::uint128 scaled = absl::uint128(r.limit) * static_cast<std::uint64_t>(*w) *
+                               1'000'000'000u / static_cast<std::uint64_t>(r.window_ns);
+  *q = absl::Uint128High64(scaled) != 0 ? std::numeric_limits<std::uint64_t>::max()
+                                        : absl::Uint128Low64(scaled);
+}
+
 void AddRateLimitHeaders(const Verdict& v, const HttpOptions& o, bool denied, HttpDecision* d) {
   if (!v.rate.applies()) return;
   const std::string name = QuotedStringContent(o.policy_name);
-  d->headers.emplace_back("RateLimit-Policy",
-                          absl::StrCat("\"", name, "\";q=", v.rate.limit,
-                                       ";w=", std::max(1LL, CeilSeconds(v.rate.window_ns))));
+  unsigned long long q = 0;
+  long long w = 0;
+  PolicyQuota(v.rate, &q, &w);
+  d->headers.emplace_back("RateLimit-Policy", absl::StrCat("\"", name, "\";q=", q, ";w=", w));
   // On a denial `t` is when the next request can succeed, so that Retry-After
   // is never earlier than `t` (draft-ietf-httpapi-ratelimit-headers).
   const long long t =

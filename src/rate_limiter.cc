@@ -2,6 +2,7 @@
 
 #include "keygate/rate_limiter.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -23,6 +24,8 @@ GcraPolicy GcraPolicy::Compile(const RateLimitPolicy& policy) noexcept {
       t > max_cap / policy.burst ? max_cap : t * static_cast<std::uint64_t>(policy.burst);
   out.capacity_ns = static_cast<std::int64_t>(cap);
   out.period_ns = period;
+  out.rate = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(rate, std::numeric_limits<std::uint32_t>::max()));
   out.burst = policy.burst;
   return out;
 }

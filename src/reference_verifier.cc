@@ -54,8 +54,8 @@ Verdict ReferenceVerifier::Verify(std::string_view authorization, const Requirem
     case BearerParse::kOk:
       break;
     case BearerParse::kMissing:
+    case BearerParse::kWrongScheme:  // no Bearer credentials (RFC 6750 3.1)
       return Make(Outcome::kMissing);
-    case BearerParse::kWrongScheme:
     case BearerParse::kMalformed:
       return Make(Outcome::kInvalidRequest);
   }

@@ -149,7 +149,8 @@ struct Verifier::Impl {
   std::mutex reload_mu;  // one full reload at a time; taken before `mu`
   std::unique_ptr<Table> owned_table;
   std::uint64_t next_generation = 1;
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, std::uint32_t>, std::uint64_t>
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, std::uint32_t, std::uint32_t>,
+           std::uint64_t>
       policy_ids;
   std::uint64_t policy_count = 1;
   std::unordered_map<std::string, std::unique_ptr<GcraCell>> owner_cells;
@@ -288,12 +289,12 @@ Verdict Verifier::Impl::VerifyHeader(std::string_view authorization, const Requi
   switch (ParseBearer(authorization, &token)) {
     case BearerParse::kOk:
       break;
-    case BearerParse::kMissing: {
+    case BearerParse::kMissing:
+    case BearerParse::kWrongScheme: {  // no Bearer credentials (RFC 6750 3.1)
       Verdict v;
       v.outcome = Outcome::kMissing;
       return v;
     }
-    case BearerParse::kWrongScheme:
     case BearerParse::kMalformed: {
       Verdict v;
       v.outcome = Outcome::kInvalidRequest;
@@ -584,7 +585,7 @@ Verifier::Impl::SlotList Verifier::Impl::IdIndexFind(const Table& t, std::string
 
 std::uint64_t Verifier::Impl::InternPolicy(const GcraPolicy& p) {
   if (!p.valid()) return internal::kPolicyNone;
-  const auto key = std::make_tuple(p.emission_ns, p.capacity_ns, p.period_ns, p.burst);
+  const auto key = std::make_tuple(p.emission_ns, p.capacity_ns, p.period_ns, p.rate, p.burst);
   auto it = policy_ids.find(key);
   if (it != policy_ids.end()) return it->second;
   if (policy_count >= internal::kPolicyInExtra) return internal::kPolicyInExtra;

@@ -34,6 +34,9 @@ TEST_CASE("Missing credentials are distinguished from malformed ones", "[bearer]
   CHECK(Parse("Token abc") == BearerParse::kWrongScheme);
   CHECK(Parse("Bearerabc") == BearerParse::kWrongScheme);
   CHECK(Parse("abc") == BearerParse::kWrongScheme);
+  CHECK(Parse("Digest username=\"a\"") == BearerParse::kWrongScheme);
+  CHECK(Parse("Bea\"rer abc") == BearerParse::kMalformed);  // not an auth-scheme
+  CHECK(Parse("(Bearer) abc") == BearerParse::kMalformed);
   CHECK(Parse("Bearer") == BearerParse::kMalformed);
   CHECK(Parse("Bearer ") == BearerParse::kMalformed);
   CHECK(Parse("Bearer a b") == BearerParse::kMalformed);
@@ -41,7 +44,7 @@ TEST_CASE("Missing credentials are distinguished from malformed ones", "[bearer]
   CHECK(Parse("Bearer =abc") == BearerParse::kMalformed);
   CHECK(Parse("Bearer ab=c") == BearerParse::kMalformed);
   CHECK(Parse("Bearer a\"b") == BearerParse::kMalformed);
-  CHECK(Parse("Bearer\tabc") == BearerParse::kWrongScheme);  // RFC 6750: 1*SP
+  CHECK(Parse("Bearer\tabc") == BearerParse::kMalformed);  // RFC 6750: 1*SP; not a scheme
   CHECK(Parse(std::string("Bearer ab\0c", 11)) == BearerParse::kMalformed);
 }
 

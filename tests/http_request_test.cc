@@ -294,10 +294,12 @@ TEST_CASE("The response table with real keys: one identical 401 for every unusab
     CHECK(r.decision.body == first.decision.body);
   }
 
-  SECTION("a non-Bearer scheme is a 400") {
+  SECTION("a non-Bearer scheme is a plain 401 challenge (RFC 6750 3.1)") {
     const HttpAuthResult r = fx.Check("Basic YWxpY2U6c2VjcmV0", fx.read);
-    CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
-    CHECK(r.decision.status == 400);
+    CHECK(r.verdict.outcome == Outcome::kMissing);
+    CHECK(r.decision.status == 401);
+    const HttpAuthResult none = fx.Check("", fx.read);
+    CHECK(r.decision.headers == none.decision.headers);  // no error code
   }
   SECTION("a missing scope is a 403 naming it") {
     const HttpAuthResult r = fx.Check(good, fx.write);

@@ -1,12 +1,19 @@
 // Verdict -> HTTP response mapping (DESIGN.md section 6, RFC 6750, RFC 6585).
 #include "keygate/http.h"
 
+#include <atomic>
+#include <cstdint>
 #include <limits>
 #include <map>
 #include <sstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
 #include "catch.h"
+#include "keygate/key.h"
+#include "keygate/rate_limiter.h"
 
 namespace keygate {
 namespace {
@@ -115,6 +122,35 @@ TEST_CASE("Allowed requests carry the quota headers only when a limit applies", 
   auto h = Headers(d);
   CHECK(h["RateLimit-Policy"] == "\"default\";q=100;w=1");
   CHECK(h["RateLimit"] == "\"default\";r=99;t=1");
+}
+
+TEST_CASE("RateLimit-Policy states the sustained quota, whatever the burst", "[http]") {
+  // A client that spaces its requests as `q` per `w` seconds says must never
+  // exceed the policy's rate, and the quota is the rate, not the burst.
+  struct Case {
+    RateLimitPolicy policy;
+    const char* header;
+  };
+  const Case cases[] = {
+      {{100, absl::Seconds(1), 1}, "\"default\";q=100;w=1"},
+      {{1000, absl::Hours(1), 10}, "\"default\";q=1000;w=3600"},
+      {{10, absl::Minutes(1), 100}, "\"default\";q=10;w=60"},
+      {{100, absl::Milliseconds(100), 5}, "\"default\";q=1000;w=1"},  // period < 1 s
+      {{3, absl::Milliseconds(1500), 2}, "\"default\";q=4;w=2"},      // 2 s allow 4 (rounded down)
+  };
+  for (const Case& c : cases) {
+    INFO(c.header);
+    const GcraPolicy p = GcraPolicy::Compile(c.policy);
+    std::atomic<std::int64_t> tat{kGcraNeverUsed};
+    Verdict v = V(Outcome::kOk);
+    const LimitDecision d = LocalRateLimiter::AcquireOne(p, tat, 1, 1'700'000'000'000'000'000);
+    REQUIRE(d.result == LimitResult::kAllowed);
+    v.rate = d.status;
+    auto h = Headers(DecideHttp(v, {}));
+    CHECK(h["RateLimit-Policy"] == c.header);
+    CHECK_THAT(h["RateLimit"],
+               Catch::StartsWith(absl::StrCat("\"default\";r=", c.policy.burst - 1, ";t=")));
+  }
 }
 
 TEST_CASE("Plain HTTP, IP denial and an unavailable backend", "[http]") {

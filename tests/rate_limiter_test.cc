@@ -84,8 +84,8 @@ TEST_CASE("GCRA allows a burst, then exactly one request per interval", "[rate_l
   for (int i = 0; i < 3; ++i) {
     LimitDecision d = LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0);
     REQUIRE(d.result == LimitResult::kAllowed);
-    CHECK(d.status.limit == 3);
-    CHECK(d.status.remaining == static_cast<std::uint64_t>(2 - i));
+    CHECK(d.status.limit == 10);                                     // the quota: 10 per window
+    CHECK(d.status.remaining == static_cast<std::uint64_t>(2 - i));  // the burst left
     CHECK(d.status.window_ns == kSec);
     CHECK(d.status.reset_ns == (i + 1) * 100 * kMs);
   }
@@ -259,14 +259,14 @@ TEST_CASE("A request denied by one limit consumes none of the others", "[rate_li
   LimitDecision d = limiter.Acquire(refs, 1, kT0);
   REQUIRE(d.result == LimitResult::kAllowed);
   // The owner limit (1 left of 2) is tighter than the key's (4 left of 5).
-  CHECK(d.status.limit == 2);
+  CHECK(d.status.limit == 1);
   CHECK(d.status.remaining == 1);
   REQUIRE(limiter.Acquire(refs, 1, kT0).result == LimitResult::kAllowed);
   const std::int64_t key_before = key_cell.tat.load();
   const std::int64_t owner_before = owner_cell.tat.load();
   d = limiter.Acquire(refs, 1, kT0);
   CHECK(d.result == LimitResult::kDenied);
-  CHECK(d.status.limit == 2);  // the denying limit is reported
+  CHECK(d.status.limit == 1);  // the denying limit (the owner's) is reported
   CHECK(d.status.retry_after_ns == kSec);
   CHECK(key_cell.tat.load() == key_before);
   CHECK(owner_cell.tat.load() == owner_before);

@@ -124,9 +124,16 @@ TEST_CASE("Reference verifier: missing and malformed Authorization headers",
     CHECK(v.key().empty());
   }
   const std::string t = Text(k.token);
+  // Another scheme, or a bare token, is no Bearer credential: 401 with no
+  // error code (RFC 6750 3.1), like a missing header.
+  for (const std::string& other : {"Basic " + t, "Token " + t, t, std::string("Digest a=b")}) {
+    const Verdict v = f.verifier->Verify(other, {}, now);
+    CHECK(v.outcome == Outcome::kMissing);
+    CHECK(v.key().empty());
+  }
   const std::vector<std::string> bad_headers = {
-      "Basic " + t,        "Bearer",    "Bearer  ", t, "Bearer " + t + " " + t,
-      "Bearer " + t + ",", "Token " + t};
+      "Bearer",       "Bearer  ",     "Bearer " + t + " " + t, "Bearer " + t + ",",
+      "Bearer\t" + t, "Bea\"rer " + t};
   for (const std::string& bad : bad_headers) {
     const Verdict v = f.verifier->Verify(bad, {}, now);
     CHECK(v.outcome == Outcome::kInvalidRequest);

@@ -181,7 +181,8 @@ struct Setup {
     run(header_preview, read, Outcome::kWrongEnvironment);
     run(header_unknown, read, Outcome::kUnknown);
     run(header_bad, read, Outcome::kMalformed);
-    run("Basic abc", read, Outcome::kInvalidRequest);
+    run("Basic abc", read, Outcome::kMissing);
+    run("Bearer", read, Outcome::kInvalidRequest);
     run("", read, Outcome::kMissing);
     // The clock-reading and bare-token entry points as well.
     if (verifier->VerifyToken(ok, read).ok()) ++oks;

@@ -30,9 +30,11 @@ inline constexpr std::size_t kMaxAuthorizationLength = 1024;
 enum class BearerParse : std::uint8_t {
   kOk = 0,
   kMissing,      // empty (or only whitespace): no credentials -> 401, no error code
-  kWrongScheme,  // a scheme other than Bearer (e.g. Basic) -> 400 invalid_request
-  kMalformed,    // Bearer with no token, two tokens, bad characters, too long
-                 // -> 400 invalid_request
+  kWrongScheme,  // another auth-scheme (Basic, Digest, a bare token): no Bearer
+                 // credentials, so also 401 with no error code (RFC 6750 3.1:
+                 // "attempted using an unsupported authentication method")
+  kMalformed,    // Bearer with no token, two tokens, bad characters, too long,
+                 // or no valid scheme at all -> 400 invalid_request
 };
 
 // Extracts the token from one Authorization header value. On kOk, `*token`

@@ -58,7 +58,8 @@ struct GcraPolicy {
   std::int64_t emission_ns = 0;  // T = period / rate, rounded to nearest, >= 1 ns
   std::int64_t capacity_ns = 0;  // C = burst * T, capped at kMaxCapacityNs
   std::int64_t period_ns = 0;    // reported as the window
-  std::uint32_t burst = 0;       // reported as the limit
+  std::uint32_t rate = 0;        // requests per period, reported as the limit (capped at 2^32-1)
+  std::uint32_t burst = 0;       // requests the bucket holds
 
   // C is capped so that TAT arithmetic cannot overflow (73 years). Policies
   // that pass ValidateRateLimitPolicy are never capped; for others the
@@ -155,7 +156,7 @@ namespace internal {
 inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32_t cost,
                               std::int64_t now, std::int64_t* new_tat) noexcept {
   LimitDecision d;
-  d.status.limit = p.burst;
+  d.status.limit = p.rate;
   d.status.window_ns = p.period_ns;
   // Every sum below stays in range for any input: `now` is held to the years
   // 1824-2116 (+-2^62 ns), the lead over it to C + 1 (C <= 2^61), and an

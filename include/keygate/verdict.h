@@ -23,7 +23,7 @@ namespace keygate {
 
 enum class Outcome : std::uint8_t {
   kOk = 0,
-  kMissing,            // no credentials at all
+  kMissing,            // no Bearer credentials: none at all, or another scheme (Basic)
   kInvalidRequest,     // bad Authorization syntax, non-Bearer scheme, two headers,
                        // token in the query string
   kMalformed,          // not a well-formed token of this deployment (no hashing done)
@@ -43,8 +43,8 @@ std::string_view OutcomeName(Outcome outcome) noexcept;  // "ok", "revoked", ...
 
 // Rate-limit state reported with a verdict (all zero when no limit applies).
 struct RateLimitStatus {
-  std::uint64_t limit = 0;          // requests allowed per window (burst)
-  std::uint64_t remaining = 0;      // requests that could be made right now
+  std::uint64_t limit = 0;          // requests allowed per window (the policy's rate)
+  std::uint64_t remaining = 0;      // requests that could be made right now (<= burst)
   std::int64_t window_ns = 0;       // the policy window (period)
   std::int64_t reset_ns = 0;        // until the limit is fully replenished
   std::int64_t retry_after_ns = 0;  // when denied: until a retry can succeed

@@ -152,8 +152,8 @@ Content-Length: 15
 {"status":"ok"}
 EOF
 
-fetch missing "$BASE/v1/projects"
-expect missing <<EOF
+expect_401_missing() {
+  expect "$1" <<EOF
 HTTP/1.1 401 Unauthorized
 WWW-Authenticate: Bearer realm="api"
 Cache-Control: no-store
@@ -163,6 +163,13 @@ Content-Length: ${#BODY_401_MISSING}
 
 $BODY_401_MISSING
 EOF
+}
+fetch missing "$BASE/v1/projects"
+expect_401_missing missing
+# Another scheme is no Bearer credential: the same plain challenge, no
+# error code (RFC 6750 3.1).
+fetch basic_scheme "$BASE/v1/projects" -u "alice:secret"
+expect_401_missing basic_scheme
 
 expect_400() {
   expect "$1" <<EOF
@@ -182,8 +189,6 @@ fetch query_api_key "$BASE/v1/projects?api_key=$READER"
 expect_400 query_api_key
 fetch query_access_token "$BASE/v1/projects?page=1&access_token=$READER" -H "Authorization: Bearer $READER"
 expect_400 query_access_token
-fetch basic_scheme "$BASE/v1/projects" -u "alice:secret"
-expect_400 basic_scheme
 fetch bearer_no_token "$BASE/v1/projects" -H "Authorization: Bearer"
 expect_400 bearer_no_token
 
