@@ -71,10 +71,11 @@ absl::Status Invalid(std::string_view field, std::string_view reason) {
 // can forge or hide lines on a terminal. Descriptions may span lines
 // (`multiline` lets \n and \t through).
 absl::Status ValidateText(std::string_view field, std::string_view value, bool multiline = false) {
-  std::size_t pos = 0;
-  char32_t cp = 0;
-  while (pos < value.size()) {
-    if (!internal::NextCodePoint(value, &pos, &cp)) return Invalid(field, "must be valid UTF-8");
+  for (std::size_t i = 0; i < value.size();) {
+    const internal::Utf8Step step = internal::DecodeUtf8(value.substr(i));
+    if (!step.valid) return Invalid(field, "must be valid UTF-8");
+    i += step.length;
+    const std::uint32_t cp = step.code_point;
     const bool control = cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
     if (control && !(multiline && (cp == '\n' || cp == '\t'))) {
       return Invalid(field, multiline ? "must not contain control characters other than "
@@ -357,6 +358,12 @@ void KeyManager::Emit(EventType type, std::string_view actor, const KeyRecord& r
   options_.events->Emit(e);
 }
 
+absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request,
+                                        std::string_view actor) const {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  return ValidateCreate(request);
+}
+
 absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request) const {
   if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   const Deployment& d = *options_.deployment;
@@ -383,8 +390,7 @@ absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request) const {
 
 absl::StatusOr<CreatedKey> KeyManager::Create(const CreateKeyRequest& request,
                                               std::string_view actor) {
-  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
-  if (absl::Status s = ValidateCreate(request); !s.ok()) return s;
+  if (absl::Status s = ValidateCreate(request, actor); !s.ok()) return s;
   const Deployment& d = *options_.deployment;
   const EnvironmentSpec* env = d.FindEnvironment(request.environment);
 

@@ -1,14 +1,18 @@
 // Drives the BUILT `keygate` binary as an operator would: the key lifecycle,
 // --json on every command, filters and paging, errors, usage and exit codes,
 // the pepper file, the database defaults, a cross-process revoke seen by a
-// store subscription in this process, and a grep of the database proving no
-// token is stored in plaintext.
+// store subscription in this process, a grep of the database proving no
+// token is stored in plaintext, escaping of stored text that other code wrote,
+// --json staying valid UTF-8, and database names that are not plain files.
+// Also unit-tests the JSON string writer and the text escaping it shares a
+// UTF-8 decoder with.
 
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -18,10 +22,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "cli/format.h"
 
 #include "catch.h"
+#include "internal/json_string.h"
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "keygate/token.h"
 #include "sqlite_test_util.h"
@@ -136,6 +143,67 @@ bool LooksLikeJson(const std::string& text) {
     if (depth < 0) return false;
   }
   return depth == 0 && !in_string;
+}
+
+// Strict UTF-8 (RFC 3629), written out independently of the code under test.
+bool IsValidUtf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    std::uint32_t cp = 0;
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+      n = 2;
+      cp = b & 0x1F;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      n = 3;
+      cp = b & 0x0F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      n = 4;
+      cp = b & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (c & 0x3F);
+    }
+    const std::uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
+// Text a terminal could act on: C0 controls other than the newlines that end
+// lines, DEL, and C1 controls (U+0080-U+009F) encoded in UTF-8.
+bool HasTerminalControls(std::string_view s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if ((b < 0x20 && b != '\n') || b == 0x7F) return true;
+    if (b == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+        static_cast<unsigned char>(s[i + 1]) <= 0x9F) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
 }
 
 std::string CreateToken(Cli& cli, const std::vector<std::string>& extra, std::string* id) {
@@ -512,6 +580,260 @@ TEST_CASE("keygate CLI: a revoke from the CLI reaches a subscribed store in anot
   REQUIRE(b->changes[0].record.has_value());
   CHECK(b->changes[0].record->state == KeyState::kRevoked);
   CHECK(latency < absl::Seconds(2));
+}
+
+TEST_CASE("JSON strings: invalid UTF-8 becomes U+FFFD, valid UTF-8 passes through",
+          "[json][utf8]") {
+  using internal::AppendJsonString;
+  using internal::JsonString;
+  // Valid 1- to 4-byte sequences, up to U+10FFFF, are kept byte for byte.
+  const std::string valid =
+      "a \xc3\xa9 \xc2\xa0 \xe2\x9c\x93 \xef\xbf\xbd \xf0\x9f\x94\x91 \xf4\x8f\xbf\xbf";
+  CHECK(JsonString(valid) == "\"" + valid + "\"");
+  CHECK(JsonString("caf\xe9") == "\"caf\\ufffd\"");
+  CHECK(JsonString("\xe9t\xe9") == "\"\\ufffdt\\ufffd\"");
+  // Each maximal invalid subpart is one replacement: a truncated sequence is
+  // one, a byte that cannot continue it starts over.
+  CHECK(JsonString("\xe2\x9c") == "\"\\ufffd\"");
+  CHECK(JsonString("\xe2\x9cx") == "\"\\ufffdx\"");
+  CHECK(JsonString("\xf0\x9f\x94") == "\"\\ufffd\"");
+  CHECK(JsonString("\xf0\x9f\x94\xc3\xa9") == "\"\\ufffd\xc3\xa9\"");
+  CHECK(JsonString("\x80\xbf") == "\"\\ufffd\\ufffd\"");
+  // Overlong forms (of '/', U+002F), surrogates and code points above
+  // U+10FFFF are invalid; so are bytes that never occur in UTF-8.
+  CHECK(JsonString("\xc0\xaf") == "\"\\ufffd\\ufffd\"");
+  CHECK(JsonString("\xc1\xbf") == "\"\\ufffd\\ufffd\"");
+  CHECK(JsonString("\xe0\x80\xaf") == "\"\\ufffd\\ufffd\\ufffd\"");
+  CHECK(JsonString("\xf0\x80\x80\xaf") == "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+  CHECK(JsonString("\xed\xa0\x80") == "\"\\ufffd\\ufffd\\ufffd\"");  // U+D800
+  CHECK(JsonString("\xed\xbf\xbf") == "\"\\ufffd\\ufffd\\ufffd\"");  // U+DFFF
+  CHECK(JsonString("\xed\x9f\xbf") == "\"\xed\x9f\xbf\"");           // U+D7FF is fine
+  CHECK(JsonString("\xf4\x90\x80\x80") == "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+  CHECK(JsonString("\xf5\xff\xfe") == "\"\\ufffd\\ufffd\\ufffd\"");
+  // Controls: C0 and DEL as before, and C1 (U+0080-U+009F) too.
+  CHECK(JsonString("a\"b\\c\nd\te\rf") == "\"a\\\"b\\\\c\\nd\\te\\rf\"");
+  CHECK(JsonString(std::string("\x00\x1b\x7f", 3)) == "\"\\u0000\\u001b\\u007f\"");
+  CHECK(JsonString("\xc2\x80\xc2\x9b\xc2\x9f") == "\"\\u0080\\u009b\\u009f\"");
+  // Appends, and whatever the input, the output is valid UTF-8 without raw
+  // controls.
+  std::string out = "[";
+  AppendJsonString(&out, "x");
+  CHECK(out == "[\"x\"");
+  std::string all_bytes;
+  for (int b = 0; b < 256; ++b) all_bytes.push_back(static_cast<char>(b));
+  for (int b = 0; b < 256; ++b) {
+    all_bytes.push_back(static_cast<char>(b));
+    all_bytes.push_back(static_cast<char>(0x80 | (b & 0x3F)));
+  }
+  const std::string json = JsonString(all_bytes);
+  CHECK(IsValidUtf8(json));
+  CHECK_FALSE(HasTerminalControls(json));
+  CHECK_FALSE(absl::StrContains(json, "\n"));
+
+  // The byte-preserving variant (storage that must round-trip) keeps them.
+  std::string stored;
+  internal::AppendJsonStringPreservingBytes(&stored, "caf\xe9\n");
+  CHECK(stored == "\"caf\xe9\\n\"");
+}
+
+TEST_CASE("Text escaping: controls, C1, bidi and invalid UTF-8 print as visible escapes",
+          "[cli][escape]") {
+  using cli::EscapeText;
+  CHECK(EscapeText("plain text, caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x94\x91") ==
+        "plain text, caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x94\x91");
+  CHECK(EscapeText("a\nb\tc\rd\\e") == "a\\nb\\tc\\rd\\\\e");
+  CHECK(EscapeText(std::string("\x00\x1b[31m\x7f", 7)) == "\\x00\\x1b[31m\\x7f");
+  // (Literals are split where the next character would extend a \x escape.)
+  CHECK(EscapeText(std::string("\xc2\x9b") + "31m") == "\\u009b31m");  // CSI as UTF-8
+  CHECK(EscapeText(std::string("\xe2\x80\xae") + "abc\xe2\x81\xa9\xe2\x80\xa8") ==
+        "\\u202eabc\\u2069\\u2028");
+  // Invalid UTF-8 is shown byte by byte, so a stray lead byte cannot join the
+  // next bytes into a control character or anything else.
+  CHECK(EscapeText("caf\xe9") == "caf\\xe9");
+  CHECK(EscapeText("\xc2\x1b[2J") == "\\xc2\\x1b[2J");
+  CHECK(EscapeText("\xe2\x80") == "\\xe2\\x80");
+  CHECK(EscapeText("\xed\xa0\x80") == "\\xed\\xa0\\x80");
+  std::string all_bytes;
+  for (int b = 0; b < 256; ++b) all_bytes.push_back(static_cast<char>(b));
+  const std::string escaped = EscapeText(all_bytes);
+  CHECK(IsValidUtf8(escaped));
+  CHECK_FALSE(HasTerminalControls(escaped));
+  CHECK_FALSE(absl::StrContains(escaped, "\n"));
+}
+
+// Sets text fields of the key `id` in the CLI's database through the store
+// API, as other code sharing the database could, bypassing KeyManager.
+void StoreHostileText(const std::string& db, const std::string& id) {
+  SqliteOptions o;
+  o.path = db;
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  REQUIRE(store.ok());
+  absl::StatusOr<KeyRecord> r = (*store)->Get(id);
+  REQUIRE(r.ok());
+  r->name = "caf\xe9 \x1b[31mRED\x1b[0m";
+  r->description = "ok\nstate:       revoked\n\x1b[2K\rhidden";
+  r->owner = std::string("mallory\xc2\x9b") + "2J";  // CSI (as UTF-8) 2J: clear screen
+  r->accounts = {"acct\x1b]0;title\x07"};
+  r->metadata = {{"te\nam", "a\tb\x7f"}, {"bidi", "x\xe2\x80\xaey"}};
+  absl::StatusOr<KeyRecord> updated = (*store)->Update(*r);
+  INFO(updated.status().ToString());
+  REQUIRE(updated.ok());
+}
+
+TEST_CASE("keygate CLI: stored text cannot forge lines or drive the terminal", "[cli][escape]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::string id;
+  const std::string token =
+      CreateToken(cli, {"--name", "n", "--owner", "o", "--env", "production"}, &id);
+  StoreHostileText(cli.db(), id);
+
+  Result show = cli.Run({"show", id});
+  INFO(show.err);
+  REQUIRE(show.code == 0);
+  CHECK_FALSE(HasTerminalControls(show.out));
+  CHECK(IsValidUtf8(show.out));
+  // One line per field, each "field: value"; the only state line is the real one.
+  int state_lines = 0;
+  for (const std::string& line : Lines(show.out)) {
+    INFO(line);
+    CHECK(line.find(':') != std::string::npos);
+    CHECK(line.rfind(" ", 0) != 0);
+    if (line.rfind("state:", 0) == 0) {
+      ++state_lines;
+      CHECK_THAT(line, Catch::EndsWith(" active"));
+    }
+  }
+  CHECK(state_lines == 1);
+  const std::vector<std::string> lines = Lines(show.out);
+  CHECK(std::count(lines.begin(), lines.end(), "name:            caf\\xe9 \\x1b[31mRED\\x1b[0m") ==
+        1);
+  CHECK_THAT(show.out, Catch::Contains("ok\\nstate:       revoked\\n\\x1b[2K\\rhidden\n"));
+  CHECK_THAT(show.out, Catch::Contains("mallory\\u009b2J"));
+  CHECK_THAT(show.out, Catch::Contains("acct\\x1b]0;title\\x07"));
+  CHECK_THAT(show.out, Catch::Contains("metadata.te\\nam: a\\tb\\x7f"));
+  CHECK_THAT(show.out, Catch::Contains("x\\u202ey"));
+
+  Result list = cli.Run({"list"});
+  REQUIRE(list.code == 0);
+  CHECK_FALSE(HasTerminalControls(list.out));
+  CHECK(IsValidUtf8(list.out));
+  CHECK(Lines(list.out).size() == 2);
+  CHECK_THAT(list.out, Catch::Contains("caf\\xe9 \\x1b[31mRED\\x1b[0m"));
+
+  Result verified = cli.Run({"verify", "-"}, token);
+  CHECK(verified.code == 0);
+  CHECK_FALSE(HasTerminalControls(verified.out));
+  CHECK_THAT(verified.out, Catch::Contains("owner mallory\\u009b2J"));
+  Result revoked = cli.Run({"revoke", id});
+  CHECK(revoked.code == 0);
+  CHECK_FALSE(HasTerminalControls(revoked.out));
+  CHECK_THAT(revoked.out, Catch::Contains("\\x1b[31mRED"));
+
+  // --json: valid UTF-8 JSON, the invalid byte replaced, controls escaped.
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"--json", "show", id}, std::vector<std::string>{"--json", "list"},
+        std::vector<std::string>{"--json", "restore", id}}) {
+    Result r = cli.Run(cmd);
+    INFO(cmd[1]);
+    CHECK(r.code == 0);
+    CHECK(IsValidUtf8(r.out));
+    CHECK_FALSE(HasTerminalControls(r.out));
+    CHECK(LooksLikeJson(r.out));
+    CHECK(Lines(r.out).size() == 1);
+    CHECK_THAT(r.out, Catch::Contains("\"name\":\"caf\\ufffd \\u001b[31mRED\\u001b[0m\""));
+    CHECK_THAT(r.out, Catch::Contains("\"owner\":\"mallory\\u009b2J\""));
+    CHECK_THAT(r.out, Catch::Contains("\"te\\nam\":\"a\\tb\\u007f\""));
+  }
+  Result v = cli.Run({"--json", "verify", "-"}, token);
+  CHECK(v.code == 0);
+  CHECK(IsValidUtf8(v.out));
+  CHECK_THAT(v.out, Catch::Contains("\"name\":\"caf\\ufffd"));
+}
+
+TEST_CASE("keygate CLI: --db names that SQLite would not open as that file are refused",
+          "[cli][db]") {
+  TempDir dir;
+  TempDir cwd;  // where a relative name would land
+  Cli cli(dir);
+  const std::vector<std::string> create{"create", "--name=x", "--owner=o", "--env=production"};
+  auto with_db = [&](const std::string& db, const std::vector<std::string>& args) {
+    std::vector<std::string> full{"--db", db};
+    full.insert(full.end(), args.begin(), args.end());
+    return cli.Run(full, "", {"KEYGATE_DB"}, /*with_db=*/false, cwd.path());
+  };
+  for (const std::string db :
+       {":memory:", "file::memory:", "file:x.db?mode=memory", "file:keygate.db", ""}) {
+    INFO("--db '" << db << "'");
+    Result r = with_db(db, create);
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());  // no token for a key stored nowhere
+    CHECK_THAT(r.err, Catch::Contains("--db"));
+    CHECK_THAT(r.err, Catch::Contains("Usage: keygate create"));
+    CHECK(with_db(db, {"list"}).code == 2);
+  }
+  Result memory = with_db(":memory:", create);
+  CHECK_THAT(memory.err, Catch::Contains("':memory:' is not a database file"));
+  Result uri = with_db("file:x.db?mode=memory", create);
+  CHECK_THAT(uri.err, Catch::Contains("SQLite URI"));
+
+  Result from_env = cli.Run(create, "", {"KEYGATE_DB=:memory:"}, /*with_db=*/false, cwd.path());
+  CHECK(from_env.code == 2);
+  CHECK(from_env.out.empty());
+  CHECK_THAT(from_env.err, Catch::Contains("$KEYGATE_DB: ':memory:'"));
+  CHECK(std::filesystem::is_empty(cwd.path()));
+
+  // Names that merely contain such text are plain paths, and work.
+  Result plain = with_db("./file:x.db", create);
+  INFO(plain.err);
+  CHECK(plain.code == 0);
+  CHECK(Exists(cwd.File("file:x.db")));
+  CHECK(with_db(dir.File(":memory:"), create).code == 0);
+  CHECK(Exists(dir.File(":memory:")));
+}
+
+TEST_CASE("keygate CLI: a refused create leaves no database file behind", "[cli][errors]") {
+  TempDir dir;
+  TempDir fresh;
+  Cli cli(dir);
+  auto create = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{"create", "--name", "x", "--owner", "o"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return cli.Run(args, "", {"KEYGATE_DB"}, /*with_db=*/false, fresh.path());
+  };
+  struct Refusal {
+    std::vector<std::string> args;
+    int code;
+    std::string message;
+  };
+  const std::vector<Refusal> refusals = {
+      {{"--env", "prod"}, 3, "environment"},
+      {{"--env", "production", "--scope", "root"}, 3, "scopes: unknown scope 'root'"},
+      {{"--env", "production", "--webhook", "http://example.com/hook"}, 3, "https"},
+      {{"--env", "production", "--expires", "2001-01-01T00:00:00Z"}, 3, "expires"},
+      {{"--env", "production", "--description", std::string(5000, 'd')}, 3, "description"},
+      {{"--env", "production", "--rate", "0/1s"}, 3, "rate"},
+      {{"--env", "production", "--actor", ""}, 3, "actor"},
+      {{"--env", "production", "--expires", "soon"}, 2, "--expires"},
+      {{"--env", "production", "--meta", "=v"}, 2, "--meta"},
+  };
+  for (const Refusal& refusal : refusals) {
+    Result r = create(refusal.args);
+    INFO(absl::StrJoin(refusal.args, " ") << ": " << r.err);
+    CHECK(r.code == refusal.code);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains(refusal.message));
+    CHECK(std::filesystem::is_empty(fresh.path()));
+    // Judge each refusal on its own.
+    for (const auto& entry : std::filesystem::directory_iterator(fresh.path())) {
+      std::filesystem::remove_all(entry.path());
+    }
+  }
+  // The same command, valid, does create ./keygate.db there.
+  Result ok = create({"--env", "production"});
+  INFO(ok.err);
+  CHECK(ok.code == 0);
+  CHECK(Exists(fresh.File("keygate.db")));
 }
 
 }  // namespace

@@ -170,8 +170,11 @@ class KeyManager {
   absl::StatusOr<CreatedKey> Roll(std::string_view id, absl::Duration grace,
                                   std::string_view actor);
 
-  // Validation used by Create (exposed for the CLI and tests).
+  // Validation used by Create (exposed for the CLI and tests): everything
+  // Create refuses before it reaches the store, with the same errors. The
+  // second form also checks `actor`. Nothing is written or minted.
   absl::Status ValidateCreate(const CreateKeyRequest& request) const;
+  absl::Status ValidateCreate(const CreateKeyRequest& request, std::string_view actor) const;
 
   const Deployment& deployment() const noexcept { return *options_.deployment; }
 

@@ -15,7 +15,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 
-#include "sqlite/json.h"
+#include "internal/json_string.h"
+#include "internal/utf8.h"
 
 namespace keygate::cli {
 
@@ -161,6 +162,84 @@ void WriteRecordJson(JsonWriter& w, const KeyRecord& r) {
   w.EndObject();
 }
 
+namespace {
+
+constexpr char kHex[] = "0123456789abcdef";
+
+void AppendHexByte(std::string* out, unsigned char b) {
+  out->append("\\x");
+  out->push_back(kHex[b >> 4]);
+  out->push_back(kHex[b & 0xF]);
+}
+
+// Format characters that reorder or break the displayed line without being
+// controls: bidirectional embeddings, overrides, isolates and marks, and the
+// line and paragraph separators.
+bool IsLayoutCharacter(std::uint32_t cp) {
+  return cp == 0x061C || cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) ||
+         (cp >= 0x2066 && cp <= 0x2069);
+}
+
+// Code points in valid UTF-8 (what EscapeText returns): the column count for
+// all but wide characters.
+std::size_t DisplayWidth(std::string_view s) {
+  std::size_t n = 0;
+  for (const char c : s) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string EscapeText(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto u = static_cast<unsigned char>(text[i]);
+    if (u < 0x80) {
+      switch (u) {
+        case '\\':
+          out.append("\\\\");
+          break;
+        case '\n':
+          out.append("\\n");
+          break;
+        case '\r':
+          out.append("\\r");
+          break;
+        case '\t':
+          out.append("\\t");
+          break;
+        default:
+          if (u < 0x20 || u == 0x7F) {
+            AppendHexByte(&out, u);
+          } else {
+            out.push_back(text[i]);
+          }
+      }
+      ++i;
+      continue;
+    }
+    const internal::Utf8Step step = internal::DecodeUtf8(text.substr(i));
+    if (!step.valid) {
+      for (std::size_t k = 0; k < step.length; ++k) {
+        AppendHexByte(&out, static_cast<unsigned char>(text[i + k]));
+      }
+    } else if (step.code_point <= 0x9F || IsLayoutCharacter(step.code_point)) {
+      out.append("\\u");
+      for (int shift = 12; shift >= 0; shift -= 4) {
+        out.push_back(kHex[(step.code_point >> shift) & 0xF]);
+      }
+    } else {
+      out.append(text.substr(i, step.length));
+    }
+    i += step.length;
+  }
+  return out;
+}
+
 std::string DescribeRecord(const KeyRecord& r) {
   std::vector<std::pair<std::string, std::string>> f;
   f.emplace_back("id", r.id);
@@ -191,27 +270,41 @@ std::string DescribeRecord(const KeyRecord& r) {
                                                   HumanTime(r.previous->valid_until), ")"));
   }
   f.emplace_back("version", absl::StrCat(r.version));
+  // Every field is escaped: anything in a record may come from outside, and
+  // one stored newline could otherwise print a line of its own.
+  for (auto& [k, v] : f) {
+    k = EscapeText(k);
+    v = EscapeText(v);
+  }
   std::size_t width = 0;
-  for (const auto& [k, v] : f) width = std::max(width, k.size());
+  for (const auto& [k, v] : f) width = std::max(width, DisplayWidth(k));
   std::string out;
   for (const auto& [k, v] : f) {
-    absl::StrAppend(&out, k, ":", std::string(width - k.size() + 1, ' '), v, "\n");
+    absl::StrAppend(&out, k, ":", std::string(width - DisplayWidth(k) + 1, ' '), v, "\n");
   }
   return out;
 }
 
-std::string Table(const std::vector<std::vector<std::string>>& rows) {
+std::string Table(const std::vector<std::vector<std::string>>& raw_rows) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(raw_rows.size());
+  for (const auto& raw : raw_rows) {
+    std::vector<std::string>& row = rows.emplace_back();
+    for (const std::string& cell : raw) row.push_back(EscapeText(cell));
+  }
   std::vector<std::size_t> widths;
   for (const auto& row : rows) {
     if (widths.size() < row.size()) widths.resize(row.size(), 0);
-    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], DisplayWidth(row[i]));
+    }
   }
   std::string out;
   for (const auto& row : rows) {
     std::string line;
     for (std::size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+      if (i + 1 < row.size()) line += std::string(widths[i] - DisplayWidth(row[i]) + 2, ' ');
     }
     absl::StrAppend(&out, line, "\n");
   }

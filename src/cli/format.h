@@ -51,10 +51,20 @@ void WriteRecordJson(JsonWriter& w, const KeyRecord& r);
 std::string HumanTime(absl::Time t);
 std::string JsonTime(absl::Time t);
 
-// Multi-line "field: value" description of one key.
+// `text` made safe to print to a terminal: a stored record may hold any
+// bytes (other code can write the store directly), and raw control
+// characters could forge or hide lines ("state: revoked") or send terminal
+// escape sequences. Escapes \\, \n, \r and \t by name; other C0 controls,
+// DEL and each byte of an invalid UTF-8 sequence as \xNN; C1 controls
+// (U+0080-U+009F), bidirectional controls and U+2028/U+2029 as \uNNNN. Other
+// valid UTF-8 passes through, so the result is valid UTF-8 without controls.
+std::string EscapeText(std::string_view text);
+
+// Multi-line "field: value" description of one key (every field escaped).
 std::string DescribeRecord(const KeyRecord& r);
 
-// A text table; the first row is the header.
+// A text table; the first row is the header. Cells are escaped (EscapeText)
+// and aligned by code points.
 std::string Table(const std::vector<std::vector<std::string>>& rows);
 
 // Replaces every run of 40+ token characters ([A-Za-z0-9_]) with

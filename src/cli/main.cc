@@ -2,12 +2,18 @@
 //
 //   keygate [--db PATH] [--json] <command> [options]
 //
-// The database defaults to $KEYGATE_DB, else ./keygate.db. Exit status:
+// The database defaults to $KEYGATE_DB, else ./keygate.db; it must name a
+// file (":memory:" and SQLite "file:" URIs are refused: keys created there
+// would be stored nowhere, or somewhere else than the name says). Exit status:
 //   0  success (for `verify`: the token is valid)
 //   1  `verify` only: the token was rejected (the verdict says why)
 //   2  usage error (bad flags or arguments; usage goes to stderr)
 //   3  the command failed (store error, key not found, conflict, validation)
 // Results go to stdout (JSON with --json); errors and notices to stderr.
+// Text from records and errors is printed with control characters escaped
+// (\n, \x1b, ...), so a stored value can neither forge lines nor drive the
+// terminal; --json output is always valid UTF-8 (invalid bytes become
+// U+FFFD).
 // A token is printed only by `create` and `roll`, once; errors never contain
 // one (anything shaped like a token is redacted).
 //
@@ -48,6 +54,7 @@
 #include "keygate/deployment.h"
 #include "keygate/http.h"
 #include "keygate/key_manager.h"
+#include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
 #include "keygate/sqlite/sqlite_key_store.h"
@@ -72,6 +79,7 @@ struct UsageError {
 
 struct Globals {
   std::string db;
+  std::string db_source;  // where `db` came from, for messages
   bool json = false;
   std::string actor;
 };
@@ -89,9 +97,33 @@ std::string DefaultActor() {
   return "cli";
 }
 
+// Error text may quote user input or stored records: redacted (tokens) and
+// escaped (control characters), like every other line we print.
+std::string SafeMessage(std::string_view message) { return EscapeText(Redact(message)); }
+
 int Fail(const absl::Status& s) {
-  std::cerr << "keygate: " << Redact(std::string(s.message())) << "\n";
+  std::cerr << "keygate: " << SafeMessage(std::string(s.message())) << "\n";
   return kExitFailed;
+}
+
+// SQLite gives some names a meaning other than "this file": ":memory:" is a
+// private in-memory database, "" a temporary one, and (Debian builds with
+// SQLITE_USE_URI) "file:..." a URI whose path and mode may differ from the
+// name. The CLI exists to change a database other processes read, so such a
+// name would print tokens for keys stored nowhere; it is refused.
+void CheckDatabasePath(const Globals& g) {
+  if (g.db.empty()) throw UsageError{absl::StrCat(g.db_source, ": must name a database file")};
+  if (g.db == ":memory:") {
+    throw UsageError{absl::StrCat(g.db_source,
+                                  ": ':memory:' is not a database file (keys created there "
+                                  "would be stored nowhere); give a file path")};
+  }
+  if (g.db.rfind("file:", 0) == 0) {
+    throw UsageError{absl::StrCat(g.db_source, ": '", g.db,
+                                  "' would be opened as an SQLite URI, not as a file; give a "
+                                  "plain path (./",
+                                  g.db, " names a file of that name)")};
+  }
 }
 
 absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment() {
@@ -119,11 +151,17 @@ struct Session {
   std::unique_ptr<KeyManager> manager;
 };
 
-absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing) {
+// Throws UsageError for a database name that is not a plain path.
+absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
+                                    std::shared_ptr<const Deployment> deployment = nullptr) {
+  CheckDatabasePath(g);
   Session s;
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
-  if (!d.ok()) return d.status();
-  s.deployment = *d;
+  if (deployment == nullptr) {
+    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+    if (!d.ok()) return d.status();
+    deployment = *std::move(d);
+  }
+  s.deployment = std::move(deployment);
   SqliteOptions so;
   so.path = g.db;
   so.create_if_missing = create_if_missing;
@@ -185,8 +223,8 @@ void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what) 
     w.EndObject();
     std::cout << w.str() << "\n";
   } else {
-    std::cerr << what << " " << k.record.id << " (" << k.record.name << ", " << k.record.environment
-              << ").\n";
+    std::cerr << what << " " << EscapeText(k.record.id) << " (" << EscapeText(k.record.name) << ", "
+              << EscapeText(k.record.environment) << ").\n";
     std::cout << token << "\n";
   }
   std::cerr << kTokenWarning << "\n";
@@ -266,10 +304,23 @@ int RunCreate(const Globals& g, const CreateArgs& a) {
   } else if (a.burst.has_value()) {
     throw UsageError{"--burst: needs --rate"};
   }
-  absl::StatusOr<Session> s = OpenSession(g, /*create_if_missing=*/true);
+  CheckDatabasePath(g);
+  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+  if (!d.ok()) return Fail(d.status());
+  // Opening creates the database file, so everything that can be refused
+  // without it is refused first: a refused create leaves no file behind.
+  // ValidateCreate applies Create's own checks (fields and actor); only
+  // conflicts with stored keys are left to the real run.
+  {
+    KeyManager::Options vo;
+    vo.deployment = *d;
+    vo.store = std::make_shared<MemoryKeyStore>();  // never written
+    if (absl::Status v = KeyManager(std::move(vo)).ValidateCreate(req, g.actor); !v.ok()) {
+      return Fail(v);
+    }
+  }
+  absl::StatusOr<Session> s = OpenSession(g, /*create_if_missing=*/true, *d);
   if (!s.ok()) return Fail(s.status());
-  // Validate before touching the database with a write.
-  if (absl::Status v = s->manager->ValidateCreate(req); !v.ok()) return Fail(v);
   absl::StatusOr<CreatedKey> k = s->manager->Create(req, g.actor);
   if (!k.ok()) return Fail(k.status());
   PrintCreated(g, *k, "Created key");
@@ -332,7 +383,7 @@ int RunList(const Globals& g, const ListArgs& a) {
   }
   std::cout << Table(rows);
   if (!next.empty()) {
-    std::cerr << "More keys follow: add --cursor " << next << " (or --all).\n";
+    std::cerr << "More keys follow: add --cursor " << EscapeText(next) << " (or --all).\n";
   }
   return kExitOk;
 }
@@ -409,7 +460,7 @@ int RunModify(const Globals& g, const ModifyArgs& a) {
   if (g.json) {
     PrintRecord(g, *r);
   } else {
-    std::cout << "Modified " << r->id << " (now version " << r->version << ").\n";
+    std::cout << "Modified " << EscapeText(r->id) << " (now version " << r->version << ").\n";
   }
   return kExitOk;
 }
@@ -426,8 +477,8 @@ int RunStateChange(const Globals& g, const std::string& id, StateChange change) 
   if (g.json) {
     PrintRecord(g, *r);
   } else {
-    std::cout << (change == StateChange::kRevoke ? "Revoked " : "Restored ") << r->id << " ("
-              << r->name << ").\n";
+    std::cout << (change == StateChange::kRevoke ? "Revoked " : "Restored ") << EscapeText(r->id)
+              << " (" << EscapeText(r->name) << ").\n";
   }
   return kExitOk;
 }
@@ -549,14 +600,15 @@ int RunVerify(const Globals& g, const VerifyArgs& a) {
     w.EndObject();
     std::cout << w.str() << "\n";
   } else if (verdict.ok()) {
-    std::cout << "ok: " << verdict.key();
+    std::cout << "ok: " << EscapeText(verdict.key());
     if (record.has_value()) {
-      std::cout << " (" << record->name << ", owner " << record->owner << ", " << env << ")";
+      std::cout << " (" << EscapeText(record->name) << ", owner " << EscapeText(record->owner)
+                << ", " << EscapeText(env) << ")";
     }
     std::cout << "\n";
   } else {
     std::cout << "rejected: " << OutcomeName(verdict.outcome);
-    if (!verdict.key().empty()) std::cout << " (key " << verdict.key() << ")";
+    if (!verdict.key().empty()) std::cout << " (key " << EscapeText(verdict.key()) << ")";
     std::cout << "; a server answers HTTP " << status << "\n";
   }
   if (verdict.outcome == Outcome::kUnavailable) return kExitFailed;
@@ -613,14 +665,17 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
   app.footer(
-      "The database defaults to $KEYGATE_DB, else ./keygate.db. $KEYGATE_PEPPER_FILE: a file "
-      "holding the HMAC pepper (32+ bytes) the servers use.\nExit status: 0 ok; 1 verify "
+      "The database file (not :memory: or a file: URI) defaults to $KEYGATE_DB, else "
+      "./keygate.db. $KEYGATE_PEPPER_FILE: a file holding the HMAC pepper (32+ bytes) the "
+      "servers use.\nExit status: 0 ok; 1 verify "
       "rejected the token; 2 usage error; 3 the command failed.\nRun 'keygate <command> --help' "
       "for a command's options.");
   Globals g;
   g.db = DefaultDb();
+  g.db_source = g.db == "./keygate.db" ? "database" : "$KEYGATE_DB";  // --db: set below
   g.actor = DefaultActor();
-  app.add_option("--db", g.db, "Database file (default: $KEYGATE_DB or ./keygate.db)");
+  CLI::Option* db_option =
+      app.add_option("--db", g.db, "Database file (default: $KEYGATE_DB or ./keygate.db)");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
   app.add_option("--actor", g.actor, "Who the audit events name (default: $USER)");
 
@@ -739,13 +794,14 @@ int Main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::cerr << "keygate: error: " << Redact(e.what()) << "\n\n" << Redact(SelectedHelp(app));
+    std::cerr << "keygate: error: " << SafeMessage(e.what()) << "\n\n" << Redact(SelectedHelp(app));
     return kExitUsage;
   }
+  if (db_option->count() > 0) g.db_source = "--db";
   try {
     result = run ? run() : kExitUsage;
   } catch (const UsageError& e) {
-    std::cerr << "keygate: error: " << Redact(e.message) << "\n\n" << SelectedHelp(app);
+    std::cerr << "keygate: error: " << SafeMessage(e.message) << "\n\n" << SelectedHelp(app);
     return kExitUsage;
   }
   return result;

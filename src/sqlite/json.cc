@@ -141,7 +141,7 @@ std::string EncodeJsonStringArray(const std::vector<std::string>& values) {
   std::string out = "[";
   for (std::size_t i = 0; i < values.size(); ++i) {
     if (i != 0) out.push_back(',');
-    AppendJsonString(&out, values[i]);
+    AppendJsonStringPreservingBytes(&out, values[i]);
   }
   out.push_back(']');
   return out;
@@ -153,9 +153,9 @@ std::string EncodeJsonStringMap(const std::map<std::string, std::string>& values
   for (const auto& [k, v] : values) {
     if (!first) out.push_back(',');
     first = false;
-    AppendJsonString(&out, k);
+    AppendJsonStringPreservingBytes(&out, k);
     out.push_back(':');
-    AppendJsonString(&out, v);
+    AppendJsonStringPreservingBytes(&out, v);
   }
   out.push_back('}');
   return out;

@@ -14,6 +14,8 @@
 
 namespace keygate::internal {
 
+// Strings are written byte for byte (internal::AppendJsonStringPreservingBytes):
+// a value that is not valid UTF-8 still reads back exactly as given.
 std::string EncodeJsonStringArray(const std::vector<std::string>& values);
 std::string EncodeJsonStringMap(const std::map<std::string, std::string>& values);
 
