@@ -9,6 +9,8 @@
 
 #include "absl/time/time.h"
 
+#include "internal/text_escape.h"
+
 namespace keygate {
 
 std::string_view EventTypeName(EventType type) noexcept {
@@ -32,8 +34,11 @@ std::string_view EventTypeName(EventType type) noexcept {
 }
 
 std::ostream& operator<<(std::ostream& os, const Event& event) {
-  os << EventTypeName(event.type) << " " << event.key_id << " by " << event.actor << " (owner "
-     << event.owner << ") fields=[";
+  // Ids and names come from records other code may have written: escaped,
+  // so a log line cannot be forged or split.
+  os << EventTypeName(event.type) << " " << internal::EscapeText(event.key_id) << " by "
+     << internal::EscapeText(event.actor) << " (owner " << internal::EscapeText(event.owner)
+     << ") fields=[";
   for (std::size_t i = 0; i < event.changed_fields.size(); ++i) {
     if (i != 0) os << ",";
     os << event.changed_fields[i];

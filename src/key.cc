@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
+#include "internal/text_escape.h"
+
 namespace keygate {
 
 bool IsGeneratedKeyId(std::string_view id) noexcept {
@@ -112,11 +114,12 @@ absl::Time TruncateToMicros(absl::Time t) noexcept {
 }
 
 std::ostream& operator<<(std::ostream& os, const KeyRecord& record) {
-  // Deliberately no digest, hint or metadata: one short, safe line for logs.
-  return os << "KeyRecord(" << record.id << ", name=\"" << record.name << "\", "
-            << KeyKindName(record.kind) << ", " << record.environment << ", "
-            << KeyStateName(record.state) << ", owner=" << record.owner << ", v" << record.version
-            << ")";
+  // Deliberately no digest, hint or metadata: one short, safe line for logs
+  // (text escaped: a record written by other code may hold any bytes).
+  return os << "KeyRecord(" << internal::EscapeText(record.id) << ", name=\""
+            << internal::EscapeText(record.name) << "\", " << KeyKindName(record.kind) << ", "
+            << internal::EscapeText(record.environment) << ", " << KeyStateName(record.state)
+            << ", owner=" << internal::EscapeText(record.owner) << ", v" << record.version << ")";
 }
 
 }  // namespace keygate

@@ -44,6 +44,15 @@ TEST_CASE("Events print as one line with actor, key, owner, fields and version",
   CHECK(os.str() ==
         "modified key_0123456789abcdefghijkl by bob (owner alice) fields=[name,scopes] v3 at "
         "2023-11-14T22:13:20+00:00");
+  // Text from records other code wrote cannot split or forge the log line.
+  Event forged = Sample();
+  forged.owner = "alice)\nmodified key_x by root (owner root";
+  forged.actor = "bob\x1b[2K";
+  std::ostringstream fo;
+  fo << forged;
+  CHECK(fo.str().find('\n') == std::string::npos);
+  CHECK(fo.str().find('\x1b') == std::string::npos);
+  CHECK(fo.str().find("by bob\\x1b[2K (owner alice)\\nmodified") != std::string::npos);
 }
 
 TEST_CASE("CollectingEventSink keeps events from many threads", "[events][concurrent]") {

@@ -110,6 +110,13 @@ TEST_CASE("Records print id, name, kind, environment, state, owner and version o
         "owner=alice, v4)");
   CHECK(os.str().find("abab") == std::string::npos);
   CHECK(os.str().find("WXYZ") == std::string::npos);
+  // Text a record may hold (other code can write a store) is escaped.
+  r.name = "ci\", owner=root)\r\nKeyRecord(x";
+  std::ostringstream forged;
+  forged << r;
+  CHECK(forged.str() ==
+        "KeyRecord(key_0123456789abcdefghijkl, name=\"ci\", owner=root)\\r\\nKeyRecord(x\", "
+        "general, production, revoked, owner=alice, v4)");
 }
 
 }  // namespace

@@ -56,7 +56,9 @@ struct Event {
   std::uint64_t version = 0;                // the record version after the change (0: deleted)
 };
 
-// "created key_... by alice (owner alice) fields=[...] v1".
+// "created key_... by alice (owner alice) fields=[...] v1". Ids, actor and
+// owner are printed with control characters escaped (\n, \x1b, ...): one
+// event is always one line.
 std::ostream& operator<<(std::ostream& os, const Event& event);
 
 class EventSink {

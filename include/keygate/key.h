@@ -136,8 +136,9 @@ struct KeyRecord {
   friend bool operator==(const KeyRecord&, const KeyRecord&) = default;
 };
 
-// One line, for logs: id, name, kind, environment, state, version. Never a
-// secret (the record holds none) and not the digest.
+// One line, for logs: id, name, kind, environment, state, version, text
+// with control characters escaped (\n, \x1b, ...). Never a secret (the
+// record holds none) and not the digest.
 std::ostream& operator<<(std::ostream& os, const KeyRecord& record);
 
 }  // namespace keygate
