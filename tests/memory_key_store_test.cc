@@ -25,6 +25,12 @@ KEYGATE_KEY_STORE_CONFORMANCE(Memory, "[memory]", std::make_shared<keygate::Memo
 KEYGATE_KSC_CASE_(Memory, "[memory]", "touching last_used is not a change",
                   TouchLastUsedIsNotAChange, std::make_shared<keygate::MemoryKeyStore>())
 
+// Both bundled stores make a write wait for a callback round that covers it,
+// so that an in-process Verifier has seen a revoke when Revoke() returns.
+KEYGATE_KSC_CASE_(Memory, "[memory][concurrent]",
+                  "a write waits for a callback already running on another thread",
+                  WriteWaitsForRunningCallback, std::make_shared<keygate::MemoryKeyStore>())
+
 // KeyStore's default TouchLastUsed (Get + Update), for stores without their
 // own: the same forward-only semantics.
 KEYGATE_KSC_CASE_(DefaultTouch, "[memory]", "touching last_used moves it forward only",

@@ -7,6 +7,10 @@ if(TARGET keygate_sqlite)
   keygate_add_test(sqlite_key_store_test SOURCES sqlite_key_store_test.cc
     LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite store concurrent TIMEOUT 120)
 
+  # Several processes (fork()ed, no threads) opening one new file at once.
+  keygate_add_test(sqlite_open_test SOURCES sqlite_open_test.cc
+    LIBS keygate::sqlite LABELS sqlite store TIMEOUT 120)
+
   # The second process of the crash and cross-process tests.
   add_executable(sqlite_test_helper sqlite_helper_main.cc)
   target_link_libraries(sqlite_test_helper PRIVATE keygate::sqlite keygate::keygate)

@@ -33,6 +33,7 @@
 #include "keygate/reference_verifier.h"
 #include "keygate/token.h"
 #include "sqlite/schema.h"
+#include "sqlite/sqlite_db.h"
 #include "sqlite_test_util.h"
 
 namespace keygate {
@@ -181,6 +182,92 @@ TEST_CASE("SQLite store refuses a read-only file and leaves it untouched", "[sql
   auto again = OpenAt(path);
   REQUIRE(again.ok());
   CHECK((*again)->Get("key_ro").ok());
+}
+
+TEST_CASE("SQLite store names a read-only directory as the cause (root included)",
+          "[sqlite][errors]") {
+  TempDir dir;
+  const std::string sub = dir.File("locked");
+  REQUIRE(::mkdir(sub.c_str(), 0700) == 0);
+  const std::string path = sub + "/k.db";
+  {
+    auto store = OpenAt(path);
+    REQUIRE(store.ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_dir")).ok());
+  }
+  REQUIRE_FALSE(Exists(path + "-wal"));  // the last close removed the journal files
+  // The file stays writable; only the directory, where WAL mode must create
+  // k.db-wal and k.db-shm, is read-only (mode bits: root too is refused).
+  REQUIRE(::chmod(sub.c_str(), 0555) == 0);
+  const std::string before = ReadFile(path);
+  auto store = OpenAt(path);
+  SqliteOptions fresh;
+  fresh.create_if_missing = true;
+  auto created = OpenAt(sub + "/new.db", fresh);
+  REQUIRE(::chmod(sub.c_str(), 0700) == 0);  // before any REQUIRE can leave it locked
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kPermissionDenied);
+  CHECK_THAT(Message(store.status()), Catch::Contains(path));
+  CHECK_THAT(Message(store.status()), Catch::Contains("directory '" + sub + "' is not writable"));
+  CHECK(ReadFile(path) == before);
+  REQUIRE_FALSE(created.ok());
+  CHECK(created.status().code() == absl::StatusCode::kPermissionDenied);
+  CHECK_THAT(Message(created.status()), Catch::Contains("directory '" + sub + "'"));
+  CHECK_FALSE(Exists(sub + "/new.db"));
+  // Writable again: the data is all there.
+  auto again = OpenAt(path);
+  REQUIRE(again.ok());
+  CHECK((*again)->Get("key_dir").ok());
+}
+
+TEST_CASE("SQLite store refuses a symbolic link and says so", "[sqlite][errors]") {
+  TempDir dir;
+  const std::string real = dir.File("real.db");
+  {
+    auto store = OpenAt(real);
+    REQUIRE(store.ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_link")).ok());
+  }
+  const std::string before = ReadFile(real);
+  const std::string link = dir.File("link.db");
+  REQUIRE(::symlink(real.c_str(), link.c_str()) == 0);
+  const std::string dangling = dir.File("dangling.db");
+  const std::string nowhere = dir.File("nowhere.db");
+  REQUIRE(::symlink(nowhere.c_str(), dangling.c_str()) == 0);
+  for (const std::string& path : {link, dangling}) {
+    INFO(path);
+    auto store = OpenAt(path);
+    REQUIRE_FALSE(store.ok());
+    CHECK(store.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(Message(store.status()), Catch::Contains(path));
+    CHECK_THAT(Message(store.status()), Catch::Contains("is a symbolic link"));
+    CHECK_THAT(Message(store.status()), Catch::Contains("pass the link's target"));
+  }
+  CHECK(ReadFile(real) == before);
+  CHECK_FALSE(Exists(nowhere));  // nothing created through the dangling link
+  CHECK(OpenAt(real).ok());      // the target itself opens
+}
+
+TEST_CASE("SQLite store opens a file in a symbolically linked directory", "[sqlite]") {
+  // Only the file itself must not be a link: linked directories are common
+  // (/var/run -> /run), and SQLite's NOFOLLOW would refuse them too.
+  TempDir dir;
+  const std::string real = dir.File("real");
+  REQUIRE(::mkdir(real.c_str(), 0700) == 0);
+  const std::string linked = dir.File("linked");
+  REQUIRE(::symlink(real.c_str(), linked.c_str()) == 0);
+  {
+    auto created = OpenAt(linked + "/new.db");
+    INFO(created.status().ToString());
+    REQUIRE(created.ok());
+    REQUIRE((*created)->Insert(MakeRecord("key_via_link")).ok());
+    CHECK(Exists(real + "/new.db-wal"));  // the journal files sit next to the real file
+  }
+  auto reopened = OpenAt(linked + "/new.db");
+  INFO(reopened.status().ToString());
+  REQUIRE(reopened.ok());
+  CHECK((*reopened)->Get("key_via_link").ok());
+  CHECK(RawInt(real + "/new.db", "SELECT count(*) FROM keys") == 1);
 }
 
 TEST_CASE("SQLite store refuses a file that is not a database and leaves it untouched",
@@ -455,6 +542,103 @@ TEST_CASE("SQLite store migrates a version-1 file and keeps its data", "[sqlite]
   CHECK(s.CheckIntegrity().ok());
 }
 
+// A file as schema version 2 left it when a deleted id was inserted again:
+// the id's old tombstones stayed in the change log next to its live row, and
+// an id deleted twice had two tombstones.
+void WriteVersion2File(const std::string& path) {
+  RawExec(path, internal::kMigrations[0]);
+  RawExec(path, internal::kMigrations[1]);
+  RawExec(path, absl::StrCat("PRAGMA user_version = 2; PRAGMA application_id = ",
+                             SqliteKeyStore::kApplicationId)
+                    .c_str());
+  RawExec(path, R"sql(
+    INSERT INTO keys(pk, id, name, name_lower, description, owner, kind, environment, scopes,
+      state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
+      rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
+      previous_digest, previous_hint, previous_valid_until_us, version, change_seq)
+    VALUES
+      (1, 'key_stay', 'Stay', 'stay', '', 'alice', 2, 'production', '[]', 1, 1000000, 1000000,
+       NULL, NULL, NULL, NULL, NULL, '', '[]', '{}', zeroblob(32), 'kg_live_...aaaa', NULL, NULL,
+       NULL, 1, 1),
+      (6, 'key_back', 'Back', 'back', '', 'bob', 2, 'production', '[]', 1, 2000000, 2000000,
+       NULL, NULL, NULL, NULL, NULL, '', '[]', '{}',
+       X'6666666666666666666666666666666666666666666666666666666666666666', 'kg_live_...bbbb',
+       NULL, NULL, NULL, 1, 6);
+    INSERT INTO digests(digest, key_pk, slot) VALUES
+      (zeroblob(32), 1, 0),
+      (X'6666666666666666666666666666666666666666666666666666666666666666', 6, 0);
+    -- key_back: inserted (2), deleted (3), inserted (4), deleted (5), inserted (6);
+    -- key_gone: inserted (7), deleted (8), inserted (9), deleted (10).
+    INSERT INTO changes(sequence, key_id, key_pk) VALUES
+      (1, 'key_stay', 1), (3, 'key_back', 2), (5, 'key_back', 4), (6, 'key_back', 6),
+      (8, 'key_gone', 7), (10, 'key_gone', 9);
+    INSERT INTO key_names(rowid, name_key) VALUES (1, 'stay' || char(1)), (6, 'back' || char(1));
+  )sql");
+}
+
+TEST_CASE("SQLite store migrates a version-2 file to one change-log row per key id",
+          "[sqlite][schema]") {
+  TempDir dir;
+  const std::string path = dir.File("v2.db");
+  WriteVersion2File(path);
+  auto ids_since = [](SqliteKeyStore& s, std::uint64_t after) {
+    absl::StatusOr<ChangeBatch> b = s.ChangesSince(after, 100);
+    REQUIRE(b.ok());
+    std::vector<std::string> out;
+    for (const Change& c : b->changes) {
+      out.push_back(absl::StrCat(c.key_id, "@", c.sequence, c.record.has_value() ? "" : "-"));
+    }
+    return out;
+  };
+  auto store = OpenAt(path);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  SqliteKeyStore& s = **store;
+  CHECK(RawInt(path, "PRAGMA user_version") == SqliteKeyStore::kSchemaVersion);
+  CHECK(RawInt(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'changes_tombstones'") == 1);
+  CHECK(s.CheckIntegrity().ok());
+  CHECK(*s.LastSequence() == 10);
+  CHECK(ids_since(s, 0) == std::vector<std::string>{"key_stay@1", "key_back@6", "key_gone@10-"});
+  CHECK(ids_since(s, 6) == std::vector<std::string>{"key_gone@10-"});
+  CHECK(RawInt(path, "SELECT count(*) FROM changes") == 3);
+  // The migrated tombstone is one like a new delete leaves: inserting the id
+  // again replaces it.
+  REQUIRE(s.Insert(MakeRecord("key_gone")).ok());
+  CHECK(ids_since(s, 0) == std::vector<std::string>{"key_stay@1", "key_back@6", "key_gone@11"});
+  REQUIRE(s.Delete("key_back", std::nullopt).ok());
+  REQUIRE(s.Insert(MakeRecord("key_back")).ok());
+  CHECK(ids_since(s, 6) == std::vector<std::string>{"key_gone@11", "key_back@13"});
+  CHECK(s.Get("key_stay").ok());
+}
+
+TEST_CASE("SQLite List caches one statement per filter shape and not one per limit",
+          "[sqlite][list]") {
+  auto store = OpenTempSqliteStore();
+  for (const char* id : {"key_l1", "key_l2", "key_l3"}) {
+    REQUIRE(store->Insert(MakeRecord(id)).ok());
+  }
+  auto cached = [&] { return internal::SqliteKeyStoreTestPeer::StatementCacheSize(*store); };
+  ListOptions o;
+  o.limit = 1;
+  REQUIRE(store->List(o).ok());
+  o.filter.owner = "alice";
+  REQUIRE(store->List(o).ok());
+  const std::size_t shapes = cached();
+  for (std::size_t limit = 1; limit <= kMaxListLimit; limit += 7) {
+    for (const bool by_owner : {false, true}) {
+      ListOptions l;
+      l.limit = limit;
+      if (by_owner) l.filter.owner = MakeRecord("key_l1").owner;
+      absl::StatusOr<ListPage> page = store->List(l);
+      REQUIRE(page.ok());
+      // The bound limit still limits.
+      CHECK(page->keys.size() == std::min<std::size_t>(limit, 3));
+      CHECK(page->next_cursor.empty() == (limit >= 3));
+    }
+  }
+  CHECK(cached() == shapes);
+}
+
 TEST_CASE("SQLite name search filters trigram candidates to true substrings", "[sqlite][list]") {
   // The index holds no positions, so a name holding every trigram of the
   // needle, but not the needle, is a candidate that must be filtered out.
@@ -679,6 +863,25 @@ TEST_CASE("SQLite store can be destroyed from inside its subscription callback",
   store.reset();
   CHECK(conformance::WaitFor([&] { return done.load(); }, absl::Seconds(5)));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
+}  // namespace
+}  // namespace keygate
+
+namespace keygate {
+namespace {
+
+TEST_CASE("SQLite store refuses a file: URI as a path", "[sqlite][open]") {
+  testing::TempDir dir;
+  for (const std::string& uri :
+       {std::string("file::memory:"), "file:" + dir.path() + "/k.db?mode=memory"}) {
+    SqliteOptions o;
+    o.path = uri;
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    CHECK(store.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(store.status().message()), Catch::Contains("URI"));
+  }
+  CHECK(std::filesystem::is_empty(dir.path()));  // nothing created
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Schema of the SQLite store (schema.h).
 //
-// Tables (version 2; what changed from version 1 is at the end):
+// Tables (version 3; what changed in versions 2 and 3 is at the end):
 //   keys      one row per key. `pk` is an internal integer id (FTS rowid,
 //             digests and change-log link); `id` is the public key id. Lists and maps
 //             are JSON text; times are integer microseconds since the Unix
@@ -14,15 +14,17 @@
 //             secrets, which a unique index on keys.digest alone could not.
 //             No foreign key and no index by key_pk: the store removes a
 //             key's digests by value (it knows them from the keys row).
-//   changes   the change log: one row per key holding the sequence of its
-//             latest change (the key's older row is deleted when it changes
-//             again; AUTOINCREMENT never reuses a sequence, not even after a
-//             delete). A new key's pk is the sequence of its insert, so pks
-//             are never reused either; changes.key_pk and keys.change_seq
-//             point at each other, and reading the log is a range scan plus
-//             a rowid lookup per key. A deleted key keeps its row as a
-//             tombstone so followers learn about the delete; if the same id
-//             is inserted again, the old tombstone is skipped when read.
+//   changes   the change log: one row per key id holding the sequence of
+//             its latest change (the key's older row is deleted when it
+//             changes again; AUTOINCREMENT never reuses a sequence, not even
+//             after a delete). A new key's pk is the sequence of its insert,
+//             so pks are never reused either; changes.key_pk and
+//             keys.change_seq point at each other, and reading the log is a
+//             range scan plus a rowid lookup per key. A deleted key keeps its
+//             row as a tombstone (key_pk 0) so followers learn about the
+//             delete; inserting the same id again removes the tombstone
+//             (found through the partial index changes_tombstones), so the
+//             feed never lists an id twice.
 //   key_names FTS5 trigram index over keys.name_key (external content), the
 //             lowered name plus a U+0001 terminator, so that every occurrence
 //             of a 2-character needle starts some trigram (key_names_vocab
@@ -51,6 +53,15 @@
 // the foreign key made every digest insert look its parent up. key_names is
 // rebuilt with detail=none and columnsize=0: no position lists, no
 // key_names_docsize table. Together: ~75 k keys/s (bench/README.md).
+//
+// Version 3 (from 2): an id deleted and inserted again left its old
+// tombstones in the log, so ChangesSince listed the id once per past delete
+// (key_store.h promises one entry per key). Tombstones are now marked by
+// key_pk 0 and indexed by id (a partial index: live keys' rows are not in
+// it, so inserts of new ids pay one lookup in a small index), and an insert
+// removes the id's tombstone. The migration marks the existing tombstones
+// and drops those of ids that are live again or were deleted again later (a
+// rowid lookup per change row: about a second at a million keys).
 
 #include "sqlite/schema.h"
 
@@ -133,6 +144,18 @@ CREATE TABLE digests_v2 (
 INSERT INTO digests_v2(digest, key_pk, slot) SELECT digest, key_pk, slot FROM digests;
 DROP TABLE digests;
 ALTER TABLE digests_v2 RENAME TO digests;
+)sql",
+    // 2 -> 3: one change row per key id (see above). A row that is not its
+    // live key's latest change is a tombstone; of an id's tombstones only the
+    // newest stays, and none if the id is live again.
+    R"sql(
+UPDATE changes SET key_pk = 0 WHERE NOT EXISTS
+  (SELECT 1 FROM keys k WHERE k.pk = changes.key_pk AND k.change_seq = changes.sequence);
+CREATE INDEX changes_tombstones ON changes(key_id) WHERE key_pk = 0;
+DELETE FROM changes WHERE key_pk = 0 AND (
+  EXISTS (SELECT 1 FROM keys k WHERE k.id = changes.key_id) OR
+  sequence < (SELECT max(c2.sequence) FROM changes c2
+              WHERE c2.key_id = changes.key_id AND c2.key_pk = 0));
 )sql",
 };
 

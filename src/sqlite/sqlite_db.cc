@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace keygate::internal {
@@ -83,9 +85,11 @@ std::string_view Statement::Blob(int col) const {
   return {static_cast<const char*>(p), static_cast<std::size_t>(n)};
 }
 
-absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path, int flags) {
+absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path, int flags,
+                                                         const std::string& open_path) {
   sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  const std::string& target = open_path.empty() ? path : open_path;
+  const int rc = sqlite3_open_v2(target.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   if (raw == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat("sqlite ", path, ": open: out of memory"));
   }
@@ -134,10 +138,35 @@ absl::StatusOr<std::int64_t> SqliteDb::QueryInt(std::string_view sql, std::strin
 
 void SqliteDb::SetBusyTimeout(absl::Duration timeout) {
   busy_timeout_ = timeout;
-  const std::int64_t ms = absl::ToInt64Milliseconds(timeout);
-  sqlite3_busy_timeout(
-      db_, static_cast<int>(ms > std::numeric_limits<int>::max() ? std::numeric_limits<int>::max()
-                                                                 : ms));
+  sqlite3_busy_handler(db_, &SqliteDb::BusyHandler, this);
+}
+
+int SqliteDb::BusyHandler(void* self, int count) {
+  auto* db = static_cast<SqliteDb*>(self);
+  const absl::Time now = absl::Now();
+  if (count == 0) {  // a new wait
+    db->busy_since_ = now;
+    db->busy_gave_up_ = false;
+  }
+  const absl::Duration left = db->busy_timeout_ - (now - db->busy_since_);
+  if (left <= absl::ZeroDuration()) {
+    db->busy_gave_up_ = true;
+    return 0;
+  }
+  // Short sleeps first (a lock is usually held for one commit), then 100 ms.
+  static constexpr int kDelaysMs[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50};
+  constexpr int kDelays = static_cast<int>(sizeof(kDelaysMs) / sizeof(kDelaysMs[0]));
+  const absl::Duration delay = absl::Milliseconds(count < kDelays ? kDelaysMs[count] : 100);
+  absl::SleepFor(std::min(delay, left));
+  return 1;
+}
+
+absl::Status SqliteDb::BusyTimeoutError(std::string_view what) const {
+  busy_gave_up_ = false;  // reported
+  return absl::UnavailableError(
+      absl::StrCat("sqlite ", path_, ": ", std::string(what),
+                   ": database is locked by another connection (busy timeout of ",
+                   absl::ToInt64Milliseconds(busy_timeout_), " ms exceeded)"));
 }
 
 absl::Status SqliteDb::Error(int rc, std::string_view what) const {
@@ -150,10 +179,15 @@ absl::Status SqliteDb::Error(int rc, std::string_view what) const {
   std::string detail = errmsg != nullptr ? errmsg : errstr;
   switch (primary) {
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
+    case SQLITE_LOCKED: {
+      if (busy_gave_up_) return BusyTimeoutError(what);
+      // SQLite gave up without waiting (it does when waiting could deadlock,
+      // or for a lock it never waits for); retrying later may succeed.
       return absl::UnavailableError(
-          absl::StrCat(prefix, "database is locked by another connection (busy timeout of ",
-                       absl::ToInt64Milliseconds(busy_timeout_), " ms exceeded)"));
+          absl::StrCat(prefix,
+                       "database is locked by another connection (SQLite could not wait for this "
+                       "lock; try again)"));
+    }
     case SQLITE_READONLY:
     case SQLITE_PERM:
     case SQLITE_AUTH:

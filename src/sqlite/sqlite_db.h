@@ -9,6 +9,7 @@
 
 #include <sqlite3.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -19,6 +20,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+
+namespace keygate {
+class SqliteKeyStore;
+}  // namespace keygate
 
 namespace keygate::internal {
 
@@ -65,9 +70,11 @@ class Statement {
 
 class SqliteDb {
  public:
-  // Opens a connection. `flags` as sqlite3_open_v2 (SQLITE_OPEN_NOMUTEX is
-  // added: callers serialise access). Messages name `path`.
-  static absl::StatusOr<std::unique_ptr<SqliteDb>> Open(const std::string& path, int flags);
+  // Opens a connection to `open_path` (empty: `path`). `flags` as
+  // sqlite3_open_v2 (SQLITE_OPEN_NOMUTEX is added: callers serialise
+  // access). Messages name `path`, the caller's spelling.
+  static absl::StatusOr<std::unique_ptr<SqliteDb>> Open(const std::string& path, int flags,
+                                                        const std::string& open_path = "");
 
   ~SqliteDb();
   SqliteDb(const SqliteDb&) = delete;
@@ -79,17 +86,30 @@ class SqliteDb {
   // Runs SQL with no results (may hold several statements).
   absl::Status Exec(const char* sql, std::string_view what);
 
-  // A prepared statement from the cache (prepared on first use).
+  // A prepared statement from the cache (prepared on first use). Statements
+  // stay cached for the connection's lifetime: callers bind values rather
+  // than inline them, so the cache is bounded by the number of query shapes.
   absl::StatusOr<Statement> Prepare(std::string_view sql);
+  std::size_t statement_cache_size() const { return cache_.size(); }
 
   // A single integer from a one-row query (PRAGMAs, counts).
   absl::StatusOr<std::int64_t> QueryInt(std::string_view sql, std::string_view what);
 
+  // How long a statement waits for a lock another connection holds. Our own
+  // busy handler rather than sqlite3_busy_timeout: it records whether a
+  // wait ran out, so that Error says "busy timeout exceeded" only when it
+  // did (SQLite also returns SQLITE_BUSY without waiting at all, e.g. when
+  // changing the journal mode while another connection reads).
   void SetBusyTimeout(absl::Duration timeout);
   absl::Duration busy_timeout() const { return busy_timeout_; }
 
+  // The kUnavailable status for a lock still held after the busy timeout.
+  absl::Status BusyTimeoutError(std::string_view what) const;
+
   // The status for result code `rc` while doing `what`:
-  //   BUSY/LOCKED              kUnavailable ("database is locked ... busy timeout")
+  //   BUSY/LOCKED              kUnavailable ("database is locked by another
+  //                            connection", and "busy timeout of N ms exceeded"
+  //                            only when the busy handler waited that long)
   //   READONLY/PERM/AUTH       kPermissionDenied
   //   CANTOPEN                 kNotFound (ENOENT) or kPermissionDenied (EACCES) or kUnavailable
   //   NOTADB                   kFailedPrecondition
@@ -103,9 +123,13 @@ class SqliteDb {
 
  private:
   SqliteDb(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  static int BusyHandler(void* self, int count);
+
   sqlite3* db_;
   std::string path_;
   absl::Duration busy_timeout_ = absl::ZeroDuration();
+  absl::Time busy_since_;              // when the current wait for a lock began
+  mutable bool busy_gave_up_ = false;  // the last wait ran out (until reported)
   absl::flat_hash_map<std::string, sqlite3_stmt*> cache_;
 };
 
@@ -125,6 +149,12 @@ class WriteTransaction {
  private:
   SqliteDb* db_;
   bool open_ = false;
+};
+
+// What tests may look at inside a SqliteKeyStore (sqlite_key_store.cc).
+struct SqliteKeyStoreTestPeer {
+  // The number of statements the store's connection keeps prepared.
+  static std::size_t StatementCacheSize(SqliteKeyStore& store);
 };
 
 // Time <-> integer microseconds since the Unix epoch. Infinite times map to

@@ -4,9 +4,10 @@
 // in BEGIN IMMEDIATE transactions so a writer waits for another process's
 // write lock (busy timeout) before it reads anything, instead of failing on a
 // lock upgrade half-way. Subscribers are called by the writer itself after
-// its commit (same process) or by a poller thread that watches PRAGMA
-// data_version on its own connection (other processes); never under the
-// store mutex.
+// its commit (same process; or the writer waits for a callback round already
+// running on another thread to cover its commit) or by a poller thread that
+// watches PRAGMA data_version on its own connection (other processes); never
+// under the store mutex.
 
 #include "keygate/sqlite/sqlite_key_store.h"
 
@@ -21,6 +22,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -36,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 
@@ -194,45 +197,72 @@ struct SubscriberState {
   std::mutex mu;
   std::condition_variable idle;
   bool active = true;    // false once the Subscription is being destroyed
-  bool running = false;  // a thread is inside `callback`
-  bool pending = false;  // a notification arrived while it ran
+  bool running = false;  // a thread is inside the round loop
   std::thread::id runner;
+  std::uint64_t requested = 0;  // notifications received
+  std::uint64_t completed = 0;  // every notification <= this was followed by a whole round
   const std::function<void()> callback;
 };
 
-// Runs the callback, unless it is already running on another thread: then
-// that thread runs it once more. So a callback never runs on two threads at
-// once, and no notification is lost.
-void Notify(const std::shared_ptr<SubscriberState>& s) {
+// How many subscriber callbacks the current thread is inside (any store's).
+thread_local int callback_depth = 0;
+
+// Delivers one notification: returns once a callback round that STARTED after
+// it has finished, so the write that notified returns only after its
+// subscribers have seen it, even when a round (the poller's, another
+// writer's) is already running on another thread: then this thread waits,
+// and that thread runs one more round. A callback never runs on two threads
+// at once and no notification is lost.
+//
+// Three cases return without waiting (the running round's loop still
+// covers the notification): `wait` false (the poller: no write waits on it,
+// and a store destroyed inside a callback joins the poller, which must not
+// be waiting for that very callback); a write from inside this subscriber's
+// own callback (waiting would wait for itself); and a write from inside any
+// other callback (two callbacks each writing, each waiting for the other's
+// round, would deadlock). Such a write may return before the other
+// subscribers have seen it.
+void Notify(const std::shared_ptr<SubscriberState>& s, bool wait) {
   std::unique_lock<std::mutex> lock(s->mu);
-  if (!s->active) return;
-  if (s->running) {
-    s->pending = true;
-    return;
+  const std::uint64_t ticket = ++s->requested;
+  const std::thread::id self = std::this_thread::get_id();
+  for (;;) {
+    if (!s->active || s->completed >= ticket) return;
+    if (!s->running) break;
+    if (!wait || s->runner == self || callback_depth > 0) return;
+    s->idle.wait(lock);
   }
   s->running = true;
-  s->runner = std::this_thread::get_id();
-  do {
-    s->pending = false;
+  s->runner = self;
+  while (s->active && s->completed < s->requested) {
+    const std::uint64_t round = s->requested;
     lock.unlock();
+    ++callback_depth;
     s->callback();
+    --callback_depth;
     lock.lock();
-  } while (s->active && s->pending);
+    s->completed = round;
+    s->idle.notify_all();
+  }
   s->running = false;
   s->runner = std::thread::id();
   s->idle.notify_all();
 }
 
 // Tells subscribers about commits: this process's own, at once on the
-// committing thread (after the store mutex is released, before the write
-// returns, so a Verifier that applies changes in its callback rejects a
-// revoked key as soon as Revoke() returns); other processes', from a poller
-// thread that checks PRAGMA data_version on its own connection every poll
-// interval. The poller starts with the first Subscribe.
+// committing thread, or by waiting for a round on another thread (Notify),
+// after the store mutex is released and before the write returns, so a
+// Verifier that applies changes in its callback rejects a revoked key as soon
+// as Revoke() returns; other processes', from a poller thread that checks
+// PRAGMA data_version on its own connection every poll interval. The poller
+// starts with the first Subscribe.
 class Notifier : public std::enable_shared_from_this<Notifier> {
  public:
-  Notifier(std::string path, bool in_memory, absl::Duration interval)
-      : path_(std::move(path)), in_memory_(in_memory), interval_(interval) {}
+  Notifier(std::string path, std::string open_path, bool in_memory, absl::Duration interval)
+      : path_(std::move(path)),
+        open_path_(std::move(open_path)),
+        in_memory_(in_memory),
+        interval_(interval) {}
 
   ~Notifier() { StopAndJoin(); }
 
@@ -240,7 +270,8 @@ class Notifier : public std::enable_shared_from_this<Notifier> {
     std::lock_guard<std::mutex> lock(mu_);
     if (started_) return absl::OkStatus();
     if (!in_memory_) {
-      absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path_, SQLITE_OPEN_READWRITE);
+      absl::StatusOr<std::unique_ptr<SqliteDb>> db =
+          SqliteDb::Open(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, open_path_);
       if (!db.ok()) return db.status();
       poll_db_ = *std::move(db);
       poll_db_->SetBusyTimeout(absl::Milliseconds(100));
@@ -270,7 +301,7 @@ class Notifier : public std::enable_shared_from_this<Notifier> {
   // the calling thread.
   void Committed() {
     if (!has_subscribers_.load(std::memory_order_acquire)) return;
-    Dispatch();
+    Dispatch(/*wait=*/true);
   }
 
   void StopAndJoin() {
@@ -305,7 +336,7 @@ class Notifier : public std::enable_shared_from_this<Notifier> {
       absl::StatusOr<std::int64_t> v = poll_db_->QueryInt("PRAGMA data_version", "poll");
       if (v.ok() && *v != data_version_) {
         data_version_ = *v;
-        Dispatch();
+        Dispatch(/*wait=*/false);
       }
       lock.lock();
     }
@@ -313,16 +344,17 @@ class Notifier : public std::enable_shared_from_this<Notifier> {
     poll_db_.reset();
   }
 
-  void Dispatch() {
+  void Dispatch(bool wait) {
     std::vector<std::shared_ptr<SubscriberState>> subs;
     {
       std::lock_guard<std::mutex> lock(subs_mu_);
       subs = subs_;
     }
-    for (const std::shared_ptr<SubscriberState>& s : subs) Notify(s);
+    for (const std::shared_ptr<SubscriberState>& s : subs) Notify(s, wait);
   }
 
   const std::string path_;
+  const std::string open_path_;  // what SQLite opens (OpenPath)
   const bool in_memory_;
   const absl::Duration interval_;
 
@@ -350,6 +382,7 @@ class SqliteSubscription final : public Subscription {
     {
       std::unique_lock<std::mutex> lock(sub_->mu);
       sub_->active = false;
+      sub_->idle.notify_all();  // writers waiting for a round: it is not coming
       const std::thread::id self = std::this_thread::get_id();
       sub_->idle.wait(lock, [&] { return !sub_->running || sub_->runner == self; });
     }
@@ -375,13 +408,59 @@ std::string DirectoryOf(const std::string& path) {
   return path.substr(0, slash);
 }
 
+absl::Status CheckDirectoryWritable(const std::string& path, const std::string& dir,
+                                    const struct stat& dst) {
+  if ((dst.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) != 0 && ::access(dir.c_str(), W_OK) == 0) {
+    return absl::OkStatus();
+  }
+  return PathError(absl::StatusCode::kPermissionDenied, path,
+                   absl::StrFormat("directory '%s' is not writable (mode %04o); keygate needs to "
+                                   "create the database's journal files (-wal, -shm) there",
+                                   dir, dst.st_mode & 07777));
+}
+
+// The path SQLite opens: the file's name in its directory's canonical path.
+// SQLITE_OPEN_NOFOLLOW refuses a symbolic link anywhere in the path, and a
+// linked directory is common and harmless (/var/run -> /run on Debian; /tmp
+// on macOS); only the file itself must not be a link, which PrepareFile
+// checked and NOFOLLOW still enforces when SQLite opens it (no window for a
+// link swapped in between). If the directory cannot be resolved, the path
+// as given (SQLite then says why it cannot open it).
+std::string OpenPath(const std::string& path) {
+  const std::size_t slash = path.rfind('/');
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  char* dir = ::realpath(DirectoryOf(path).c_str(), nullptr);
+  if (dir == nullptr) return path;
+  const std::string real_dir(dir);
+  std::free(dir);
+  return absl::StrCat(real_dir, real_dir == "/" ? "" : "/", name);
+}
+
 // Checks the file system before SQLite touches anything, so each bad
 // condition gets its own clear message, and creates a new file with mode
 // 0600 ourselves (SQLite would use 0644 & ~umask).
+//
+// A directory nobody may write is refused like a read-only file (even when
+// running as root): WAL mode creates `<file>-wal` and `<file>-shm` next to
+// the file and removes them on the last close, so a writable file in a
+// read-only directory would fail with SQLite's "attempt to write a readonly
+// database", which blames the file.
+//
+// A symbolic link to the file is refused, deliberately (the file is created
+// with O_NOFOLLOW and opened with SQLITE_OPEN_NOFOLLOW): a link planted where
+// the database should be would otherwise make a process that runs as root
+// write keygate's tables into whatever file the link names. lstat() first,
+// so the refusal says so instead of SQLite's "unable to open". Linked
+// directories are fine (OpenPath).
 absl::Status PrepareFile(const SqliteOptions& o) {
   const std::string& path = o.path;
   struct stat st;
-  if (::stat(path.c_str(), &st) == 0) {
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (S_ISLNK(st.st_mode)) {
+      return PathError(absl::StatusCode::kFailedPrecondition, path,
+                       "is a symbolic link (keygate opens regular files only; pass the link's "
+                       "target)");
+    }
     if (!S_ISREG(st.st_mode)) {
       return PathError(absl::StatusCode::kFailedPrecondition, path, "not a regular file");
     }
@@ -393,7 +472,10 @@ absl::Status PrepareFile(const SqliteOptions& o) {
                                        "to write it",
                                        st.st_mode & 07777));
     }
-    return absl::OkStatus();
+    const std::string dir = DirectoryOf(path);
+    struct stat dst;
+    if (::stat(dir.c_str(), &dst) != 0) return absl::OkStatus();  // SQLite will say why
+    return CheckDirectoryWritable(path, dir, dst);
   }
   const int stat_errno = errno;
   if (stat_errno != ENOENT) {
@@ -411,10 +493,19 @@ absl::Status PrepareFile(const SqliteOptions& o) {
     return PathError(absl::StatusCode::kNotFound, path,
                      "database file does not exist (create_if_missing is false)");
   }
+  if (absl::Status s = CheckDirectoryWritable(path, dir, dst); !s.ok()) return s;
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
     const int err = errno;
-    if (err == EEXIST) return absl::OkStatus();  // created concurrently: fine
+    if (err == EEXIST) {
+      // Created concurrently: fine; or a dangling symbolic link.
+      if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+        return PathError(absl::StatusCode::kFailedPrecondition, path,
+                         "is a symbolic link (keygate opens regular files only; pass the link's "
+                         "target)");
+      }
+      return absl::OkStatus();
+    }
     const absl::StatusCode code = (err == EACCES || err == EPERM || err == EROFS)
                                       ? absl::StatusCode::kPermissionDenied
                                       : absl::StatusCode::kUnavailable;
@@ -424,6 +515,94 @@ absl::Status PrepareFile(const SqliteOptions& o) {
   (void)::fchmod(fd, 0600);
   ::close(fd);
   return absl::OkStatus();
+}
+
+// What the file says it is.
+struct Header {
+  std::int64_t application_id = 0;
+  std::int64_t user_version = 0;
+  std::int64_t schema_objects = 0;
+};
+
+// Reads the header fields. Outside a transaction they are read in one read
+// transaction: read one by one, a process opening a new file could see
+// application_id 0 before another process's migration committed and the
+// schema objects after it (and call the file another application's).
+absl::StatusOr<Header> ReadHeader(SqliteDb& db, bool own_transaction) {
+  if (own_transaction) {
+    if (absl::Status s = db.Exec("BEGIN", "read header"); !s.ok()) return s;
+  }
+  Header h;
+  absl::Status status = [&]() -> absl::Status {
+    absl::StatusOr<std::int64_t> app_id = db.QueryInt("PRAGMA application_id", "read header");
+    if (!app_id.ok()) return app_id.status();
+    absl::StatusOr<std::int64_t> version = db.QueryInt("PRAGMA user_version", "read header");
+    if (!version.ok()) return version.status();
+    absl::StatusOr<std::int64_t> objects =
+        db.QueryInt("SELECT count(*) FROM sqlite_schema", "read schema");
+    if (!objects.ok()) return objects.status();
+    h = Header{*app_id, *version, *objects};
+    return absl::OkStatus();
+  }();
+  if (own_transaction) {
+    // A read transaction: COMMIT only ends it (and ROLLBACK would too).
+    absl::Status end = db.Exec("COMMIT", "read header");
+    if (status.ok()) status = end;
+  }
+  if (!status.ok()) return status;
+  return h;
+}
+
+// Is the file ours (or empty), at a version this build can read?
+absl::Status CheckHeader(const Header& h, const std::string& path) {
+  if (h.application_id != 0 && h.application_id != SqliteKeyStore::kApplicationId) {
+    return PathError(absl::StatusCode::kFailedPrecondition, path,
+                     absl::StrFormat("not a keygate database (application_id 0x%08x belongs to "
+                                     "another application)",
+                                     static_cast<std::uint32_t>(h.application_id)));
+  }
+  if (h.user_version > SqliteKeyStore::kSchemaVersion) {
+    return PathError(absl::StatusCode::kFailedPrecondition, path,
+                     absl::StrCat("schema version ", h.user_version,
+                                  " was written by a newer keygate (this build supports up to ",
+                                  SqliteKeyStore::kSchemaVersion, "); upgrade keygate"));
+  }
+  if (h.application_id == 0 && h.schema_objects > 0) {
+    return PathError(absl::StatusCode::kFailedPrecondition, path,
+                     absl::StrCat("not a keygate database (it has ", h.schema_objects,
+                                  " schema objects of another application)"));
+  }
+  return absl::OkStatus();
+}
+
+// PRAGMA journal_mode=WAL. Switching needs every other connection out of
+// the file for a moment, and SQLite answers SQLITE_BUSY at once rather than
+// calling the busy handler, so retry until the busy timeout: several
+// processes opening a new file at once all try to switch.
+absl::Status SwitchToWal(SqliteDb& db, const std::string& path) {
+  const absl::Time deadline = absl::Now() + db.busy_timeout();
+  for (int attempt = 0;; ++attempt) {
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v2(db.raw(), "PRAGMA journal_mode=WAL", -1, &stmt, nullptr);
+    if (rc != SQLITE_OK) return db.Error(rc, "switch to WAL");
+    rc = sqlite3_step(stmt);
+    const unsigned char* mode = rc == SQLITE_ROW ? sqlite3_column_text(stmt, 0) : nullptr;
+    const bool wal =
+        mode != nullptr && std::strcmp(reinterpret_cast<const char*>(mode), "wal") == 0;
+    sqlite3_finalize(stmt);
+    if (rc == SQLITE_ROW) {
+      if (wal) return absl::OkStatus();
+      return PathError(absl::StatusCode::kUnavailable, path,
+                       "cannot switch to WAL journal mode (is the file on a network file "
+                       "system?)");
+    }
+    const int primary = rc & 0xFF;
+    if (primary != SQLITE_BUSY && primary != SQLITE_LOCKED) return db.Error(rc, "switch to WAL");
+    const absl::Time now = absl::Now();
+    if (now >= deadline) return db.BusyTimeoutError("switch to WAL");
+    absl::SleepFor(
+        std::min(absl::Milliseconds(attempt < 10 ? 1 + attempt * 2 : 25), deadline - now));
+  }
 }
 
 // Validates the file's identity and schema version, sets the connection up and
@@ -436,43 +615,12 @@ absl::Status ConfigureAndMigrate(SqliteDb& db, const SqliteOptions& o, bool in_m
     return PathError(absl::StatusCode::kPermissionDenied, path,
                      "database opened read-only; keygate needs to write it");
   }
-  absl::StatusOr<std::int64_t> app_id = db.QueryInt("PRAGMA application_id", "read header");
-  if (!app_id.ok()) return app_id.status();
-  absl::StatusOr<std::int64_t> version = db.QueryInt("PRAGMA user_version", "read header");
-  if (!version.ok()) return version.status();
-  if (*app_id != 0 && *app_id != SqliteKeyStore::kApplicationId) {
-    return PathError(absl::StatusCode::kFailedPrecondition, path,
-                     absl::StrFormat("not a keygate database (application_id 0x%08x belongs to "
-                                     "another application)",
-                                     static_cast<std::uint32_t>(*app_id)));
-  }
-  if (*version > SqliteKeyStore::kSchemaVersion) {
-    return PathError(absl::StatusCode::kFailedPrecondition, path,
-                     absl::StrCat("schema version ", *version,
-                                  " was written by a newer keygate (this build supports up to ",
-                                  SqliteKeyStore::kSchemaVersion, "); upgrade keygate"));
-  }
-  if (*app_id == 0) {
-    absl::StatusOr<std::int64_t> tables =
-        db.QueryInt("SELECT count(*) FROM sqlite_schema", "read schema");
-    if (!tables.ok()) return tables.status();
-    if (*tables > 0) {
-      return PathError(absl::StatusCode::kFailedPrecondition, path,
-                       absl::StrCat("not a keygate database (it has ", *tables,
-                                    " schema objects of another application)"));
-    }
-  }
+  absl::StatusOr<Header> header = ReadHeader(db, /*own_transaction=*/true);
+  if (!header.ok()) return header.status();
+  if (absl::Status s = CheckHeader(*header, path); !s.ok()) return s;
 
   if (!in_memory) {
-    absl::StatusOr<Statement> wal = db.Prepare("PRAGMA journal_mode=WAL");
-    if (!wal.ok()) return wal.status();
-    absl::StatusOr<bool> row = wal->Step();
-    if (!row.ok()) return row.status();
-    if (!*row || wal->Text(0) != "wal") {
-      return PathError(absl::StatusCode::kUnavailable, path,
-                       "cannot switch to WAL journal mode (is the file on a network file "
-                       "system?)");
-    }
+    if (absl::Status s = SwitchToWal(db, path); !s.ok()) return s;
   }
   const char* sync = o.synchronous == SqliteSynchronous::kNormal ? "PRAGMA synchronous=NORMAL"
                                                                  : "PRAGMA synchronous=FULL";
@@ -481,19 +629,16 @@ absl::Status ConfigureAndMigrate(SqliteDb& db, const SqliteOptions& o, bool in_m
   const std::string cache = absl::StrCat("PRAGMA cache_size=-", o.cache_kib);
   if (absl::Status s = db.Exec(cache.c_str(), "configure"); !s.ok()) return s;
 
-  if (*version == SqliteKeyStore::kSchemaVersion) return absl::OkStatus();
+  if (header->user_version == SqliteKeyStore::kSchemaVersion) return absl::OkStatus();
 
   WriteTransaction tx(&db);
   if (absl::Status s = tx.Begin(); !s.ok()) return s;
-  // Another process may have migrated while we waited for the lock.
-  absl::StatusOr<std::int64_t> current = db.QueryInt("PRAGMA user_version", "migrate");
+  // Another process may have migrated (or another application written) while
+  // we waited for the lock: check again, inside the transaction.
+  absl::StatusOr<Header> current = ReadHeader(db, /*own_transaction=*/false);
   if (!current.ok()) return current.status();
-  if (*current > SqliteKeyStore::kSchemaVersion) {
-    return PathError(absl::StatusCode::kFailedPrecondition, path,
-                     absl::StrCat("schema version ", *current, " is newer than this build's ",
-                                  SqliteKeyStore::kSchemaVersion, "; upgrade keygate"));
-  }
-  for (std::int64_t v = *current; v < SqliteKeyStore::kSchemaVersion; ++v) {
+  if (absl::Status s = CheckHeader(*current, path); !s.ok()) return s;
+  for (std::int64_t v = current->user_version; v < SqliteKeyStore::kSchemaVersion; ++v) {
     if (absl::Status s =
             db.Exec(internal::kMigrations[v], absl::StrCat("migrate to version ", v + 1));
         !s.ok()) {
@@ -666,9 +811,9 @@ struct SqliteKeyStore::Impl {
   }
 
   // Appends change-log row `seq` for key `id`, removing the key's previous
-  // row `old_seq` (0: none). `key_pk` is the key's row; a new key's row
-  // takes its first sequence as pk, so pks are never reused either and a
-  // tombstone can never join a later key.
+  // row `old_seq` (0: none). `key_pk` is the key's row, or 0 for a delete (a
+  // tombstone). A new key's row takes its first sequence as pk, so pks are
+  // never reused either.
   absl::Status AppendChange(std::int64_t seq, std::string_view id, std::int64_t key_pk,
                             std::int64_t old_seq) {
     if (old_seq != 0) {
@@ -684,6 +829,19 @@ struct SqliteKeyStore::Impl {
     ins->BindText(2, id);
     ins->BindInt(3, key_pk);
     return ins->Run();
+  }
+
+  // Removes the tombstone of an earlier key with this id, before the id is
+  // inserted again: the feed holds one row per key id (key_store.h: one
+  // entry per key). The partial index changes_tombstones makes this one
+  // lookup in the (usually empty) set of tombstones; the literal `key_pk = 0`
+  // is what lets the planner use it.
+  absl::Status DropTombstone(std::string_view id) {
+    absl::StatusOr<Statement> del =
+        db->Prepare("DELETE FROM changes WHERE key_id = ?1 AND key_pk = 0");
+    if (!del.ok()) return del.status();
+    del->BindText(1, id);
+    return del->Run();
   }
 
   // AppendChange with the next sequence; returns it.
@@ -775,6 +933,7 @@ struct SqliteKeyStore::Impl {
     for (const std::size_t i : order) {
       const KeyRecord& r = records[i];
       const std::int64_t pk = seq++;
+      if (absl::Status s = DropTombstone(r.id); !s.ok()) return s;
       if (absl::Status s = AppendChange(pk, r.id, pk, 0); !s.ok()) return s;
       absl::StatusOr<Statement> ins = db->Prepare(kInsertKeySql);
       if (!ins.ok()) return ins.status();
@@ -855,6 +1014,13 @@ const SqliteOptions& SqliteKeyStore::options() const noexcept { return impl_->op
 
 absl::StatusOr<std::shared_ptr<SqliteKeyStore>> SqliteKeyStore::Open(SqliteOptions options) {
   if (options.path.empty()) return absl::InvalidArgumentError("path: must not be empty");
+  // SQLite (built with URI names on, as Debian's is) would open a "file:"
+  // name as a URI, whose path and mode may differ from the file created here.
+  if (options.path.rfind("file:", 0) == 0) {
+    return absl::InvalidArgumentError(
+        "path: an SQLite \"file:\" URI is not a file path; pass a plain path (prefix \"./\" "
+        "for a file whose name starts with \"file:\")");
+  }
   if (options.poll_interval < absl::Milliseconds(1) || options.poll_interval > absl::Hours(1)) {
     return absl::InvalidArgumentError("poll_interval: must be between 1 ms and 1 h");
   }
@@ -868,11 +1034,13 @@ absl::StatusOr<std::shared_ptr<SqliteKeyStore>> SqliteKeyStore::Open(SqliteOptio
   }
   const int flags =
       SQLITE_OPEN_READWRITE | (impl->in_memory ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOFOLLOW;
-  absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(options.path, flags);
+  const std::string open_path = impl->in_memory ? options.path : OpenPath(options.path);
+  absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(options.path, flags, open_path);
   if (!db.ok()) return db.status();
   if (absl::Status s = ConfigureAndMigrate(**db, options, impl->in_memory); !s.ok()) return s;
   impl->db = *std::move(db);
-  impl->notifier = std::make_shared<Notifier>(options.path, impl->in_memory, options.poll_interval);
+  impl->notifier =
+      std::make_shared<Notifier>(options.path, open_path, impl->in_memory, options.poll_interval);
   impl->options = std::move(options);
   return std::shared_ptr<SqliteKeyStore>(new SqliteKeyStore(std::move(impl)));
 }
@@ -1020,7 +1188,8 @@ absl::Status SqliteKeyStore::Delete(std::string_view id,
       del->BindInt(1, l.pk);
       if (absl::Status s = del->Run(); !s.ok()) return s;
     }
-    absl::StatusOr<std::int64_t> seq = impl_->AppendNextChange(id, l.pk, l.change_seq);
+    // key_pk 0: a tombstone (it joins no key).
+    absl::StatusOr<std::int64_t> seq = impl_->AppendNextChange(id, 0, l.change_seq);
     if (!seq.ok()) return seq.status();
     if (absl::Status s = tx.Commit(); !s.ok()) return s;
   }
@@ -1128,11 +1297,15 @@ absl::StatusOr<ListPage> SqliteKeyStore::List(const ListOptions& options) {
                     texts.size() + 1, ")");
     texts.push_back(match);
   }
-  absl::StrAppend(&sql, " ORDER BY k.id LIMIT ", options.limit + 1);
+  // The limit is bound too: the connection caches each distinct SQL text for
+  // its lifetime, so the text may vary only with the filter's shape (a few
+  // hundred at most), never with a value.
+  absl::StrAppend(&sql, " ORDER BY k.id LIMIT ?", texts.size() + 1);
 
   absl::StatusOr<Statement> q = db.Prepare(sql);
   if (!q.ok()) return q.status();
   for (std::size_t i = 0; i < texts.size(); ++i) q->BindText(static_cast<int>(i + 1), texts[i]);
+  q->BindInt(static_cast<int>(texts.size() + 1), static_cast<std::int64_t>(options.limit) + 1);
   ListPage page;
   while (true) {
     absl::StatusOr<bool> row = q->Step();
@@ -1151,16 +1324,13 @@ absl::StatusOr<ListPage> SqliteKeyStore::List(const ListOptions& options) {
 
 absl::StatusOr<ChangeBatch> SqliteKeyStore::ChangesSince(std::uint64_t after, std::size_t limit) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  // A key's live row is joined by its pk (a rowid lookup) and must point
-  // back at this change row; a change row with no live key is a delete,
-  // unless the id was inserted again later (then the row is a stale
-  // tombstone and the key's own row follows).
+  // One change row per key id (schema.cc): a live key's row is joined by its
+  // pk (a rowid lookup); a tombstone (key_pk 0) joins nothing and reads as a
+  // delete.
   static const std::string sql = absl::StrCat(
       "SELECT c.sequence, c.key_id, k.pk IS NOT NULL, ", kRecordColumns,
       " FROM changes c LEFT JOIN keys k ON k.pk = c.key_pk AND k.change_seq = c.sequence"
-      " WHERE c.sequence > ?1 AND (k.pk IS NOT NULL OR NOT EXISTS"
-      " (SELECT 1 FROM keys k2 WHERE k2.id = c.key_id))"
-      " ORDER BY c.sequence LIMIT ?2");
+      " WHERE c.sequence > ?1 ORDER BY c.sequence LIMIT ?2");
   absl::StatusOr<Statement> q = impl_->db->Prepare(sql);
   if (!q.ok()) return q.status();
   const std::uint64_t max_after = static_cast<std::uint64_t>(INT64_MAX);
@@ -1242,6 +1412,11 @@ absl::Status SqliteKeyStore::CheckIntegrity() {
     return s;
   }
   return absl::OkStatus();
+}
+
+std::size_t internal::SqliteKeyStoreTestPeer::StatementCacheSize(SqliteKeyStore& store) {
+  std::lock_guard<std::mutex> lock(store.impl_->mu);
+  return store.impl_->db->statement_cache_size();
 }
 
 absl::StatusOr<std::uint64_t> SqliteKeyStore::Count() {

@@ -9,9 +9,12 @@
 // memory, no I/O) to notice commits made by other connections, every
 // `poll_interval` (250 ms by default: that bounds the cross-process
 // revoke-to-reject latency). Writes made through this store object notify
-// its subscribers on the writing thread, after the commit and before the
-// write returns, so an in-process `Verifier` rejects a revoked key as soon as
-// `KeyManager::Revoke()` returns.
+// its subscribers after the commit and before the write returns (on the
+// writing thread; or, when a callback is already running on another thread,
+// the write waits until that thread has run it once more), so an in-process
+// `Verifier` rejects a revoked key as soon as `KeyManager::Revoke()` returns.
+// The exception: a write made from inside a subscriber callback does not wait
+// for callbacks running on other threads (that could deadlock).
 //
 // On disk:
 //   * WAL journal, `synchronous=FULL` by default: every acknowledged write
@@ -78,6 +81,10 @@
 
 namespace keygate {
 
+namespace internal {
+struct SqliteKeyStoreTestPeer;
+}  // namespace internal
+
 enum class SqliteSynchronous : std::uint8_t {
   kFull = 0,    // fsync the WAL on every commit (default): durable across power loss
   kNormal = 1,  // fsync at checkpoints: crash-safe, may lose the last commits on power loss
@@ -85,7 +92,8 @@ enum class SqliteSynchronous : std::uint8_t {
 
 struct SqliteOptions {
   // A file path, or ":memory:" for a private in-memory database (tests; it is
-  // not shared with other connections or processes).
+  // not shared with other connections or processes). SQLite "file:" URIs are
+  // refused (kInvalidArgument): "./file:x" names a file.
   std::string path = "keygate.db";
   // Create the file (mode 0600) when it does not exist. The directory must
   // exist either way.
@@ -108,22 +116,31 @@ struct SqliteOptions {
 class SqliteKeyStore final : public KeyStore {
  public:
   // The schema version this build writes; files with a higher
-  // `PRAGMA user_version` are refused. Version 2 (from 1, migrated on open:
-  // the name index is rebuilt: ~3 s for a million keys) made bulk
-  // inserts ~1.5x faster.
-  static constexpr int kSchemaVersion = 2;
+  // `PRAGMA user_version` are refused. Older files are migrated on open, in
+  // one transaction: version 2 (from 1: the name index is rebuilt, ~3 s for a
+  // million keys) made bulk inserts ~1.5x faster; version 3 (from 2: one
+  // pass over the change log, about a second at a million keys) keeps one
+  // change-log entry per key id when a deleted id is inserted again.
+  static constexpr int kSchemaVersion = 3;
   // `PRAGMA application_id` of keygate files ("KGAT").
   static constexpr std::int32_t kApplicationId = 0x4B474154;
 
   // Opens (and if needed creates and migrates) the database. Errors, each
   // naming the path and the cause:
-  //   kInvalidArgument    bad options (empty path, poll interval out of range)
+  //   kInvalidArgument    bad options (empty path, a "file:" URI, poll interval
+  //                       out of range)
   //   kNotFound           the file does not exist and create_if_missing is
   //                       false, or its directory does not exist
-  //   kPermissionDenied   the file or directory is not writable (read-only)
+  //   kPermissionDenied   the file or its directory is not writable (WAL mode
+  //                       creates `<file>-wal` and `<file>-shm` there); one
+  //                       whose mode grants nobody write access is refused
+  //                       even when running as root
   //   kFailedPrecondition not a SQLite database, another application's
-  //                       database, or a newer keygate schema
-  //   kUnavailable        locked by another process past busy_timeout
+  //                       database, a newer keygate schema, or the file is a
+  //                       symbolic link (refused on purpose: pass its target;
+  //                       linked directories in the path are fine)
+  //   kUnavailable        locked by another process past busy_timeout (the
+  //                       message says "busy timeout ... exceeded" only then)
   //   kInternal           any other SQLite failure
   static absl::StatusOr<std::shared_ptr<SqliteKeyStore>> Open(SqliteOptions options);
 
@@ -170,6 +187,7 @@ class SqliteKeyStore final : public KeyStore {
   const SqliteOptions& options() const noexcept;
 
  private:
+  friend struct internal::SqliteKeyStoreTestPeer;  // tests only (src/sqlite/sqlite_db.h)
   struct Impl;
   explicit SqliteKeyStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
