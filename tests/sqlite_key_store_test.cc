@@ -429,19 +429,28 @@ TEST_CASE("SQLite store migrates an empty version-0 file it finds", "[sqlite][sc
   CHECK(RawInt(path, "PRAGMA user_version") == SqliteKeyStore::kSchemaVersion);
 }
 
-// A file as schema version 1 left it: the v1 schema, two keys (one in a
-// roll's grace period, so it has two digests), a deleted key's tombstone.
-void WriteVersion1File(const std::string& path) {
-  RawExec(path, internal::kMigrations[0]);
-  RawExec(path, absl::StrCat("PRAGMA user_version = 1; PRAGMA application_id = ",
-                             SqliteKeyStore::kApplicationId)
+// An empty file at schema `version`: the migrations up to it, and the header.
+void StartVersionFile(const std::string& path, int version) {
+  for (int v = 0; v < version; ++v) RawExec(path, internal::kMigrations[v]);
+  RawExec(path, absl::StrCat("PRAGMA user_version = ", version,
+                             "; PRAGMA application_id = ", SqliteKeyStore::kApplicationId)
                     .c_str());
-  RawExec(path, R"sql(
+}
+
+// The keys table's columns in schema versions 1 and 2.
+constexpr char kInsertKeysV1V2[] = R"sql(
     INSERT INTO keys(pk, id, name, name_lower, description, owner, kind, environment, scopes,
       state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
       rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
       previous_digest, previous_hint, previous_valid_until_us, version, change_seq)
     VALUES
+)sql";
+
+// A file as schema version 1 left it: the v1 schema, two keys (one in a
+// roll's grace period, so it has two digests), a deleted key's tombstone.
+void WriteVersion1File(const std::string& path) {
+  StartVersionFile(path, 1);
+  RawExec(path, absl::StrCat(kInsertKeysV1V2, R"sql(
       (1, 'key_old1', 'Billing CI', 'billing ci', 'first', 'alice', 2, 'production',
        '["read:all"]', 1, 1000000, 1000000, NULL, NULL, NULL, NULL, NULL, '', '[]',
        '{"team":"pay"}', zeroblob(32), 'kg_live_...aaaa', NULL, NULL, NULL, 1, 1),
@@ -458,7 +467,8 @@ void WriteVersion1File(const std::string& path) {
       (1, 'key_old1', 1), (3, 'key_gone', 2), (5, 'key_old2', 4);
     INSERT INTO key_names(rowid, name_key) VALUES
       (1, 'billing ci' || char(1)), (4, 'search nightly' || char(1));
-  )sql");
+  )sql")
+                    .c_str());
 }
 
 Digest Filled(std::uint8_t byte) {
@@ -546,17 +556,8 @@ TEST_CASE("SQLite store migrates a version-1 file and keeps its data", "[sqlite]
 // the id's old tombstones stayed in the change log next to its live row, and
 // an id deleted twice had two tombstones.
 void WriteVersion2File(const std::string& path) {
-  RawExec(path, internal::kMigrations[0]);
-  RawExec(path, internal::kMigrations[1]);
-  RawExec(path, absl::StrCat("PRAGMA user_version = 2; PRAGMA application_id = ",
-                             SqliteKeyStore::kApplicationId)
-                    .c_str());
-  RawExec(path, R"sql(
-    INSERT INTO keys(pk, id, name, name_lower, description, owner, kind, environment, scopes,
-      state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
-      rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
-      previous_digest, previous_hint, previous_valid_until_us, version, change_seq)
-    VALUES
+  StartVersionFile(path, 2);
+  RawExec(path, absl::StrCat(kInsertKeysV1V2, R"sql(
       (1, 'key_stay', 'Stay', 'stay', '', 'alice', 2, 'production', '[]', 1, 1000000, 1000000,
        NULL, NULL, NULL, NULL, NULL, '', '[]', '{}', zeroblob(32), 'kg_live_...aaaa', NULL, NULL,
        NULL, 1, 1),
@@ -573,7 +574,8 @@ void WriteVersion2File(const std::string& path) {
       (1, 'key_stay', 1), (3, 'key_back', 2), (5, 'key_back', 4), (6, 'key_back', 6),
       (8, 'key_gone', 7), (10, 'key_gone', 9);
     INSERT INTO key_names(rowid, name_key) VALUES (1, 'stay' || char(1)), (6, 'back' || char(1));
-  )sql");
+  )sql")
+                    .c_str());
 }
 
 TEST_CASE("SQLite store migrates a version-2 file to one change-log row per key id",
