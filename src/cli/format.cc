@@ -177,8 +177,6 @@ std::size_t DisplayWidth(std::string_view s) {
 
 }  // namespace
 
-std::string EscapeText(std::string_view text) { return internal::EscapeText(text); }
-
 std::string DescribeRecord(const KeyRecord& r) {
   std::vector<std::pair<std::string, std::string>> f;
   f.emplace_back("id", r.id);

@@ -12,6 +12,7 @@
 
 #include "absl/time/time.h"
 
+#include "internal/text_escape.h"
 #include "keygate/key.h"
 
 namespace keygate::cli {
@@ -51,14 +52,11 @@ void WriteRecordJson(JsonWriter& w, const KeyRecord& r);
 std::string HumanTime(absl::Time t);
 std::string JsonTime(absl::Time t);
 
-// `text` made safe to print to a terminal: a stored record may hold any
-// bytes (other code can write the store directly), and raw control
-// characters could forge or hide lines ("state: revoked") or send terminal
-// escape sequences. Escapes \\, \n, \r and \t by name; other C0 controls,
-// DEL and each byte of an invalid UTF-8 sequence as \xNN; C1 controls
-// (U+0080-U+009F), bidirectional controls and U+2028/U+2029 as \uNNNN. Other
-// valid UTF-8 passes through, so the result is valid UTF-8 without controls.
-std::string EscapeText(std::string_view text);
+// `text` made safe to print to a terminal (internal/text_escape.h): a stored
+// record may hold any bytes (other code can write the store directly), and
+// raw control characters could forge or hide lines ("state: revoked") or
+// send terminal escape sequences.
+using internal::EscapeText;
 
 // Multi-line "field: value" description of one key (every field escaped).
 std::string DescribeRecord(const KeyRecord& r);

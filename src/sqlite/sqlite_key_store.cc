@@ -408,6 +408,13 @@ std::string DirectoryOf(const std::string& path) {
   return path.substr(0, slash);
 }
 
+// The refusal of a symbolic link where the database file should be.
+absl::Status SymlinkError(const std::string& path) {
+  return PathError(absl::StatusCode::kFailedPrecondition, path,
+                   "is a symbolic link (keygate opens regular files only; pass the link's "
+                   "target)");
+}
+
 absl::Status CheckDirectoryWritable(const std::string& path, const std::string& dir,
                                     const struct stat& dst) {
   if ((dst.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) != 0 && ::access(dir.c_str(), W_OK) == 0) {
@@ -457,9 +464,7 @@ absl::Status PrepareFile(const SqliteOptions& o) {
   struct stat st;
   if (::lstat(path.c_str(), &st) == 0) {
     if (S_ISLNK(st.st_mode)) {
-      return PathError(absl::StatusCode::kFailedPrecondition, path,
-                       "is a symbolic link (keygate opens regular files only; pass the link's "
-                       "target)");
+      return SymlinkError(path);
     }
     if (!S_ISREG(st.st_mode)) {
       return PathError(absl::StatusCode::kFailedPrecondition, path, "not a regular file");
@@ -500,9 +505,7 @@ absl::Status PrepareFile(const SqliteOptions& o) {
     if (err == EEXIST) {
       // Created concurrently: fine; or a dangling symbolic link.
       if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-        return PathError(absl::StatusCode::kFailedPrecondition, path,
-                         "is a symbolic link (keygate opens regular files only; pass the link's "
-                         "target)");
+        return SymlinkError(path);
       }
       return absl::OkStatus();
     }
