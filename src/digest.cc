@@ -8,11 +8,16 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 
@@ -29,24 +34,48 @@ constexpr std::size_t kBlock = 64;
 constexpr std::uint32_t kSha256Iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
 
-// Zeroes `n` bytes at `p` in a way the compiler may not drop as a dead store.
-// (OPENSSL_cleanse does the same through an indirect call; this is the
-// per-request path, where a few stores are all it takes.)
-inline void Wipe(void* p, std::size_t n) noexcept {
-  std::memset(p, 0, n);
+// Zeroes `N` bytes at `p`, `N` a multiple of 16. GCC 12 at -O2 compiles a constant-size memset of
+// 128 bytes to `rep stosq`, whose start-up cost (about 30 cycles on the Zen 4 machine the
+// benchmarks run on) was a tenth of the whole hash; these are plain vector
+// stores.
+template <std::size_t N>
+inline void Zero(unsigned char* p) noexcept {
+  static_assert(N % 16 == 0);
+#if defined(__SSE2__)
+  // Written out rather than as a loop: GCC turns a zeroing loop back into
+  // memset, and so into `rep stosq`.
+  [p]<std::size_t... I>(std::index_sequence<I...>) {
+    const __m128i z = _mm_setzero_si128();
+    (_mm_storeu_si128(reinterpret_cast<__m128i*>(p + 16 * I), z),
+     ...);  // NOLINT(*-reinterpret-cast)
+  }
+  (std::make_index_sequence<N / 16>{});
+#else
+  std::memset(p, 0, N);
+#endif
+}
+
+// Zero<N>, in a way the compiler may not drop as a dead store. (OPENSSL_cleanse
+// does the same through an indirect call; this is the per-request path, where
+// a few stores are all it takes.)
+template <std::size_t N>
+inline void Wipe(unsigned char* p) noexcept {
+  Zero<N>(p);
   __asm__ __volatile__("" : : "r"(p) : "memory");
 }
 
 // A SHA-256 chaining value. Only `h` of OpenSSL's context is used: the block
-// function reads and writes nothing else.
+// function reads and writes nothing else, so nothing else is set or wiped.
 struct State {
   SHA256_CTX ctx;
 
-  void Reset(const std::uint32_t h[8]) noexcept {
-    std::memset(&ctx, 0, sizeof ctx);
-    std::memcpy(ctx.h, h, sizeof ctx.h);
-  }
+  void Reset(const std::uint32_t h[8]) noexcept { std::memcpy(ctx.h, h, sizeof ctx.h); }
   void Block(const unsigned char* p) noexcept { SHA256_Transform(&ctx, p); }
+  void Wipe() noexcept {
+    static_assert(sizeof ctx.h == 32);
+    keygate::Wipe<sizeof ctx.h>(
+        reinterpret_cast<unsigned char*>(ctx.h));  // NOLINT(*-reinterpret-cast)
+  }
 };
 
 inline void StoreBe32(unsigned char* p, std::uint32_t v) noexcept {
@@ -63,10 +92,10 @@ void Finish(State& s, std::uint64_t prior, const unsigned char* data, std::size_
   const std::size_t full = len / kBlock;
   for (std::size_t i = 0; i < full; ++i) s.Block(data + i * kBlock);
   const std::size_t tail = len % kBlock;
-  // Constant-size clears compile to a few vector stores; a size that depends
+  // Constant-size clears are a few vector stores (Zero); a size that depends
   // on the tail would be a library call.
   alignas(64) unsigned char buf[2 * kBlock];
-  std::memset(buf, 0, sizeof buf);
+  Zero<sizeof buf>(buf);
   if (tail != 0) std::memcpy(buf, data + full * kBlock, tail);
   buf[tail] = 0x80;
   const bool two = tail + 9 > kBlock;
@@ -76,7 +105,7 @@ void Finish(State& s, std::uint64_t prior, const unsigned char* data, std::size_
   StoreBe32(last + kBlock - 4, static_cast<std::uint32_t>(bits));
   s.Block(buf);
   if (two) s.Block(last);
-  Wipe(buf, sizeof buf);
+  Wipe<sizeof buf>(buf);
   for (std::size_t i = 0; i < 8; ++i) StoreBe32(out + 4 * i, s.ctx.h[i]);
 }
 
@@ -84,7 +113,7 @@ void Sha256(const unsigned char* data, std::size_t len, unsigned char out[kDiges
   State s;
   s.Reset(kSha256Iv);
   Finish(s, 0, data, len, out);
-  Wipe(&s, sizeof s);
+  s.Wipe();
 }
 
 }  // namespace
@@ -154,8 +183,8 @@ bool TokenHasher::Hash(std::string_view token, Digest* out) const noexcept {
   Finish(s, kBlock, data, token.size(), inner_digest);
   s.Reset(impl_->outer);
   Finish(s, kBlock, inner_digest, sizeof inner_digest, out->data());
-  Wipe(inner_digest, sizeof inner_digest);
-  Wipe(&s, sizeof s);
+  Wipe<sizeof inner_digest>(inner_digest);
+  s.Wipe();
   return true;
 }
 
