@@ -250,7 +250,7 @@ void MemoryKeyStore::SetUnavailableForTesting(bool unavailable) {
 }
 
 absl::Status MemoryKeyStore::Insert(const KeyRecord& record) {
-  if (record.id.empty()) return absl::InvalidArgumentError("id: must not be empty");
+  if (absl::Status s = internal::CheckRecordId(record.id); !s.ok()) return s;
   State& s = *state_;
   {
     std::lock_guard<std::mutex> lock(s.mu);

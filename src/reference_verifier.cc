@@ -90,6 +90,9 @@ Verdict ReferenceVerifier::VerifyToken(std::string_view token, const Requirement
                                                                      : Outcome::kUnavailable);
   }
   const KeyRecord& key = *found;
+  // An id a verdict cannot carry whole (key.h, kKeyIdLength): cut off, it
+  // could name another key.
+  if (key.id.size() > kKeyIdLength) return Make(Outcome::kUnavailable);
   Verdict verdict;
   verdict.key_id.Set(key.id);
   auto finish = [&](Outcome outcome) {

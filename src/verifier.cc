@@ -395,8 +395,13 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
     internal::UnpackKeyId(t.ids[i], v.key_id.data);
     v.key_id.size = kKeyIdLength;
     v.key_id.data[kKeyIdLength] = '\0';
-  } else {
+  } else if (extra->id.size() <= kKeyIdLength) {
     v.key_id.Set(extra->id);
+  } else {
+    // An id a verdict cannot carry whole (key.h, kKeyIdLength): cut off, it
+    // could name another key. ReferenceVerifier answers the same.
+    v.outcome = Outcome::kUnavailable;
+    return v;
   }
 
   // 5. A previous secret past its grace deadline.

@@ -62,6 +62,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -216,6 +217,22 @@ inline void InsertAndGet(const std::shared_ptr<KeyStore>& store) {
   KeyRecord empty = MakeRecord("");
   empty.digest = DigestFor("empty id");
   CHECK(store->Insert(empty).code() == absl::StatusCode::kInvalidArgument);
+
+  // A verdict carries at most kKeyIdLength bytes of id: an id one byte
+  // longer is refused (cut off, it could be another key's id);
+  // one of exactly that length, of any shape, is stored.
+  const std::string longest(kKeyIdLength, 'x');
+  KeyRecord too_long = MakeRecord(longest + "1");
+  too_long.digest = DigestFor("long id");
+  const absl::Status refused = store->Insert(too_long);
+  CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(refused.message(), "id: longer than 26 bytes"));
+  CHECK(store->Get(too_long.id).status().code() == absl::StatusCode::kNotFound);
+  CHECK(store->FindByDigest(too_long.digest).status().code() == absl::StatusCode::kNotFound);
+  KeyRecord fits = MakeRecord(longest);
+  fits.digest = DigestFor("long id");
+  KEYGATE_REQUIRE_OK(store->Insert(fits));
+  KEYGATE_REQUIRE_OK(store->Get(longest));
 }
 
 inline void DuplicateId(const std::shared_ptr<KeyStore>& store) {

@@ -682,6 +682,81 @@ TEST_CASE("Verifier keeps serving its last state while the store is down",
   CHECK(Verifier::Create(vo).status().code() == absl::StatusCode::kUnavailable);
 }
 
+// A store of another kind whose ids may be longer than a verdict holds: it
+// presents chosen records of its inner store under other ids.
+class RenamingStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+
+  void Rename(const std::string& stored, const std::string& shown) { names_[stored] = shown; }
+
+  absl::StatusOr<KeyRecord> Get(std::string_view id) override {
+    for (const auto& [stored, shown] : names_) {
+      if (id == shown) return Show(inner().Get(stored));
+    }
+    return Show(inner().Get(id));
+  }
+  absl::StatusOr<KeyRecord> FindByDigest(const Digest& d) override {
+    return Show(inner().FindByDigest(d));
+  }
+  absl::StatusOr<ListPage> List(const ListOptions& o) override {
+    absl::StatusOr<ListPage> page = inner().List(o);
+    if (page.ok()) {
+      for (KeyRecord& k : page->keys) Show(k);
+    }
+    return page;
+  }
+  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override {
+    absl::StatusOr<ChangeBatch> batch = inner().ChangesSince(after, limit);
+    if (batch.ok()) {
+      for (Change& c : batch->changes) {
+        if (auto it = names_.find(c.key_id); it != names_.end()) c.key_id = it->second;
+        if (c.record.has_value()) Show(*c.record);
+      }
+    }
+    return batch;
+  }
+
+ private:
+  void Show(KeyRecord& r) const {
+    if (auto it = names_.find(r.id); it != names_.end()) r.id = it->second;
+  }
+  absl::StatusOr<KeyRecord> Show(absl::StatusOr<KeyRecord> r) const {
+    if (r.ok()) Show(*r);
+    return r;
+  }
+
+  std::map<std::string, std::string> names_;
+};
+
+TEST_CASE("Verifier never reports a key id cut to fit, and agrees with the reference",
+          "[verifier][reference]") {
+  auto renaming = std::make_shared<RenamingStore>(std::make_shared<MemoryKeyStore>());
+  FixtureOptions fo;
+  fo.store = renaming;
+  Fixture f(std::move(fo));
+  const CreatedKey fits = f.Create();
+  const CreatedKey too_long = f.Create();
+  const CreatedKey too_long_extra = f.Create({"read:all"}, "production", std::nullopt, "bob",
+                                             {"acct_1"});  // has a side record anyway
+  const std::string longest(kKeyIdLength, 'L');
+  // Cut to kKeyIdLength bytes, this id would read as `longest`: another key.
+  renaming->Rename(fits.record.id, longest);
+  renaming->Rename(too_long.record.id, longest + "_mallory");
+  renaming->Rename(too_long_extra.record.id, "imported_from_legacy_system:customer-42");
+  f.MakeVerifier();
+
+  const Requirement read = f.Needs("read:all");
+  const Verdict ok = f.Both("Bearer " + Text(fits.token), read, kStart);
+  CHECK(ok.outcome == Outcome::kOk);
+  CHECK(ok.key() == longest);
+  for (const CreatedKey* k : {&too_long, &too_long_extra}) {
+    const Verdict v = f.Both("Bearer " + Text(k->token), read, kStart);
+    CHECK(v.outcome == Outcome::kUnavailable);
+    CHECK(v.key().empty());
+  }
+}
+
 TEST_CASE("Verifier::Create validates its options", "[verifier]") {
   Fixture f;
   VerifierOptions vo;

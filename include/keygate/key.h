@@ -85,6 +85,13 @@ struct RolledSecret {
 
 // "key_" + 8 base62 chars of the creation time in Unix ms + 14 random base62
 // chars: unique, not secret, and sorted by creation time.
+//
+// It is also the longest id any key may have: a `Verdict` carries its key's
+// id inline, in kKeyIdLength bytes, so that verification allocates nothing.
+// Ids of another shape (keys imported with `KeyStore::Insert`) work if
+// they are no longer; the bundled stores refuse longer ones, and a verifier
+// that meets one in a store of another kind answers kUnavailable for its
+// tokens rather than report a cut-off id, which could name another key.
 inline constexpr std::size_t kKeyIdLength = 26;
 
 // True if `id` has the shape of an id that KeyManager generates: "key_" and

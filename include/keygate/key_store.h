@@ -123,8 +123,8 @@ class KeyStore {
   virtual ~KeyStore() = default;
 
   // Errors: kAlreadyExists (id, digest, or active personal key for this
-  // owner+environment), kInvalidArgument (empty id), kUnavailable (backend
-  // down), kInternal.
+  // owner+environment), kInvalidArgument (an empty id, or one longer than
+  // kKeyIdLength: see key.h), kUnavailable (backend down), kInternal.
   virtual absl::Status Insert(const KeyRecord& record) = 0;
 
   // Errors: kNotFound "key <id>: not found", kUnavailable.

@@ -22,7 +22,8 @@
 //      registry the mask is 0 (names still reach the evaluator).
 //  11. (Verifier only: rate limit -> kRateLimited)
 //  Store failure at any point -> kUnavailable; so is a hashing failure, or a
-//  store answer whose digests do not match the token.
+//  store answer whose digests do not match the token, or a key whose id is
+//  longer than kKeyIdLength (a verdict could not carry it whole; key.h).
 //  `Verdict::key_id` is set from step 5 on (the key was identified).
 //
 // Example:

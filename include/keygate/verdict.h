@@ -51,7 +51,8 @@ struct RateLimitStatus {
   bool applies() const noexcept { return limit != 0; }
 };
 
-// A key id stored inline so Verdict stays trivially copyable.
+// A key id stored inline so Verdict stays trivially copyable. `Set` keeps at
+// most kKeyIdLength bytes; the verifiers never report a longer id (key.h).
 struct KeyIdBuf {
   char data[kKeyIdLength + 1] = {};
   std::uint8_t size = 0;

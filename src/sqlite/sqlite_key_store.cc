@@ -1055,7 +1055,7 @@ absl::Status SqliteKeyStore::Insert(const KeyRecord& record) {
 absl::Status SqliteKeyStore::InsertBatch(absl::Span<const KeyRecord> records) {
   if (records.empty()) return absl::OkStatus();
   for (const KeyRecord& r : records) {
-    if (r.id.empty()) return absl::InvalidArgumentError("id: must not be empty");
+    if (absl::Status s = internal::CheckRecordId(r.id); !s.ok()) return s;
   }
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
