@@ -56,6 +56,15 @@ constexpr std::size_t kUsageScanChunk = 4096;
 // Unix nanoseconds, saturated to the int64 range (years 1678-2262): an
 // expiry past 2262 is kNever.
 std::int64_t ToNs(absl::Time t) noexcept { return absl::ToUnixNanos(t); }
+// A deadline (expiry, a rolled secret's valid_until), rounded up to a whole
+// nanosecond. absl::Time has quarter nanoseconds, and `now` is taken in
+// whole ones (rounded down), so `deadline <= now` then holds exactly when it
+// holds for the absl::Time values, as in ReferenceVerifier; rounded down, a
+// key expiring at .25 ns past `now` was already refused.
+std::int64_t DeadlineNs(absl::Time t) noexcept {
+  const std::int64_t ns = ToNs(t);
+  return ns < kNever && absl::FromUnixNanos(ns) < t ? ns + 1 : ns;
+}
 // `now` likewise, but always before kNever, so that a key without an expiry
 // stays valid at any `now` (absl::InfiniteFuture() included).
 std::int64_t NowNs(absl::Time t) noexcept { return std::min(ToNs(t), kNever - 1); }
@@ -227,8 +236,24 @@ struct Verifier::Impl {
   // Applies a feed batch in order, prefetching ahead.
   absl::Status ApplyBatch(std::unique_ptr<Table>& t, bool published,
                           const std::vector<Change>& changes);
-  void Publish(std::unique_ptr<Table> next);
-  void CarryOver(Table& from, Table& to);
+  // The keys' GCRA state as copied into a table that is about to replace
+  // the published one: what CarryOver needs to add, after the swap, what
+  // readers consumed on the old table after the copy (see CarryOver).
+  struct TatCopy {
+    std::int64_t taken_ns = 0;  // the verifier's clock when the copy began
+    // (old slot, TAT copied) for every copied TAT ahead of taken_ns (a
+    // bucket not full at the time), in slot order. Keys with a full bucket
+    // are left out, so this holds only the recently used keys.
+    std::vector<std::pair<std::size_t, std::int64_t>> ahead;
+    void Note(std::size_t slot, std::int64_t tat) {
+      if (tat > taken_ns) ahead.emplace_back(slot, tat);
+    }
+  };
+  TatCopy StartTatCopy() const { return TatCopy{NowNs(clock->Now()), {}}; }
+  // Copies each live key's TAT from the published table into `next`.
+  void CopyTats(const Table& from, Table& next, TatCopy* copy) const;
+  void Publish(std::unique_ptr<Table> next, const TatCopy& copy);
+  void CarryOver(Table& from, Table& to, const TatCopy& copy);
 
   // Pulls the feed from `*seq` until it is exhausted, applying each batch to
   // `t` and advancing `*seq`. The store is always called without `mu`
@@ -614,7 +639,7 @@ void Verifier::Impl::BuildImages(const KeyRecord& r, ImageList* out) {
   const bool id_packs = internal::PackKeyId(r.id, &base.packed);
   if (r.state != KeyState::kActive) base.ctrl |= internal::kFlagRevoked;
   if (r.environment != env_name) base.ctrl |= internal::kFlagWrongEnv;
-  base.expires_ns = r.expires.has_value() ? ToNs(*r.expires) : kNever;
+  base.expires_ns = r.expires.has_value() ? DeadlineNs(*r.expires) : kNever;
   base.scopes = RecordMask(options.deployment->scopes(), r.scopes);
 
   GcraPolicy policy;
@@ -656,7 +681,7 @@ void Verifier::Impl::BuildImages(const KeyRecord& r, ImageList* out) {
     SlotImage prev = base;
     prev.digest = KeyOf(r.previous->digest);
     prev.ctrl |= internal::kFlagRolled;
-    prev.tat_or_deadline = ToNs(r.previous->valid_until);
+    prev.tat_or_deadline = DeadlineNs(r.previous->valid_until);
     out->push_back(std::move(prev));
   }
 }
@@ -734,7 +759,7 @@ absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
   if (!made.ok()) return made.status();
   std::unique_ptr<Table> next = std::move(*made);
   next->extra_owner.reserve(t->extra_owner.size());
-  std::unordered_map<const KeyExtra*, std::shared_ptr<const KeyExtra>> extras;
+  TatCopy copy = StartTatCopy();
   for (std::size_t i = 0; i < t->capacity; ++i) {
     const Slot& s = t->slots[i];
     const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
@@ -743,6 +768,7 @@ absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
     img.digest = KeyOf(s);
     img.ctrl = c & ~(internal::kKindMask | (std::uint64_t{0xFFFFFFFF} << internal::kExtraShift));
     img.tat_or_deadline = s.tat.load(std::memory_order_relaxed);
+    if ((c & internal::kFlagRolled) == 0) copy.Note(i, img.tat_or_deadline);
     img.expires_ns = s.expires_ns;
     img.scopes = s.scopes;
     if ((c & internal::kFlagHasExtra) != 0) {
@@ -766,14 +792,30 @@ absl::Status Verifier::Impl::Rebuild(std::unique_ptr<Table>& t, bool published,
   next->keys = t->keys;
   ++rebuilds;
   if (published) {
-    Publish(std::move(next));  // `t` is owned_table: it now holds `next`
+    Publish(std::move(next), copy);  // `t` is owned_table: it now holds `next`
   } else {
     t = std::move(next);
   }
   return absl::OkStatus();
 }
 
-void Verifier::Impl::Publish(std::unique_ptr<Table> next) {
+void Verifier::Impl::CopyTats(const Table& from, Table& next, TatCopy* copy) const {
+  for (std::size_t i = 0; i < from.capacity; ++i) {
+    const Slot& s = from.slots[i];
+    const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
+    if ((c & internal::kKindMask) != internal::kKindLive || (c & internal::kFlagRolled) != 0) {
+      continue;
+    }
+    std::uint64_t cc = 0;
+    const std::int64_t j = Find(next, KeyOf(s), &cc);
+    if (j < 0 || (cc & internal::kFlagRolled) != 0) continue;
+    const std::int64_t tat = s.tat.load(std::memory_order_relaxed);
+    next.slots[j].tat.store(tat, std::memory_order_relaxed);
+    copy->Note(i, tat);
+  }
+}
+
+void Verifier::Impl::Publish(std::unique_ptr<Table> next, const TatCopy& copy) {
   std::unique_ptr<Table> old = std::move(owned_table);
   owned_table = std::move(next);
   table.store(owned_table.get(), std::memory_order_seq_cst);
@@ -781,11 +823,15 @@ void Verifier::Impl::Publish(std::unique_ptr<Table> next) {
   internal::EpochSynchronize();
   // No reader can reach `old` now: fold in what readers did to it between
   // the copy and the swap.
-  CarryOver(*old, *owned_table);
+  CarryOver(*old, *owned_table, copy);
 }
 
-void Verifier::Impl::CarryOver(Table& from, Table& to) {
+void Verifier::Impl::CarryOver(Table& from, Table& to, const TatCopy& copy) {
+  // A TAT the arithmetic below cannot push past (GcraStep's bound on a
+  // stored TAT; real ones are near the present).
+  constexpr std::int64_t kTatCeiling = (std::int64_t{1} << 62) + (std::int64_t{1} << 61) - 1;
   std::lock_guard<std::mutex> lock(pending_mu);
+  std::size_t k = 0;
   for (std::size_t i = 0; i < from.capacity; ++i) {
     Slot& s = from.slots[i];
     const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
@@ -802,11 +848,32 @@ void Verifier::Impl::CarryOver(Table& from, Table& to) {
     std::uint64_t cc = 0;
     const std::int64_t j = Find(to, KeyOf(s), &cc);
     if (j < 0 || (cc & internal::kFlagRolled) != 0) continue;
-    // The later schedule wins: GCRA state only ever moves forward.
+    // Both tables started this key from the TAT copied (or, for a full
+    // bucket, from no later than the copy's start). What readers still on
+    // the old table consumed since is how far they moved its TAT past that
+    // point; add it to the new table's schedule, so that neither table's
+    // requests are forgiven. (Taking the later of the two TATs, as before,
+    // forgave the smaller side: a hot key got a burst per reload.) For a
+    // full bucket this counts from the copy's start rather than from the
+    // request, so it may charge up to the copy's duration too much.
+    while (k < copy.ahead.size() && copy.ahead[k].first < i) ++k;
+    const std::int64_t base =
+        k < copy.ahead.size() && copy.ahead[k].first == i ? copy.ahead[k].second : copy.taken_ns;
     const std::int64_t old_tat = s.tat.load(std::memory_order_relaxed);
+    if (old_tat <= base) continue;
+    const std::uint64_t used =
+        static_cast<std::uint64_t>(old_tat) - static_cast<std::uint64_t>(base);
     std::atomic<std::int64_t>& nt = to.slots[j].tat;
     std::int64_t cur = nt.load(std::memory_order_relaxed);
-    while (cur < old_tat && !nt.compare_exchange_weak(cur, old_tat, std::memory_order_relaxed)) {
+    for (;;) {
+      const std::int64_t from_ns = std::max(cur, copy.taken_ns);
+      const std::int64_t room = from_ns >= kTatCeiling ? 0 : kTatCeiling - from_ns;
+      const std::int64_t next_tat = used >= static_cast<std::uint64_t>(room)
+                                        ? kTatCeiling
+                                        : from_ns + static_cast<std::int64_t>(used);
+      if (next_tat <= cur || nt.compare_exchange_weak(cur, next_tat, std::memory_order_relaxed)) {
+        break;
+      }
     }
   }
 }
@@ -960,8 +1027,12 @@ absl::Status Verifier::Impl::Reload() {
       !s.ok()) {
     return s;
   }
+  // The published table's rate-limit state carries over (a reload must not
+  // hand every key a fresh burst).
+  TatCopy copy = StartTatCopy();
+  if (owned_table != nullptr) CopyTats(*owned_table, *next, &copy);
   ++rebuilds;
-  Publish(std::move(next));
+  Publish(std::move(next), copy);
   applied_sequence = seq;
   return absl::OkStatus();
 }
@@ -1009,19 +1080,33 @@ absl::Status Verifier::Impl::FlushUsage() {
 
   std::vector<KeyUsage> batch;
   batch.reserve(agg.size());
-  for (auto& [id, p] : agg) {
-    KeyUsage u;
-    u.key_id = id;
-    u.requests = p.requests;
-    u.last_used = absl::FromUnixSeconds(p.last_s);
-    batch.push_back(std::move(u));
-  }
-  if (options.usage_sink != nullptr) options.usage_sink->Record(batch);
-
   std::vector<LastUsedUpdate> touches;
-  touches.reserve(batch.size());
-  for (const KeyUsage& u : batch) touches.push_back(LastUsedUpdate{u.key_id, u.last_used});
-  return options.store->TouchLastUsed(touches, options.last_used_granularity);
+  touches.reserve(agg.size());
+  for (auto& [id, p] : agg) {
+    // An entry with no requests is a last_used a failed flush put back.
+    if (p.requests != 0) {
+      KeyUsage u;
+      u.key_id = id;
+      u.requests = p.requests;
+      u.last_used = absl::FromUnixSeconds(p.last_s);
+      batch.push_back(std::move(u));
+    }
+    touches.push_back(LastUsedUpdate{id, absl::FromUnixSeconds(p.last_s)});
+  }
+  if (options.usage_sink != nullptr && !batch.empty()) options.usage_sink->Record(batch);
+
+  absl::Status stored = options.store->TouchLastUsed(touches, options.last_used_granularity);
+  if (!stored.ok()) {
+    // Keep the last-used times for the next flush (the sink has had the
+    // counts): a store that is down for one flush, or at Shutdown, must not
+    // lose them.
+    std::lock_guard<std::mutex> lock(pending_mu);
+    for (const auto& [id, p] : agg) {
+      PendingUse& q = pending_usage[id];
+      q.last_s = std::max(q.last_s, p.last_s);
+    }
+  }
+  return stored;
 }
 
 // ============================================================================
@@ -1184,9 +1269,14 @@ absl::StatusOr<std::unique_ptr<Verifier>> Verifier::Create(VerifierOptions optio
     });
     if (!sub.ok()) return sub.status();
     p->subscription = std::move(*sub);
+    // Changes committed between the initial load and the subscription
+    // reached no callback of ours. Apply them before returning, so that a
+    // revoke that returned before Create did is in force when it returns.
+    {
+      std::lock_guard<std::mutex> lock(p->mu);
+      if (absl::Status s = p->SyncLocked(); !s.ok()) return s;
+    }
     p->feed_thread = std::thread([p] { p->FeedLoop(); });
-    // Changes committed between the initial load and the subscription.
-    p->Wake();
   }
   if (p->options.record_usage && p->options.usage_flush_interval > absl::ZeroDuration()) {
     p->usage_thread = std::thread([p] { p->UsageLoop(); });

@@ -6,6 +6,7 @@
 #include "keygate/verifier.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -16,6 +17,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -607,6 +609,48 @@ class RevokeDuringReload final : public testing::ForwardingStore {
   bool in_hook_ = false;
 };
 
+// Revokes a key inside Subscribe, i.e. after the verifier's initial load and
+// before its callback is registered, and slows every feed read made on
+// another thread than the one that created the store (the feed thread).
+class RevokeOnSubscribe final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  std::function<void()> on_subscribe;
+
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> cb) override {
+    if (on_subscribe) on_subscribe();
+    return ForwardingStore::Subscribe(std::move(cb));
+  }
+  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override {
+    if (std::this_thread::get_id() != creator_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return ForwardingStore::ChangesSince(after, limit);
+  }
+
+ private:
+  std::thread::id creator_ = std::this_thread::get_id();
+};
+
+TEST_CASE("Verifier::Create applies a revoke that returned between its load and its subscription",
+          "[verifier][revocation]") {
+  auto store = std::make_shared<RevokeOnSubscribe>(std::make_shared<MemoryKeyStore>());
+  FixtureOptions o;
+  o.store = store;
+  Fixture f(o);
+  CreatedKey k = f.Create();
+  bool revoked = false;
+  store->on_subscribe = [&] {
+    REQUIRE_OK(f.manager->Revoke(k.record.id, "alice"));
+    revoked = true;
+  };
+  f.opts.follow_changes = true;
+  f.MakeVerifier();
+  REQUIRE(revoked);
+  // Before, only the (slow) feed thread was told: the key verified ok here.
+  CHECK(f.Verify(Text(k.token)).outcome == Outcome::kRevoked);
+}
+
 TEST_CASE("Verifier never undoes a revoke applied while Reload reads the store",
           "[verifier][revocation]") {
   auto hook = std::make_shared<RevokeDuringReload>(std::make_shared<MemoryKeyStore>());
@@ -800,6 +844,35 @@ TEST_CASE("Verifier::Create validates its options", "[verifier]") {
   CHECK(Verifier::Create(vo).ok());
 }
 
+// absl::Time has quarter nanoseconds; a record written by other code than
+// KeyManager (which keeps microseconds) may use them.
+TEST_CASE("Verifier agrees with the reference on deadlines between two nanoseconds",
+          "[verifier][time]") {
+  Fixture f;
+  CreatedKey expiring = f.Create();
+  CreatedKey rolled = f.Create();
+  absl::StatusOr<CreatedKey> rolled_new =
+      f.manager->Roll(rolled.record.id, absl::Seconds(30), "alice");
+  REQUIRE_OK(rolled_new);
+  const absl::Time deadline = kStart + absl::Seconds(1) / 3;  // ...333.25 ns
+  REQUIRE(deadline > kStart + absl::Nanoseconds(333'333'333));
+  REQUIRE(deadline < kStart + absl::Nanoseconds(333'333'334));
+  KeyRecord e = *f.store->Get(expiring.record.id);
+  e.expires = deadline;
+  REQUIRE_OK(f.store->Update(e));
+  KeyRecord r = *f.store->Get(rolled.record.id);
+  r.previous->valid_until = deadline;
+  REQUIRE_OK(f.store->Update(r));
+  REQUIRE_OK(f.verifier->Sync());
+  for (const std::string& header :
+       {"Bearer " + Text(expiring.token), "Bearer " + Text(rolled.token)}) {
+    // Before, the verifier already refused at ...333 ns (the deadline
+    // rounded down); the reference, like the record, at ...334.
+    CHECK(f.Both(header, {}, kStart + absl::Nanoseconds(333'333'333)).ok());
+    CHECK(f.Both(header, {}, kStart + absl::Nanoseconds(333'333'334)).outcome == Outcome::kExpired);
+  }
+}
+
 TEST_CASE("Verifier agrees with the reference at the ends of time", "[verifier][time]") {
   Fixture f;
   const CreatedKey forever = f.Create();
@@ -922,6 +995,60 @@ TEST_CASE("Verifier enforces a key's rate limit and reports it for HTTP",
   // Failures before the limit check never consume it.
   CHECK(f.Verify(token, f.Needs("write:all")).outcome == Outcome::kInsufficientScope);
   CHECK_FALSE(f.Verify(token, f.Needs("write:all")).rate.applies());
+}
+
+// A table swap (Reload, the periodic resync, a resize) must carry each key's
+// GCRA state over, including what readers still on the old table consume
+// during the swap. Before, a reload handed every key a fresh burst, and the
+// requests of the readers still on the old table were forgiven: with 200
+// reloads a key with a burst of 1000 admitted 7000-12000 requests.
+TEST_CASE("Verifier keeps a key's rate limit across reloads and resizes under load",
+          "[verifier][rate_limit][concurrency]") {
+  Fixture f;
+  // Large enough that the bucket drains while the swaps below run.
+  constexpr std::uint64_t kBurst = 20'000;
+  constexpr int kReaders = 2;
+  // One request an hour after the burst: the clock stands still, so exactly
+  // kBurst requests may pass, give or take one per reader and swap for the
+  // requests in flight on the old table when the bucket runs out.
+  CreatedKey k = f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Hours(1), kBurst});
+  REQUIRE_OK(f.verifier->Sync());
+  const std::string header = "Bearer " + Text(k.token);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> admitted{0};
+  std::atomic<std::uint64_t> attempts{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < kReaders; ++r) {
+    readers.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        const Verdict v = f.verifier->Verify(header, Requirement{}, kStart);
+        attempts.fetch_add(1, std::memory_order_relaxed);
+        if (v.ok()) admitted.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  const std::uint64_t rebuilds_before = f.verifier->Stats().rebuilds;
+  // Swaps while the bucket drains, and after: reloads, and resizes as new
+  // keys arrive through the change callback.
+  std::uint64_t reloads = 0;
+  // Until the bucket is empty and many requests have been refused.
+  while (admitted.load() < kBurst || reloads < 60 || attempts.load() < 2 * kBurst) {
+    REQUIRE_OK(f.verifier->Reload());
+    ++reloads;
+    if (reloads % 3 == 0) {
+      for (int j = 0; j < 200; ++j) f.Create();
+    }
+  }
+  stop = true;
+  for (std::thread& t : readers) t.join();
+  const VerifierStats stats = f.verifier->Stats();
+  INFO("admitted " << admitted.load() << " of " << attempts.load() << " attempts, reloads "
+                   << reloads << ", rebuilds " << stats.rebuilds - rebuilds_before);
+  CHECK(stats.rebuilds - rebuilds_before > reloads);  // resizes happened too
+  CHECK(admitted.load() >= kBurst);
+  CHECK(admitted.load() <= kBurst + kReaders);
+  // And the state the last table holds says the bucket is empty.
+  CHECK(f.verifier->Verify(header, Requirement{}, kStart).outcome == Outcome::kRateLimited);
 }
 
 TEST_CASE("Verifier applies the environment's default limit, and state survives changes",
@@ -1141,6 +1268,46 @@ TEST_CASE("Verifier counts usage and writes last_used without clobbering changes
     std::lock_guard<std::mutex> lock(sink->mu);
     CHECK(sink->requests[a.record.id] == 7);
   }
+}
+
+// Fails TouchLastUsed while `down` is set.
+class FlakyTouchStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  bool down = false;
+  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                             absl::Duration granularity) override {
+    if (down) return absl::UnavailableError("store: down");
+    return inner().TouchLastUsed(updates, granularity);
+  }
+};
+
+TEST_CASE("Verifier keeps last_used through a failed usage flush", "[verifier][usage]") {
+  auto flaky = std::make_shared<FlakyTouchStore>(std::make_shared<MemoryKeyStore>());
+  FixtureOptions o;
+  o.store = flaky;
+  o.record_usage = true;
+  Fixture f(o);
+  auto sink = std::make_shared<CollectingUsage>();
+  VerifierOptions vo = ManualUsageOptions(f);
+  vo.usage_sink = sink;
+  auto v = Verifier::Create(vo);
+  REQUIRE_OK(v);
+  f.verifier = *std::move(v);
+  CreatedKey k = f.Create();
+  REQUIRE_OK(f.verifier->Sync());
+  for (int i = 0; i < 5; ++i) CHECK(f.Verify(Text(k.token)).ok());
+  flaky->down = true;
+  CHECK(f.verifier->FlushUsage().code() == absl::StatusCode::kUnavailable);
+  CHECK_FALSE(f.store->Get(k.record.id)->last_used.has_value());
+  flaky->down = false;
+  REQUIRE_OK(f.verifier->FlushUsage());
+  absl::StatusOr<KeyRecord> r = f.store->Get(k.record.id);
+  REQUIRE_OK(r);
+  REQUIRE(r->last_used.has_value());  // before: lost with the failed flush
+  CHECK(*r->last_used == kStart);
+  std::lock_guard<std::mutex> lock(sink->mu);
+  CHECK(sink->requests[k.record.id] == 5);  // counted once, by the first flush
 }
 
 TEST_CASE("Verifier's usage flush is not a change for a bundled store", "[verifier][usage]") {

@@ -195,13 +195,15 @@ struct VerifierStats {
 class Verifier {
  public:
   // Loads every key from the store (ChangesSince(0) until exhausted) and,
-  // with follow_changes, subscribes and starts the feed thread.
+  // with follow_changes, subscribes, applies what was committed between the
+  // load and the subscription (so every change that returned before Create
+  // returns is in force), and starts the feed thread.
   // Errors: kInvalidArgument naming the option ("deployment: required",
   // "environment: unknown environment 'x'" (the name quoted only if it is a
   // well-formed one), "feed_batch: ...", "poll_interval: must be at most 365
   // days", "expected_keys: ...", "owner_rate_limit.burst: ..." as
   // ValidateRateLimitPolicy); the store's errors (kUnavailable ...) from the
-  // initial load.
+  // initial load or the catch-up after subscribing.
   static absl::StatusOr<std::unique_ptr<Verifier>> Create(VerifierOptions options);
 
   ~Verifier();
@@ -229,7 +231,14 @@ class Verifier {
   // whose change notifications are asynchronous. Errors: the store's.
   absl::Status Refresh(std::string_view key_id);
   // Rebuilds the index from a full read of the store (what the periodic
-  // resync does); rate-limit and usage state carry over. The read takes no
+  // resync does); rate-limit and usage state carry over. So does what
+  // readers still on the old index consume while it is swapped out (here
+  // and when the index is resized): it is added to the new index's state
+  // once they have left. At a swap, a key can therefore pass at most one
+  // request per verifying thread beyond its limit: the requests in flight
+  // on the old index when its bucket runs out. (A key whose bucket was full
+  // is charged from the moment its state was copied, by the verifier's
+  // clock: up to the copy's duration too much.) The read takes no
   // lock that feed application needs; the new index is brought up to date
   // with the feed before it replaces the old one, so a change applied
   // during the read (a revoke, say) is never undone, not even briefly.
@@ -239,7 +248,9 @@ class Verifier {
   // Collects usage, calls the UsageSink, and writes last_used with one
   // KeyStore::TouchLastUsed call (for the bundled stores: one transaction,
   // no version bump, no change-feed entry, so concurrent management changes
-  // are neither overwritten nor aborted). Errors: the store's.
+  // are neither overwritten nor aborted). Errors: the store's; the
+  // last-used times are then kept for the next flush (the sink has had the
+  // counts already, and gets each count once).
   absl::Status FlushUsage();
 
   // Stops the background threads and flushes usage one last time.
