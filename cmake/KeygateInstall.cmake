@@ -1,5 +1,5 @@
 # Install rules: headers, libraries, the CMake package (targets, config,
-# version file) and a pkg-config file. Also export()s the build tree so a
+# version file) and pkg-config files. Also export()s the build tree so a
 # consumer can find_package(keygate) from a build directory.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
@@ -63,7 +63,101 @@ install(FILES
   "${PROJECT_BINARY_DIR}/keygateConfigVersion.cmake"
   DESTINATION "${KEYGATE_CMAKE_DIR}")
 
-configure_file("${PROJECT_SOURCE_DIR}/cmake/keygate.pc.in"
-  "${PROJECT_BINARY_DIR}/keygate.pc" @ONLY)
-install(FILES "${PROJECT_BINARY_DIR}/keygate.pc"
-  DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+# pkg-config: keygate.pc (core) and keygate-sqlite.pc (the SQLite store).
+#
+# The files are relocatable: prefix is derived from ${pcfiledir}, so they stay
+# right after `cmake --install <build> --prefix <anywhere>`, for a DESTDIR or
+# CPack staging tree and when the tree is moved. An absolute libdir/includedir
+# (set by hand) cannot move, so it is written as is.
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}" OR IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
+  set(KEYGATE_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+  set(KEYGATE_PC_LIBDIR "${CMAKE_INSTALL_FULL_LIBDIR}")
+  set(KEYGATE_PC_INCLUDEDIR "${CMAKE_INSTALL_FULL_INCLUDEDIR}")
+else()
+  # Depth of <libdir>/pkgconfig: "lib/pkgconfig" -> "../..", Debian's
+  # "lib/x86_64-linux-gnu/pkgconfig" (prefix /usr) -> "../../..".
+  file(RELATIVE_PATH _keygate_pc_up "/keygate-root/${CMAKE_INSTALL_LIBDIR}/pkgconfig"
+    "/keygate-root")
+  string(REGEX REPLACE "/$" "" _keygate_pc_up "${_keygate_pc_up}")
+  set(KEYGATE_PC_PREFIX "\${pcfiledir}/${_keygate_pc_up}")
+  set(KEYGATE_PC_LIBDIR "\${prefix}/${CMAKE_INSTALL_LIBDIR}")
+  set(KEYGATE_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
+endif()
+
+# The pkg-config name of each CMake dependency. absl::x is absl_x.pc; a link
+# dependency missing here stops configuration rather than producing a .pc
+# that does not link. Header-only dependencies that no public header needs
+# map to nothing.
+function(_keygate_pc_module out dep)
+  if(dep MATCHES "^absl::(.+)$")
+    set(module "absl_${CMAKE_MATCH_1}")
+  elseif(dep STREQUAL "OpenSSL::Crypto")
+    set(module "libcrypto >= 3.0")
+  elseif(dep STREQUAL "SQLite::SQLite3")
+    set(module "sqlite3")
+  elseif(dep STREQUAL "keygate::keygate")
+    set(module "keygate = ${PROJECT_VERSION}")
+  elseif(dep STREQUAL "Threads::Threads" OR dep STREQUAL "Boost::headers")
+    set(module "")  # threads: see CMAKE_THREAD_LIBS_INIT; Boost: private, headers only
+  else()
+    message(FATAL_ERROR "keygate: no pkg-config name for dependency '${dep}': "
+      "add it to _keygate_pc_module() in cmake/KeygateInstall.cmake")
+  endif()
+  set(${out} "${module}" PARENT_SCOPE)
+endfunction()
+
+# Writes and installs <pc_name>.pc for <target>, its dependencies taken from
+# the target's link libraries so that the two cannot drift apart. A static
+# archive records none of its dependencies, so for a static library the
+# private ones go to Requires as well: the documented
+# `pkg-config --cflags --libs keygate` must link without --static.
+function(_keygate_install_pc target pc_name description)
+  get_target_property(all_deps ${target} LINK_LIBRARIES)
+  get_target_property(interface_deps ${target} INTERFACE_LINK_LIBRARIES)
+  get_target_property(type ${target} TYPE)
+  get_target_property(lib ${target} OUTPUT_NAME)
+  if(NOT lib)
+    set(lib ${target})
+  endif()
+  set(public "")
+  set(private "")
+  foreach(dep IN LISTS all_deps)
+    if(dep MATCHES "\\$<")
+      message(FATAL_ERROR "keygate: ${target} links '${dep}'; ${pc_name}.pc cannot express it")
+    endif()
+    _keygate_pc_module(module "${dep}")
+    if(module STREQUAL "")
+      continue()
+    endif()
+    if(dep IN_LIST interface_deps OR type STREQUAL "STATIC_LIBRARY")
+      list(APPEND public "${module}")
+    else()
+      list(APPEND private "${module}")
+    endif()
+  endforeach()
+  list(REMOVE_DUPLICATES public)
+  list(REMOVE_DUPLICATES private)
+  if(public)
+    list(REMOVE_ITEM private ${public})
+  endif()
+  list(JOIN public ", " KEYGATE_PC_REQUIRES)
+  list(JOIN private ", " KEYGATE_PC_REQUIRES_PRIVATE)
+  set(KEYGATE_PC_NAME "${pc_name}")
+  set(KEYGATE_PC_DESCRIPTION "${description}")
+  set(KEYGATE_PC_LIBS "-L\${libdir} -l${lib}")
+  set(KEYGATE_PC_LIBS_PRIVATE "")
+  if(CMAKE_THREAD_LIBS_INIT AND type STREQUAL "STATIC_LIBRARY")
+    string(APPEND KEYGATE_PC_LIBS " ${CMAKE_THREAD_LIBS_INIT}")
+  elseif(CMAKE_THREAD_LIBS_INIT)
+    set(KEYGATE_PC_LIBS_PRIVATE "${CMAKE_THREAD_LIBS_INIT}")
+  endif()
+  configure_file("${PROJECT_SOURCE_DIR}/cmake/keygate.pc.in"
+    "${PROJECT_BINARY_DIR}/${pc_name}.pc" @ONLY)
+  install(FILES "${PROJECT_BINARY_DIR}/${pc_name}.pc"
+    DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+endfunction()
+
+_keygate_install_pc(keygate keygate "${PROJECT_DESCRIPTION}")
+if(TARGET keygate_sqlite)
+  _keygate_install_pc(keygate_sqlite keygate-sqlite "keygate's SQLite key store")
+endif()

@@ -41,6 +41,12 @@ class KeygateConan(ConanFile):
         tc.cache_variables["KEYGATE_BUILD_CLI"] = False
         tc.cache_variables["KEYGATE_INSTALL"] = True
         tc.cache_variables["KEYGATE_WITH_SQLITE"] = bool(self.options.with_sqlite)
+        # The HTTP framework adapters are not packaged here: left to the
+        # build's defaults, they were built whenever Boost.Beast's headers
+        # (always, with header-only Boost) or a system cpp-httplib were found,
+        # and installed without a component to reach them by.
+        tc.cache_variables["KEYGATE_WITH_BEAST"] = False
+        tc.cache_variables["KEYGATE_WITH_HTTPLIB"] = False
         tc.generate()
         CMakeDeps(self).generate()
 

@@ -13,6 +13,11 @@ vcpkg_cmake_configure(
     -DKEYGATE_BUILD_BENCH=OFF
     -DKEYGATE_BUILD_EXAMPLES=OFF
     -DKEYGATE_BUILD_CLI=OFF
+    # The HTTP framework adapters are not part of this port (they would be
+    # built whenever their frameworks happen to be found, with no dependency
+    # declared for them).
+    -DKEYGATE_WITH_BEAST=OFF
+    -DKEYGATE_WITH_HTTPLIB=OFF
     -DKEYGATE_INSTALL=ON)
 vcpkg_cmake_install()
 vcpkg_cmake_config_fixup(CONFIG_PATH lib/cmake/keygate)
