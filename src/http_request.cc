@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 
 #include <array>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -15,6 +16,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+
+#include "keygate/token.h"
 
 namespace keygate {
 namespace {
@@ -106,6 +109,26 @@ bool ParseAddress(std::string_view text, bool* v6, unsigned char bytes[16]) noex
   return true;
 }
 
+// Entries longer than this are never quoted in an error message: shorter
+// than any token, with room for the longest IPv6 block written out
+// ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128", 49 characters).
+constexpr std::size_t kMaxQuotedEntry = 50;
+static_assert(kMaxQuotedEntry < kMinTokenLength);
+
+// Whether a rejected `allowed` entry may be quoted in the error message: only
+// text made of the characters of addresses and blocks, and shorter than any
+// token. A misplaced option may hold anything (a pasted token, control
+// characters); such an entry is named by its index only.
+bool IsQuotableAddressEntry(std::string_view text) noexcept {
+  if (text.empty() || text.size() > kMaxQuotedEntry) return false;
+  for (const char c : text) {
+    const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+                    c == '.' || c == ':' || c == '/' || c == '%' || c == '[' || c == ']';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 bool PrefixMatches(const unsigned char* a, const unsigned char* b, int bits) noexcept {
   const int whole = bits / 8;
   if (std::memcmp(a, b, static_cast<std::size_t>(whole)) != 0) return false;
@@ -144,8 +167,11 @@ absl::StatusOr<std::shared_ptr<const AddressFilter>> AddressFilter::Create(
   for (std::size_t i = 0; i < allowed.size(); ++i) {
     const std::string_view text = allowed[i];
     auto error = [&] {
-      return absl::InvalidArgumentError(absl::StrCat("allowed[", i, "]: '",
-                                                     std::string(text.substr(0, 64)),
+      if (!IsQuotableAddressEntry(text)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("allowed[", i, "]: not an IP address or CIDR block"));
+      }
+      return absl::InvalidArgumentError(absl::StrCat("allowed[", i, "]: '", std::string(text),
                                                      "' is not an IP address or CIDR block"));
     };
     std::string_view address = text;
@@ -206,6 +232,13 @@ bool QueryCarriesCredential(std::string_view raw_query,
     pos = end + 1;
   }
   return false;
+}
+
+std::string_view QueryOfTarget(std::string_view target) noexcept {
+  const std::size_t q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  const std::string_view query = target.substr(q + 1);
+  return query.substr(0, query.find('#'));
 }
 
 // Out of line (not a default argument): g++ 12 at -O3 reports a spurious

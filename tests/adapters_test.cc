@@ -138,9 +138,9 @@ TEST_CASE("Beast adapter answers a denied request with the full error response",
   }
   SECTION("a credential in the target's query: 400; a fragment is not the query") {
     const std::string token = keys.Create({"read:all"});
-    for (const std::string& target :
-         std::vector<std::string>{"/v1/projects?api_key=" + token,
-                                  "/v1/projects?a=1&access_token=x", "/v1/projects?API%5FKEY=1"}) {
+    for (const std::string& target : std::vector<std::string>{
+             "/v1/projects?api_key=" + token, "/v1/projects?a=1&access_token=x",
+             "/v1/projects?API%5FKEY=1", "/v1/projects?x=1;api_key=abc"}) {
       auto req = BeastRequest(target);
       req.set(http::field::authorization, "Bearer " + token);
       BeastResponse res;
@@ -424,6 +424,109 @@ TEST_CASE("httplib adapter rejects plain HTTP without looking at the key",
   CHECK(health->status == 200);
   std::lock_guard<std::mutex> lock(routes.mu);
   CHECK(routes.seen == std::vector<std::string>{"insecure_transport"});
+}
+
+TEST_CASE("httplib adapter decides on the URL only, through both entry points",
+          "[adapters][httplib][query]") {
+  Keys keys;
+  // Plain HTTP on loopback, so the check goes on past the TLS rule.
+  auto verifier = ReferenceVerifier::Create(keys.deployment, keys.store, "production");
+  REQUIRE(verifier.ok());
+  HttpAuthOptions options;
+  options.require_tls = false;
+  auto auth = std::make_shared<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
+
+  // /pre/... through the pre-routing handler, /protect/... through
+  // HttplibProtect; both need write:all.
+  httplib::Server server;
+  server.set_pre_routing_handler(
+      HttplibPreRoutingHandler(auth, [&keys](const httplib::Request& req) -> const Requirement* {
+        return req.path.rfind("/pre/", 0) == 0 ? &keys.write : nullptr;
+      }));
+  auto saved = [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("saved", "text/plain");
+  };
+  auto protected_saved = [](const httplib::Request&, httplib::Response& res,
+                            const HttpAuthResult&) { res.set_content("saved", "text/plain"); };
+  server.Post("/pre/settings", saved);
+  server.Get("/pre/items", saved);
+  server.Post("/protect/settings", HttplibProtect(auth, keys.write, protected_saved));
+  server.Get("/protect/items", HttplibProtect(auth, keys.write, protected_saved));
+  Running running(&server);
+
+  httplib::Client client("127.0.0.1", running.port());
+  // Send the target as written: by default httplib's client escapes ';' as
+  // %3B, which is a different (harmless) query.
+  client.set_url_encode(false);
+  const std::string writer = keys.Create({"write:all"});
+  const httplib::Headers authorization = {{"Authorization", "Bearer " + writer}};
+
+  for (const std::string entry : {"/pre", "/protect"}) {
+    INFO(entry);
+    // A form field named like a credential parameter is data, not a key in
+    // the URL (httplib merges body fields into Request::params).
+    for (const char* body :
+         {"webhook=https%3A%2F%2Fexample.com&api_key=third-party-key-to-store", "access_token="}) {
+      INFO(body);
+      httplib::Result r = client.Post((entry + "/settings").c_str(), authorization, body,
+                                      "application/x-www-form-urlencoded");
+      REQUIRE(r);
+      CHECK(r->status == 200);
+      CHECK(r->body == "saved");
+    }
+    // The same field in the URL is refused, body or not.
+    httplib::Result in_url = client.Post((entry + "/settings?api_key=x").c_str(), authorization,
+                                         "webhook=1", "application/x-www-form-urlencoded");
+    REQUIRE(in_url);
+    CHECK(in_url->status == 400);
+
+    // ';' separates parameters, as QueryCarriesCredential (and so the Beast
+    // adapter) reads a query; httplib's own parser splits on '&' only.
+    for (const char* query : {"?x=1;api_key=abc", "?x=1;access_token=abc", "?API%5FKEY=1"}) {
+      INFO(query);
+      httplib::Result r = client.Get((entry + "/items" + query).c_str(), authorization);
+      REQUIRE(r);
+      CHECK(r->status == 400);
+      CHECK(r->body == Expected(Outcome::kInvalidRequest).body);
+    }
+    httplib::Result clean = client.Get((entry + "/items?page=2").c_str(), authorization);
+    REQUIRE(clean);
+    CHECK(clean->status == 200);
+  }
+}
+
+TEST_CASE("CheckHttplibRequest reads the query from the target, not from params",
+          "[adapters][httplib][query]") {
+  Keys keys;
+  auto verifier = ReferenceVerifier::Create(keys.deployment, keys.store, "production");
+  REQUIRE(verifier.ok());
+  HttpAuthOptions options;
+  options.require_tls = false;
+  const HttpAuthenticator auth(AdaptVerifier(std::move(*verifier)), options);
+  const std::string reader = keys.Create({"read:all"});
+
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/settings";
+  req.target = "/settings?page=1";
+  req.set_header("Authorization", "Bearer " + reader);
+  req.params.emplace("page", "1");
+  req.params.emplace("api_key", "from-the-body");  // what a form body adds
+  httplib::Response res;
+  CHECK(CheckHttplibRequest(auth, req, keys.read, &res).allowed());
+
+  for (const char* target : {"/settings?x=1;api_key=abc", "/settings?access_token=1#f"}) {
+    INFO(target);
+    req.target = target;
+    req.params.clear();
+    httplib::Response denied;
+    CHECK(CheckHttplibRequest(auth, req, keys.read, &denied).verdict.outcome ==
+          Outcome::kInvalidRequest);
+    CHECK(denied.status == 400);
+  }
+  req.target = "/settings?page=1#api_key=1";  // a fragment is no part of the query
+  httplib::Response fragment;
+  CHECK(CheckHttplibRequest(auth, req, keys.read, &fragment).allowed());
 }
 
 #endif  // KEYGATE_TEST_HTTPLIB

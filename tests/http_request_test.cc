@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 #include "catch.h"
@@ -22,6 +23,7 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
+#include "keygate/token.h"
 
 namespace keygate {
 namespace {
@@ -240,6 +242,18 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
   CHECK_FALSE(QueryCarriesCredential("a=1", HttpAuthOptions{}.credential_query_parameters));
 }
 
+TEST_CASE("QueryOfTarget takes the query of a request target, without the fragment",
+          "[http_request][query]") {
+  CHECK(QueryOfTarget("/v1/projects?a=1&b=2") == "a=1&b=2");
+  CHECK(QueryOfTarget("/v1/projects?x=1;api_key=2#frag") == "x=1;api_key=2");
+  CHECK(QueryOfTarget("/p?a=1?b=2") == "a=1?b=2");
+  CHECK(QueryOfTarget("https://api.example/p?q=1") == "q=1");
+  CHECK(QueryOfTarget("/p?") == "");
+  CHECK(QueryOfTarget("/p") == "");
+  CHECK(QueryOfTarget("/p#api_key=1") == "");
+  CHECK(QueryOfTarget("") == "");
+}
+
 TEST_CASE("The response table with real keys: one identical 401 for every unusable token",
           "[http_request][oracle]") {
   Fixture fx;
@@ -435,6 +449,43 @@ TEST_CASE("The verifier sees the authenticator's clock", "[http_request][clock]"
   const std::string_view values[] = {"Bearer x"};
   (void)auth.Check(Tls(values), {});
   CHECK(verifier->last_now == absl::FromUnixSeconds(1'900'000'000));
+}
+
+TEST_CASE("AddressFilter quotes a rejected entry only if it looks like an address",
+          "[http_request][address][secrets]") {
+  auto message = [](std::vector<std::string> allowed) {
+    absl::StatusOr<std::shared_ptr<const AddressFilter>> r = AddressFilter::Create(allowed);
+    REQUIRE(r.status().code() == absl::StatusCode::kInvalidArgument);
+    return std::string(r.status().message());
+  };
+  // Plausible typos are quoted, so the operator sees what is wrong.
+  CHECK(message({"10.0.0.0/8", "10.0.0.300/8"}) ==
+        "allowed[1]: '10.0.0.300/8' is not an IP address or CIDR block");
+  CHECK(message({"2001:db8::/129"}) ==
+        "allowed[0]: '2001:db8::/129' is not an IP address or CIDR block");
+  CHECK(message({"[::1/64"}) == "allowed[0]: '[::1/64' is not an IP address or CIDR block");
+
+  // A token pasted into the wrong option is never echoed, nor is any part
+  // of it.
+  absl::StatusOr<Secret> token = GenerateToken("kg", "live");
+  REQUIRE(token.ok());
+  const std::string revealed(token->Reveal(InsecureSecretAccess::Get()));
+  const std::string token_message = message({"10.0.0.0/8", revealed});
+  CHECK(token_message == "allowed[1]: not an IP address or CIDR block");
+  CHECK(token_message.find(revealed.substr(8, 12)) == std::string::npos);
+
+  // Nor anything outside the address characters (control characters, a
+  // word) or too long to be an address, even if made of hex digits.
+  for (const std::string& bad :
+       {std::string("10.0.0.1\n"), std::string("10.0.0.1\x1b[2J"), std::string("localhost"),
+        std::string("10.0.0.0 /8"), std::string(51, 'a'), std::string(64, '1')}) {
+    INFO(bad.size());
+    CHECK(message({bad}) == "allowed[0]: not an IP address or CIDR block");
+  }
+  // The longest IPv6 block written out is still quoted when mistyped.
+  const std::string longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/129";
+  REQUIRE(longest.size() == 49);
+  CHECK(message({longest}) == "allowed[0]: '" + longest + "' is not an IP address or CIDR block");
 }
 
 TEST_CASE("AddressFilter matches IPv4 and IPv6 CIDR blocks", "[http_request][address]") {

@@ -274,7 +274,10 @@ class Server {
     });
   }
 
-  void RouteProjects(const Request& req, bool tls, std::string_view peer, Response* res,
+  // Returns true when keygate answered the request (a denial): the response
+  // is complete, Content-Length included (for HEAD, that of the body left
+  // out), and must not be prepared again.
+  bool RouteProjects(const Request& req, bool tls, std::string_view peer, Response* res,
                      LogEntry* entry);
 
   const ServerConfig& config_;
@@ -433,6 +436,7 @@ void Server::Handle(const Request& req, bool tls, std::string_view peer, Respons
 
   std::string_view target = Std(req.target());
   const std::string_view path = target.substr(0, target.find_first_of("?#"));
+  bool complete = false;
   if (path == "/healthz") {
     if (req.method() == http::verb::get || req.method() == http::verb::head) {
       SetJson(res, http::status::ok, "{\"status\":\"ok\"}");
@@ -446,21 +450,32 @@ void Server::Handle(const Request& req, bool tls, std::string_view peer, Respons
     // The benchmark's baseline: the same handler, no keygate.
     SetJson(res, http::status::ok, projects_.ListJson());
   } else if (path == "/v1/projects" || path.rfind("/v1/projects/", 0) == 0) {
-    RouteProjects(req, tls, peer, res, &entry);
+    complete = RouteProjects(req, tls, peer, res, &entry);
   } else {
     SetJson(res, http::status::not_found,
             "{\"error\":\"not_found\",\"message\":\"No such resource.\"}");
   }
   res->set(http::field::server, "keygate-example");
   res->set(http::field::date, HttpDate());
-  res->prepare_payload();
-  // RFC 9110 8.6: no Content-Length on a 204.
-  if (res->result() == http::status::no_content) res->erase(http::field::content_length);
-  if (req.method() == http::verb::head) res->body().clear();
+  if (complete) {
+    // keygate's denial already carries its Content-Length (for HEAD, that of
+    // the body it left out); preparing the payload again would measure the
+    // emptied body. Set again only to keep it the last field, as below.
+    if (const auto it = res->find(http::field::content_length); it != res->end()) {
+      const std::string length(it->value());
+      res->set(http::field::content_length, length);
+    }
+  } else {
+    res->prepare_payload();
+    // RFC 9110 8.6: no Content-Length on a 204.
+    if (res->result() == http::status::no_content) res->erase(http::field::content_length);
+    // RFC 9110 9.3.2: HEAD gets GET's headers, Content-Length included.
+    if (req.method() == http::verb::head) res->body().clear();
+  }
   Log(req, peer, tls, *res, entry, std::chrono::steady_clock::now() - start);
 }
 
-void Server::RouteProjects(const Request& req, bool tls, std::string_view peer, Response* res,
+bool Server::RouteProjects(const Request& req, bool tls, std::string_view peer, Response* res,
                            LogEntry* entry) {
   const std::string_view target = Std(req.target());
   const std::string_view path = target.substr(0, target.find_first_of("?#"));
@@ -482,7 +497,7 @@ void Server::RouteProjects(const Request& req, bool tls, std::string_view peer, 
     SetJson(res, http::status::method_not_allowed,
             "{\"error\":\"method_not_allowed\",\"message\":\"Method not allowed here.\"}");
     res->set(http::field::allow, collection ? "GET, HEAD, POST" : "DELETE");
-    return;
+    return false;
   }
 
   const keygate::HttpAuthResult auth =
@@ -490,7 +505,7 @@ void Server::RouteProjects(const Request& req, bool tls, std::string_view peer, 
   entry->checked = true;
   entry->verdict = auth.verdict;
   if (auth.principal) entry->owner = auth.principal->owner;
-  if (!auth.allowed()) return;
+  if (!auth.allowed()) return true;
 
   if (method == http::verb::get || method == http::verb::head) {
     SetJson(res, http::status::ok, projects_.ListJson());
@@ -500,7 +515,7 @@ void Server::RouteProjects(const Request& req, bool tls, std::string_view peer, 
       SetJson(res, http::status::bad_request,
               "{\"error\":\"invalid_body\",\"message\":\"Send {\\\"name\\\":\\\"...\\\"} "
               "(1-100 characters).\"}");
-      return;
+      return false;
     }
     SetJson(res, http::status::created, projects_.Create(std::move(*name), entry->owner));
   } else {
@@ -519,6 +534,7 @@ void Server::RouteProjects(const Request& req, bool tls, std::string_view peer, 
               "{\"error\":\"not_found\",\"message\":\"No such project.\"}");
     }
   }
+  return false;
 }
 
 void Server::Log(const Request& req, std::string_view peer, bool tls, const Response& res,

@@ -138,7 +138,10 @@ class AddressFilter {
   // `allowed`: blocks like "10.0.0.0/8", "2001:db8::/32", or single
   // addresses ("127.0.0.1", "::1"). IPv4-mapped IPv6 client addresses
   // ("::ffff:10.1.2.3") match IPv4 blocks. Errors: kInvalidArgument
-  // "allowed[i]: '<block>' is not an IP address or CIDR block".
+  // "allowed[i]: '<block>' is not an IP address or CIDR block"; the entry is
+  // quoted only if it is made of address characters ([0-9a-fA-F.:/%[]]) and
+  // shorter than any token, else "allowed[i]: not an IP address or CIDR
+  // block" (a misplaced option may hold anything, a token included).
   static absl::StatusOr<std::shared_ptr<const AddressFilter>> Create(
       absl::Span<const std::string> allowed);
 
@@ -182,7 +185,7 @@ struct HttpRequestFacts {
   // Query parameter names, percent-decoded, for frameworks that parse them.
   absl::Span<const std::string_view> query_parameter_names;
   // The raw query (after '?', without a fragment, not decoded), for
-  // frameworks that give the request target. Both may be set.
+  // frameworks that give the request target (QueryOfTarget). Both may be set.
   std::string_view raw_query;
   // The request arrived over TLS.
   bool tls = false;
@@ -216,6 +219,10 @@ bool IsCredentialParameter(std::string_view name,
 // names are percent-decoded ('+' is a space) before comparing.
 bool QueryCarriesCredential(std::string_view raw_query,
                             absl::Span<const std::string> credential_names) noexcept;
+// The raw query of a request target, for HttpRequestFacts::raw_query: the
+// part after the first '?', up to a '#' ("/p?a=1#f" -> "a=1"; "/p" -> "").
+// The adapters all use it, so that every framework decides on the same text.
+std::string_view QueryOfTarget(std::string_view target) noexcept;
 
 class HttpAuthenticator {
  public:

@@ -23,14 +23,6 @@ std::string_view Std(const View& v) noexcept {
   return std::string_view(v.data(), v.size());
 }
 
-// The query of a request target ("/p?a=1#f" -> "a=1").
-std::string_view QueryOf(std::string_view target) noexcept {
-  const std::size_t q = target.find('?');
-  if (q == std::string_view::npos) return {};
-  std::string_view query = target.substr(q + 1);
-  return query.substr(0, query.find('#'));
-}
-
 // What http::message::keep_alive() computes, from the header alone
 // (RFC 9112 9.3): HTTP/1.1 persists unless "close"; HTTP/1.0 only with
 // "keep-alive".
@@ -77,7 +69,7 @@ HttpAuthResult CheckBeastRequest(const HttpAuthenticator& authenticator,
   }
   HttpRequestFacts facts;
   facts.authorization = absl::Span<const std::string_view>(authorization.data(), n);
-  facts.raw_query = QueryOf(Std(request.target()));
+  facts.raw_query = QueryOfTarget(Std(request.target()));
   facts.tls = connection.tls;
   facts.client_address = connection.client_address;
   HttpAuthResult result = authenticator.Check(facts, requirement, attribution);

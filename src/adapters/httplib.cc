@@ -8,7 +8,6 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
 namespace keygate {
 namespace {
@@ -62,13 +61,14 @@ HttpAuthResult CheckHttplibRequest(const HttpAuthenticator& authenticator,
   for (auto it = range.first; it != range.second && n < authorization.size(); ++it) {
     authorization[n++] = it->second;
   }
-  std::vector<std::string_view> names;
-  names.reserve(request.params.size());
-  for (const auto& [name, value] : request.params) names.emplace_back(name);
-
   HttpRequestFacts facts;
   facts.authorization = absl::Span<const std::string_view>(authorization.data(), n);
-  facts.query_parameter_names = names;
+  // The query of the request target as received, not `request.params`: by
+  // the time a route handler runs, httplib has merged the fields of a
+  // urlencoded body into params (a form may legitimately carry a field named
+  // api_key), and it splits only on '&', so "?x=1;api_key=..." would pass
+  // here and be refused by the Beast adapter. The URL alone decides.
+  facts.raw_query = QueryOfTarget(request.target);
   facts.tls = IsTls(request);
   facts.client_address = request.remote_addr;
   HttpAuthResult result = authenticator.Check(facts, requirement, attribution);

@@ -166,6 +166,35 @@ EOF
 }
 fetch missing "$BASE/v1/projects"
 expect_401_missing missing
+# HEAD: GET's status and headers, Content-Length included (RFC 9110 9.3.2),
+# for keygate's own denial as for an allowed request.
+head_matches_get() {
+  local get=$1 head=$2
+  if cmp -s <(grep -av '^Date: ' "$W/$get.h") <(grep -av '^Date: ' "$W/$head.h"); then
+    pass "$head: the same status and headers as GET, Content-Length included"
+  else
+    fail "$head: HEAD headers differ from GET's (- GET, + HEAD)"
+    diff <(grep -av '^Date: ' "$W/$get.h" | cat -A) <(grep -av '^Date: ' "$W/$head.h" | cat -A) |
+      sed 's/^/      /'
+  fi
+}
+fetch missing_head "$BASE/v1/projects" --head
+head_matches_get missing missing_head
+fetch ok_head "$BASE/v1/projects" --head -H "Authorization: Bearer $READER"
+head_matches_get ok ok_head
+# ...and no body: a GET after the denied HEAD on the same connection gets its
+# own response intact (body bytes after a HEAD response would be read as the
+# start of the next one).
+reused=$(curl -sS --cacert "$W/cert.pem" --head -o /dev/null "$BASE/v1/projects" \
+  --next --cacert "$W/cert.pem" -D "$W/after_head.h" -o "$W/after_head.b" -w '%{num_connects}' \
+  -H "Authorization: Bearer $READER" "$BASE/v1/projects" 2>"$W/after_head.err")
+if [[ "$reused" == 0 && "$(status_of after_head)" == 200 &&
+  "$(cat "$W/after_head.b")" == "$PROJECTS" ]]; then
+  pass "HEAD: no body on the wire (the next request on the connection is answered intact)"
+else
+  got="connects '$reused', status '$(status_of after_head)', $(cat "$W/after_head.err")"
+  fail "HEAD then GET on one connection: $got"
+fi
 # Another scheme is no Bearer credential: the same plain challenge, no
 # error code (RFC 6750 3.1).
 fetch basic_scheme "$BASE/v1/projects" -u "alice:secret"

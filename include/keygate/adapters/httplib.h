@@ -10,8 +10,12 @@
 //   * `HttplibProtect`: wraps one route's handler; the handler also receives
 //     the HttpAuthResult (key id, principal) for its audit log.
 //   * `CheckHttplibRequest`: the check itself, for your own plumbing.
-// TLS is detected from the request (an `SSLServer` connection); the query
-// parameters httplib already parsed are checked for credentials.
+// TLS is detected from the request (an `SSLServer` connection); credentials
+// in the URL are looked for in the query of the request target as received
+// (`Request::target`), exactly as the Beast adapter does. `Request::params`
+// is not used: httplib merges the fields of a urlencoded body into it, and a
+// form field named `api_key` (say, a third-party key the user stores) is no
+// credential sent in the URL.
 //
 // Example:
 //
