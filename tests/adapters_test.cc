@@ -59,6 +59,16 @@ struct Keys {
     write = Requirement{*deployment->scopes().Compile({"write:all"}), "write:all", "", 1};
   }
 
+  // An authenticator over this store that lets plain HTTP through, so that
+  // a check goes on past the TLS rule (the loopback test servers).
+  std::shared_ptr<HttpAuthenticator> PlainHttpAuth() const {
+    auto verifier = ReferenceVerifier::Create(deployment, store, "production");
+    REQUIRE(verifier.ok());
+    HttpAuthOptions options;
+    options.require_tls = false;
+    return std::make_shared<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
+  }
+
   // The token of a new key of alice's.
   std::string Create(std::vector<std::string> scopes, std::string* id = nullptr) {
     CreateKeyRequest req;
@@ -429,12 +439,7 @@ TEST_CASE("httplib adapter rejects plain HTTP without looking at the key",
 TEST_CASE("httplib adapter decides on the URL only, through both entry points",
           "[adapters][httplib][query]") {
   Keys keys;
-  // Plain HTTP on loopback, so the check goes on past the TLS rule.
-  auto verifier = ReferenceVerifier::Create(keys.deployment, keys.store, "production");
-  REQUIRE(verifier.ok());
-  HttpAuthOptions options;
-  options.require_tls = false;
-  auto auth = std::make_shared<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
+  const std::shared_ptr<HttpAuthenticator> auth = keys.PlainHttpAuth();
 
   // /pre/... through the pre-routing handler, /protect/... through
   // HttplibProtect; both need write:all.
@@ -498,11 +503,8 @@ TEST_CASE("httplib adapter decides on the URL only, through both entry points",
 TEST_CASE("CheckHttplibRequest reads the query from the target, not from params",
           "[adapters][httplib][query]") {
   Keys keys;
-  auto verifier = ReferenceVerifier::Create(keys.deployment, keys.store, "production");
-  REQUIRE(verifier.ok());
-  HttpAuthOptions options;
-  options.require_tls = false;
-  const HttpAuthenticator auth(AdaptVerifier(std::move(*verifier)), options);
+  const std::shared_ptr<HttpAuthenticator> plain = keys.PlainHttpAuth();
+  const HttpAuthenticator& auth = *plain;
   const std::string reader = keys.Create({"read:all"});
 
   httplib::Request req;
