@@ -93,7 +93,8 @@ def main():
     shared2 = get(t2("BM_SharedMutexVerifyHit"), "items_per_second")
     ratio("BM_VerifyHit items/s, 2 threads / 1 thread", hit2, hit1, 1.8, False)
     ratio("BM_VerifyHit / BM_SharedMutexVerifyHit items/s, 2 threads", hit2, shared2, 3.0, False)
-    memory = get("BM_IndexMemory/10000000", "rss_bytes_per_key")
+    memory_runs = [n for n in runs if n.startswith("BM_IndexMemory/10000000")]
+    memory = get(memory_runs[0], "rss_bytes_per_key") if memory_runs else None
     value("index memory at 10M keys (RSS growth)", memory, 128, "B/key")
 
     width = max(len(r[0]) for r in rows)
