@@ -178,6 +178,7 @@ struct Verifier::Impl {
 
   // ---- Background work ----
   std::unique_ptr<Subscription> subscription;
+  std::mutex shutdown_mu;  // one Shutdown at a time; taken before wake_mu
   std::mutex wake_mu;
   std::condition_variable wake_cv;
   bool wake_pending = false;
@@ -1157,6 +1158,9 @@ void Verifier::Impl::UsageLoop() {
 }
 
 void Verifier::Impl::Shutdown() {
+  // Held throughout, so that a second caller returns only once the threads
+  // have stopped and the last flush is done, as the first does.
+  std::lock_guard<std::mutex> shutdown_lock(shutdown_mu);
   {
     std::lock_guard<std::mutex> lock(wake_mu);
     if (shut_down) return;

@@ -1310,6 +1310,41 @@ TEST_CASE("Verifier keeps last_used through a failed usage flush", "[verifier][u
   CHECK(sink->requests[k.record.id] == 5);  // counted once, by the first flush
 }
 
+// Holds TouchLastUsed until released, and records when it has finished.
+class SlowTouchStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  std::atomic<bool> entered{false};
+  std::atomic<bool> finished{false};
+
+  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                             absl::Duration granularity) override {
+    entered = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    absl::Status s = inner().TouchLastUsed(updates, granularity);
+    finished = true;
+    return s;
+  }
+};
+
+TEST_CASE("Verifier::Shutdown called twice at once returns only when the first is done",
+          "[verifier][shutdown]") {
+  auto slow = std::make_shared<SlowTouchStore>(std::make_shared<MemoryKeyStore>());
+  FixtureOptions o;
+  o.store = slow;
+  o.record_usage = true;
+  Fixture f(o);
+  CreatedKey k = f.Create();
+  REQUIRE_OK(f.verifier->Sync());
+  CHECK(f.Verify(Text(k.token)).ok());
+  std::thread first([&] { f.verifier->Shutdown(); });
+  while (!slow->entered.load()) std::this_thread::yield();
+  f.verifier->Shutdown();
+  // Before, the second call returned at once, while the last flush ran.
+  CHECK(slow->finished.load());
+  first.join();
+}
+
 TEST_CASE("Verifier's usage flush is not a change for a bundled store", "[verifier][usage]") {
   FixtureOptions o;
   o.record_usage = true;

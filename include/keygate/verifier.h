@@ -254,7 +254,8 @@ class Verifier {
   absl::Status FlushUsage();
 
   // Stops the background threads and flushes usage one last time.
-  // Idempotent; Verify keeps working afterwards on the last state.
+  // Idempotent: a call made while another runs returns once that one is
+  // done. Verify keeps working afterwards on the last state.
   void Shutdown();
 
   VerifierStats Stats() const;
