@@ -160,6 +160,9 @@ TEST_CASE("Base62 helpers", "[token][base62]") {
   CHECK(Base62EncodeFixed(0, 6) == "000000");
   CHECK(Base62EncodeFixed(61, 2) == "0z");
   CHECK(Base62EncodeFixed(62, 2) == "10");
+  // Too wide for its width: the low digits, as documented.
+  CHECK(Base62EncodeFixed(62 * 62, 2) == "00");
+  CHECK(Base62EncodeFixed(62 * 62 + 63, 2) == "11");
   std::uint64_t v = 0;
   REQUIRE(Base62Decode("10", &v));
   CHECK(v == 62);

@@ -102,7 +102,11 @@ std::string TokenHint(std::string_view token);
 // CRC-32 (IEEE 802.3 reflected polynomial 0xEDB88320, as zlib's crc32).
 std::uint32_t Crc32(std::string_view data) noexcept;
 
-// Fixed-width base62 (0-9A-Za-z, most significant first, zero padded).
+// Fixed-width base62 (0-9A-Za-z, most significant first, zero padded). A
+// value of 62^width or more keeps only its low `width` digits (value mod
+// 62^width), like a counter of that width: callers size `width` for their
+// range (the token's check: 6 digits for a CRC-32; a key id's time: 8 digits
+// of Unix milliseconds, enough until the year 8888).
 std::string Base62EncodeFixed(std::uint64_t value, std::size_t width);
 // Decodes base62; false on a non-base62 character or overflow of 64 bits.
 bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept;
