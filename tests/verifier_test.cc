@@ -1186,6 +1186,14 @@ class RacingStore final : public testing::ForwardingStore {
 };
 
 // A verifier on the fixture's store that flushes usage only when asked.
+// Fixture options for the usage tests: usage recorded, over `store`.
+FixtureOptions UsageOver(std::shared_ptr<KeyStore> store) {
+  FixtureOptions o;
+  o.store = std::move(store);
+  o.record_usage = true;
+  return o;
+}
+
 VerifierOptions ManualUsageOptions(const Fixture& f) {
   VerifierOptions vo;
   vo.deployment = f.deployment;
@@ -1200,10 +1208,7 @@ VerifierOptions ManualUsageOptions(const Fixture& f) {
 TEST_CASE("Verifier counts usage and writes last_used without clobbering changes",
           "[verifier][usage]") {
   auto racing = std::make_shared<RacingStore>(std::make_shared<MemoryKeyStore>());
-  FixtureOptions o;
-  o.store = racing;
-  o.record_usage = true;
-  Fixture f(o);
+  Fixture f(UsageOver(racing));
   auto sink = std::make_shared<CollectingUsage>();
   {
     VerifierOptions vo = ManualUsageOptions(f);
@@ -1284,10 +1289,7 @@ class FlakyTouchStore final : public testing::ForwardingStore {
 
 TEST_CASE("Verifier keeps last_used through a failed usage flush", "[verifier][usage]") {
   auto flaky = std::make_shared<FlakyTouchStore>(std::make_shared<MemoryKeyStore>());
-  FixtureOptions o;
-  o.store = flaky;
-  o.record_usage = true;
-  Fixture f(o);
+  Fixture f(UsageOver(flaky));
   auto sink = std::make_shared<CollectingUsage>();
   VerifierOptions vo = ManualUsageOptions(f);
   vo.usage_sink = sink;
@@ -1330,10 +1332,7 @@ class SlowTouchStore final : public testing::ForwardingStore {
 TEST_CASE("Verifier::Shutdown called twice at once returns only when the first is done",
           "[verifier][shutdown]") {
   auto slow = std::make_shared<SlowTouchStore>(std::make_shared<MemoryKeyStore>());
-  FixtureOptions o;
-  o.store = slow;
-  o.record_usage = true;
-  Fixture f(o);
+  Fixture f(UsageOver(slow));
   CreatedKey k = f.Create();
   REQUIRE_OK(f.verifier->Sync());
   CHECK(f.Verify(Text(k.token)).ok());
