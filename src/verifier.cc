@@ -828,9 +828,9 @@ void Verifier::Impl::Publish(std::unique_ptr<Table> next, const TatCopy& copy) {
 }
 
 void Verifier::Impl::CarryOver(Table& from, Table& to, const TatCopy& copy) {
-  // A TAT the arithmetic below cannot push past (GcraStep's bound on a
-  // stored TAT; real ones are near the present).
-  constexpr std::int64_t kTatCeiling = (std::int64_t{1} << 62) + (std::int64_t{1} << 61) - 1;
+  // A TAT the arithmetic below cannot push past: the bound on any TAT that
+  // GcraStep stores (real ones are near the present).
+  constexpr std::int64_t kTatCeiling = internal::kGcraTatCeiling - 1;
   std::lock_guard<std::mutex> lock(pending_mu);
   std::size_t k = 0;
   for (std::size_t i = 0; i < from.capacity; ++i) {

@@ -151,6 +151,12 @@ class NoRateLimiter final : public RateLimiter {
 
 namespace internal {
 
+// GcraStep holds `now` to +-kGcraNowBound (the years 1824-2116); with a lead
+// of at most GcraPolicy::kMaxCapacityNs, every TAT it stores is below
+// kGcraTatCeiling.
+inline constexpr std::int64_t kGcraNowBound = std::int64_t{1} << 62;
+inline constexpr std::int64_t kGcraTatCeiling = kGcraNowBound + GcraPolicy::kMaxCapacityNs;
+
 // The pure GCRA step: the decision for a request of `cost` at `now` given the
 // current `tat`, and the TAT to store if allowed (`*new_tat`).
 inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32_t cost,
@@ -161,8 +167,7 @@ inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32
   // Every sum below stays in range for any input: `now` is held to the years
   // 1824-2116 (+-2^62 ns), the lead over it to C + 1 (C <= 2^61), and an
   // allowed request's cost * T to C; so a stored TAT is below 2^62 + 2^61.
-  constexpr std::int64_t kNowBound = std::int64_t{1} << 62;
-  now = std::clamp(now, -kNowBound, kNowBound);
+  now = std::clamp(now, -kGcraNowBound, kGcraNowBound);
   const std::int64_t t = std::max(tat, now);
   // How far the schedule runs ahead of now (> C after the clock stepped
   // back: denied until it catches up). The difference is taken unsigned: a
