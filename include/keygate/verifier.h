@@ -234,9 +234,12 @@ class Verifier {
   // resync does); rate-limit and usage state carry over. So does what
   // readers still on the old index consume while it is swapped out (here
   // and when the index is resized): it is added to the new index's state
-  // once they have left. At a swap, a key can therefore pass at most one
-  // request per verifying thread beyond its limit: the requests in flight
-  // on the old index when its bucket runs out. (A key whose bucket was full
+  // once they have left, so every request let through is charged. While
+  // both indexes serve (from the copy of a key's state until the readers
+  // have left the old index: for a resize, the length of the copy), each
+  // decides on its own view, so a key whose bucket runs out in that window
+  // can pass a few requests beyond its limit; they are charged, and repaid
+  // by the denials that follow. (A key whose bucket was full
   // is charged from the moment its state was copied, by the verifier's
   // clock: up to the copy's duration too much.) The read takes no
   // lock that feed application needs; the new index is brought up to date
