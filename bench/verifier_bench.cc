@@ -494,7 +494,7 @@ class LockedVerifier {
         v.outcome = Outcome::kExpired;
       } else if (e.wrong_env) {
         v.outcome = Outcome::kWrongEnvironment;
-      } else if (!MaskAllows(e.scopes, req.scopes)) {
+      } else if (!MaskSatisfies(e.scopes, req)) {
         v.outcome = Outcome::kInsufficientScope;
       } else {
         LimitDecision ld{LimitResult::kAllowed, {}};

@@ -459,7 +459,7 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
   }
   // 10. Scopes.
   if (evaluator == nullptr) {
-    if (!MaskAllows(s.scopes, req.scopes)) {
+    if (!MaskSatisfies(s.scopes, req)) {
       v.outcome = Outcome::kInsufficientScope;
       return v;
     }

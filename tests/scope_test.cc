@@ -132,6 +132,21 @@ TEST_CASE("Mask evaluator is the default check", "[scope][evaluator]") {
   CHECK(e.Allows({0, {}}, Requirement{}));  // nothing required
 }
 
+TEST_CASE("Mask evaluator refuses a scope required by name alone", "[scope][evaluator]") {
+  // A route that names its scope but forgot to compile it into a mask must
+  // fail closed: the mask check cannot tell what the name means.
+  auto r = ScopeRegistry::Default();
+  MaskScopeEvaluator e;
+  Requirement req;
+  req.scope_name = "admin";
+  CHECK_FALSE(e.Allows({Mask(*r, {"read:all"}), {}}, req));
+  CHECK_FALSE(e.Allows({Mask(*r, {"admin"}), {}}, req));
+  CHECK_FALSE(MaskSatisfies(Mask(*r, {"admin"}), req));
+  req.scopes = Mask(*r, {"admin"});  // with its bits, the name is only a label
+  CHECK(e.Allows({Mask(*r, {"admin"}), {}}, req));
+  CHECK_FALSE(e.Allows({Mask(*r, {"write:all"}), {}}, req));
+}
+
 TEST_CASE("Pattern evaluator matches /* grants and denies by default", "[scope][evaluator]") {
   PatternScopeEvaluator e;
   const std::vector<std::string> names = {"read:projects/*", "write:reports"};

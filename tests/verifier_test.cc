@@ -296,6 +296,17 @@ TEST_CASE("Verifier matches the reference with a pepper and a pattern evaluator"
   CHECK(f.Both("Bearer " + Text(k.token), req, kStart).outcome == Outcome::kInsufficientScope);
 }
 
+TEST_CASE("Verifier and reference refuse a scope named without its mask", "[verifier][scope]") {
+  Fixture f;
+  CreatedKey k = f.Create({"admin"});
+  REQUIRE_OK(f.verifier->Sync());
+  Requirement req;
+  req.scope_name = "admin";  // no bits: the default check cannot read a name
+  CHECK(f.Both("Bearer " + Text(k.token), req, kStart).outcome == Outcome::kInsufficientScope);
+  req.scopes = f.deployment->scopes().MaskOf("admin");
+  CHECK(f.Both("Bearer " + Text(k.token), req, kStart).ok());
+}
+
 // ---------------------------------------------------------------------------
 // Identical verdicts: randomized
 // ---------------------------------------------------------------------------

@@ -107,6 +107,12 @@ inline constexpr bool MaskAllows(ScopeMask granted, ScopeMask required) noexcept
 
 // What a route needs. Built once per route (not per request); the views must
 // outlive the calls that use the requirement.
+//
+// `scopes` is what the default mask check reads. A requirement that names a
+// scope but sets no bits (`scopes == 0`, `scope_name` non-empty) is refused
+// by the mask check, not waved through: the name is something only a custom
+// evaluator (PatternScopeEvaluator, say) can check, and a route that forgot
+// to compile its scope must fail closed (403), not open.
 struct Requirement {
   ScopeMask scopes = 0;         // every bit required (closure not needed)
   std::string_view scope_name;  // named in 403 responses; used by evaluators
@@ -129,11 +135,21 @@ class ScopeEvaluator {
   virtual bool Allows(const GrantedScopes& granted, const Requirement& required) const noexcept = 0;
 };
 
-// The default: `(granted.mask & required.scopes) == required.scopes`.
+// The default mask check of a whole requirement: every bit of
+// `required.scopes`, and a requirement that names a scope without setting a
+// bit is refused (see Requirement). Two compares; the verifiers' hot path.
+inline constexpr bool MaskSatisfies(ScopeMask granted, const Requirement& required) noexcept {
+  return MaskAllows(granted, required.scopes) &&
+         (required.scopes != 0 || required.scope_name.empty());
+}
+
+// The default: MaskSatisfies(granted.mask, required), that is
+// `(granted.mask & required.scopes) == required.scopes`, refusing a
+// requirement that names a scope with no bits set.
 class MaskScopeEvaluator final : public ScopeEvaluator {
  public:
   bool Allows(const GrantedScopes& granted, const Requirement& required) const noexcept override {
-    return MaskAllows(granted.mask, required.scopes);
+    return MaskSatisfies(granted.mask, required);
   }
 };
 
