@@ -145,8 +145,40 @@ absl::Status ValidateRateLimit(const std::optional<RateLimitPolicy>& policy) {
   return ValidateRateLimitPolicy(*policy, "rate_limit");
 }
 
-absl::Status ValidateWebhookUrl(std::string_view url) {
+// Whether an IPv4 address (host byte order) is one a webhook must not reach
+// by default: "this network", private (RFC 1918), shared (RFC 6598),
+// loopback, link-local (cloud metadata services live at 169.254.169.254),
+// IETF protocol assignments, benchmarking, multicast, reserved, broadcast.
+bool IsInternalIpv4(std::uint32_t a) {
+  auto in = [a](std::uint32_t net, int bits) { return (a >> (32 - bits)) == (net >> (32 - bits)); };
+  return in(0x00000000, 8) || in(0x0a000000, 8) || in(0x64400000, 10) || in(0x7f000000, 8) ||
+         in(0xa9fe0000, 16) || in(0xac100000, 12) || in(0xc0000000, 24) || in(0xc0a80000, 16) ||
+         in(0xc6120000, 15) || in(0xe0000000, 4) || in(0xf0000000, 4);
+}
+
+// The same for IPv6: unspecified, loopback, IPv4-mapped/-compatible and
+// NAT64 (judged by the IPv4 address they carry), unique local (fc00::/7),
+// link-local and site-local (fe80::/10, fec0::/10), multicast.
+bool IsInternalIpv6(const in6_addr& addr) {
+  const std::uint8_t* b = addr.s6_addr;
+  auto v4_at = [b](int i) {
+    return (std::uint32_t{b[i]} << 24) | (std::uint32_t{b[i + 1]} << 16) |
+           (std::uint32_t{b[i + 2]} << 8) | std::uint32_t{b[i + 3]};
+  };
+  bool zero10 = true;
+  for (int i = 0; i < 10; ++i) zero10 = zero10 && b[i] == 0;
+  if (zero10 && b[10] == 0 && b[11] == 0) return true;  // ::/96: ::, ::1, IPv4-compatible
+  if (zero10 && b[10] == 0xff && b[11] == 0xff) return IsInternalIpv4(v4_at(12));
+  static constexpr std::uint8_t kNat64[12] = {0x00, 0x64, 0xff, 0x9b};
+  if (std::equal(b, b + 12, kNat64)) return IsInternalIpv4(v4_at(12));
+  return (b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0x80) == 0x80) || b[0] == 0xff;
+}
+
+absl::Status ValidateWebhookUrl(std::string_view url, bool allow_internal_hosts) {
   constexpr std::string_view kField = "webhook_url";
+  constexpr std::string_view kInternalHost =
+      "host is a loopback, private, link-local or reserved address (allowed only with "
+      "KeyManager::Options::allow_internal_webhook_hosts)";
   if (url.empty()) return absl::OkStatus();
   // The URL is never quoted back: it may carry a secret in its query.
   if (url.size() > kMaxWebhookUrlLength) {
@@ -198,6 +230,7 @@ absl::Status ValidateWebhookUrl(std::string_view url) {
         inet_pton(AF_INET6, std::string(host).c_str(), &addr) != 1) {
       return Invalid(kField, "malformed IPv6 host");
     }
+    if (!allow_internal_hosts && IsInternalIpv6(addr)) return Invalid(kField, kInternalHost);
   } else {
     // A DNS name or dotted IPv4 address: letters, digits, '-', '_' in
     // dot-separated non-empty labels (internationalised names in their
@@ -216,6 +249,40 @@ absl::Status ValidateWebhookUrl(std::string_view url) {
       }
     }
     if (host.front() == '.') return Invalid(kField, "malformed host");
+    // A host whose last label is a number is an IPv4 address to HTTP
+    // clients, which also read "127.1", "0x7f.0.0.1", "0177.0.0.1" and
+    // "2130706433" as 127.0.0.1 (inet_aton's forms). Only the dotted-quad
+    // form is accepted, so that what was checked is what gets connected to.
+    std::string_view name = host;
+    if (name.back() == '.') name.remove_suffix(1);
+    const std::string_view last = name.substr(name.rfind('.') + 1);
+    const bool numeric = !last.empty() && last[0] >= '0' && last[0] <= '9';
+    if (numeric) {
+      in_addr v4{};
+      if (inet_pton(AF_INET, std::string(name).c_str(), &v4) != 1) {
+        return Invalid(kField, "malformed IPv4 host (a dotted quad of decimal numbers only)");
+      }
+      if (!allow_internal_hosts && IsInternalIpv4(ntohl(v4.s_addr))) {
+        return Invalid(kField, kInternalHost);
+      }
+    } else if (!allow_internal_hosts) {
+      // "localhost" and its subdomains resolve to loopback (RFC 6761).
+      constexpr std::string_view kLocal = "localhost";
+      auto lower_equal = [](std::string_view a, std::string_view b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+          char c = a[i];
+          if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+          if (c != b[i]) return false;
+        }
+        return true;
+      };
+      if (name.size() >= kLocal.size() &&
+          lower_equal(name.substr(name.size() - kLocal.size()), kLocal) &&
+          (name.size() == kLocal.size() || name[name.size() - kLocal.size() - 1] == '.')) {
+        return Invalid(kField, kInternalHost);
+      }
+    }
   }
   if (!port.empty()) {
     if (port.size() > 5) return Invalid(kField, "invalid port");
@@ -378,7 +445,7 @@ absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request) const {
       ValidateScopes(d.scopes(), request.scopes),
       ValidateExpires(request.expires, options_.clock->Now()),
       ValidateRateLimit(request.rate_limit),
-      ValidateWebhookUrl(request.webhook_url),
+      ValidateWebhookUrl(request.webhook_url, options_.allow_internal_webhook_hosts),
       ValidateAccounts(request.accounts),
       ValidateMetadata(request.metadata),
   };
@@ -503,7 +570,9 @@ absl::StatusOr<KeyRecord> KeyManager::Modify(std::string_view id, const KeyUpdat
       update.scopes ? ValidateScopes(d.scopes(), *update.scopes) : absl::OkStatus(),
       update.expires ? ValidateExpires(*update.expires, options_.clock->Now()) : absl::OkStatus(),
       update.rate_limit ? ValidateRateLimit(*update.rate_limit) : absl::OkStatus(),
-      update.webhook_url ? ValidateWebhookUrl(*update.webhook_url) : absl::OkStatus(),
+      update.webhook_url
+          ? ValidateWebhookUrl(*update.webhook_url, options_.allow_internal_webhook_hosts)
+          : absl::OkStatus(),
       update.accounts ? ValidateAccounts(*update.accounts) : absl::OkStatus(),
       update.metadata ? ValidateMetadata(*update.metadata) : absl::OkStatus(),
   };

@@ -792,6 +792,22 @@ TEST_CASE("keygate CLI: --db names that SQLite would not open as that file are r
   CHECK(Exists(dir.File(":memory:")));
 }
 
+TEST_CASE("keygate CLI: internal webhook hosts need --allow-internal-webhooks", "[cli][errors]") {
+  TempDir dir;
+  Cli cli(dir);
+  Result refused = cli.Run({"create", "--name", "x", "--owner", "y", "--env", "production",
+                            "--webhook", "https://169.254.169.254/hook"});
+  CHECK(refused.code == 3);
+  CHECK_THAT(refused.err, Catch::Contains("link-local"));
+  CHECK_FALSE(Exists(cli.db()));
+  Result allowed = cli.Run({"--allow-internal-webhooks", "create", "--name", "x", "--owner", "y",
+                            "--env", "production", "--webhook", "https://10.1.2.3:8443/hook"});
+  INFO(allowed.err);
+  CHECK(allowed.code == 0);
+  Result listed = cli.Run({"--json", "list"});
+  CHECK_THAT(listed.out, Catch::Contains("https://10.1.2.3:8443/hook"));
+}
+
 TEST_CASE("keygate CLI: a refused create leaves no database file behind", "[cli][errors]") {
   TempDir dir;
   TempDir fresh;

@@ -493,14 +493,97 @@ TEST_CASE("Create validates the webhook URL", "[manager][validation]") {
   }
   for (const char* good :
        {"https://example.com", "https://hooks.example.com:8443/k?x=1#f", "HTTPS://EXAMPLE.COM/",
-        "https://[::1]:8443/hook", "https://10.0.0.1", "https://[2001:db8::1]/",
-        "https://xn--caf-dma.example/", "https://my_host.example.com./"}) {
+        "https://93.184.216.34/", "https://[2001:db8::1]/", "https://[2606:4700::6810:85e5]:8443/",
+        "https://xn--caf-dma.example/", "https://my_host.example.com./",
+        "https://localhost.example.com/", "https://notlocalhost/", "https://172.32.0.1/",
+        "https://100.128.0.1/", "https://[::ffff:93.184.216.34]/"}) {
     INFO(good);
     r.webhook_url = good;
     ExpectValid(f, r);
   }
   r.webhook_url = "";
   ExpectValid(f, r);
+}
+
+TEST_CASE("Webhook URLs may not name internal hosts unless allowed", "[manager][validation]") {
+  // Whoever delivers webhooks would call these for any key owner (SSRF):
+  // loopback, private, link-local (cloud metadata), reserved, in every
+  // spelling an HTTP client reads as an address.
+  const std::vector<std::string> internal = {"https://127.0.0.1/",
+                                             "https://127.255.0.9:8443/x",
+                                             "https://10.0.0.1",
+                                             "https://172.16.0.1/",
+                                             "https://172.31.255.255/",
+                                             "https://192.168.1.1/",
+                                             "https://169.254.169.254/",
+                                             "https://100.64.0.1/",
+                                             "https://0.0.0.0/",
+                                             "https://224.0.0.1/",
+                                             "https://255.255.255.255/",
+                                             "https://198.18.0.1/",
+                                             "https://[::1]:8443/hook",
+                                             "https://[::]/",
+                                             "https://[fe80::1]/",
+                                             "https://[fd00::1]/",
+                                             "https://[fc12:3456::1]/",
+                                             "https://[ff02::1]/",
+                                             "https://[::ffff:127.0.0.1]/",
+                                             "https://[::ffff:169.254.169.254]/",
+                                             "https://[64:ff9b::a00:1]/",
+                                             "https://[::127.0.0.1]/",
+                                             "https://localhost/",
+                                             "https://LocalHost:8080/",
+                                             "https://localhost./",
+                                             "https://api.localhost/",
+                                             "https://10.0.0.1./"};
+  // Non-canonical numeric hosts, which clients read as IPv4 addresses:
+  // refused whatever the option says, since the check could not see them.
+  const std::vector<std::string> numeric = {"https://127.1/",      "https://2130706433/",
+                                            "https://0x7f.0.0.1/", "https://0177.0.0.1/",
+                                            "https://1.2.3.4.5/",  "https://example.123/"};
+  {
+    Fixture f;
+    CreateKeyRequest r = f.Request();
+    for (const std::string& url : internal) {
+      INFO(url);
+      r.webhook_url = url;
+      ExpectInvalid(f, r, "webhook_url");
+      const std::string m(f.manager->ValidateCreate(r).message());
+      CHECK(m.find("loopback, private") != std::string::npos);
+      CHECK(m.find(url.substr(8)) == std::string::npos);  // the URL is never echoed
+    }
+    for (const std::string& url : numeric) {
+      INFO(url);
+      r.webhook_url = url;
+      ExpectInvalid(f, r, "webhook_url");
+    }
+    // Modify checks the same.
+    const CreatedKey k = f.MustCreate(f.Request("hooked"));
+    KeyUpdate u;
+    u.webhook_url = "https://169.254.169.254/latest/meta-data";
+    CHECK(f.manager->Modify(k.record.id, u, k.record.version, "alice").status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
+  {
+    Fixture f;
+    KeyManager::Options o;
+    o.deployment = f.deployment;
+    o.store = f.store;
+    o.clock = f.clock;
+    o.allow_internal_webhook_hosts = true;
+    f.manager = std::make_unique<KeyManager>(std::move(o));
+    CreateKeyRequest r = f.Request();
+    for (const std::string& url : internal) {
+      INFO(url);
+      r.webhook_url = url;
+      ExpectValid(f, r);
+    }
+    for (const std::string& url : numeric) {
+      INFO(url);
+      r.webhook_url = url;
+      ExpectInvalid(f, r, "webhook_url");
+    }
+  }
 }
 
 TEST_CASE("Text fields are UTF-8 without control characters", "[manager][validation]") {

@@ -61,7 +61,7 @@ struct CreateKeyRequest {
   std::vector<std::string> scopes;    // registered scope names (may be empty)
   std::optional<absl::Time> expires;  // must be in the future
   std::optional<RateLimitPolicy> rate_limit;
-  std::string webhook_url;            // empty or https://host...
+  std::string webhook_url;            // empty or https://host... (see Options)
   std::vector<std::string> accounts;  // each 1-128 bytes of text, at most 64
   std::map<std::string, std::string>
       metadata;  // at most 64; keys 1-64, values 0-1024 bytes of text
@@ -102,6 +102,14 @@ class KeyManager {
     std::shared_ptr<KeyStore> store;               // required
     std::shared_ptr<EventSink> events;             // default: NullEventSink
     std::shared_ptr<const Clock> clock;            // default: system clock
+    // Webhook URLs whose host is an IP literal in a loopback, private,
+    // link-local, multicast or reserved range (IPv4 or IPv6, IPv4-mapped
+    // included), or "localhost" / "*.localhost", are refused unless this is
+    // set: whoever delivers webhooks would otherwise call into its own
+    // network for any key owner (SSRF). keygate never resolves names here:
+    // a DNS name that resolves to such an address passes, so the deliverer
+    // must still check the address it connects to.
+    bool allow_internal_webhook_hosts = false;
   };
 
   explicit KeyManager(Options options);
@@ -115,6 +123,7 @@ class KeyManager {
   // Validates and creates a key. Errors: kInvalidArgument naming the field
   // ("name: must not be empty", "scopes: unknown scope 'x'", "environment:
   // unknown environment 'x'", "webhook_url: must use https",
+  // "webhook_url: host is a loopback, private, ..." (see Options),
   // "expires: must be in the future", "rate_limit.rate: ..."),
   // kAlreadyExists (an active personal key exists for owner+environment),
   // store errors (kUnavailable ...). `actor` is recorded in the event.

@@ -82,6 +82,7 @@ struct Globals {
   std::string db_source;  // where `db` came from, for messages
   bool json = false;
   std::string actor;
+  bool allow_internal_webhooks = false;
 };
 
 std::string DefaultDb() {
@@ -180,6 +181,7 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   KeyManager::Options mo;
   mo.deployment = s.deployment;
   mo.store = s.store;
+  mo.allow_internal_webhook_hosts = g.allow_internal_webhooks;
   s.manager = std::make_unique<KeyManager>(std::move(mo));
   return s;
 }
@@ -315,6 +317,7 @@ int RunCreate(const Globals& g, const CreateArgs& a) {
     KeyManager::Options vo;
     vo.deployment = *d;
     vo.store = std::make_shared<MemoryKeyStore>();  // never written
+    vo.allow_internal_webhook_hosts = g.allow_internal_webhooks;
     if (absl::Status v = KeyManager(std::move(vo)).ValidateCreate(req, g.actor); !v.ok()) {
       return Fail(v);
     }
@@ -678,6 +681,8 @@ int Main(int argc, char** argv) {
       app.add_option("--db", g.db, "Database file (default: $KEYGATE_DB or ./keygate.db)");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
   app.add_option("--actor", g.actor, "Who the audit events name (default: $USER)");
+  app.add_flag("--allow-internal-webhooks", g.allow_internal_webhooks,
+               "Accept webhook URLs naming loopback, private or link-local addresses");
 
   int result = kExitOk;
   std::function<int()> run;
