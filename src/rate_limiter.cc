@@ -78,19 +78,26 @@ LimitDecision LocalRateLimiter::Acquire(absl::Span<const LimitRef> limits, std::
 
   // Phase 2: consume from each in turn. A concurrent request may have used
   // up a later limit since phase 1; then give back what this request took.
+  std::array<std::int64_t, kMaxLimits> prev{};
+  std::array<std::int64_t, kMaxLimits> next{};
   LimitDecision best{LimitResult::kAllowed, {}};
   for (std::size_t i = 0; i < n; ++i) {
-    LimitDecision d = AcquireOne(*active[i]->policy, *active[i]->tat, cost, now_ns);
+    std::atomic<std::int64_t>& tat = *active[i]->tat;
+    std::int64_t current = tat.load(std::memory_order_relaxed);
+    LimitDecision d;
+    for (;;) {
+      d = internal::GcraStep(*active[i]->policy, current, cost, now_ns, &next[i]);
+      if (d.result != LimitResult::kAllowed) break;
+      if (tat.compare_exchange_weak(current, next[i], std::memory_order_relaxed)) break;
+    }
     if (d.result != LimitResult::kAllowed) {
       for (std::size_t j = 0; j < i; ++j) {
-        // Subtracting c*T from a TAT that was at or behind `now` when we
-        // advanced it leaves it at `now`, which GCRA treats exactly like any
-        // earlier value: the refund is exact.
-        active[j]->tat->fetch_sub(static_cast<std::int64_t>(cost) * active[j]->policy->emission_ns,
-                                  std::memory_order_relaxed);
+        internal::GcraRefund(*active[j]->tat, prev[j], next[j],
+                             static_cast<std::int64_t>(cost) * active[j]->policy->emission_ns);
       }
       return d;
     }
+    prev[i] = current;
     if (i == 0 || Tighter(d.status, best.status)) best.status = d.status;
   }
   return best;

@@ -290,6 +290,26 @@ TEST_CASE("A request denied by one limit consumes none of the others", "[rate_li
   CHECK(none.Acquire(refs, 1000, kT0).result == LimitResult::kAllowed);
 }
 
+TEST_CASE("A refund restores the TAT it found, or subtracts what it took",
+          "[rate_limiter][refund]") {
+  const GcraPolicy p = Policy(10, absl::Seconds(1), 10);  // T = 100 ms
+  std::int64_t next = 0;
+  // A full bucket (TAT behind now): a request at kT0 moves it to kT0 + T.
+  std::atomic<std::int64_t> tat{kGcraNeverUsed};
+  REQUIRE(internal::GcraStep(p, tat.load(), 1, kT0, &next).result == LimitResult::kAllowed);
+  tat.store(next);
+  internal::GcraRefund(tat, kGcraNeverUsed, next, p.emission_ns);
+  // Exactly as before: not left at kT0, where a request stamped 1 ns
+  // earlier on another thread would find 1 ns of the bucket used.
+  CHECK(tat.load() == kGcraNeverUsed);
+  std::int64_t unused = 0;
+  CHECK(internal::GcraStep(p, tat.load(), 10, kT0 - 1, &unused).result == LimitResult::kAllowed);
+  // Another request moved the TAT in between: keep its charge.
+  tat.store(next + p.emission_ns);
+  internal::GcraRefund(tat, kGcraNeverUsed, next, p.emission_ns);
+  CHECK(tat.load() == next);
+}
+
 TEST_CASE("Concurrent requests never over-admit and refunds are exact",
           "[rate_limiter][concurrent]") {
   LocalRateLimiter limiter;

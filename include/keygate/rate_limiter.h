@@ -218,6 +218,19 @@ inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32
   return d;
 }
 
+// Gives back what an allowed request of cost*T (`inc`) took from `tat`,
+// after it moved `prev` to `next`. If nothing else has touched the TAT
+// since, it goes back to `prev` exactly; otherwise `inc` is subtracted,
+// keeping what later requests added. (Subtracting alone would leave a TAT
+// that was behind `now` at `now`: a request stamped a little earlier, on
+// another thread, would then find less room than nobody had used.)
+inline void GcraRefund(std::atomic<std::int64_t>& tat, std::int64_t prev, std::int64_t next,
+                       std::int64_t inc) noexcept {
+  std::int64_t expected = next;
+  if (tat.compare_exchange_strong(expected, prev, std::memory_order_relaxed)) return;
+  tat.fetch_sub(inc, std::memory_order_relaxed);
+}
+
 }  // namespace internal
 
 inline LimitDecision LocalRateLimiter::Peek(const GcraPolicy& policy, std::int64_t tat,
