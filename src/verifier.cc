@@ -255,6 +255,11 @@ struct Verifier::Impl {
   void CopyTats(const Table& from, Table& next, TatCopy* copy) const;
   void Publish(std::unique_ptr<Table> next, const TatCopy& copy);
   void CarryOver(Table& from, Table& to, const TatCopy& copy);
+  // Moves `tat` `used` ns further along the schedule, counted from no
+  // earlier than `taken_ns` (a full bucket's start), capped below
+  // kGcraTatCeiling.
+  static void AddConsumed(std::atomic<std::int64_t>& tat, std::uint64_t used,
+                          std::int64_t taken_ns);
 
   // Pulls the feed from `*seq` until it is exhausted, applying each batch to
   // `t` and advancing `*seq`. The store is always called without `mu`
@@ -828,9 +833,6 @@ void Verifier::Impl::Publish(std::unique_ptr<Table> next, const TatCopy& copy) {
 }
 
 void Verifier::Impl::CarryOver(Table& from, Table& to, const TatCopy& copy) {
-  // A TAT the arithmetic below cannot push past: the bound on any TAT that
-  // GcraStep stores (real ones are near the present).
-  constexpr std::int64_t kTatCeiling = internal::kGcraTatCeiling - 1;
   std::lock_guard<std::mutex> lock(pending_mu);
   std::size_t k = 0;
   for (std::size_t i = 0; i < from.capacity; ++i) {
@@ -862,19 +864,26 @@ void Verifier::Impl::CarryOver(Table& from, Table& to, const TatCopy& copy) {
         k < copy.ahead.size() && copy.ahead[k].first == i ? copy.ahead[k].second : copy.taken_ns;
     const std::int64_t old_tat = s.tat.load(std::memory_order_relaxed);
     if (old_tat <= base) continue;
-    const std::uint64_t used =
-        static_cast<std::uint64_t>(old_tat) - static_cast<std::uint64_t>(base);
-    std::atomic<std::int64_t>& nt = to.slots[j].tat;
-    std::int64_t cur = nt.load(std::memory_order_relaxed);
-    for (;;) {
-      const std::int64_t from_ns = std::max(cur, copy.taken_ns);
-      const std::int64_t room = from_ns >= kTatCeiling ? 0 : kTatCeiling - from_ns;
-      const std::int64_t next_tat = used >= static_cast<std::uint64_t>(room)
-                                        ? kTatCeiling
-                                        : from_ns + static_cast<std::int64_t>(used);
-      if (next_tat <= cur || nt.compare_exchange_weak(cur, next_tat, std::memory_order_relaxed)) {
-        break;
-      }
+    AddConsumed(to.slots[j].tat,
+                static_cast<std::uint64_t>(old_tat) - static_cast<std::uint64_t>(base),
+                copy.taken_ns);
+  }
+}
+
+void Verifier::Impl::AddConsumed(std::atomic<std::int64_t>& tat, std::uint64_t used,
+                                 std::int64_t taken_ns) {
+  // A TAT the arithmetic below cannot push past: the bound on any TAT that
+  // GcraStep stores (real ones are near the present).
+  constexpr std::int64_t kTatCeiling = internal::kGcraTatCeiling - 1;
+  std::int64_t cur = tat.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::int64_t from_ns = std::max(cur, taken_ns);
+    const std::int64_t room = from_ns >= kTatCeiling ? 0 : kTatCeiling - from_ns;
+    const std::int64_t next_tat = used >= static_cast<std::uint64_t>(room)
+                                      ? kTatCeiling
+                                      : from_ns + static_cast<std::int64_t>(used);
+    if (next_tat <= cur || tat.compare_exchange_weak(cur, next_tat, std::memory_order_relaxed)) {
+      return;
     }
   }
 }
@@ -901,14 +910,20 @@ absl::Status Verifier::Impl::ApplyRecord(std::unique_ptr<Table>& t, bool publish
   if (existing.empty()) ++tab.keys;
   absl::InlinedVector<bool, 2> keep(existing.size(), false);
   SlotList to_insert;
-  // The key's current limiter state, carried to its new slot on a roll.
+  // The key's current limiter state, carried to its new slot on a roll,
+  // and the slot it came from (-1: none).
+  const std::int64_t taken_ns = published ? NowNs(clock->Now()) : 0;
   std::int64_t key_tat = kGcraNeverUsed;
+  std::int64_t key_slot = -1;
   for (std::size_t slot : existing) {
     const std::uint64_t c = tab.slots[slot].ctrl.load(std::memory_order_relaxed);
-    if ((c & internal::kFlagRolled) == 0)
+    if ((c & internal::kFlagRolled) == 0) {
       key_tat = tab.slots[slot].tat.load(std::memory_order_relaxed);
+      key_slot = static_cast<std::int64_t>(slot);
+    }
   }
   absl::InlinedVector<std::int64_t, 2> tats(images.size(), key_tat);
+  absl::InlinedVector<std::int64_t, 2> from(images.size(), key_slot);
   for (std::size_t k = 0; k < images.size(); ++k) {
     bool handled = false;
     for (std::size_t e = 0; e < existing.size(); ++e) {
@@ -926,6 +941,7 @@ absl::Status Verifier::Impl::ApplyRecord(std::unique_ptr<Table>& t, bool publish
       } else if ((tab.slots[slot].ctrl.load(std::memory_order_relaxed) & internal::kFlagRolled) ==
                  0) {
         tats[k] = tab.slots[slot].tat.load(std::memory_order_relaxed);
+        from[k] = static_cast<std::int64_t>(slot);
       }
       break;
     }
@@ -933,9 +949,27 @@ absl::Status Verifier::Impl::ApplyRecord(std::unique_ptr<Table>& t, bool publish
   }
   // Publish the new slots first, then retire the old ones: a reader sees
   // either the old or the new version of the key, never neither.
-  for (std::size_t k : to_insert) InsertSlot(tab, images[k], tats[k]);
+  absl::InlinedVector<std::size_t, 2> inserted;
+  for (std::size_t k : to_insert) inserted.push_back(InsertSlot(tab, images[k], tats[k]));
   for (std::size_t e = 0; e < existing.size(); ++e) {
     if (!keep[e]) Retire(tab, existing[e], r.id);
+  }
+  if (published) {
+    // Readers that found the old slot before it was retired charged its
+    // TAT after the copy above: add that to the new slot, as CarryOver does
+    // for a whole table. (A reader still between its lookup and its CAS may
+    // charge the old slot once more; that is not waited for, since a grace
+    // period per change would stall the feed.)
+    for (std::size_t i = 0; i < to_insert.size(); ++i) {
+      const std::size_t k = to_insert[i];
+      if (from[k] < 0 || (images[k].ctrl & internal::kFlagRolled) != 0) continue;
+      const std::int64_t base = std::max(tats[k], taken_ns);
+      const std::int64_t now_tat =
+          tab.slots[static_cast<std::size_t>(from[k])].tat.load(std::memory_order_relaxed);
+      if (now_tat <= base) continue;
+      AddConsumed(tab.slots[inserted[i]].tat,
+                  static_cast<std::uint64_t>(now_tat) - static_cast<std::uint64_t>(base), taken_ns);
+    }
   }
   ++changes_applied;
   return absl::OkStatus();

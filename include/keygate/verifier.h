@@ -50,7 +50,10 @@
 // slots are immutable once published, except for their state word (revoke /
 // restore flip it with one atomic store) and their atomics (TAT, usage); a
 // changed key gets a fresh slot and its old slot is retired with one atomic
-// store. Tables are resized or reloaded by building a new one and swapping a
+// store. The fresh slot takes over the key's rate-limit state, and what
+// readers charged to the old slot while it was being replaced is added to
+// it (a reader already past its lookup may still charge the old slot once;
+// that is not waited for). Tables are resized or reloaded by building a new one and swapping a
 // pointer; the old one is freed after an epoch grace period (our own
 // userspace-RCU-style reclamation: a reader pays a load and two plain stores).
 //
