@@ -1,11 +1,14 @@
 #include "keygate/http.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <string_view>
 
 #include "absl/numeric/int128.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 #include "internal/json_string.h"
@@ -13,17 +16,34 @@
 namespace keygate {
 namespace {
 
-// RFC 9110 quoted-string content: escape '"' and '\'; drop control characters.
+// Bytes a quoted string may hold without obs-text: visible ASCII and space
+// (RFC 9110 qdtext and quoted-pair; RFC 8941 sf-string). Tab is left out too.
+bool IsPrintableAscii(unsigned char u) noexcept { return u >= 0x20 && u <= 0x7E; }
+
+// RFC 9110 quoted-string content: escape '"' and '\'; drop every byte that is
+// not printable ASCII (control characters, DEL, non-ASCII), so that no
+// option can split a header or put bytes in it that an intermediary rejects.
 std::string QuotedStringContent(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7F) continue;
+    if (!IsPrintableAscii(static_cast<unsigned char>(c))) continue;
     if (c == '"' || c == '\\') out.push_back('\\');
     out.push_back(c);
   }
   return out;
+}
+
+absl::Status ValidatePrintableAscii(std::string_view field, std::string_view value) {
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const auto u = static_cast<unsigned char>(value[i]);
+    if (!IsPrintableAscii(u)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(absl::string_view(field.data(), field.size()), ": byte ", i, " (0x",
+                       absl::Hex(u, absl::kZeroPad2), ") is not printable ASCII (0x20-0x7E)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 long long CeilSeconds(std::int64_t ns) noexcept {
@@ -80,6 +100,17 @@ HttpDecision Deny(int status, std::string www_authenticate, std::string_view err
 }
 
 }  // namespace
+
+absl::Status ValidateHttpOptions(const HttpOptions& options) {
+  if (absl::Status s = ValidatePrintableAscii("realm", options.realm); !s.ok()) return s;
+  if (absl::Status s = ValidatePrintableAscii("policy_name", options.policy_name); !s.ok()) {
+    return s;
+  }
+  if (options.unavailable_retry_after_seconds < 1) {
+    return absl::InvalidArgumentError("unavailable_retry_after_seconds: must be at least 1");
+  }
+  return absl::OkStatus();
+}
 
 long long RetryAfterSeconds(std::int64_t retry_after_ns) noexcept {
   const long long s = CeilSeconds(retry_after_ns);

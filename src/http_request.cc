@@ -79,8 +79,11 @@ Verdict MakeVerdict(Outcome outcome) {
 }
 
 // Parses "a.b.c.d" or an IPv6 address (optionally in brackets, optionally
-// with a zone) into 16 bytes; IPv4 and IPv4-mapped IPv6 come back as IPv4.
-bool ParseAddress(std::string_view text, bool* v6, unsigned char bytes[16]) noexcept {
+// with a zone) into 16 bytes; IPv4 and IPv4-mapped IPv6 come back as IPv4,
+// and `mapped` (when not null) tells the second from the first.
+bool ParseAddress(std::string_view text, bool* v6, unsigned char bytes[16],
+                  bool* mapped = nullptr) noexcept {
+  if (mapped != nullptr) *mapped = false;
   if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
     text = text.substr(1, text.size() - 2);
   }
@@ -102,6 +105,7 @@ bool ParseAddress(std::string_view text, bool* v6, unsigned char bytes[16]) noex
   if (std::memcmp(raw, kMappedPrefix, sizeof(kMappedPrefix)) == 0) {
     std::memcpy(bytes, raw + 12, 4);
     *v6 = false;
+    if (mapped != nullptr) *mapped = true;
     return true;
   }
   std::memcpy(bytes, raw, 16);
@@ -114,6 +118,10 @@ bool ParseAddress(std::string_view text, bool* v6, unsigned char bytes[16]) noex
 // ("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128", 49 characters).
 constexpr std::size_t kMaxQuotedEntry = 50;
 static_assert(kMaxQuotedEntry < kMinTokenLength);
+
+// "::ffff:" is the first 96 bits of an IPv4-mapped IPv6 address: a mapped
+// block's prefix length counts them.
+constexpr int kMappedPrefixBits = 96;
 
 // Whether a rejected `allowed` entry may be quoted in the error message: only
 // text made of the characters of addresses and blocks, and shorter than any
@@ -166,14 +174,17 @@ absl::StatusOr<std::shared_ptr<const AddressFilter>> AddressFilter::Create(
   std::shared_ptr<AddressFilter> filter(new AddressFilter());
   for (std::size_t i = 0; i < allowed.size(); ++i) {
     const std::string_view text = allowed[i];
-    auto error = [&] {
+    // "allowed[i]: '<entry>' is <what>", or "allowed[i]: <what>" when the
+    // entry may be anything but an address (see IsQuotableAddressEntry).
+    auto error_because = [&](std::string_view what) {
+      const absl::string_view w(what.data(), what.size());
       if (!IsQuotableAddressEntry(text)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("allowed[", i, "]: not an IP address or CIDR block"));
+        return absl::InvalidArgumentError(absl::StrCat("allowed[", i, "]: ", w));
       }
-      return absl::InvalidArgumentError(absl::StrCat("allowed[", i, "]: '", std::string(text),
-                                                     "' is not an IP address or CIDR block"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("allowed[", i, "]: '", std::string(text), "' is ", w));
     };
+    auto error = [&] { return error_because("not an IP address or CIDR block"); };
     std::string_view address = text;
     int bits = -1;
     if (const std::size_t slash = text.find('/'); slash != std::string_view::npos) {
@@ -187,7 +198,20 @@ absl::StatusOr<std::shared_ptr<const AddressFilter>> AddressFilter::Create(
       }
     }
     Block block;
-    if (!ParseAddress(address, &block.v6, block.bytes)) return error();
+    bool mapped = false;
+    if (!ParseAddress(address, &block.v6, block.bytes, &mapped)) return error();
+    if (mapped && bits >= 0) {
+      // An IPv6 prefix length: "::ffff:10.0.0.0/104" is 10.0.0.0/8. Below
+      // /96 the block would take in IPv6 space besides all of IPv4, which an
+      // allow-list should not do by accident: refused, saying so.
+      if (bits > 128) return error();
+      if (bits < kMappedPrefixBits) {
+        return error_because(
+            "an IPv4-mapped IPv6 block with a prefix shorter than /96; write it as an IPv4 "
+            "block (a.b.c.d/n)");
+      }
+      bits -= kMappedPrefixBits;
+    }
     const int max_bits = block.v6 ? 128 : 32;
     if (bits < 0) bits = max_bits;
     if (bits > max_bits) return error();

@@ -536,5 +536,74 @@ TEST_CASE("AddressFilter matches IPv4 and IPv6 CIDR blocks", "[http_request][add
   CHECK(verifier->calls.load() == 1);
 }
 
+TEST_CASE("AddressFilter accepts IPv4-mapped IPv6 blocks as the IPv4 blocks they cover",
+          "[http_request][address]") {
+  // "::ffff:10.0.0.0/104" is 10.0.0.0/8 written in IPv6: the prefix counts
+  // the 96 bits of "::ffff:" too. It matches a client in either notation.
+  const std::vector<std::string> blocks = {"::ffff:10.0.0.0/104", "[::ffff:192.0.2.0]/120",
+                                           "::ffff:198.51.100.7"};
+  auto filter = AddressFilter::Create(blocks);
+  REQUIRE(filter.ok());
+  const AddressFilter& f = **filter;
+  CHECK(f.Allows("::ffff:10.1.2.3"));
+  CHECK(f.Allows("10.1.2.3"));
+  CHECK(f.Allows("10.255.255.255"));
+  CHECK_FALSE(f.Allows("11.0.0.1"));
+  CHECK_FALSE(f.Allows("::ffff:11.0.0.1"));
+  CHECK_FALSE(f.Allows("9.255.255.255"));
+  CHECK(f.Allows("192.0.2.200"));
+  CHECK(f.Allows("::ffff:192.0.2.1"));
+  CHECK_FALSE(f.Allows("192.0.3.1"));
+  CHECK(f.Allows("198.51.100.7"));
+  CHECK_FALSE(f.Allows("198.51.100.8"));
+  // IPv6 clients are not IPv4: neither the bytes after "::ffff:" in another
+  // prefix nor the IPv4-compatible form match.
+  CHECK_FALSE(f.Allows("::10.1.2.3"));
+  CHECK_FALSE(f.Allows("64:ff9b::10.1.2.3"));
+  CHECK_FALSE(f.Allows("2001:db8::a01:203"));
+
+  // /96 is every IPv4 address (and nothing else); /128 one address.
+  const std::vector<std::string> all_v4 = {"::ffff:0.0.0.0/96"};
+  auto all = AddressFilter::Create(all_v4);
+  REQUIRE(all.ok());
+  CHECK((*all)->Allows("203.0.113.9"));
+  CHECK((*all)->Allows("::ffff:0.0.0.1"));
+  CHECK_FALSE((*all)->Allows("::1"));
+  CHECK_FALSE((*all)->Allows("2001:db8::1"));
+  const std::vector<std::string> one_v4 = {"::ffff:10.0.0.1/128"};
+  auto one = AddressFilter::Create(one_v4);
+  REQUIRE(one.ok());
+  CHECK((*one)->Allows("10.0.0.1"));
+  CHECK_FALSE((*one)->Allows("10.0.0.2"));
+
+  // A prefix shorter than 96 bits would span IPv4 and IPv6 space alike (and
+  // was once read as an IPv4 prefix: "::ffff:10.0.0.0/8" as 10.0.0.0/8): it
+  // is refused, quoted, saying why.
+  for (const std::string bad : {"::ffff:10.0.0.0/8", "::ffff:0.0.0.0/95", "::ffff:0:0/80"}) {
+    INFO(bad);
+    const std::vector<std::string> list = {"10.0.0.0/8", bad};
+    auto r = AddressFilter::Create(list);
+    REQUIRE(r.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(r.status().message()) ==
+          "allowed[1]: '" + bad +
+              "' is an IPv4-mapped IPv6 block with a prefix shorter than /96; write it as an "
+              "IPv4 block (a.b.c.d/n)");
+  }
+  for (const std::string bad : {"::ffff:10.0.0.0/129", "::ffff:10.0.0.0/"}) {
+    INFO(bad);
+    const std::vector<std::string> list = {bad};
+    auto r = AddressFilter::Create(list);
+    REQUIRE(r.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(r.status().message()) ==
+          "allowed[0]: '" + bad + "' is not an IP address or CIDR block");
+  }
+  // Never an echo of a long entry, whatever the reason.
+  const std::vector<std::string> too_long = {"0000:0000:0000:0000:0000:ffff:10.0.0.0/8" +
+                                             std::string(20, '0')};
+  auto tl = AddressFilter::Create(too_long);
+  REQUIRE(tl.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(tl.status().message()) == "allowed[0]: not an IP address or CIDR block");
+}
+
 }  // namespace
 }  // namespace keygate

@@ -7,7 +7,9 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
@@ -169,6 +171,68 @@ TEST_CASE("Realm text is escaped inside the quoted string", "[http]") {
   o.realm = "my \"api\"\r\n";
   CHECK(Headers(DecideHttp(V(Outcome::kMissing), {}, o))["WWW-Authenticate"] ==
         "Bearer realm=\"my \\\"api\\\"\"");
+}
+
+// Every byte of every header value is visible ASCII or a space: what RFC
+// 9110 field values and RFC 8941 sf-strings allow without obs-text.
+bool VisibleAscii(std::string_view s) {
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u > 0x7E) return false;
+  }
+  return true;
+}
+
+TEST_CASE("Realm and policy name never put non-ASCII or control bytes in headers",
+          "[http][headers]") {
+  HttpOptions o;
+  o.realm = "Z\xC3\xBCrich \x80\xFF\x7F\x1B[2Japi\t\"x\"";
+  constexpr char kPolicy[] = "per-key\xE2\x80\xA8\x85\x00\r\nX-Injected: 1";  // a NUL inside
+  o.policy_name = std::string(kPolicy, sizeof(kPolicy) - 1);
+  Verdict v = V(Outcome::kRateLimited);
+  v.rate.limit = 5;
+  v.rate.window_ns = 1'000'000'000;
+  v.rate.retry_after_ns = 1;
+  for (const HttpDecision& d : {DecideHttp(V(Outcome::kMissing), {}, o),
+                                DecideHttp(V(Outcome::kUnknown), {}, o), DecideHttp(v, {}, o)}) {
+    for (const auto& [name, value] : d.headers) {
+      INFO(name << ": " << value);
+      CHECK(VisibleAscii(value));
+    }
+  }
+  // Each byte outside visible ASCII is dropped, as control characters always
+  // were; quotes and backslashes are escaped.
+  CHECK(Headers(DecideHttp(V(Outcome::kMissing), {}, o))["WWW-Authenticate"] ==
+        "Bearer realm=\"Zrich [2Japi\\\"x\\\"\"");
+  auto h = Headers(DecideHttp(v, {}, o));
+  CHECK(h["RateLimit-Policy"] == "\"per-keyX-Injected: 1\";q=5;w=1");
+  CHECK(h["RateLimit"] == "\"per-keyX-Injected: 1\";r=0;t=1");
+}
+
+TEST_CASE("ValidateHttpOptions refuses header text that would be dropped, naming the field",
+          "[http][headers]") {
+  CHECK(ValidateHttpOptions({}).ok());
+  HttpOptions o;
+  o.realm = "Billing API (v2) \"eu\"";  // quotes are escaped, not refused
+  o.policy_name = "per-key";
+  CHECK(ValidateHttpOptions(o).ok());
+
+  o.realm = "Z\xC3\xBCrich";
+  absl::Status s = ValidateHttpOptions(o);
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message() == "realm: byte 1 (0xc3) is not printable ASCII (0x20-0x7E)");
+  o.realm = "api";
+  o.policy_name = "a\r\nb";
+  s = ValidateHttpOptions(o);
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message() == "policy_name: byte 1 (0x0d) is not printable ASCII (0x20-0x7E)");
+  o.policy_name = "tab\there";
+  CHECK(ValidateHttpOptions(o).code() == absl::StatusCode::kInvalidArgument);
+  o.policy_name = "default";
+  o.unavailable_retry_after_seconds = 0;
+  s = ValidateHttpOptions(o);
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(s.message() == "unavailable_retry_after_seconds: must be at least 1");
 }
 
 TEST_CASE("Verdicts print their outcome and key id only", "[http][verdict]") {

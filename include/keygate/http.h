@@ -27,6 +27,15 @@
 // Every error carries `Cache-Control: no-store` and a JSON body
 // `{"error":"...","message":"..."}`.
 //
+// Header text: the realm, the policy name and the scope name are written
+// into quoted strings (RFC 9110 5.6.4; the policy name is an RFC 8941
+// sf-string), which take visible ASCII and spaces only: every byte outside
+// 0x20-0x7E (control characters, DEL, and every byte of non-ASCII UTF-8) is
+// dropped, and '"' and '\' are escaped. So no option can split a header or
+// put bytes in it that a proxy or client may reject or misread. To refuse
+// such text up front instead of having it dropped, check the options with
+// ValidateHttpOptions when they are configured.
+//
 // Example:
 //
 //   keygate::HttpDecision d = keygate::DecideHttp(verdict, requirement, {"api"});
@@ -38,10 +47,13 @@
 #ifndef KEYGATE_HTTP_H_
 #define KEYGATE_HTTP_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "absl/status/status.h"
 
 #include "keygate/scope.h"
 #include "keygate/verdict.h"
@@ -49,12 +61,21 @@
 namespace keygate {
 
 struct HttpOptions {
+  // Printable ASCII (0x20-0x7E); other bytes are dropped from the header.
   std::string realm = "api";
-  // Name of the rate-limit policy in RateLimit-Policy / RateLimit.
+  // Name of the rate-limit policy in RateLimit-Policy / RateLimit. Printable
+  // ASCII (0x20-0x7E); other bytes are dropped from the headers.
   std::string policy_name = "default";
-  // Retry-After sent with 503.
+  // Retry-After sent with 503 (a value below 1 is sent as 1).
   int unavailable_retry_after_seconds = 1;
 };
+
+// Checks options before use (DecideHttp itself never fails: it drops what
+// this refuses, see the file comment). Errors: kInvalidArgument naming the
+// field, never quoting its text: "realm: byte 3 (0xc3) is not printable
+// ASCII (0x20-0x7E)", the same for "policy_name", and
+// "unavailable_retry_after_seconds: must be at least 1".
+absl::Status ValidateHttpOptions(const HttpOptions& options);
 
 struct HttpDecision {
   bool allowed = false;

@@ -136,12 +136,23 @@ PrincipalLookup LookupPrincipalInStore(std::shared_ptr<KeyStore> store);
 class AddressFilter {
  public:
   // `allowed`: blocks like "10.0.0.0/8", "2001:db8::/32", or single
-  // addresses ("127.0.0.1", "::1"). IPv4-mapped IPv6 client addresses
-  // ("::ffff:10.1.2.3") match IPv4 blocks. Errors: kInvalidArgument
-  // "allowed[i]: '<block>' is not an IP address or CIDR block"; the entry is
-  // quoted only if it is made of address characters ([0-9a-fA-F.:/%[]]) and
-  // shorter than any token, else "allowed[i]: not an IP address or CIDR
-  // block" (a misplaced option may hold anything, a token included).
+  // addresses ("127.0.0.1", "::1"). An IPv4 client matches in either
+  // notation: "10.1.2.3" and its IPv4-mapped IPv6 form "::ffff:10.1.2.3"
+  // (what a dual-stack socket reports) are one address.
+  // IPv4-mapped IPv6 blocks are the IPv4 blocks they cover, their prefix
+  // length counting the 96 bits of "::ffff:": "::ffff:10.0.0.0/104" is
+  // "10.0.0.0/8", "::ffff:0.0.0.0/96" all of IPv4. A mapped block with a
+  // prefix shorter than /96 would also take in IPv6 space outside the
+  // mapped range, and is refused (write the IPv4 block, and an IPv6 block if
+  // that was meant too). Other IPv6 blocks ("::/0" included) match IPv6
+  // clients only.
+  // Errors: kInvalidArgument "allowed[i]: '<block>' is not an IP address or
+  // CIDR block", or "allowed[i]: '<block>' is an IPv4-mapped IPv6 block with
+  // a prefix shorter than /96; write it as an IPv4 block (a.b.c.d/n)"; the
+  // entry is quoted only if it is made of address characters
+  // ([0-9a-fA-F.:/%[]]) and at most 50 of them (shorter than any token),
+  // else it is left out ("allowed[i]: not an IP address or CIDR block"): a
+  // misplaced option may hold anything, a token included.
   static absl::StatusOr<std::shared_ptr<const AddressFilter>> Create(
       absl::Span<const std::string> allowed);
 
