@@ -40,6 +40,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 
 #include "keygate/deployment.h"
 #include "keygate/http_request.h"
@@ -68,7 +69,7 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
   --verifier KIND           hotpath (default: lock-free in-memory index following the store's
                             change feed) or reference (reads the store on every request)
   --feed-poll-ms N          how often to look for changes made by other processes (default: 50)
-  --realm NAME              realm in WWW-Authenticate (default: api)
+  --realm NAME              realm in WWW-Authenticate, printable ASCII (default: api)
   --access-log PATH         access log: - for stdout (default), off, or a file (appended)
   --bench-routes            add GET /open/v1/projects: GET /v1/projects without keygate
   --simulate-outage-file P  test hook: while file P exists, every store call fails (unavailable)
@@ -165,6 +166,13 @@ class OutageSwitchStore final : public keygate::KeyStore {
                                                     std::size_t limit) override {
     if (Down()) return Outage();
     return inner_->ChangesSince(after, limit);
+  }
+  // The inner store's own (a usage flush that bumps no version and appends
+  // no change), not the KeyStore default's Get + Update per key.
+  absl::Status TouchLastUsed(absl::Span<const keygate::LastUsedUpdate> updates,
+                             absl::Duration min_advance) override {
+    if (Down()) return Outage();
+    return inner_->TouchLastUsed(updates, min_advance);
   }
   absl::StatusOr<std::uint64_t> LastSequence() override {
     if (Down()) return Outage();
@@ -311,6 +319,9 @@ int Main(int argc, char** argv) {
 
   keygate::HttpAuthOptions ao;
   ao.http.realm = f.realm;
+  if (absl::Status s = keygate::ValidateHttpOptions(ao.http); !s.ok()) {
+    return UsageError(absl::StrCat("--", s.message()));  // "--realm: byte ..."
+  }
   ao.principal_lookup = keygate::LookupPrincipalInStore(store);
   Api api;
   api.auth = std::make_shared<keygate::HttpAuthenticator>(verifier, ao);
@@ -325,6 +336,7 @@ int Main(int argc, char** argv) {
   config.threads = f.threads;
   config.port_file = f.port_file;
   config.bench_routes = f.bench_routes;
+  config.token_prefix = (*deployment)->token_prefix();
   std::FILE* log_file = nullptr;
   if (f.access_log == "-") {
     config.access_log = stdout;

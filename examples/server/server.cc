@@ -63,21 +63,79 @@ std::string_view Std(beast::string_view v) { return {v.data(), v.size()}; }
 // Debian's Abseil has its own string_view (see notes on the Abseil quirk).
 absl::string_view Av(std::string_view v) { return {v.data(), v.size()}; }
 
+// The code point of the well-formed UTF-8 sequence at the start of `s` and
+// its length, or length 0 when `s` does not start with one; then `bad` is how
+// many bytes to replace with one U+FFFD (the maximal ill-formed subpart,
+// Unicode 15 3.9: a truncated sequence is one replacement, not one per byte).
+struct Utf8Step {
+  char32_t code_point = 0;
+  std::size_t length = 0;
+  std::size_t bad = 1;
+};
+
+Utf8Step DecodeUtf8(std::string_view s) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return {lead, 1, 0};
+  std::size_t n = 0;
+  char32_t cp = 0;
+  // The range of the second byte excludes overlong forms, surrogates and
+  // code points above U+10FFFF (Unicode Table 3-7).
+  unsigned char lo = 0x80;
+  unsigned char hi = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    n = 2;
+    cp = lead & 0x1Fu;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    n = 3;
+    cp = lead & 0x0Fu;
+    if (lead == 0xE0) lo = 0xA0;
+    if (lead == 0xED) hi = 0x9F;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    n = 4;
+    cp = lead & 0x07u;
+    if (lead == 0xF0) lo = 0x90;
+    if (lead == 0xF4) hi = 0x8F;
+  } else {
+    return {};  // a continuation byte, C0, C1 or F5-FF: never a lead
+  }
+  for (std::size_t i = 1; i < n; ++i) {
+    if (i >= s.size()) return {0, 0, i};
+    const unsigned char b = byte(i);
+    if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return {0, 0, i};
+    cp = (cp << 6) | (b & 0x3Fu);
+  }
+  return {cp, n, 0};
+}
+
+// `s` as a JSON string literal that is valid JSON and valid UTF-8 whatever
+// the bytes: each ill-formed UTF-8 sequence becomes \ufffd; '"', '\' and
+// control characters (C0, DEL and C1, which some terminals act on) are
+// escaped; other UTF-8 passes through. Used for response bodies and for the
+// access log's quoted fields.
 std::string JsonString(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "\"";
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\u00";
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 0xF]);
-    } else {
-      out.push_back(c);
+  out.reserve(s.size() + 2);
+  for (std::size_t i = 0; i < s.size();) {
+    const Utf8Step step = DecodeUtf8(s.substr(i));
+    if (step.length == 0) {
+      out += "\\ufffd";
+      i += step.bad;
+      continue;
     }
+    const char32_t cp = step.code_point;
+    if (cp == '"' || cp == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(cp));
+    } else if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) {
+      out += "\\u00";
+      out.push_back(kHex[cp >> 4]);
+      out.push_back(kHex[cp & 0xF]);
+    } else {
+      out.append(s.substr(i, step.length));
+    }
+    i += step.length;
   }
   out.push_back('"');
   return out;
@@ -99,6 +157,79 @@ std::optional<std::string> NameFromBody(std::string_view body) {
     if (static_cast<unsigned char>(c) < 0x20 || c == '\\') return std::nullopt;
   }
   return name;
+}
+
+// Path segments at least this long are never logged: a token is 54+
+// characters and its secret part alone 43, while no segment of this API's
+// routes (project ids have at most 18 digits) comes near it. 32 leaves room
+// for a token cut short in a paste.
+constexpr std::size_t kRedactedSegmentLength = 32;
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Whether a path segment may hold (part of) a token: it is
+// kRedactedSegmentLength characters or more as sent, or, percent-decoded,
+// starts with the deployment's token prefix and '_' (ASCII case-insensitive,
+// so "KG_live_..." and "kg%5Flive_..." count too).
+bool LooksLikeToken(std::string_view segment, std::string_view token_prefix) {
+  if (segment.size() >= kRedactedSegmentLength) return true;
+  if (token_prefix.empty()) return false;
+  const auto lower = [](char c) {
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  };
+  std::string want;  // "<prefix>_", lower case
+  for (const char c : token_prefix) want.push_back(lower(c));
+  want.push_back('_');
+  std::string head;  // the segment's start, percent-decoded, as long as `want`
+  for (std::size_t i = 0; i < segment.size() && head.size() < want.size(); ++i) {
+    char c = segment[i];
+    if (c == '%' && i + 2 < segment.size() && HexDigit(segment[i + 1]) >= 0 &&
+        HexDigit(segment[i + 2]) >= 0) {
+      c = static_cast<char>(HexDigit(segment[i + 1]) * 16 + HexDigit(segment[i + 2]));
+      i += 2;
+    }
+    head.push_back(lower(c));
+  }
+  return head == want;
+}
+
+// The request path as the access log writes it: each segment that may hold a
+// token (LooksLikeToken) is replaced by "[redacted]", and every byte that is
+// not visible ASCII, '"' and '\' percent-encoded, so that the field has no
+// space, quote or line break in it.
+std::string LogPath(std::string_view path, std::string_view token_prefix) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(path.size());
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    const std::string_view segment = path.substr(start, end - start);
+    if (LooksLikeToken(segment, token_prefix)) {
+      out += "[redacted]";
+    } else {
+      for (const char c : segment) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u >= 0x7F || c == '"' || c == '\\') {
+          out.push_back('%');
+          out.push_back(kHex[u >> 4]);
+          out.push_back(kHex[u & 0xF]);
+        } else {
+          out.push_back(c);
+        }
+      }
+    }
+    if (end == path.size()) break;
+    out.push_back('/');
+    start = end + 1;
+  }
+  return out;
 }
 
 // The application's own data: projects in memory.
@@ -543,15 +674,19 @@ void Server::Log(const Request& req, std::string_view peer, bool tls, const Resp
   const std::string_view target = Std(req.target());
   // The path only: a query string may hold a key a client should not have
   // sent there.
+  // Nor a token pasted into the path: see LogPath.
   const std::string_view path = target.substr(0, target.find_first_of("?#"));
   std::string line =
       absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
                    Av(peer), " ", tls ? "https" : "http", " ", Av(Std(req.method_string())), " ",
-                   Av(path), " ", res.result_int());
+                   LogPath(path, config_.token_prefix), " ", res.result_int());
   if (entry.checked) {
     absl::StrAppend(&line, " key=", entry.verdict.key().empty() ? "-" : Av(entry.verdict.key()),
                     " verdict=", Av(keygate::OutcomeName(entry.verdict.outcome)));
-    if (!entry.owner.empty()) absl::StrAppend(&line, " owner=", entry.owner);
+    // The owner is whatever the key's creator typed (spaces, quotes): quoted
+    // and escaped as a JSON string, so that it cannot forge other fields or
+    // lines.
+    if (!entry.owner.empty()) absl::StrAppend(&line, " owner=", JsonString(entry.owner));
   }
   absl::StrAppend(
       &line, " us=", std::chrono::duration_cast<std::chrono::microseconds>(took).count(), "\n");

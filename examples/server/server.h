@@ -10,8 +10,8 @@
 //                               /v1/projects (only with bench_routes: the
 //                               benchmark's "without keygate" baseline)
 // Every request gets one access-log line with the key id and the verdict,
-// never the token (and never the query string, where a careless client may
-// have put one).
+// never the token (never the query string, where a careless client may have
+// put one, and never a path segment that looks like a token).
 #ifndef KEYGATE_EXAMPLES_SERVER_SERVER_H_
 #define KEYGATE_EXAMPLES_SERVER_SERVER_H_
 
@@ -38,6 +38,9 @@ struct ServerConfig {
   std::string port_file;
   bool bench_routes = false;
   std::FILE* access_log = nullptr;  // nullptr: no access log
+  // The deployment's token prefix: path segments that start with it and '_'
+  // are redacted from the access log (see README.md).
+  std::string token_prefix = "kg";
 };
 
 struct Api {

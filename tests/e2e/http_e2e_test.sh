@@ -13,6 +13,9 @@
 # curl trusts explicitly (--cacert, no -k). Every response is compared byte
 # for byte (status line, every header but Date, body) with the expected one.
 # The server is always stopped (trap), and must stop cleanly on SIGTERM.
+# Then the access log: no token or part of one (tokens pasted into the path
+# included: examples/server/README.md), the owner quoted; and the usage
+# flush at shutdown (last_used set, no version bump).
 # Exit: 0 pass, 1 fail, 77 skipped (no curl).
 set -uo pipefail
 
@@ -60,19 +63,36 @@ create() {
 
 read -r READER_ID READER <<<"$(create reader production --scope read:all)"
 read -r WRITER_ID WRITER <<<"$(create writer production --scope write:all)"
-read -r _ ADMIN <<<"$(create admin production --scope admin)"
+read -r ADMIN_ID ADMIN <<<"$(create admin production --scope admin)"
 read -r _ PREVIEW <<<"$(create preview-reader preview --scope read:all)"
 read -r REVOKED_ID REVOKED <<<"$(create revoked production --scope read:all)"
 read -r _ EXPIRED <<<"$(create expired production --scope read:all --expires 1s)"
 read -r DELETED_ID UNKNOWN <<<"$(create deleted production --scope read:all)"
 read -r _ LIMITED <<<"$(create limited production --scope read:all --rate 2/1h)"
+# An owner name built to forge access-log fields if it were written as it is.
+EVE_OWNER='eve verdict=ok owner=alice "x"'
+EVE_OUT=$(kg --json create --name eve --owner "$EVE_OWNER" --env production --scope write:all \
+  2>/dev/null)
+EVE_ID=$(sed -n 's/.*"id":"\(key_[A-Za-z0-9]*\)".*/\1/p' <<<"$EVE_OUT")
+EVE=$(sed -n 's/.*"token":"\([^"]*\)".*/\1/p' <<<"$EVE_OUT")
 kg revoke "$REVOKED_ID" >/dev/null 2>&1 || { echo "revoke failed"; exit 1; }
 kg delete --yes "$DELETED_ID" >/dev/null 2>&1 || { echo "delete failed"; exit 1; }
-for t in "$READER" "$WRITER" "$ADMIN" "$PREVIEW" "$REVOKED" "$EXPIRED" "$UNKNOWN" "$LIMITED"; do
+for t in "$READER" "$WRITER" "$ADMIN" "$PREVIEW" "$REVOKED" "$EXPIRED" "$UNKNOWN" "$LIMITED" \
+  "$EVE"; do
   [[ "$t" == kg_* ]] || { echo "could not read a token from the CLI's output"; exit 1; }
 done
 # A well-formed-looking key with a wrong checksum.
 MALFORMED="${READER:0:${#READER}-1}$([[ "${READER: -1}" == A ]] && echo B || echo A)"
+
+# A realm that headers cannot carry is refused at start (usage error, 2).
+timeout 10 "$SERVER" --db "$W/realm.db" --port 0 --realm $'caf\xc3\xa9' >/dev/null 2>"$W/realm.err"
+rc=$?
+if ((rc == 2)) &&
+  grep -q '^keygate-example-server: --realm: byte 3 (0xc3) is not printable' "$W/realm.err"; then
+  pass "--realm: non-ASCII refused at start"
+else
+  fail "--realm: non-ASCII accepted (exit $rc): $(head -1 "$W/realm.err")"
+fi
 
 "$SERVER" --db "$DB" --verifier "$VERIFIER" --port 0 --http-port 0 --port-file "$W/ports" \
   --write-cert "$W/cert.pem" --simulate-outage-file "$W/outage" --feed-poll-ms 20 \
@@ -293,6 +313,41 @@ Server: keygate-example
 
 EOF
 
+# Project names are the client's bytes: the JSON written back is valid UTF-8
+# (each invalid sequence becomes U+FFFD) with control characters, C1
+# included, escaped; valid UTF-8 such as the euro sign passes through.
+printf '{"name":"a\xff\xc3b\xc2\x85c\x7f\xe2\x82\xac"}' >"$W/odd_name.json"
+fetch odd_name "$BASE/v1/projects" -X POST -H "Authorization: Bearer $WRITER" \
+  --data-binary "@$W/odd_name.json"
+ODD=$(printf '{"id":4,"name":"a\\ufffd\\ufffdb\\u0085c\\u007f\xe2\x82\xac","created_by":"alice"}')
+expect odd_name <<EOF
+HTTP/1.1 201 Created
+Content-Type: application/json
+Server: keygate-example
+Content-Length: $(printf %s "$ODD" | wc -c)
+
+$ODD
+EOF
+fetch eve_create "$BASE/v1/projects" -X POST -H "Authorization: Bearer $EVE" -d '{"name":"eve"}'
+[[ "$(status_of eve_create)" == 201 ]] &&
+  pass "write attributed to an owner with spaces and quotes" ||
+  fail "eve's write: status $(status_of eve_create)"
+
+# Tokens pasted into the path never reach the access log: a whole token, its
+# secret part alone, a truncated token, a percent-encoded one.
+fetch path_token "$BASE/v1/projects/$READER" -X DELETE -H "Authorization: Bearer $ADMIN"
+fetch path_secret "$BASE/v1/${WRITER:8}"
+fetch path_truncated "$BASE/v1/projects/${LIMITED:0:20}" -X DELETE
+fetch path_encoded "$BASE/v1/projects/kg%5F${EXPIRED:3}/x"
+fetch path_id "$BASE/v1/projects/12345" -X DELETE -H "Authorization: Bearer $ADMIN"
+# Raw bytes curl would encode itself ('"', 0xff, '\'), on the plain port: the
+# log writes them percent-encoded.
+if exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT"; then
+  printf 'GET /v1/a"b\xff\\ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3
+  head -c 12 <&3 >/dev/null
+  exec 3<&-
+fi
+
 if [[ "$VERIFIER" == hotpath ]]; then
   fetch limit1 "$BASE/v1/projects" -H "Authorization: Bearer $LIMITED"
   fetch limit2 "$BASE/v1/projects" -H "Authorization: Bearer $LIMITED"
@@ -427,14 +482,38 @@ else
 fi
 leaked=0
 for t in "$READER" "$WRITER" "$ADMIN" "$PREVIEW" "$REVOKED" "$EXPIRED" "$UNKNOWN" "$LIMITED" \
-  "$ROLLED" "$MALFORMED"; do
+  "$ROLLED" "$MALFORMED" "$EVE"; do
   grep -aqF "${t:8}" "$W/access.log" "$W/server.err" && leaked=1
 done
+grep -aqF "${LIMITED:8:12}" "$W/access.log" && leaked=1
 ((leaked == 0)) && pass "no token (or its secret part) in the access log" || fail "a token is in the log"
 grep -aq " GET /v1/projects 200 key=$READER_ID verdict=ok" "$W/access.log" &&
   pass "access log names the key id" || fail "access log lacks the key id"
-grep -aq "POST /v1/projects 201 key=$WRITER_ID verdict=ok owner=alice" "$W/access.log" &&
+grep -aq "POST /v1/projects 201 key=$WRITER_ID verdict=ok owner=\"alice\"" "$W/access.log" &&
   pass "access log attributes the write to the key's owner" || fail "access log lacks the owner"
+EVE_LOGGED="owner=\"eve verdict=ok owner=alice \\\"x\\\"\""  # as a JSON string
+grep -aqF " POST /v1/projects 201 key=$EVE_ID verdict=ok $EVE_LOGGED us=" "$W/access.log" &&
+  pass "access log quotes the owner (no forged fields)" ||
+  fail "access log: owner not quoted: $(grep -a "key=$EVE_ID" "$W/access.log")"
+for want in " DELETE /v1/projects/[redacted] 404 key=$ADMIN_ID" " GET /v1/[redacted] 404 us=" \
+  " DELETE /v1/projects/[redacted] 401 key=- verdict=missing us=" \
+  " GET /v1/projects/[redacted]/x 405 us=" " DELETE /v1/projects/12345 404 key=$ADMIN_ID" \
+  " http GET /v1/a%22b%FF%5C 404 us="; do
+  grep -aqF -- "$want" "$W/access.log" && pass "access log has '$want'" ||
+    fail "access log lacks '$want'"
+done
+if [[ "$VERIFIER" == hotpath ]]; then
+  # The usage flush at shutdown reached the store's own TouchLastUsed through
+  # the outage switch: last_used is set and the version is untouched (the
+  # KeyStore fallback, a Get and an Update per key, would have bumped it).
+  admin_json=$(kg --json show "$ADMIN_ID" 2>/dev/null)
+  if grep -q '"last_used":"' <<<"$admin_json" && grep -q '"version":1}' <<<"$admin_json"; then
+    pass "usage flush: last_used recorded without a version bump"
+  else
+    fail "usage flush: $(grep -o '"last_used":[^,]*' <<<"$admin_json")," \
+      "$(grep -o '"version":[0-9]*' <<<"$admin_json")"
+  fi
+fi
 
 if ((FAILURES > 0)); then
   echo "$FAILURES check(s) failed; server stderr:"
