@@ -1351,9 +1351,13 @@ absl::Status Verifier::Refresh(std::string_view key_id) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   absl::StatusOr<KeyRecord> r = impl_->options.store->Get(key_id);
   if (r.ok()) return impl_->ApplyRecord(impl_->owned_table, /*published=*/true, *r);
-  if (r.status().code() != absl::StatusCode::kNotFound) return r.status();
+  const absl::StatusCode code = r.status().code();
+  if (code != absl::StatusCode::kNotFound && code != absl::StatusCode::kDataLoss) {
+    return r.status();
+  }
+  // Gone, or stored in a state nobody can read (key_store.h): fail closed.
   impl_->ApplyDelete(*impl_->owned_table, key_id);
-  return absl::OkStatus();
+  return code == absl::StatusCode::kDataLoss ? r.status() : absl::OkStatus();
 }
 
 absl::Status Verifier::Reload() { return impl_->Reload(); }

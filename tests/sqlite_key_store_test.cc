@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -31,7 +32,10 @@
 #include "keygate/deployment.h"
 #include "keygate/key_manager.h"
 #include "keygate/reference_verifier.h"
+#include "keygate/secret.h"
 #include "keygate/token.h"
+#include "keygate/verdict.h"
+#include "keygate/verifier.h"
 #include "sqlite/schema.h"
 #include "sqlite/sqlite_db.h"
 #include "sqlite_test_util.h"
@@ -884,6 +888,155 @@ TEST_CASE("SQLite store refuses a file: URI as a path", "[sqlite][open]") {
     CHECK_THAT(std::string(store.status().message()), Catch::Contains("URI"));
   }
   CHECK(std::filesystem::is_empty(dir.path()));  // nothing created
+}
+
+}  // namespace
+}  // namespace keygate
+
+namespace keygate {
+namespace {
+
+// Runs one statement with one text parameter through a raw connection: how
+// an operator's manual edit (the sqlite3 shell) reaches the file.
+void RawEdit(const std::string& path, const char* sql, const std::string& param) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_bind_text(stmt, 1, param.c_str(), -1, SQLITE_TRANSIENT) == SQLITE_OK);
+  const int rc = sqlite3_step(stmt);
+  const int changed = sqlite3_changes(db);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_DONE);
+  REQUIRE(changed == 1);
+}
+
+TEST_CASE("SQLite change feed delivers the changes after an undecodable row, which fails closed",
+          "[sqlite][feed][corrupt]") {
+  TempDir dir;
+  const std::string path = dir.File("corrupt.db");
+  SqliteOptions so;
+  so.path = path;
+  std::mutex reports_mu;
+  std::vector<absl::Status> reports;
+  so.on_corrupt_row = [&](const absl::Status& s) {
+    std::lock_guard<std::mutex> lock(reports_mu);
+    reports.push_back(s);
+  };
+  auto reported = [&] {
+    std::lock_guard<std::mutex> lock(reports_mu);
+    return reports;
+  };
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
+  REQUIRE(store.ok());
+  std::shared_ptr<const Deployment> deployment = *Deployment::Create({});
+  KeyManager::Options mo;
+  mo.deployment = deployment;
+  mo.store = *store;
+  KeyManager manager(mo);
+  std::vector<CreatedKey> keys;
+  for (const char* name : {"alpha", "bravo", "charlie"}) {
+    CreateKeyRequest req;
+    req.name = name;
+    req.owner = "alice";
+    req.environment = "production";
+    req.scopes = {"read:all"};
+    absl::StatusOr<CreatedKey> k = manager.Create(req, "test");
+    REQUIRE(k.ok());
+    keys.push_back(*std::move(k));
+  }
+  const std::string bad_id = keys[1].record.id;
+  auto token = [&](std::size_t i) {
+    return std::string(keys[i].token.Reveal(InsecureSecretAccess::Get()));
+  };
+
+  VerifierOptions vo;
+  vo.deployment = deployment;
+  vo.store = *store;
+  vo.environment = "production";
+  vo.follow_changes = false;  // the test applies the feed with Sync()
+  vo.record_usage = false;
+  absl::StatusOr<std::unique_ptr<Verifier>> verifier = Verifier::Create(vo);
+  REQUIRE(verifier.ok());
+  for (std::size_t i = 0; i < keys.size(); ++i) CHECK((*verifier)->VerifyToken(token(i), {}).ok());
+  const std::uint64_t applied = *(*store)->LastSequence();
+
+  // bravo changes, then charlie is revoked: both are in the feed after
+  // `applied`, bravo's first. Before the verifier pulls them, an operator
+  // breaks bravo's row by hand.
+  KeyUpdate rename;
+  rename.name = "bravo renamed";
+  REQUIRE(manager.Modify(bad_id, rename, keys[1].record.version, "test").ok());
+  REQUIRE(manager.Revoke(keys[2].record.id, "test").ok());
+  RawEdit(path, "UPDATE keys SET scopes = 'read:all' WHERE id = ?1", bad_id);
+
+  // The feed still delivers every change: bravo's as a delete (its stored
+  // state cannot be read, so nothing may keep verifying it), charlie's revoke.
+  absl::StatusOr<ChangeBatch> batch = (*store)->ChangesSince(applied, 100);
+  INFO(batch.status().ToString());
+  REQUIRE(batch.ok());
+  REQUIRE(batch->changes.size() == 2);
+  CHECK(batch->changes[0].key_id == bad_id);
+  CHECK_FALSE(batch->changes[0].record.has_value());
+  CHECK(batch->changes[1].key_id == keys[2].record.id);
+  REQUIRE(batch->changes[1].record.has_value());
+  CHECK(batch->changes[1].record->state == KeyState::kRevoked);
+  CHECK_FALSE(batch->more);
+  // ... and reports the row: key id and column, no value, no token.
+  {
+    const std::vector<absl::Status> seen = reported();
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(Message(seen[0]), Catch::Contains(bad_id) && Catch::Contains("column scopes"));
+    CHECK_THAT(Message(seen[0]), !Catch::Contains("read:all") && !Catch::Contains(token(1)));
+    CHECK((*store)->corrupt_rows_skipped() == 1);
+  }
+
+  // Refresh, which reads the one key, fails closed the same way: it
+  // answers the kDataLoss and drops the key at once.
+  CHECK((*verifier)->Refresh(bad_id).code() == absl::StatusCode::kDataLoss);
+  CHECK((*verifier)->VerifyToken(token(1), {}).outcome == Outcome::kUnknown);
+  CHECK((*verifier)->VerifyToken(token(2), {}).ok());  // its revoke not pulled yet
+
+  // A verifier following the feed applies the revoke and drops bravo.
+  absl::Status synced = (*verifier)->Sync();
+  INFO(synced.ToString());
+  CHECK(synced.ok());
+  CHECK((*verifier)->VerifyToken(token(0), {}).ok());
+  CHECK((*verifier)->VerifyToken(token(1), {}).outcome == Outcome::kUnknown);
+  CHECK((*verifier)->VerifyToken(token(2), {}).outcome == Outcome::kRevoked);
+
+  // A verifier loading the store from scratch (a restart) is not blocked either.
+  absl::StatusOr<std::unique_ptr<Verifier>> fresh = Verifier::Create(vo);
+  INFO(fresh.status().ToString());
+  REQUIRE(fresh.ok());
+  CHECK((*fresh)->VerifyToken(token(0), {}).ok());
+  CHECK((*fresh)->VerifyToken(token(1), {}).outcome == Outcome::kUnknown);
+  CHECK((*fresh)->VerifyToken(token(2), {}).outcome == Outcome::kRevoked);
+
+  CHECK(reported().size() >= 3);  // each read of the row reports it
+
+  // Reading the row directly still reports it, by key id and column, and so
+  // does the integrity check.
+  absl::Status got = (*store)->Get(bad_id).status();
+  CHECK(got.code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(Message(got), Catch::Contains(bad_id) && Catch::Contains("scopes"));
+  CHECK_THAT(Message(got), !Catch::Contains(token(1)));
+  absl::Status integrity = (*store)->CheckIntegrity();
+  CHECK(integrity.code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(Message(integrity), Catch::Contains(bad_id) && Catch::Contains("column scopes"));
+
+  // Repaired (by hand again, then any change to the key), it is back.
+  RawEdit(path, "UPDATE keys SET scopes = '[\"read:all\"]' WHERE id = ?1", bad_id);
+  CHECK((*store)->CheckIntegrity().ok());
+  absl::StatusOr<KeyRecord> repaired = (*store)->Get(bad_id);
+  REQUIRE(repaired.ok());
+  KeyUpdate touch;
+  touch.description = "repaired";
+  REQUIRE(manager.Modify(bad_id, touch, repaired->version, "test").ok());
+  REQUIRE((*verifier)->Sync().ok());
+  CHECK((*verifier)->VerifyToken(token(1), {}).ok());
 }
 
 }  // namespace

@@ -8,17 +8,32 @@
 // Processes are fork()ed children (no exec: cheap, and they start together
 // when the parent closes the pipe they wait on). KEYGATE_STRESS=1 runs more
 // rounds.
+//
+// Also: an Open that fails after it began creating a new file leaves nothing
+// behind (the failure is a file-size limit in a fork()ed child: a disk that
+// fills up during the schema's creation), and never removes a file it did not
+// create.
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
@@ -96,6 +111,146 @@ TEST_CASE("SQLite store: many processes opening one new file all succeed", "[sql
   absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
   REQUIRE(store.ok());
   CHECK((*store)->CheckIntegrity().ok());
+}
+
+// The names in `dir`.
+std::set<std::string> Listing(const std::string& dir) {
+  std::set<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    names.insert(e.path().filename().string());
+  }
+  return names;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// Opens `path` in a fork()ed child whose writes to files fail past
+// `max_file_bytes` (RLIMIT_FSIZE, SIGXFSZ ignored: write(2) fails with EFBIG,
+// as on a full disk); returns the child's Open status as text ("" when OK).
+std::string OpenWithFileSizeLimit(const std::string& path, rlim_t max_file_bytes) {
+  int report[2];
+  REQUIRE(::pipe(report) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(report[0]);
+    ::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim;
+    ::getrlimit(RLIMIT_FSIZE, &lim);
+    lim.rlim_cur = max_file_bytes;
+    if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(2);
+    SqliteOptions o;
+    o.path = path;
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    const std::string line = store.ok() ? "" : store.status().ToString();
+    const ssize_t n = ::write(report[1], line.data(), std::min<std::size_t>(line.size(), 4000));
+    ::_exit(n >= 0 ? 0 : 1);
+  }
+  ::close(report[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(report[0], buf, sizeof buf)) > 0;) {
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(report[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  return out;
+}
+
+TEST_CASE("SQLite Open that fails while creating a new file leaves nothing behind",
+          "[sqlite][open][errors]") {
+  testing::TempDir dir;
+  const std::string other = dir.File("unrelated.txt");
+  std::ofstream(other) << "not keygate's\n";
+  const std::set<std::string> before = Listing(dir.path());
+  const std::string path = dir.File("new.db");
+  // No byte of any file can be written: the file is created, its schema is not.
+  const std::string failed = OpenWithFileSizeLimit(path, 0);
+  INFO(failed);
+  REQUIRE_FALSE(failed.empty());
+  CHECK_THAT(failed, Catch::Contains(path));
+  // Neither the file nor a journal (nor a temporary file) stays behind.
+  CHECK(Listing(dir.path()) == before);
+  CHECK_FALSE(Exists(path));
+  // And the same path opens once the disk has room again.
+  SqliteOptions o;
+  o.path = path;
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  CHECK((*store)->CheckIntegrity().ok());
+  // The file was made under a temporary name; only the database (and its
+  // WAL journal files) remain.
+  for (const std::string& name : Listing(dir.path())) {
+    CHECK((name == "unrelated.txt" || name == "new.db" || name == "new.db-wal" ||
+           name == "new.db-shm"));
+  }
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_nlink == 1);
+}
+
+TEST_CASE("SQLite Open that fails never removes a file it did not create",
+          "[sqlite][open][errors]") {
+  testing::TempDir dir;
+  // An empty file someone else made (a version-0 database to SQLite): the
+  // failed Open must leave it where it was.
+  const std::string path = dir.File("theirs.db");
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  const std::string failed = OpenWithFileSizeLimit(path, 0);
+  INFO(failed);
+  REQUIRE_FALSE(failed.empty());
+  CHECK(Exists(path));
+  CHECK(Listing(dir.path()) == std::set<std::string>{"theirs.db"});
+}
+
+TEST_CASE("SQLite Open refuses to create a file next to journal files of a removed database",
+          "[sqlite][open][errors]") {
+  testing::TempDir dir;
+  const std::string path = dir.File("k.db");
+  // A database whose file was removed while its write-ahead log was not: a
+  // new file of that name must not start next to it (SQLite applies a log
+  // to a database file that is not empty; one it finds next to an empty file
+  // it deletes, with whatever commits it held).
+  std::string wal;
+  {
+    SqliteOptions o;
+    o.path = path;
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    REQUIRE(store.ok());
+    REQUIRE((*store)->Insert(conformance::MakeRecord("key_stale")).ok());
+    std::ifstream in(path + "-wal", std::ios::binary);
+    wal.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  REQUIRE_FALSE(wal.empty());
+  REQUIRE(::unlink(path.c_str()) == 0);
+  std::ofstream(path + "-wal", std::ios::binary) << wal;
+  // A journal name taken by a directory, which SQLite cannot use (the file
+  // would be created, then its schema could not be).
+  const std::string other = dir.File("j.db");
+  REQUIRE(::mkdir((other + "-journal").c_str(), 0700) == 0);
+  for (const auto& [db, leftover] :
+       {std::pair{other, other + "-journal"}, std::pair{path, path + "-wal"}}) {
+    INFO(db);
+    const std::set<std::string> before = Listing(dir.path());
+    SqliteOptions o;
+    o.path = db;
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    REQUIRE_FALSE(store.ok());
+    INFO(store.status().ToString());
+    CHECK(store.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(store.status().message()), Catch::Contains(leftover));
+    CHECK(Listing(dir.path()) == before);  // nothing created, nothing removed
+  }
 }
 
 }  // namespace

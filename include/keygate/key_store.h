@@ -20,6 +20,10 @@
 //     key changed after `s` with that key's CURRENT state (the record, or
 //     "deleted"); intermediate states may be collapsed. Applying the batch and
 //     continuing from `batch.next_sequence` converges on the store's state.
+//     A backend that cannot decode a key's stored state (a corrupt row)
+//     delivers that key as deleted, failing closed without stopping the
+//     feed, and reports the error by its own means; `Get`, `FindByDigest`
+//     and `List` answer kDataLoss for it.
 //   * A failed write (duplicate, version conflict, not found) changes nothing
 //     and appends nothing to the change log.
 //   * Times round-trip at microsecond precision (see key.h): a backend may

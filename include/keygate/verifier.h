@@ -231,7 +231,9 @@ class Verifier {
   absl::Status Sync();
   // Reads `key_id`'s current record from the store and applies it at once
   // (a delete if it no longer exists); linearizable revocation for stores
-  // whose change notifications are asynchronous. Errors: the store's.
+  // whose change notifications are asynchronous. Errors: the store's; a
+  // kDataLoss (the key's record cannot be decoded) also drops the key, so
+  // that it fails closed.
   absl::Status Refresh(std::string_view key_id);
   // Rebuilds the index from a full read of the store (what the periodic
   // resync does); rate-limit and usage state carry over. So does what

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -444,8 +445,8 @@ std::string OpenPath(const std::string& path) {
 }
 
 // Checks the file system before SQLite touches anything, so each bad
-// condition gets its own clear message, and creates a new file with mode
-// 0600 ourselves (SQLite would use 0644 & ~umask).
+// condition gets its own clear message. Returns true when the file does not
+// exist and is to be created (CreateDatabase).
 //
 // A directory nobody may write is refused like a read-only file (even when
 // running as root): WAL mode creates `<file>-wal` and `<file>-shm` next to
@@ -453,13 +454,13 @@ std::string OpenPath(const std::string& path) {
 // read-only directory would fail with SQLite's "attempt to write a readonly
 // database", which blames the file.
 //
-// A symbolic link to the file is refused, deliberately (the file is created
-// with O_NOFOLLOW and opened with SQLITE_OPEN_NOFOLLOW): a link planted where
-// the database should be would otherwise make a process that runs as root
-// write keygate's tables into whatever file the link names. lstat() first,
-// so the refusal says so instead of SQLite's "unable to open". Linked
-// directories are fine (OpenPath).
-absl::Status PrepareFile(const SqliteOptions& o) {
+// A symbolic link to the file is refused, deliberately (a new file is linked
+// into place, never through a link, and opened with SQLITE_OPEN_NOFOLLOW): a
+// link planted where the database should be would otherwise make a process
+// that runs as root write keygate's tables into whatever file the link names.
+// lstat() first, so the refusal says so instead of SQLite's "unable to open".
+// Linked directories are fine (OpenPath).
+absl::StatusOr<bool> PrepareFile(const SqliteOptions& o) {
   const std::string& path = o.path;
   struct stat st;
   if (::lstat(path.c_str(), &st) == 0) {
@@ -479,8 +480,9 @@ absl::Status PrepareFile(const SqliteOptions& o) {
     }
     const std::string dir = DirectoryOf(path);
     struct stat dst;
-    if (::stat(dir.c_str(), &dst) != 0) return absl::OkStatus();  // SQLite will say why
-    return CheckDirectoryWritable(path, dir, dst);
+    if (::stat(dir.c_str(), &dst) != 0) return false;  // SQLite will say why
+    if (absl::Status s = CheckDirectoryWritable(path, dir, dst); !s.ok()) return s;
+    return false;
   }
   const int stat_errno = errno;
   if (stat_errno != ENOENT) {
@@ -499,25 +501,74 @@ absl::Status PrepareFile(const SqliteOptions& o) {
                      "database file does not exist (create_if_missing is false)");
   }
   if (absl::Status s = CheckDirectoryWritable(path, dir, dst); !s.ok()) return s;
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == EEXIST) {
-      // Created concurrently: fine; or a dangling symbolic link.
-      if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-        return SymlinkError(path);
-      }
+  return true;
+}
+
+// The journal files SQLite keeps next to a database file.
+constexpr const char* kJournalSuffixes[] = {"-wal", "-shm", "-journal"};
+
+// Removes a new database's temporary file, when it goes out of scope, with
+// the journal files SQLite made for it (their names derive from the
+// temporary name, so they are ours). Once the file is linked into place, this
+// removes the temporary name only.
+class TemporaryDatabase {
+ public:
+  explicit TemporaryDatabase(std::string path) : path_(std::move(path)) {}
+  ~TemporaryDatabase() {
+    ::unlink(path_.c_str());
+    for (const char* suffix : kJournalSuffixes) ::unlink(absl::StrCat(path_, suffix).c_str());
+  }
+  TemporaryDatabase(const TemporaryDatabase&) = delete;
+  TemporaryDatabase& operator=(const TemporaryDatabase&) = delete;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+bool PathExists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+absl::StatusCode CreateErrorCode(int err) {
+  return (err == EACCES || err == EPERM || err == EROFS) ? absl::StatusCode::kPermissionDenied
+                                                         : absl::StatusCode::kUnavailable;
+}
+
+// Links the initialised `temp` to `path` unless `path` exists by now
+// (another process created it first: then that file is used). Hard links
+// where the file system has them, else rename without replacing.
+absl::Status LinkIntoPlace(const std::string& temp, const std::string& path) {
+  if (::link(temp.c_str(), path.c_str()) == 0) return absl::OkStatus();
+  int err = errno;
+  if (err == EEXIST) {
+    // A link planted meanwhile is refused as PrepareFile would have.
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) return SymlinkError(path);
+    return absl::OkStatus();
+  }
+#ifdef RENAME_NOREPLACE
+  if (err == EPERM || err == EOPNOTSUPP) {  // no hard links here (FAT, some FUSE)
+    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0 ||
+        errno == EEXIST) {
       return absl::OkStatus();
     }
-    const absl::StatusCode code = (err == EACCES || err == EPERM || err == EROFS)
-                                      ? absl::StatusCode::kPermissionDenied
-                                      : absl::StatusCode::kUnavailable;
-    return PathError(code, path, absl::StrCat("cannot create database file: ", std::strerror(err)));
+    err = errno;
   }
-  // The umask may have taken bits away; 0600 is what we promise.
-  (void)::fchmod(fd, 0600);
+#endif
+  return PathError(CreateErrorCode(err), path,
+                   absl::StrCat("cannot create database file: ", std::strerror(err)));
+}
+
+// Makes the directory entry of a new file durable (best effort: some file
+// systems cannot sync a directory).
+void SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)::fsync(fd);
   ::close(fd);
-  return absl::OkStatus();
 }
 
 // What the file says it is.
@@ -608,10 +659,19 @@ absl::Status SwitchToWal(SqliteDb& db, const std::string& path) {
   }
 }
 
+// When ConfigureAndMigrate puts the file in WAL mode.
+enum class WalSwitch : std::uint8_t {
+  kNever,         // ":memory:"
+  kBeforeSchema,  // a file in use: WAL first, as every other connection runs
+  kAfterSchema,   // a new file nobody else sees yet (CreateDatabase): the schema
+                  // is committed through a rollback journal, straight into the
+                  // file, so that closing the connection leaves nothing in a log
+};
+
 // Validates the file's identity and schema version, sets the connection up and
 // migrates. Nothing is written before the checks pass, so a foreign or newer
 // file is never modified.
-absl::Status ConfigureAndMigrate(SqliteDb& db, const SqliteOptions& o, bool in_memory) {
+absl::Status ConfigureAndMigrate(SqliteDb& db, const SqliteOptions& o, WalSwitch wal) {
   const std::string& path = o.path;
   db.SetBusyTimeout(o.busy_timeout);
   if (sqlite3_db_readonly(db.raw(), "main") == 1) {
@@ -622,7 +682,7 @@ absl::Status ConfigureAndMigrate(SqliteDb& db, const SqliteOptions& o, bool in_m
   if (!header.ok()) return header.status();
   if (absl::Status s = CheckHeader(*header, path); !s.ok()) return s;
 
-  if (!in_memory) {
+  if (wal == WalSwitch::kBeforeSchema) {
     if (absl::Status s = SwitchToWal(db, path); !s.ok()) return s;
   }
   const char* sync = o.synchronous == SqliteSynchronous::kNormal ? "PRAGMA synchronous=NORMAL"
@@ -652,7 +712,67 @@ absl::Status ConfigureAndMigrate(SqliteDb& db, const SqliteOptions& o, bool in_m
       absl::StrCat("PRAGMA user_version=", SqliteKeyStore::kSchemaVersion,
                    "; PRAGMA application_id=", SqliteKeyStore::kApplicationId);
   if (absl::Status s = db.Exec(stamp.c_str(), "migrate"); !s.ok()) return s;
-  return tx.Commit();
+  if (absl::Status s = tx.Commit(); !s.ok()) return s;
+  if (wal == WalSwitch::kAfterSchema) return SwitchToWal(db, path);
+  return absl::OkStatus();
+}
+
+// Creates the database file `o.path`, which did not exist (PrepareFile),
+// without ever leaving a file behind that Open cannot use.
+//
+// The schema is created in a temporary file (mode 0600, in the same
+// directory), which is then hard-linked to `o.path`; it appears there
+// complete or not at all. When anything fails before, the temporary file and
+// its journal files are removed and `o.path` was never touched; no other
+// process can have opened the temporary file, so removing it cannot pull a
+// database from under anyone (removing `o.path` could: another process may
+// have opened it since). If another process created `o.path` meanwhile, its
+// file wins and ours is discarded. A file system without hard links gets a
+// rename that does not replace (Linux).
+//
+// Journal files already next to `o.path` while the file itself is missing
+// belong to a removed database; they are refused rather than deleted (they
+// may hold that database's last commits) or applied to the new file.
+absl::Status CreateDatabase(const SqliteOptions& o) {
+  const std::string& path = o.path;
+  for (const char* suffix : kJournalSuffixes) {
+    const std::string journal = absl::StrCat(path, suffix);
+    if (!PathExists(journal)) continue;
+    // Another process's new database (created since PrepareFile looked) has
+    // journal files: use that database.
+    if (PathExists(path)) return absl::OkStatus();
+    return PathError(
+        absl::StatusCode::kFailedPrecondition, path,
+        absl::StrCat("the database file does not exist but its journal file '", journal,
+                     "' does (left by a removed database; it may hold that "
+                     "database's last commits): move it away, then open again"));
+  }
+  std::string name = absl::StrCat(path, ".keygate-new-XXXXXX");
+  const int fd = ::mkostemp(name.data(), O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return PathError(CreateErrorCode(err), path,
+                     absl::StrCat("cannot create database file: ", std::strerror(err)));
+  }
+  TemporaryDatabase temp(name);
+  // The umask may have taken bits away; 0600 is what we promise.
+  (void)::fchmod(fd, 0600);
+  ::close(fd);
+  {
+    // The schema's commits are synced (synchronous=FULL, rollback journal)
+    // before the file gets its name: a crash never leaves a named, torn file.
+    SqliteOptions init = o;
+    init.synchronous = SqliteSynchronous::kFull;
+    absl::StatusOr<std::unique_ptr<SqliteDb>> db =
+        SqliteDb::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, OpenPath(temp.path()));
+    if (!db.ok()) return db.status();
+    if (absl::Status s = ConfigureAndMigrate(**db, init, WalSwitch::kAfterSchema); !s.ok()) {
+      return s;
+    }
+  }  // closed: the (empty) log is removed, the file is complete
+  if (absl::Status s = LinkIntoPlace(temp.path(), path); !s.ok()) return s;
+  SyncDirectory(DirectoryOf(path));
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------
@@ -736,6 +856,7 @@ bool CopyDigest(std::string_view blob, Digest* out) {
 struct SqliteKeyStore::Impl {
   SqliteOptions options;
   bool in_memory = false;
+  std::atomic<std::uint64_t> corrupt_rows{0};  // ChangesSince's undecodable rows
   std::mutex mu;
   std::unique_ptr<SqliteDb> db;  // guarded by mu
   std::shared_ptr<Notifier> notifier;
@@ -1033,14 +1154,24 @@ absl::StatusOr<std::shared_ptr<SqliteKeyStore>> SqliteKeyStore::Open(SqliteOptio
   auto impl = std::make_unique<Impl>();
   impl->in_memory = options.path == kMemoryPath;
   if (!impl->in_memory) {
-    if (absl::Status s = PrepareFile(options); !s.ok()) return s;
+    absl::StatusOr<bool> create = PrepareFile(options);
+    if (!create.ok()) return create.status();
+    if (*create) {
+      if (absl::Status s = CreateDatabase(options); !s.ok()) return s;
+    }
   }
+  // From here on the file exists and is not ours alone (other processes may
+  // use it, or it was there before): a failure leaves it as it is.
   const int flags =
       SQLITE_OPEN_READWRITE | (impl->in_memory ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOFOLLOW;
   const std::string open_path = impl->in_memory ? options.path : OpenPath(options.path);
   absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(options.path, flags, open_path);
   if (!db.ok()) return db.status();
-  if (absl::Status s = ConfigureAndMigrate(**db, options, impl->in_memory); !s.ok()) return s;
+  if (absl::Status s = ConfigureAndMigrate(
+          **db, options, impl->in_memory ? WalSwitch::kNever : WalSwitch::kBeforeSchema);
+      !s.ok()) {
+    return s;
+  }
   impl->db = *std::move(db);
   impl->notifier =
       std::make_shared<Notifier>(options.path, open_path, impl->in_memory, options.poll_interval);
@@ -1326,7 +1457,6 @@ absl::StatusOr<ListPage> SqliteKeyStore::List(const ListOptions& options) {
 }
 
 absl::StatusOr<ChangeBatch> SqliteKeyStore::ChangesSince(std::uint64_t after, std::size_t limit) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
   // One change row per key id (schema.cc): a live key's row is joined by its
   // pk (a rowid lookup); a tombstone (key_pk 0) joins nothing and reads as a
   // delete.
@@ -1334,32 +1464,49 @@ absl::StatusOr<ChangeBatch> SqliteKeyStore::ChangesSince(std::uint64_t after, st
       "SELECT c.sequence, c.key_id, k.pk IS NOT NULL, ", kRecordColumns,
       " FROM changes c LEFT JOIN keys k ON k.pk = c.key_pk AND k.change_seq = c.sequence"
       " WHERE c.sequence > ?1 ORDER BY c.sequence LIMIT ?2");
-  absl::StatusOr<Statement> q = impl_->db->Prepare(sql);
-  if (!q.ok()) return q.status();
-  const std::uint64_t max_after = static_cast<std::uint64_t>(INT64_MAX);
-  q->BindInt(1, static_cast<std::int64_t>(std::min(after, max_after)));
   const std::size_t capped = std::min<std::size_t>(limit, 1'000'000'000);
-  q->BindInt(2, static_cast<std::int64_t>(capped) + 1);
   ChangeBatch batch;
   batch.next_sequence = after;
-  while (true) {
-    absl::StatusOr<bool> row = q->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    if (batch.changes.size() == capped) {
-      batch.more = true;
-      break;
+  // Rows that cannot be decoded (edited by hand): reported after the lock
+  // is released.
+  std::vector<absl::Status> corrupt;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    absl::StatusOr<Statement> q = impl_->db->Prepare(sql);
+    if (!q.ok()) return q.status();
+    const std::uint64_t max_after = static_cast<std::uint64_t>(INT64_MAX);
+    q->BindInt(1, static_cast<std::int64_t>(std::min(after, max_after)));
+    q->BindInt(2, static_cast<std::int64_t>(capped) + 1);
+    while (true) {
+      absl::StatusOr<bool> row = q->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      if (batch.changes.size() == capped) {
+        batch.more = true;
+        break;
+      }
+      Change c;
+      c.sequence = static_cast<std::uint64_t>(q->Int(0));
+      c.key_id = std::string(q->Text(1));
+      if (q->Int(2) != 0) {
+        absl::StatusOr<KeyRecord> r = impl_->Decode(*q, 3);
+        if (r.ok()) {
+          c.record = *std::move(r);
+        } else {
+          // Fail closed without stopping the feed: the key reads as deleted
+          // (a follower drops it), the changes after it still flow.
+          corrupt.push_back(r.status());
+        }
+      }
+      batch.next_sequence = c.sequence;
+      batch.changes.push_back(std::move(c));
     }
-    Change c;
-    c.sequence = static_cast<std::uint64_t>(q->Int(0));
-    c.key_id = std::string(q->Text(1));
-    if (q->Int(2) != 0) {
-      absl::StatusOr<KeyRecord> r = impl_->Decode(*q, 3);
-      if (!r.ok()) return r.status();
-      c.record = *std::move(r);
+  }
+  if (!corrupt.empty()) {
+    impl_->corrupt_rows.fetch_add(corrupt.size(), std::memory_order_relaxed);
+    if (impl_->options.on_corrupt_row) {
+      for (const absl::Status& s : corrupt) impl_->options.on_corrupt_row(s);
     }
-    batch.next_sequence = c.sequence;
-    batch.changes.push_back(std::move(c));
   }
   return batch;
 }
@@ -1404,6 +1551,29 @@ absl::Status SqliteKeyStore::CheckIntegrity() {
     return absl::DataLossError(
         absl::StrCat("sqlite ", impl_->options.path, ": integrity check failed: ", report));
   }
+  // Every key row must decode: a row edited by hand into something the
+  // store cannot read fails closed in the change feed (ChangesSince), and
+  // this is where an operator finds it.
+  {
+    static const std::string sql = absl::StrCat("SELECT ", kRecordColumns, " FROM keys k");
+    absl::StatusOr<Statement> rows = db.Prepare(sql);
+    if (!rows.ok()) return rows.status();
+    std::string bad;
+    int count = 0;
+    while (true) {
+      absl::StatusOr<bool> row = rows->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      absl::StatusOr<KeyRecord> r = impl_->Decode(*rows, 0);
+      if (r.ok()) continue;
+      if (++count <= 10) {
+        absl::StrAppend(&bad, count > 1 ? "; " : "", std::string(r.status().message()));
+      }
+    }
+    if (count > 0) {
+      return absl::DataLossError(absl::StrCat(count, " key row(s) cannot be decoded: ", bad));
+    }
+  }
   // The name index must agree with the keys table (it is maintained by
   // explicit statements in the same transaction; this catches a torn update of either).
   if (absl::Status s = db.Exec("INSERT INTO key_names(key_names) VALUES ('integrity-check')",
@@ -1420,6 +1590,10 @@ absl::Status SqliteKeyStore::CheckIntegrity() {
 std::size_t internal::SqliteKeyStoreTestPeer::StatementCacheSize(SqliteKeyStore& store) {
   std::lock_guard<std::mutex> lock(store.impl_->mu);
   return store.impl_->db->statement_cache_size();
+}
+
+std::uint64_t SqliteKeyStore::corrupt_rows_skipped() const noexcept {
+  return impl_->corrupt_rows.load(std::memory_order_relaxed);
 }
 
 absl::StatusOr<std::uint64_t> SqliteKeyStore::Count() {

@@ -24,11 +24,29 @@
 //     corrupts). Choose it only when re-issuing a lost key is acceptable.
 //   * New files are created with mode 0600 (the WAL and shared-memory files
 //     inherit it): the file holds digests, not tokens, but key metadata is
-//     still nobody else's business.
+//     still nobody else's business. A new file gets its schema under a
+//     temporary name in the same directory (`<file>.keygate-new-XXXXXX`) and
+//     is then hard-linked into place (a non-replacing rename where hard links
+//     are not supported), so it appears complete or not at all: an `Open` that
+//     fails while creating it leaves nothing behind (a SIGKILL at that moment
+//     can leave the temporary file). `Open` never removes a file it did not
+//     create.
 //   * Only digests and display hints are stored, never a token.
 //   * Schema versioned with `PRAGMA user_version` and `PRAGMA application_id`;
 //     older files are migrated on open, newer ones are refused (kFailedPrecondition)
 //     rather than misread. Times are integer microseconds since the Unix epoch.
+//
+// A row that cannot be decoded (only a manual edit of the file makes one:
+// say a `scopes` value that is not a JSON array of strings) fails closed and
+// does not stop the feed: `ChangesSince` delivers that key's change as a
+// deletion (`Change::record` empty), so a Verifier drops the key instead of
+// serving its last good state, and every later change still reaches it. The
+// row is reported to `SqliteOptions::on_corrupt_row` (a kDataLoss status
+// naming the key id and the column, never a value), counted by
+// `corrupt_rows_skipped()`, listed by `CheckIntegrity()`, and `Get`,
+// `FindByDigest` and `List` return that kDataLoss for it. Once the row is
+// repaired, followers see the key again at its next change or at their next
+// full reload (Verifier: `full_resync_interval`).
 //
 // Example:
 //
@@ -111,6 +129,14 @@ struct SqliteOptions {
   // the hot index pages of a million-key store cached (imports ran ~25%
   // faster than with 16 MiB; more did not help).
   std::size_t cache_kib = 65536;  // 64 MiB
+  // Called for each undecodable row ChangesSince reads (see the file
+  // comment), with a kDataLoss status naming the path, the key id and the
+  // column, never a value. Runs on the thread that called ChangesSince, after
+  // the store's lock is released, once per read of the row. It may call the
+  // store, but not the feed's reader (a Verifier holds its own lock while it
+  // pulls the feed): log or alert, do not block. Empty: not reported (still
+  // counted by corrupt_rows_skipped()).
+  std::function<void(const absl::Status&)> on_corrupt_row;
 };
 
 class SqliteKeyStore final : public KeyStore {
@@ -131,6 +157,9 @@ class SqliteKeyStore final : public KeyStore {
   //                       out of range)
   //   kNotFound           the file does not exist and create_if_missing is
   //                       false, or its directory does not exist
+  //   kFailedPrecondition (also) the file does not exist but a journal file
+  //                       of a removed database (`<file>-wal`, `-shm`,
+  //                       `-journal`) does: it is left for the operator
   //   kPermissionDenied   the file or its directory is not writable (WAL mode
   //                       creates `<file>-wal` and `<file>-shm` there); one
   //                       whose mode grants nobody write access is refused
@@ -149,8 +178,10 @@ class SqliteKeyStore final : public KeyStore {
   SqliteKeyStore& operator=(const SqliteKeyStore&) = delete;
 
   // KeyStore. Besides the codes documented in key_store.h, any method may
-  // return kUnavailable (locked past busy_timeout, I/O error) or kInternal
-  // (a corrupt row), with the path in the message.
+  // return kUnavailable (locked past busy_timeout, I/O error) or kInternal,
+  // with the path in the message; Get, FindByDigest and List return
+  // kDataLoss for a row they cannot decode (ChangesSince delivers that key
+  // as deleted instead: see the file comment).
   absl::Status Insert(const KeyRecord& record) override;
   absl::StatusOr<KeyRecord> Get(std::string_view id) override;
   absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override;
@@ -176,9 +207,14 @@ class SqliteKeyStore final : public KeyStore {
   // nothing is stored and the message names the offending record's id.
   absl::Status InsertBatch(absl::Span<const KeyRecord> records);
 
-  // Runs `PRAGMA integrity_check`. Errors: kDataLoss with SQLite's report,
-  // kUnavailable.
+  // Runs `PRAGMA integrity_check`, checks the name index and decodes every
+  // key row (a full scan). Errors: kDataLoss with SQLite's report or the
+  // undecodable rows (key id and column, at most 10), kUnavailable.
   absl::Status CheckIntegrity();
+
+  // How many undecodable rows ChangesSince has delivered as deletions since
+  // Open (each read of a row counts).
+  std::uint64_t corrupt_rows_skipped() const noexcept;
 
   // The number of stored keys.
   absl::StatusOr<std::uint64_t> Count();
