@@ -1,12 +1,15 @@
 # Consumer tests: a tiny project builds against keygate through find_package
 # (after an install into a temporary prefix), through add_subdirectory and
-# through pkg-config (the README's command, against the installed prefix).
+# through pkg-config (the README's command, against the installed prefix);
+# consumer_components: find_package's component conventions when a
+# component's dependency is missing (optional: not found; required: a clear
+# error).
 if(KEYGATE_INSTALL)
   set(_keygate_consumer_flags "")
   if(KEYGATE_SANITIZE)
     set(_keygate_consumer_flags "-fsanitize=${KEYGATE_SANITIZE}")
   endif()
-  foreach(mode package subdirectory pkgconfig)
+  foreach(mode package subdirectory pkgconfig components)
     add_test(NAME consumer_${mode}
              COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/packaging/run_consumer.sh ${mode}
                      ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR}

@@ -3,12 +3,84 @@
 #   run_consumer.sh package      <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
 #   run_consumer.sh subdirectory <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
 #   run_consumer.sh pkgconfig    <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
+#   run_consumer.sh components   <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
 # package and subdirectory build consumer/ (whose link lines are the README's
-# CMake block); pkgconfig builds with the README's pkg-config command.
+# CMake block); pkgconfig builds with the README's pkg-config command;
+# components configures (no build) projects that ask the installed package
+# for a component whose dependency is missing (cpp-httplib hidden from
+# pkg-config): optional, it is just not found; required, configuration stops
+# and says why.
 set -euo pipefail
 mode="$1" build="$2" src="$3" work="$4" cxx="$5" flags="${6:-}"
 rm -rf "$work"
 mkdir -p "$work"
+
+if [ "$mode" = components ]; then
+  cmake --install "$build" --prefix "$work/prefix" >/dev/null
+  mkdir -p "$work/no-pkgconfig"
+  # pkg-config searches only an empty directory: no cpp-httplib here.
+  export PKG_CONFIG_LIBDIR="$work/no-pkgconfig" PKG_CONFIG_PATH=""
+  # probe <name> <find_package arguments>: configures a project calling
+  # find_package(keygate <arguments>); prints CMake's output, fails as it does.
+  probe() {
+    local name="$1"
+    shift
+    mkdir -p "$work/$name"
+    cat >"$work/$name/CMakeLists.txt" <<CMAKE
+cmake_minimum_required(VERSION 3.20)
+project(probe_$name LANGUAGES CXX)
+find_package(keygate $*)
+foreach(t httplib sqlite)
+  if(TARGET keygate::\${t})
+    set(target_\${t} yes)
+  else()
+    set(target_\${t} no)
+  endif()
+endforeach()
+message(STATUS "probe: FOUND=[\${keygate_FOUND}] httplib=[\${keygate_httplib_FOUND}] \
+sqlite=[\${keygate_sqlite_FOUND}] nosuch=[\${keygate_nosuch_FOUND}] \
+target_httplib=\${target_httplib} target_sqlite=\${target_sqlite}")
+CMAKE
+    cmake -S "$work/$name" -B "$work/$name/build" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" \
+      -DCMAKE_PREFIX_PATH="$work/prefix" 2>&1
+  }
+  fail() {
+    echo "components: $1" >&2
+    exit 1
+  }
+
+  # Optional components that are missing: configuration goes on, the rest is there.
+  out=$(probe optional REQUIRED COMPONENTS sqlite OPTIONAL_COMPONENTS httplib nosuch) ||
+    fail "OPTIONAL_COMPONENTS httplib stopped configuration:"$'\n'"$out"
+  grep -Eq 'probe: FOUND=\[(1|TRUE)\] httplib=\[(0|FALSE)\] sqlite=\[(1|TRUE)\] nosuch=\[(0|FALSE)\] target_httplib=no target_sqlite=yes' <<<"$out" ||
+    fail "OPTIONAL_COMPONENTS: unexpected result:"$'\n'"$out"
+  grep -q "optional component 'httplib' is not available" <<<"$out" ||
+    fail "a missing optional component is not reported:"$'\n'"$out"
+
+  # A required component, but find_package itself is not REQUIRED (QUIET):
+  # keygate_FOUND is false, configuration goes on, nothing is printed.
+  out=$(probe quiet QUIET COMPONENTS httplib) ||
+    fail "QUIET COMPONENTS httplib stopped configuration:"$'\n'"$out"
+  grep -Eq 'probe: FOUND=\[(0|FALSE)\] httplib=\[(0|FALSE)\]' <<<"$out" ||
+    fail "QUIET COMPONENTS: unexpected result:"$'\n'"$out"
+  if grep -q "httplib' is not available" <<<"$out"; then
+    fail "QUIET printed a message:"$'\n'"$out"
+  fi
+
+  # REQUIRED: configuration stops and names the component and the cause.
+  if out=$(probe required REQUIRED COMPONENTS httplib); then
+    fail "REQUIRED COMPONENTS httplib configured without cpp-httplib:"$'\n'"$out"
+  fi
+  if [ -n "$(find "$work/prefix" -name keygate-httplibTargets.cmake)" ]; then
+    cause="cpp-httplib was not found through pkg-config"
+  else
+    cause="this keygate was built without it"
+  fi
+  # CMake wraps the reason over lines.
+  grep -q "component 'httplib' is not available: $cause" <<<"$(tr -s ' \n' '  ' <<<"$out")" ||
+    fail "REQUIRED COMPONENTS httplib: no clear message:"$'\n'"$out"
+  exit 0
+fi
 
 if [ "$mode" = pkgconfig ]; then
   cmake --install "$build" --prefix "$work/prefix" >/dev/null
