@@ -171,6 +171,15 @@ bool IsInternalIpv6(const in6_addr& addr) {
   if (zero10 && b[10] == 0xff && b[11] == 0xff) return IsInternalIpv4(v4_at(12));
   static constexpr std::uint8_t kNat64[12] = {0x00, 0x64, 0xff, 0x9b};
   if (std::equal(b, b + 12, kNat64)) return IsInternalIpv4(v4_at(12));
+  // ::ffff:0:a.b.c.d, the IPv4-translated form (RFC 2765).
+  bool zero8 = true;
+  for (int i = 0; i < 8; ++i) zero8 = zero8 && b[i] == 0;
+  if (zero8 && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0) {
+    return IsInternalIpv4(v4_at(12));
+  }
+  // 64:ff9b:1::/48, the local-use NAT64 prefix (RFC 8215): local by definition.
+  static constexpr std::uint8_t kLocalNat64[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
+  if (std::equal(b, b + 6, kLocalNat64)) return true;
   return (b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0x80) == 0x80) || b[0] == 0xff;
 }
 
@@ -240,7 +249,9 @@ absl::Status ValidateWebhookUrl(std::string_view url, bool allow_internal_hosts)
       const char c = host[i];
       const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
       if (c == '.') {
-        if (label_start && i + 1 != host.size()) return Invalid(kField, "malformed host");
+        // An empty label: a leading dot, or two in a row ("127.0.0.1.." would
+        // pass as a name below). Only one trailing dot, after a label, is a name.
+        if (label_start) return Invalid(kField, "malformed host");
         label_start = true;
       } else if (alnum || ((c == '-' || c == '_') && !label_start)) {
         label_start = false;

@@ -483,10 +483,12 @@ TEST_CASE("Create validates the webhook URL", "[manager][validation]") {
   r.webhook_url = "http://example.com";
   CHECK(f.manager->ValidateCreate(r).message() == "webhook_url: must use https");
   // Hosts that are not a DNS name, IPv4 address or bracketed IPv6 literal.
-  for (const char* bad : {"https://host:443:443/", "https://::1/", "https://a:b:8443/",
-                          "https://[zz]/", "https://[::1/", "https://exa\"mple.com/",
-                          "https://exa<mple>.com/", "https://caf\xc3\xa9.com/", "https://a..b/",
-                          "https://.example.com/", "https://-a.example.com/", "https://[::1]x/"}) {
+  for (const char* bad :
+       {"https://host:443:443/", "https://::1/", "https://a:b:8443/", "https://[zz]/",
+        "https://[::1/", "https://exa\"mple.com/", "https://exa<mple>.com/",
+        "https://caf\xc3\xa9.com/", "https://a..b/", "https://.example.com/",
+        "https://-a.example.com/", "https://[::1]x/", "https://localhost../",
+        "https://127.0.0.1../", "https://example.com../", "https://./"}) {
     INFO(bad);
     r.webhook_url = bad;
     ExpectInvalid(f, r, "webhook_url");
@@ -530,6 +532,8 @@ TEST_CASE("Webhook URLs may not name internal hosts unless allowed", "[manager][
                                              "https://[::ffff:127.0.0.1]/",
                                              "https://[::ffff:169.254.169.254]/",
                                              "https://[64:ff9b::a00:1]/",
+                                             "https://[64:ff9b:1::5db8:d822]/",
+                                             "https://[::ffff:0:7f00:1]/",
                                              "https://[::127.0.0.1]/",
                                              "https://localhost/",
                                              "https://LocalHost:8080/",

@@ -103,8 +103,10 @@ class KeyManager {
     std::shared_ptr<EventSink> events;             // default: NullEventSink
     std::shared_ptr<const Clock> clock;            // default: system clock
     // Webhook URLs whose host is an IP literal in a loopback, private,
-    // link-local, multicast or reserved range (IPv4 or IPv6, IPv4-mapped
-    // included), or "localhost" / "*.localhost", are refused unless this is
+    // link-local, multicast or reserved range (IPv4 or IPv6; IPv4-mapped,
+    // -translated and NAT64 forms judged by the IPv4 address inside, the
+    // local-use NAT64 prefix 64:ff9b:1::/48 always), or "localhost" /
+    // "*.localhost", are refused unless this is
     // set: whoever delivers webhooks would otherwise call into its own
     // network for any key owner (SSRF). keygate never resolves names here:
     // a DNS name that resolves to such an address passes, so the deliverer

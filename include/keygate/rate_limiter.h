@@ -124,8 +124,8 @@ class RateLimiter {
 // one CAS per limit when allowed, plain loads when denied. With several
 // limits it first checks every limit read-only, then consumes each with a
 // CAS; if a concurrent request made a later limit deny in between, the
-// amounts already taken are handed back (fetch_sub), so the net effect of a
-// denied request is nothing. Stateless itself: one instance may serve any
+// amounts already taken are handed back (internal::GcraRefund), so a denied
+// request consumes nothing. Stateless itself: one instance may serve any
 // number of verifiers.
 class LocalRateLimiter final : public RateLimiter {
  public:
@@ -220,10 +220,16 @@ inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32
 
 // Gives back what an allowed request of cost*T (`inc`) took from `tat`,
 // after it moved `prev` to `next`. If nothing else has touched the TAT
-// since, it goes back to `prev` exactly; otherwise `inc` is subtracted,
-// keeping what later requests added. (Subtracting alone would leave a TAT
-// that was behind `now` at `now`: a request stamped a little earlier, on
+// since, it goes back to `prev` exactly. (Subtracting alone would leave a
+// TAT that was behind `now` at `now`: a request stamped a little earlier, on
 // another thread, would then find less room than nobody had used.)
+// Otherwise `inc` is subtracted. That is exact when the requests allowed in
+// between queued behind `next`; one stamped later than the TAT it found
+// (more than T after this request's stamp, so possible only when T is
+// shorter than the time between the two phases, e.g. a thread preempted
+// there) was charged from its own stamp, and subtracting then forgives up
+// to `inc` of its charge. The TAT alone cannot tell the two apart; the
+// choice keeps the contract that a denied request consumes nothing.
 inline void GcraRefund(std::atomic<std::int64_t>& tat, std::int64_t prev, std::int64_t next,
                        std::int64_t inc) noexcept {
   std::int64_t expected = next;
