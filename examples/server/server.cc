@@ -676,9 +676,13 @@ void Server::Log(const Request& req, std::string_view peer, bool tls, const Resp
   // sent there.
   // Nor a token pasted into the path: see LogPath.
   const std::string_view path = target.substr(0, target.find_first_of("?#"));
+  // A method Beast does not know is whatever the client sent (a token, even):
+  // only known ones are logged by name.
+  const std::string_view method =
+      req.method() == http::verb::unknown ? std::string_view("OTHER") : Std(req.method_string());
   std::string line =
       absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
-                   Av(peer), " ", tls ? "https" : "http", " ", Av(Std(req.method_string())), " ",
+                   Av(peer), " ", tls ? "https" : "http", " ", Av(method), " ",
                    LogPath(path, config_.token_prefix), " ", res.result_int());
   if (entry.checked) {
     absl::StrAppend(&line, " key=", entry.verdict.key().empty() ? "-" : Av(entry.verdict.key()),

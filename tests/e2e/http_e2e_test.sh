@@ -338,12 +338,22 @@ fetch eve_create "$BASE/v1/projects" -X POST -H "Authorization: Bearer $EVE" -d 
 fetch path_token "$BASE/v1/projects/$READER" -X DELETE -H "Authorization: Bearer $ADMIN"
 fetch path_secret "$BASE/v1/${WRITER:8}"
 fetch path_truncated "$BASE/v1/projects/${LIMITED:0:20}" -X DELETE
-fetch path_encoded "$BASE/v1/projects/kg%5F${EXPIRED:3}/x"
+# Short enough (under 32 characters) that only the prefix rule can catch
+# them: percent-encoded, and upper case.
+fetch path_encoded "$BASE/v1/projects/kg%5F${EXPIRED:3:15}/x"
+fetch path_upper "$BASE/v1/projects/KG_${EXPIRED:3:15}/y"
 fetch path_id "$BASE/v1/projects/12345" -X DELETE -H "Authorization: Bearer $ADMIN"
 # Raw bytes curl would encode itself ('"', 0xff, '\'), on the plain port: the
 # log writes them percent-encoded.
 if exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT"; then
   printf 'GET /v1/a"b\xff\\ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3
+  head -c 12 <&3 >/dev/null
+  exec 3<&-
+fi
+# A token sent as the method (a method Beast does not know): logged as OTHER.
+if exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT"; then
+  printf '%s /v1/projects HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' \
+    "$UNKNOWN" >&3
   head -c 12 <&3 >/dev/null
   exec 3<&-
 fi
@@ -486,6 +496,7 @@ for t in "$READER" "$WRITER" "$ADMIN" "$PREVIEW" "$REVOKED" "$EXPIRED" "$UNKNOWN
   grep -aqF "${t:8}" "$W/access.log" "$W/server.err" && leaked=1
 done
 grep -aqF "${LIMITED:8:12}" "$W/access.log" && leaked=1
+grep -aqF "${EXPIRED:8:10}" "$W/access.log" && leaked=1
 ((leaked == 0)) && pass "no token (or its secret part) in the access log" || fail "a token is in the log"
 grep -aq " GET /v1/projects 200 key=$READER_ID verdict=ok" "$W/access.log" &&
   pass "access log names the key id" || fail "access log lacks the key id"
@@ -498,7 +509,8 @@ grep -aqF " POST /v1/projects 201 key=$EVE_ID verdict=ok $EVE_LOGGED us=" "$W/ac
 for want in " DELETE /v1/projects/[redacted] 404 key=$ADMIN_ID" " GET /v1/[redacted] 404 us=" \
   " DELETE /v1/projects/[redacted] 401 key=- verdict=missing us=" \
   " GET /v1/projects/[redacted]/x 405 us=" " DELETE /v1/projects/12345 404 key=$ADMIN_ID" \
-  " http GET /v1/a%22b%FF%5C 404 us="; do
+  " GET /v1/projects/[redacted]/y 405 us=" " http GET /v1/a%22b%FF%5C 404 us=" \
+  " http OTHER /v1/projects 405 "; do
   grep -aqF -- "$want" "$W/access.log" && pass "access log has '$want'" ||
     fail "access log lacks '$want'"
 done
