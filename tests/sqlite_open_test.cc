@@ -197,6 +197,22 @@ TEST_CASE("SQLite Open that fails while creating a new file leaves nothing behin
   CHECK(st.st_nlink == 1);
 }
 
+TEST_CASE("SQLite Open creates a database whose file name is near the system's limit",
+          "[sqlite][open]") {
+  testing::TempDir dir;
+  // 247 bytes: with SQLite's "-journal" suffix, 255 (NAME_MAX on Linux).
+  const std::string path = dir.File(std::string(244, 'k') + ".db");
+  SqliteOptions o;
+  o.path = path;
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  CHECK((*store)->CheckIntegrity().ok());
+  for (const std::string& name : Listing(dir.path())) {
+    CHECK(name.rfind(std::string(244, 'k') + ".db", 0) == 0);  // no temporary file left
+  }
+}
+
 TEST_CASE("SQLite Open that fails never removes a file it did not create",
           "[sqlite][open][errors]") {
   testing::TempDir dir;

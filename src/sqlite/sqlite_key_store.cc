@@ -747,7 +747,10 @@ absl::Status CreateDatabase(const SqliteOptions& o) {
                      "' does (left by a removed database; it may hold that "
                      "database's last commits): move it away, then open again"));
   }
-  std::string name = absl::StrCat(path, ".keygate-new-XXXXXX");
+  // In the same directory (a hard link cannot cross file systems), under a
+  // short name of its own: the database's name plus a suffix would make
+  // names near the 255-byte limit fail that work without it.
+  std::string name = absl::StrCat(DirectoryOf(path), "/.keygate-new-XXXXXX");
   const int fd = ::mkostemp(name.data(), O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
