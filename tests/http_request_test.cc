@@ -597,12 +597,21 @@ TEST_CASE("AddressFilter accepts IPv4-mapped IPv6 blocks as the IPv4 blocks they
     CHECK(std::string(r.status().message()) ==
           "allowed[0]: '" + bad + "' is not an IP address or CIDR block");
   }
-  // Never an echo of a long entry, whatever the reason.
+  // Never an echo of a long entry, whatever the reason: one that is no
+  // address, and one that is (its zone id is ignored) with too short a
+  // prefix.
   const std::vector<std::string> too_long = {"0000:0000:0000:0000:0000:ffff:10.0.0.0/8" +
                                              std::string(20, '0')};
   auto tl = AddressFilter::Create(too_long);
   REQUIRE(tl.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(std::string(tl.status().message()) == "allowed[0]: not an IP address or CIDR block");
+  const std::vector<std::string> long_short_prefix = {"::ffff:10.0.0.0%" + std::string(40, 'a') +
+                                                      "/8"};
+  auto lp = AddressFilter::Create(long_short_prefix);
+  REQUIRE(lp.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(lp.status().message()) ==
+        "allowed[0]: an IPv4-mapped IPv6 block with a prefix shorter than /96; write it as an "
+        "IPv4 block (a.b.c.d/n)");
 }
 
 }  // namespace
