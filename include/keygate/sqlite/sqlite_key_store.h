@@ -25,7 +25,7 @@
 //   * New files are created with mode 0600 (the WAL and shared-memory files
 //     inherit it): the file holds digests, not tokens, but key metadata is
 //     still nobody else's business. A new file gets its schema under a
-//     temporary name in the same directory (`<file>.keygate-new-XXXXXX`) and
+//     temporary name in the same directory (`.keygate-new-XXXXXX`) and
 //     is then hard-linked into place (a non-replacing rename where hard links
 //     are not supported), so it appears complete or not at all: an `Open` that
 //     fails while creating it leaves nothing behind (a SIGKILL at that moment
