@@ -240,18 +240,12 @@ std::shared_ptr<const Deployment> BenchDeployment() {
   return d;
 }
 
-Requirement ReadAll() {
-  Requirement r;
-  r.scopes = BenchDeployment()->scopes().MaskOf("read:all");
-  r.scope_name = "read:all";
-  return r;
+Requirement Must(absl::StatusOr<Requirement> r) {
+  if (!r.ok()) std::abort();  // the bench's own scopes are registered
+  return *std::move(r);
 }
-Requirement WriteAll() {
-  Requirement r;
-  r.scopes = BenchDeployment()->scopes().MaskOf("write:all");
-  r.scope_name = "write:all";
-  return r;
-}
+Requirement ReadAll() { return Must(BenchDeployment()->scopes().Require({"read:all"})); }
+Requirement WriteAll() { return Must(BenchDeployment()->scopes().Require({"write:all"})); }
 
 // Inputs, laid out back to back with each one starting on a cache line, as
 // a server's receive buffers hold them (rather than one heap block each,
@@ -498,7 +492,7 @@ class LockedVerifier {
         v.outcome = Outcome::kInsufficientScope;
       } else {
         LimitDecision ld{LimitResult::kAllowed, {}};
-        if (e.policy.valid()) ld = LocalRateLimiter::AcquireOne(e.policy, e.tat, req.cost, now);
+        if (e.policy.valid()) ld = LocalRateLimiter::AcquireOne(e.policy, e.tat, req.cost(), now);
         v.rate = ld.status;
         v.outcome = ld.result == LimitResult::kAllowed ? Outcome::kOk : Outcome::kRateLimited;
       }

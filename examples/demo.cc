@@ -151,12 +151,8 @@ int main(int argc, char** argv) {
             << absl::FormatDuration(absl::Now() - load_start) << "\n";
 
   const keygate::ScopeRegistry& scopes = deployment->scopes();
-  keygate::Requirement read;
-  read.scopes = scopes.MaskOf("read:all");
-  read.scope_name = "read:all";
-  keygate::Requirement write;
-  write.scopes = scopes.MaskOf("write:all");
-  write.scope_name = "write:all";
+  const keygate::Requirement read = Must(scopes.Require({"read:all"}), "requirement");
+  const keygate::Requirement write = Must(scopes.Require({"write:all"}), "requirement");
 
   struct Case {
     const char* what;

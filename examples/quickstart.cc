@@ -24,11 +24,12 @@ int main() {
 
   auto verifier = keygate::ReferenceVerifier::Create(*deployment, store, "production");
   if (!verifier.ok()) return 1;
-  keygate::Requirement read_all;  // what the route needs
-  read_all.scopes = (*deployment)->scopes().MaskOf("read:all");
+  // What the route needs; a misspelled scope is an error here, never an open route.
+  auto read_all = (*deployment)->scopes().Require({"read:all"});
+  if (!read_all.ok()) return 1;
   const std::string header =
       "Bearer " + std::string(key->token.Reveal(keygate::InsecureSecretAccess::Get()));
-  keygate::Verdict verdict = (*verifier)->Verify(header, read_all, absl::Now());
+  keygate::Verdict verdict = (*verifier)->Verify(header, *read_all, absl::Now());
   std::cout << verdict << "\n";  // Verdict(ok, key_...)
   return verdict.ok() ? 0 : 1;
 }

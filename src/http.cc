@@ -157,8 +157,8 @@ HttpDecision DecideHttp(const Verdict& verdict, const Requirement& requirement,
     case Outcome::kInsufficientScope: {
       std::string header = absl::StrCat(realm, ", error=\"insufficient_scope\"");
       std::string message = "The API key lacks the scope this endpoint requires.";
-      if (!requirement.scope_name.empty()) {
-        const std::string scope = QuotedStringContent(requirement.scope_name);
+      if (!requirement.scope_name().empty()) {
+        const std::string scope = QuotedStringContent(requirement.scope_name());
         absl::StrAppend(&header, ", scope=\"", scope, "\"");
         message = absl::StrCat("The API key lacks the required scope: ", scope, ".");
       }

@@ -117,8 +117,8 @@ Verdict ReferenceVerifier::VerifyToken(std::string_view token, const Requirement
   if (key.environment != environment_) return finish(Outcome::kWrongEnvironment);
 
   // 9. The linked account.
-  if (!requirement.account.empty() && std::find(key.accounts.begin(), key.accounts.end(),
-                                                requirement.account) == key.accounts.end()) {
+  if (!requirement.account().empty() && std::find(key.accounts.begin(), key.accounts.end(),
+                                                  requirement.account()) == key.accounts.end()) {
     return finish(Outcome::kAccountDenied);
   }
 

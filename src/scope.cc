@@ -3,6 +3,9 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+#include "keygate/key.h"
 
 namespace keygate {
 namespace {
@@ -116,6 +119,57 @@ absl::StatusOr<ScopeMask> ScopeRegistry::Compile(
   return mask;
 }
 
+absl::StatusOr<Requirement> ScopeRegistry::Require(std::initializer_list<std::string_view> names,
+                                                   const RequireOptions& options) const {
+  std::vector<std::string> copy(names.begin(), names.end());
+  return Require(absl::MakeConstSpan(copy), options);
+}
+
+absl::StatusOr<Requirement> ScopeRegistry::Require(absl::Span<const std::string> names,
+                                                   const RequireOptions& options) const {
+  if (names.empty()) {
+    return absl::InvalidArgumentError("scopes: empty (use Requirement::AnyValidKey())");
+  }
+  absl::StatusOr<ScopeMask> mask = Compile(names);
+  if (!mask.ok()) return mask.status();
+  Requirement r;
+  if (absl::Status s = Requirement::SetOptions(options, r); !s.ok()) return s;
+  r.scopes_ = *mask;
+  r.scope_name_ = absl::StrJoin(names, " ");
+  return r;
+}
+
+absl::Status Requirement::SetOptions(const RequireOptions& options, Requirement& r) {
+  if (options.account.size() > kMaxAccountLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("account: longer than ", kMaxAccountLength, " bytes"));
+  }
+  if (options.cost < 1 || options.cost > kMaxRequestCost) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cost: ", options.cost, " is not in 1..", kMaxRequestCost));
+  }
+  r.account_ = std::string(options.account);
+  r.cost_ = options.cost;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Requirement> Requirement::AnyValidKey(const RequireOptions& options) {
+  Requirement r;
+  if (absl::Status s = SetOptions(options, r); !s.ok()) return s;
+  return r;
+}
+
+absl::StatusOr<Requirement> Requirement::ForEvaluator(std::string_view scope_name,
+                                                      const RequireOptions& options) {
+  if (!IsValidScopeName(scope_name)) {
+    return absl::InvalidArgumentError("scope: not a scope name (1-64 of [a-z0-9:_./*-])");
+  }
+  Requirement r;
+  if (absl::Status s = SetOptions(options, r); !s.ok()) return s;
+  r.scope_name_ = std::string(scope_name);
+  return r;
+}
+
 std::vector<std::string> ScopeRegistry::Expand(ScopeMask mask) const {
   std::vector<std::string> out;
   for (std::size_t i = 0; i < names_.size(); ++i) {
@@ -128,9 +182,9 @@ bool PatternScopeEvaluator::Allows(const GrantedScopes& granted,
                                    const Requirement& required) const noexcept {
   // Deny by default: a zero mask only means "nothing required" when no scope
   // name is required either.
-  if (required.scopes != 0 && MaskAllows(granted.mask, required.scopes)) return true;
-  const std::string_view want = required.scope_name;
-  if (want.empty()) return required.scopes == 0;
+  if (required.scopes() != 0 && MaskAllows(granted.mask, required.scopes())) return true;
+  const std::string_view want = required.scope_name();
+  if (want.empty()) return required.scopes() == 0;
   for (const std::string& g : granted.names) {
     if (g == want) return true;
     // "read:projects/*" grants "read:projects/<anything non-empty>".

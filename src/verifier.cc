@@ -454,9 +454,9 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
     return v;
   }
   // 9. The linked account.
-  if (!req.account.empty()) {
+  if (!req.account().empty()) {
     if (extra == nullptr ||
-        !std::binary_search(extra->accounts.begin(), extra->accounts.end(), req.account,
+        !std::binary_search(extra->accounts.begin(), extra->accounts.end(), req.account(),
                             [](std::string_view a, std::string_view b) { return a < b; })) {
       v.outcome = Outcome::kAccountDenied;
       return v;
@@ -502,14 +502,14 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
   LimitDecision decision{LimitResult::kAllowed, {}};
   if (owner_cell == nullptr && local_limiter) {
     if (key_tat != nullptr) {
-      decision = LocalRateLimiter::AcquireOne(*key_policy, *key_tat, req.cost, now_ns);
+      decision = LocalRateLimiter::AcquireOne(*key_policy, *key_tat, req.cost(), now_ns);
     }
   } else {
     LimitRef refs[2];
     std::size_t n = 0;
     if (key_tat != nullptr) refs[n++] = LimitRef{key_policy, key_tat, v.key()};
     if (owner_cell != nullptr) refs[n++] = LimitRef{&owner_policy, &owner_cell->tat, extra->owner};
-    if (n != 0) decision = limiter->Acquire({refs, n}, req.cost, now_ns);
+    if (n != 0) decision = limiter->Acquire({refs, n}, req.cost(), now_ns);
   }
   v.rate = decision.status;
   switch (decision.result) {

@@ -27,6 +27,7 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
+#include "test_util.h"
 
 #ifdef KEYGATE_TEST_BEAST
 #include <boost/beast/http.hpp>
@@ -55,8 +56,8 @@ struct Keys {
     HttpAuthOptions options;
     options.principal_lookup = LookupPrincipalInStore(store);
     auth = std::make_shared<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
-    read = Requirement{*deployment->scopes().Compile({"read:all"}), "read:all", "", 1};
-    write = Requirement{*deployment->scopes().Compile({"write:all"}), "write:all", "", 1};
+    read = testing::MustRequire(deployment->scopes(), {"read:all"});
+    write = testing::MustRequire(deployment->scopes(), {"write:all"});
   }
 
   // An authenticator over this store that lets plain HTTP through, so that
@@ -86,13 +87,14 @@ struct Keys {
   std::shared_ptr<MemoryKeyStore> store;
   std::unique_ptr<KeyManager> manager;
   std::shared_ptr<HttpAuthenticator> auth;
-  Requirement read;
-  Requirement write;
+  Requirement read = Requirement::AnyValidKey();  // set by the constructor
+  Requirement write = Requirement::AnyValidKey();
 };
 
 // The decision DecideHttp makes for `outcome`, to compare adapters' output
 // with.
-HttpDecision Expected(Outcome outcome, const Requirement& requirement = {}) {
+HttpDecision Expected(Outcome outcome,
+                      const Requirement& requirement = Requirement::AnyValidKey()) {
   Verdict v;
   v.outcome = outcome;
   return DecideHttp(v, requirement);

@@ -24,6 +24,7 @@
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
 #include "keygate/token.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
@@ -83,8 +84,8 @@ struct Fixture {
     options.clock = clock;
     options.principal_lookup = LookupPrincipalInStore(store);
     auth = std::make_unique<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
-    read = Requirement{*deployment->scopes().Compile({"read:all"}), "read:all", "", 1};
-    write = Requirement{*deployment->scopes().Compile({"write:all"}), "write:all", "", 1};
+    read = testing::MustRequire(deployment->scopes(), {"read:all"});
+    write = testing::MustRequire(deployment->scopes(), {"write:all"});
   }
 
   // Returns the "Bearer <token>" header for a new key.
@@ -120,8 +121,8 @@ struct Fixture {
   std::shared_ptr<FakeClock> clock;
   std::unique_ptr<KeyManager> manager;
   std::unique_ptr<HttpAuthenticator> auth;
-  Requirement read;
-  Requirement write;
+  Requirement read = Requirement::AnyValidKey();  // set by the constructor
+  Requirement write = Requirement::AnyValidKey();
 };
 
 HttpRequestFacts Tls(absl::Span<const std::string_view> authorization) {
@@ -139,7 +140,7 @@ TEST_CASE("Plain HTTP is rejected before any credential is looked at", "[http_re
   const std::string_view values[] = {"Bearer kg_live_whatever"};
   HttpRequestFacts f = Tls(values);
   f.tls = false;
-  const HttpAuthResult r = auth.Check(f, {});
+  const HttpAuthResult r = auth.Check(f, Requirement::AnyValidKey());
   CHECK_FALSE(r.allowed());
   CHECK(r.verdict.outcome == Outcome::kInsecureTransport);
   CHECK(r.verdict.key().empty());
@@ -153,7 +154,7 @@ TEST_CASE("Plain HTTP is rejected before any credential is looked at", "[http_re
   HttpAuthOptions o;
   o.require_tls = false;
   HttpAuthenticator lax(verifier, o);
-  CHECK(lax.Check(f, {}).allowed());
+  CHECK(lax.Check(f, Requirement::AnyValidKey()).allowed());
   CHECK(verifier->calls.load() == 1);
 }
 
@@ -163,7 +164,7 @@ TEST_CASE("Two Authorization headers are a 400 invalid_request, even if both are
   verifier->answer = OkVerdict(kKeyId);
   HttpAuthenticator auth(verifier);
   const std::string_view two[] = {"Bearer a", "Bearer a"};
-  const HttpAuthResult r = auth.Check(Tls(two), {});
+  const HttpAuthResult r = auth.Check(Tls(two), Requirement::AnyValidKey());
   CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
   CHECK(r.decision.status == 400);
   CHECK(Headers(r.decision)["WWW-Authenticate"] ==
@@ -172,7 +173,7 @@ TEST_CASE("Two Authorization headers are a 400 invalid_request, even if both are
   CHECK(verifier->calls.load() == 0);
 
   const std::string_view one[] = {"Bearer a"};
-  CHECK(auth.Check(Tls(one), {}).allowed());
+  CHECK(auth.Check(Tls(one), Requirement::AnyValidKey()).allowed());
   CHECK(verifier->last_authorization == "Bearer a");
 }
 
@@ -182,7 +183,7 @@ TEST_CASE("No Authorization header reaches the verifier as an empty value",
   verifier->answer.outcome = Outcome::kMissing;
   verifier->last_authorization = "not called";
   HttpAuthenticator auth(verifier);
-  const HttpAuthResult r = auth.Check(Tls({}), {});
+  const HttpAuthResult r = auth.Check(Tls({}), Requirement::AnyValidKey());
   CHECK(verifier->calls.load() == 1);
   CHECK(verifier->last_authorization.empty());
   CHECK(r.decision.status == 401);
@@ -202,12 +203,12 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
       HttpRequestFacts f = Tls(values);
       f.query_parameter_names = names;
       INFO(name);
-      CHECK(auth.Check(f, {}).decision.status == 400);
+      CHECK(auth.Check(f, Requirement::AnyValidKey()).decision.status == 400);
     }
     const std::string_view harmless[] = {"page", "api_keys", "token", "key"};
     HttpRequestFacts f = Tls(values);
     f.query_parameter_names = harmless;
-    CHECK(auth.Check(f, {}).allowed());
+    CHECK(auth.Check(f, Requirement::AnyValidKey()).allowed());
   }
   SECTION("raw query strings") {
     for (std::string_view q :
@@ -216,7 +217,7 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
       HttpRequestFacts f = Tls(values);
       f.raw_query = q;
       INFO(q);
-      const HttpAuthResult r = auth.Check(f, {});
+      const HttpAuthResult r = auth.Check(f, Requirement::AnyValidKey());
       CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
       CHECK(r.decision.status == 400);
     }
@@ -225,7 +226,7 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
       HttpRequestFacts f = Tls(values);
       f.raw_query = q;
       INFO(q);
-      CHECK(auth.Check(f, {}).allowed());
+      CHECK(auth.Check(f, Requirement::AnyValidKey()).allowed());
     }
   }
   SECTION("the list of credential parameters is configurable") {
@@ -234,9 +235,9 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
     HttpAuthenticator custom(verifier, o);
     HttpRequestFacts f = Tls(values);
     f.raw_query = "apikey=1";
-    CHECK(custom.Check(f, {}).decision.status == 400);
+    CHECK(custom.Check(f, Requirement::AnyValidKey()).decision.status == 400);
     f.raw_query = "api_key=1";
-    CHECK(custom.Check(f, {}).allowed());
+    CHECK(custom.Check(f, Requirement::AnyValidKey()).allowed());
   }
   CHECK(QueryCarriesCredential("a=1&api_key=2", HttpAuthOptions{}.credential_query_parameters));
   CHECK_FALSE(QueryCarriesCredential("a=1", HttpAuthOptions{}.credential_query_parameters));
@@ -405,13 +406,13 @@ TEST_CASE("A verifier that throws fails closed with a 503", "[http_request][unav
   verifier->throw_ = true;
   HttpAuthenticator auth(verifier);
   const std::string_view values[] = {"Bearer x"};
-  const HttpAuthResult r = auth.Check(Tls(values), {});
+  const HttpAuthResult r = auth.Check(Tls(values), Requirement::AnyValidKey());
   CHECK(verifier->calls.load() == 1);
   CHECK(r.verdict.outcome == Outcome::kUnavailable);
   CHECK(r.decision.status == 503);
 
   HttpAuthenticator null_verifier(nullptr);
-  CHECK(null_verifier.Check(Tls(values), {}).decision.status == 503);
+  CHECK(null_verifier.Check(Tls(values), Requirement::AnyValidKey()).decision.status == 503);
 }
 
 TEST_CASE("Rate-limit state reaches the response headers", "[http_request][rate_limit]") {
@@ -426,7 +427,7 @@ TEST_CASE("Rate-limit state reaches the response headers", "[http_request][rate_
   HttpAuthenticator auth(verifier, o);
   const std::string_view values[] = {"Bearer x"};
 
-  HttpAuthResult r = auth.Check(Tls(values), {});
+  HttpAuthResult r = auth.Check(Tls(values), Requirement::AnyValidKey());
   CHECK(r.allowed());
   CHECK(Headers(r.decision)["RateLimit-Policy"] == "\"per-key\";q=5;w=60");
   CHECK(Headers(r.decision)["RateLimit"] == "\"per-key\";r=4;t=12");
@@ -434,7 +435,7 @@ TEST_CASE("Rate-limit state reaches the response headers", "[http_request][rate_
   verifier->answer.outcome = Outcome::kRateLimited;
   verifier->answer.rate.remaining = 0;
   verifier->answer.rate.retry_after_ns = 2'500'000'000;
-  r = auth.Check(Tls(values), {});
+  r = auth.Check(Tls(values), Requirement::AnyValidKey());
   CHECK(r.decision.status == 429);
   CHECK(Headers(r.decision)["Retry-After"] == "3");
   CHECK(Headers(r.decision)["RateLimit"] == "\"per-key\";r=0;t=3");
@@ -447,7 +448,7 @@ TEST_CASE("The verifier sees the authenticator's clock", "[http_request][clock]"
   o.clock = clock;
   HttpAuthenticator auth(verifier, o);
   const std::string_view values[] = {"Bearer x"};
-  (void)auth.Check(Tls(values), {});
+  (void)auth.Check(Tls(values), Requirement::AnyValidKey());
   CHECK(verifier->last_now == absl::FromUnixSeconds(1'900'000'000));
 }
 
@@ -528,9 +529,9 @@ TEST_CASE("AddressFilter matches IPv4 and IPv6 CIDR blocks", "[http_request][add
   const std::string_view values[] = {"Bearer x"};
   HttpRequestFacts facts = Tls(values);
   facts.client_address = "10.9.9.9";
-  CHECK(auth.Check(facts, {}).allowed());
+  CHECK(auth.Check(facts, Requirement::AnyValidKey()).allowed());
   facts.client_address = "203.0.113.1";
-  const HttpAuthResult denied = auth.Check(facts, {});
+  const HttpAuthResult denied = auth.Check(facts, Requirement::AnyValidKey());
   CHECK(denied.verdict.outcome == Outcome::kDeniedByIp);
   CHECK(denied.decision.status == 403);
   CHECK(verifier->calls.load() == 1);

@@ -16,6 +16,7 @@
 #include "catch.h"
 #include "keygate/key.h"
 #include "keygate/rate_limiter.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
@@ -36,7 +37,7 @@ Verdict V(Outcome o) {
 }
 
 TEST_CASE("No credentials: 401 with a bare Bearer challenge", "[http]") {
-  const HttpDecision d = DecideHttp(V(Outcome::kMissing), {}, {"api"});
+  const HttpDecision d = DecideHttp(V(Outcome::kMissing), Requirement::AnyValidKey(), {"api"});
   CHECK_FALSE(d.allowed);
   CHECK(d.status == 401);
   auto h = Headers(d);
@@ -47,7 +48,7 @@ TEST_CASE("No credentials: 401 with a bare Bearer challenge", "[http]") {
 }
 
 TEST_CASE("Bad request syntax: 400 invalid_request", "[http]") {
-  const HttpDecision d = DecideHttp(V(Outcome::kInvalidRequest), {});
+  const HttpDecision d = DecideHttp(V(Outcome::kInvalidRequest), Requirement::AnyValidKey());
   CHECK(d.status == 400);
   CHECK(Headers(d)["WWW-Authenticate"].rfind("Bearer realm=\"api\", error=\"invalid_request\"",
                                              0) == 0);
@@ -57,13 +58,13 @@ TEST_CASE("Unusable tokens all get one identical 401 invalid_token", "[http][ora
   const Outcome outcomes[] = {Outcome::kMalformed, Outcome::kUnknown, Outcome::kRevoked,
                               Outcome::kExpired, Outcome::kWrongEnvironment};
   Verdict first_v = V(Outcome::kMalformed);
-  const HttpDecision first = DecideHttp(first_v, {});
+  const HttpDecision first = DecideHttp(first_v, Requirement::AnyValidKey());
   CHECK(first.status == 401);
   CHECK(Headers(first)["WWW-Authenticate"].find("error=\"invalid_token\"") != std::string::npos);
   for (Outcome o : outcomes) {
     Verdict v = V(o);
     v.key_id.Set("key_0123456789abcdefghijkl");  // identified keys leak nothing either
-    const HttpDecision d = DecideHttp(v, {});
+    const HttpDecision d = DecideHttp(v, Requirement::AnyValidKey());
     INFO(OutcomeName(o));
     CHECK(d.status == first.status);
     CHECK(d.headers == first.headers);
@@ -72,8 +73,7 @@ TEST_CASE("Unusable tokens all get one identical 401 invalid_token", "[http][ora
 }
 
 TEST_CASE("Missing scope: 403 insufficient_scope naming the scope", "[http]") {
-  Requirement req;
-  req.scope_name = "write:all";
+  const Requirement req = testing::MustRequire(*ScopeRegistry::Default(), {"write:all"});
   const HttpDecision d = DecideHttp(V(Outcome::kInsufficientScope), req);
   CHECK(d.status == 403);
   CHECK(Headers(d)["WWW-Authenticate"] ==
@@ -89,7 +89,7 @@ TEST_CASE("Over the limit: 429 with Retry-After and RateLimit headers", "[http][
   v.rate.window_ns = 60'000'000'000;
   v.rate.reset_ns = 59'000'000'000;
   v.rate.retry_after_ns = 2'100'000'000;  // 2.1 s rounds up to 3
-  const HttpDecision d = DecideHttp(v, {}, {"api", "burst"});
+  const HttpDecision d = DecideHttp(v, Requirement::AnyValidKey(), {"api", "burst"});
   CHECK(d.status == 429);
   auto h = Headers(d);
   CHECK(h["Retry-After"] == "3");
@@ -99,19 +99,19 @@ TEST_CASE("Over the limit: 429 with Retry-After and RateLimit headers", "[http][
   CHECK(h.count("WWW-Authenticate") == 0);
 
   v.rate.retry_after_ns = 1;  // never "Retry-After: 0"
-  CHECK(Headers(DecideHttp(v, {}))["Retry-After"] == "1");
+  CHECK(Headers(DecideHttp(v, Requirement::AnyValidKey()))["Retry-After"] == "1");
   CHECK(RetryAfterSeconds(0) == 1);
   CHECK(RetryAfterSeconds(1'000'000'000) == 1);
   CHECK(RetryAfterSeconds(1'000'000'001) == 2);
   // Rounding up never overflows.
   CHECK(RetryAfterSeconds(std::numeric_limits<std::int64_t>::max()) == 9'223'372'037);
   v.rate.window_ns = std::numeric_limits<std::int64_t>::max();
-  CHECK(Headers(DecideHttp(v, {}, {"api", "day"}))["RateLimit-Policy"] ==
+  CHECK(Headers(DecideHttp(v, Requirement::AnyValidKey(), {"api", "day"}))["RateLimit-Policy"] ==
         "\"day\";q=10;w=9223372037");
 }
 
 TEST_CASE("Allowed requests carry the quota headers only when a limit applies", "[http]") {
-  HttpDecision d = DecideHttp(V(Outcome::kOk), {});
+  HttpDecision d = DecideHttp(V(Outcome::kOk), Requirement::AnyValidKey());
   CHECK(d.allowed);
   CHECK(d.headers.empty());
   CHECK(d.body.empty());
@@ -120,7 +120,7 @@ TEST_CASE("Allowed requests carry the quota headers only when a limit applies", 
   v.rate.remaining = 99;
   v.rate.window_ns = 1'000'000'000;
   v.rate.reset_ns = 10'000'000;
-  d = DecideHttp(v, {});
+  d = DecideHttp(v, Requirement::AnyValidKey());
   auto h = Headers(d);
   CHECK(h["RateLimit-Policy"] == "\"default\";q=100;w=1");
   CHECK(h["RateLimit"] == "\"default\";r=99;t=1");
@@ -148,7 +148,7 @@ TEST_CASE("RateLimit-Policy states the sustained quota, whatever the burst", "[h
     const LimitDecision d = LocalRateLimiter::AcquireOne(p, tat, 1, 1'700'000'000'000'000'000);
     REQUIRE(d.result == LimitResult::kAllowed);
     v.rate = d.status;
-    auto h = Headers(DecideHttp(v, {}));
+    auto h = Headers(DecideHttp(v, Requirement::AnyValidKey()));
     CHECK(h["RateLimit-Policy"] == c.header);
     CHECK_THAT(h["RateLimit"],
                Catch::StartsWith(absl::StrCat("\"default\";r=", c.policy.burst - 1, ";t=")));
@@ -156,21 +156,21 @@ TEST_CASE("RateLimit-Policy states the sustained quota, whatever the burst", "[h
 }
 
 TEST_CASE("Plain HTTP, IP denial and an unavailable backend", "[http]") {
-  CHECK(DecideHttp(V(Outcome::kInsecureTransport), {}).status == 403);
-  CHECK(DecideHttp(V(Outcome::kDeniedByIp), {}).status == 403);
-  const HttpDecision d = DecideHttp(V(Outcome::kUnavailable), {});
+  CHECK(DecideHttp(V(Outcome::kInsecureTransport), Requirement::AnyValidKey()).status == 403);
+  CHECK(DecideHttp(V(Outcome::kDeniedByIp), Requirement::AnyValidKey()).status == 403);
+  const HttpDecision d = DecideHttp(V(Outcome::kUnavailable), Requirement::AnyValidKey());
   CHECK(d.status == 503);
   CHECK_FALSE(d.allowed);
   CHECK(Headers(d)["Retry-After"] == "1");
   // A default-constructed verdict fails closed.
-  CHECK(DecideHttp(Verdict{}, {}).status == 503);
+  CHECK(DecideHttp(Verdict{}, Requirement::AnyValidKey()).status == 503);
 }
 
 TEST_CASE("Realm text is escaped inside the quoted string", "[http]") {
   HttpOptions o;
   o.realm = "my \"api\"\r\n";
-  CHECK(Headers(DecideHttp(V(Outcome::kMissing), {}, o))["WWW-Authenticate"] ==
-        "Bearer realm=\"my \\\"api\\\"\"");
+  CHECK(Headers(DecideHttp(V(Outcome::kMissing), Requirement::AnyValidKey(),
+                           o))["WWW-Authenticate"] == "Bearer realm=\"my \\\"api\\\"\"");
 }
 
 // Every byte of every header value is visible ASCII or a space: what RFC
@@ -193,8 +193,9 @@ TEST_CASE("Realm and policy name never put non-ASCII or control bytes in headers
   v.rate.limit = 5;
   v.rate.window_ns = 1'000'000'000;
   v.rate.retry_after_ns = 1;
-  for (const HttpDecision& d : {DecideHttp(V(Outcome::kMissing), {}, o),
-                                DecideHttp(V(Outcome::kUnknown), {}, o), DecideHttp(v, {}, o)}) {
+  for (const HttpDecision& d : {DecideHttp(V(Outcome::kMissing), Requirement::AnyValidKey(), o),
+                                DecideHttp(V(Outcome::kUnknown), Requirement::AnyValidKey(), o),
+                                DecideHttp(v, Requirement::AnyValidKey(), o)}) {
     for (const auto& [name, value] : d.headers) {
       INFO(name << ": " << value);
       CHECK(VisibleAscii(value));
@@ -202,9 +203,9 @@ TEST_CASE("Realm and policy name never put non-ASCII or control bytes in headers
   }
   // Each byte outside visible ASCII is dropped, as control characters always
   // were; quotes and backslashes are escaped.
-  CHECK(Headers(DecideHttp(V(Outcome::kMissing), {}, o))["WWW-Authenticate"] ==
-        "Bearer realm=\"Zrich [2Japi\\\"x\\\"\"");
-  auto h = Headers(DecideHttp(v, {}, o));
+  CHECK(Headers(DecideHttp(V(Outcome::kMissing), Requirement::AnyValidKey(),
+                           o))["WWW-Authenticate"] == "Bearer realm=\"Zrich [2Japi\\\"x\\\"\"");
+  auto h = Headers(DecideHttp(v, Requirement::AnyValidKey(), o));
   CHECK(h["RateLimit-Policy"] == "\"per-keyX-Injected: 1\";q=5;w=1");
   CHECK(h["RateLimit"] == "\"per-keyX-Injected: 1\";r=0;t=1");
 }

@@ -76,7 +76,8 @@ struct Fixture {
     return *s;
   }
 
-  Outcome Verify(const Secret& token, std::string_view env = "production", Requirement req = {}) {
+  Outcome Verify(const Secret& token, std::string_view env = "production",
+                 const Requirement& req = Requirement::AnyValidKey()) {
     auto v = ReferenceVerifier::Create(deployment, store, env);
     REQUIRE_OK(v);
     return (*v)->VerifyToken(Text(token), req, clock->Now()).outcome;
@@ -888,8 +889,7 @@ TEST_CASE("Modify changes the given fields, bumps the version and reports them",
           "[manager][modify]") {
   Fixture f;
   CreatedKey k = f.MustCreate(f.Request());
-  Requirement write;
-  write.scopes = f.deployment->scopes().MaskOf(kScopeWriteAll);
+  const Requirement write = testing::MustRequire(f.deployment->scopes(), {kScopeWriteAll});
   REQUIRE(f.Verify(k.token, "production", write) == Outcome::kInsufficientScope);
   f.clock->Advance(absl::Minutes(1));
   KeyUpdate u;

@@ -68,14 +68,12 @@ struct Fixture {
     return *std::move(k);
   }
 
-  Requirement Needs(std::string_view scope) const {
-    Requirement r;
-    r.scopes = deployment->scopes().MaskOf(scope);
-    r.scope_name = scope;
-    return r;
+  Requirement Needs(std::string_view scope, const RequireOptions& options = {}) const {
+    return testing::MustRequire(deployment->scopes(), {scope}, options);
   }
 
-  Verdict Verify(const std::string& token, const Requirement& req = {}) const {
+  Verdict Verify(const std::string& token,
+                 const Requirement& req = Requirement::AnyValidKey()) const {
     return verifier->Verify("Bearer " + token, req, clock->Now());
   }
 
@@ -109,7 +107,7 @@ TEST_CASE("Reference verifier accepts a valid key and names it", "[verifier][ref
   CHECK(bare.outcome == Outcome::kOk);
   REQUIRE(record.has_value());
   CHECK(*record == k.record);
-  CHECK(f.verifier->VerifyToken(Text(k.token), {}, f.clock->Now()).ok());
+  CHECK(f.verifier->VerifyToken(Text(k.token), Requirement::AnyValidKey(), f.clock->Now()).ok());
 }
 
 TEST_CASE("Reference verifier: missing and malformed Authorization headers",
@@ -119,7 +117,7 @@ TEST_CASE("Reference verifier: missing and malformed Authorization headers",
   const absl::Time now = f.clock->Now();
   for (const char* missing : {"", "   ", "\t"}) {
     INFO("'" << missing << "'");
-    const Verdict v = f.verifier->Verify(missing, {}, now);
+    const Verdict v = f.verifier->Verify(missing, Requirement::AnyValidKey(), now);
     CHECK(v.outcome == Outcome::kMissing);
     CHECK(v.key().empty());
   }
@@ -127,7 +125,7 @@ TEST_CASE("Reference verifier: missing and malformed Authorization headers",
   // Another scheme, or a bare token, is no Bearer credential: 401 with no
   // error code (RFC 6750 3.1), like a missing header.
   for (const std::string& other : {"Basic " + t, "Token " + t, t, std::string("Digest a=b")}) {
-    const Verdict v = f.verifier->Verify(other, {}, now);
+    const Verdict v = f.verifier->Verify(other, Requirement::AnyValidKey(), now);
     CHECK(v.outcome == Outcome::kMissing);
     CHECK(v.key().empty());
   }
@@ -135,12 +133,12 @@ TEST_CASE("Reference verifier: missing and malformed Authorization headers",
       "Bearer",       "Bearer  ",     "Bearer " + t + " " + t, "Bearer " + t + ",",
       "Bearer\t" + t, "Bea\"rer " + t};
   for (const std::string& bad : bad_headers) {
-    const Verdict v = f.verifier->Verify(bad, {}, now);
+    const Verdict v = f.verifier->Verify(bad, Requirement::AnyValidKey(), now);
     CHECK(v.outcome == Outcome::kInvalidRequest);
     CHECK(v.key().empty());
   }
   // The scheme is case-insensitive.
-  CHECK(f.verifier->Verify("bEaReR " + t, {}, now).ok());
+  CHECK(f.verifier->Verify("bEaReR " + t, Requirement::AnyValidKey(), now).ok());
 }
 
 TEST_CASE("Reference verifier: malformed tokens are rejected before any lookup",
@@ -193,7 +191,8 @@ TEST_CASE("Reference verifier: unknown, deleted and foreign-pepper tokens are un
   auto v2 = ReferenceVerifier::Create(*d2, f.store, "production");
   REQUIRE_OK(v2);
   CreatedKey k2 = f.Create();
-  CHECK((*v2)->VerifyToken(Text(k2.token), {}, f.clock->Now()).outcome == Outcome::kUnknown);
+  CHECK((*v2)->VerifyToken(Text(k2.token), Requirement::AnyValidKey(), f.clock->Now()).outcome ==
+        Outcome::kUnknown);
 }
 
 TEST_CASE("Reference verifier works with a peppered deployment", "[verifier][reference]") {
@@ -215,7 +214,7 @@ TEST_CASE("Reference verifier works with a peppered deployment", "[verifier][ref
   REQUIRE_OK(k);
   auto v = ReferenceVerifier::Create(*d, store, "preview");
   REQUIRE_OK(v);
-  CHECK((*v)->VerifyToken(Text(k->token), {}, absl::Now()).ok());
+  CHECK((*v)->VerifyToken(Text(k->token), Requirement::AnyValidKey(), absl::Now()).ok());
 }
 
 TEST_CASE("Reference verifier: revoked keys, and restored ones again",
@@ -285,7 +284,9 @@ TEST_CASE("Reference verifier: wrong environment by tag and by record",
 
   auto preview_verifier = ReferenceVerifier::Create(f.deployment, f.store, "preview");
   REQUIRE_OK(preview_verifier);
-  CHECK((*preview_verifier)->VerifyToken(Text(preview.token), {}, f.clock->Now()).ok());
+  CHECK((*preview_verifier)
+            ->VerifyToken(Text(preview.token), Requirement::AnyValidKey(), f.clock->Now())
+            .ok());
 }
 
 TEST_CASE("Reference verifier: linked accounts", "[verifier][reference][account]") {
@@ -297,15 +298,11 @@ TEST_CASE("Reference verifier: linked accounts", "[verifier][reference][account]
   r.accounts = {"acct_1", "acct_2"};
   absl::StatusOr<CreatedKey> k = f.manager->Create(r, "alice");
   REQUIRE_OK(k);
-  Requirement req;
-  req.account = "acct_2";
-  CHECK(f.Verify(Text(k->token), req).ok());
-  req.account = "acct_3";
-  const Verdict v = f.Verify(Text(k->token), req);
+  CHECK(f.Verify(Text(k->token), testing::MustAnyValidKey({.account = "acct_2"})).ok());
+  const Verdict v = f.Verify(Text(k->token), testing::MustAnyValidKey({.account = "acct_3"}));
   CHECK(v.outcome == Outcome::kAccountDenied);
   CHECK(v.key() == k->record.id);
-  req.account = "";
-  CHECK(f.Verify(Text(k->token), req).ok());
+  CHECK(f.Verify(Text(k->token), testing::MustAnyValidKey({.account = ""})).ok());
 }
 
 TEST_CASE("Reference verifier: scopes with implications", "[verifier][reference][scope]") {
@@ -324,12 +321,12 @@ TEST_CASE("Reference verifier: scopes with implications", "[verifier][reference]
   CHECK(f.Verify(admin, f.Needs(kScopeWriteAll)).ok());
   CHECK(f.Verify(admin, f.Needs(kScopeAdmin)).ok());
   CHECK(f.Verify(none, f.Needs(kScopeReadAll)).outcome == Outcome::kInsufficientScope);
-  CHECK(f.Verify(none, {}).ok());  // a route that needs no scope
+  CHECK(f.Verify(none, Requirement::AnyValidKey()).ok());  // a route that needs no scope
   CHECK(f.Verify(projects, f.Needs("read:projects")).ok());
   CHECK(f.Verify(projects, f.Needs(kScopeReadAll)).outcome == Outcome::kInsufficientScope);
   // Both bits required.
-  Requirement both = f.Needs(kScopeReadAll);
-  both.scopes |= f.deployment->scopes().MaskOf(kScopeWriteAll);
+  const Requirement both =
+      testing::MustRequire(f.deployment->scopes(), {kScopeReadAll, kScopeWriteAll});
   CHECK(f.Verify(read, both).outcome == Outcome::kInsufficientScope);
   CHECK(f.Verify(admin, both).ok());
 }
@@ -337,15 +334,13 @@ TEST_CASE("Reference verifier: scopes with implications", "[verifier][reference]
 TEST_CASE("Reference verifier: a custom ScopeEvaluator decides", "[verifier][reference][scope]") {
   Fixture f;
   CreatedKey k = f.Create({"read:projects/*"});
-  Requirement req;
-  req.scope_name = "read:projects/42";
-  req.scopes = 1ull << 63;  // a bit the key does not have
+  Requirement req = testing::MustForEvaluator("read:projects/42");
   CHECK(f.Verify(Text(k.token), req).outcome == Outcome::kInsufficientScope);
   auto pattern = ReferenceVerifier::Create(f.deployment, f.store, "production",
                                            std::make_shared<PatternScopeEvaluator>());
   REQUIRE_OK(pattern);
   CHECK((*pattern)->Verify("Bearer " + Text(k.token), req, f.clock->Now()).ok());
-  req.scope_name = "write:projects/42";
+  req = testing::MustForEvaluator("write:projects/42");
   CHECK((*pattern)->Verify("Bearer " + Text(k.token), req, f.clock->Now()).outcome ==
         Outcome::kInsufficientScope);
 }
@@ -359,11 +354,10 @@ TEST_CASE("Reference verifier: a scope removed from the registry grants nothing"
   REQUIRE_OK(plain);
   auto v = ReferenceVerifier::Create(*plain, f.store, "production");
   REQUIRE_OK(v);
-  Requirement read;
-  read.scopes = (*plain)->scopes().MaskOf(kScopeReadAll);
+  const Requirement read = testing::MustRequire((*plain)->scopes(), {kScopeReadAll});
   CHECK((*v)->VerifyToken(Text(k.token), read, f.clock->Now()).outcome ==
         Outcome::kInsufficientScope);
-  CHECK((*v)->VerifyToken(Text(k.token), {}, f.clock->Now()).ok());
+  CHECK((*v)->VerifyToken(Text(k.token), Requirement::AnyValidKey(), f.clock->Now()).ok());
   CHECK(f.Verify(Text(k.token), f.Needs(kScopeReadAll)).ok());
 }
 
@@ -375,7 +369,7 @@ TEST_CASE("Reference verifier fails closed when the store is down",
   const Verdict v = f.Verify(Text(k.token));
   CHECK(v.outcome == Outcome::kUnavailable);
   CHECK(v.key().empty());
-  CHECK(DecideHttp(v, {}).status == 503);
+  CHECK(DecideHttp(v, Requirement::AnyValidKey()).status == 503);
   CHECK(f.Verify(NeverIssued()).outcome == Outcome::kUnavailable);
 }
 
@@ -423,14 +417,12 @@ TEST_CASE("Reference verifier applies the checks in the documented order",
     KeyRecord moved = k.record;
     moved.environment = "preview";
     REQUIRE_OK(f.store->Update(moved));
-    Requirement req = write;
-    req.account = "acct_x";
+    const Requirement req = f.Needs(kScopeWriteAll, {.account = "acct_x"});
     CHECK(f.Verify(Text(k.token), req).outcome == Outcome::kWrongEnvironment);
   }
   SECTION("account beats scope (9 before 10)") {
     CreatedKey k = f.Create({});
-    Requirement req = write;
-    req.account = "acct_x";
+    const Requirement req = f.Needs(kScopeWriteAll, {.account = "acct_x"});
     CHECK(f.Verify(Text(k.token), req).outcome == Outcome::kAccountDenied);
   }
   SECTION("revoked beats insufficient scope") {

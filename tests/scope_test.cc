@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "catch.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
@@ -125,49 +126,93 @@ TEST_CASE("A key passes a check exactly for the scopes its grants reach", "[scop
 TEST_CASE("Mask evaluator is the default check", "[scope][evaluator]") {
   auto r = ScopeRegistry::Default();
   MaskScopeEvaluator e;
-  Requirement req;
-  req.scopes = Mask(*r, {"write:all"});
+  const Requirement req = testing::MustRequire(*r, {"write:all"});
   CHECK(e.Allows({Mask(*r, {"admin"}), {}}, req));
   CHECK_FALSE(e.Allows({Mask(*r, {"read:all"}), {}}, req));
-  CHECK(e.Allows({0, {}}, Requirement{}));  // nothing required
+  CHECK(e.Allows({0, {}}, Requirement::AnyValidKey()));  // nothing required
+}
+
+TEST_CASE("A misspelled scope fails at route set-up, never as an open route", "[scope]") {
+  auto r = ScopeRegistry::Default();
+  absl::StatusOr<Requirement> typo = r->Require({"read:al"});
+  REQUIRE_FALSE(typo.ok());
+  CHECK(typo.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(typo.status().message() == "scopes: unknown scope 'read:al'");
+  // One unknown name among known ones fails the whole requirement.
+  CHECK_FALSE(r->Require({"read:all", "wrte:all"}).ok());
+  // No scope at all is not a requirement: that route says AnyValidKey().
+  absl::StatusOr<Requirement> none = r->Require(absl::Span<const std::string>());
+  REQUIRE_FALSE(none.ok());
+  CHECK(none.status().message() == "scopes: empty (use Requirement::AnyValidKey())");
+  // A token pasted in place of a scope name is never echoed.
+  absl::StatusOr<Requirement> pasted = r->Require({"kg_live_ABCDEFGHIJKLMNOPQRSTUVWXYZ"});
+  REQUIRE_FALSE(pasted.ok());
+  CHECK(pasted.status().message() == "scopes: unknown scope");
+}
+
+TEST_CASE("Require compiles the closure and keeps names, account and cost", "[scope]") {
+  auto r = ScopeRegistry::Default();
+  const Requirement both =
+      testing::MustRequire(*r, {"read:all", "write:all"}, {.account = "acct_1", .cost = 3});
+  CHECK(both.scopes() == Mask(*r, {"read:all", "write:all"}));
+  CHECK(both.scope_name() == "read:all write:all");
+  CHECK(both.account() == "acct_1");
+  CHECK(both.cost() == 3);
+  MaskScopeEvaluator e;
+  CHECK(e.Allows({Mask(*r, {"admin"}), {}}, both));
+  CHECK_FALSE(e.Allows({Mask(*r, {"read:all"}), {}}, both));
+  const Requirement any = Requirement::AnyValidKey();
+  CHECK(any.scopes() == 0);
+  CHECK(any.scope_name().empty());
+  CHECK(any.account().empty());
+  CHECK(any.cost() == 1);
+}
+
+TEST_CASE("Requirement options are checked", "[scope]") {
+  auto r = ScopeRegistry::Default();
+  absl::StatusOr<Requirement> free = r->Require({"read:all"}, {.cost = 0});
+  REQUIRE_FALSE(free.ok());
+  CHECK(free.status().message() == "cost: 0 is not in 1..1048576");
+  CHECK_FALSE(Requirement::AnyValidKey({.cost = kMaxRequestCost + 1}).ok());
+  CHECK(Requirement::AnyValidKey({.cost = kMaxRequestCost}).ok());
+  const std::string long_account(kMaxAccountLength + 1, 'a');
+  absl::StatusOr<Requirement> acct = Requirement::AnyValidKey({.account = long_account});
+  REQUIRE_FALSE(acct.ok());
+  CHECK(acct.status().message() == "account: longer than 128 bytes");
+  CHECK_FALSE(Requirement::ForEvaluator("Read:All").ok());
+  CHECK_FALSE(Requirement::ForEvaluator("").ok());
 }
 
 TEST_CASE("Mask evaluator refuses a scope required by name alone", "[scope][evaluator]") {
-  // A route that names its scope but forgot to compile it into a mask must
-  // fail closed: the mask check cannot tell what the name means.
+  // A name only a custom evaluator can read: the mask check fails closed.
   auto r = ScopeRegistry::Default();
   MaskScopeEvaluator e;
-  Requirement req;
-  req.scope_name = "admin";
-  CHECK_FALSE(e.Allows({Mask(*r, {"read:all"}), {}}, req));
-  CHECK_FALSE(e.Allows({Mask(*r, {"admin"}), {}}, req));
-  CHECK_FALSE(MaskSatisfies(Mask(*r, {"admin"}), req));
-  req.scopes = Mask(*r, {"admin"});  // with its bits, the name is only a label
-  CHECK(e.Allows({Mask(*r, {"admin"}), {}}, req));
-  CHECK_FALSE(e.Allows({Mask(*r, {"write:all"}), {}}, req));
+  const Requirement named = testing::MustForEvaluator("admin");
+  CHECK_FALSE(e.Allows({Mask(*r, {"read:all"}), {}}, named));
+  CHECK_FALSE(e.Allows({Mask(*r, {"admin"}), {}}, named));
+  CHECK_FALSE(MaskSatisfies(Mask(*r, {"admin"}), named));
+  const Requirement admin = testing::MustRequire(*r, {"admin"});  // with its bits
+  CHECK(e.Allows({Mask(*r, {"admin"}), {}}, admin));
+  CHECK_FALSE(e.Allows({Mask(*r, {"write:all"}), {}}, admin));
 }
 
 TEST_CASE("Pattern evaluator matches /* grants and denies by default", "[scope][evaluator]") {
   PatternScopeEvaluator e;
   const std::vector<std::string> names = {"read:projects/*", "write:reports"};
   const GrantedScopes granted{0, names};
-  Requirement req;
-  req.scope_name = "read:projects/42";
-  CHECK(e.Allows(granted, req));
-  req.scope_name = "read:projects/42/files";
-  CHECK(e.Allows(granted, req));
-  req.scope_name = "read:projects/";
-  CHECK_FALSE(e.Allows(granted, req));
-  req.scope_name = "read:projectsX";
-  CHECK_FALSE(e.Allows(granted, req));
-  req.scope_name = "write:projects/1";
-  CHECK_FALSE(e.Allows(granted, req));
-  req.scope_name = "write:reports";
-  CHECK(e.Allows(granted, req));
-  req.scope_name = "";
-  CHECK(e.Allows(granted, req));  // nothing required
-  req.scopes = 1;                 // a mask bit the key lacks, no name
-  CHECK_FALSE(e.Allows(granted, req));
+  auto allows = [&](std::string_view want) {
+    return e.Allows(granted, testing::MustForEvaluator(want));
+  };
+  CHECK(allows("read:projects/42"));
+  CHECK(allows("read:projects/42/files"));
+  CHECK_FALSE(allows("read:projects/"));
+  CHECK_FALSE(allows("read:projectsx"));
+  CHECK_FALSE(allows("write:projects/1"));
+  CHECK(allows("write:reports"));
+  CHECK(e.Allows(granted, Requirement::AnyValidKey()));  // nothing required
+  // A mask bit the key lacks, under a name the key does not hold either.
+  auto r = ScopeRegistry::Default();
+  CHECK_FALSE(e.Allows(granted, testing::MustRequire(*r, {"read:all"})));
 }
 
 }  // namespace

@@ -91,7 +91,7 @@ TEST_CASE("A revoke by another process reaches this process's Verifier within th
   std::mt19937 rng(std::random_device{}());
   for (const auto& [id, token] : keys) {
     const std::string_view t = token.Reveal(InsecureSecretAccess::Get());
-    REQUIRE((*verifier)->VerifyToken(t, Requirement{}).outcome == Outcome::kOk);
+    REQUIRE((*verifier)->VerifyToken(t, Requirement::AnyValidKey()).outcome == Outcome::kOk);
     // Start at a random phase of the poll cycle: otherwise each revoke would
     // land at the same offset after the previous detection.
     std::this_thread::sleep_for(std::chrono::microseconds(
@@ -102,7 +102,7 @@ TEST_CASE("A revoke by another process reaches this process's Verifier within th
     Verdict v;
     absl::Time rejected_at;
     do {
-      v = (*verifier)->VerifyToken(t, Requirement{});
+      v = (*verifier)->VerifyToken(t, Requirement::AnyValidKey());
       rejected_at = absl::Now();
       if (v.outcome != Outcome::kOk) break;
       std::this_thread::sleep_for(std::chrono::microseconds(100));
@@ -167,11 +167,11 @@ TEST_CASE("In-process writes reach a Verifier on a SQLite store before they retu
     REQUIRE(k.ok());
     const std::string_view t = k->token.Reveal(InsecureSecretAccess::Get());
     // Created: usable at once; revoked: refused at once; deleted: unknown.
-    CHECK((*verifier)->VerifyToken(t, Requirement{}).outcome == Outcome::kOk);
+    CHECK((*verifier)->VerifyToken(t, Requirement::AnyValidKey()).outcome == Outcome::kOk);
     REQUIRE(manager.Revoke(k->record.id, "test").ok());
-    CHECK((*verifier)->VerifyToken(t, Requirement{}).outcome == Outcome::kRevoked);
+    CHECK((*verifier)->VerifyToken(t, Requirement::AnyValidKey()).outcome == Outcome::kRevoked);
     REQUIRE(manager.Delete(k->record.id, "test").ok());
-    CHECK((*verifier)->VerifyToken(t, Requirement{}).outcome == Outcome::kUnknown);
+    CHECK((*verifier)->VerifyToken(t, Requirement::AnyValidKey()).outcome == Outcome::kUnknown);
   }
 }
 

@@ -959,7 +959,8 @@ TEST_CASE("SQLite change feed delivers the changes after an undecodable row, whi
   vo.record_usage = false;
   absl::StatusOr<std::unique_ptr<Verifier>> verifier = Verifier::Create(vo);
   REQUIRE(verifier.ok());
-  for (std::size_t i = 0; i < keys.size(); ++i) CHECK((*verifier)->VerifyToken(token(i), {}).ok());
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    CHECK((*verifier)->VerifyToken(token(i), Requirement::AnyValidKey()).ok());
   const std::uint64_t applied = *(*store)->LastSequence();
 
   // bravo changes, then charlie is revoked: both are in the feed after
@@ -996,24 +997,29 @@ TEST_CASE("SQLite change feed delivers the changes after an undecodable row, whi
   // Refresh, which reads the one key, fails closed the same way: it
   // answers the kDataLoss and drops the key at once.
   CHECK((*verifier)->Refresh(bad_id).code() == absl::StatusCode::kDataLoss);
-  CHECK((*verifier)->VerifyToken(token(1), {}).outcome == Outcome::kUnknown);
-  CHECK((*verifier)->VerifyToken(token(2), {}).ok());  // its revoke not pulled yet
+  CHECK((*verifier)->VerifyToken(token(1), Requirement::AnyValidKey()).outcome ==
+        Outcome::kUnknown);
+  CHECK((*verifier)
+            ->VerifyToken(token(2), Requirement::AnyValidKey())
+            .ok());  // its revoke not pulled yet
 
   // A verifier following the feed applies the revoke and drops bravo.
   absl::Status synced = (*verifier)->Sync();
   INFO(synced.ToString());
   CHECK(synced.ok());
-  CHECK((*verifier)->VerifyToken(token(0), {}).ok());
-  CHECK((*verifier)->VerifyToken(token(1), {}).outcome == Outcome::kUnknown);
-  CHECK((*verifier)->VerifyToken(token(2), {}).outcome == Outcome::kRevoked);
+  CHECK((*verifier)->VerifyToken(token(0), Requirement::AnyValidKey()).ok());
+  CHECK((*verifier)->VerifyToken(token(1), Requirement::AnyValidKey()).outcome ==
+        Outcome::kUnknown);
+  CHECK((*verifier)->VerifyToken(token(2), Requirement::AnyValidKey()).outcome ==
+        Outcome::kRevoked);
 
   // A verifier loading the store from scratch (a restart) is not blocked either.
   absl::StatusOr<std::unique_ptr<Verifier>> fresh = Verifier::Create(vo);
   INFO(fresh.status().ToString());
   REQUIRE(fresh.ok());
-  CHECK((*fresh)->VerifyToken(token(0), {}).ok());
-  CHECK((*fresh)->VerifyToken(token(1), {}).outcome == Outcome::kUnknown);
-  CHECK((*fresh)->VerifyToken(token(2), {}).outcome == Outcome::kRevoked);
+  CHECK((*fresh)->VerifyToken(token(0), Requirement::AnyValidKey()).ok());
+  CHECK((*fresh)->VerifyToken(token(1), Requirement::AnyValidKey()).outcome == Outcome::kUnknown);
+  CHECK((*fresh)->VerifyToken(token(2), Requirement::AnyValidKey()).outcome == Outcome::kRevoked);
 
   CHECK(reported().size() >= 3);  // each read of the row reports it
 
@@ -1036,7 +1042,7 @@ TEST_CASE("SQLite change feed delivers the changes after an undecodable row, whi
   touch.description = "repaired";
   REQUIRE(manager.Modify(bad_id, touch, repaired->version, "test").ok());
   REQUIRE((*verifier)->Sync().ok());
-  CHECK((*verifier)->VerifyToken(token(1), {}).ok());
+  CHECK((*verifier)->VerifyToken(token(1), Requirement::AnyValidKey()).ok());
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "catch.h"
 #include "keygate/key_store.h"
+#include "keygate/scope.h"
 #include "keygate/secret.h"
 
 namespace keygate::testing {
@@ -23,6 +25,32 @@ inline std::string StatusText(const absl::Status& s) { return s.ToString(); }
 template <typename T>
 std::string StatusText(const absl::StatusOr<T>& s) {
   return s.status().ToString();
+}
+
+// A route requirement from `registry`, failing the test case when the
+// registry refuses it (an unknown scope, a bad option).
+inline Requirement MustRequire(const ScopeRegistry& registry,
+                               std::initializer_list<std::string_view> names,
+                               const RequireOptions& options = {}) {
+  absl::StatusOr<Requirement> r = registry.Require(names, options);
+  REQUIRE(r.ok());
+  return *std::move(r);
+}
+
+// A requirement only a custom evaluator can satisfy (see
+// Requirement::ForEvaluator), failing the test case when refused.
+inline Requirement MustForEvaluator(std::string_view scope_name,
+                                    const RequireOptions& options = {}) {
+  absl::StatusOr<Requirement> r = Requirement::ForEvaluator(scope_name, options);
+  REQUIRE(r.ok());
+  return *std::move(r);
+}
+
+// AnyValidKey with options, failing the test case when refused.
+inline Requirement MustAnyValidKey(const RequireOptions& options) {
+  absl::StatusOr<Requirement> r = Requirement::AnyValidKey(options);
+  REQUIRE(r.ok());
+  return *std::move(r);
 }
 
 // A token's text, for tests only.

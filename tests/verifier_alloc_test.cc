@@ -22,6 +22,7 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/token.h"
 #include "keygate/verifier.h"
+#include "test_util.h"
 
 namespace {
 
@@ -148,23 +149,19 @@ struct Setup {
     unknown = Text(*GenerateToken("kg", "live"));
     bad_checksum = ok;
     bad_checksum.back() = bad_checksum.back() == 'A' ? 'B' : 'A';
+    const ScopeRegistry& scopes = deployment->scopes();
+    read = testing::MustRequire(scopes, {"read:all"});
+    write = testing::MustRequire(scopes, {"write:all"});
+    account = testing::MustRequire(scopes, {"read:all"}, {.account = "acct_2"});
+    other_account = testing::MustRequire(scopes, {"read:all"}, {.account = "acct_9"});
     // Use up the limited key's single request (the clock never moves here).
-    REQUIRE(verifier->VerifyToken(limited, {}, kStart).ok());
+    REQUIRE(verifier->VerifyToken(limited, Requirement::AnyValidKey(), kStart).ok());
   }
 
   // Every verdict; returns how many were OK (so the work is not optimised
   // away and the test knows the inputs did what they should).
+  // Route requirements are built once, at set-up, outside the counted calls.
   int RunAll() {
-    Requirement read;
-    read.scopes = deployment->scopes().MaskOf("read:all");
-    read.scope_name = "read:all";
-    Requirement write;
-    write.scopes = deployment->scopes().MaskOf("write:all");
-    write.scope_name = "write:all";
-    Requirement account = read;
-    account.account = "acct_2";
-    Requirement other_account = read;
-    other_account.account = "acct_9";
     int oks = 0;
     auto run = [&](const std::string& header, const Requirement& req, Outcome expected) {
       const Verdict v = verifier->Verify(header, req, kStart);
@@ -201,6 +198,10 @@ struct Setup {
   }
 
   std::shared_ptr<const Deployment> deployment;
+  Requirement read = Requirement::AnyValidKey();  // set by the constructor
+  Requirement write = Requirement::AnyValidKey();
+  Requirement account = Requirement::AnyValidKey();
+  Requirement other_account = Requirement::AnyValidKey();
   std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
   std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>(kStart);
   std::unique_ptr<KeyManager> manager;

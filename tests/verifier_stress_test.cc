@@ -25,6 +25,7 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/token.h"
 #include "keygate/verifier.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
@@ -122,9 +123,7 @@ void RunStress(Mode mode) {
   REQUIRE(created.ok());
   std::unique_ptr<Verifier> verifier = *std::move(created);
 
-  Requirement read;
-  read.scopes = deployment->scopes().MaskOf("read:all");
-  read.scope_name = "read:all";
+  const Requirement read = testing::MustRequire(deployment->scopes(), {"read:all"});
 
   std::vector<std::unique_ptr<Snapshot>> snapshots;  // writer-owned, freed at the end
   std::vector<Entry> pool(kPool);
@@ -332,7 +331,7 @@ TEST_CASE("Verifier stress: concurrent requests on one key never exceed its limi
     threads.emplace_back([&] {
       for (int i = 0; i < kAttempts / kThreads; ++i) {
         // The clock never moves: exactly kBurst requests may succeed.
-        const Verdict verdict = (*v)->Verify(token, {}, kStart);
+        const Verdict verdict = (*v)->Verify(token, Requirement::AnyValidKey(), kStart);
         if (verdict.ok()) {
           ok.fetch_add(1, std::memory_order_relaxed);
         } else if (verdict.outcome == Outcome::kRateLimited) {

@@ -139,14 +139,12 @@ struct Fixture {
     return *std::move(k);
   }
 
-  Requirement Needs(std::string_view scope) const {
-    Requirement r;
-    r.scopes = deployment->scopes().MaskOf(scope);
-    r.scope_name = scope;
-    return r;
+  Requirement Needs(std::string_view scope, const RequireOptions& options = {}) const {
+    return testing::MustRequire(deployment->scopes(), {scope}, options);
   }
 
-  Verdict Verify(const std::string& token, const Requirement& req = {}) const {
+  Verdict Verify(const std::string& token,
+                 const Requirement& req = Requirement::AnyValidKey()) const {
     return verifier->Verify("Bearer " + token, req, clock->Now());
   }
 
@@ -203,13 +201,11 @@ TEST_CASE("Verifier gives the reference verdict for every documented case",
   const absl::Time deadline = rolled_new->record.previous->valid_until;
   REQUIRE_OK(f.verifier->Sync());
 
-  const Requirement none;
+  const Requirement none = Requirement::AnyValidKey();
   const Requirement read = f.Needs("read:all");
   const Requirement write = f.Needs("write:all");
-  Requirement acct = read;
-  acct.account = "acct_1";
-  Requirement other_acct = read;
-  other_acct.account = "acct_2";
+  const Requirement acct = f.Needs("read:all", {.account = "acct_1"});
+  const Requirement other_acct = f.Needs("read:all", {.account = "acct_2"});
   const std::string good = Text(reader.token);
   std::string bad_check = good;
   bad_check.back() = bad_check.back() == 'A' ? 'B' : 'A';
@@ -288,11 +284,9 @@ TEST_CASE("Verifier matches the reference with a pepper and a pattern evaluator"
   Fixture f(o);
   CreatedKey k = f.Create({"read:projects/*"});
   REQUIRE_OK(f.verifier->Sync());
-  Requirement req;
-  req.scopes = f.deployment->scopes().MaskOf("read:projects");
-  req.scope_name = "read:projects/42";
+  Requirement req = testing::MustForEvaluator("read:projects/42");
   CHECK(f.Both("Bearer " + Text(k.token), req, kStart).ok());
-  req.scope_name = "write:projects/42";
+  req = testing::MustForEvaluator("write:projects/42");
   CHECK(f.Both("Bearer " + Text(k.token), req, kStart).outcome == Outcome::kInsufficientScope);
 }
 
@@ -300,11 +294,10 @@ TEST_CASE("Verifier and reference refuse a scope named without its mask", "[veri
   Fixture f;
   CreatedKey k = f.Create({"admin"});
   REQUIRE_OK(f.verifier->Sync());
-  Requirement req;
-  req.scope_name = "admin";  // no bits: the default check cannot read a name
-  CHECK(f.Both("Bearer " + Text(k.token), req, kStart).outcome == Outcome::kInsufficientScope);
-  req.scopes = f.deployment->scopes().MaskOf("admin");
-  CHECK(f.Both("Bearer " + Text(k.token), req, kStart).ok());
+  // No bits: the default check cannot read a name.
+  const Requirement named = testing::MustForEvaluator("admin");
+  CHECK(f.Both("Bearer " + Text(k.token), named, kStart).outcome == Outcome::kInsufficientScope);
+  CHECK(f.Both("Bearer " + Text(k.token), f.Needs("admin"), kStart).ok());
 }
 
 // ---------------------------------------------------------------------------
@@ -473,15 +466,15 @@ struct RandomWorld {
   Requirement RandomRequirement() {
     static const std::vector<std::string> kNames = {
         "read:all", "write:all", "admin", "read:projects", "write:projects", "read:projects/42"};
-    Requirement req;
     const std::string& name = kNames[rng() % kNames.size()];
-    req.scope_name = name;
-    req.scopes = f.deployment->scopes().MaskOf(name);
-    if (name == "read:projects/42") req.scopes = f.deployment->scopes().MaskOf("read:projects");
-    if (rng() % 5 == 0) req.scopes = 0;
     static const std::vector<std::string> kAccounts = {"a1", "a2", "a3", "zz"};
-    if (rng() % 3 == 0) req.account = kAccounts[rng() % kAccounts.size()];
-    return req;
+    RequireOptions options;
+    if (rng() % 3 == 0) options.account = kAccounts[rng() % kAccounts.size()];
+    // A name without its bits: what only a custom evaluator can satisfy.
+    if (name == "read:projects/42" || rng() % 5 == 0) {
+      return testing::MustForEvaluator(name, options);
+    }
+    return f.Needs(name, options);
   }
 
   absl::Time RandomNow() {
@@ -879,8 +872,9 @@ TEST_CASE("Verifier agrees with the reference on deadlines between two nanosecon
        {"Bearer " + Text(expiring.token), "Bearer " + Text(rolled.token)}) {
     // Before, the verifier already refused at ...333 ns (the deadline
     // rounded down); the reference, like the record, at ...334.
-    CHECK(f.Both(header, {}, kStart + absl::Nanoseconds(333'333'333)).ok());
-    CHECK(f.Both(header, {}, kStart + absl::Nanoseconds(333'333'334)).outcome == Outcome::kExpired);
+    CHECK(f.Both(header, Requirement::AnyValidKey(), kStart + absl::Nanoseconds(333'333'333)).ok());
+    CHECK(f.Both(header, Requirement::AnyValidKey(), kStart + absl::Nanoseconds(333'333'334))
+              .outcome == Outcome::kExpired);
   }
 }
 
@@ -895,17 +889,25 @@ TEST_CASE("Verifier agrees with the reference at the ends of time", "[verifier][
                          absl::FromUnixSeconds(9'300'000'000),      // 2264: past int64 ns
                          absl::FromUnixSeconds(-9'300'000'000)}) {  // 1675
     INFO("now " << absl::FormatTime(now));
-    for (const CreatedKey* k : {&forever, &expiring}) f.Both("Bearer " + Text(k->token), {}, now);
+    for (const CreatedKey* k : {&forever, &expiring})
+      f.Both("Bearer " + Text(k->token), Requirement::AnyValidKey(), now);
   }
-  CHECK(f.verifier->Verify("Bearer " + Text(forever.token), {}, absl::InfiniteFuture()).ok());
-  CHECK(f.verifier->Verify("Bearer " + Text(expiring.token), {}, absl::InfiniteFuture()).outcome ==
-        Outcome::kExpired);
+  CHECK(f.verifier
+            ->Verify("Bearer " + Text(forever.token), Requirement::AnyValidKey(),
+                     absl::InfiniteFuture())
+            .ok());
+  CHECK(f.verifier
+            ->Verify("Bearer " + Text(expiring.token), Requirement::AnyValidKey(),
+                     absl::InfiniteFuture())
+            .outcome == Outcome::kExpired);
   // The rate limit (not part of the reference) at the ends of time: allowed
   // once, then a clock that jumped back from the far future is denied.
   const std::string limited_header = "Bearer " + Text(limited.token);
-  CHECK(f.verifier->Verify(limited_header, {}, absl::InfinitePast()).ok());
-  CHECK(f.verifier->Verify(limited_header, {}, absl::InfiniteFuture()).ok());
-  const Verdict back = f.verifier->Verify(limited_header, {}, absl::InfinitePast());
+  CHECK(f.verifier->Verify(limited_header, Requirement::AnyValidKey(), absl::InfinitePast()).ok());
+  CHECK(
+      f.verifier->Verify(limited_header, Requirement::AnyValidKey(), absl::InfiniteFuture()).ok());
+  const Verdict back =
+      f.verifier->Verify(limited_header, Requirement::AnyValidKey(), absl::InfinitePast());
   CHECK(back.outcome == Outcome::kRateLimited);
   CHECK(back.rate.retry_after_ns > 0);
 }
@@ -978,7 +980,7 @@ TEST_CASE("Verifier enforces a key's rate limit and reports it for HTTP",
   CHECK(v.outcome == Outcome::kRateLimited);
   CHECK(v.key() == k.record.id);
   CHECK(v.rate.retry_after_ns == 100'000'000);
-  const Requirement req;
+  const Requirement req = Requirement::AnyValidKey();
   HttpDecision http = DecideHttp(v, req);
   CHECK(http.status == 429);
   bool retry_after = false;
@@ -996,8 +998,7 @@ TEST_CASE("Verifier enforces a key's rate limit and reports it for HTTP",
   CHECK(f.Verify(token).ok());
   // A request of cost 2 needs two intervals.
   f.clock->Advance(absl::Milliseconds(100));
-  Requirement expensive;
-  expensive.cost = 2;
+  const Requirement expensive = testing::MustAnyValidKey({.cost = 2});
   CHECK(f.verifier->Verify("Bearer " + token, expensive, f.clock->Now()).outcome ==
         Outcome::kRateLimited);
   f.clock->Advance(absl::Milliseconds(100));
@@ -1035,7 +1036,7 @@ TEST_CASE("Verifier keeps a key's rate limit across reloads and resizes under lo
   for (int r = 0; r < kReaders; ++r) {
     readers.emplace_back([&] {
       while (!stop.load(std::memory_order_relaxed)) {
-        const Verdict v = f.verifier->Verify(header, Requirement{}, kStart);
+        const Verdict v = f.verifier->Verify(header, Requirement::AnyValidKey(), kStart);
         attempts.fetch_add(1, std::memory_order_relaxed);
         if (v.ok()) admitted.fetch_add(1, std::memory_order_relaxed);
       }
@@ -1062,7 +1063,8 @@ TEST_CASE("Verifier keeps a key's rate limit across reloads and resizes under lo
   CHECK(admitted.load() >= kBurst);
   CHECK(admitted.load() <= kBurst + kSwapSlack);
   // And the state the last table holds says the bucket is empty.
-  CHECK(f.verifier->Verify(header, Requirement{}, kStart).outcome == Outcome::kRateLimited);
+  CHECK(f.verifier->Verify(header, Requirement::AnyValidKey(), kStart).outcome ==
+        Outcome::kRateLimited);
 }
 
 TEST_CASE("Verifier applies the environment's default limit, and state survives changes",
@@ -1154,9 +1156,11 @@ TEST_CASE("Verifier fails closed when a custom limiter is unavailable", "[verifi
   vo.rate_limiter = limiter;
   auto v = Verifier::Create(vo);
   REQUIRE_OK(v);
-  CHECK((*v)->Verify("Bearer " + Text(limited.token), {}, kStart).outcome == Outcome::kUnavailable);
+  CHECK((*v)->Verify("Bearer " + Text(limited.token), Requirement::AnyValidKey(), kStart).outcome ==
+        Outcome::kUnavailable);
   CHECK(limiter->last_subject == limited.record.id);
-  CHECK((*v)->Verify("Bearer " + Text(free_key.token), {}, kStart).ok());  // no limit applies
+  CHECK((*v)->Verify("Bearer " + Text(free_key.token), Requirement::AnyValidKey(), kStart)
+            .ok());  // no limit applies
   CHECK(limiter->calls.load() == 1);
 }
 
@@ -1407,14 +1411,14 @@ TEST_CASE("Verifier shuts down cleanly and keeps answering afterwards", "[verifi
   auto v = Verifier::Create(vo);
   REQUIRE_OK(v);
   CreatedKey k = f.Create();
-  CHECK((*v)->Verify("Bearer " + Text(k.token), {}, kStart).ok());
+  CHECK((*v)->Verify("Bearer " + Text(k.token), Requirement::AnyValidKey(), kStart).ok());
   // The initial load is one rebuild; a full resync (every 20 ms) is the next.
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while ((*v)->Stats().rebuilds < 2 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   CHECK((*v)->Stats().rebuilds >= 2);
-  CHECK((*v)->Verify("Bearer " + Text(k.token), {}, kStart).ok());
+  CHECK((*v)->Verify("Bearer " + Text(k.token), Requirement::AnyValidKey(), kStart).ok());
   (*v)->Shutdown();
   (*v)->Shutdown();  // idempotent
   {
@@ -1424,9 +1428,10 @@ TEST_CASE("Verifier shuts down cleanly and keeps answering afterwards", "[verifi
   CHECK(f.store->Get(k.record.id)->last_used.has_value());
   // No more following after shutdown, but answers continue.
   REQUIRE_OK(f.manager->Revoke(k.record.id, "a"));
-  CHECK((*v)->Verify("Bearer " + Text(k.token), {}, kStart).ok());
+  CHECK((*v)->Verify("Bearer " + Text(k.token), Requirement::AnyValidKey(), kStart).ok());
   REQUIRE_OK((*v)->Sync());
-  CHECK((*v)->Verify("Bearer " + Text(k.token), {}, kStart).outcome == Outcome::kRevoked);
+  CHECK((*v)->Verify("Bearer " + Text(k.token), Requirement::AnyValidKey(), kStart).outcome ==
+        Outcome::kRevoked);
   v->reset();  // destructor after Shutdown: nothing left to stop
 }
 

@@ -321,7 +321,9 @@ int Main(int argc, char** argv) {
   vo.follow_changes = false;
   auto verifier = keygate::Verifier::Create(vo);
   if (!verifier.ok()) Die("verifier: " + std::string(verifier.status().message()));
-  const keygate::Requirement read{(*deployment)->scopes().MaskOf("read:all"), "read:all", "", 1};
+  absl::StatusOr<keygate::Requirement> read_or = (*deployment)->scopes().Require({"read:all"});
+  if (!read_or.ok()) Die("requirement: " + std::string(read_or.status().message()));
+  const keygate::Requirement read = *std::move(read_or);
 
   std::vector<std::string> headers(n_keys);
   for (std::size_t i = 0; i < n_keys; ++i) headers[i] = "Bearer " + keys[i].token;

@@ -323,12 +323,15 @@ int Main(int argc, char** argv) {
     return UsageError(absl::StrCat("--", s.message()));  // "--realm: byte ..."
   }
   ao.principal_lookup = keygate::LookupPrincipalInStore(store);
-  Api api;
-  api.auth = std::make_shared<keygate::HttpAuthenticator>(verifier, ao);
   const keygate::ScopeRegistry& scopes = (*deployment)->scopes();
-  api.read = {scopes.MaskOf(keygate::kScopeReadAll), keygate::kScopeReadAll, "", 1};
-  api.write = {scopes.MaskOf(keygate::kScopeWriteAll), keygate::kScopeWriteAll, "", 1};
-  api.admin = {scopes.MaskOf(keygate::kScopeAdmin), keygate::kScopeAdmin, "", 1};
+  absl::StatusOr<keygate::Requirement> read = scopes.Require({keygate::kScopeReadAll});
+  absl::StatusOr<keygate::Requirement> write = scopes.Require({keygate::kScopeWriteAll});
+  absl::StatusOr<keygate::Requirement> admin = scopes.Require({keygate::kScopeAdmin});
+  for (const auto* r : {&read, &write, &admin}) {
+    if (!r->ok()) return fail(r->status());
+  }
+  Api api{std::make_shared<keygate::HttpAuthenticator>(verifier, ao), *std::move(read),
+          *std::move(write), *std::move(admin)};
 
   config.address = f.listen;
   config.https_port = f.port;

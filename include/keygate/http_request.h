@@ -28,7 +28,7 @@
 //
 //   auto verifier = keygate::Verifier::Create(std::move(verifier_options));
 //   keygate::HttpAuthenticator auth(keygate::AdaptVerifier(std::move(*verifier)));
-//   const keygate::Requirement kRead{.scopes = read_mask, .scope_name = "read:all"};
+//   const keygate::Requirement kRead = *registry.Require({"read:all"});  // checked at set-up
 //
 //   std::string_view authorization[] = {header_value};   // all of them
 //   keygate::HttpRequestFacts facts;

@@ -20,7 +20,9 @@
 //                       .Add("read:projects")
 //                       .Add("write:projects", {"read:projects"})
 //                       .Build();
-//   absl::StatusOr<keygate::ScopeMask> m = (*registry)->Compile({"admin"});
+//   absl::StatusOr<keygate::Requirement> read =
+//       (*registry)->Require({"read:projects"}, {.cost = 1});  // per route
+//   if (!read.ok()) return read.status();  // a misspelled scope fails here
 //
 // Thread safety: a built `ScopeRegistry` is immutable and thread-safe; the
 // Builder is not. `ScopeEvaluator` implementations must be thread-safe.
@@ -57,6 +59,19 @@ inline constexpr std::string_view kScopeAdmin = "admin";
 // O(size).
 bool IsValidScopeName(std::string_view name) noexcept;
 
+// Per-route settings of a Requirement besides its scopes.
+struct RequireOptions {
+  // If non-empty, the key must link this account (at most 128 bytes, as
+  // key.h's kMaxAccountLength; copied).
+  std::string_view account = {};
+  // Rate-limit cost of one request: 1 .. kMaxRequestCost.
+  std::uint32_t cost = 1;
+};
+
+inline constexpr std::uint32_t kMaxRequestCost = 1u << 20;
+
+class Requirement;
+
 class ScopeRegistry {
  public:
   class Builder {
@@ -83,6 +98,16 @@ class ScopeRegistry {
   absl::StatusOr<ScopeMask> Compile(absl::Span<const std::string> names) const;
   absl::StatusOr<ScopeMask> Compile(std::initializer_list<std::string_view> names) const;
 
+  // What a route needs: every named scope (at least one, each registered),
+  // with `options`. A misspelled scope is an error here, at route set-up,
+  // never an open route. Errors: kInvalidArgument "scopes: unknown scope
+  // '<name>'", "scopes: empty (use Requirement::AnyValidKey())", or naming
+  // "account" / "cost".
+  absl::StatusOr<Requirement> Require(std::initializer_list<std::string_view> names,
+                                      const RequireOptions& options = {}) const;
+  absl::StatusOr<Requirement> Require(absl::Span<const std::string> names,
+                                      const RequireOptions& options = {}) const;
+
   // The closure mask of one scope, or 0 when unknown.
   ScopeMask MaskOf(std::string_view name) const noexcept;
   bool Contains(std::string_view name) const noexcept;
@@ -105,19 +130,49 @@ inline constexpr bool MaskAllows(ScopeMask granted, ScopeMask required) noexcept
   return (granted & required) == required;
 }
 
-// What a route needs. Built once per route (not per request); the views must
-// outlive the calls that use the requirement.
+// What a route needs: a scope mask, the names it was built from (quoted in
+// 403 answers and read by custom evaluators), an optional linked account and
+// the request's rate-limit cost. There is no public way to build one with a
+// zero mask by accident: it comes from `ScopeRegistry::Require` (scopes that
+// must be registered), `Requirement::AnyValidKey()` (explicitly no scope) or
+// `Requirement::ForEvaluator()` (a name only a custom evaluator can match;
+// the default mask check refuses it). Built once per route, not per request.
 //
-// `scopes` is what the default mask check reads. A requirement that names a
-// scope but sets no bits (`scopes == 0`, `scope_name` non-empty) is refused
-// by the mask check, not waved through: the name is something only a custom
-// evaluator (PatternScopeEvaluator, say) can check, and a route that forgot
-// to compile its scope must fail closed (403), not open.
-struct Requirement {
-  ScopeMask scopes = 0;         // every bit required (closure not needed)
-  std::string_view scope_name;  // named in 403 responses; used by evaluators
-  std::string_view account;     // if non-empty, the key must link this account
-  std::uint32_t cost = 1;       // rate-limit cost of the request
+// Copyable, immutable, thread-safe to share. The accessors are the
+// verifiers' hot path: inline loads.
+class Requirement {
+ public:
+  // Any valid key of the environment passes; no scope is checked.
+  static Requirement AnyValidKey() { return Requirement(); }
+  // The same with an account and a cost. Errors: kInvalidArgument naming
+  // "account" or "cost".
+  static absl::StatusOr<Requirement> AnyValidKey(const RequireOptions& options);
+
+  // A requirement the mask check cannot satisfy, for a custom evaluator
+  // (`PatternScopeEvaluator`: "read:projects/42"). Under the default
+  // `MaskScopeEvaluator` every key is refused (403): fail closed.
+  // Errors: kInvalidArgument naming "scope", "account" or "cost".
+  static absl::StatusOr<Requirement> ForEvaluator(std::string_view scope_name,
+                                                  const RequireOptions& options = {});
+
+  // Every bit required (closure not needed).
+  ScopeMask scopes() const noexcept { return scopes_; }
+  // The required scope names, space-separated (RFC 6750's scope syntax);
+  // empty for AnyValidKey.
+  std::string_view scope_name() const noexcept { return scope_name_; }
+  // The account the key must link; empty for none.
+  std::string_view account() const noexcept { return account_; }
+  std::uint32_t cost() const noexcept { return cost_; }
+
+ private:
+  friend class ScopeRegistry;
+  Requirement() = default;
+  static absl::Status SetOptions(const RequireOptions& options, Requirement& r);
+
+  ScopeMask scopes_ = 0;
+  std::string scope_name_;
+  std::string account_;
+  std::uint32_t cost_ = 1;
 };
 
 // A key's scopes as seen by an evaluator.
@@ -138,13 +193,13 @@ class ScopeEvaluator {
 // The default mask check of a whole requirement: every bit of
 // `required.scopes`, and a requirement that names a scope without setting a
 // bit is refused (see Requirement). Two compares; the verifiers' hot path.
-inline constexpr bool MaskSatisfies(ScopeMask granted, const Requirement& required) noexcept {
-  return MaskAllows(granted, required.scopes) &&
-         (required.scopes != 0 || required.scope_name.empty());
+inline bool MaskSatisfies(ScopeMask granted, const Requirement& required) noexcept {
+  return MaskAllows(granted, required.scopes()) &&
+         (required.scopes() != 0 || required.scope_name().empty());
 }
 
 // The default: MaskSatisfies(granted.mask, required), that is
-// `(granted.mask & required.scopes) == required.scopes`, refusing a
+// `(granted.mask & required.scopes()) == required.scopes()`, refusing a
 // requirement that names a scope with no bits set.
 class MaskScopeEvaluator final : public ScopeEvaluator {
  public:

@@ -568,20 +568,17 @@ int RunVerify(const Globals& g, const VerifyArgs& a) {
   } else if (d.FindEnvironment(env) == nullptr) {
     throw UsageError{absl::StrCat("--env: unknown environment '", Redact(env), "'")};
   }
-  Requirement req;
-  if (!a.scopes.empty()) {
-    absl::StatusOr<ScopeMask> m = d.scopes().Compile(absl::MakeConstSpan(a.scopes));
-    if (!m.ok()) throw UsageError{Redact(std::string(m.status().message()))};
-    req.scopes = *m;
-    req.scope_name = a.scopes.front();
-  }
-  req.account = a.account;
+  const RequireOptions options{.account = a.account};
+  absl::StatusOr<Requirement> req =
+      a.scopes.empty() ? Requirement::AnyValidKey(options)
+                       : d.scopes().Require(absl::MakeConstSpan(a.scopes), options);
+  if (!req.ok()) throw UsageError{Redact(std::string(req.status().message()))};
   absl::StatusOr<std::unique_ptr<ReferenceVerifier>> verifier =
       ReferenceVerifier::Create(s->deployment, s->store, env);
   if (!verifier.ok()) return Fail(verifier.status());
   std::optional<KeyRecord> record;
-  const Verdict verdict = (*verifier)->VerifyToken(t, req, absl::Now(), &record);
-  const HttpDecision http = DecideHttp(verdict, req);
+  const Verdict verdict = (*verifier)->VerifyToken(t, *req, absl::Now(), &record);
+  const HttpDecision http = DecideHttp(verdict, *req);
   const int status = verdict.ok() ? 200 : http.status;
   if (g.json) {
     JsonWriter w;
