@@ -5,10 +5,10 @@
 //
 //   #include "key_store_conformance.h"
 //
-//   KEYGATE_KEY_STORE_CONFORMANCE(Memory, "[memory]",
+//   KEYGATE_KEY_STORE_CONFORMANCE(Memory, "[memory]", MemoryHooks(),
 //                                 std::make_shared<keygate::MemoryKeyStore>())
 //
-//   KEYGATE_KEY_STORE_CONFORMANCE(SQLite, "[sqlite]", [] {
+//   KEYGATE_KEY_STORE_CONFORMANCE(SQLite, "[sqlite]", SqliteHooks(), [] {
 //     return std::shared_ptr<keygate::KeyStore>(OpenTempSqliteStore());
 //   }())
 //
@@ -18,8 +18,16 @@
 // carry [concurrent], which CI runs under ThreadSanitizer). The factory
 // expression is evaluated once per test case and must yield a fresh, EMPTY store as
 // something convertible to std::shared_ptr<keygate::KeyStore>; it may contain
-// commas. Run one backend's suite with e.g. `memory_key_store_test
+// commas. The hooks expression yields a conformance::BackendHooks: what the
+// suite must know of the backend to build cursors by hand and to corrupt a
+// stored record; a hook left unset skips its checks, with a warning in the
+// output. Run one backend's suite with e.g. `memory_key_store_test
 // "[memory][conformance]"`.
+//
+// Two kinds of case: the older ones assert with Catch2 directly; the
+// Check* functions return Findings (the violations found), so that
+// tests/broken_store_test.cc can require each of them to FAIL on a store
+// written to break the contract the check is about.
 //
 // What the suite requires beyond the header comments of key_store.h:
 //   * Times round-trip at microsecond precision: a backend may drop the
@@ -30,8 +38,9 @@
 //     (a backend fetches limit + 1 rows to know); a cursor the store did not
 //     produce (e.g. "%%not a cursor%%") is kInvalidArgument.
 //   * `name_contains` matches literally: '%' and '_' are not wildcards.
-//   * A failed write (duplicate, stale version, not found) leaves no change
-//     entry: LastSequence() does not move.
+//   * A failed write (invalid id, duplicate id or digest, personal key
+//     taken, stale version, not found) changes nothing a client can see: no
+//     record, no digest, no change entry, LastSequence() does not move.
 //   * A subscription callback never runs before the change it reports is
 //     visible to readers (e.g. SQLite's update hook fires too early), never
 //     after its Subscription is destroyed, and the destructor waits for a
@@ -62,6 +71,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -452,10 +462,12 @@ inline void ConditionalUpdate(const std::shared_ptr<KeyStore>& store) {
   KEYGATE_REQUIRE_OK(v3);
   CHECK(v3->version == 3);
 
+  const std::uint64_t before_ghost = LastSeq(*store);
   KeyRecord ghost = MakeRecord("key_ghost");
   ghost.version = 1;
   CHECK(store->Update(ghost).status().code() == absl::StatusCode::kNotFound);
-  CHECK(LastSeq(*store) > seq);
+  CHECK(LastSeq(*store) == before_ghost);
+  CHECK(store->Get("key_ghost").status().code() == absl::StatusCode::kNotFound);
 }
 
 inline void DeleteKey(const std::shared_ptr<KeyStore>& store) {
@@ -1247,6 +1259,787 @@ inline void ConcurrentCompareAndSet(const std::shared_ptr<KeyStore>& store) {
   CHECK(final_state->version == static_cast<std::uint64_t>(threads * increments + 1));
 }
 
+// ---------------------------------------------------------------------------
+// Checks that report findings instead of asserting.
+//
+// Each check below returns the contract violations it found (none: the store
+// conforms), so that the same check can be required to pass on a real
+// backend and to FAIL on a store written to get the contract wrong
+// (tests/broken_store_test.cc keeps such stores, one per mistake). They use
+// no Catch2 macros: KEYGATE_KEY_STORE_CONFORMANCE turns their findings into
+// test results with RequireNoFindings.
+
+// What a backend's test tells the checks that need to know the backend.
+struct BackendHooks {
+  // The cursor, in this store's own form, that names `id`: List resumes
+  // after `id`, whether or not a key has that id. Unset: the hand-built
+  // cursor checks are skipped.
+  std::function<std::string(std::string_view id)> cursor_for;
+  // Strings close to this store's cursor form that name no id (List must
+  // answer kInvalidArgument), checked on top of a few the suite makes up.
+  std::vector<std::string> malformed_cursors;
+  // Makes the stored state of key `id` undecodable, as a bad disk or a hand
+  // edit would. Unset: the corrupt-record check is skipped (a backend that
+  // cannot hold a corrupt record, such as MemoryKeyStore).
+  std::function<absl::Status(KeyStore& store, std::string_view id)> corrupt_record;
+};
+
+struct Findings {
+  std::vector<std::string> violations;  // empty: the store conforms
+  std::vector<std::string> skipped;     // parts that did not run, and why
+};
+
+// Collects a check's findings. Thread-safe: the threads of a concurrent
+// check report through one Checker.
+class Checker {
+ public:
+  // Records `what` as a violation unless `ok`; returns `ok`.
+  bool Expect(bool ok, const std::string& what) {
+    if (!ok) Violation(what);
+    return ok;
+  }
+  bool ExpectOk(const absl::Status& s, const std::string& what) {
+    if (!s.ok()) Violation(absl::StrCat(what, ": ", s.ToString()));
+    return s.ok();
+  }
+  template <typename T>
+  bool ExpectOk(const absl::StatusOr<T>& s, const std::string& what) {
+    return ExpectOk(s.status(), what);
+  }
+  // `s` must have one of `codes`.
+  bool ExpectCode(const absl::Status& s, const std::vector<absl::StatusCode>& codes,
+                  const std::string& what) {
+    for (absl::StatusCode code : codes) {
+      if (s.code() == code) return true;
+    }
+    std::string wanted;
+    for (absl::StatusCode code : codes) {
+      absl::StrAppend(&wanted, wanted.empty() ? "" : " or ", absl::StatusCodeToString(code));
+    }
+    Violation(absl::StrCat(what, ": expected ", wanted, ", got ", s.ToString()));
+    return false;
+  }
+  void Violation(const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    // A broken store can fail the same way thousands of times; the first
+    // few say enough.
+    if (findings_.violations.size() < kMaxViolations) findings_.violations.emplace_back(what);
+  }
+  void Skip(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    findings_.skipped.emplace_back(why);
+  }
+  Findings Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::move(findings_);
+  }
+
+ private:
+  static constexpr std::size_t kMaxViolations = 50;
+  std::mutex mu_;
+  Findings findings_;
+};
+
+// Every record, by List with the largest pages, or nullopt after reporting.
+inline std::optional<std::vector<KeyRecord>> ReadAllRecords(KeyStore& store, Checker& c,
+                                                            const std::string& what) {
+  std::vector<KeyRecord> all;
+  ListOptions o;
+  o.limit = kMaxListLimit;
+  for (int pages = 0; pages < 1000; ++pages) {
+    absl::StatusOr<ListPage> page = store.List(o);
+    if (!c.ExpectOk(page, absl::StrCat(what, ": List"))) return std::nullopt;
+    for (KeyRecord& r : page->keys) all.push_back(std::move(r));
+    if (page->next_cursor.empty()) return all;
+    o.cursor = page->next_cursor;
+  }
+  c.Violation(absl::StrCat(what, ": List did not reach its last page"));
+  return std::nullopt;
+}
+
+// The whole change feed from the start, or nullopt after reporting.
+inline std::optional<std::vector<Change>> ReadAllChanges(KeyStore& store, Checker& c,
+                                                         const std::string& what) {
+  std::vector<Change> all;
+  std::uint64_t cursor = 0;
+  for (int batches = 0; batches < 1000; ++batches) {
+    absl::StatusOr<ChangeBatch> b = store.ChangesSince(cursor, kMaxListLimit);
+    if (!c.ExpectOk(b, absl::StrCat(what, ": ChangesSince"))) return std::nullopt;
+    for (Change& ch : b->changes) all.push_back(std::move(ch));
+    cursor = b->next_sequence;
+    if (!b->more) return all;
+  }
+  c.Violation(absl::StrCat(what, ": the change feed did not end"));
+  return std::nullopt;
+}
+
+// What a client can observe of a store: its records, its change feed, its
+// last sequence, and which key each of some digests finds.
+struct Observation {
+  std::vector<KeyRecord> records;
+  std::vector<Change> changes;
+  std::uint64_t last_sequence = 0;
+  std::vector<std::string> digest_hits;  // per probe: "<id> v<version>" or the error code
+};
+
+inline std::optional<Observation> Observe(KeyStore& store, const std::vector<Digest>& probes,
+                                          Checker& c, const std::string& what) {
+  Observation o;
+  std::optional<std::vector<KeyRecord>> records = ReadAllRecords(store, c, what);
+  std::optional<std::vector<Change>> changes = ReadAllChanges(store, c, what);
+  absl::StatusOr<std::uint64_t> seq = store.LastSequence();
+  if (!records || !changes || !c.ExpectOk(seq, absl::StrCat(what, ": LastSequence"))) {
+    return std::nullopt;
+  }
+  o.records = *std::move(records);
+  o.changes = *std::move(changes);
+  o.last_sequence = *seq;
+  for (const Digest& d : probes) {
+    absl::StatusOr<KeyRecord> hit = store.FindByDigest(d);
+    o.digest_hits.push_back(hit.ok() ? absl::StrCat(hit->id, " v", hit->version)
+                                     : absl::StatusCodeToString(hit.status().code()));
+  }
+  return o;
+}
+
+inline bool SameChange(const Change& a, const Change& b) {
+  return a.sequence == b.sequence && a.key_id == b.key_id && a.record == b.record;
+}
+
+// How `after` differs from `before`, one phrase per difference; empty when
+// nothing a client can see changed.
+inline std::vector<std::string> Differences(const Observation& before, const Observation& after) {
+  std::vector<std::string> out;
+  if (after.last_sequence != before.last_sequence) {
+    out.push_back(absl::StrCat("LastSequence moved from ", before.last_sequence, " to ",
+                               after.last_sequence));
+  }
+  std::map<std::string, const KeyRecord*> was;
+  std::map<std::string, const KeyRecord*> is;
+  for (const KeyRecord& r : before.records) was[r.id] = &r;
+  for (const KeyRecord& r : after.records) is[r.id] = &r;
+  for (const auto& [id, r] : is) {
+    auto it = was.find(id);
+    if (it == was.end()) {
+      out.push_back(absl::StrCat("key ", id, " appeared"));
+    } else if (!(*it->second == *r)) {
+      out.push_back(absl::StrCat("key ", id, " changed (version ", it->second->version, " -> ",
+                                 r->version, ", name '", it->second->name, "' -> '", r->name,
+                                 "')"));
+    }
+  }
+  for (const auto& [id, r] : was) {
+    if (is.find(id) == is.end()) out.push_back(absl::StrCat("key ", id, " disappeared"));
+  }
+  const bool same_feed =
+      before.changes.size() == after.changes.size() &&
+      std::equal(before.changes.begin(), before.changes.end(), after.changes.begin(), SameChange);
+  if (!same_feed) {
+    out.push_back(absl::StrCat("the change feed changed (", before.changes.size(), " -> ",
+                               after.changes.size(), " entries, last sequence ",
+                               before.changes.empty() ? 0 : before.changes.back().sequence, " -> ",
+                               after.changes.empty() ? 0 : after.changes.back().sequence, ")"));
+  }
+  for (std::size_t i = 0; i < before.digest_hits.size() && i < after.digest_hits.size(); ++i) {
+    if (before.digest_hits[i] != after.digest_hits[i]) {
+      out.push_back(absl::StrCat("digest probe ", i, " found ", before.digest_hits[i], " before, ",
+                                 after.digest_hits[i], " after"));
+    }
+  }
+  return out;
+}
+
+// A failed write (an invalid id, a duplicate, a taken digest or personal
+// slot, a stale version, a missing key) changes nothing: no record, no
+// digest, no change-log entry, LastSequence unchanged. Each failing write
+// also changes other fields, so a store that applies part of it is caught.
+inline Findings CheckFailedWritesChangeNothing(const std::shared_ptr<KeyStore>& store,
+                                               const BackendHooks& /*hooks*/) {
+  Checker c;
+  KeyStore& s = *store;
+  using K = KeyKind;
+  using Code = absl::StatusCode;
+  KeyRecord a = MakeRecord("key_fw_a");
+  a.previous = RolledSecret{DigestFor("key_fw_a old"), "kg_live_...old1", BaseTime()};
+  const KeyRecord b = MakeRecord("key_fw_b");
+  const KeyRecord p = MakeRecord("key_fw_p", "alice", "production", K::kPersonal);
+  KeyRecord q = MakeRecord("key_fw_q", "alice", "production", K::kPersonal);
+  q.state = KeyState::kRevoked;
+  const KeyRecord g = MakeRecord("key_fw_g", "alice", "production", K::kGeneral);
+  for (const KeyRecord& r : {a, b, p, q, g}) {
+    if (!c.ExpectOk(s.Insert(r), absl::StrCat("setup: Insert ", r.id))) return c.Take();
+  }
+  absl::StatusOr<KeyRecord> b1 = s.Get(b.id);
+  if (!c.ExpectOk(b1, "setup: Get key_fw_b")) return c.Take();
+  absl::StatusOr<KeyRecord> b2 = s.Update(*b1);  // b at version 2: version 1 is stale
+  absl::StatusOr<KeyRecord> g1 = s.Get(g.id);
+  absl::StatusOr<KeyRecord> q1 = s.Get(q.id);
+  if (!c.ExpectOk(b2, "setup: Update key_fw_b") || !c.ExpectOk(g1, "setup: Get key_fw_g") ||
+      !c.ExpectOk(q1, "setup: Get key_fw_q")) {
+    return c.Take();
+  }
+
+  // An edit that a partial write would show: fields no check looks at.
+  auto edited = [](KeyRecord r) {
+    r.name = "edited by a failed write";
+    r.description = "must not be stored";
+    r.scopes = {"admin"};
+    r.metadata["failed"] = "write";
+    return r;
+  };
+  auto fresh = [](std::string id, std::string seed) {
+    KeyRecord r = MakeRecord(std::move(id));
+    r.digest = DigestFor(seed);
+    return r;
+  };
+  const std::string too_long(kKeyIdLength + 1, 'k');
+  struct FailedWrite {
+    std::string what;
+    std::vector<Code> codes;
+    std::function<absl::Status()> write;
+  };
+  auto insert = [&](KeyRecord r) { return [&s, r] { return s.Insert(r); }; };
+  auto update = [&](KeyRecord r) { return [&s, r] { return s.Update(r).status(); }; };
+  auto del = [&](std::string id, std::optional<std::uint64_t> v) {
+    return [&s, id, v] { return s.Delete(id, v); };
+  };
+  KeyRecord dup_id = edited(fresh(b.id, "fw dup id"));
+  dup_id.owner = "bob";
+  KeyRecord takes_current = fresh("key_fw_n1", "unused");
+  takes_current.digest = a.digest;
+  KeyRecord takes_rolled = fresh("key_fw_n2", "unused");
+  takes_rolled.digest = a.previous->digest;
+  KeyRecord rolls_onto_current = fresh("key_fw_n3", "fw n3");
+  rolls_onto_current.previous = RolledSecret{b.digest, "x", BaseTime()};
+  KeyRecord second_personal = MakeRecord("key_fw_p2", "alice", "production", K::kPersonal);
+  KeyRecord missing = edited(fresh("key_fw_missing", "fw missing"));
+  missing.version = 1;
+  KeyRecord empty_id = edited(fresh("", "fw empty"));
+  empty_id.version = 1;
+  KeyRecord long_id = edited(fresh(too_long, "fw long"));
+  long_id.version = 1;
+  KeyRecord stale = edited(*b1);
+  KeyRecord future = edited(*b2);
+  future.version = b2->version + 5;
+  KeyRecord steal_current = edited(*g1);
+  steal_current.digest = a.digest;
+  KeyRecord steal_rolled = edited(*g1);
+  steal_rolled.digest = a.previous->digest;
+  KeyRecord roll_onto_other = edited(*g1);
+  roll_onto_other.previous = RolledSecret{b.digest, "x", BaseTime()};
+  KeyRecord restore_second = edited(*q1);
+  restore_second.state = KeyState::kActive;
+  KeyRecord general_to_personal = edited(*g1);
+  general_to_personal.kind = K::kPersonal;
+
+  const std::vector<FailedWrite> writes = {
+      {"Insert with an empty id", {Code::kInvalidArgument}, insert(empty_id)},
+      {"Insert with an id longer than kKeyIdLength", {Code::kInvalidArgument}, insert(long_id)},
+      {"Insert with an existing id", {Code::kAlreadyExists}, insert(dup_id)},
+      {"Insert with another key's current digest", {Code::kAlreadyExists}, insert(takes_current)},
+      {"Insert with another key's rolled digest", {Code::kAlreadyExists}, insert(takes_rolled)},
+      {"Insert rolling from another key's current digest",
+       {Code::kAlreadyExists},
+       insert(rolls_onto_current)},
+      {"Insert of a second active personal key", {Code::kAlreadyExists}, insert(second_personal)},
+      {"Update of a missing key", {Code::kNotFound}, update(missing)},
+      {"Update with an empty id", {Code::kNotFound, Code::kInvalidArgument}, update(empty_id)},
+      {"Update with an id longer than kKeyIdLength",
+       {Code::kNotFound, Code::kInvalidArgument},
+       update(long_id)},
+      {"Update with a stale version", {Code::kAborted}, update(stale)},
+      {"Update with a future version", {Code::kAborted}, update(future)},
+      {"Update taking another key's current digest", {Code::kAlreadyExists}, update(steal_current)},
+      {"Update taking another key's rolled digest", {Code::kAlreadyExists}, update(steal_rolled)},
+      {"Update rolling from another key's current digest",
+       {Code::kAlreadyExists},
+       update(roll_onto_other)},
+      {"Update restoring a second active personal key",
+       {Code::kAlreadyExists},
+       update(restore_second)},
+      {"Update making a general key a second active personal key",
+       {Code::kAlreadyExists},
+       update(general_to_personal)},
+      {"Delete of a missing key", {Code::kNotFound}, del("key_fw_missing", std::nullopt)},
+      {"Delete with an empty id", {Code::kNotFound, Code::kInvalidArgument}, del("", std::nullopt)},
+      {"Delete with a stale version", {Code::kAborted}, del(b.id, b1->version)},
+      {"Delete with a future version", {Code::kAborted}, del(b.id, b2->version + 5)},
+  };
+  // Every digest involved, so that a digest indexed (or unindexed) by a
+  // failed write shows.
+  const std::vector<Digest> probes = {a.digest,
+                                      a.previous->digest,
+                                      b.digest,
+                                      p.digest,
+                                      q.digest,
+                                      g.digest,
+                                      dup_id.digest,
+                                      rolls_onto_current.digest,
+                                      second_personal.digest,
+                                      missing.digest,
+                                      empty_id.digest,
+                                      long_id.digest,
+                                      DigestFor("unused")};
+  std::optional<Observation> before = Observe(s, probes, c, "before the failed writes");
+  if (!before) return c.Take();
+  for (const FailedWrite& w : writes) {
+    c.ExpectCode(w.write(), w.codes, w.what);
+    std::optional<Observation> after = Observe(s, probes, c, absl::StrCat("after ", w.what));
+    if (!after) return c.Take();
+    for (const std::string& d : Differences(*before, *after)) {
+      c.Violation(absl::StrCat(w.what, " failed but changed the store: ", d));
+    }
+    before = std::move(after);  // report each write's own changes only
+  }
+  return c.Take();
+}
+
+// Ids of every page from `options` on, checking each page's size and order;
+// reports and returns what it has on an error.
+inline std::vector<std::string> PageThrough(KeyStore& store, ListOptions options, Checker& c,
+                                            const std::string& what) {
+  std::vector<std::string> ids;
+  for (int pages = 0; pages < 1000; ++pages) {
+    absl::StatusOr<ListPage> page = store.List(options);
+    if (!c.ExpectOk(page, absl::StrCat(what, ": List"))) return ids;
+    c.Expect(page->keys.size() <= options.limit,
+             absl::StrCat(what, ": a page holds more than the limit"));
+    for (const KeyRecord& r : page->keys) {
+      c.Expect(ids.empty() || ids.back() < r.id,
+               absl::StrCat(what, ": ", r.id, " out of order or twice, after ",
+                            ids.empty() ? "" : ids.back()));
+      ids.push_back(r.id);
+    }
+    if (page->next_cursor.empty()) return ids;
+    c.Expect(page->keys.size() == options.limit,
+             absl::StrCat(what, ": a page short of the limit has a next cursor"));
+    options.cursor = page->next_cursor;
+  }
+  c.Violation(absl::StrCat(what, ": List did not reach its last page"));
+  return ids;
+}
+
+inline std::string Joined(const std::vector<std::string>& ids) {
+  std::string out = "[";
+  for (const std::string& id : ids) absl::StrAppend(&out, out.size() > 1 ? " " : "", id);
+  return out + "]";
+}
+
+// List cursors name an id: a well-formed one, made by the store or by hand,
+// resumes after the id it names whatever the filter, whether or not a key
+// has that id; anything else is kInvalidArgument.
+inline Findings CheckHandBuiltCursors(const std::shared_ptr<KeyStore>& store,
+                                      const BackendHooks& hooks) {
+  Checker c;
+  KeyStore& s = *store;
+  std::vector<std::string> all;
+  for (int i = 10; i < 30; ++i) {
+    const std::string id = absl::StrCat("key_hc", i);
+    if (!c.ExpectOk(s.Insert(MakeRecord(id, i % 2 ? "odd" : "even")),
+                    absl::StrCat("setup: Insert ", id))) {
+      return c.Take();
+    }
+    all.push_back(id);
+  }
+  // The ids after key_hc<from>; only the odd-owned ones if `odd_only`.
+  auto expected_after = [&](int from, bool odd_only) {
+    std::vector<std::string> out;
+    for (int i = from + 1; i < 30; ++i) {
+      if (i >= 10 && (!odd_only || i % 2 == 1)) out.push_back(absl::StrCat("key_hc", i));
+    }
+    return out;
+  };
+
+  std::vector<std::string> malformed = {"%%not a cursor%%", std::string("\x01\x02\x03"),
+                                        std::string(1, '\0'), " "};
+  malformed.insert(malformed.end(), hooks.malformed_cursors.begin(), hooks.malformed_cursors.end());
+  for (const std::string& bad : malformed) {
+    ListOptions o;
+    o.cursor = bad;
+    c.ExpectCode(s.List(o).status(), {absl::StatusCode::kInvalidArgument},
+                 absl::StrCat("List with the malformed cursor \"", absl::CHexEscape(bad), "\""));
+  }
+
+  // A cursor the store made names the last id of its page, not a filter or
+  // a position: another filter resumes after the same id, and so does the
+  // cursor once that key is gone.
+  ListOptions first;
+  first.limit = 5;
+  absl::StatusOr<ListPage> page = s.List(first);
+  if (!c.ExpectOk(page, "List of the first page")) return c.Take();
+  if (!c.Expect(Ids(page->keys) == std::vector<std::string>(all.begin(), all.begin() + 5) &&
+                    !page->next_cursor.empty(),
+                "the first page of 5 is key_hc10..key_hc14 with a next cursor")) {
+    return c.Take();
+  }
+  const std::string made = page->next_cursor;
+  ListOptions odd;
+  odd.cursor = made;
+  odd.filter.owner = "odd";
+  std::vector<std::string> got = PageThrough(s, odd, c, "store-made cursor, other filter");
+  c.Expect(
+      got == expected_after(14, true),
+      absl::StrCat("the store's cursor after key_hc14 with another filter gave ", Joined(got)));
+
+  if (!hooks.cursor_for) {
+    c.Skip("hand-built cursors: the backend's test gives no BackendHooks::cursor_for");
+  } else {
+    struct Case {
+      std::string names;  // the id the cursor names
+      bool odd_only;
+      std::size_t limit;
+      std::vector<std::string> expected;
+    };
+    const std::vector<Case> cases = {
+        {"key_hc14", false, 100, expected_after(14, false)},
+        {"key_hc14", true, 100, expected_after(14, true)},
+        {"key_hc14", false, 4, expected_after(14, false)},     // followed page by page
+        {"key_hc14~", false, 100, expected_after(14, false)},  // no such key
+        {"key_hc1", false, 100, all},                          // before every key
+        {"key_a", false, 3, all},
+        {"key_hc29", false, 100, {}},  // the last key
+        {"key_zz", false, 100, {}},    // after every key
+    };
+    for (const Case& k : cases) {
+      ListOptions o;
+      o.cursor = hooks.cursor_for(k.names);
+      o.limit = k.limit;
+      if (k.odd_only) o.filter.owner = "odd";
+      const std::string what = absl::StrCat("a hand-built cursor naming ", k.names,
+                                            k.odd_only ? " (owner odd)" : "", " limit ", k.limit);
+      got = PageThrough(s, o, c, what);
+      c.Expect(got == k.expected,
+               absl::StrCat(what, " gave ", Joined(got), ", expected ", Joined(k.expected)));
+    }
+    // The store's own cursor and the hand-built one resume alike.
+    ListOptions by_hand;
+    by_hand.limit = 5;
+    by_hand.cursor = hooks.cursor_for("key_hc14");
+    ListOptions by_store = by_hand;
+    by_store.cursor = made;
+    absl::StatusOr<ListPage> h = s.List(by_hand);
+    absl::StatusOr<ListPage> m = s.List(by_store);
+    if (c.ExpectOk(h, "List from a hand-built cursor") &&
+        c.ExpectOk(m, "List from the store's cursor")) {
+      c.Expect(Ids(h->keys) == Ids(m->keys),
+               "a hand-built cursor and the store's cursor for one id resume differently");
+    }
+  }
+
+  // The key the cursor names is deleted: the cursor still resumes after it.
+  if (c.ExpectOk(s.Delete("key_hc14", std::nullopt), "Delete key_hc14")) {
+    ListOptions o;
+    o.cursor = made;
+    got = PageThrough(s, o, c, "store-made cursor after its key was deleted");
+    c.Expect(got == expected_after(14, false),
+             absl::StrCat("the store's cursor after the deleted key_hc14 gave ", Joined(got)));
+  }
+  return c.Take();
+}
+
+// A corrupt record (stored state the backend cannot decode): Get,
+// FindByDigest (current and rolled digest) and a List whose page holds it
+// answer kDataLoss; the change feed delivers the key as deleted (failing
+// closed) and keeps going past it; other keys read as before.
+inline Findings CheckCorruptRecord(const std::shared_ptr<KeyStore>& store,
+                                   const BackendHooks& hooks) {
+  Checker c;
+  if (!hooks.corrupt_record) {
+    c.Skip("corrupt records: the backend's test gives no BackendHooks::corrupt_record");
+    return c.Take();
+  }
+  KeyStore& s = *store;
+  KeyRecord bad = MakeRecord("key_cr_b", "alice", "production", KeyKind::kGeneral, "bravo");
+  bad.previous = RolledSecret{DigestFor("key_cr_b old"), "x", BaseTime() + absl::Hours(1)};
+  for (const KeyRecord& r : {MakeRecord("key_cr_a"), bad, MakeRecord("key_cr_c")}) {
+    if (!c.ExpectOk(s.Insert(r), absl::StrCat("setup: Insert ", r.id))) return c.Take();
+  }
+  absl::StatusOr<std::uint64_t> applied = s.LastSequence();
+  absl::StatusOr<KeyRecord> b1 = s.Get(bad.id);
+  if (!c.ExpectOk(applied, "setup: LastSequence") || !c.ExpectOk(b1, "setup: Get key_cr_b")) {
+    return c.Take();
+  }
+  KeyRecord renamed = *b1;
+  renamed.name = "bravo renamed";
+  if (!c.ExpectOk(s.Update(renamed), "setup: Update key_cr_b") ||
+      !c.ExpectOk(hooks.corrupt_record(s, bad.id), "BackendHooks::corrupt_record(key_cr_b)")) {
+    return c.Take();
+  }
+  // A change after the corrupt one: the feed must reach it.
+  absl::StatusOr<KeyRecord> c1 = s.Get("key_cr_c");
+  if (!c.ExpectOk(c1, "Get key_cr_c")) return c.Take();
+  KeyRecord revoked = *c1;
+  revoked.state = KeyState::kRevoked;
+  if (!c.ExpectOk(s.Update(revoked), "Update key_cr_c after the corruption")) return c.Take();
+
+  const std::vector<absl::StatusCode> kDataLoss = {absl::StatusCode::kDataLoss};
+  c.ExpectCode(s.Get(bad.id).status(), kDataLoss, "Get of the corrupt key");
+  c.ExpectCode(s.FindByDigest(bad.digest).status(), kDataLoss,
+               "FindByDigest of the corrupt key's digest");
+  c.ExpectCode(s.FindByDigest(bad.previous->digest).status(), kDataLoss,
+               "FindByDigest of the corrupt key's rolled digest");
+  ListOptions o;
+  c.ExpectCode(s.List(o).status(), kDataLoss, "List of a page holding the corrupt key");
+  o.filter.name_contains = "bravo";
+  c.ExpectCode(s.List(o).status(), kDataLoss, "List by the corrupt key's name");
+  c.ExpectOk(s.Get("key_cr_a"), "Get of a sound key next to the corrupt one");
+  c.ExpectOk(s.FindByDigest(DigestFor("key_cr_a")), "FindByDigest of a sound key");
+
+  absl::StatusOr<ChangeBatch> since = s.ChangesSince(*applied, 100);
+  if (c.ExpectOk(since, "ChangesSince over the corrupt key")) {
+    std::vector<std::string> ids;
+    for (const Change& ch : since->changes) {
+      ids.push_back(ch.key_id);
+      if (ch.key_id == bad.id) {
+        c.Expect(!ch.record.has_value(), "the feed delivers the corrupt key with a record");
+      } else if (ch.key_id == "key_cr_c") {
+        c.Expect(ch.record.has_value() && ch.record->state == KeyState::kRevoked,
+                 "the feed lost the change after the corrupt key");
+      }
+    }
+    c.Expect(ids == std::vector<std::string>{bad.id, "key_cr_c"},
+             absl::StrCat("the feed after the corruption holds ", Joined(ids),
+                          ", expected [key_cr_b key_cr_c]"));
+  }
+  // One entry per batch from the start: every key, the corrupt one deleted.
+  std::map<std::string, bool> live;
+  std::uint64_t cursor = 0;
+  for (int batches = 0;; ++batches) {
+    absl::StatusOr<ChangeBatch> b = s.ChangesSince(cursor, 1);
+    if (!c.ExpectOk(b, "ChangesSince one by one over the corrupt key")) break;
+    for (const Change& ch : b->changes) live[ch.key_id] = ch.record.has_value();
+    cursor = b->next_sequence;
+    if (!b->more) break;
+    if (batches > 100) {
+      c.Violation("the feed read one by one did not end");
+      break;
+    }
+  }
+  c.Expect(
+      live ==
+          std::map<std::string, bool>{{"key_cr_a", true}, {"key_cr_b", false}, {"key_cr_c", true}},
+      "the feed from the start does not deliver key_cr_a and key_cr_c live, key_cr_b "
+      "deleted");
+  return c.Take();
+}
+
+// Readers while writers write: List pages (no key twice or out of order, no
+// key that stayed throughout missing), a change-feed follower (sequences
+// strictly increasing across batches, converging on the store), subscribers
+// coming and going (no callback after its Subscription was destroyed), and
+// TouchLastUsed on keys under compare-and-set (no update lost to a touch).
+inline Findings CheckConcurrentReadersAndWriters(const std::shared_ptr<KeyStore>& store,
+                                                 const BackendHooks& /*hooks*/) {
+  Checker c;
+  KeyStore& s = *store;
+  const int stable_keys = 12;
+  const int min_writes = StressEnabled() ? 300 : 24;  // per writer
+  const int min_passes = 2;  // writers keep writing until each reader did this much
+  // Between a reader's passes, so that readers do not starve the writers.
+  constexpr std::chrono::milliseconds kPause(1);
+  std::vector<std::string> stable;
+  for (int i = 0; i < stable_keys; ++i) {
+    stable.push_back(absl::StrCat("key_m", i < 10 ? "0" : "", i, "s"));
+    if (!c.ExpectOk(s.Insert(MakeRecord(stable.back())), "setup: Insert")) return c.Take();
+  }
+  KeyRecord counter = MakeRecord("key_counter");
+  counter.metadata["n"] = "0";
+  if (!c.ExpectOk(s.Insert(counter), "setup: Insert key_counter")) return c.Take();
+
+  std::atomic<int> writers_left{2};
+  std::atomic<bool> incrementer_done{false};
+  std::atomic<int> list_passes{0};
+  std::atomic<int> feed_passes{0};
+  std::atomic<int> churns{0};
+  std::atomic<int> touches{0};
+  std::atomic<int> increments{0};
+  auto readers_done = [&] {
+    return list_passes.load() >= min_passes && feed_passes.load() >= min_passes &&
+           churns.load() >= min_passes && touches.load() >= min_passes;
+  };
+
+  // Compare-and-set a change of `id` until it applies; false on an error
+  // other than a conflict.
+  auto cas = [&](const std::string& id, const std::function<void(KeyRecord&)>& edit,
+                 const std::string& what) {
+    for (int tries = 0; tries < 10'000; ++tries) {
+      absl::StatusOr<KeyRecord> cur = s.Get(id);
+      if (!c.ExpectOk(cur, absl::StrCat(what, ": Get ", id))) return false;
+      KeyRecord next = *cur;
+      edit(next);
+      absl::StatusOr<KeyRecord> stored = s.Update(next);
+      if (stored.ok()) return true;
+      if (stored.status().code() != absl::StatusCode::kAborted) {
+        c.ExpectOk(stored, absl::StrCat(what, ": Update ", id));
+        return false;
+      }
+    }
+    c.Violation(absl::StrCat(what, ": Update ", id, " kept conflicting"));
+    return false;
+  };
+
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 2; ++t) {
+    pool.emplace_back([&, t] {
+      std::vector<std::string> mine;
+      for (int i = 0; i < min_writes || !readers_done(); ++i) {
+        // Ids between the stable ones, so pages shift under the readers.
+        const int slot = i % stable_keys;
+        mine.push_back(absl::StrCat("key_m", slot < 10 ? "0" : "", slot, "w", t, "_", i));
+        if (!c.ExpectOk(s.Insert(MakeRecord(mine.back(), absl::StrCat("writer", t))),
+                        "writer: Insert")) {
+          break;
+        }
+        cas(
+            mine.back(), [](KeyRecord& r) { r.description = "updated"; }, "writer");
+        cas(
+            stable[(i + t) % stable_keys],
+            [i](KeyRecord& r) { r.name = absl::StrCat("renamed ", i); }, "writer");
+        if (mine.size() > 3) {
+          c.ExpectOk(s.Delete(mine[mine.size() - 4], std::nullopt), "writer: Delete");
+        }
+        if (i > 2'000) break;  // readers starved of CPU: enough
+      }
+      writers_left.fetch_sub(1);
+    });
+  }
+  // Increments key_counter's "n" while touches land on it.
+  pool.emplace_back([&] {
+    for (int i = 0; i < min_writes || touches.load() < min_passes; ++i) {
+      const bool ok = cas(
+          "key_counter",
+          [](KeyRecord& r) { r.metadata["n"] = std::to_string(std::stoi(r.metadata["n"]) + 1); },
+          "incrementer");
+      if (!ok) break;
+      increments.fetch_add(1);
+      if (i > 20'000) break;
+    }
+    incrementer_done.store(true);
+  });
+  pool.emplace_back([&] {
+    absl::Time t = BaseTime() + absl::Hours(1);
+    while (!incrementer_done.load() || writers_left.load() > 0 || touches.load() < min_passes) {
+      t += absl::Seconds(1);
+      std::vector<LastUsedUpdate> u = {{"key_counter", t}, {stable[0], t}, {"key_gone", t}};
+      c.ExpectOk(s.TouchLastUsed(u, absl::ZeroDuration()), "toucher: TouchLastUsed");
+      touches.fetch_add(1);
+      std::this_thread::sleep_for(kPause);
+    }
+  });
+  pool.emplace_back([&] {
+    while (writers_left.load() > 0 || list_passes.load() < min_passes) {
+      ListOptions o;
+      o.limit = 4;
+      const std::vector<std::string> ids = PageThrough(s, o, c, "lister");
+      for (const std::string& id : stable) {
+        c.Expect(
+            std::binary_search(ids.begin(), ids.end(), id),
+            absl::StrCat("lister: a pass through List missed ", id, ", which existed throughout"));
+      }
+      list_passes.fetch_add(1);
+      std::this_thread::sleep_for(kPause);
+    }
+  });
+  std::map<std::string, std::optional<KeyRecord>> replica;
+  std::uint64_t fed_to = 0;
+  std::uint64_t prev_seq = 0;
+  // One pass: follow the feed to its current end.
+  auto follow = [&](const std::string& who) {
+    for (int batches = 0; batches < 100'000; ++batches) {
+      absl::StatusOr<ChangeBatch> b = s.ChangesSince(fed_to, 3);
+      if (!c.ExpectOk(b, absl::StrCat(who, ": ChangesSince"))) return;
+      c.Expect(b->next_sequence >= fed_to, absl::StrCat(who, ": next_sequence went back"));
+      for (const Change& ch : b->changes) {
+        c.Expect(ch.sequence > prev_seq, absl::StrCat(who, ": sequence ", ch.sequence, " after ",
+                                                      prev_seq, " (not strictly increasing)"));
+        c.Expect(!ch.record.has_value() || ch.record->id == ch.key_id,
+                 absl::StrCat(who, ": a change of ", ch.key_id, " carries another key"));
+        prev_seq = std::max(prev_seq, ch.sequence);
+        replica[ch.key_id] = ch.record;
+      }
+      fed_to = b->next_sequence;
+      if (!b->more) return;
+    }
+    c.Violation(absl::StrCat(who, ": the feed did not end"));
+  };
+  pool.emplace_back([&] {
+    while (writers_left.load() > 0 || feed_passes.load() < min_passes) {
+      follow("follower");
+      feed_passes.fetch_add(1);
+      std::this_thread::sleep_for(kPause);
+    }
+  });
+  // Subscriptions made and destroyed while writes notify. A callback checks
+  // that its Subscription is still alive; the flag lives in a shared state,
+  // so a store that breaks the promise is reported, not a crash.
+  struct Alive {
+    std::atomic<bool> destroyed{false};
+    std::atomic<int> late_calls{0};
+  };
+  std::vector<std::shared_ptr<Alive>> subscriptions;
+  pool.emplace_back([&] {
+    // At most a few hundred: a store that leaks them calls them all on every write.
+    while ((writers_left.load() > 0 && churns.load() < 200) || churns.load() < min_passes) {
+      auto alive = std::make_shared<Alive>();
+      absl::StatusOr<std::unique_ptr<Subscription>> sub = s.Subscribe([alive] {
+        if (alive->destroyed.load()) alive->late_calls.fetch_add(1);
+      });
+      if (!c.ExpectOk(sub, "churner: Subscribe")) {
+        churns.store(min_passes);  // the writers need not wait for this reader
+        break;
+      }
+      std::this_thread::yield();
+      sub->reset();
+      alive->destroyed.store(true);
+      subscriptions.push_back(alive);
+      churns.fetch_add(1);
+    }
+  });
+  for (std::thread& th : pool) th.join();
+
+  // Quiet now: a last write would reach any callback still registered.
+  c.ExpectOk(s.Insert(MakeRecord("key_m_last")), "Insert after the threads ended");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // asynchronous notifiers
+  int late = 0;
+  for (const std::shared_ptr<Alive>& a : subscriptions) late += a->late_calls.load();
+  c.Expect(late == 0, absl::StrCat(late,
+                                   " subscription callback(s) ran after the Subscription"
+                                   " was destroyed"));
+
+  absl::StatusOr<KeyRecord> final_counter = s.Get("key_counter");
+  if (c.ExpectOk(final_counter, "Get key_counter")) {
+    c.Expect(final_counter->metadata["n"] == std::to_string(increments.load()),
+             absl::StrCat("key_counter holds n=", final_counter->metadata["n"], " after ",
+                          increments.load(), " increments: an update was lost to a touch"));
+  }
+  // The follower, caught up, holds what List holds.
+  follow("follower at the end");
+  std::optional<std::vector<KeyRecord>> truth = ReadAllRecords(s, c, "at the end");
+  if (truth) {
+    std::map<std::string, KeyRecord> live;
+    for (const auto& [id, r] : replica) {
+      if (r.has_value()) live.emplace(id, *r);
+    }
+    std::map<std::string, KeyRecord> listed;
+    for (const KeyRecord& r : *truth) listed.emplace(r.id, r);
+    // last_used may differ: touches need not be changes (key_store.h).
+    for (auto* m : {&live, &listed}) {
+      for (auto& [id, r] : *m) r.last_used.reset();
+    }
+    c.Expect(live == listed, absl::StrCat("the follower holds ", live.size(),
+                                          " keys that differ from the ", listed.size(), " listed"));
+  }
+  return c.Take();
+}
+
+// Turns a check's findings into Catch2 results: each violation fails the
+// test case, each skipped part is a warning in the output.
+inline void RequireNoFindings(const Findings& f) {
+  for (const std::string& why : f.skipped) WARN("skipped: " << why);
+  for (const std::string& v : f.violations) FAIL_CHECK(v);
+  CHECK(f.violations.empty());
+}
+
 }  // namespace keygate::conformance
 
 // One TEST_CASE running `Fn` on a fresh store from the factory.
@@ -1260,8 +2053,28 @@ inline void ConcurrentCompareAndSet(const std::shared_ptr<KeyStore>& store) {
     ::keygate::conformance::Fn(keygate_conformance_store_);                          \
   }
 
+// One TEST_CASE running the findings check `Fn` on a fresh store from the
+// factory, with the backend's hooks; it fails on any violation.
+#define KEYGATE_KSC_CHECK_(Backend, Tags, Title, Fn, Hooks, ...)                     \
+  TEST_CASE(#Backend " conformance: " Title, Tags "[store][conformance]") {          \
+    std::shared_ptr<::keygate::KeyStore> keygate_conformance_store_ = (__VA_ARGS__); \
+    REQUIRE(keygate_conformance_store_ != nullptr);                                  \
+    ::keygate::conformance::RequireNoFindings(                                       \
+        ::keygate::conformance::Fn(keygate_conformance_store_, Hooks));              \
+  }
+
 // The whole suite; see the top of this file.
-#define KEYGATE_KEY_STORE_CONFORMANCE(Backend, Tags, ...)                                          \
+#define KEYGATE_KEY_STORE_CONFORMANCE(Backend, Tags, Hooks, ...)                                   \
+  KEYGATE_KSC_CHECK_(Backend, Tags, "a failed write changes nothing",                              \
+                     CheckFailedWritesChangeNothing, Hooks, __VA_ARGS__)                           \
+  KEYGATE_KSC_CHECK_(Backend, Tags, "a cursor resumes after the id it names",                      \
+                     CheckHandBuiltCursors, Hooks, __VA_ARGS__)                                    \
+  KEYGATE_KSC_CHECK_(Backend, Tags,                                                                \
+                     "a corrupt record reads as data loss and as deleted in the feed",             \
+                     CheckCorruptRecord, Hooks, __VA_ARGS__)                                       \
+  KEYGATE_KSC_CHECK_(Backend, Tags "[concurrent]",                                                 \
+                     "readers and subscribers and touches stay consistent under writes",           \
+                     CheckConcurrentReadersAndWriters, Hooks, __VA_ARGS__)                         \
   KEYGATE_KSC_CASE_(Backend, Tags, "insert then get returns the record at version 1",              \
                     InsertAndGet, __VA_ARGS__)                                                     \
   KEYGATE_KSC_CASE_(Backend, Tags, "insert rejects a duplicate id", DuplicateId, __VA_ARGS__)      \

@@ -3,7 +3,7 @@
 if(TARGET keygate_sqlite)
   find_package(SQLite3 REQUIRED)  # raw connections that play "another process"
   keygate_add_test(sqlite_conformance_test SOURCES sqlite_conformance_test.cc
-    LIBS keygate::sqlite LABELS sqlite store concurrent TIMEOUT 300)
+    LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite store concurrent TIMEOUT 300)
   keygate_add_test(sqlite_key_store_test SOURCES sqlite_key_store_test.cc
     LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite store concurrent TIMEOUT 120)
 
