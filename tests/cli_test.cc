@@ -852,5 +852,43 @@ TEST_CASE("keygate CLI: a refused create leaves no database file behind", "[cli]
   CHECK(Exists(fresh.File("keygate.db")));
 }
 
+TEST_CASE("keygate CLI: a token given as a key's name or other field is refused",
+          "[cli][errors][security]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::string id;
+  const std::string token =
+      CreateToken(cli, {"--name", "first", "--owner", "o", "--env", "production"}, &id);
+  REQUIRE(token.size() > 40);
+  const std::vector<std::vector<std::string>> attempts = {
+      {"create", "--name", token, "--owner", "o", "--env", "production"},
+      {"create", "--name", "n", "--owner", "o", "--env", "production", "--meta", "k=" + token},
+      {"create", "--name", "n", "--owner", "o", "--env", "production", "--description",
+       "token: " + token},
+      {"modify", id, "--name", token},
+      {"modify", id, "--account", "acct-" + token},
+  };
+  for (const std::vector<std::string>& args : attempts) {
+    Result r = cli.Run(args);
+    INFO(args[0] << " " << args[1] << ": " << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err,
+               Catch::Contains("holds an API token; tokens must not be stored in key fields"));
+  }
+  // Nothing holding it was stored: only the first key is listed, as it was.
+  Result listed = cli.Run({"--json", "list"});
+  REQUIRE(listed.code == 0);
+  CHECK(listed.out.find("\"first\"") != std::string::npos);
+  Result shown = cli.Run({"--json", "show", id});
+  REQUIRE(shown.code == 0);
+  CHECK(absl::StrContains(shown.out, "\"version\":1"));
+  for (const std::string& text : {listed.out, shown.out, cli.all_stderr()}) {
+    CHECK_FALSE(absl::StrContains(text, token.substr(8, 43)));
+  }
+  const std::string db = ReadFile(cli.db()) + ReadFile(cli.db() + "-wal");
+  CHECK_FALSE(absl::StrContains(db, token.substr(8, 43)));
+}
+
 }  // namespace
 }  // namespace keygate
