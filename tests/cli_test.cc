@@ -500,6 +500,7 @@ TEST_CASE("keygate CLI: $KEYGATE_PEPPER_FILE keys the digests", "[cli][pepper]")
   Cli cli(dir);
   const std::string pepper = dir.File("pepper");
   { std::ofstream(pepper) << std::string(40, 'p') << "\n"; }
+  REQUIRE(::chmod(pepper.c_str(), 0600) == 0);
   const std::vector<std::string> with_pepper{"KEYGATE_PEPPER_FILE=" + pepper};
   Result r = cli.Run({"create", "--name", "peppered", "--owner", "o", "--env", "production"}, "",
                      with_pepper);
@@ -888,6 +889,60 @@ TEST_CASE("keygate CLI: a token given as a key's name or other field is refused"
   }
   const std::string db = ReadFile(cli.db()) + ReadFile(cli.db() + "-wal");
   CHECK_FALSE(absl::StrContains(db, token.substr(8, 43)));
+}
+
+TEST_CASE("keygate CLI: a pepper file that is not a private regular file is refused",
+          "[cli][pepper][errors]") {
+  TempDir dir;
+  Cli cli(dir);
+  const std::string secret = "PEPPERBYTES-0123456789-abcdefghijklmnop";
+  const auto file = [&](const std::string& name, const std::string& bytes, mode_t mode) {
+    const std::string path = dir.File(name);
+    { std::ofstream(path, std::ios::binary) << bytes; }
+    REQUIRE(::chmod(path.c_str(), mode) == 0);
+    return path;
+  };
+  REQUIRE(::mkdir(dir.File("dir").c_str(), 0700) == 0);
+  REQUIRE(::mkfifo(dir.File("fifo").c_str(), 0600) == 0);
+  struct Case {
+    std::string path;
+    std::string reason;
+  };
+  // Before: a directory aborted the CLI (an uncaught std::ios_failure), a
+  // FIFO hung it, /dev/zero was read until memory ran out, and a 0644 file
+  // was taken without a word.
+  const std::vector<Case> cases = {
+      {dir.File("dir"), "is a directory, not a regular file"},
+      {dir.File("fifo"), "is a FIFO, not a regular file"},
+      {"/dev/zero", "is a character device, not a regular file"},
+      {file("shared", secret, 0644), "is readable by group or others (mode 0644)"},
+      {file("short", "0123456789", 0600), "holds 10 bytes; a pepper needs at least 32"},
+  };
+  for (const Case& c : cases) {
+    Result r = cli.Run({"scopes"}, "", {"KEYGATE_PEPPER_FILE=" + c.path});
+    INFO(c.path << ": " << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains(absl::StrCat("keygate: $KEYGATE_PEPPER_FILE: pepper file ",
+                                                   c.path, ": ", c.reason)));
+  }
+  // A refused pepper creates no database either.
+  Result create = cli.Run({"create", "--name", "n", "--owner", "o", "--env", "production"}, "",
+                          {"KEYGATE_PEPPER_FILE=" + dir.File("shared")});
+  CHECK(create.code == 3);
+  CHECK_FALSE(Exists(cli.db()));
+  // --allow-shared-pepper reads the 0644 file, and says so.
+  Result allowed = cli.Run(
+      {"--allow-shared-pepper", "create", "--name", "n", "--owner", "o", "--env", "production"}, "",
+      {"KEYGATE_PEPPER_FILE=" + dir.File("shared")});
+  INFO(allowed.err);
+  CHECK(allowed.code == 0);
+  CHECK_THAT(allowed.err, Catch::Contains("keygate: warning: pepper file " + dir.File("shared") +
+                                          ": is readable by group or others (mode 0644)"));
+  // The flag accepts access by others, nothing else.
+  CHECK(cli.Run({"--allow-shared-pepper", "scopes"}, "", {"KEYGATE_PEPPER_FILE=" + dir.File("dir")})
+            .code == 3);
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), "PEPPERBYTES"));
 }
 
 }  // namespace

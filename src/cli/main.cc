@@ -22,16 +22,16 @@
 // write:all, admin). If $KEYGATE_PEPPER_FILE names a file, its bytes (one
 // trailing newline removed, at least 32 bytes) are the HMAC pepper: the CLI
 // and every server using the same database must use the same pepper, or
-// tokens will not verify.
+// tokens will not verify. It is read by ReadPepperFile (deployment.h): a
+// regular file of at most 4 KiB, not a symbolic link, and private to its
+// owner unless --allow-shared-pepper (then a warning says so).
 
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -83,6 +83,7 @@ struct Globals {
   bool json = false;
   std::string actor;
   bool allow_internal_webhooks = false;
+  bool allow_shared_pepper = false;
 };
 
 std::string DefaultDb() {
@@ -127,21 +128,24 @@ void CheckDatabasePath(const Globals& g) {
   }
 }
 
-absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment() {
+// Notices go to stderr, escaped like everything else we print.
+void Warn(std::string_view message) {
+  std::cerr << "keygate: warning: " << SafeMessage(message) << "\n";
+}
+
+absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment(const Globals& g) {
   DeploymentOptions o;
   const char* pepper_file = std::getenv("KEYGATE_PEPPER_FILE");
   if (pepper_file != nullptr && *pepper_file != '\0') {
-    std::ifstream in(pepper_file, std::ios::binary);
-    if (!in) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("KEYGATE_PEPPER_FILE ", pepper_file, ": cannot read"));
+    PepperFileOptions po;
+    po.allow_group_or_world_access = g.allow_shared_pepper;
+    absl::StatusOr<PepperFile> pepper = ReadPepperFile(pepper_file, po);
+    if (!pepper.ok()) {
+      return absl::Status(pepper.status().code(),
+                          absl::StrCat("$KEYGATE_PEPPER_FILE: ", pepper.status().message()));
     }
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!bytes.empty() && bytes.back() == '\n') bytes.pop_back();
-    if (!bytes.empty() && bytes.back() == '\r') bytes.pop_back();
-    o.pepper = Secret(bytes);
-    // Wipe our copy; the Secret holds its own.
-    std::fill(bytes.begin(), bytes.end(), '\0');
+    for (const std::string& w : pepper->warnings) Warn(w);
+    o.pepper = std::move(pepper->pepper);
   }
   return Deployment::Create(std::move(o));
 }
@@ -158,7 +162,7 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   CheckDatabasePath(g);
   Session s;
   if (deployment == nullptr) {
-    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
     if (!d.ok()) return d.status();
     deployment = *std::move(d);
   }
@@ -307,7 +311,7 @@ int RunCreate(const Globals& g, const CreateArgs& a) {
     throw UsageError{"--burst: needs --rate"};
   }
   CheckDatabasePath(g);
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
   if (!d.ok()) return Fail(d.status());
   // Opening creates the database file, so everything that can be refused
   // without it is refused first: a refused create leaves no file behind.
@@ -619,7 +623,7 @@ int RunVerify(const Globals& g, const VerifyArgs& a) {
 }
 
 int RunScopes(const Globals& g) {
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
   if (!d.ok()) return Fail(d.status());
   const ScopeRegistry& reg = (*d)->scopes();
   JsonWriter w;
@@ -639,7 +643,7 @@ int RunScopes(const Globals& g) {
 }
 
 int RunEnvs(const Globals& g) {
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
   if (!d.ok()) return Fail(d.status());
   JsonWriter w;
   std::vector<std::vector<std::string>> rows{{"ENVIRONMENT", "TAG", "TOKENS LOOK LIKE"}};
@@ -683,6 +687,8 @@ int Main(int argc, char** argv) {
   app.add_option("--actor", g.actor, "Who the audit events name (default: $USER)");
   app.add_flag("--allow-internal-webhooks", g.allow_internal_webhooks,
                "Accept webhook URLs naming loopback, private or link-local addresses");
+  app.add_flag("--allow-shared-pepper", g.allow_shared_pepper,
+               "Read a $KEYGATE_PEPPER_FILE that group or others may read or write (warns)");
 
   int result = kExitOk;
   std::function<int()> run;
