@@ -945,5 +945,56 @@ TEST_CASE("keygate CLI: a pepper file that is not a private regular file is refu
   CHECK_FALSE(absl::StrContains(cli.all_stderr(), "PEPPERBYTES"));
 }
 
+TEST_CASE("keygate CLI: a database another user owns or may write needs --allow-foreign-db",
+          "[cli][errors][security]") {
+  TempDir dir;
+  // A shared directory, sticky like /tmp, where ./keygate.db is the default.
+  const std::string shared = dir.File("shared");
+  REQUIRE(::mkdir(shared.c_str(), 0700) == 0);
+  REQUIRE(::chmod(shared.c_str(), 01777) == 0);
+  Cli cli(dir);
+  const std::vector<std::string> create = {"create", "--name", "n",         "--owner",
+                                           "o",      "--env",  "production"};
+  const auto in_shared = [&](std::vector<std::string> args) {
+    return cli.Run(std::move(args), "", {"KEYGATE_DB"}, /*with_db=*/false, shared);
+  };
+  Result made = in_shared(create);
+  INFO(made.err);
+  REQUIRE(made.code == 0);
+  const std::string db = shared + "/keygate.db";
+  REQUIRE(::chmod(db.c_str(), 0666) == 0);
+  std::string reason = "is writable by group or others (mode 0666)";
+  for (const bool owned_by_other : {false, true}) {
+    if (owned_by_other) {
+      if (::geteuid() != 0) {
+        WARN(
+            "skipped the other-owner case: only root can chown a file to another user "
+            "(CI runs as root)");
+        break;
+      }
+      REQUIRE(::chown(db.c_str(), 65534, 65534) == 0);
+      reason =
+          "is owned by uid 65534, not the current user (uid 0), and writable by group or "
+          "others (mode 0666)";
+    }
+    INFO(reason);
+    for (const std::vector<std::string>& args : {create, std::vector<std::string>{"list"}}) {
+      Result refused = in_shared(args);
+      CHECK(refused.code == 3);
+      CHECK(refused.out.empty());
+      CHECK_THAT(refused.err, Catch::Contains("./keygate.db: database file " + reason));
+      CHECK_THAT(refused.err, Catch::Contains("pass --allow-foreign-db to open it anyway"));
+    }
+    std::vector<std::string> allowed_args = {"--allow-foreign-db"};
+    allowed_args.insert(allowed_args.end(), create.begin(), create.end());
+    Result allowed = in_shared(allowed_args);
+    INFO(allowed.err);
+    CHECK(allowed.code == 0);
+    CHECK_THAT(allowed.err,
+               Catch::Contains("keygate: warning: sqlite ./keygate.db: database file " + reason +
+                               "; opened anyway"));
+  }
+}
+
 }  // namespace
 }  // namespace keygate

@@ -4,7 +4,9 @@
 //
 // The database defaults to $KEYGATE_DB, else ./keygate.db; it must name a
 // file (":memory:" and SQLite "file:" URIs are refused: keys created there
-// would be stored nowhere, or somewhere else than the name says). Exit status:
+// would be stored nowhere, or somewhere else than the name says), and one
+// another user owns or group or others may write is refused unless
+// --allow-foreign-db (then a warning says so). Exit status:
 //   0  success (for `verify`: the token is valid)
 //   1  `verify` only: the token was rejected (the verdict says why)
 //   2  usage error (bad flags or arguments; usage goes to stderr)
@@ -84,6 +86,7 @@ struct Globals {
   std::string actor;
   bool allow_internal_webhooks = false;
   bool allow_shared_pepper = false;
+  bool allow_foreign_db = false;
 };
 
 std::string DefaultDb() {
@@ -170,6 +173,7 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   SqliteOptions so;
   so.path = g.db;
   so.create_if_missing = create_if_missing;
+  so.allow_foreign_file = g.allow_foreign_db;
   absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
   if (!store.ok()) {
     const std::string_view msg(store.status().message().data(), store.status().message().size());
@@ -179,8 +183,14 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
           ": database file does not exist; create a key first (keygate create) or point --db / "
           "$KEYGATE_DB at a database"));
     }
+    if (msg.find("allow_foreign_file") != std::string_view::npos) {
+      return absl::Status(
+          store.status().code(),
+          absl::StrCat(store.status().message(), "; pass --allow-foreign-db to open it anyway"));
+    }
     return store.status();
   }
+  for (const std::string& w : (*store)->open_warnings()) Warn(w);
   s.store = *store;
   KeyManager::Options mo;
   mo.deployment = s.deployment;
@@ -687,6 +697,8 @@ int Main(int argc, char** argv) {
   app.add_option("--actor", g.actor, "Who the audit events name (default: $USER)");
   app.add_flag("--allow-internal-webhooks", g.allow_internal_webhooks,
                "Accept webhook URLs naming loopback, private or link-local addresses");
+  app.add_flag("--allow-foreign-db", g.allow_foreign_db,
+               "Open a database file another user owns, or group or others may write (warns)");
   app.add_flag("--allow-shared-pepper", g.allow_shared_pepper,
                "Read a $KEYGATE_PEPPER_FILE that group or others may read or write (warns)");
 
