@@ -2,7 +2,14 @@
 
 #include "keygate/deployment.h"
 
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -11,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 #include "keygate/token.h"
 
@@ -22,7 +30,112 @@ constexpr std::size_t kMaxEnvironmentNameLength = 32;
 // scans the list by tag.
 constexpr std::size_t kMaxEnvironments = 64;
 
+// What a file that is not a regular one is, for the refusal.
+const char* FileKind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+// Closes a descriptor when it goes out of scope.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Wipes a buffer that held pepper bytes when it goes out of scope.
+struct WipeOnExit {
+  char* data;
+  std::size_t size;
+  ~WipeOnExit() { OPENSSL_cleanse(data, size); }
+};
+
 }  // namespace
+
+absl::StatusOr<PepperFile> ReadPepperFile(const std::string& path,
+                                          const PepperFileOptions& options) {
+  const auto error = [&path](absl::StatusCode code, absl::string_view reason) {
+    return absl::Status(code, absl::StrCat("pepper file ", path, ": ", reason));
+  };
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+  const FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (fd.get() < 0) {
+    const int err = errno;
+    if (err == ELOOP) {
+      return error(absl::StatusCode::kFailedPrecondition,
+                   "is a symbolic link (pass its target; linked directories in the path are "
+                   "fine)");
+    }
+    const std::string cause = absl::StrCat("cannot open: ", std::strerror(err));
+    if (err == ENOENT) return error(absl::StatusCode::kNotFound, cause);
+    if (err == EACCES || err == EPERM) return error(absl::StatusCode::kPermissionDenied, cause);
+    return error(absl::StatusCode::kUnavailable, cause);
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) {
+    return error(absl::StatusCode::kUnavailable, absl::StrCat("fstat: ", std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return error(absl::StatusCode::kFailedPrecondition,
+                 absl::StrCat("is ", FileKind(st.st_mode), ", not a regular file"));
+  }
+  const auto too_big = [&] {
+    return error(absl::StatusCode::kFailedPrecondition,
+                 absl::StrCat("is larger than ", kMaxPepperFileSize,
+                              " bytes; a pepper file holds only the pepper"));
+  };
+  if (st.st_size > static_cast<off_t>(kMaxPepperFileSize)) return too_big();
+  PepperFile result;
+  const mode_t shared = st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH);
+  if (shared != 0) {
+    const std::string what = absl::StrFormat(
+        "is %s by group or others (mode %04o)",
+        (shared & (S_IRGRP | S_IROTH)) != 0
+            ? ((shared & (S_IWGRP | S_IWOTH)) != 0 ? "readable and writable" : "readable")
+            : "writable",
+        st.st_mode & 07777);
+    if (!options.allow_group_or_world_access) {
+      return error(absl::StatusCode::kFailedPrecondition,
+                   absl::StrCat(what, "; make it private to its owner (chmod 600)"));
+    }
+    result.warnings.push_back(absl::StrCat("pepper file ", path, ": ", what,
+                                           "; read anyway (group or world access allowed)"));
+  }
+  // One byte more than the limit: a file that grew since fstat is refused too.
+  char buffer[kMaxPepperFileSize + 1];
+  const WipeOnExit wipe{buffer, sizeof buffer};
+  std::size_t size = 0;
+  while (size < sizeof buffer) {
+    const ssize_t n = ::read(fd.get(), buffer + size, sizeof buffer - size);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return error(absl::StatusCode::kUnavailable, absl::StrCat("read: ", std::strerror(errno)));
+    }
+    size += static_cast<std::size_t>(n);
+  }
+  if (size > kMaxPepperFileSize) return too_big();
+  if (size > 0 && buffer[size - 1] == '\n') --size;
+  if (size > 0 && buffer[size - 1] == '\r') --size;
+  if (size < kMinPepperSize) {
+    return error(absl::StatusCode::kFailedPrecondition,
+                 absl::StrCat("holds ", size, " bytes; a pepper needs at least ", kMinPepperSize));
+  }
+  result.pepper = Secret(std::string_view(buffer, size));
+  return result;
+}
 
 bool IsValidEnvironmentName(std::string_view s) noexcept {
   if (s.empty() || s.size() > kMaxEnvironmentNameLength) return false;

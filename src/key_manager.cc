@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 
 #include "internal/base62.h"
+#include "internal/charclass.h"
 #include "internal/key_label.h"
 #include "internal/utf8.h"
 #include "keygate/token.h"
@@ -66,11 +67,55 @@ absl::Status Invalid(std::string_view field, std::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": ", std::string(reason)));
 }
 
+// Whether `text` holds an API token anywhere inside it: what a secret
+// scanner matches, `<prefix>_<env>_` and kSecretChars + kCheckChars base62
+// characters, with a CRC-32 that checks out (so text that merely has the
+// shape, a long snake_case identifier say, passes: odds of 2^-32). Any
+// prefix and tag count, not only this deployment's: another deployment's
+// token is just as secret. Each '_' is looked at once as the one ending a
+// tag, with at most kMaxPrefixLength - 1 parses there: O(size).
+bool HoldsToken(std::string_view text) noexcept {
+  constexpr std::size_t kBody = kSecretChars + kCheckChars;
+  const auto lower_alnum = [](char c) { return internal::HasClass(c, internal::kClassLowerAlnum); };
+  for (std::size_t us = text.find('_'); us != std::string_view::npos; us = text.find('_', us + 1)) {
+    if (text.size() - us - 1 < kBody) break;
+    bool body = true;
+    for (std::size_t k = us + 1; k <= us + kBody && body; ++k) {
+      body = internal::kBase62Digit[static_cast<unsigned char>(text[k])] != internal::kNotBase62;
+    }
+    if (!body) continue;
+    // The tag runs back from `us` to the previous '_'; the prefix before
+    // that may follow other letters ("xkg_live_..." holds "kg_live_...").
+    std::size_t tag = 0;
+    while (tag < us && tag <= kMaxEnvTagLength && lower_alnum(text[us - 1 - tag])) ++tag;
+    if (tag < kMinEnvTagLength || tag > kMaxEnvTagLength || tag >= us) continue;
+    const std::size_t sep = us - 1 - tag;
+    if (text[sep] != '_') continue;
+    for (std::size_t prefix = 1; prefix <= kMaxPrefixLength && prefix <= sep; ++prefix) {
+      if (!lower_alnum(text[sep - prefix])) break;
+      if (prefix < kMinPrefixLength) continue;
+      const std::string_view candidate = text.substr(sep - prefix, prefix + 1 + tag + 1 + kBody);
+      if (ParseToken(candidate, nullptr) == TokenError::kNone) return true;
+    }
+  }
+  return false;
+}
+
+// A token kept in a key's fields would be shown in clear by every listing
+// and sit in the database beside the digest that is all keygate otherwise
+// keeps of it. The token is never quoted back.
+absl::Status RefuseToken(std::string_view field, std::string_view value) {
+  if (!HoldsToken(value)) return absl::OkStatus();
+  return Invalid(field, "holds an API token; tokens must not be stored in key fields");
+}
+
 // Text that people read (in dashboards, in `keygate show`, in logs) must be
 // valid UTF-8 without control characters: C0, DEL and C1 (U+0080-U+009F)
 // can forge or hide lines on a terminal. Descriptions may span lines
-// (`multiline` lets \n and \t through).
+// (`multiline` lets \n and \t through). No text may hold a token
+// (RefuseToken).
 absl::Status ValidateText(std::string_view field, std::string_view value, bool multiline = false) {
+  if (absl::Status s = RefuseToken(field, value); !s.ok()) return s;
   for (std::size_t i = 0; i < value.size();) {
     const internal::Utf8Step step = internal::DecodeUtf8(value.substr(i));
     if (!step.valid) return Invalid(field, "must be valid UTF-8");
@@ -190,6 +235,7 @@ absl::Status ValidateWebhookUrl(std::string_view url, bool allow_internal_hosts)
       "KeyManager::Options::allow_internal_webhook_hosts)";
   if (url.empty()) return absl::OkStatus();
   // The URL is never quoted back: it may carry a secret in its query.
+  if (absl::Status s = RefuseToken(kField, url); !s.ok()) return s;
   if (url.size() > kMaxWebhookUrlLength) {
     return Invalid(kField, absl::StrCat("must be at most ", kMaxWebhookUrlLength, " bytes"));
   }

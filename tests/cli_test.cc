@@ -500,6 +500,7 @@ TEST_CASE("keygate CLI: $KEYGATE_PEPPER_FILE keys the digests", "[cli][pepper]")
   Cli cli(dir);
   const std::string pepper = dir.File("pepper");
   { std::ofstream(pepper) << std::string(40, 'p') << "\n"; }
+  REQUIRE(::chmod(pepper.c_str(), 0600) == 0);
   const std::vector<std::string> with_pepper{"KEYGATE_PEPPER_FILE=" + pepper};
   Result r = cli.Run({"create", "--name", "peppered", "--owner", "o", "--env", "production"}, "",
                      with_pepper);
@@ -850,6 +851,149 @@ TEST_CASE("keygate CLI: a refused create leaves no database file behind", "[cli]
   INFO(ok.err);
   CHECK(ok.code == 0);
   CHECK(Exists(fresh.File("keygate.db")));
+}
+
+TEST_CASE("keygate CLI: a token given as a key's name or other field is refused",
+          "[cli][errors][security]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::string id;
+  const std::string token =
+      CreateToken(cli, {"--name", "first", "--owner", "o", "--env", "production"}, &id);
+  REQUIRE(token.size() > 40);
+  const std::vector<std::vector<std::string>> attempts = {
+      {"create", "--name", token, "--owner", "o", "--env", "production"},
+      {"create", "--name", "n", "--owner", "o", "--env", "production", "--meta", "k=" + token},
+      {"create", "--name", "n", "--owner", "o", "--env", "production", "--description",
+       "token: " + token},
+      {"modify", id, "--name", token},
+      {"modify", id, "--account", "acct-" + token},
+  };
+  for (const std::vector<std::string>& args : attempts) {
+    Result r = cli.Run(args);
+    INFO(args[0] << " " << args[1] << ": " << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err,
+               Catch::Contains("holds an API token; tokens must not be stored in key fields"));
+  }
+  // Nothing holding it was stored: only the first key is listed, as it was.
+  Result listed = cli.Run({"--json", "list"});
+  REQUIRE(listed.code == 0);
+  CHECK(listed.out.find("\"first\"") != std::string::npos);
+  Result shown = cli.Run({"--json", "show", id});
+  REQUIRE(shown.code == 0);
+  CHECK(absl::StrContains(shown.out, "\"version\":1"));
+  for (const std::string& text : {listed.out, shown.out, cli.all_stderr()}) {
+    CHECK_FALSE(absl::StrContains(text, token.substr(8, 43)));
+  }
+  const std::string db = ReadFile(cli.db()) + ReadFile(cli.db() + "-wal");
+  CHECK_FALSE(absl::StrContains(db, token.substr(8, 43)));
+}
+
+TEST_CASE("keygate CLI: a pepper file that is not a private regular file is refused",
+          "[cli][pepper][errors]") {
+  TempDir dir;
+  Cli cli(dir);
+  const std::string secret = "PEPPERBYTES-0123456789-abcdefghijklmnop";
+  const auto file = [&](const std::string& name, const std::string& bytes, mode_t mode) {
+    const std::string path = dir.File(name);
+    { std::ofstream(path, std::ios::binary) << bytes; }
+    REQUIRE(::chmod(path.c_str(), mode) == 0);
+    return path;
+  };
+  REQUIRE(::mkdir(dir.File("dir").c_str(), 0700) == 0);
+  REQUIRE(::mkfifo(dir.File("fifo").c_str(), 0600) == 0);
+  struct Case {
+    std::string path;
+    std::string reason;
+  };
+  // Before: a directory aborted the CLI (an uncaught std::ios_failure), a
+  // FIFO hung it, /dev/zero was read until memory ran out, and a 0644 file
+  // was taken without a word.
+  const std::vector<Case> cases = {
+      {dir.File("dir"), "is a directory, not a regular file"},
+      {dir.File("fifo"), "is a FIFO, not a regular file"},
+      {"/dev/zero", "is a character device, not a regular file"},
+      {file("shared", secret, 0644), "is readable by group or others (mode 0644)"},
+      {file("short", "0123456789", 0600), "holds 10 bytes; a pepper needs at least 32"},
+  };
+  for (const Case& c : cases) {
+    Result r = cli.Run({"scopes"}, "", {"KEYGATE_PEPPER_FILE=" + c.path});
+    INFO(c.path << ": " << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains(absl::StrCat("keygate: $KEYGATE_PEPPER_FILE: pepper file ",
+                                                   c.path, ": ", c.reason)));
+  }
+  // A refused pepper creates no database either.
+  Result create = cli.Run({"create", "--name", "n", "--owner", "o", "--env", "production"}, "",
+                          {"KEYGATE_PEPPER_FILE=" + dir.File("shared")});
+  CHECK(create.code == 3);
+  CHECK_FALSE(Exists(cli.db()));
+  // --allow-shared-pepper reads the 0644 file, and says so.
+  Result allowed = cli.Run(
+      {"--allow-shared-pepper", "create", "--name", "n", "--owner", "o", "--env", "production"}, "",
+      {"KEYGATE_PEPPER_FILE=" + dir.File("shared")});
+  INFO(allowed.err);
+  CHECK(allowed.code == 0);
+  CHECK_THAT(allowed.err, Catch::Contains("keygate: warning: pepper file " + dir.File("shared") +
+                                          ": is readable by group or others (mode 0644)"));
+  // The flag accepts access by others, nothing else.
+  CHECK(cli.Run({"--allow-shared-pepper", "scopes"}, "", {"KEYGATE_PEPPER_FILE=" + dir.File("dir")})
+            .code == 3);
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), "PEPPERBYTES"));
+}
+
+TEST_CASE("keygate CLI: a database another user owns or may write needs --allow-foreign-db",
+          "[cli][errors][security]") {
+  TempDir dir;
+  // A shared directory, sticky like /tmp, where ./keygate.db is the default.
+  const std::string shared = dir.File("shared");
+  REQUIRE(::mkdir(shared.c_str(), 0700) == 0);
+  REQUIRE(::chmod(shared.c_str(), 01777) == 0);
+  Cli cli(dir);
+  const std::vector<std::string> create = {"create", "--name", "n",         "--owner",
+                                           "o",      "--env",  "production"};
+  const auto in_shared = [&](std::vector<std::string> args) {
+    return cli.Run(std::move(args), "", {"KEYGATE_DB"}, /*with_db=*/false, shared);
+  };
+  Result made = in_shared(create);
+  INFO(made.err);
+  REQUIRE(made.code == 0);
+  const std::string db = shared + "/keygate.db";
+  REQUIRE(::chmod(db.c_str(), 0666) == 0);
+  std::string reason = "is writable by group or others (mode 0666)";
+  for (const bool owned_by_other : {false, true}) {
+    if (owned_by_other) {
+      if (::geteuid() != 0) {
+        WARN(
+            "skipped the other-owner case: only root can chown a file to another user "
+            "(CI runs as root)");
+        break;
+      }
+      REQUIRE(::chown(db.c_str(), 65534, 65534) == 0);
+      reason =
+          "is owned by uid 65534, not the current user (uid 0), and writable by group or "
+          "others (mode 0666)";
+    }
+    INFO(reason);
+    for (const std::vector<std::string>& args : {create, std::vector<std::string>{"list"}}) {
+      Result refused = in_shared(args);
+      CHECK(refused.code == 3);
+      CHECK(refused.out.empty());
+      CHECK_THAT(refused.err, Catch::Contains("./keygate.db: database file " + reason));
+      CHECK_THAT(refused.err, Catch::Contains("pass --allow-foreign-db to open it anyway"));
+    }
+    std::vector<std::string> allowed_args = {"--allow-foreign-db"};
+    allowed_args.insert(allowed_args.end(), create.begin(), create.end());
+    Result allowed = in_shared(allowed_args);
+    INFO(allowed.err);
+    CHECK(allowed.code == 0);
+    CHECK_THAT(allowed.err,
+               Catch::Contains("keygate: warning: sqlite ./keygate.db: database file " + reason +
+                               "; opened anyway"));
+  }
 }
 
 }  // namespace

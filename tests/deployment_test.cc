@@ -2,12 +2,23 @@
 
 #include "keygate/deployment.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
 #include "catch.h"
@@ -165,6 +176,177 @@ TEST_CASE("Deployment errors never echo a token pasted into a field",
   CHECK((*d)->Environment("").status().message() == "environment: must not be empty");
   CHECK((*d)->Environment("moon").status().message() == "environment: unknown environment 'moon'");
   CHECK((*d)->Environment(t).status().message() == "environment: unknown environment");
+}
+
+// --- ReadPepperFile ------------------------------------------------------------
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl =
+        absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/keygate-pepper-XXXXXX");
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string File(const std::string& name) const { return absl::StrCat(path_, "/", name); }
+
+ private:
+  std::string path_;
+};
+
+// Recognisable pepper bytes: no message may ever contain them.
+constexpr char kPepperBytes[] = "PEPPERBYTES-0123456789-abcdefghijklmnop";
+
+std::string WriteFile(const TempDir& dir, const std::string& name, const std::string& bytes,
+                      mode_t mode) {
+  const std::string path = dir.File(name);
+  { std::ofstream(path, std::ios::binary) << bytes; }
+  REQUIRE(::chmod(path.c_str(), mode) == 0);
+  return path;
+}
+
+std::string PepperOf(const PepperFile& f) {
+  return std::string(f.pepper.Reveal(InsecureSecretAccess::Get()));
+}
+
+TEST_CASE("ReadPepperFile reads a private regular file, one trailing newline removed",
+          "[deployment][pepper]") {
+  TempDir dir;
+  for (const std::string& ending : {std::string(), std::string("\n"), std::string("\r\n")}) {
+    INFO("ending " << ending.size());
+    const std::string path =
+        WriteFile(dir, "pepper", std::string(kPepperBytes) + ending, S_IRUSR | S_IWUSR);
+    absl::StatusOr<PepperFile> f = ReadPepperFile(path);
+    INFO(f.status());
+    REQUIRE(f.ok());
+    CHECK(PepperOf(*f) == kPepperBytes);
+    CHECK(f->warnings.empty());
+  }
+  // Read-only by its owner is the tightest mode, and fine; so are exactly
+  // kMinPepperSize bytes and exactly kMaxPepperFileSize.
+  CHECK(ReadPepperFile(WriteFile(dir, "ro", kPepperBytes, S_IRUSR)).ok());
+  absl::StatusOr<PepperFile> shortest =
+      ReadPepperFile(WriteFile(dir, "min", std::string(kMinPepperSize, 'p'), 0600));
+  REQUIRE(shortest.ok());
+  CHECK(shortest->pepper.size() == kMinPepperSize);
+  absl::StatusOr<PepperFile> longest =
+      ReadPepperFile(WriteFile(dir, "max", std::string(kMaxPepperFileSize, 'p'), 0600));
+  REQUIRE(longest.ok());
+  CHECK(longest->pepper.size() == kMaxPepperFileSize);
+  // The pepper works: a deployment takes it.
+  absl::StatusOr<PepperFile> f = ReadPepperFile(dir.File("pepper"));
+  REQUIRE(f.ok());
+  DeploymentOptions o;
+  o.pepper = std::move(f->pepper);
+  CHECK(Deployment::Create(std::move(o)).ok());
+  // A linked directory on the way is fine: only the file itself may not be a link.
+  REQUIRE(::symlink(dir.File("").c_str(), dir.File("linked-dir").c_str()) == 0);
+  CHECK(ReadPepperFile(dir.File("linked-dir/pepper")).ok());
+}
+
+TEST_CASE("ReadPepperFile refuses what is not a private regular pepper, naming the reason",
+          "[deployment][pepper][secret]") {
+  TempDir dir;
+  std::vector<absl::Status> refusals;
+  const auto expect = [&refusals](const std::string& path, absl::StatusCode code,
+                                  const std::string& reason) {
+    absl::StatusOr<PepperFile> f = ReadPepperFile(path);
+    INFO(path << ": " << f.status());
+    REQUIRE_FALSE(f.ok());
+    CHECK(f.status().code() == code);
+    CHECK(std::string(f.status().message()) == absl::StrCat("pepper file ", path, ": ", reason));
+    refusals.push_back(f.status());
+  };
+  const std::string good = WriteFile(dir, "good", kPepperBytes, 0600);
+
+  expect(dir.File("missing"), absl::StatusCode::kNotFound,
+         "cannot open: No such file or directory");
+  REQUIRE(::mkdir(dir.File("dir").c_str(), 0700) == 0);
+  expect(dir.File("dir"), absl::StatusCode::kFailedPrecondition,
+         "is a directory, not a regular file");
+  if (::access("/dev/zero", R_OK) == 0) {
+    expect("/dev/zero", absl::StatusCode::kFailedPrecondition,
+           "is a character device, not a regular file");
+  }
+  REQUIRE(::symlink(good.c_str(), dir.File("link").c_str()) == 0);
+  expect(dir.File("link"), absl::StatusCode::kFailedPrecondition,
+         "is a symbolic link (pass its target; linked directories in the path are fine)");
+  expect(WriteFile(dir, "short", std::string(kMinPepperSize - 1, 'p') + "\n", 0600),
+         absl::StatusCode::kFailedPrecondition, "holds 31 bytes; a pepper needs at least 32");
+  expect(WriteFile(dir, "empty", "", 0600), absl::StatusCode::kFailedPrecondition,
+         "holds 0 bytes; a pepper needs at least 32");
+  expect(WriteFile(dir, "big", std::string(kMaxPepperFileSize + 1, 'p'), 0600),
+         absl::StatusCode::kFailedPrecondition,
+         "is larger than 4096 bytes; a pepper file holds only the pepper");
+  expect(WriteFile(dir, "0644", kPepperBytes, 0644), absl::StatusCode::kFailedPrecondition,
+         "is readable by group or others (mode 0644); make it private to its owner (chmod 600)");
+  expect(WriteFile(dir, "0640", kPepperBytes, 0640), absl::StatusCode::kFailedPrecondition,
+         "is readable by group or others (mode 0640); make it private to its owner (chmod 600)");
+  expect(WriteFile(dir, "0602", kPepperBytes, 0602), absl::StatusCode::kFailedPrecondition,
+         "is writable by group or others (mode 0602); make it private to its owner (chmod 600)");
+  expect(WriteFile(dir, "0666", kPepperBytes, 0666), absl::StatusCode::kFailedPrecondition,
+         "is readable and writable by group or others (mode 0666); make it private to its "
+         "owner (chmod 600)");
+
+  // A FIFO with no writer: a blocking open would wait forever. The call runs
+  // in a child that SIGALRM ends if it hangs, so a regression fails the test
+  // instead of stalling it.
+  const std::string fifo = dir.File("fifo");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::alarm(30);
+    const absl::StatusCode code = ReadPepperFile(fifo).status().code();
+    ::_exit(code == absl::StatusCode::kFailedPrecondition ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  INFO("child status " << status);
+  REQUIRE(WIFEXITED(status));  // not killed by SIGALRM: it did not hang
+  CHECK(WEXITSTATUS(status) == 0);
+  expect(fifo, absl::StatusCode::kFailedPrecondition, "is a FIFO, not a regular file");
+
+  for (const absl::Status& s : refusals) {
+    CHECK(std::string(s.message()).find("PEPPERBYTES") == std::string::npos);
+  }
+}
+
+TEST_CASE("ReadPepperFile reads a shared pepper file only when allowed, with a warning",
+          "[deployment][pepper]") {
+  TempDir dir;
+  PepperFileOptions allow;
+  allow.allow_group_or_world_access = true;
+  const std::string path = WriteFile(dir, "pepper", std::string(kPepperBytes) + "\n", 0644);
+  CHECK(ReadPepperFile(path).status().code() == absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<PepperFile> f = ReadPepperFile(path, allow);
+  INFO(f.status());
+  REQUIRE(f.ok());
+  CHECK(PepperOf(*f) == kPepperBytes);
+  REQUIRE(f->warnings.size() == 1);
+  CHECK(f->warnings[0] ==
+        absl::StrCat("pepper file ", path,
+                     ": is readable by group or others (mode 0644); read anyway (group or world "
+                     "access allowed)"));
+  // Allowing shared access allows nothing else.
+  REQUIRE(::mkdir(dir.File("dir").c_str(), 0755) == 0);
+  CHECK(ReadPepperFile(dir.File("dir"), allow).status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+  CHECK(ReadPepperFile(WriteFile(dir, "short", "tiny", 0644), allow).status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+  // A private file gives no warning even when shared access is allowed.
+  absl::StatusOr<PepperFile> private_file =
+      ReadPepperFile(WriteFile(dir, "private", kPepperBytes, 0600), allow);
+  REQUIRE(private_file.ok());
+  CHECK(private_file->warnings.empty());
 }
 
 }  // namespace

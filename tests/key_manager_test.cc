@@ -1259,5 +1259,135 @@ TEST_CASE("KeyManager lists and searches through the store", "[manager][list]") 
   CHECK(f.manager->List(o).status().code() == absl::StatusCode::kInvalidArgument);
 }
 
+// --- Tokens in key fields ----------------------------------------------------
+
+// Where a token can hide in a field's text: alone, inside prose, glued to
+// other letters (a scanner's regex matches there too), percent-encoded
+// space before it, in a query string.
+std::vector<std::string> TokenPlacements(const std::string& token) {
+  return {token,
+          "copied " + token + " by mistake",
+          "x" + token,
+          "Bearer%20" + token,
+          "t=" + token + "&v=1",
+          token + "trailing"};
+}
+
+TEST_CASE("KeyManager refuses a token stored in any text field, naming the field",
+          "[manager][validation][secret]") {
+  Fixture f;
+  absl::StatusOr<Secret> own = GenerateToken("kg", "live");
+  REQUIRE_OK(own);
+  // Another deployment's token is just as secret.
+  absl::StatusOr<Secret> foreign = GenerateToken("acme", "prod");
+  REQUIRE_OK(foreign);
+  std::vector<absl::Status> refusals;
+  for (const std::string& token : {std::string(Text(*own)), std::string(Text(*foreign))}) {
+    for (const std::string& text : TokenPlacements(token)) {
+      INFO(text);
+      // Each field of a create request, and the field its error must name.
+      const std::vector<std::pair<std::string, std::function<void(CreateKeyRequest&)>>> fields = {
+          {"name", [&](CreateKeyRequest& r) { r.name = text; }},
+          {"description", [&](CreateKeyRequest& r) { r.description = "line\n" + text; }},
+          {"owner", [&](CreateKeyRequest& r) { r.owner = text; }},
+          {"accounts[1]",
+           [&](CreateKeyRequest& r) {
+             r.accounts = {"acct_1", text};
+           }},
+          {"metadata keys",
+           [&](CreateKeyRequest& r) {
+             r.metadata = {{text, "v"}};
+           }},
+          {"metadata['note']",
+           [&](CreateKeyRequest& r) {
+             r.metadata = {{"note", text}};
+           }},
+          {"webhook_url",
+           [&](CreateKeyRequest& r) { r.webhook_url = "https://hooks.example.com/k?" + text; }},
+      };
+      for (const auto& [field, set] : fields) {
+        INFO(field);
+        // A key longer than metadata keys may be is refused for its length.
+        if (field == "metadata keys" && text.size() > kMaxMetadataKeyLength) continue;
+        CreateKeyRequest req = f.Request();
+        set(req);
+        absl::Status s = f.manager->Create(req, "alice").status();
+        CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+        CHECK(std::string(s.message()) ==
+              field + ": holds an API token; tokens must not be stored in key fields");
+        CHECK(f.manager->ValidateCreate(req).code() == absl::StatusCode::kInvalidArgument);
+        refusals.push_back(s);
+      }
+      absl::Status actor = f.manager->Create(f.Request(), text).status();
+      CHECK(actor.code() == absl::StatusCode::kInvalidArgument);
+      CHECK(std::string(actor.message()).rfind("actor: holds an API token", 0) == 0);
+      refusals.push_back(actor);
+    }
+  }
+  // Nothing was stored or announced, and no message quotes a token.
+  CHECK(f.LastSequence() == 0);
+  CHECK(f.events->Events().empty());
+  const std::string everything = Stringified(f, refusals);
+  CHECK(everything.find(Text(*own).substr(8, 20)) == std::string::npos);
+  CHECK(everything.find(Text(*foreign).substr(10, 20)) == std::string::npos);
+}
+
+TEST_CASE("KeyManager refuses a token in the fields Modify changes",
+          "[manager][validation][secret]") {
+  Fixture f;
+  CreatedKey k = f.MustCreate(f.Request());
+  // The key's own token, pasted back into it.
+  const std::string token(Text(k.token));
+  const std::vector<std::pair<std::string, std::function<void(KeyUpdate&)>>> fields = {
+      {"name", [&](KeyUpdate& u) { u.name = "ci " + token; }},
+      {"description", [&](KeyUpdate& u) { u.description = token; }},
+      {"accounts[0]", [&](KeyUpdate& u) { u.accounts = std::vector<std::string>{token}; }},
+      {"metadata keys",
+       [&](KeyUpdate& u) {
+         u.metadata = std::map<std::string, std::string>{{token, "v"}};
+       }},
+      {"metadata['t']",
+       [&](KeyUpdate& u) {
+         u.metadata = std::map<std::string, std::string>{{"t", token}};
+       }},
+      {"webhook_url", [&](KeyUpdate& u) { u.webhook_url = "https://h.example.com/" + token; }},
+  };
+  std::vector<absl::Status> refusals;
+  for (const auto& [field, set] : fields) {
+    INFO(field);
+    KeyUpdate u;
+    set(u);
+    absl::Status s = f.manager->Modify(k.record.id, u, k.record.version, "alice").status();
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(s.message()) ==
+          field + ": holds an API token; tokens must not be stored in key fields");
+    refusals.push_back(s);
+  }
+  absl::StatusOr<KeyRecord> stored = f.store->Get(k.record.id);
+  REQUIRE_OK(stored);
+  CHECK(stored->version == k.record.version);
+  CHECK(Stringified(f, refusals).find(token.substr(8, 20)) == std::string::npos);
+}
+
+TEST_CASE("KeyManager accepts text shaped like a token whose checksum does not match",
+          "[manager][validation]") {
+  // The checksum is what tells a token from text of the same shape, as for
+  // a secret scanner: such names stay usable.
+  Fixture f;
+  absl::StatusOr<Secret> token = GenerateToken("kg", "live");
+  REQUIRE_OK(token);
+  std::string broken(Text(*token));
+  broken.back() = broken.back() == 'a' ? 'b' : 'a';
+  CHECK(f.manager->Create(f.Request(broken), "alice").ok());
+  CHECK(f.manager->Create(f.Request("kg_live_" + std::string(49, 'a')), "alice").ok());
+  // Too short a body, or a character outside base62 in it, is no token.
+  std::string cut(Text(*token));
+  cut.pop_back();
+  CHECK(f.manager->Create(f.Request(cut), "alice").ok());
+  std::string dashed(Text(*token));
+  dashed[20] = '-';
+  CHECK(f.manager->Create(f.Request(dashed), "alice").ok());
+}
+
 }  // namespace
 }  // namespace keygate

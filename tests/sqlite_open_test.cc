@@ -36,6 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 #include "catch.h"
 #include "key_store_conformance.h"
@@ -267,6 +268,149 @@ TEST_CASE("SQLite Open refuses to create a file next to journal files of a remov
     CHECK_THAT(std::string(store.status().message()), Catch::Contains(leftover));
     CHECK(Listing(dir.path()) == before);  // nothing created, nothing removed
   }
+}
+
+// --- Files another user planted or may change ------------------------------------
+
+// A database with one key at `path`, closed again (no journal files left).
+void MakeDatabase(const std::string& path) {
+  SqliteOptions o;
+  o.path = path;
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  REQUIRE((*store)->Insert(conformance::MakeRecord("key_planted")).ok());
+}
+
+absl::StatusOr<std::shared_ptr<SqliteKeyStore>> OpenAt(const std::string& path,
+                                                       bool allow_foreign_file = false) {
+  SqliteOptions o;
+  o.path = path;
+  o.allow_foreign_file = allow_foreign_file;
+  return SqliteKeyStore::Open(o);
+}
+
+// Open refuses with kFailedPrecondition and exactly this message.
+void ExpectRefused(const std::string& path, const std::string& message) {
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = OpenAt(path);
+  INFO(store.status().ToString());
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(std::string(store.status().message()) == message);
+}
+
+// With allow_foreign_file the same file opens, keeps its key, and each
+// foreign file is named in open_warnings().
+void ExpectAllowedWithWarnings(const std::string& path, const std::vector<std::string>& warnings) {
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = OpenAt(path, true);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  CHECK((*store)->open_warnings() == warnings);
+  CHECK((*store)->Get("key_planted").ok());
+}
+
+constexpr char kRefusedTail[] =
+    ": another user may have planted it or may change its keys; refused (open it as its owner, "
+    "or allow it with SqliteOptions::allow_foreign_file)";
+constexpr char kAllowedTail[] = "; opened anyway (SqliteOptions::allow_foreign_file is set)";
+
+TEST_CASE("SQLite Open refuses a database file that group or others may write",
+          "[sqlite][open][security]") {
+  testing::TempDir dir;
+  const std::string path = dir.File("keygate.db");
+  MakeDatabase(path);
+  for (const mode_t mode : {0666, 0620, 0602}) {
+    INFO("mode " << mode);
+    REQUIRE(::chmod(path.c_str(), mode) == 0);
+    const std::string reason =
+        absl::StrFormat("database file is writable by group or others (mode %04o)", mode);
+    ExpectRefused(path, absl::StrCat("sqlite ", path, ": ", reason, kRefusedTail));
+    ExpectAllowedWithWarnings(path, {absl::StrCat("sqlite ", path, ": ", reason, kAllowedTail)});
+  }
+  // Others reading it is not a way to plant keys: 0644 opens as before.
+  REQUIRE(::chmod(path.c_str(), 0644) == 0);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = OpenAt(path);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  CHECK((*store)->open_warnings().empty());
+}
+
+TEST_CASE("SQLite Open refuses journal files that are foreign, links or not regular files",
+          "[sqlite][open][security]") {
+  testing::TempDir dir;
+  const std::string path = dir.File("keygate.db");
+  MakeDatabase(path);
+  // An empty journal is no hot journal: SQLite would just use it.
+  const std::string journal = path + "-journal";
+  const int fd = ::open(journal.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  REQUIRE(::chmod(journal.c_str(), 0666) == 0);
+  const std::string what =
+      absl::StrCat("journal file '", journal, "' is writable by group or others (mode 0666)");
+  ExpectRefused(path, absl::StrCat("sqlite ", path, ": ", what, kRefusedTail));
+  ExpectAllowedWithWarnings(path, {absl::StrCat("sqlite ", path, ": ", what, kAllowedTail)});
+  REQUIRE(::unlink(journal.c_str()) == 0);
+
+  // A write-ahead log planted as a link would have SQLite write pages
+  // through it (as root: into any file): refused even when foreign files are
+  // allowed.
+  const std::string target = dir.File("victim");
+  std::ofstream(target) << "not yours";
+  REQUIRE(::symlink(target.c_str(), (path + "-wal").c_str()) == 0);
+  const std::string link_message =
+      absl::StrCat("sqlite ", path, ": journal file '", path,
+                   "-wal' is a symbolic link; keygate refuses to write through it (remove it if "
+                   "no process uses the database)");
+  ExpectRefused(path, link_message);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> allowed = OpenAt(path, true);
+  CHECK(std::string(allowed.status().message()) == link_message);
+  REQUIRE(::unlink((path + "-wal").c_str()) == 0);
+  REQUIRE(::mkdir((path + "-shm").c_str(), 0700) == 0);
+  ExpectRefused(
+      path, absl::StrCat("sqlite ", path, ": journal file '", path, "-shm' is not a regular file"));
+  REQUIRE(::rmdir((path + "-shm").c_str()) == 0);
+  CHECK(OpenAt(path).ok());
+}
+
+TEST_CASE("SQLite Open refuses a database file another user owns", "[sqlite][open][security]") {
+  testing::TempDir dir;
+  // A shared directory, sticky like /tmp: another user's 0666 keygate.db
+  // holding a key of theirs is what root's `keygate create` used to open.
+  const std::string shared = dir.File("shared");
+  REQUIRE(::mkdir(shared.c_str(), 0700) == 0);
+  REQUIRE(::chmod(shared.c_str(), 01777) == 0);
+  const std::string path = shared + "/keygate.db";
+  MakeDatabase(path);
+  REQUIRE(Exists(path));
+  if (::geteuid() != 0) {
+    WARN(
+        "skipped the other-owner cases: only root can chown a file to another user "
+        "(CI runs as root)");
+    return;
+  }
+  constexpr uid_t kNobody = 65534;
+  REQUIRE(::chown(path.c_str(), kNobody, kNobody) == 0);
+  const std::string owned =
+      absl::StrCat("database file is owned by uid ", kNobody, ", not the current user (uid 0)");
+  ExpectRefused(path, absl::StrCat("sqlite ", path, ": ", owned, kRefusedTail));
+  ExpectAllowedWithWarnings(path, {absl::StrCat("sqlite ", path, ": ", owned, kAllowedTail)});
+  // Both reasons at once, as in the report: nobody's file, mode 0666.
+  REQUIRE(::chmod(path.c_str(), 0666) == 0);
+  const std::string both = absl::StrCat(owned, ", and writable by group or others (mode 0666)");
+  ExpectRefused(path, absl::StrCat("sqlite ", path, ": ", both, kRefusedTail));
+  ExpectAllowedWithWarnings(path, {absl::StrCat("sqlite ", path, ": ", both, kAllowedTail)});
+  // A journal file another user owns, next to our own database.
+  REQUIRE(::chown(path.c_str(), 0, 0) == 0);
+  REQUIRE(::chmod(path.c_str(), 0600) == 0);
+  const std::string journal = path + "-journal";
+  const int fd = ::open(journal.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  REQUIRE(::chown(journal.c_str(), kNobody, kNobody) == 0);
+  ExpectRefused(
+      path, absl::StrCat("sqlite ", path, ": journal file '", journal,
+                         "' is owned by uid 65534, not the current user (uid 0)", kRefusedTail));
 }
 
 }  // namespace

@@ -120,12 +120,10 @@ absl::StatusOr<std::shared_ptr<const keygate::Deployment>> LoadDeployment() {
   keygate::DeploymentOptions o;
   const char* pepper_file = std::getenv("KEYGATE_PEPPER_FILE");
   if (pepper_file != nullptr && *pepper_file != '\0') {
-    absl::StatusOr<std::string> bytes = ReadFile(pepper_file, "KEYGATE_PEPPER_FILE");
-    if (!bytes.ok()) return bytes.status();
-    if (!bytes->empty() && bytes->back() == '\n') bytes->pop_back();
-    if (!bytes->empty() && bytes->back() == '\r') bytes->pop_back();
-    o.pepper = keygate::Secret(*bytes);
-    std::fill(bytes->begin(), bytes->end(), '\0');
+    // A regular, private file of at most 4 KiB (ReadPepperFile refuses the rest).
+    absl::StatusOr<keygate::PepperFile> pepper = keygate::ReadPepperFile(pepper_file);
+    if (!pepper.ok()) return pepper.status();
+    o.pepper = std::move(pepper->pepper);
   }
   return keygate::Deployment::Create(std::move(o));
 }

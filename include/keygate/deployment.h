@@ -14,11 +14,19 @@
 //   absl::StatusOr<std::shared_ptr<const keygate::Deployment>> d =
 //       keygate::Deployment::Create(std::move(opts));
 //
+// The pepper usually lives in a file of its own, outside the database:
+//
+//   absl::StatusOr<keygate::PepperFile> pepper =
+//       keygate::ReadPepperFile("/etc/myapp/pepper");  // mode 0600
+//   if (!pepper.ok()) { /* names the path and the reason, never a byte */ }
+//   opts.pepper = std::move(pepper->pepper);
+//
 // Thread safety: a `Deployment` is immutable and thread-safe.
 
 #ifndef KEYGATE_DEPLOYMENT_H_
 #define KEYGATE_DEPLOYMENT_H_
 
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +63,46 @@ struct DeploymentOptions {
   // HMAC-SHA256 key for digests, >= 32 bytes; none: plain SHA-256.
   std::optional<Secret> pepper;
 };
+
+// The largest pepper file ReadPepperFile reads: a pepper is 32 to a few
+// hundred bytes, so anything bigger is the wrong file.
+inline constexpr std::size_t kMaxPepperFileSize = 4096;
+
+struct PepperFileOptions {
+  // A pepper file that users other than its owner may read or write (any of
+  // mode 0066) is refused by default, as ssh refuses a private key others can
+  // read: whoever reads the pepper can test guessed or leaked tokens against
+  // a stolen database offline, and whoever writes it can make every key stop
+  // verifying. Set this to read such a file anyway (a pepper shared with a
+  // group on purpose); PepperFile::warnings then says so.
+  bool allow_group_or_world_access = false;
+};
+
+struct PepperFile {
+  Secret pepper;
+  // What the caller should tell the operator (no pepper bytes): set only
+  // for what the options allowed.
+  std::vector<std::string> warnings;
+};
+
+// Reads a pepper from the file at `path`: its bytes, with one trailing
+// newline ("\n" or "\r\n") removed. The file is opened without following a
+// symbolic link in its last component (linked directories are fine: a
+// Kubernetes secret volume's `..data/NAME`), without blocking (a FIFO
+// cannot hang the caller) and close-on-exec, then judged by fstat on what
+// was opened. Errors name the path and the reason, never a pepper byte:
+//   kNotFound           the file does not exist
+//   kPermissionDenied   the file cannot be opened (EACCES)
+//   kFailedPrecondition a symbolic link; not a regular file (a directory, a
+//                       device such as /dev/zero, a FIFO, a socket); more
+//                       than kMaxPepperFileSize bytes; fewer than
+//                       kMinPepperSize bytes once the newline is removed;
+//                       readable or writable by group or others (see
+//                       PepperFileOptions)
+//   kUnavailable        any other failure to open or read
+// Cost: one open, one fstat, a read of at most kMaxPepperFileSize + 1 bytes.
+absl::StatusOr<PepperFile> ReadPepperFile(const std::string& path,
+                                          const PepperFileOptions& options = {});
 
 class Deployment {
  public:

@@ -51,7 +51,11 @@ namespace keygate {
 
 // Text fields are UTF-8 without control characters (C0, DEL and C1, which
 // can forge lines on a terminal); a description may also hold newlines and
-// tabs.
+// tabs. No text field (the webhook URL and the actor included) may hold an
+// API token anywhere inside it: `<prefix>_<env>_` and 49 base62 characters
+// with a valid checksum, any prefix, as a secret scanner finds them.
+// kInvalidArgument "name: holds an API token; tokens must not be stored in
+// key fields" (never quoting it).
 struct CreateKeyRequest {
   std::string name;                   // 1-128 bytes of text
   std::string description;            // 0-1024 bytes of text, may span lines

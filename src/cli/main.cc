@@ -4,7 +4,9 @@
 //
 // The database defaults to $KEYGATE_DB, else ./keygate.db; it must name a
 // file (":memory:" and SQLite "file:" URIs are refused: keys created there
-// would be stored nowhere, or somewhere else than the name says). Exit status:
+// would be stored nowhere, or somewhere else than the name says), and one
+// another user owns or group or others may write is refused unless
+// --allow-foreign-db (then a warning says so). Exit status:
 //   0  success (for `verify`: the token is valid)
 //   1  `verify` only: the token was rejected (the verdict says why)
 //   2  usage error (bad flags or arguments; usage goes to stderr)
@@ -22,16 +24,16 @@
 // write:all, admin). If $KEYGATE_PEPPER_FILE names a file, its bytes (one
 // trailing newline removed, at least 32 bytes) are the HMAC pepper: the CLI
 // and every server using the same database must use the same pepper, or
-// tokens will not verify.
+// tokens will not verify. It is read by ReadPepperFile (deployment.h): a
+// regular file of at most 4 KiB, not a symbolic link, and private to its
+// owner unless --allow-shared-pepper (then a warning says so).
 
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -83,6 +85,8 @@ struct Globals {
   bool json = false;
   std::string actor;
   bool allow_internal_webhooks = false;
+  bool allow_shared_pepper = false;
+  bool allow_foreign_db = false;
 };
 
 std::string DefaultDb() {
@@ -127,21 +131,24 @@ void CheckDatabasePath(const Globals& g) {
   }
 }
 
-absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment() {
+// Notices go to stderr, escaped like everything else we print.
+void Warn(std::string_view message) {
+  std::cerr << "keygate: warning: " << SafeMessage(message) << "\n";
+}
+
+absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment(const Globals& g) {
   DeploymentOptions o;
   const char* pepper_file = std::getenv("KEYGATE_PEPPER_FILE");
   if (pepper_file != nullptr && *pepper_file != '\0') {
-    std::ifstream in(pepper_file, std::ios::binary);
-    if (!in) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("KEYGATE_PEPPER_FILE ", pepper_file, ": cannot read"));
+    PepperFileOptions po;
+    po.allow_group_or_world_access = g.allow_shared_pepper;
+    absl::StatusOr<PepperFile> pepper = ReadPepperFile(pepper_file, po);
+    if (!pepper.ok()) {
+      return absl::Status(pepper.status().code(),
+                          absl::StrCat("$KEYGATE_PEPPER_FILE: ", pepper.status().message()));
     }
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!bytes.empty() && bytes.back() == '\n') bytes.pop_back();
-    if (!bytes.empty() && bytes.back() == '\r') bytes.pop_back();
-    o.pepper = Secret(bytes);
-    // Wipe our copy; the Secret holds its own.
-    std::fill(bytes.begin(), bytes.end(), '\0');
+    for (const std::string& w : pepper->warnings) Warn(w);
+    o.pepper = std::move(pepper->pepper);
   }
   return Deployment::Create(std::move(o));
 }
@@ -158,7 +165,7 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   CheckDatabasePath(g);
   Session s;
   if (deployment == nullptr) {
-    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
     if (!d.ok()) return d.status();
     deployment = *std::move(d);
   }
@@ -166,6 +173,7 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   SqliteOptions so;
   so.path = g.db;
   so.create_if_missing = create_if_missing;
+  so.allow_foreign_file = g.allow_foreign_db;
   absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
   if (!store.ok()) {
     const std::string_view msg(store.status().message().data(), store.status().message().size());
@@ -175,8 +183,14 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
           ": database file does not exist; create a key first (keygate create) or point --db / "
           "$KEYGATE_DB at a database"));
     }
+    if (msg.find("allow_foreign_file") != std::string_view::npos) {
+      return absl::Status(
+          store.status().code(),
+          absl::StrCat(store.status().message(), "; pass --allow-foreign-db to open it anyway"));
+    }
     return store.status();
   }
+  for (const std::string& w : (*store)->open_warnings()) Warn(w);
   s.store = *store;
   KeyManager::Options mo;
   mo.deployment = s.deployment;
@@ -307,7 +321,7 @@ int RunCreate(const Globals& g, const CreateArgs& a) {
     throw UsageError{"--burst: needs --rate"};
   }
   CheckDatabasePath(g);
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
   if (!d.ok()) return Fail(d.status());
   // Opening creates the database file, so everything that can be refused
   // without it is refused first: a refused create leaves no file behind.
@@ -616,7 +630,7 @@ int RunVerify(const Globals& g, const VerifyArgs& a) {
 }
 
 int RunScopes(const Globals& g) {
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
   if (!d.ok()) return Fail(d.status());
   const ScopeRegistry& reg = (*d)->scopes();
   JsonWriter w;
@@ -636,7 +650,7 @@ int RunScopes(const Globals& g) {
 }
 
 int RunEnvs(const Globals& g) {
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment();
+  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
   if (!d.ok()) return Fail(d.status());
   JsonWriter w;
   std::vector<std::vector<std::string>> rows{{"ENVIRONMENT", "TAG", "TOKENS LOOK LIKE"}};
@@ -680,6 +694,10 @@ int Main(int argc, char** argv) {
   app.add_option("--actor", g.actor, "Who the audit events name (default: $USER)");
   app.add_flag("--allow-internal-webhooks", g.allow_internal_webhooks,
                "Accept webhook URLs naming loopback, private or link-local addresses");
+  app.add_flag("--allow-foreign-db", g.allow_foreign_db,
+               "Open a database file another user owns, or group or others may write (warns)");
+  app.add_flag("--allow-shared-pepper", g.allow_shared_pepper,
+               "Read a $KEYGATE_PEPPER_FILE that group or others may read or write (warns)");
 
   int result = kExitOk;
   std::function<int()> run;

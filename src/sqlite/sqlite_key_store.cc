@@ -852,6 +852,64 @@ bool CopyDigest(std::string_view blob, Digest* out) {
   return true;
 }
 
+// Why a file another user may have planted or may change is not ours alone
+// ("" when it is): owned by someone other than the effective user, or
+// writable by group or others.
+std::string ForeignReason(const struct stat& st) {
+  std::string reason;
+  const uid_t me = ::geteuid();
+  if (st.st_uid != me) {
+    absl::StrAppend(&reason, "owned by uid ", st.st_uid, ", not the current user (uid ", me, ")");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    absl::StrAppend(&reason, reason.empty() ? "" : ", and ",
+                    absl::StrFormat("writable by group or others (mode %04o)", st.st_mode & 07777));
+  }
+  return reason;
+}
+
+// Refuses (or, with allow_foreign_file, reports in `warnings`) a database
+// file, or one of its journal files, that is not the effective user's alone.
+// Such a file in a shared directory (a sticky /tmp, a world-writable
+// working directory, where ./keygate.db is the default) may have been
+// planted by another user holding an admin key of theirs, or can be changed
+// by them later: a process that opens it, root included, would serve or
+// extend their keys. A journal file that is a symbolic link or not a
+// regular file is refused always: SQLite would write pages through it.
+absl::Status CheckFileTrust(const SqliteOptions& o, std::vector<std::string>* warnings) {
+  const std::string& path = o.path;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+    const std::string file = absl::StrCat(path, suffix);
+    const std::string what =
+        *suffix == '\0' ? "database file" : absl::StrCat("journal file '", file, "'");
+    struct stat st;
+    if (::lstat(file.c_str(), &st) != 0) continue;  // absent (the database: SQLite says why)
+    if (S_ISLNK(st.st_mode)) {
+      if (*suffix == '\0') return SymlinkError(path);
+      return PathError(absl::StatusCode::kFailedPrecondition, path,
+                       absl::StrCat(what,
+                                    " is a symbolic link; keygate refuses to write "
+                                    "through it (remove it if no process uses the database)"));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      return PathError(absl::StatusCode::kFailedPrecondition, path,
+                       absl::StrCat(what, " is not a regular file"));
+    }
+    const std::string reason = ForeignReason(st);
+    if (reason.empty()) continue;
+    if (!o.allow_foreign_file) {
+      return PathError(absl::StatusCode::kFailedPrecondition, path,
+                       absl::StrCat(what, " is ", reason,
+                                    ": another user may have planted it or may change its keys; "
+                                    "refused (open it as its owner, or allow it with "
+                                    "SqliteOptions::allow_foreign_file)"));
+    }
+    warnings->push_back(absl::StrCat("sqlite ", path, ": ", what, " is ", reason,
+                                     "; opened anyway (SqliteOptions::allow_foreign_file is set)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -859,6 +917,7 @@ bool CopyDigest(std::string_view blob, Digest* out) {
 struct SqliteKeyStore::Impl {
   SqliteOptions options;
   bool in_memory = false;
+  std::vector<std::string> open_warnings;      // CheckFileTrust
   std::atomic<std::uint64_t> corrupt_rows{0};  // ChangesSince's undecodable rows
   std::mutex mu;
   std::unique_ptr<SqliteDb> db;  // guarded by mu
@@ -1138,6 +1197,9 @@ SqliteKeyStore::~SqliteKeyStore() {
 
 const std::string& SqliteKeyStore::path() const noexcept { return impl_->options.path; }
 const SqliteOptions& SqliteKeyStore::options() const noexcept { return impl_->options; }
+const std::vector<std::string>& SqliteKeyStore::open_warnings() const noexcept {
+  return impl_->open_warnings;
+}
 
 absl::StatusOr<std::shared_ptr<SqliteKeyStore>> SqliteKeyStore::Open(SqliteOptions options) {
   if (options.path.empty()) return absl::InvalidArgumentError("path: must not be empty");
@@ -1162,6 +1224,8 @@ absl::StatusOr<std::shared_ptr<SqliteKeyStore>> SqliteKeyStore::Open(SqliteOptio
     if (*create) {
       if (absl::Status s = CreateDatabase(options); !s.ok()) return s;
     }
+    // After creating: another process's file may have won the race.
+    if (absl::Status s = CheckFileTrust(options, &impl->open_warnings); !s.ok()) return s;
   }
   // From here on the file exists and is not ours alone (other processes may
   // use it, or it was there before): a failure leaves it as it is.

@@ -31,6 +31,10 @@
 //     fails while creating it leaves nothing behind (a SIGKILL at that moment
 //     can leave the temporary file). `Open` never removes a file it did not
 //     create.
+//   * An existing file another user owns, or one group or others may write
+//     (the database or its -wal, -shm, -journal file), is refused unless
+//     `SqliteOptions::allow_foreign_file` (then `open_warnings()` says so):
+//     whoever can plant or change the file can plant keys.
 //   * Only digests and display hints are stored, never a token.
 //   * Schema versioned with `PRAGMA user_version` and `PRAGMA application_id`;
 //     older files are migrated on open, newer ones are refused (kFailedPrecondition)
@@ -89,6 +93,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -137,6 +142,16 @@ struct SqliteOptions {
   // pulls the feed): log or alert, do not block. Empty: not reported (still
   // counted by corrupt_rows_skipped()).
   std::function<void(const absl::Status&)> on_corrupt_row;
+  // An existing database file, or its `-wal`, `-shm` or `-journal` file,
+  // that is owned by another user than the effective one or that group or
+  // others may write is refused (kFailedPrecondition, naming the file and
+  // the reason): in a shared directory (`./keygate.db` is the CLI's
+  // default) another user may have planted it, holding an admin key of
+  // theirs, or may change its keys later, and a process running as root
+  // would otherwise serve them without a word. Set this to open such a file
+  // anyway (a database shared with a group on purpose, or managed by root
+  // for a service user); `open_warnings()` then names each such file.
+  bool allow_foreign_file = false;
 };
 
 class SqliteKeyStore final : public KeyStore {
@@ -167,7 +182,11 @@ class SqliteKeyStore final : public KeyStore {
   //   kFailedPrecondition not a SQLite database, another application's
   //                       database, a newer keygate schema, or the file is a
   //                       symbolic link (refused on purpose: pass its target;
-  //                       linked directories in the path are fine)
+  //                       linked directories in the path are fine); the file
+  //                       or a journal file of it is owned by another user
+  //                       or writable by group or others (unless
+  //                       allow_foreign_file), or a journal file is a
+  //                       symbolic link or not a regular file
   //   kUnavailable        locked by another process past busy_timeout (the
   //                       message says "busy timeout ... exceeded" only then)
   //   kInternal           any other SQLite failure
@@ -221,6 +240,11 @@ class SqliteKeyStore final : public KeyStore {
 
   const std::string& path() const noexcept;
   const SqliteOptions& options() const noexcept;
+  // What Open accepted only because of SqliteOptions::allow_foreign_file,
+  // one line per file ("sqlite <path>: database file is owned by uid 1001,
+  // not the current user (uid 0); opened anyway ..."), for the caller to
+  // log. Empty otherwise.
+  const std::vector<std::string>& open_warnings() const noexcept;
 
  private:
   friend struct internal::SqliteKeyStoreTestPeer;  // tests only (src/sqlite/sqlite_db.h)
