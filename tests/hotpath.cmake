@@ -14,3 +14,6 @@ keygate_add_test(verifier_stress_test SOURCES verifier_stress_test.cc
   LABELS hotpath verifier concurrent TIMEOUT 300)
 keygate_add_test(verifier_index_test SOURCES verifier_index_test.cc
   LABELS hotpath verifier TIMEOUT 60)
+# The linearizability checker (tests/linearizability.h) on hand-built histories.
+keygate_add_test(linearizability_test SOURCES linearizability_test.cc
+  LIBS keygate_linearizability LABELS hotpath verifier TIMEOUT 60)
