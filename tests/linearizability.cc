@@ -547,7 +547,7 @@ std::vector<Op> History::Ops() const {
   return all;
 }
 
-CheckResult Check(std::vector<Op> ops, const CheckOptions& options) {
+CheckResult Check(const std::vector<Op>& ops, const CheckOptions& options) {
   CheckResult result;
   result.operations = ops.size();
   auto malformed = [&](std::string why) {

@@ -210,7 +210,7 @@ struct CheckResult {
 // that is malformed (ret <= call, a token issued to two keys, a verify that
 // names another key than the one its token was issued to) is reported as
 // not linearizable, with the reason in `failure`.
-CheckResult Check(std::vector<Op> ops, const CheckOptions& options = {});
+CheckResult Check(const std::vector<Op>& ops, const CheckOptions& options = {});
 
 // Every operation of `key` (management calls, and the verifies of
 // `replica`), one a line in invocation order, tokens by number: to read

@@ -291,7 +291,7 @@ class Stress {
 
   lin::CheckResult Run() {
     const bool heavy = Heavy();
-    const int ops_per_writer = heavy ? 10000 : 300;
+    const int ops_per_writer = heavy ? 4000 : 300;
     const int verifier_readers = heavy ? 4 : 2;
     constexpr int kPool = 12;
     // Each reader keeps within this many verifies per management call made,
