@@ -359,7 +359,7 @@ class Stress {
     verifier_->Shutdown();
 
     std::vector<lin::Op> ops = history_.Ops();
-    const lin::CheckResult result = lin::Check(ops);
+    lin::CheckResult result = lin::Check(ops);
     CHECK(result.verifications > static_cast<std::size_t>(ops_per_writer) * 2);
     // KEYGATE_LIN_DUMP=<file>: the whole history of a key found wanting (in a
     // run that should have been linearizable).
