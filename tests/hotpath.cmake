@@ -10,7 +10,16 @@ if(NOT KEYGATE_SANITIZE MATCHES "thread")
   keygate_add_test(verifier_alloc_test SOURCES verifier_alloc_test.cc
     LABELS hotpath verifier TIMEOUT 60)
 endif()
+# Histories of concurrent management and verification, checked for
+# linearizability (tests/linearizability.h), on each store that is built.
 keygate_add_test(verifier_stress_test SOURCES verifier_stress_test.cc
-  LABELS hotpath verifier concurrent TIMEOUT 300)
+  LIBS keygate_linearizability LABELS hotpath verifier concurrent TIMEOUT 300)
+if(TARGET keygate_sqlite)
+  target_link_libraries(verifier_stress_test PRIVATE keygate::sqlite)
+  target_compile_definitions(verifier_stress_test PRIVATE KEYGATE_TEST_SQLITE=1)
+endif()
 keygate_add_test(verifier_index_test SOURCES verifier_index_test.cc
   LABELS hotpath verifier TIMEOUT 60)
+# The linearizability checker (tests/linearizability.h) on hand-built histories.
+keygate_add_test(linearizability_test SOURCES linearizability_test.cc
+  LIBS keygate_linearizability LABELS hotpath verifier TIMEOUT 60)

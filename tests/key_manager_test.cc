@@ -1065,27 +1065,181 @@ TEST_CASE("Revoke and restore are idempotent and verified immediately", "[manage
   CHECK(f.manager->Restore("key_missing", "bob").status().code() == absl::StatusCode::kNotFound);
 }
 
-TEST_CASE("Revoke succeeds despite concurrent edits", "[manager][revoke][concurrent]") {
-  Fixture f;
-  CreatedKey k = f.MustCreate(f.Request());
-  std::atomic<bool> stop{false};
-  std::thread editor([&] {
-    int i = 0;
-    while (!stop.load()) {
-      absl::StatusOr<KeyRecord> cur = f.store->Get(k.record.id);
-      if (!cur.ok()) break;
-      KeyUpdate u;
-      u.metadata = std::map<std::string, std::string>{{"i", std::to_string(++i)}};
-      (void)f.manager->Modify(k.record.id, u, cur->version, "editor").ok();
+// Before each of the next `conflicts` writes (Update or Delete) of a key,
+// commits a concurrent edit of that key (a metadata change, which bumps its
+// version), so the write the caller built from its earlier read loses the
+// compare-and-set. KeyManager's retry loops then run a known number of
+// times, without hoping that two threads meet.
+class ConflictingStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
+    Interfere(r.id);
+    return ForwardingStore::Update(r);
+  }
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
+    Interfere(id);
+    return ForwardingStore::Delete(id, v);
+  }
+
+  int conflicts = 0;  // edits still to inject; kAlways: before every write
+  int edits = 0;      // edits injected so far
+  int writes = 0;     // writes the caller attempted
+  static constexpr int kAlways = -1;
+
+ private:
+  void Interfere(std::string_view id) {
+    ++writes;
+    if (conflicts == 0) return;
+    if (conflicts > 0) --conflicts;
+    absl::StatusOr<KeyRecord> current = inner().Get(id);
+    REQUIRE_OK(current);
+    current->metadata["edit"] = std::to_string(++edits);
+    REQUIRE_OK(inner().Update(*current));
+  }
+};
+
+// The operations that retry on their own: the three retry loops of
+// KeyManager (SetState for revoke and restore, Delete, Roll).
+enum class Retrying { kRevoke, kRestore, kDelete, kRoll };
+
+struct RetryCase {
+  Retrying op;
+  const char* name;
+};
+
+const RetryCase kRetryCases[] = {{Retrying::kRevoke, "revoke"},
+                                 {Retrying::kRestore, "restore"},
+                                 {Retrying::kDelete, "delete"},
+                                 {Retrying::kRoll, "roll"}};
+
+// A fixture whose manager writes through a ConflictingStore over its store,
+// with one key (revoked first for kRestore, without conflicts).
+struct ConflictFixture {
+  explicit ConflictFixture(Retrying which) : op(which) {
+    conflicting = std::make_shared<ConflictingStore>(f.store);
+    KeyManager::Options o;
+    o.deployment = f.deployment;
+    o.store = conflicting;
+    o.events = f.events;
+    o.clock = f.clock;
+    f.manager = std::make_unique<KeyManager>(std::move(o));
+    key = std::make_unique<CreatedKey>(f.MustCreate(f.Request()));
+    if (op == Retrying::kRestore) REQUIRE_OK(f.manager->Revoke(key->record.id, "alice"));
+    events_before = f.events->Events().size();
+    conflicting->writes = 0;
+  }
+
+  absl::Status Run() {
+    const std::string& id = key->record.id;
+    switch (op) {
+      case Retrying::kRevoke:
+        return f.manager->Revoke(id, "bob").status();
+      case Retrying::kRestore:
+        return f.manager->Restore(id, "bob").status();
+      case Retrying::kDelete:
+        return f.manager->Delete(id, "bob");
+      case Retrying::kRoll: {
+        absl::StatusOr<CreatedKey> rolled = f.manager->Roll(id, absl::ZeroDuration(), "bob");
+        if (rolled.ok()) new_token = std::make_unique<Secret>(std::move(rolled->token));
+        return rolled.status();
+      }
     }
-  });
-  absl::StatusOr<KeyRecord> revoked = f.manager->Revoke(k.record.id, "alice");
-  stop.store(true);
-  editor.join();
-  REQUIRE_OK(revoked);
-  absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);
-  REQUIRE_OK(got);
-  CHECK(got->state == KeyState::kRevoked);
+    return absl::InternalError("unreachable");
+  }
+
+  Retrying op;
+  Fixture f;
+  std::shared_ptr<ConflictingStore> conflicting;
+  std::unique_ptr<CreatedKey> key;
+  std::unique_ptr<Secret> new_token;
+  std::size_t events_before = 0;
+};
+
+TEST_CASE("Revoke succeeds despite concurrent edits", "[manager][revoke][concurrent]") {
+  for (const RetryCase& c : kRetryCases) {
+    INFO(c.name);
+    ConflictFixture x(c.op);
+    const std::uint64_t version = x.f.manager->Get(x.key->record.id)->version;
+    x.conflicting->conflicts = 5;
+    REQUIRE_OK(x.Run());
+    // It lost the compare-and-set five times, to five edits, and won the sixth.
+    CHECK(x.conflicting->edits == 5);
+    CHECK(x.conflicting->writes == 6);
+    const std::vector<Event> events = x.f.events->Events();
+    REQUIRE(events.size() == x.events_before + 1);  // its own event, once
+    absl::StatusOr<KeyRecord> got = x.f.store->Get(x.key->record.id);
+    if (c.op == Retrying::kDelete) {
+      CHECK(got.status().code() == absl::StatusCode::kNotFound);
+      CHECK(events.back().type == EventType::kDeleted);
+      CHECK(x.f.Verify(x.key->token) == Outcome::kUnknown);
+      continue;
+    }
+    REQUIRE_OK(got);
+    // Applied on top of the last edit, which it kept.
+    CHECK(got->version == version + 6);
+    CHECK(got->metadata.at("edit") == "5");
+    CHECK(events.back().version == got->version);
+    switch (c.op) {
+      case Retrying::kRevoke:
+        CHECK(got->state == KeyState::kRevoked);
+        CHECK(events.back().type == EventType::kRevoked);
+        CHECK(x.f.Verify(x.key->token) == Outcome::kRevoked);
+        break;
+      case Retrying::kRestore:
+        CHECK(got->state == KeyState::kActive);
+        CHECK(events.back().type == EventType::kRestored);
+        CHECK(x.f.Verify(x.key->token) == Outcome::kOk);
+        break;
+      case Retrying::kRoll:
+        // The token handed out is the one stored (each lost attempt minted
+        // one that nobody sees).
+        REQUIRE(x.new_token != nullptr);
+        CHECK(events.back().type == EventType::kRolled);
+        CHECK(x.f.Verify(*x.new_token) == Outcome::kOk);
+        CHECK(x.f.Verify(x.key->token) == Outcome::kUnknown);
+        break;
+      case Retrying::kDelete:
+        break;
+    }
+  }
+}
+
+TEST_CASE("Retrying operations give up after too many concurrent changes",
+          "[manager][revoke][roll][delete][concurrent]") {
+  for (const RetryCase& c : kRetryCases) {
+    INFO(c.name);
+    int attempts = 0;
+    {
+      ConflictFixture x(c.op);
+      const absl::StatusOr<KeyRecord> before = x.f.store->Get(x.key->record.id);
+      REQUIRE_OK(before);
+      x.conflicting->conflicts = ConflictingStore::kAlways;
+      const absl::Status s = x.Run();
+      CHECK(s.code() == absl::StatusCode::kAborted);
+      CHECK(std::string(s.message()) ==
+            absl::StrCat("key ", x.key->record.id, ": too many concurrent changes; retry"));
+      // Every attempt lost to an edit; the operation itself wrote nothing.
+      attempts = x.conflicting->writes;
+      CHECK(attempts > 1);
+      CHECK(x.conflicting->edits == attempts);
+      CHECK(x.f.events->Events().size() == x.events_before);
+      CHECK(x.new_token == nullptr);
+      absl::StatusOr<KeyRecord> after = x.f.store->Get(x.key->record.id);
+      REQUIRE_OK(after);
+      CHECK(after->state == before->state);
+      CHECK(after->digest == before->digest);
+      CHECK(after->version == before->version + static_cast<std::uint64_t>(attempts));
+    }
+    {
+      // One conflict fewer than the bound, and the last attempt wins.
+      ConflictFixture x(c.op);
+      x.conflicting->conflicts = attempts - 1;
+      REQUIRE_OK(x.Run());
+      CHECK(x.conflicting->writes == attempts);
+      CHECK(x.f.events->Events().size() == x.events_before + 1);
+    }
+  }
 }
 
 TEST_CASE("Delete removes the key for good", "[manager][delete]") {
