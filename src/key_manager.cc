@@ -656,7 +656,12 @@ absl::StatusOr<KeyRecord> KeyManager::Modify(std::string_view id, const KeyUpdat
   if (update.metadata) next.metadata = *update.metadata;
 
   std::vector<std::string> changed = ChangedFields(*current, next);
-  if (changed.empty()) return *current;  // nothing to write, nothing to report
+  if (changed.empty()) {
+    // Nothing to write or report; a write that got here first may still be
+    // on its way to the verifiers, and this call must not return before it.
+    if (absl::Status s = options_.store->AwaitSubscribers(); !s.ok()) return s;
+    return *current;
+  }
   next.updated = Now();
   next.version = expected_version;
   absl::StatusOr<KeyRecord> stored = options_.store->Update(next);
@@ -672,7 +677,12 @@ absl::StatusOr<KeyRecord> KeyManager::SetState(std::string_view id, KeyState tar
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     absl::StatusOr<KeyRecord> current = options_.store->Get(id);
     if (!current.ok()) return current.status();
-    if (current->state == target) return current;  // idempotent: no write, no event
+    if (current->state == target) {
+      // Idempotent: no write, no event; but the write that set the state
+      // may still be notifying: return only once the verifiers have it.
+      if (absl::Status s = options_.store->AwaitSubscribers(); !s.ok()) return s;
+      return current;
+    }
     KeyRecord next = *std::move(current);
     next.state = target;
     next.updated = Now();

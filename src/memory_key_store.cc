@@ -412,6 +412,11 @@ absl::StatusOr<std::uint64_t> MemoryKeyStore::LastSequence() {
   return s.last_sequence;
 }
 
+absl::Status MemoryKeyStore::AwaitSubscribers() {
+  state_->NotifyAll();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Subscription>> MemoryKeyStore::Subscribe(
     std::function<void()> on_change) {
   if (!on_change) return absl::InvalidArgumentError("on_change: must be callable");

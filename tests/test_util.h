@@ -81,6 +81,7 @@ class ForwardingStore : public KeyStore {
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> cb) override {
     return inner_->Subscribe(std::move(cb));
   }
+  absl::Status AwaitSubscribers() override { return inner_->AwaitSubscribers(); }
 
  protected:
   KeyStore& inner() { return *inner_; }

@@ -183,6 +183,16 @@ class KeyStore {
   // just wake up a reader of ChangesSince. Errors: kUnavailable.
   virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
       std::function<void()> on_change) = 0;
+
+  // Returns once every subscriber of this store object has finished a
+  // callback round that started after the call, so a record read before the
+  // call has reached them. KeyManager calls it when a request finds nothing
+  // to write (a second Revoke of a revoked key): the write that got there
+  // first may still be notifying, and the caller must not return before the
+  // verifiers have it. The default does nothing: for stores whose writes
+  // notify asynchronously, which promise no such order. Errors: the
+  // store's.
+  virtual absl::Status AwaitSubscribers() { return absl::OkStatus(); }
 };
 
 }  // namespace keygate

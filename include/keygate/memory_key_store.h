@@ -52,6 +52,7 @@ class MemoryKeyStore final : public KeyStore {
   absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override;
   absl::StatusOr<std::uint64_t> LastSequence() override;
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change) override;
+  absl::Status AwaitSubscribers() override;
 
   // Test hook: while set, every method returns kUnavailable (a backend that
   // is down), so callers' fail-closed paths can be tested.

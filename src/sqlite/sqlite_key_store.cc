@@ -1599,6 +1599,12 @@ absl::StatusOr<std::unique_ptr<Subscription>> SqliteKeyStore::Subscribe(
       std::make_unique<SqliteSubscription>(std::move(sub), impl_->notifier));
 }
 
+absl::Status SqliteKeyStore::AwaitSubscribers() {
+  const std::shared_ptr<Notifier> notifier = impl_->notifier;
+  notifier->Committed();
+  return absl::OkStatus();
+}
+
 absl::Status SqliteKeyStore::CheckIntegrity() {
   std::lock_guard<std::mutex> lock(impl_->mu);
   SqliteDb& db = *impl_->db;

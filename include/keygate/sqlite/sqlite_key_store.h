@@ -215,6 +215,7 @@ class SqliteKeyStore final : public KeyStore {
   absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override;
   absl::StatusOr<std::uint64_t> LastSequence() override;
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change) override;
+  absl::Status AwaitSubscribers() override;
 
   // Inserts many records in ONE transaction (one fsync): all or nothing.
   // This is how imports reach tens of thousands of keys per second (`Insert`
