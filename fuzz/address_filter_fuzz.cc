@@ -9,6 +9,9 @@
 //     before it are a valid list;
 //   - every address and every block's own address is allowed by the filter
 //     built from it;
+//   - an accepted entry, and an allowed client address, hold no NUL byte
+//     before the zone ('%', ignored): the address is read as a C string,
+//     and what followed a NUL would be silently dropped;
 //   - an IPv4 client is one address in its dotted, IPv4-mapped IPv6 and
 //     bracketed forms.
 #include <arpa/inet.h>
@@ -35,6 +38,10 @@ bool Quotable(std::string_view s) {
     if (!ok) return false;
   }
   return true;
+}
+
+bool HasNulBeforeZone(std::string_view s) {
+  return s.substr(0, s.find('%')).find('\0') != std::string_view::npos;
 }
 
 bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
@@ -87,11 +94,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   for (const std::string& e : entries) {
+    if (HasNulBeforeZone(e)) std::abort();
     const std::string address = e.substr(0, e.find('/'));
     if (!(*filter)->Allows(address)) std::abort();
   }
 
   const bool allowed = (*filter)->Allows(probe);
+  if (allowed && HasNulBeforeZone(probe)) std::abort();
   unsigned char v4[4];
   if (probe.find('\0') == std::string::npos && inet_pton(AF_INET, probe.c_str(), v4) == 1) {
     if ((*filter)->Allows("::ffff:" + probe) != allowed) std::abort();
