@@ -50,10 +50,11 @@ fuzz_one() {
     echo "fuzz: after the fix, add it to $corpus/ (a regression test)" >&2
     return 1
   fi
-  local execs counters
+  local execs counters covered
   execs="$(awk '/stat::number_of_executed_units/ {print $2}' "$log")"
   counters="$(grep -o -m1 '[0-9]* inline 8-bit counters' "$log" | awk '{print $1}' || true)"
-  echo "$name: $execs inputs in ${seconds}s, $counters coverage counters," \
+  covered="$(grep -o 'DONE *cov: [0-9]*' "$log" | awk '{print $3}' || true)"
+  echo "$name: $execs inputs in ${seconds}s, edges covered $covered of $counters," \
     "corpus $(find "$corpus" -type f | wc -l) seeds + $(find "$scratch/new" -type f | wc -l) new," \
     "no findings"
   rm -rf "$scratch"
