@@ -4,6 +4,10 @@
 # when KEYGATE_WERROR is ON). -Wnull-dereference is left out: g++ 12 reports
 # false positives inside libstdc++'s own headers at -O2. Sanitizers apply to everything built in this
 # tree when KEYGATE_SANITIZE is set, so that the library and its tests agree.
+# KEYGATE_FUZZ compiles everything with libFuzzer's coverage instrumentation
+# (-fsanitize=fuzzer-no-link) so that the fuzzers see the library's branches,
+# not only their own; fuzz/CMakeLists.txt links the libFuzzer driver into the
+# fuzz executables alone.
 
 if(NOT CMAKE_CXX_STANDARD)
   set(CMAKE_CXX_STANDARD 20)
@@ -29,4 +33,11 @@ if(KEYGATE_SANITIZE)
   endif()
   add_compile_options(${_keygate_san_flags})
   add_link_options(-fsanitize=${KEYGATE_SANITIZE})
+endif()
+
+if(KEYGATE_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "KEYGATE_FUZZ needs clang (libFuzzer)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link)
 endif()

@@ -92,6 +92,9 @@ bool ParseAddress(std::string_view text, bool* v6, unsigned char bytes[16],
   }
   char buf[INET6_ADDRSTRLEN + 1];
   if (text.empty() || text.size() >= sizeof(buf)) return false;
+  // inet_pton reads a C string: a NUL would end the address early and the
+  // rest would be ignored ("::<NUL>anything" read as "::").
+  if (text.find('\0') != std::string_view::npos) return false;
   std::memcpy(buf, text.data(), text.size());
   buf[text.size()] = '\0';
   std::memset(bytes, 0, 16);

@@ -1,11 +1,9 @@
-# The fuzz seed corpora replayed as regression tests with any compiler.
-foreach(target token bearer)
-  add_executable(${target}_fuzz_replay ${PROJECT_SOURCE_DIR}/fuzz/${target}_fuzz.cc
-                 ${PROJECT_SOURCE_DIR}/fuzz/replay_main.cc)
-  target_link_libraries(${target}_fuzz_replay PRIVATE keygate::keygate)
-  target_include_directories(${target}_fuzz_replay PRIVATE ${PROJECT_SOURCE_DIR}/src)
-  keygate_set_warnings(${target}_fuzz_replay)
-  add_test(NAME ${target}_fuzz_replay
-           COMMAND ${target}_fuzz_replay ${PROJECT_SOURCE_DIR}/fuzz/corpus/${target})
-  set_tests_properties(${target}_fuzz_replay PROPERTIES LABELS "core;fuzz" TIMEOUT 120)
+# The fuzz corpora (seeds, and every input that once made a fuzzer fail)
+# replayed as regression tests with any compiler: fuzz/targets.cmake.
+include(${PROJECT_SOURCE_DIR}/fuzz/targets.cmake)
+foreach(name ${KEYGATE_FUZZ_TARGETS})
+  keygate_fuzz_target(${name}_fuzz_replay ${name} ${PROJECT_SOURCE_DIR}/fuzz/replay_main.cc)
+  add_test(NAME ${name}_fuzz_replay
+           COMMAND ${name}_fuzz_replay ${PROJECT_SOURCE_DIR}/fuzz/corpus/${name})
+  set_tests_properties(${name}_fuzz_replay PROPERTIES LABELS "core;fuzz" TIMEOUT 120)
 endforeach()

@@ -537,6 +537,28 @@ TEST_CASE("AddressFilter matches IPv4 and IPv6 CIDR blocks", "[http_request][add
   CHECK(verifier->calls.load() == 1);
 }
 
+TEST_CASE("AddressFilter refuses an address with a NUL byte instead of reading up to it",
+          "[http_request][address]") {
+  // The address is parsed as a C string: before the fix, "::" followed by a
+  // NUL and anything at all was the block "::/90", and a client address
+  // "10.0.0.1<NUL>junk" was 10.0.0.1 (found by fuzz/address_filter_fuzz.cc).
+  auto bytes = [](const auto& literal) { return std::string(literal, sizeof(literal) - 1); };
+  for (const std::string& bad :
+       {bytes("::\0garbage/90"), bytes("10.0.0.1\0junk"), bytes("10.0.0.1\0/8")}) {
+    const std::vector<std::string> one = {bad};
+    auto r = AddressFilter::Create(one);
+    CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(r.status().message() == "allowed[0]: not an IP address or CIDR block");
+  }
+  const std::vector<std::string> blocks = {"10.0.0.0/8", "::/0"};
+  auto filter = AddressFilter::Create(blocks);
+  REQUIRE(filter.ok());
+  CHECK((*filter)->Allows("10.0.0.1"));
+  CHECK_FALSE((*filter)->Allows(bytes("10.0.0.1\0junk")));
+  CHECK_FALSE((*filter)->Allows(bytes("::1\0")));
+  CHECK((*filter)->Allows("::1%eth0"));  // a zone is still ignored
+}
+
 TEST_CASE("AddressFilter accepts IPv4-mapped IPv6 blocks as the IPv4 blocks they cover",
           "[http_request][address]") {
   // "::ffff:10.0.0.0/104" is 10.0.0.0/8 written in IPv6: the prefix counts

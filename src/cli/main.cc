@@ -46,12 +46,12 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/format.h"
+#include "cli/parse.h"
 
 #include "keygate/deployment.h"
 #include "keygate/http.h"
@@ -244,34 +244,6 @@ void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what) 
     std::cout << token << "\n";
   }
   std::cerr << kTokenWarning << "\n";
-}
-
-absl::Status ParseExpires(const std::string& text, absl::Time now, absl::Time* out) {
-  absl::Duration d;
-  if (ParseDurationWithDays(text, &d)) {
-    *out = now + d;
-    return absl::OkStatus();
-  }
-  std::string err;
-  if (absl::ParseTime(absl::RFC3339_full, text, out, &err)) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      "--expires: expected a duration (30d, 12h, 90m) or an RFC 3339 time "
-      "(2030-01-01T00:00:00Z)");
-}
-
-// "100/1m" -> 100 requests per minute.
-absl::StatusOr<RateLimitPolicy> ParseRate(const std::string& text,
-                                          std::optional<std::uint32_t> burst) {
-  const std::size_t slash = text.find('/');
-  RateLimitPolicy p;
-  if (slash == std::string::npos ||
-      !absl::SimpleAtoi(absl::string_view(text.data(), slash), &p.rate) ||
-      !ParseDurationWithDays(std::string_view(text).substr(slash + 1), &p.period)) {
-    return absl::InvalidArgumentError("--rate: expected REQUESTS/PERIOD, e.g. 100/1m or 10/1s");
-  }
-  const std::uint64_t default_burst = std::min<std::uint64_t>(p.rate, 1'000'000);
-  p.burst = burst.value_or(static_cast<std::uint32_t>(std::max<std::uint64_t>(default_burst, 1)));
-  return p;
 }
 
 std::map<std::string, std::string> ParseMetadata(const std::vector<std::string>& items) {

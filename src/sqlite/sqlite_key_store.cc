@@ -45,12 +45,14 @@
 
 #include "internal/key_label.h"
 #include "sqlite/json.h"
+#include "sqlite/record_row.h"
 #include "sqlite/schema.h"
 #include "sqlite/sqlite_db.h"
 
 namespace keygate {
 namespace {
 
+using internal::kRecordColumns;
 using internal::SqliteDb;
 using internal::Statement;
 using internal::WriteTransaction;
@@ -66,14 +68,6 @@ constexpr int kDenseSearchThreshold = 4000;
 // A 2-character needle that starts more distinct trigrams than this is
 // common enough for the id-order walk.
 constexpr std::size_t kMaxPrefixTerms = 128;
-
-// The record columns, in the order DecodeRecord reads them.
-constexpr char kRecordColumns[] =
-    "k.id, k.name, k.description, k.owner, k.kind, k.environment, k.scopes, k.state, "
-    "k.created_us, k.updated_us, k.expires_us, k.last_used_us, k.rate_limit_rate, "
-    "k.rate_limit_period_us, k.rate_limit_burst, k.webhook_url, k.accounts, k.metadata, "
-    "k.digest, k.hint, k.previous_digest, k.previous_hint, k.previous_valid_until_us, "
-    "k.version";
 
 std::string ToLowerAscii(std::string_view s) {
   std::string out(s);
@@ -846,12 +840,6 @@ constexpr char kUpdateKeySql[] =
     "hint = ?21, previous_digest = ?22, previous_hint = ?23, previous_valid_until_us = ?24, "
     "version = ?25, change_seq = ?26 WHERE pk = ?27";
 
-bool CopyDigest(std::string_view blob, Digest* out) {
-  if (blob.size() != out->size()) return false;
-  std::memcpy(out->data(), blob.data(), blob.size());
-  return true;
-}
-
 // Why a file another user may have planted or may change is not ours alone
 // ("" when it is): owned by someone other than the effective user, or
 // writable by group or others.
@@ -933,51 +921,9 @@ struct SqliteKeyStore::Impl {
     std::string name_lower;
   };
 
-  absl::Status Corrupt(std::string_view id, std::string_view column) const {
-    return absl::DataLossError(absl::StrCat("sqlite ", options.path, ": ", internal::KeyLabel(id),
-                                            ": corrupt row (column ", std::string(column), ")"));
-  }
-
-  // Decodes the kRecordColumns starting at column `o`.
+  // Decodes the kRecordColumns starting at column `o` (record_row.h).
   absl::StatusOr<KeyRecord> Decode(const Statement& s, int o) const {
-    KeyRecord r;
-    r.id = std::string(s.Text(o + 0));
-    r.name = std::string(s.Text(o + 1));
-    r.description = std::string(s.Text(o + 2));
-    r.owner = std::string(s.Text(o + 3));
-    r.kind = static_cast<KeyKind>(s.Int(o + 4));
-    r.environment = std::string(s.Text(o + 5));
-    if (!internal::DecodeJsonStringArray(s.Text(o + 6), &r.scopes)) return Corrupt(r.id, "scopes");
-    r.state = static_cast<KeyState>(s.Int(o + 7));
-    r.created = internal::MicrosToTime(s.Int(o + 8));
-    r.updated = internal::MicrosToTime(s.Int(o + 9));
-    if (!s.IsNull(o + 10)) r.expires = internal::MicrosToTime(s.Int(o + 10));
-    if (!s.IsNull(o + 11)) r.last_used = internal::MicrosToTime(s.Int(o + 11));
-    if (!s.IsNull(o + 12)) {
-      RateLimitPolicy p;
-      p.rate = static_cast<std::uint64_t>(s.Int(o + 12));
-      p.period = absl::Microseconds(s.Int(o + 13));
-      p.burst = static_cast<std::uint32_t>(s.Int(o + 14));
-      r.rate_limit = p;
-    }
-    r.webhook_url = std::string(s.Text(o + 15));
-    if (!internal::DecodeJsonStringArray(s.Text(o + 16), &r.accounts)) {
-      return Corrupt(r.id, "accounts");
-    }
-    if (!internal::DecodeJsonStringMap(s.Text(o + 17), &r.metadata)) {
-      return Corrupt(r.id, "metadata");
-    }
-    if (!CopyDigest(s.Blob(o + 18), &r.digest)) return Corrupt(r.id, "digest");
-    r.hint = std::string(s.Text(o + 19));
-    if (!s.IsNull(o + 20)) {
-      RolledSecret prev;
-      if (!CopyDigest(s.Blob(o + 20), &prev.digest)) return Corrupt(r.id, "previous_digest");
-      prev.hint = std::string(s.Text(o + 21));
-      prev.valid_until = internal::MicrosToTime(s.Int(o + 22));
-      r.previous = std::move(prev);
-    }
-    r.version = static_cast<std::uint64_t>(s.Int(o + 23));
-    return r;
+    return internal::DecodeRecord(s, o, options.path);
   }
 
   absl::Status NotFound(std::string_view id) const {

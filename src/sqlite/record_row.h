@@ -1,0 +1,32 @@
+// Decoding a stored key row into a KeyRecord. Private to keygate::sqlite;
+// its own unit so that fuzz/record_row_fuzz.cc can feed it any row a damaged
+// or hand-edited database could hold.
+#ifndef KEYGATE_SRC_SQLITE_RECORD_ROW_H_
+#define KEYGATE_SRC_SQLITE_RECORD_ROW_H_
+
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+#include "keygate/key.h"
+#include "sqlite/sqlite_db.h"
+
+namespace keygate::internal {
+
+// The record columns of `keys k`, in the order DecodeRecord reads them.
+inline constexpr char kRecordColumns[] =
+    "k.id, k.name, k.description, k.owner, k.kind, k.environment, k.scopes, k.state, "
+    "k.created_us, k.updated_us, k.expires_us, k.last_used_us, k.rate_limit_rate, "
+    "k.rate_limit_period_us, k.rate_limit_burst, k.webhook_url, k.accounts, k.metadata, "
+    "k.digest, k.hint, k.previous_digest, k.previous_hint, k.previous_valid_until_us, "
+    "k.version";
+
+// Decodes the kRecordColumns of the current row of `s`, starting at column
+// `first`. Errors: kDataLoss "sqlite <path>: <KeyLabel(id)>: corrupt row
+// (column <name>)" for a list or map column that is not the JSON the store
+// writes, or a digest that is not kDigestSize bytes.
+absl::StatusOr<KeyRecord> DecodeRecord(const Statement& s, int first, std::string_view path);
+
+}  // namespace keygate::internal
+
+#endif  // KEYGATE_SRC_SQLITE_RECORD_ROW_H_
