@@ -31,14 +31,16 @@
 
 namespace keygate::testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with everything in it
-// when destroyed.
+// A fresh directory under `base` (empty: $TMPDIR, or /tmp), removed with
+// everything in it when destroyed.
 class TempDir {
  public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl =
-        absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/keygate-sqlite-XXXXXX");
+  explicit TempDir(const std::string& base = "") {
+    const char* env = std::getenv("TMPDIR");
+    const std::string dir = !base.empty()                    ? base
+                            : env != nullptr && *env != '\0' ? std::string(env)
+                                                             : "/tmp";
+    std::string tmpl = absl::StrCat(dir, "/keygate-sqlite-XXXXXX");
     char* made = ::mkdtemp(tmpl.data());
     REQUIRE(made != nullptr);
     path_ = made;
