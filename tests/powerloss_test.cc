@@ -117,54 +117,6 @@ int ForceSyncOff(sqlite3* db, char** /*unused*/, const sqlite3_api_routines* /*u
   return SQLITE_OK;
 }
 
-void RawExec(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-  char* err = nullptr;
-  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  INFO((err != nullptr ? err : ""));
-  sqlite3_free(err);
-  sqlite3_close(db);
-  REQUIRE(rc == SQLITE_OK);
-}
-
-// A file as schema version 1 left it: three keys (one in a roll's grace
-// period) and a deleted key's tombstone.
-void WriteVersion1File(const std::string& path) {
-  RawExec(path, internal::kMigrations[0]);
-  RawExec(path, absl::StrCat("PRAGMA user_version = 1; PRAGMA application_id = ",
-                             SqliteKeyStore::kApplicationId));
-  RawExec(path, R"sql(
-    INSERT INTO keys(pk, id, name, name_lower, description, owner, kind, environment, scopes,
-      state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
-      rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
-      previous_digest, previous_hint, previous_valid_until_us, version, change_seq)
-    VALUES
-      (1, 'key_00000000old1aaaaaaaaaa', 'Old One', 'old one', 'v1', 'alice', 2, 'production',
-       '["read:all"]', 1, 1000000, 1000000, NULL, NULL, NULL, NULL, NULL, '', '[]',
-       '{"team":"pay"}', zeroblob(32), 'kg_live_...aaaa', NULL, NULL, NULL, 1, 1),
-      (4, 'key_00000000old2bbbbbbbbbb', 'Old Two', 'old two', '', 'bob', 2, 'preview',
-       '["read:all"]', 2, 2000000, 3000000, NULL, 2500000, NULL, NULL, NULL, '', '[]', '{}',
-       X'2222222222222222222222222222222222222222222222222222222222222222', 'kg_test_...bbbb',
-       NULL, NULL, NULL, 2, 5),
-      (6, 'key_00000000old3cccccccccc', 'Old Three', 'old three', '', 'carol', 2, 'production',
-       '["read:all"]', 1, 2000000, 3000000, NULL, NULL, NULL, NULL, NULL, '', '[]', '{}',
-       X'3333333333333333333333333333333333333333333333333333333333333333', 'kg_live_...cccc',
-       X'3434343434343434343434343434343434343434343434343434343434343434', 'kg_live_...dddd',
-       9000000000000000, 2, 6);
-    INSERT INTO digests(digest, key_pk, slot) VALUES
-      (zeroblob(32), 1, 0),
-      (X'2222222222222222222222222222222222222222222222222222222222222222', 4, 0),
-      (X'3333333333333333333333333333333333333333333333333333333333333333', 6, 0),
-      (X'3434343434343434343434343434343434343434343434343434343434343434', 6, 1);
-    INSERT INTO changes(sequence, key_id, key_pk) VALUES
-      (1, 'key_00000000old1aaaaaaaaaa', 1), (3, 'key_00000000goneaaaaaaaaaa', 2),
-      (5, 'key_00000000old2bbbbbbbbbb', 4), (6, 'key_00000000old3cccccccccc', 6);
-    INSERT INTO key_names(rowid, name_key) VALUES
-      (1, 'old one' || char(1)), (4, 'old two' || char(1)), (6, 'old three' || char(1));
-  )sql");
-}
-
 // What the store must hold: the result of the acknowledged operations.
 struct Model {
   std::map<std::string, KeyRecord> keys;
@@ -267,7 +219,7 @@ class Harness {
  private:
   // A version-1 file whose contents the model learns from a migrated copy.
   void StartFromVersion1() {
-    WriteVersion1File(path_);
+    testing::WriteSchemaV1File(path_);
     const std::string copy = dir_->File("copy.db");
     std::filesystem::copy_file(path_, copy);
     SqliteOptions o;
