@@ -13,7 +13,8 @@
 //     later writes get higher ones.
 // Workload: create, modify, revoke, restore, roll and delete (KeyManager),
 // InsertBatch and TouchLastUsed (the store), a close and reopen (a
-// checkpoint), and the open itself: a new file's creation, or the migration
+// checkpoint), a checkpoint by another connection (the WAL then starts
+// over), and the open itself: a new file's creation, or the migration
 // of a schema-version-1 file. Trials run in chains of kChainLength on one
 // file, so later cuts hit a database that recovered from earlier ones.
 //
@@ -136,8 +137,9 @@ enum class Op {
   kInsertBatch,
   kTouch,
   kReopen,
+  kCheckpoint,
 };
-constexpr int kOpKinds = 10;
+constexpr int kOpKinds = 11;
 
 const char* OpName(Op op) {
   switch (op) {
@@ -161,6 +163,8 @@ const char* OpName(Op op) {
       return "touch";
     case Op::kReopen:
       return "reopen";
+    case Op::kCheckpoint:
+      return "checkpoint";
   }
   return "?";
 }
@@ -404,7 +408,8 @@ class Harness {
     totals->cuts.dropped += report.dropped;
     totals->cuts.torn += report.torn;
     totals->cuts.sizes_reverted += report.sizes_reverted;
-    if (in_flight.has_value() && in_flight->op != Op::kOpen && in_flight->op != Op::kReopen) {
+    if (in_flight.has_value() && in_flight->op != Op::kOpen && in_flight->op != Op::kReopen &&
+        in_flight->op != Op::kCheckpoint) {
       ++totals->in_flight;
     }
     return Check(in_flight, totals);
@@ -528,6 +533,22 @@ class Harness {
         // A clean close (the WAL is checkpointed into the file) and an open.
         reopen();
         return absl::OkStatus();
+      case Op::kCheckpoint: {
+        // Another connection (say the CLI's) checkpoints while the store
+        // stays open: the store's next write starts the WAL over (TRUNCATE
+        // also cuts it to nothing).
+        static constexpr const char* kModes[] = {"PASSIVE", "FULL", "RESTART", "TRUNCATE"};
+        sqlite3* db = nullptr;
+        int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr);
+        if (rc == SQLITE_OK) {
+          sqlite3_busy_timeout(db, 5000);
+          const std::string sql = absl::StrCat("PRAGMA wal_checkpoint(", kModes[rng() % 4], ")");
+          rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
+        }
+        sqlite3_close(db);
+        if (rc != SQLITE_OK) return absl::UnavailableError(absl::StrCat("checkpoint: rc ", rc));
+        return absl::OkStatus();
+      }
     }
     return absl::OkStatus();
   }
@@ -570,6 +591,7 @@ class Harness {
       switch (f.op) {
         case Op::kOpen:
         case Op::kReopen:
+        case Op::kCheckpoint:
           break;
         case Op::kCreate:
           for (const auto& [id, r] : seen->keys) {
