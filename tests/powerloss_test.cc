@@ -560,7 +560,7 @@ class Harness {
     if (!std::filesystem::exists(path_)) {
       // Cut while the new file was being created: it never got its name.
       if (model_.keys.empty() && model_.deleted.empty()) return problems;
-      problems.push_back("the database file is gone");
+      problems.emplace_back("the database file is gone");
       return problems;
     }
     SqliteOptions o;
