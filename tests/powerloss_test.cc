@@ -118,6 +118,13 @@ int ForceSyncOff(sqlite3* db, char** /*unused*/, const sqlite3_api_routines* /*u
   return SQLITE_OK;
 }
 
+// The fields a lost write changes, for messages (no digests, no tokens).
+std::string Describe(const KeyRecord& r) {
+  return absl::StrCat("version ", r.version, ", state ", static_cast<int>(r.state), ", name '",
+                      r.name, "', last used ",
+                      r.last_used.has_value() ? absl::FormatTime(*r.last_used) : "never");
+}
+
 // What the store must hold: the result of the acknowledged operations.
 struct Model {
   std::map<std::string, KeyRecord> keys;
@@ -654,10 +661,8 @@ class Harness {
       if (it == seen->keys.end()) {
         problems.push_back(absl::StrCat(id, ": acknowledged key missing"));
       } else if (!(it->second == r)) {
-        problems.push_back(absl::StrCat(id, ": stored record differs from the acknowledged one (",
-                                        "stored version ", it->second.version, ", state ",
-                                        static_cast<int>(it->second.state), "; expected version ",
-                                        r.version, ", state ", static_cast<int>(r.state), ")"));
+        problems.push_back(absl::StrCat(id, ": stored record differs from the acknowledged one: ",
+                                        Describe(it->second), "; expected ", Describe(r)));
       }
     }
     for (const auto& [id, r] : seen->keys) {
