@@ -17,7 +17,11 @@ if(TARGET keygate_sqlite)
   keygate_set_warnings(sqlite_test_helper)
 
   keygate_add_test(sqlite_crash_test SOURCES sqlite_crash_test.cc
-    LIBS keygate::sqlite LABELS sqlite crash TIMEOUT 300)
+    LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite crash TIMEOUT 300)
+  # Power cuts simulated by a VFS that keeps unsynced writes apart: about
+  # 1,000 cuts at synchronous=FULL plus the OFF and NORMAL runs.
+  keygate_add_test(sqlite_powerloss_test SOURCES powerloss_test.cc powerloss_vfs.cc
+    LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite powerloss TIMEOUT 300)
   keygate_add_test(sqlite_feed_test SOURCES sqlite_feed_test.cc
     LIBS keygate::sqlite LABELS sqlite feed concurrent TIMEOUT 120)
   foreach(t sqlite_crash_test sqlite_feed_test)

@@ -1,12 +1,20 @@
 // A second process for the SQLite tests (not a test itself).
 //
 //   sqlite_test_helper churn <db> <seed>
-//       Creates and revokes keys in a loop until killed, writing one line per
-//       ACKNOWLEDGED operation to stdout (a single write(2) each, so a line is
-//       either complete or absent):
-//         C <key id> <token>   created (the store committed it)
-//         r <key id>           about to revoke (the revoke may or may not land)
-//         R <key id>           revoked (committed)
+//       Runs every kind of write on the store's keys (those already in the
+//       file and its own) in a loop until killed, writing one line before
+//       each operation (it is in flight: it may or may not land) and one
+//       after it was ACKNOWLEDGED, each a single write(2), so a line is
+//       either complete or absent:
+//         c <name>                 / C <id> <version> <token> create
+//         m <id> <name>            / M <id> <version> <name> modify (rename)
+//         r <id>                   / R <id> <version>        revoke
+//         s <id>                   / S <id> <version>        restore
+//         l <id>                   / L <id> <version> <token> roll (zero grace)
+//         d <id>                   / D <id>                  delete
+//         b <id>...                / B                       InsertBatch (no tokens)
+//         t <last used us> <id>... / T                       TouchLastUsed
+//       and after each acknowledged operation "Q <LastSequence>".
 //       Tokens are printed ONLY because this is a throwaway test database; the
 //       crash test checks that every printed token still verifies.
 //   sqlite_test_helper revoke <db> <key id> [poll_ms]
@@ -24,6 +32,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -32,6 +41,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -56,7 +66,12 @@ int Fail(const absl::Status& s) {
   return 2;
 }
 
-absl::StatusOr<std::shared_ptr<keygate::KeyManager>> OpenManager(const std::string& db) {
+struct Opened {
+  std::shared_ptr<keygate::SqliteKeyStore> store;
+  std::shared_ptr<keygate::KeyManager> manager;
+};
+
+absl::StatusOr<Opened> OpenManager(const std::string& db) {
   keygate::SqliteOptions so;
   so.path = db;
   so.busy_timeout = absl::Seconds(30);
@@ -68,41 +83,128 @@ absl::StatusOr<std::shared_ptr<keygate::KeyManager>> OpenManager(const std::stri
   keygate::KeyManager::Options mo;
   mo.deployment = *d;
   mo.store = *store;
-  return std::make_shared<keygate::KeyManager>(std::move(mo));
+  return Opened{*store, std::make_shared<keygate::KeyManager>(std::move(mo))};
+}
+
+std::string Reveal(const keygate::Secret& token) {
+  return std::string(token.Reveal(keygate::InsecureSecretAccess::Get()));
 }
 
 int Churn(const std::string& db, std::uint64_t seed) {
-  absl::StatusOr<std::shared_ptr<keygate::KeyManager>> m = OpenManager(db);
-  if (!m.ok()) return Fail(m.status());
+  absl::StatusOr<Opened> opened = OpenManager(db);
+  if (!opened.ok()) return Fail(opened.status());
+  keygate::SqliteKeyStore& store = *opened->store;
+  keygate::KeyManager& m = *opened->manager;
   std::mt19937_64 rng(seed);
-  std::vector<std::string> live;
-  for (std::uint64_t i = 0;; ++i) {
-    keygate::CreateKeyRequest req;
-    req.name = absl::StrCat("churn ", seed, " #", i);
-    req.owner = absl::StrCat("owner", rng() % 8);
-    req.environment = (rng() % 2) != 0 ? "production" : "preview";
-    req.scopes = {"read:all"};
-    absl::StatusOr<keygate::CreatedKey> k = (*m)->Create(req, "crash-test");
-    if (!k.ok()) return Fail(k.status());
-    WriteLine(absl::StrCat("C ", k->record.id, " ",
-                           std::string(k->token.Reveal(keygate::InsecureSecretAccess::Get()))));
-    live.push_back(k->record.id);
-    if (rng() % 3 == 0 && !live.empty()) {
-      const std::size_t at = rng() % live.size();
-      const std::string id = live[at];
-      live.erase(live.begin() + static_cast<std::ptrdiff_t>(at));
-      WriteLine(absl::StrCat("r ", id));
-      absl::StatusOr<keygate::KeyRecord> r = (*m)->Revoke(id, "crash-test");
-      if (!r.ok()) return Fail(r.status());
-      WriteLine(absl::StrCat("R ", id));
+  // Every key in the file: earlier runs' and this one's.
+  std::map<std::string, keygate::KeyRecord> keys;
+  keygate::ListOptions lo;
+  lo.limit = keygate::kMaxListLimit;
+  for (;;) {
+    absl::StatusOr<keygate::ListPage> page = store.List(lo);
+    if (!page.ok()) return Fail(page.status());
+    for (keygate::KeyRecord& r : page->keys) keys.emplace(r.id, std::move(r));
+    if (page->next_cursor.empty()) break;
+    lo.cursor = page->next_cursor;
+  }
+  auto pick = [&](bool want_active, bool want_revoked) -> const keygate::KeyRecord* {
+    std::vector<const keygate::KeyRecord*> from;
+    for (const auto& [id, r] : keys) {
+      const bool active = r.state == keygate::KeyState::kActive;
+      if ((active && want_active) || (!active && want_revoked)) from.push_back(&r);
     }
+    return from.empty() ? nullptr : from[rng() % from.size()];
+  };
+  const std::int64_t touch_base = absl::ToUnixMicros(absl::Now());
+  for (std::uint64_t i = 0;; ++i) {
+    const std::uint64_t kind = rng() % 10;
+    const keygate::KeyRecord* target = nullptr;
+    if (kind == 3 || kind == 7 || kind == 9) target = pick(true, true);
+    if (kind == 4 || kind == 6) target = pick(true, false);
+    if (kind == 5) target = pick(false, true);
+    const std::string id = target != nullptr ? target->id : "";
+    if (kind >= 3 && kind != 8 && target == nullptr) continue;
+    if (kind <= 2) {
+      keygate::CreateKeyRequest req;
+      req.name = absl::StrCat("churn ", seed, " #", i);
+      req.owner = absl::StrCat("owner", rng() % 8);
+      req.environment = (rng() % 2) != 0 ? "production" : "preview";
+      req.scopes = {"read:all"};
+      WriteLine(absl::StrCat("c ", req.name));
+      absl::StatusOr<keygate::CreatedKey> k = m.Create(req, "crash-test");
+      if (!k.ok()) return Fail(k.status());
+      WriteLine(absl::StrCat("C ", k->record.id, " ", k->record.version, " ", Reveal(k->token)));
+      keys[k->record.id] = k->record;
+    } else if (kind == 3) {
+      keygate::KeyUpdate u;
+      u.name = absl::StrCat("renamed ", seed, " #", i);
+      WriteLine(absl::StrCat("m ", id, " ", *u.name));
+      absl::StatusOr<keygate::KeyRecord> r = m.Modify(id, u, target->version, "crash-test");
+      if (!r.ok()) return Fail(r.status());
+      WriteLine(absl::StrCat("M ", id, " ", r->version, " ", r->name));
+      keys[id] = *r;
+    } else if (kind == 4 || kind == 5) {
+      const bool revoke = kind == 4;
+      WriteLine(absl::StrCat(revoke ? "r " : "s ", id));
+      absl::StatusOr<keygate::KeyRecord> r =
+          revoke ? m.Revoke(id, "crash-test") : m.Restore(id, "crash-test");
+      if (!r.ok()) return Fail(r.status());
+      WriteLine(absl::StrCat(revoke ? "R " : "S ", id, " ", r->version));
+      keys[id] = *r;
+    } else if (kind == 6) {
+      WriteLine(absl::StrCat("l ", id));
+      absl::StatusOr<keygate::CreatedKey> k = m.Roll(id, absl::ZeroDuration(), "crash-test");
+      if (!k.ok()) return Fail(k.status());
+      WriteLine(absl::StrCat("L ", id, " ", k->record.version, " ", Reveal(k->token)));
+      keys[id] = k->record;
+    } else if (kind == 7) {
+      WriteLine(absl::StrCat("d ", id));
+      if (absl::Status s = m.Delete(id, "crash-test"); !s.ok()) return Fail(s);
+      WriteLine(absl::StrCat("D ", id));
+      keys.erase(id);
+    } else if (kind == 8) {
+      std::vector<keygate::KeyRecord> batch(1 + rng() % 8);
+      std::string line = "b";
+      const absl::Time now = keygate::TruncateToMicros(absl::Now());
+      for (std::size_t k = 0; k < batch.size(); ++k) {
+        keygate::KeyRecord& r = batch[k];
+        r.id = absl::StrFormat("key_b%010u%011u", seed % 10'000'000'000, i * 100 + k);
+        r.name = absl::StrCat("batch ", seed, " #", i, ".", k);
+        r.owner = "importer";
+        r.kind = keygate::KeyKind::kGeneral;
+        r.environment = "production";
+        r.state = keygate::KeyState::kActive;
+        r.scopes = {"read:all"};
+        r.created = r.updated = now;
+        for (auto& b : r.digest) b = static_cast<std::uint8_t>(rng());
+        r.hint = "kg_live_...bbbb";
+        r.version = 1;
+        absl::StrAppend(&line, " ", r.id);
+      }
+      WriteLine(line);
+      if (absl::Status s = store.InsertBatch(batch); !s.ok()) return Fail(s);
+      WriteLine("B");
+      for (keygate::KeyRecord& r : batch) keys[r.id] = std::move(r);
+    } else {
+      const std::int64_t at = touch_base + static_cast<std::int64_t>(i);
+      std::vector<keygate::LastUsedUpdate> updates{{id, absl::FromUnixMicros(at)}};
+      WriteLine(absl::StrCat("t ", at, " ", id));
+      if (absl::Status s = store.TouchLastUsed(updates, absl::ZeroDuration()); !s.ok()) {
+        return Fail(s);
+      }
+      WriteLine("T");
+      keys[id].last_used = absl::FromUnixMicros(at);
+    }
+    absl::StatusOr<std::uint64_t> seq = store.LastSequence();
+    if (!seq.ok()) return Fail(seq.status());
+    WriteLine(absl::StrCat("Q ", *seq));
   }
 }
 
 int Revoke(const std::string& db, const std::string& id) {
-  absl::StatusOr<std::shared_ptr<keygate::KeyManager>> m = OpenManager(db);
+  absl::StatusOr<Opened> m = OpenManager(db);
   if (!m.ok()) return Fail(m.status());
-  absl::StatusOr<keygate::KeyRecord> r = (*m)->Revoke(id, "feed-test");
+  absl::StatusOr<keygate::KeyRecord> r = m->manager->Revoke(id, "feed-test");
   const std::int64_t acked = absl::ToUnixMicros(absl::Now());
   if (!r.ok()) return Fail(r.status());
   WriteLine(absl::StrCat(acked));

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,17 +29,20 @@
 
 #include "catch.h"
 #include "keygate/sqlite/sqlite_key_store.h"
+#include "sqlite/schema.h"
 
 namespace keygate::testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with everything in it
-// when destroyed.
+// A fresh directory under `base` (empty: $TMPDIR, or /tmp), removed with
+// everything in it when destroyed.
 class TempDir {
  public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl =
-        absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/keygate-sqlite-XXXXXX");
+  explicit TempDir(const std::string& base = "") {
+    const char* env = std::getenv("TMPDIR");
+    const std::string dir = !base.empty()                    ? base
+                            : env != nullptr && *env != '\0' ? std::string(env)
+                                                             : "/tmp";
+    std::string tmpl = absl::StrCat(dir, "/keygate-sqlite-XXXXXX");
     char* made = ::mkdtemp(tmpl.data());
     REQUIRE(made != nullptr);
     path_ = made;
@@ -81,6 +85,56 @@ inline std::shared_ptr<SqliteKeyStore> OpenMemorySqliteStore() {
   INFO(store.status().ToString());
   REQUIRE(store.ok());
   return *store;
+}
+
+// Runs SQL on `path` through a connection of its own (not the store's).
+inline void RawSqlExec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  INFO((err != nullptr ? err : ""));
+  sqlite3_free(err);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+
+// A file as schema version 1 left it (the crash and power-loss tests migrate
+// it under fire): three keys (one revoked and used, one in a roll's grace
+// period) and a deleted key's tombstone; LastSequence 6.
+inline void WriteSchemaV1File(const std::string& path) {
+  RawSqlExec(path, internal::kMigrations[0]);
+  RawSqlExec(path, absl::StrCat("PRAGMA user_version = 1; PRAGMA application_id = ",
+                                SqliteKeyStore::kApplicationId));
+  RawSqlExec(path, R"sql(
+    INSERT INTO keys(pk, id, name, name_lower, description, owner, kind, environment, scopes,
+      state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
+      rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
+      previous_digest, previous_hint, previous_valid_until_us, version, change_seq)
+    VALUES
+      (1, 'key_00000000old1aaaaaaaaaa', 'Old One', 'old one', 'v1', 'alice', 2, 'production',
+       '["read:all"]', 1, 1000000, 1000000, NULL, NULL, NULL, NULL, NULL, '', '[]',
+       '{"team":"pay"}', zeroblob(32), 'kg_live_...aaaa', NULL, NULL, NULL, 1, 1),
+      (4, 'key_00000000old2bbbbbbbbbb', 'Old Two', 'old two', '', 'bob', 2, 'preview',
+       '["read:all"]', 2, 2000000, 3000000, NULL, 2500000, NULL, NULL, NULL, '', '[]', '{}',
+       X'2222222222222222222222222222222222222222222222222222222222222222', 'kg_test_...bbbb',
+       NULL, NULL, NULL, 2, 5),
+      (6, 'key_00000000old3cccccccccc', 'Old Three', 'old three', '', 'carol', 2, 'production',
+       '["read:all"]', 1, 2000000, 3000000, NULL, NULL, NULL, NULL, NULL, '', '[]', '{}',
+       X'3333333333333333333333333333333333333333333333333333333333333333', 'kg_live_...cccc',
+       X'3434343434343434343434343434343434343434343434343434343434343434', 'kg_live_...dddd',
+       9000000000000000, 2, 6);
+    INSERT INTO digests(digest, key_pk, slot) VALUES
+      (zeroblob(32), 1, 0),
+      (X'2222222222222222222222222222222222222222222222222222222222222222', 4, 0),
+      (X'3333333333333333333333333333333333333333333333333333333333333333', 6, 0),
+      (X'3434343434343434343434343434343434343434343434343434343434343434', 6, 1);
+    INSERT INTO changes(sequence, key_id, key_pk) VALUES
+      (1, 'key_00000000old1aaaaaaaaaa', 1), (3, 'key_00000000goneaaaaaaaaaa', 2),
+      (5, 'key_00000000old2bbbbbbbbbb', 4), (6, 'key_00000000old3cccccccccc', 6);
+    INSERT INTO key_names(rowid, name_key) VALUES
+      (1, 'old one' || char(1)), (4, 'old two' || char(1)), (6, 'old three' || char(1));
+  )sql");
 }
 
 // Polls `pred` every millisecond until it holds or `timeout` passes.
