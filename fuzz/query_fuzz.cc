@@ -142,7 +142,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   keygate::HttpRequestFacts facts;
   facts.tls = true;
   facts.raw_query = query;
-  const keygate::HttpAuthResult r = auth.Check(facts, keygate::Requirement{});
+  const keygate::HttpAuthResult r = auth.Check(facts, keygate::Requirement::AnyValidKey());
   const keygate::Outcome expected =
       carries ? keygate::Outcome::kInvalidRequest : keygate::Outcome::kMissing;
   if (r.verdict.outcome != expected || r.allowed()) std::abort();

@@ -9,8 +9,8 @@
 //   - a refused row is kDataLoss "sqlite <path>: key <id>: corrupt row
 //     (column <name>)", naming the id only when it has the generated shape
 //     (anything else may be a token);
-//   - the rate limit read from any row compiles (GcraPolicy) without
-//     undefined behaviour, and a valid one spaces requests by >= 1 ns.
+//   - a decoded rate limit is one a write could store (it passes
+//     ValidateRateLimitPolicy and compiles to a limiting GcraPolicy).
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -122,7 +122,8 @@ void CheckRefusal(const absl::Status& status, std::string_view id) {
       keygate::IsGeneratedKeyId(id) ? absl::StrCat("key ", std::string(id)) : "key (not a key id)";
   const std::string_view m(status.message().data(), status.message().size());
   bool known = false;
-  for (const char* column : {"scopes", "accounts", "metadata", "digest", "previous_digest"}) {
+  for (const char* column : {"kind", "scopes", "state", "rate_limit", "accounts", "metadata",
+                             "digest", "previous_digest"}) {
     known = known ||
             m == absl::StrCat("sqlite ", kPath, ": ", label, ": corrupt row (column ", column, ")");
   }
@@ -130,8 +131,10 @@ void CheckRefusal(const absl::Status& status, std::string_view id) {
 }
 
 void CheckRateLimit(const keygate::RateLimitPolicy& policy) {
+  // A decoded policy is one a write could have stored: it limits.
+  if (!keygate::ValidateRateLimitPolicy(policy, "rate_limit").ok()) std::abort();
   const keygate::GcraPolicy g = keygate::GcraPolicy::Compile(policy);
-  if (!g.valid()) return;
+  if (!g.valid()) std::abort();
   if (g.emission_ns < 1 || g.capacity_ns < 0 || g.period_ns <= 0) std::abort();
   std::atomic<std::int64_t> tat{keygate::kGcraNeverUsed};
   (void)keygate::LocalRateLimiter::AcquireOne(g, tat, 1, 0);

@@ -250,7 +250,7 @@ void MemoryKeyStore::SetUnavailableForTesting(bool unavailable) {
 }
 
 absl::Status MemoryKeyStore::Insert(const KeyRecord& record) {
-  if (absl::Status s = internal::CheckRecordId(record.id); !s.ok()) return s;
+  if (absl::Status s = internal::CheckRecordShape(record); !s.ok()) return s;
   State& s = *state_;
   {
     std::lock_guard<std::mutex> lock(s.mu);
@@ -291,6 +291,9 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::FindByDigest(const Digest& digest) {
 }
 
 absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record) {
+  if (!record.id.empty() && record.id.size() <= kKeyIdLength) {
+    if (absl::Status c = internal::CheckRecordShape(record); !c.ok()) return c;
+  }
   State& s = *state_;
   KeyRecord result;
   {

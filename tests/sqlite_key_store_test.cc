@@ -31,6 +31,7 @@
 #include "key_store_conformance.h"
 #include "keygate/deployment.h"
 #include "keygate/key_manager.h"
+#include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
 #include "keygate/token.h"
@@ -910,6 +911,90 @@ void RawEdit(const std::string& path, const char* sql, const std::string& param)
   sqlite3_close(db);
   REQUIRE(rc == SQLITE_DONE);
   REQUIRE(changed == 1);
+}
+
+TEST_CASE("SQLite reads a rate limit, kind or state no write could store as corrupt",
+          "[sqlite][corrupt]") {
+  // Such a rate limit compiled to "no limit": a damaged row failed open.
+  TempDir dir;
+  const std::string path = dir.File("shape.db");
+  SqliteOptions so;
+  so.path = path;
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
+  REQUIRE(store.ok());
+  KeyManager::Options mo;
+  mo.deployment = *Deployment::Create({});
+  mo.store = *store;
+  KeyManager manager(mo);
+  CreateKeyRequest req;
+  req.name = "limited";
+  req.owner = "alice";
+  req.environment = "production";
+  req.rate_limit = RateLimitPolicy{10, absl::Seconds(1), 5};
+  absl::StatusOr<CreatedKey> k = manager.Create(req, "test");
+  REQUIRE(k.ok());
+  const std::string id = k->record.id;
+  REQUIRE((*store)->Get(id).ok());
+  const struct {
+    const char* edit;
+    const char* undo;
+    const char* column;
+  } cases[] = {
+      {"UPDATE keys SET rate_limit_rate = 0 WHERE id = ?1",
+       "UPDATE keys SET rate_limit_rate = 10 WHERE id = ?1", "column rate_limit"},
+      {"UPDATE keys SET rate_limit_period_us = -1 WHERE id = ?1",
+       "UPDATE keys SET rate_limit_period_us = 1000000 WHERE id = ?1", "column rate_limit"},
+      {"UPDATE keys SET rate_limit_burst = 5000000000 WHERE id = ?1",
+       "UPDATE keys SET rate_limit_burst = 5 WHERE id = ?1", "column rate_limit"},
+      {"UPDATE keys SET kind = 0 WHERE id = ?1", "UPDATE keys SET kind = 2 WHERE id = ?1",
+       "column kind"},
+      {"UPDATE keys SET state = 7 WHERE id = ?1", "UPDATE keys SET state = 1 WHERE id = ?1",
+       "column state"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.edit);
+    RawEdit(path, c.edit, id);
+    const absl::Status got = (*store)->Get(id).status();
+    CHECK(got.code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(Message(got), Catch::Contains(c.column));
+    RawEdit(path, c.undo, id);
+    CHECK((*store)->Get(id).ok());
+  }
+}
+
+TEST_CASE("Both stores refuse a record whose kind or state is unset", "[sqlite][store]") {
+  TempDir dir;
+  SqliteOptions so;
+  so.path = dir.File("unset.db");
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> sqlite = SqliteKeyStore::Open(so);
+  REQUIRE(sqlite.ok());
+  const std::shared_ptr<KeyStore> stores[] = {*sqlite, std::make_shared<MemoryKeyStore>()};
+  for (const std::shared_ptr<KeyStore>& store : stores) {
+    KeyRecord r;
+    r.id = "key_0000000000000000000001";
+    r.name = "n";
+    r.owner = "alice";
+    r.environment = "production";
+    r.digest[0] = 1;
+    r.state = KeyState::kActive;  // kind left unset
+    absl::Status s = store->Insert(r);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(Message(s) == "kind: must be personal or general");
+    r.kind = KeyKind::kGeneral;
+    r.state = KeyState::kUnspecifiedDoNotUse;
+    s = store->Insert(r);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(Message(s) == "state: must be active or revoked");
+    r.state = KeyState::kActive;
+    REQUIRE(store->Insert(r).ok());
+    absl::StatusOr<KeyRecord> stored = store->Get(r.id);
+    REQUIRE(stored.ok());
+    KeyRecord next = *stored;
+    next.state = KeyState::kUnspecifiedDoNotUse;
+    CHECK(store->Update(next).status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(store->Get(r.id)->version == stored->version);
+    CHECK(*store->LastSequence() == 1);
+  }
 }
 
 TEST_CASE("SQLite change feed delivers the changes after an undecodable row, which fails closed",

@@ -28,6 +28,20 @@ inline absl::Status CheckRecordId(std::string_view id) {
   return absl::OkStatus();
 }
 
+// What every bundled store checks of a record before writing it: its id,
+// and a kind and state that are set (a record left at the enums'
+// kUnspecifiedDoNotUse would read back as corrupt).
+inline absl::Status CheckRecordShape(const KeyRecord& r) {
+  if (absl::Status s = CheckRecordId(r.id); !s.ok()) return s;
+  if (r.kind != KeyKind::kPersonal && r.kind != KeyKind::kGeneral) {
+    return absl::InvalidArgumentError("kind: must be personal or general");
+  }
+  if (r.state != KeyState::kActive && r.state != KeyState::kRevoked) {
+    return absl::InvalidArgumentError("state: must be active or revoked");
+  }
+  return absl::OkStatus();
+}
+
 inline std::string KeyLabel(std::string_view id) {
   if (!IsGeneratedKeyId(id)) return "key (not a key id)";
   std::string out = "key ";

@@ -38,19 +38,37 @@ absl::StatusOr<KeyRecord> DecodeRecord(const Statement& s, int first, std::strin
   r.name = std::string(s.Text(o + 1));
   r.description = std::string(s.Text(o + 2));
   r.owner = std::string(s.Text(o + 3));
-  r.kind = static_cast<KeyKind>(s.Int(o + 4));
+  const std::int64_t kind = s.Int(o + 4);
+  if (kind != static_cast<int>(KeyKind::kPersonal) && kind != static_cast<int>(KeyKind::kGeneral)) {
+    return Corrupt(path, r.id, "kind");
+  }
+  r.kind = static_cast<KeyKind>(kind);
   r.environment = std::string(s.Text(o + 5));
   if (!DecodeJsonStringArray(s.Text(o + 6), &r.scopes)) return Corrupt(path, r.id, "scopes");
-  r.state = static_cast<KeyState>(s.Int(o + 7));
+  const std::int64_t state = s.Int(o + 7);
+  if (state != static_cast<int>(KeyState::kActive) &&
+      state != static_cast<int>(KeyState::kRevoked)) {
+    return Corrupt(path, r.id, "state");
+  }
+  r.state = static_cast<KeyState>(state);
   r.created = MicrosToTime(s.Int(o + 8));
   r.updated = MicrosToTime(s.Int(o + 9));
   if (!s.IsNull(o + 10)) r.expires = MicrosToTime(s.Int(o + 10));
   if (!s.IsNull(o + 11)) r.last_used = MicrosToTime(s.Int(o + 11));
   if (!s.IsNull(o + 12)) {
+    // A policy no write could have stored would compile to "no limit":
+    // refused, so a damaged row fails closed instead of unlimited.
+    const std::int64_t rate = s.Int(o + 12);
+    const std::int64_t period_us = s.Int(o + 13);
+    const std::int64_t burst = s.Int(o + 14);
+    if (rate <= 0 || period_us <= 0 || burst < 0 || burst > UINT32_MAX) {
+      return Corrupt(path, r.id, "rate_limit");
+    }
     RateLimitPolicy p;
-    p.rate = static_cast<std::uint64_t>(s.Int(o + 12));
-    p.period = absl::Microseconds(s.Int(o + 13));
-    p.burst = static_cast<std::uint32_t>(s.Int(o + 14));
+    p.rate = static_cast<std::uint64_t>(rate);
+    p.period = absl::Microseconds(period_us);
+    p.burst = static_cast<std::uint32_t>(burst);
+    if (!ValidateRateLimitPolicy(p, "rate_limit").ok()) return Corrupt(path, r.id, "rate_limit");
     r.rate_limit = p;
   }
   r.webhook_url = std::string(s.Text(o + 15));

@@ -1199,7 +1199,7 @@ absl::Status SqliteKeyStore::Insert(const KeyRecord& record) {
 absl::Status SqliteKeyStore::InsertBatch(absl::Span<const KeyRecord> records) {
   if (records.empty()) return absl::OkStatus();
   for (const KeyRecord& r : records) {
-    if (absl::Status s = internal::CheckRecordId(r.id); !s.ok()) return s;
+    if (absl::Status s = internal::CheckRecordShape(r); !s.ok()) return s;
   }
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
@@ -1242,6 +1242,9 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::FindByDigest(const Digest& digest) {
 }
 
 absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record) {
+  if (!record.id.empty() && record.id.size() <= kKeyIdLength) {
+    if (absl::Status s = internal::CheckRecordShape(record); !s.ok()) return s;
+  }
   KeyRecord stored = record;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
