@@ -19,6 +19,7 @@
 // SIGINT / SIGTERM: stop accepting, finish requests in flight, flush key
 // usage to the store, exit 0.
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -66,6 +67,7 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
   --write-cert PATH         write the self-signed certificate (not the key) to PATH
   --port-file PATH          write "https=N\nhttp=N" to PATH once listening
   --threads N               I/O threads (default: 2)
+  --max-connections N       connections served at once; more are closed at accept (default: 512)
   --verifier KIND           hotpath (default: lock-free in-memory index following the store's
                             change feed) or reference (reads the store on every request)
   --feed-poll-ms N          how often to look for changes made by other processes (default: 50)
@@ -87,6 +89,7 @@ struct Flags {
   std::string write_cert;
   std::string port_file;
   int threads = 2;
+  int max_connections = 512;
   std::string verifier = "hotpath";
   int feed_poll_ms = 50;
   std::string realm = "api";
@@ -240,6 +243,8 @@ int Main(int argc, char** argv) {
       ok = next() && !(f.port_file = value).empty();
     } else if (name == "--threads") {
       ok = int_flag(&f.threads, 1, 256);
+    } else if (name == "--max-connections") {
+      ok = int_flag(&f.max_connections, 1, 1'000'000);
     } else if (name == "--verifier") {
       ok = next() && ((f.verifier = value) == "hotpath" || f.verifier == "reference");
     } else if (name == "--feed-poll-ms") {
@@ -258,6 +263,15 @@ int Main(int argc, char** argv) {
     if (!ok) return UsageError(absl::StrCat("bad or missing value for ", std::string(name)));
   }
   if (f.cert.empty() != f.key.empty()) return UsageError("--cert and --key go together");
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 &&
+                       nofile.rlim_cur != RLIM_INFINITY &&
+                       static_cast<rlim_t>(f.max_connections) + 32 > nofile.rlim_cur) {
+    // Not fatal: accept backs off when descriptors run out.
+    std::fprintf(stderr,
+                 "keygate-example-server: warning: --max-connections %d does not fit the "
+                 "descriptor limit (%llu, ulimit -n) with room for the server's own\n",
+                 f.max_connections, static_cast<unsigned long long>(nofile.rlim_cur));
+  }
 
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "keygate-example-server: %s\n", std::string(s.message()).c_str());
@@ -337,6 +351,11 @@ int Main(int argc, char** argv) {
   config.port_file = f.port_file;
   config.bench_routes = f.bench_routes;
   config.token_prefix = (*deployment)->token_prefix();
+  config.environment_tags.clear();
+  for (const keygate::EnvironmentSpec& e : (*deployment)->environments()) {
+    config.environment_tags.push_back(e.tag);
+  }
+  config.max_connections = f.max_connections;
   std::FILE* log_file = nullptr;
   if (f.access_log == "-") {
     config.access_log = stdout;
