@@ -40,6 +40,7 @@
 #include "boost/beast/http.hpp"
 #include "boost/beast/ssl.hpp"
 
+#include "internal/json_string.h"
 #include "keygate/adapters/beast.h"
 #include "keygate/verdict.h"
 
@@ -65,83 +66,10 @@ std::string_view Std(beast::string_view v) { return {v.data(), v.size()}; }
 // Debian's Abseil has its own string_view (see notes on the Abseil quirk).
 absl::string_view Av(std::string_view v) { return {v.data(), v.size()}; }
 
-// The code point of the well-formed UTF-8 sequence at the start of `s` and
-// its length, or length 0 when `s` does not start with one; then `bad` is how
-// many bytes to replace with one U+FFFD (the maximal ill-formed subpart,
-// Unicode 15 3.9: a truncated sequence is one replacement, not one per byte).
-struct Utf8Step {
-  char32_t code_point = 0;
-  std::size_t length = 0;
-  std::size_t bad = 1;
-};
-
-Utf8Step DecodeUtf8(std::string_view s) {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char lead = byte(0);
-  if (lead < 0x80) return {lead, 1, 0};
-  std::size_t n = 0;
-  char32_t cp = 0;
-  // The range of the second byte excludes overlong forms, surrogates and
-  // code points above U+10FFFF (Unicode Table 3-7).
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    n = 2;
-    cp = lead & 0x1Fu;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    n = 3;
-    cp = lead & 0x0Fu;
-    if (lead == 0xE0) lo = 0xA0;
-    if (lead == 0xED) hi = 0x9F;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    n = 4;
-    cp = lead & 0x07u;
-    if (lead == 0xF0) lo = 0x90;
-    if (lead == 0xF4) hi = 0x8F;
-  } else {
-    return {};  // a continuation byte, C0, C1 or F5-FF: never a lead
-  }
-  for (std::size_t i = 1; i < n; ++i) {
-    if (i >= s.size()) return {0, 0, i};
-    const unsigned char b = byte(i);
-    if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return {0, 0, i};
-    cp = (cp << 6) | (b & 0x3Fu);
-  }
-  return {cp, n, 0};
-}
-
-// `s` as a JSON string literal that is valid JSON and valid UTF-8 whatever
-// the bytes: each ill-formed UTF-8 sequence becomes \ufffd; '"', '\' and
-// control characters (C0, DEL and C1, which some terminals act on) are
-// escaped; other UTF-8 passes through. Used for response bodies and for the
-// access log's quoted fields.
-std::string JsonString(std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  out.reserve(s.size() + 2);
-  for (std::size_t i = 0; i < s.size();) {
-    const Utf8Step step = DecodeUtf8(s.substr(i));
-    if (step.length == 0) {
-      out += "\\ufffd";
-      i += step.bad;
-      continue;
-    }
-    const char32_t cp = step.code_point;
-    if (cp == '"' || cp == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) {
-      out += "\\u00";
-      out.push_back(kHex[cp >> 4]);
-      out.push_back(kHex[cp & 0xF]);
-    } else {
-      out.append(s.substr(i, step.length));
-    }
-    i += step.length;
-  }
-  out.push_back('"');
-  return out;
-}
+// JSON string literals (response bodies, the access log's quoted owner):
+// valid JSON and valid UTF-8 whatever the bytes, control characters (C1
+// included) escaped; the library's own encoder.
+using keygate::internal::JsonString;
 
 // The "name" string of a small JSON object like {"name":"billing"}; enough
 // for a demo (no escapes in names), strict about the rest.
