@@ -775,8 +775,12 @@ void Server::Refuse(const Request* req, bool tls, std::string_view peer, http::s
   const auto start = std::chrono::steady_clock::now();
   res->version(11);
   res->keep_alive(false);
-  SetJson(res, status,
-          absl::StrCat("{\"error\":\"bad_request\",\"message\":", JsonString(message), "}"));
+  std::string_view error = "bad_request";
+  if (status == http::status::payload_too_large) error = "body_too_large";
+  if (status == http::status::request_header_fields_too_large) error = "header_too_large";
+  SetJson(
+      res, status,
+      absl::StrCat("{\"error\":", JsonString(error), ",\"message\":", JsonString(message), "}"));
   res->set(http::field::server, "keygate-example");
   res->set(http::field::date, HttpDate());
   res->prepare_payload();

@@ -15,6 +15,8 @@ Each case starts its own server (free ports, fresh SQLite file) and checks:
   transfer_coding a Transfer-Encoding whose final coding is not chunked
                   (with or without Content-Length), or any in HTTP/1.0: 400,
                   then the connection is closed (no second request is read)
+  limits          a header over 8 KiB: 431; a body over 64 KiB (chunked
+                  too): 413; the connection closed after the answer
   connection_cap  --max-connections N: at most N connections are held, the
                   rest are closed at once; afterwards /healthz is answered
   emfile          under a 128-descriptor limit, 200 idle connections: the
@@ -329,6 +331,28 @@ def socket_count(pid):
     return n
 
 
+def case_limits(work):
+    server = Server(work)
+    cases = [
+        ("a 9 KiB header", 431, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: " +
+         b"p" * 9216 + b"\r\n\r\n"),
+        ("a 70,000-byte body", 413, b"POST /v1/projects HTTP/1.1\r\nHost: localhost\r\n"
+         b"Content-Length: 70000\r\n\r\n"),
+        ("70,000 bytes in chunks", 413, b"POST /v1/projects HTTP/1.1\r\nHost: localhost\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n8000\r\n" + b"c" * 0x8000 + b"\r\n8000\r\n" +
+         b"c" * 0x8000 + b"\r\n1000\r\n"),
+    ]
+    try:
+        for name, want, request in cases:
+            with server.connect() as s:
+                send_all(s, request)
+                data, closed = read_all(s)
+            check(statuses(data) == [want] and closed,
+                  f"limits: {name}: {statuses(data)}, closed {closed} (want [{want}], closed)")
+    finally:
+        server.stop()
+
+
 def case_connection_cap(work):
     server = Server(work, extra=["--max-connections", "8"])
     try:
@@ -401,6 +425,7 @@ def main():
         "trailer_memory": case_trailer_memory,
         "trailer_auth": case_trailer_auth,
         "transfer_coding": case_transfer_coding,
+        "limits": case_limits,
         "connection_cap": case_connection_cap,
         "emfile": case_emfile,
     }
