@@ -27,6 +27,7 @@ Every socket has a timeout; the whole test takes about 20 s.
 Exit: 0 pass, 1 fail.
 """
 
+import glob
 import os
 import re
 import resource
@@ -410,7 +411,9 @@ def case_emfile(work):
             status = healthz(server)
             if status != 200:
                 time.sleep(0.1)
-        check(server.alive() and status == 200, "emfile: /healthz answered once they are gone")
+        check(server.alive() and status == 200,
+              f"emfile: /healthz answered once they are gone (got {status}, "
+              f"running {server.alive()})")
         check("out of file descriptors" in server.stderr(),
               "emfile: the server says it ran out of descriptors")
     finally:
@@ -433,10 +436,14 @@ def main():
     try:
         for name in CASES or all_cases:
             print(f"== {name}", flush=True)
+            failed_before = failures
             try:
                 all_cases[name](os.path.join(root, name))
             except Exception as e:  # a case that cannot run is a failure
                 fail(f"{name}: {type(e).__name__}: {e}")
+            if failures > failed_before:
+                for err in glob.glob(os.path.join(root, name, "server.err")):
+                    print("      server stderr:\n" + open(err, errors="replace").read()[-3000:])
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if failures:
