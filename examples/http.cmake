@@ -2,14 +2,21 @@
 # SQLite file the `keygate` CLI manages. Driven by the end-to-end tests
 # (tests/e2e/), the narrated demo (scripts/demo_http.sh) and the HTTP
 # benchmark (bench/http/).
-if(TARGET keygate_beast AND TARGET keygate_sqlite)
+find_package(CLI11 QUIET)
+if(TARGET keygate_beast AND TARGET keygate_sqlite AND NOT TARGET CLI11::CLI11)
+  message(STATUS "keygate: no CLI11 (libcli11-dev): the example server is not built")
+endif()
+if(TARGET keygate_beast AND TARGET keygate_sqlite AND TARGET CLI11::CLI11)
   add_executable(keygate_example_server
     server/main.cc
     server/server.cc
     server/tls.cc)
   target_link_libraries(keygate_example_server PRIVATE
     keygate::keygate keygate::beast keygate::sqlite OpenSSL::SSL OpenSSL::Crypto
-    absl::strings absl::status absl::statusor absl::time Threads::Threads)
-  target_include_directories(keygate_example_server PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/server)
+    CLI11::CLI11 absl::strings absl::status absl::statusor absl::time Threads::Threads)
+  # server/ for its own headers; the library's src/ for its private helpers
+  # (internal/json_string.h), as the CLI does.
+  target_include_directories(keygate_example_server PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/server
+    ${PROJECT_SOURCE_DIR}/src)
   keygate_set_warnings(keygate_example_server)
 endif()

@@ -11,7 +11,7 @@ packages=(
   libssl-dev libabsl-dev libboost-dev zlib1g-dev
   catch2 libbenchmark-dev
   libsqlite3-dev sqlite3 libcli11-dev
-  libcpp-httplib-dev ca-certificates curl openssl
+  libcpp-httplib-dev ca-certificates curl openssl python3
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(wrk redis-server libhiredis-dev libpq-dev postgresql)

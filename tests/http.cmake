@@ -31,4 +31,11 @@ if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_beast AND TA
     set_tests_properties(http_e2e_${verifier} PROPERTIES
       LABELS "http;e2e" TIMEOUT 120 SKIP_RETURN_CODE 77)
   endforeach()
+  # Attacks on the server's HTTP layer (issue 19): trailers, framing,
+  # connection floods, descriptor exhaustion. Python's sockets and ssl.
+  find_package(Python3 REQUIRED COMPONENTS Interpreter)
+  add_test(NAME http_hardening
+    COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/http_hardening_test.py
+      $<TARGET_FILE:keygate_example_server> $<TARGET_FILE:keygate_cli>)
+  set_tests_properties(http_hardening PROPERTIES LABELS "http;e2e" TIMEOUT 120)
 endif()

@@ -19,6 +19,7 @@
 // SIGINT / SIGTERM: stop accepting, finish requests in flight, flush key
 // usage to the store, exit 0.
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,9 +36,9 @@
 #include <utility>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -66,6 +67,7 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
   --write-cert PATH         write the self-signed certificate (not the key) to PATH
   --port-file PATH          write "https=N\nhttp=N" to PATH once listening
   --threads N               I/O threads (default: 2)
+  --max-connections N       connections served at once; more are closed at accept (default: 512)
   --verifier KIND           hotpath (default: lock-free in-memory index following the store's
                             change feed) or reference (reads the store on every request)
   --feed-poll-ms N          how often to look for changes made by other processes (default: 50)
@@ -87,6 +89,7 @@ struct Flags {
   std::string write_cert;
   std::string port_file;
   int threads = 2;
+  int max_connections = 512;
   std::string verifier = "hotpath";
   int feed_poll_ms = 50;
   std::string realm = "api";
@@ -98,14 +101,6 @@ struct Flags {
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "keygate-example-server: %s\n\n%s", message.c_str(), kUsage);
   return 2;
-}
-
-std::optional<int> ParseInt(std::string_view text, int min, int max) {
-  int v = 0;
-  if (!absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &v) || v < min || v > max) {
-    return std::nullopt;
-  }
-  return v;
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view flag) {
@@ -189,73 +184,67 @@ class OutageSwitchStore final : public keygate::KeyStore {
   std::string marker_;
 };
 
+// Parses the command line into `*f` (CLI11; the usage text is kUsage).
+// Returns the exit status when the process should end now: 0 after --help,
+// 2 (usage error) for an unknown option or a bad or missing value.
+std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
+  CLI::App app{"keygate-example-server", "keygate-example-server"};
+  app.set_help_flag();  // kUsage instead of CLI11's help
+  bool help = false;
+  app.add_flag("-h,--help", help);
+  const CLI::Validator non_empty(
+      [](const std::string& v) { return v.empty() ? std::string("must not be empty") : ""; },
+      "NONEMPTY");
+  const auto text = [&](const char* name, std::string* out) {
+    app.add_option(name, *out)->check(non_empty);
+  };
+  const auto number = [&](const char* name, int* out, int min, int max) {
+    app.add_option(name, *out)->check(CLI::Range(min, max));
+  };
+  text("--db", &f->db);
+  text("--env", &f->env);
+  text("--listen", &f->listen);
+  number("--port", &f->port, 0, 65535);
+  number("--http-port", &f->http_port, 0, 65535);
+  text("--cert", &f->cert);
+  text("--key", &f->key);
+  text("--write-cert", &f->write_cert);
+  text("--port-file", &f->port_file);
+  number("--threads", &f->threads, 1, 256);
+  number("--max-connections", &f->max_connections, 1, 1'000'000);
+  app.add_option("--verifier", f->verifier)->check(CLI::IsMember({"hotpath", "reference"}));
+  number("--feed-poll-ms", &f->feed_poll_ms, 1, 60'000);
+  text("--realm", &f->realm);
+  text("--access-log", &f->access_log);
+  app.add_flag("--bench-routes", f->bench_routes);
+  text("--simulate-outage-file", &f->outage_file);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return UsageError(e.what());
+  }
+  if (help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  return std::nullopt;
+}
+
 int Main(int argc, char** argv) {
   Flags f;
   const char* env_db = std::getenv("KEYGATE_DB");
   f.db = env_db != nullptr && *env_db != '\0' ? env_db : "./keygate.db";
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    std::string value;
-    const bool has_inline = arg.find('=') != std::string_view::npos;
-    const std::string_view name = has_inline ? arg.substr(0, arg.find('=')) : arg;
-    auto next = [&]() -> bool {
-      if (has_inline) {
-        value = std::string(arg.substr(arg.find('=') + 1));
-        return true;
-      }
-      if (i + 1 >= argc) return false;
-      value = argv[++i];
-      return true;
-    };
-    auto int_flag = [&](int* out, int min, int max) -> bool {
-      if (!next()) return false;
-      std::optional<int> v = ParseInt(value, min, max);
-      if (!v) return false;
-      *out = *v;
-      return true;
-    };
-    bool ok = true;
-    if (name == "--help" || name == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (name == "--db") {
-      ok = next() && !(f.db = value).empty();
-    } else if (name == "--env") {
-      ok = next() && !(f.env = value).empty();
-    } else if (name == "--listen") {
-      ok = next() && !(f.listen = value).empty();
-    } else if (name == "--port") {
-      ok = int_flag(&f.port, 0, 65535);
-    } else if (name == "--http-port") {
-      ok = int_flag(&f.http_port, 0, 65535);
-    } else if (name == "--cert") {
-      ok = next() && !(f.cert = value).empty();
-    } else if (name == "--key") {
-      ok = next() && !(f.key = value).empty();
-    } else if (name == "--write-cert") {
-      ok = next() && !(f.write_cert = value).empty();
-    } else if (name == "--port-file") {
-      ok = next() && !(f.port_file = value).empty();
-    } else if (name == "--threads") {
-      ok = int_flag(&f.threads, 1, 256);
-    } else if (name == "--verifier") {
-      ok = next() && ((f.verifier = value) == "hotpath" || f.verifier == "reference");
-    } else if (name == "--feed-poll-ms") {
-      ok = int_flag(&f.feed_poll_ms, 1, 60'000);
-    } else if (name == "--realm") {
-      ok = next() && !(f.realm = value).empty();
-    } else if (name == "--access-log") {
-      ok = next() && !(f.access_log = value).empty();
-    } else if (name == "--bench-routes") {
-      f.bench_routes = true;
-    } else if (name == "--simulate-outage-file") {
-      ok = next() && !(f.outage_file = value).empty();
-    } else {
-      return UsageError(absl::StrCat("unknown option '", std::string(name), "'"));
-    }
-    if (!ok) return UsageError(absl::StrCat("bad or missing value for ", std::string(name)));
-  }
+  if (const std::optional<int> status = ParseFlags(argc, argv, &f)) return *status;
   if (f.cert.empty() != f.key.empty()) return UsageError("--cert and --key go together");
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 &&
+                       nofile.rlim_cur != RLIM_INFINITY &&
+                       static_cast<rlim_t>(f.max_connections) + 32 > nofile.rlim_cur) {
+    // Not fatal: accept backs off when descriptors run out.
+    std::fprintf(stderr,
+                 "keygate-example-server: warning: --max-connections %d does not fit the "
+                 "descriptor limit (%llu, ulimit -n) with room for the server's own\n",
+                 f.max_connections, static_cast<unsigned long long>(nofile.rlim_cur));
+  }
 
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "keygate-example-server: %s\n", std::string(s.message()).c_str());
@@ -338,6 +327,11 @@ int Main(int argc, char** argv) {
   config.port_file = f.port_file;
   config.bench_routes = f.bench_routes;
   config.token_prefix = (*deployment)->token_prefix();
+  config.environment_tags.clear();
+  for (const keygate::EnvironmentSpec& e : (*deployment)->environments()) {
+    config.environment_tags.push_back(e.tag);
+  }
+  config.max_connections = f.max_connections;
   std::FILE* log_file = nullptr;
   if (f.access_log == "-") {
     config.access_log = stdout;

@@ -40,6 +40,7 @@
 #include "boost/beast/http.hpp"
 #include "boost/beast/ssl.hpp"
 
+#include "internal/json_string.h"
 #include "keygate/adapters/beast.h"
 #include "keygate/verdict.h"
 
@@ -54,7 +55,9 @@ using tcp = asio::ip::tcp;
 using Request = http::request<http::string_body>;
 using Response = keygate::BeastResponse;
 
+constexpr std::size_t kHeaderLimit = std::size_t{8} * 1024;  // also the read buffer's
 constexpr std::size_t kBodyLimit = std::size_t{64} * 1024;
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 constexpr auto kReadTimeout = std::chrono::seconds(30);
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 constexpr auto kShutdownGrace = std::chrono::seconds(5);
@@ -63,83 +66,10 @@ std::string_view Std(beast::string_view v) { return {v.data(), v.size()}; }
 // Debian's Abseil has its own string_view (see notes on the Abseil quirk).
 absl::string_view Av(std::string_view v) { return {v.data(), v.size()}; }
 
-// The code point of the well-formed UTF-8 sequence at the start of `s` and
-// its length, or length 0 when `s` does not start with one; then `bad` is how
-// many bytes to replace with one U+FFFD (the maximal ill-formed subpart,
-// Unicode 15 3.9: a truncated sequence is one replacement, not one per byte).
-struct Utf8Step {
-  char32_t code_point = 0;
-  std::size_t length = 0;
-  std::size_t bad = 1;
-};
-
-Utf8Step DecodeUtf8(std::string_view s) {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char lead = byte(0);
-  if (lead < 0x80) return {lead, 1, 0};
-  std::size_t n = 0;
-  char32_t cp = 0;
-  // The range of the second byte excludes overlong forms, surrogates and
-  // code points above U+10FFFF (Unicode Table 3-7).
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    n = 2;
-    cp = lead & 0x1Fu;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    n = 3;
-    cp = lead & 0x0Fu;
-    if (lead == 0xE0) lo = 0xA0;
-    if (lead == 0xED) hi = 0x9F;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    n = 4;
-    cp = lead & 0x07u;
-    if (lead == 0xF0) lo = 0x90;
-    if (lead == 0xF4) hi = 0x8F;
-  } else {
-    return {};  // a continuation byte, C0, C1 or F5-FF: never a lead
-  }
-  for (std::size_t i = 1; i < n; ++i) {
-    if (i >= s.size()) return {0, 0, i};
-    const unsigned char b = byte(i);
-    if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return {0, 0, i};
-    cp = (cp << 6) | (b & 0x3Fu);
-  }
-  return {cp, n, 0};
-}
-
-// `s` as a JSON string literal that is valid JSON and valid UTF-8 whatever
-// the bytes: each ill-formed UTF-8 sequence becomes \ufffd; '"', '\' and
-// control characters (C0, DEL and C1, which some terminals act on) are
-// escaped; other UTF-8 passes through. Used for response bodies and for the
-// access log's quoted fields.
-std::string JsonString(std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  out.reserve(s.size() + 2);
-  for (std::size_t i = 0; i < s.size();) {
-    const Utf8Step step = DecodeUtf8(s.substr(i));
-    if (step.length == 0) {
-      out += "\\ufffd";
-      i += step.bad;
-      continue;
-    }
-    const char32_t cp = step.code_point;
-    if (cp == '"' || cp == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(cp));
-    } else if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) {
-      out += "\\u00";
-      out.push_back(kHex[cp >> 4]);
-      out.push_back(kHex[cp & 0xF]);
-    } else {
-      out.append(s.substr(i, step.length));
-    }
-    i += step.length;
-  }
-  out.push_back('"');
-  return out;
-}
+// JSON string literals (response bodies, the access log's quoted owner):
+// valid JSON and valid UTF-8 whatever the bytes, control characters (C1
+// included) escaped; the library's own encoder.
+using keygate::internal::JsonString;
 
 // The "name" string of a small JSON object like {"name":"billing"}; enough
 // for a demo (no escapes in names), strict about the rest.
@@ -164,6 +94,9 @@ std::optional<std::string> NameFromBody(std::string_view body) {
 // routes (project ids have at most 18 digits) comes near it. 32 leaves room
 // for a token cut short in a paste.
 constexpr std::size_t kRedactedSegmentLength = 32;
+// Nor a segment holding this many base62 characters in a row (percent-decoded),
+// wherever they stand in it ("t=<secret>", "Bearer%20<secret>").
+constexpr std::size_t kRedactedBase62Run = 20;
 
 int HexDigit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -172,65 +105,101 @@ int HexDigit(char c) {
   return -1;
 }
 
-// Whether a path segment may hold (part of) a token: it is
-// kRedactedSegmentLength characters or more as sent, or, percent-decoded,
-// starts with the deployment's token prefix and '_' (ASCII case-insensitive,
-// so "KG_live_..." and "kg%5Flive_..." count too).
-bool LooksLikeToken(std::string_view segment, std::string_view token_prefix) {
-  if (segment.size() >= kRedactedSegmentLength) return true;
-  if (token_prefix.empty()) return false;
-  const auto lower = [](char c) {
-    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-  };
-  std::string want;  // "<prefix>_", lower case
-  for (const char c : token_prefix) want.push_back(lower(c));
-  want.push_back('_');
-  std::string head;  // the segment's start, percent-decoded, as long as `want`
-  for (std::size_t i = 0; i < segment.size() && head.size() < want.size(); ++i) {
-    char c = segment[i];
-    if (c == '%' && i + 2 < segment.size() && HexDigit(segment[i + 1]) >= 0 &&
-        HexDigit(segment[i + 2]) >= 0) {
-      c = static_cast<char>(HexDigit(segment[i + 1]) * 16 + HexDigit(segment[i + 2]));
-      i += 2;
-    }
-    head.push_back(lower(c));
-  }
-  return head == want;
+char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool IsBase62(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-// The request path as the access log writes it: each segment that may hold a
-// token (LooksLikeToken) is replaced by "[redacted]", and every byte that is
-// not visible ASCII, '"' and '\' percent-encoded, so that the field has no
-// space, quote or line break in it.
-std::string LogPath(std::string_view path, std::string_view token_prefix) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(path.size());
-  std::size_t start = 0;
-  while (start <= path.size()) {
-    std::size_t end = path.find('/', start);
-    if (end == std::string_view::npos) end = path.size();
-    const std::string_view segment = path.substr(start, end - start);
-    if (LooksLikeToken(segment, token_prefix)) {
-      out += "[redacted]";
-    } else {
-      for (const char c : segment) {
-        const auto u = static_cast<unsigned char>(c);
-        if (u <= 0x20 || u >= 0x7F || c == '"' || c == '\\') {
-          out.push_back('%');
-          out.push_back(kHex[u >> 4]);
-          out.push_back(kHex[u & 0xF]);
-        } else {
-          out.push_back(c);
+// Decides what the access log must not show: segments of a path (or words of
+// a message) that may hold (part of) a token of the deployment.
+class Redactor {
+ public:
+  Redactor(std::string_view token_prefix, const std::vector<std::string>& environment_tags) {
+    if (token_prefix.empty()) return;
+    for (const char c : token_prefix) prefix_head_.push_back(Lower(c));
+    prefix_head_.push_back('_');
+    for (const std::string& tag : environment_tags) {
+      std::string head = prefix_head_;
+      for (const char c : tag) head.push_back(Lower(c));
+      head.push_back('_');
+      heads_.push_back(std::move(head));
+    }
+  }
+
+  // Whether a path segment may hold (part of) a token: it is
+  // kRedactedSegmentLength characters or more as sent, or, percent-decoded
+  // and ASCII lower-cased, it starts with "<prefix>_", holds
+  // "<prefix>_<tag>_" for an environment tag of the deployment anywhere
+  // ("xkg_live_...", "Bearer kg_live_...", "t=kg_live_..."), or holds a run of
+  // kRedactedBase62Run base62 characters.
+  bool LooksLikeToken(std::string_view segment) const {
+    if (segment.size() >= kRedactedSegmentLength) return true;
+    std::string decoded;  // percent-decoded, lower case
+    decoded.reserve(segment.size());
+    std::size_t run = 0;
+    for (std::size_t i = 0; i < segment.size(); ++i) {
+      char c = segment[i];
+      if (c == '%' && i + 2 < segment.size() && HexDigit(segment[i + 1]) >= 0 &&
+          HexDigit(segment[i + 2]) >= 0) {
+        c = static_cast<char>(HexDigit(segment[i + 1]) * 16 + HexDigit(segment[i + 2]));
+        i += 2;
+      }
+      run = IsBase62(c) ? run + 1 : 0;
+      if (run >= kRedactedBase62Run) return true;
+      decoded.push_back(Lower(c));
+    }
+    if (prefix_head_.empty()) return false;
+    if (decoded.rfind(prefix_head_, 0) == 0) return true;
+    for (const std::string& head : heads_) {
+      if (decoded.find(head) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  // The request path as the access log writes it: each segment that may
+  // hold a token (LooksLikeToken) is replaced by "[redacted]", and every byte
+  // that is not visible ASCII, '"' and '\' percent-encoded, so that the
+  // field has no space, quote or line break in it.
+  std::string Path(std::string_view path) const { return Join(path, '/'); }
+
+  // Free text (an exception's message) for stderr: the same, word by word.
+  std::string Text(std::string_view text) const { return Join(text, ' '); }
+
+ private:
+  std::string Join(std::string_view text, char separator) const {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(text.size());
+    std::size_t start = 0;
+    while (start <= text.size()) {
+      std::size_t end = text.find(separator, start);
+      if (end == std::string_view::npos) end = text.size();
+      const std::string_view segment = text.substr(start, end - start);
+      if (LooksLikeToken(segment)) {
+        out += "[redacted]";
+      } else {
+        for (const char c : segment) {
+          const auto u = static_cast<unsigned char>(c);
+          if (u <= 0x20 || u >= 0x7F || c == '"' || c == '\\') {
+            out.push_back('%');
+            out.push_back(kHex[u >> 4]);
+            out.push_back(kHex[u & 0xF]);
+          } else {
+            out.push_back(c);
+          }
         }
       }
+      if (end == text.size()) break;
+      out.push_back(separator);
+      start = end + 1;
     }
-    if (end == path.size()) break;
-    out.push_back('/');
-    start = end + 1;
+    return out;
   }
-  return out;
-}
+
+  std::string prefix_head_;         // "<prefix>_", lower case; empty: no prefix rules
+  std::vector<std::string> heads_;  // "<prefix>_<tag>_" for each environment
+};
 
 // The application's own data: projects in memory.
 class Projects {
@@ -295,15 +264,29 @@ class SessionBase {
   virtual void CloseIfIdle() = 0;
 };
 
+// Errors of accept() that mean the process or the system is out of a
+// resource (descriptors, buffers, memory) rather than one failed connection:
+// retrying at once would spin on the listening socket, which stays readable.
+bool OutOfResources(const beast::error_code& ec) {
+  return ec == asio::error::no_descriptors ||
+         ec == boost::system::errc::too_many_files_open_in_system ||
+         ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+}
+
 class Server {
  public:
   Server(const ServerConfig& config, const Api& api)
       : config_(config),
         api_(api),
+        redactor_(config.token_prefix, config.environment_tags),
         tls_(ssl::context::tls_server),
         ioc_(config.threads),
-        signals_(ioc_, SIGINT, SIGTERM),
-        deadline_(ioc_) {}
+        strand_(asio::make_strand(ioc_)),
+        https_(strand_),
+        https_backoff_(strand_),
+        http_backoff_(strand_),
+        signals_(strand_, SIGINT, SIGTERM),
+        deadline_(strand_) {}
 
   absl::Status Init() {
     tls_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
@@ -321,7 +304,7 @@ class Server {
     absl::Status s = Listen(&https_, address, config_.https_port);
     if (!s.ok()) return s;
     if (config_.http_port >= 0) {
-      http_ = std::make_unique<tcp::acceptor>(ioc_);
+      http_ = std::make_unique<tcp::acceptor>(strand_);
       s = Listen(http_.get(), address, config_.http_port);
       if (!s.ok()) return s;
     }
@@ -332,15 +315,17 @@ class Server {
   int http_port() const { return http_ ? http_->local_endpoint().port() : -1; }
 
   absl::Status Run() {
-    Accept<true>(&https_);
-    if (http_) Accept<false>(http_.get());
-    signals_.async_wait([this](const beast::error_code& ec, int) {
-      if (!ec) BeginShutdown();
+    asio::dispatch(strand_, [this] {
+      Accept<true>(&https_, &https_backoff_);
+      if (http_) Accept<false>(http_.get(), &http_backoff_);
+      signals_.async_wait([this](const beast::error_code& ec, int) {
+        if (!ec) BeginShutdown();
+      });
     });
     running_.store(true, std::memory_order_release);
     std::vector<std::thread> threads;
-    for (int i = 1; i < config_.threads; ++i) threads.emplace_back([this] { ioc_.run(); });
-    ioc_.run();
+    for (int i = 1; i < config_.threads; ++i) threads.emplace_back([this] { RunLoop(); });
+    RunLoop();
     for (std::thread& t : threads) t.join();
     running_.store(false, std::memory_order_release);
     return absl::OkStatus();
@@ -357,12 +342,19 @@ class Server {
     std::lock_guard<std::mutex> lock(mu_);
     sessions_.erase(it);
     if (sessions_.empty() && stopping() && running_.load(std::memory_order_acquire)) {
-      asio::post(ioc_, [this] { deadline_.cancel(); });
+      asio::post(strand_, [this] { deadline_.cancel(); });
     }
   }
+  // A session's end: its place under max_connections is free again.
+  void Release() { connections_.fetch_sub(1, std::memory_order_acq_rel); }
 
   void Handle(const Request& req, bool tls, std::string_view peer, Response* res);
-  void Log(const Request& req, std::string_view peer, bool tls, const Response& res,
+  // A request refused before it reached a route (framing, limits): `*res`
+  // becomes `status` with a JSON error body and Connection: close. `req` is
+  // null when its header was not read whole.
+  void Refuse(const Request* req, bool tls, std::string_view peer, http::status status,
+              std::string_view message, Response* res);
+  void Log(const Request* req, std::string_view peer, bool tls, const Response& res,
            const LogEntry& entry, std::chrono::steady_clock::duration took);
 
  private:
@@ -380,8 +372,28 @@ class Server {
     return absl::OkStatus();
   }
 
+  // io_context::run() until it returns of itself. An exception out of a
+  // handler (Beast throws std::length_error for a field it cannot store,
+  // std::bad_alloc is always possible) unwinds that handler only, and with it
+  // the last reference to its session, which closes the connection; the
+  // other connections are served on. The message is Beast's or the standard
+  // library's, redacted all the same; the request is never logged.
+  void RunLoop() {
+    for (;;) {
+      try {
+        ioc_.run();
+        return;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "keygate-example-server: connection dropped: %s\n",
+                     redactor_.Text(e.what()).substr(0, 200).c_str());
+      } catch (...) {
+        std::fprintf(stderr, "keygate-example-server: connection dropped: unknown exception\n");
+      }
+    }
+  }
+
   template <bool kTls>
-  void Accept(tcp::acceptor* acceptor);
+  void Accept(tcp::acceptor* acceptor, asio::steady_timer* backoff);
 
   void BeginShutdown() {
     std::fprintf(stderr, "keygate-example-server: shutting down\n");
@@ -389,6 +401,8 @@ class Server {
     beast::error_code ec;
     https_.close(ec);
     if (http_) http_->close(ec);
+    https_backoff_.cancel();
+    http_backoff_.cancel();
     std::vector<std::shared_ptr<SessionBase>> live;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -413,27 +427,92 @@ class Server {
 
   const ServerConfig& config_;
   const Api& api_;
+  const Redactor redactor_;
   // Declared before ioc_ so that they outlive it: sessions abandoned by a
   // forced stop are destroyed with the io_context and unregister then.
   std::mutex mu_;
   std::list<std::weak_ptr<SessionBase>> sessions_;
+  std::atomic<int> connections_{0};  // sessions alive (max_connections)
   std::atomic<bool> stopping_{false};
   std::atomic<bool> running_{false};
   Projects projects_;
   std::mutex log_mu_;
   ssl::context tls_;
   asio::io_context ioc_;
-  tcp::acceptor https_{ioc_};
+  // The acceptors, their back-off timers, the signals and the shutdown
+  // deadline: one strand, so that shutdown never races an accept.
+  asio::strand<asio::io_context::executor_type> strand_;
+  tcp::acceptor https_;
   std::unique_ptr<tcp::acceptor> http_;
+  asio::steady_timer https_backoff_;
+  asio::steady_timer http_backoff_;
+  bool out_of_resources_ = false;  // said so on stderr (strand_ only)
+  bool at_capacity_ = false;       // said so on stderr (strand_ only)
   asio::signal_set signals_;
   asio::steady_timer deadline_;
 };
+
+// The response to a request Beast could not read (RFC 9110 status codes).
+http::status StatusFor(const beast::error_code& ec) {
+  if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+    return http::status::request_header_fields_too_large;  // 431
+  }
+  if (ec == http::error::body_limit) return http::status::payload_too_large;  // 413
+  return http::status::bad_request;
+}
+
+// Whether the request's framing is one this server reads as the client
+// meant it (RFC 9112 6.1 and 6.3): no Transfer-Encoding, or one whose codings
+// form a valid list ending in a single chunked, in HTTP/1.1 or later, and
+// framed by Beast as chunked. Otherwise a Content-Length would frame a body
+// the client encoded differently, and the rest would be read as the next
+// request.
+bool FramingIsSound(const Request& req, bool parser_chunked) {
+  const auto is_tchar = [](char c) {
+    return IsBase62(c) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  };
+  const auto trim = [](std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+  };
+  bool any_field = false;
+  bool codings = false;
+  bool chunked_last = false;
+  bool chunked_before = false;
+  for (const auto& f : req) {
+    if (f.name() != http::field::transfer_encoding) continue;
+    any_field = true;
+    // transfer-coding = token *( OWS ";" OWS transfer-parameter ), in a list
+    // whose empty elements do not count (RFC 9110 5.6.1).
+    std::string_view rest = Std(f.value());
+    while (true) {
+      const std::size_t comma = rest.find(',');
+      const std::string_view element = trim(rest.substr(0, comma));
+      if (!element.empty()) {
+        const std::string_view name = trim(element.substr(0, element.find(';')));
+        if (name.empty()) return false;
+        for (const char c : name) {
+          if (!is_tchar(c)) return false;
+        }
+        codings = true;
+        if (chunked_last) chunked_before = true;  // a coding after chunked
+        chunked_last = beast::iequals(beast::string_view(name.data(), name.size()), "chunked");
+      }
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  if (!any_field) return !parser_chunked;
+  return codings && req.version() >= 11 && chunked_last && !chunked_before && parser_chunked;
+}
 
 template <bool kTls>
 class Session final : public SessionBase, public std::enable_shared_from_this<Session<kTls>> {
  public:
   using Stream = std::conditional_t<kTls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
 
+  // Takes over one place counted under max_connections (Server::Release).
   Session(tcp::socket&& socket, ssl::context& tls, Server* server)
       : stream_(MakeStream(std::move(socket), tls)), server_(server) {
     beast::error_code ec;
@@ -442,6 +521,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   }
   ~Session() override {
     if (registered_) server_->Unregister(registration_);
+    server_->Release();
   }
 
   void Run() {
@@ -486,24 +566,65 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     DoRead();
   }
 
+  // The header first, checked (framing) before any of the body is read.
   void DoRead() {
     if (server_->stopping()) return DoClose();
     parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
     parser_->body_limit(kBodyLimit);
     beast::get_lowest_layer(stream_).expires_after(kReadTimeout);
     idle_ = true;
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        beast::bind_front_handler(&Session::OnHeader, this->shared_from_this()));
+  }
+
+  void OnHeader(beast::error_code ec, std::size_t) {
+    idle_ = false;
+    if (ec == http::error::end_of_stream) return DoClose();
+    if (ec) return OnReadError(ec);
+    const Request& req = parser_->get();
+    if (!FramingIsSound(req, parser_->chunked())) {
+      return Refuse(&req, http::status::bad_request,
+                    "Unsupported Transfer-Encoding: send a body with Content-Length, or with "
+                    "Transfer-Encoding: chunked (HTTP/1.1).");
+    }
+    header_fields_ = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&Session::OnRead, this->shared_from_this()));
   }
 
   void OnRead(beast::error_code ec, std::size_t) {
-    idle_ = false;
-    if (ec == http::error::end_of_stream) return DoClose();
-    if (ec) return;  // timeout, reset, shutdown, or a request Beast cannot parse
+    if (ec) return OnReadError(ec);
     const Request& req = parser_->get();
+    // Beast adds trailer fields to the header's: refused, so that a field
+    // sent after the body (Authorization, even) is never taken for a header
+    // (RFC 9110 6.5.1), and so that they cost no more than the header limit.
+    if (static_cast<std::size_t>(std::distance(req.begin(), req.end())) != header_fields_) {
+      return Refuse(&req, http::status::bad_request, "Trailer fields are not accepted.");
+    }
     res_ = {};
     server_->Handle(req, kTls, peer_, &res_);
     if (server_->stopping()) res_.keep_alive(false);
+    http::async_write(stream_, res_,
+                      beast::bind_front_handler(&Session::OnWrite, this->shared_from_this()));
+  }
+
+  // A request Beast could not read: an HTTP error (malformed, over a limit)
+  // is answered and the connection closed; anything else (timeout, reset,
+  // end of stream mid-request, shutdown) just ends it.
+  void OnReadError(const beast::error_code& ec) {
+    if (ec.category() != http::make_error_code(http::error::bad_target).category() ||
+        ec == http::error::partial_message || ec == http::error::end_of_stream) {
+      return;
+    }
+    const Request* req = parser_->is_header_done() ? &parser_->get() : nullptr;
+    return Refuse(req, StatusFor(ec), "The request could not be read.");
+  }
+
+  void Refuse(const Request* req, http::status status, std::string_view message) {
+    res_ = {};
+    server_->Refuse(req, kTls, peer_, status, message, &res_);
     http::async_write(stream_, res_,
                       beast::bind_front_handler(&Session::OnWrite, this->shared_from_this()));
   }
@@ -527,8 +648,11 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   Stream stream_;
   Server* server_;
   std::string peer_;
-  beast::flat_buffer buffer_;
+  // Bounded: Beast keeps a chunked body's whole trailer section in it (and
+  // throws for a field of 64 KiB); a header never needs more.
+  beast::flat_buffer buffer_{kHeaderLimit};
   std::optional<http::request_parser<http::string_body>> parser_;
+  std::size_t header_fields_ = 0;
   Response res_;
   bool idle_ = false;
   bool registered_ = false;
@@ -536,17 +660,57 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 };
 
 template <bool kTls>
-void Server::Accept(tcp::acceptor* acceptor) {
-  acceptor->async_accept(asio::make_strand(ioc_),
-                         [this, acceptor](beast::error_code ec, tcp::socket socket) {
-                           if (ec == asio::error::operation_aborted || stopping()) return;
-                           if (!ec) {
-                             beast::error_code opt_ec;
-                             socket.set_option(tcp::no_delay(true), opt_ec);
-                             std::make_shared<Session<kTls>>(std::move(socket), tls_, this)->Run();
-                           }
-                           Accept<kTls>(acceptor);
-                         });
+void Server::Accept(tcp::acceptor* acceptor, asio::steady_timer* backoff) {
+  acceptor->async_accept(
+      asio::make_strand(ioc_),
+      asio::bind_executor(strand_, [this, acceptor, backoff](beast::error_code ec,
+                                                             tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || stopping()) return;
+        if (OutOfResources(ec)) {
+          // The listening socket stays readable: accepting again at once
+          // would spin. Wait, and say so once per episode.
+          if (!out_of_resources_) {
+            out_of_resources_ = true;
+            std::fprintf(
+                stderr,
+                "keygate-example-server: accept: out of %s (%s); pausing accept %lld ms "
+                "at a time\n",
+                ec == asio::error::no_descriptors ||
+                        ec == boost::system::errc::too_many_files_open_in_system
+                    ? "file descriptors"
+                    : "memory",
+                ec.message().c_str(),
+                static_cast<long long>(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(kAcceptBackoff).count()));
+          }
+          backoff->expires_after(kAcceptBackoff);
+          backoff->async_wait([this, acceptor, backoff](const beast::error_code& wait_ec) {
+            if (!wait_ec && !stopping()) Accept<kTls>(acceptor, backoff);
+          });
+          return;
+        }
+        if (!ec) {
+          out_of_resources_ = false;
+          if (connections_.fetch_add(1, std::memory_order_acq_rel) >= config_.max_connections) {
+            // Full: closed at once rather than left to hold a descriptor.
+            Release();
+            if (!at_capacity_) {
+              at_capacity_ = true;
+              std::fprintf(stderr,
+                           "keygate-example-server: %d connections (--max-connections): closing "
+                           "new ones until some end\n",
+                           config_.max_connections);
+            }
+            socket.close(ec);
+          } else {
+            at_capacity_ = false;
+            beast::error_code opt_ec;
+            socket.set_option(tcp::no_delay(true), opt_ec);
+            std::make_shared<Session<kTls>>(std::move(socket), tls_, this)->Run();
+          }
+        }
+        Accept<kTls>(acceptor, backoff);
+      }));
 }
 
 void SetJson(Response* res, http::status status, std::string body) {
@@ -603,7 +767,24 @@ void Server::Handle(const Request& req, bool tls, std::string_view peer, Respons
     // RFC 9110 9.3.2: HEAD gets GET's headers, Content-Length included.
     if (req.method() == http::verb::head) res->body().clear();
   }
-  Log(req, peer, tls, *res, entry, std::chrono::steady_clock::now() - start);
+  Log(&req, peer, tls, *res, entry, std::chrono::steady_clock::now() - start);
+}
+
+void Server::Refuse(const Request* req, bool tls, std::string_view peer, http::status status,
+                    std::string_view message, Response* res) {
+  const auto start = std::chrono::steady_clock::now();
+  res->version(11);
+  res->keep_alive(false);
+  std::string_view error = "bad_request";
+  if (status == http::status::payload_too_large) error = "body_too_large";
+  if (status == http::status::request_header_fields_too_large) error = "header_too_large";
+  SetJson(
+      res, status,
+      absl::StrCat("{\"error\":", JsonString(error), ",\"message\":", JsonString(message), "}"));
+  res->set(http::field::server, "keygate-example");
+  res->set(http::field::date, HttpDate());
+  res->prepare_payload();
+  Log(req, peer, tls, *res, LogEntry{}, std::chrono::steady_clock::now() - start);
 }
 
 bool Server::RouteProjects(const Request& req, bool tls, std::string_view peer, Response* res,
@@ -668,22 +849,25 @@ bool Server::RouteProjects(const Request& req, bool tls, std::string_view peer, 
   return false;
 }
 
-void Server::Log(const Request& req, std::string_view peer, bool tls, const Response& res,
+void Server::Log(const Request* req, std::string_view peer, bool tls, const Response& res,
                  const LogEntry& entry, std::chrono::steady_clock::duration took) {
   if (config_.access_log == nullptr) return;
-  const std::string_view target = Std(req.target());
+  // A request whose header could not be read: "- -" for method and path.
+  const std::string_view target = req != nullptr ? Std(req->target()) : std::string_view();
   // The path only: a query string may hold a key a client should not have
-  // sent there.
-  // Nor a token pasted into the path: see LogPath.
+  // sent there. Nor a token pasted into the path: see Redactor.
   const std::string_view path = target.substr(0, target.find_first_of("?#"));
   // A method Beast does not know is whatever the client sent (a token, even):
   // only known ones are logged by name.
-  const std::string_view method =
-      req.method() == http::verb::unknown ? std::string_view("OTHER") : Std(req.method_string());
+  std::string_view method = "-";
+  if (req != nullptr) {
+    method = req->method() == http::verb::unknown ? std::string_view("OTHER")
+                                                  : Std(req->method_string());
+  }
   std::string line =
       absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
                    Av(peer), " ", tls ? "https" : "http", " ", Av(method), " ",
-                   LogPath(path, config_.token_prefix), " ", res.result_int());
+                   req != nullptr ? redactor_.Path(path) : std::string("-"), " ", res.result_int());
   if (entry.checked) {
     absl::StrAppend(&line, " key=", entry.verdict.key().empty() ? "-" : Av(entry.verdict.key()),
                     " verdict=", Av(keygate::OutcomeName(entry.verdict.outcome)));

@@ -12,6 +12,16 @@
 // Every request gets one access-log line with the key id and the verdict,
 // never the token (never the query string, where a careless client may have
 // put one, and never a path segment that looks like a token).
+//
+// Limits (what an embedding server must set too: keygate/adapters/beast.h):
+// request header 8 KiB, body 64 KiB, read buffer 8 KiB (so a chunked body's
+// trailer section is bounded by it); trailers are refused (400: a field sent
+// after the body, Authorization included, is never read as a header); a
+// Transfer-Encoding whose final coding is not chunked, or any in HTTP/1.0,
+// gets 400 and the connection is closed (RFC 9112 6.3); at most
+// max_connections connections are served at once (the rest are closed at
+// accept); when descriptors run out, accepting pauses for 100 ms at a time;
+// an exception from a connection's I/O ends that connection only.
 #ifndef KEYGATE_EXAMPLES_SERVER_SERVER_H_
 #define KEYGATE_EXAMPLES_SERVER_SERVER_H_
 
@@ -19,6 +29,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -38,9 +49,13 @@ struct ServerConfig {
   std::string port_file;
   bool bench_routes = false;
   std::FILE* access_log = nullptr;  // nullptr: no access log
-  // The deployment's token prefix: path segments that start with it and '_'
-  // are redacted from the access log (see README.md).
+  // The deployment's token prefix and environment tags: path segments that
+  // start with "<prefix>_" or hold "<prefix>_<tag>_" anywhere are redacted
+  // from the access log (see README.md).
   std::string token_prefix = "kg";
+  std::vector<std::string> environment_tags = {"test", "live"};
+  // Connections served at once; more are closed as soon as they are accepted.
+  int max_connections = 512;
 };
 
 struct Api {

@@ -343,6 +343,14 @@ fetch path_truncated "$BASE/v1/projects/${LIMITED:0:20}" -X DELETE
 fetch path_encoded "$BASE/v1/projects/kg%5F${EXPIRED:3:15}/x"
 fetch path_upper "$BASE/v1/projects/KG_${EXPIRED:3:15}/y"
 fetch path_id "$BASE/v1/projects/12345" -X DELETE -H "Authorization: Bearer $ADMIN"
+# Fragments under 32 characters that do not start with the prefix: caught by
+# the "<prefix>_<tag>_" head anywhere in the segment (any environment's tag),
+# or by a run of 20 base62 characters (the secret part without its head).
+FRAGMENTS=("x${EXPIRED:0:17}" "Bearer%20${EXPIRED:0:17}" "t=${EXPIRED:0:17}" "y${PREVIEW:0:17}"
+  "a-${LIMITED:12:20}")
+for i in "${!FRAGMENTS[@]}"; do
+  fetch "path_fragment$i" "$BASE/v1/r$i/${FRAGMENTS[$i]}"
+done
 # Raw bytes curl would encode itself ('"', 0xff, '\'), on the plain port: the
 # log writes them percent-encoded.
 if exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT"; then
@@ -497,6 +505,9 @@ for t in "$READER" "$WRITER" "$ADMIN" "$PREVIEW" "$REVOKED" "$EXPIRED" "$UNKNOWN
 done
 grep -aqF "${LIMITED:8:12}" "$W/access.log" && leaked=1
 grep -aqF "${EXPIRED:8:10}" "$W/access.log" && leaked=1
+for frag in "${FRAGMENTS[@]}"; do
+  grep -aqF "${frag: -8}" "$W/access.log" && leaked=1
+done
 ((leaked == 0)) && pass "no token (or its secret part) in the access log" || fail "a token is in the log"
 grep -aq " GET /v1/projects 200 key=$READER_ID verdict=ok" "$W/access.log" &&
   pass "access log names the key id" || fail "access log lacks the key id"
@@ -510,7 +521,8 @@ for want in " DELETE /v1/projects/[redacted] 404 key=$ADMIN_ID" " GET /v1/[redac
   " DELETE /v1/projects/[redacted] 401 key=- verdict=missing us=" \
   " GET /v1/projects/[redacted]/x 405 us=" " DELETE /v1/projects/12345 404 key=$ADMIN_ID" \
   " GET /v1/projects/[redacted]/y 405 us=" " http GET /v1/a%22b%FF%5C 404 us=" \
-  " http OTHER /v1/projects 405 "; do
+  " http OTHER /v1/projects 405 " " GET /v1/r0/[redacted] 404 " " GET /v1/r1/[redacted] 404 " \
+  " GET /v1/r2/[redacted] 404 " " GET /v1/r3/[redacted] 404 " " GET /v1/r4/[redacted] 404 "; do
   grep -aqF -- "$want" "$W/access.log" && pass "access log has '$want'" ||
     fail "access log lacks '$want'"
 done

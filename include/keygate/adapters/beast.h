@@ -24,6 +24,39 @@
 //
 // Thread safety: the functions are thread-safe if the authenticator is (it
 // is). Cost: the authenticator's; a denial allocates the error response.
+//
+// What the server around it must do: keygate checks the credential, not the
+// HTTP layer, and a request no one has a key for reaches that layer first.
+// With Beast 1.74 (examples/server/server.cc does all of this):
+//
+// * Limits: `parser.header_limit(8 * 1024)` and `parser.body_limit(...)` on
+//   every `request_parser`, and a bounded read buffer
+//   (`beast::flat_buffer buffer{8 * 1024}`). Neither limit covers a chunked
+//   body's trailer section: Beast keeps all of it in the buffer, so only the
+//   buffer's bound limits it (unbounded, four connections took the example
+//   server to 261 MB), and a trailer field of 64 KiB makes Beast throw
+//   `std::length_error`.
+// * Trailers: Beast adds trailer fields to the request's fields, so an
+//   `Authorization` sent after the body is one of the fields
+//   `CheckBeastRequest` reads. Refuse requests with trailers (compare the
+//   number of fields after `async_read_header` and after `async_read`), or
+//   check before the body is read.
+// * Framing (RFC 9112 6.1, 6.3): Beast frames a request whose
+//   Transfer-Encoding does not end in `chunked` by its Content-Length, and
+//   reads the rest as another request. Read the header first
+//   (`async_read_header`); if Transfer-Encoding is present and its final
+//   coding is not a single `chunked`, or the request is HTTP/1.0, answer 400
+//   and close the connection.
+// * Exceptions: Beast and the allocator throw from inside `io_context::run()`;
+//   uncaught, one request ends the process. Call `run()` in a loop that
+//   catches, logs the message (never the request) and runs again: the
+//   unwound handler releases its session, which closes that connection only.
+// * Connections: cap the connections served at once (close the excess at
+//   accept) below the descriptor limit, time out idle reads and TLS
+//   handshakes (`tcp_stream::expires_after`), and when `async_accept` fails
+//   with EMFILE, ENFILE, ENOBUFS or ENOMEM wait (a 100 ms timer) before
+//   accepting again: the listening socket stays readable, and retrying at
+//   once spins.
 
 #ifndef KEYGATE_ADAPTERS_BEAST_H_
 #define KEYGATE_ADAPTERS_BEAST_H_
