@@ -34,8 +34,17 @@ if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_beast AND TA
   # Attacks on the server's HTTP layer (issue 19): trailers, framing,
   # connection floods, descriptor exhaustion. Python's sockets and ssl.
   find_package(Python3 REQUIRED COMPONENTS Interpreter)
+  set(hardening_cases "")
+  if(KEYGATE_SANITIZE)
+    # Every case but emfile: with no descriptor left, the sanitizer runtime
+    # cannot open the pipe it probes memory with, and UBSan's vptr check
+    # stops the server (the unchanged server too). The unsanitized g++ run
+    # covers emfile.
+    set(hardening_cases trailer_crash trailer_memory trailer_auth transfer_coding limits
+      connection_cap)
+  endif()
   add_test(NAME http_hardening
     COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/e2e/http_hardening_test.py
-      $<TARGET_FILE:keygate_example_server> $<TARGET_FILE:keygate_cli>)
+      $<TARGET_FILE:keygate_example_server> $<TARGET_FILE:keygate_cli> ${hardening_cases})
   set_tests_properties(http_hardening PROPERTIES LABELS "http;e2e" TIMEOUT 120)
 endif()

@@ -175,6 +175,7 @@ class OutageSwitchStore final : public keygate::KeyStore {
       std::function<void()> on_change) override {
     return inner_->Subscribe(std::move(on_change));
   }
+  absl::Status AwaitSubscribers() override { return inner_->AwaitSubscribers(); }
 
  private:
   bool Down() const { return ::access(marker_.c_str(), F_OK) == 0; }
