@@ -28,7 +28,9 @@ int main() {
   if (!verifier.ok()) return 3;
   const std::string header =
       "Bearer " + std::string(key->token.Reveal(keygate::InsecureSecretAccess::Get()));
-  const keygate::Verdict v = (*verifier)->Verify(header, {}, absl::Now());
+  auto read = (*deployment)->scopes().Require({"read:all"});
+  if (!read.ok()) return 5;
+  const keygate::Verdict v = (*verifier)->Verify(header, *read, absl::Now());
   std::cout << "keygate " << KEYGATE_VERSION_STRING << ": " << v << "\n";
   return v.ok() ? 0 : 4;
 }
