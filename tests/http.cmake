@@ -33,7 +33,7 @@ if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_beast AND TA
         $<TARGET_FILE:keygate_example_server> $<TARGET_FILE:keygate_cli> ${verifier})
     # concurrent: the server's threads run under TSan too (a TSan report
     # makes the server exit non-zero, which the script checks at SIGTERM).
-    set_tests_properties(http_e2e_${verifier} PROPERTIES LABELS "http;e2e;concurrent" TIMEOUT 120)
+    set_tests_properties(http_e2e_${verifier} PROPERTIES LABELS "http;e2e;concurrent" TIMEOUT 300)
     # A target of the test's name builds what it runs (scripts/test.sh builds
     # the targets named by the tests it selects).
     add_custom_target(http_e2e_${verifier})
