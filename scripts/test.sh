@@ -103,7 +103,7 @@ ctest --test-dir "$dir" --output-on-failure -j "$jobs" ${label:+-L "$label"} \
 not_run=$(sed -n 's/^.*<testcase name="\([^"]*\)".* status="\(notrun\|disabled\)".*$/\1 (\2)/p' \
   "$junit" 2>/dev/null || true)
 if [ -n "$not_run" ]; then
-  complain "tests that did not run:" $not_run || status=1
+  complain "tests that did not run: $(tr '\n' ' ' <<<"$not_run")" || status=1
 fi
 ran=$(grep -c '<testcase ' "$junit" 2>/dev/null || true)
 expected=$(grep -c . <<<"$selected" || true)
