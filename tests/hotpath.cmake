@@ -1,8 +1,10 @@
 # The lock-free hot path (issue #3): Verifier, RateLimiter, usage.
 keygate_add_test(rate_limiter_test SOURCES rate_limiter_test.cc
   LABELS hotpath concurrent TIMEOUT 60)
+# concurrent: readers during reload and growth, concurrent Shutdown, the feed
+# thread (run under TSan in CI).
 keygate_add_test(verifier_test SOURCES verifier_test.cc
-  LABELS hotpath verifier TIMEOUT 120)
+  LABELS hotpath verifier concurrent TIMEOUT 300)
 # The allocation-counting test replaces the global operator new/delete,
 # which ThreadSanitizer's runtime defines itself (a link-time clash): it runs
 # in the plain and ASan+UBSan builds, where it can count.

@@ -155,8 +155,9 @@ inline KeyRecord AtMicros(KeyRecord r) {
   return r;
 }
 
-// Polls `pred` (backends may notify asynchronously).
-inline bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10)) {
+// Polls `pred` (backends may notify asynchronously). The deadline only
+// guards against a hang (sanitizers, a loaded machine): no timing claim.
+inline bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(60)) {
   const absl::Time deadline = absl::Now() + timeout;
   while (!pred()) {
     if (absl::Now() > deadline) return false;
@@ -954,7 +955,7 @@ inline void WriteWaitsForRunningCallback(const std::shared_ptr<KeyStore>& store)
   bool entered = false;
   {
     std::unique_lock<std::mutex> lock(mu);
-    entered = cv.wait_for(lock, std::chrono::seconds(10), [&] { return rounds > 0; });
+    entered = cv.wait_for(lock, std::chrono::seconds(60), [&] { return rounds > 0; });
   }
   std::atomic<bool> second_returned{false};
   bool second_ok = false;

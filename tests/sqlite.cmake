@@ -5,7 +5,7 @@ if(TARGET keygate_sqlite)
   keygate_add_test(sqlite_conformance_test SOURCES sqlite_conformance_test.cc
     LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite store concurrent TIMEOUT 300)
   keygate_add_test(sqlite_key_store_test SOURCES sqlite_key_store_test.cc
-    LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite store concurrent TIMEOUT 120)
+    LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite store concurrent TIMEOUT 300)
 
   # Several processes (fork()ed, no threads) opening one new file at once.
   keygate_add_test(sqlite_open_test SOURCES sqlite_open_test.cc

@@ -1,9 +1,11 @@
 // The change feed across processes: another process (the test helper, as
 // the CLI would) revokes a key in the shared SQLite file; a Verifier in this
-// process, following the store's change feed, must start rejecting the token
-// within the store's poll interval. Prints the measured revoke-to-reject
-// latency (from the other process's acknowledgement of the revoke to the
-// first rejected verification here).
+// process, following the store's change feed (its own safety-net poll is an
+// hour), must start rejecting the token, and must have accepted it until the
+// revoke. The check is the order of events, not a time limit: a 60 s deadline
+// only guards against a feed that never delivers. It prints the measured
+// revoke-to-reject latency (from the other process's acknowledgement of the
+// revoke to the first rejected verification here), the README's figure.
 //
 // KEYGATE_FEED_TRIALS (default 10) and KEYGATE_FEED_POLL_MS (default 250, the
 // store's default poll interval) change the measurement.
@@ -45,7 +47,7 @@ int EnvInt(const char* name, int fallback) {
   return fallback;
 }
 
-TEST_CASE("A revoke by another process reaches this process's Verifier within the poll interval",
+TEST_CASE("A revoke by another process reaches this process's Verifier through the feed",
           "[sqlite][feed][verifier]") {
   const int trials = EnvInt("KEYGATE_FEED_TRIALS", 10);
   const absl::Duration poll = absl::Milliseconds(EnvInt("KEYGATE_FEED_POLL_MS", 250));
@@ -80,9 +82,11 @@ TEST_CASE("A revoke by another process reaches this process's Verifier within th
   vo.store = *store;
   vo.environment = "production";
   vo.record_usage = false;  // keep this process read-only on the file
-  // The verifier's own safety-net poll stays long: the latency measured here
-  // must come from the store's data_version poll.
-  vo.poll_interval = absl::Seconds(30);
+  // The verifier's own safety-net poll and resync stay longer than the
+  // deadline below: the rejection must come from the store's data_version
+  // poll.
+  vo.poll_interval = absl::Hours(1);
+  vo.full_resync_interval = absl::Hours(2);
   absl::StatusOr<std::unique_ptr<Verifier>> verifier = Verifier::Create(std::move(vo));
   INFO(verifier.status().ToString());
   REQUIRE(verifier.ok());
@@ -98,7 +102,8 @@ TEST_CASE("A revoke by another process reaches this process's Verifier within th
         rng() % static_cast<std::uint32_t>(absl::ToInt64Microseconds(poll) + 1)));
     testing::Child child({KEYGATE_SQLITE_TEST_HELPER, "revoke", db, id});
     // Poll the hot path until it rejects (every 100 us: ~0.1 ms resolution).
-    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    // Liveness guard only: a feed that misses the revoke never rejects.
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
     Verdict v;
     absl::Time rejected_at;
     do {
@@ -121,10 +126,6 @@ TEST_CASE("A revoke by another process reaches this process's Verifier within th
   std::cout << "cross-process revoke-to-reject latency (poll " << absl::FormatDuration(poll) << ", "
             << trials << " revokes by another process): min " << latencies_ms.front() << " ms, p50 "
             << p50 << " ms, max " << max << " ms\n";
-  // Bounded by the poll interval plus scheduling: generous (about 20 times
-  // the worst seen under TSan) for sanitizers on a loaded 2-core CI machine.
-  // A feed that misses a revoke never rejects, and fails here.
-  CHECK(max < absl::ToDoubleMilliseconds(poll) + 5000.0);
 
   // The store's change feed in this process reports the other process's
   // revokes as the keys' current state.
