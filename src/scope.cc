@@ -178,22 +178,44 @@ std::vector<std::string> ScopeRegistry::Expand(ScopeMask mask) const {
   return out;
 }
 
+namespace {
+
+// Whether one granted name covers one required scope name: equal, or a
+// granted "read:projects/*" for "read:projects/<anything non-empty>".
+bool Covers(std::string_view granted, std::string_view want) noexcept {
+  if (granted == want) return true;
+  if (granted.size() >= 2 && granted.substr(granted.size() - 2) == "/*") {
+    const std::string_view stem = granted.substr(0, granted.size() - 1);  // keeps the '/'
+    return want.size() > stem.size() && want.substr(0, stem.size()) == stem;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool PatternScopeEvaluator::Allows(const GrantedScopes& granted,
                                    const Requirement& required) const noexcept {
   // Deny by default: a zero mask only means "nothing required" when no scope
   // name is required either.
   if (required.scopes() != 0 && MaskAllows(granted.mask, required.scopes())) return true;
-  const std::string_view want = required.scope_name();
+  std::string_view want = required.scope_name();
   if (want.empty()) return required.scopes() == 0;
-  for (const std::string& g : granted.names) {
-    if (g == want) return true;
-    // "read:projects/*" grants "read:projects/<anything non-empty>".
-    if (g.size() >= 2 && g.compare(g.size() - 2, 2, "/*") == 0) {
-      const std::string_view stem(g.data(), g.size() - 1);  // keeps the '/'
-      if (want.size() > stem.size() && want.substr(0, stem.size()) == stem) return true;
+  // Every required name (Require joins several with spaces) must be covered
+  // by some granted name: one pattern never stands for the whole list.
+  while (!want.empty()) {
+    const std::size_t space = want.find(' ');
+    const std::string_view one = want.substr(0, space);
+    want = space == std::string_view::npos ? std::string_view() : want.substr(space + 1);
+    bool covered = false;
+    for (const std::string& g : granted.names) {
+      if (Covers(g, one)) {
+        covered = true;
+        break;
+      }
     }
+    if (!covered) return false;
   }
-  return false;
+  return true;
 }
 
 }  // namespace keygate

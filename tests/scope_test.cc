@@ -215,5 +215,23 @@ TEST_CASE("Pattern evaluator matches /* grants and denies by default", "[scope][
   CHECK_FALSE(e.Allows(granted, testing::MustRequire(*r, {"read:all"})));
 }
 
+TEST_CASE("Pattern evaluator needs every scope of a multi-scope requirement",
+          "[scope][evaluator]") {
+  // The joined names "read:projects/1 delete:all" start with the stem of
+  // "read:projects/*": one pattern must not stand for the whole list.
+  auto r = ScopeRegistry::Builder()
+               .Add("read:projects/*")
+               .Add("read:projects/1")
+               .Add("delete:all")
+               .Build();
+  REQUIRE(r.ok());
+  PatternScopeEvaluator e;
+  const Requirement both = testing::MustRequire(**r, {"read:projects/1", "delete:all"});
+  const std::vector<std::string> pattern_only = {"read:projects/*"};
+  CHECK_FALSE(e.Allows({(*r)->MaskOf("read:projects/*"), pattern_only}, both));
+  const std::vector<std::string> with_delete = {"read:projects/*", "delete:all"};
+  CHECK(e.Allows({*(*r)->Compile({"read:projects/*", "delete:all"}), with_delete}, both));
+}
+
 }  // namespace
 }  // namespace keygate
