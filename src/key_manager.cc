@@ -38,6 +38,18 @@
 namespace keygate {
 namespace {
 
+// A refusal that reports the key's state (not found, revoked) may be due
+// to a write that got there first and is still notifying subscribers: it
+// is returned only once they have that write too (KeyStore::
+// AwaitSubscribers), so a verify that starts after the refusal agrees.
+absl::Status Settled(KeyStore& store, absl::Status refusal) {
+  if (refusal.code() == absl::StatusCode::kNotFound ||
+      refusal.code() == absl::StatusCode::kFailedPrecondition) {
+    if (absl::Status s = store.AwaitSubscribers(); !s.ok()) return s;
+  }
+  return refusal;
+}
+
 // A freshly generated secret and what is stored for it.
 struct IssuedSecret {
   Secret token;
@@ -638,7 +650,7 @@ absl::StatusOr<KeyRecord> KeyManager::Modify(std::string_view id, const KeyUpdat
   }
 
   absl::StatusOr<KeyRecord> current = options_.store->Get(id);
-  if (!current.ok()) return current.status();
+  if (!current.ok()) return Settled(*options_.store, current.status());
   if (current->version != expected_version) {
     return VersionConflict(id, expected_version, current->version);
   }
@@ -676,7 +688,7 @@ absl::StatusOr<KeyRecord> KeyManager::SetState(std::string_view id, KeyState tar
   if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     absl::StatusOr<KeyRecord> current = options_.store->Get(id);
-    if (!current.ok()) return current.status();
+    if (!current.ok()) return Settled(*options_.store, current.status());
     if (current->state == target) {
       // Idempotent: no write, no event; but the write that set the state
       // may still be notifying: return only once the verifiers have it.
@@ -711,13 +723,13 @@ absl::Status KeyManager::Delete(std::string_view id, std::string_view actor) {
   if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     absl::StatusOr<KeyRecord> current = options_.store->Get(id);
-    if (!current.ok()) return current.status();
+    if (!current.ok()) return Settled(*options_.store, current.status());
     absl::Status s = options_.store->Delete(id, current->version);
     if (s.ok()) {
       Emit(EventType::kDeleted, actor, *current, {}, 0);
       return s;
     }
-    if (s.code() != absl::StatusCode::kAborted) return s;
+    if (s.code() != absl::StatusCode::kAborted) return Settled(*options_.store, s);
   }
   return absl::AbortedError(
       absl::StrCat(internal::KeyLabel(id), ": too many concurrent changes; retry"));
@@ -733,10 +745,11 @@ absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration 
 
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     absl::StatusOr<KeyRecord> current = options_.store->Get(id);
-    if (!current.ok()) return current.status();
+    if (!current.ok()) return Settled(*options_.store, current.status());
     if (current->state != KeyState::kActive) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(internal::KeyLabel(current->id), ": revoked; restore it before rolling"));
+      return Settled(*options_.store,
+                     absl::FailedPreconditionError(absl::StrCat(
+                         internal::KeyLabel(current->id), ": revoked; restore it before rolling")));
     }
     // The new token would be born dead, and it is shown only once.
     if (current->expires.has_value() && *current->expires <= options_.clock->Now()) {

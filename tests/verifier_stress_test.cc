@@ -792,7 +792,8 @@ TEST_CASE("Verifier stress: a second, idempotent Revoke returns after the key is
     log.Add(std::move(op));
     lin::Op v = lin::Op::Verify(id, token, "", kStart);
     v.call = history.Now();
-    const Verdict verdict = (*verifier)->Verify("Bearer " + token, Requirement::AnyValidKey(), kStart);
+    const Verdict verdict =
+        (*verifier)->Verify("Bearer " + token, Requirement::AnyValidKey(), kStart);
     v.ret = history.Now();
     v.outcome = verdict.outcome;
     v.verdict_key = std::string(verdict.key());
@@ -817,6 +818,104 @@ TEST_CASE("Verifier stress: a second, idempotent Revoke returns after the key is
   INFO(r.failure);
   CHECK(r.linearizable);
   (*verifier)->Shutdown();
+}
+
+// The same window for refusals that report the state a concurrent write
+// left: a second Delete answering kNotFound, a Roll refused because a
+// concurrent Revoke got there first. Each returns only once the verifier
+// has that write (KeyManager waits on KeyStore::AwaitSubscribers).
+TEST_CASE("Verifier stress: a refusal naming a concurrent write returns after it applies",
+          "[verifier][concurrent][revocation]") {
+  struct Case {
+    const char* name;
+    std::function<absl::Status(KeyManager&, const std::string&)> first;
+    std::function<absl::Status(KeyManager&, const std::string&)> second;
+    absl::StatusCode refusal;
+    Outcome after;
+  };
+  const Case cases[] = {
+      {"delete, then delete",
+       [](KeyManager& m, const std::string& id) { return m.Delete(id, "a"); },
+       [](KeyManager& m, const std::string& id) { return m.Delete(id, "b"); },
+       absl::StatusCode::kNotFound, Outcome::kUnknown},
+      {"delete, then revoke",
+       [](KeyManager& m, const std::string& id) { return m.Delete(id, "a"); },
+       [](KeyManager& m, const std::string& id) { return m.Revoke(id, "b").status(); },
+       absl::StatusCode::kNotFound, Outcome::kUnknown},
+      {"revoke, then roll",
+       [](KeyManager& m, const std::string& id) { return m.Revoke(id, "a").status(); },
+       [](KeyManager& m, const std::string& id) {
+         return m.Roll(id, absl::ZeroDuration(), "b").status();
+       },
+       absl::StatusCode::kFailedPrecondition, Outcome::kRevoked},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    Managed world;
+    CreateKeyRequest r;
+    r.name = "raced";
+    r.owner = "alice";
+    r.environment = "production";
+    absl::StatusOr<CreatedKey> k = world.manager.Create(r, "w");
+    REQUIRE(k.ok());
+    const std::string id = k->record.id;
+    const std::string header = "Bearer " + Text(k->token);
+
+    // Holds the first call's notification round (on its thread).
+    std::mutex mu;
+    std::condition_variable cv;
+    bool armed = true;
+    bool held = false;
+    bool released = false;
+    bool second_done = false;
+    absl::StatusOr<std::unique_ptr<Subscription>> gate = world.store->Subscribe([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      if (!armed) return;
+      armed = false;
+      held = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return released; });
+    });
+    REQUIRE(gate.ok());
+    VerifierOptions vo;
+    vo.deployment = world.deployment;
+    vo.store = world.store;
+    vo.environment = "production";
+    vo.clock = world.clock;
+    vo.poll_interval = absl::Hours(1);  // only the callback applies changes
+    absl::StatusOr<std::unique_ptr<Verifier>> verifier = Verifier::Create(std::move(vo));
+    REQUIRE(verifier.ok());
+
+    absl::Status first_status;
+    std::thread first([&] { first_status = c.first(world.manager, id); });
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return held; });  // the first call has written
+    }
+    absl::Status second_status;
+    Outcome seen = Outcome::kOk;
+    std::thread second([&] {
+      second_status = c.second(world.manager, id);
+      seen = (*verifier)->Verify(header, Requirement::AnyValidKey(), kStart).outcome;
+      std::lock_guard<std::mutex> lock(mu);
+      second_done = true;
+      cv.notify_all();
+    });
+    {
+      // The second call waits for the first one's round; let it go after a
+      // while (an early return would be done by then and seen below).
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait_for(lock, std::chrono::seconds(2), [&] { return second_done; });
+      released = true;
+      cv.notify_all();
+    }
+    second.join();
+    first.join();
+    CHECK(first_status.ok());
+    CHECK(second_status.code() == c.refusal);
+    CHECK(seen == c.after);
+    (*verifier)->Shutdown();
+  }
 }
 
 // --- Rate limits and epochs ----------------------------------------------------------
