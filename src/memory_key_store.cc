@@ -291,9 +291,7 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::FindByDigest(const Digest& digest) {
 }
 
 absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record) {
-  if (!record.id.empty() && record.id.size() <= kKeyIdLength) {
-    if (absl::Status c = internal::CheckRecordShape(record); !c.ok()) return c;
-  }
+  if (absl::Status c = internal::CheckUpdateShape(record); !c.ok()) return c;
   State& s = *state_;
   KeyRecord result;
   {

@@ -42,6 +42,14 @@ inline absl::Status CheckRecordShape(const KeyRecord& r) {
   return absl::OkStatus();
 }
 
+// What Update checks of a record's shape: an id no record can have keeps
+// answering kNotFound (key_store.h), so only the kind and state of a
+// record whose id could exist are checked here.
+inline absl::Status CheckUpdateShape(const KeyRecord& r) {
+  if (r.id.empty() || r.id.size() > kKeyIdLength) return absl::OkStatus();
+  return CheckRecordShape(r);
+}
+
 inline std::string KeyLabel(std::string_view id) {
   if (!IsGeneratedKeyId(id)) return "key (not a key id)";
   std::string out = "key ";

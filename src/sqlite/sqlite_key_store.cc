@@ -1242,9 +1242,7 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::FindByDigest(const Digest& digest) {
 }
 
 absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record) {
-  if (!record.id.empty() && record.id.size() <= kKeyIdLength) {
-    if (absl::Status s = internal::CheckRecordShape(record); !s.ok()) return s;
-  }
+  if (absl::Status s = internal::CheckUpdateShape(record); !s.ok()) return s;
   KeyRecord stored = record;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
