@@ -18,6 +18,7 @@
 
 #include "catch.h"
 #include "key_store_conformance.h"
+#include "keygate/key_store_wrapper.h"
 #include "test_util.h"
 
 namespace {
@@ -35,6 +36,11 @@ keygate::conformance::BackendHooks MemoryHooks() {
 
 KEYGATE_KEY_STORE_CONFORMANCE(Memory, "[memory]", MemoryHooks(),
                               std::make_shared<keygate::MemoryKeyStore>())
+
+// A wrapper that overrides nothing is the store it wraps.
+KEYGATE_KEY_STORE_CONFORMANCE(
+    WrappedMemory, "[memory][wrapper]", MemoryHooks(),
+    std::make_shared<keygate::KeyStoreWrapper>(std::make_shared<keygate::MemoryKeyStore>()))
 
 // Both bundled stores override TouchLastUsed: no version bump, no change.
 KEYGATE_KSC_CASE_(Memory, "[memory]", "touching last_used is not a change",
@@ -228,6 +234,19 @@ TEST_CASE("A MemoryKeyStore write returns only after every subscriber has seen i
   for (std::thread& th : pool) th.join();
   REQUIRE(failures.load() == 0);
   CHECK(stale.load() == 0);
+}
+
+TEST_CASE("KeyStoreWrapper forwards AwaitSubscribers to the store it wraps",
+          "[memory][wrapper][subscribe]") {
+  // KeyStore's default does nothing: a wrapper that fell back to it would
+  // let KeyManager return before the verifiers have a concurrent write.
+  auto inner = std::make_shared<MemoryKeyStore>();
+  KeyStoreWrapper wrapper(inner);
+  std::atomic<int> rounds{0};
+  absl::StatusOr<std::unique_ptr<Subscription>> sub = wrapper.Subscribe([&] { ++rounds; });
+  KEYGATE_REQUIRE_OK(sub);
+  KEYGATE_REQUIRE_OK(wrapper.AwaitSubscribers());
+  CHECK(rounds.load() == 1);  // the wrapped store ran one round, on this thread
 }
 
 TEST_CASE("A MemoryKeyStore subscription may outlive its store", "[memory][store][subscribe]") {

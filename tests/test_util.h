@@ -16,6 +16,7 @@
 
 #include "catch.h"
 #include "keygate/key_store.h"
+#include "keygate/key_store_wrapper.h"
 #include "keygate/scope.h"
 #include "keygate/secret.h"
 
@@ -58,36 +59,19 @@ inline std::string Text(const Secret& s) {
   return std::string(s.Reveal(InsecureSecretAccess::Get()));
 }
 
-// Forwards every KeyStore call to `inner`, except TouchLastUsed, which it
-// leaves to KeyStore's default implementation (Get + Update). Tests derive
-// from it to intercept one call.
-class ForwardingStore : public KeyStore {
+// Forwards every KeyStore call to `inner` (KeyStoreWrapper), except
+// TouchLastUsed, which it leaves to KeyStore's default implementation
+// (Get + Update). Tests derive from it to intercept one call.
+class ForwardingStore : public KeyStoreWrapper {
  public:
-  explicit ForwardingStore(std::shared_ptr<KeyStore> inner) : inner_(std::move(inner)) {}
-  absl::Status Insert(const KeyRecord& r) override { return inner_->Insert(r); }
-  absl::StatusOr<KeyRecord> Get(std::string_view id) override { return inner_->Get(id); }
-  absl::StatusOr<KeyRecord> FindByDigest(const Digest& d) override {
-    return inner_->FindByDigest(d);
+  explicit ForwardingStore(std::shared_ptr<KeyStore> inner) : KeyStoreWrapper(std::move(inner)) {}
+  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                             absl::Duration min_advance) override {
+    return KeyStore::TouchLastUsed(updates, min_advance);
   }
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override { return inner_->Update(r); }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
-    return inner_->Delete(id, v);
-  }
-  absl::StatusOr<ListPage> List(const ListOptions& o) override { return inner_->List(o); }
-  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override {
-    return inner_->ChangesSince(after, limit);
-  }
-  absl::StatusOr<std::uint64_t> LastSequence() override { return inner_->LastSequence(); }
-  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> cb) override {
-    return inner_->Subscribe(std::move(cb));
-  }
-  absl::Status AwaitSubscribers() override { return inner_->AwaitSubscribers(); }
 
  protected:
-  KeyStore& inner() { return *inner_; }
-
- private:
-  std::shared_ptr<KeyStore> inner_;
+  KeyStore& inner() { return target(); }
 };
 
 }  // namespace keygate::testing

@@ -46,6 +46,7 @@
 #include "keygate/deployment.h"
 #include "keygate/http_request.h"
 #include "keygate/key_store.h"
+#include "keygate/key_store_wrapper.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
 #include "keygate/sqlite/sqlite_key_store.h"
@@ -126,62 +127,58 @@ absl::StatusOr<std::shared_ptr<const keygate::Deployment>> LoadDeployment() {
 // A store that is down while a marker file exists: lets the end-to-end tests
 // show what clients get when the store is unavailable (503 + Retry-After,
 // never 200) without breaking a real database.
-class OutageSwitchStore final : public keygate::KeyStore {
+class OutageSwitchStore final : public keygate::KeyStoreWrapper {
  public:
   OutageSwitchStore(std::shared_ptr<keygate::KeyStore> inner, std::string marker)
-      : inner_(std::move(inner)), marker_(std::move(marker)) {}
+      : KeyStoreWrapper(std::move(inner)), marker_(std::move(marker)) {}
 
   absl::Status Insert(const keygate::KeyRecord& record) override {
     if (Down()) return Outage();
-    return inner_->Insert(record);
+    return target().Insert(record);
   }
   absl::StatusOr<keygate::KeyRecord> Get(std::string_view id) override {
     if (Down()) return Outage();
-    return inner_->Get(id);
+    return target().Get(id);
   }
   absl::StatusOr<keygate::KeyRecord> FindByDigest(const keygate::Digest& digest) override {
     if (Down()) return Outage();
-    return inner_->FindByDigest(digest);
+    return target().FindByDigest(digest);
   }
   absl::StatusOr<keygate::KeyRecord> Update(const keygate::KeyRecord& record) override {
     if (Down()) return Outage();
-    return inner_->Update(record);
+    return target().Update(record);
   }
   absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected) override {
     if (Down()) return Outage();
-    return inner_->Delete(id, expected);
+    return target().Delete(id, expected);
   }
   absl::StatusOr<keygate::ListPage> List(const keygate::ListOptions& options) override {
     if (Down()) return Outage();
-    return inner_->List(options);
+    return target().List(options);
   }
   absl::StatusOr<keygate::ChangeBatch> ChangesSince(std::uint64_t after,
                                                     std::size_t limit) override {
     if (Down()) return Outage();
-    return inner_->ChangesSince(after, limit);
+    return target().ChangesSince(after, limit);
   }
-  // The inner store's own (a usage flush that bumps no version and appends
-  // no change), not the KeyStore default's Get + Update per key.
+  // The wrapped store's own (a usage flush that bumps no version and
+  // appends no change), not the KeyStore default's Get + Update per key.
   absl::Status TouchLastUsed(absl::Span<const keygate::LastUsedUpdate> updates,
                              absl::Duration min_advance) override {
     if (Down()) return Outage();
-    return inner_->TouchLastUsed(updates, min_advance);
+    return target().TouchLastUsed(updates, min_advance);
   }
   absl::StatusOr<std::uint64_t> LastSequence() override {
     if (Down()) return Outage();
-    return inner_->LastSequence();
+    return target().LastSequence();
   }
-  absl::StatusOr<std::unique_ptr<keygate::Subscription>> Subscribe(
-      std::function<void()> on_change) override {
-    return inner_->Subscribe(std::move(on_change));
-  }
-  absl::Status AwaitSubscribers() override { return inner_->AwaitSubscribers(); }
+  // Subscribe and AwaitSubscribers are forwarded as they are: notifications
+  // do not fail during an outage.
 
  private:
   bool Down() const { return ::access(marker_.c_str(), F_OK) == 0; }
   static absl::Status Outage() { return absl::UnavailableError("store: simulated outage"); }
 
-  std::shared_ptr<keygate::KeyStore> inner_;
   std::string marker_;
 };
 

@@ -190,8 +190,8 @@ class KeyStore {
   // to write (a second Revoke of a revoked key): the write that got there
   // first may still be notifying, and the caller must not return before the
   // verifiers have it. The default does nothing: for stores whose writes
-  // notify asynchronously, which promise no such order. Errors: the
-  // store's.
+  // notify asynchronously, which promise no such order. A store that wraps
+  // another must forward it. Errors: the store's.
   virtual absl::Status AwaitSubscribers() { return absl::OkStatus(); }
 };
 

@@ -17,6 +17,7 @@
 #include "keygate/key.h"
 #include "keygate/key_manager.h"
 #include "keygate/key_store.h"
+#include "keygate/key_store_wrapper.h"
 #include "keygate/memory_key_store.h"
 #include "keygate/rate_limiter.h"
 #include "keygate/reference_verifier.h"
