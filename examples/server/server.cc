@@ -689,6 +689,9 @@ void Server::Accept(tcp::acceptor* acceptor, asio::steady_timer* backoff) {
           });
           return;
         }
+        // Accept the next one first, so that nothing thrown below (a
+        // session that cannot be made) stops this port from accepting.
+        Accept<kTls>(acceptor, backoff);
         if (!ec) {
           out_of_resources_ = false;
           if (connections_.fetch_add(1, std::memory_order_acq_rel) >= config_.max_connections) {
@@ -706,10 +709,18 @@ void Server::Accept(tcp::acceptor* acceptor, asio::steady_timer* backoff) {
             at_capacity_ = false;
             beast::error_code opt_ec;
             socket.set_option(tcp::no_delay(true), opt_ec);
-            std::make_shared<Session<kTls>>(std::move(socket), tls_, this)->Run();
+            std::shared_ptr<Session<kTls>> session;
+            try {
+              session = std::make_shared<Session<kTls>>(std::move(socket), tls_, this);
+            } catch (const std::exception& e) {
+              // Never made (SSL_new or memory failed): its slot goes back;
+              // the socket closes with the exception.
+              Release();
+              std::fprintf(stderr, "keygate-example-server: connection dropped: %s\n", e.what());
+            }
+            if (session) session->Run();  // from here ~Session releases the slot
           }
         }
-        Accept<kTls>(acceptor, backoff);
       }));
 }
 
