@@ -85,7 +85,7 @@ class Server:
              "--port-file", self.ports_file, "--write-cert", self.cert,
              "--access-log", self.log_path, *extra],
             stdout=subprocess.DEVNULL, stderr=self.err, env=env, preexec_fn=limit)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang guard: sanitized builds start slowly
         while time.monotonic() < deadline and self.proc.poll() is None:
             if os.path.exists(self.ports_file):
                 break
@@ -233,9 +233,9 @@ def case_trailer_memory(work):
         for s in conns:
             if s is not None:
                 s.close()
-        check(server.alive() and rss < 64 * 1024,
+        check(server.alive() and rss - base < 48 * 1024,
               f"trailer_memory: RSS {rss // 1024} MB (from {base // 1024} MB) with 4 connections "
-              "streaming 60 KB trailer fields (bound: 64 MB)")
+              "streaming 60 KB trailer fields (bound: 48 MB of growth)")
         check(healthz(server) == 200, "trailer_memory: /healthz answered after it")
     finally:
         server.stop()
@@ -359,18 +359,27 @@ def case_connection_cap(work):
     try:
         before = socket_count(server.proc.pid)
         conns = [server.connect() for _ in range(20)]
-        time.sleep(0.5)
-        held = socket_count(server.proc.pid) - before
+        # Wait (a hang guard, not a limit) until the server has closed the 12
+        # over the cap, then see that it holds no more than 8.
+        open_conns = list(conns)
         closed = 0
-        for s in conns:
-            s.settimeout(0.2)
-            try:
-                if s.recv(1) == b"":
+        deadline = time.monotonic() + 30
+        while open_conns and closed < 12 and time.monotonic() < deadline:
+            still = []
+            for s in open_conns:
+                s.settimeout(0.05)
+                try:
+                    if s.recv(1) == b"":
+                        closed += 1
+                    else:
+                        still.append(s)
+                except socket.timeout:
+                    still.append(s)
+                except OSError:
                     closed += 1
-            except socket.timeout:
-                pass
-            except OSError:
-                closed += 1
+            open_conns = still
+        time.sleep(0.3)  # the last close settles before the count
+        held = socket_count(server.proc.pid) - before
         check(held <= 8 and closed == 12,
               f"connection_cap: 20 idle connections, cap 8: {held} held, {closed} closed "
               "(want <= 8 held, 12 closed)")
