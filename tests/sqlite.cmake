@@ -20,7 +20,7 @@ if(TARGET keygate_sqlite)
     LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite crash TIMEOUT 300)
   # Power cuts simulated by a VFS that keeps unsynced writes apart: about
   # 1,000 cuts at synchronous=FULL plus the OFF and NORMAL runs.
-  keygate_add_test(sqlite_powerloss_test SOURCES powerloss_test.cc powerloss_vfs.cc
+  keygate_add_test(sqlite_powerloss_test SOURCES sqlite_powerloss_test.cc powerloss_vfs.cc
     LIBS keygate::sqlite SQLite::SQLite3 LABELS sqlite powerloss TIMEOUT 300)
   keygate_add_test(sqlite_feed_test SOURCES sqlite_feed_test.cc
     LIBS keygate::sqlite LABELS sqlite feed concurrent TIMEOUT 120)

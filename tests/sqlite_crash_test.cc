@@ -19,7 +19,7 @@
 //     one's tombstone (full checks).
 // The same file accumulates all trials, so recovery is exercised on a
 // database that has already survived earlier kills. SIGKILL keeps the OS
-// page cache: this is process death, not power loss (powerloss_test.cc).
+// page cache: this is process death, not power loss (sqlite_powerloss_test.cc).
 //
 // Trials: 50 by default (about 10-20 s), KEYGATE_CRASH_TRIALS=N for more,
 // KEYGATE_STRESS=1 for 1000. The seed is fixed (printed);
