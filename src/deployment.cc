@@ -127,8 +127,10 @@ absl::StatusOr<PepperFile> ReadPepperFile(const std::string& path,
     size += static_cast<std::size_t>(n);
   }
   if (size > kMaxPepperFileSize) return too_big();
-  if (size > 0 && buffer[size - 1] == '\n') --size;
-  if (size > 0 && buffer[size - 1] == '\r') --size;
+  if (size > 0 && buffer[size - 1] == '\n') {
+    --size;
+    if (size > 0 && buffer[size - 1] == '\r') --size;  // "\r\n"; a lone '\r' is pepper
+  }
   if (size < kMinPepperSize) {
     return error(absl::StatusCode::kFailedPrecondition,
                  absl::StrCat("holds ", size, " bytes; a pepper needs at least ", kMinPepperSize));

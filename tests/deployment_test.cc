@@ -230,6 +230,11 @@ TEST_CASE("ReadPepperFile reads a private regular file, one trailing newline rem
     CHECK(PepperOf(*f) == kPepperBytes);
     CHECK(f->warnings.empty());
   }
+  // A lone trailing '\r' is not a newline: it stays part of the pepper.
+  absl::StatusOr<PepperFile> cr =
+      ReadPepperFile(WriteFile(dir, "cr", std::string(kPepperBytes) + "\r", 0600));
+  REQUIRE(cr.ok());
+  CHECK(PepperOf(*cr) == std::string(kPepperBytes) + "\r");
   // Read-only by its owner is the tightest mode, and fine; so are exactly
   // kMinPepperSize bytes and exactly kMaxPepperFileSize.
   CHECK(ReadPepperFile(WriteFile(dir, "ro", kPepperBytes, S_IRUSR)).ok());
