@@ -1,15 +1,11 @@
-// keygate/usage.h: per-key usage reported by the Verifier.
+// keygate/usage.h: per-key usage the Verifier reports in batches to an optional `UsageSink`
+// (metrics, billing, "last used" in a dashboard), besides writing `KeyRecord::last_used`.
 //
-// The verifier counts successful verifications per key and remembers when
-// each key was last used, with relaxed atomics in the key's own cache line
-// (no extra memory traffic on the hot path). A background task collects the
-// counts in batches, writes `KeyRecord::last_used` back to the store (one
-// `KeyStore::TouchLastUsed` call per flush: no version bump) and hands
-// the batch to an optional `UsageSink` (metrics, billing, "last used" in a
-// dashboard).
+// Thread safety: `Record` runs on the verifier's background thread (or the thread calling
+// Verifier::FlushUsage), one batch at a time per verifier; a sink shared by verifiers must be
+// thread-safe. Cost: none on the hot path (relaxed atomics in the key's cache line).
 //
 // Example:
-//
 //   class Metrics final : public keygate::UsageSink {
 //    public:
 //     void Record(absl::Span<const keygate::KeyUsage> batch) noexcept override {
@@ -17,10 +13,6 @@
 //     }
 //   };
 //   options.usage_sink = std::make_shared<Metrics>();
-//
-// Thread safety: `Record` is called from the verifier's background thread (or
-// the thread calling Verifier::FlushUsage), one batch at a time per verifier;
-// a sink shared by several verifiers must be thread-safe.
 
 #ifndef KEYGATE_USAGE_H_
 #define KEYGATE_USAGE_H_
@@ -35,11 +27,9 @@ namespace keygate {
 
 struct KeyUsage {
   std::string key_id;
-  // Successful verifications since the previous batch (exact unless more than
-  // 2^32 arrive between two collections).
+  // Successful verifications since the last batch (exact below 2^32 per collection).
   std::uint64_t requests = 0;
-  // The latest successful verification, to the second.
-  absl::Time last_used = absl::InfinitePast();
+  absl::Time last_used = absl::InfinitePast();  // latest success, to the second
 };
 
 class UsageSink {

@@ -1,24 +1,15 @@
-// keygate/adapters/httplib.h: protecting cpp-httplib endpoints (target
-// keygate::httplib).
+// keygate/adapters/httplib.h: protecting cpp-httplib endpoints (target keygate::httplib).
 //
-// Three ways in, from the most to the least automatic:
-//   * `HttplibPreRoutingHandler`: one handler for the whole server
-//     (`Server::set_pre_routing_handler`); a function maps each request to
-//     its route's Requirement (nullptr: public route). A denial is answered
-//     before routing; an allowed request continues to its handler with the
-//     RateLimit headers already on the response.
-//   * `HttplibProtect`: wraps one route's handler; the handler also receives
-//     the HttpAuthResult (key id, principal) for its audit log.
-//   * `CheckHttplibRequest`: the check itself, for your own plumbing.
-// TLS is detected from the request (an `SSLServer` connection); credentials
-// in the URL are looked for in the query of the request target as received
-// (`Request::target`), exactly as the Beast adapter does. `Request::params`
-// is not used: httplib merges the fields of a urlencoded body into it, and a
-// form field named `api_key` (say, a third-party key the user stores) is no
-// credential sent in the URL.
+// Three ways in: `HttplibPreRoutingHandler` (one handler for the server, mapping each request to
+// its route's Requirement), `HttplibProtect` (wraps one route's handler, which also receives the
+// HttpAuthResult) and `CheckHttplibRequest` (the check alone). TLS is detected from the request
+// (an `SSLServer` connection); a credential in the URL is looked for in `Request::target`'s query,
+// never `Request::params` (which holds urlencoded body fields too). keygate::httplib carries
+// Debian's CPPHTTPLIB_OPENSSL_SUPPORT (and zlib/brotli) definitions: the class layout needs them.
+// Thread safety: as the authenticator's and your callbacks' (httplib uses a thread pool). The
+// scope and account names that Requirements view must outlive the server.
 //
 // Example:
-//
 //   httplib::SSLServer server(cert_path, key_path);
 //   auto auth = std::make_shared<keygate::HttpAuthenticator>(verifier);
 //   server.set_pre_routing_handler(keygate::HttplibPreRoutingHandler(
@@ -26,18 +17,6 @@
 //         if (req.path == "/healthz") return nullptr;
 //         return req.method == "GET" ? &kReadAll : &kWriteAll;
 //       }));
-//   server.Post("/v1/projects", keygate::HttplibProtect(auth, kWriteAll,
-//       [](const httplib::Request&, httplib::Response& res,
-//          const keygate::HttpAuthResult& auth) { ... auth.verdict.key() ... }));
-//
-// Build note: Debian's libcpp-httplib is compiled with
-// CPPHTTPLIB_OPENSSL_SUPPORT (and zlib/brotli); keygate::httplib carries
-// those definitions to you, since the library's class layout depends on them.
-//
-// Thread safety: the handlers are thread-safe if the authenticator and your
-// callbacks are (httplib runs handlers on a thread pool). Requirements are
-// held by pointer or copied with their string views: the scope and account
-// names they view must outlive the server.
 
 #ifndef KEYGATE_ADAPTERS_HTTPLIB_H_
 #define KEYGATE_ADAPTERS_HTTPLIB_H_
@@ -53,9 +32,8 @@
 
 namespace keygate {
 
-// Checks `request` against `requirement` and writes the decision into
-// `*response`: on a denial, status, headers and the JSON body; when allowed,
-// the RateLimit headers only.
+// Checks `request` against `requirement` and writes the decision into `*response`: on a
+// denial, status, headers and JSON body; when allowed, the RateLimit headers only.
 HttpAuthResult CheckHttplibRequest(const HttpAuthenticator& authenticator,
                                    const httplib::Request& request, const Requirement& requirement,
                                    httplib::Response* response,
@@ -64,14 +42,13 @@ HttpAuthResult CheckHttplibRequest(const HttpAuthenticator& authenticator,
 // Writes `decision` into `*response` (as CheckHttplibRequest does).
 void ApplyHttplibDecision(const HttpDecision& decision, httplib::Response* response);
 
-// The requirement of the route `request` will reach; nullptr for a public
-// route (the request passes untouched). The pointee must outlive the server.
+// The Requirement of `request`'s route, outliving the server; nullptr: public, passes untouched.
 using HttplibRequirementFn = std::function<const Requirement*(const httplib::Request&)>;
 // Sees every checked request (for logs and metrics).
 using HttplibAuthObserver = std::function<void(const httplib::Request&, const HttpAuthResult&)>;
 
-// A handler for `Server::set_pre_routing_handler`. Returns Handled (the
-// response is the error) for denied requests, Unhandled otherwise.
+// For `Server::set_pre_routing_handler`: Handled (the response is the error) for a denied
+// request; Unhandled otherwise, with the RateLimit headers already on the response.
 httplib::Server::HandlerWithResponse HttplibPreRoutingHandler(
     std::shared_ptr<const HttpAuthenticator> authenticator, HttplibRequirementFn requirement_for,
     HttplibAuthObserver observer = nullptr);
@@ -79,8 +56,7 @@ httplib::Server::HandlerWithResponse HttplibPreRoutingHandler(
 using HttplibProtectedHandler =
     std::function<void(const httplib::Request&, httplib::Response&, const HttpAuthResult&)>;
 
-// A route handler that runs `handler` only for requests that pass
-// `requirement`, and answers the others with the error response.
+// A route handler running `handler` for requests passing `requirement`; others get the error.
 httplib::Server::Handler HttplibProtect(std::shared_ptr<const HttpAuthenticator> authenticator,
                                         Requirement requirement, HttplibProtectedHandler handler,
                                         Attribution attribution = Attribution::kKeyIdOnly);
