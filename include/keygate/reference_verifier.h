@@ -1,37 +1,24 @@
-// keygate/reference_verifier.h: the straightforward verification path.
-//
-// `ReferenceVerifier` answers each request by parsing the header, hashing the
-// token and asking the `KeyStore`. It is the executable specification that
-// the lock-free `Verifier` (verifier.h) must match verdict for verdict, and a
-// fine choice for low-traffic tools (the CLI's `verify`). It does not apply
-// rate limits.
-//
-// Order of checks (first failure wins; the hot path uses the same order):
-//   1. header: empty -> kMissing; not `Bearer <b64token>` -> kInvalidRequest
+// keygate/reference_verifier.h: the straightforward verification path, one store lookup per
+// request; the executable specification the lock-free `Verifier` must match verdict for verdict,
+// and fine for low-traffic tools (the CLI's `verify`). No rate limits. Order of checks (first
+// failure wins; the hot path uses the same order):
+//   1. header empty -> kMissing; not `Bearer <b64token>` -> kInvalidRequest
 //   2. token format, prefix, checksum -> kMalformed (no hashing)
-//   3. env tag of another known environment -> kWrongEnvironment;
-//      an unknown tag -> kMalformed
-//   4. digest lookup: none -> kUnknown
-//   5. matched a rolled secret past its valid_until -> kExpired
-//   6. revoked -> kRevoked
-//   7. expires <= now -> kExpired
-//   8. key environment != verifier environment -> kWrongEnvironment
+//   3. env tag of another known environment -> kWrongEnvironment; unknown tag -> kMalformed
+//   4. digest lookup: none -> kUnknown     5. a rolled secret past valid_until -> kExpired
+//   6. revoked -> kRevoked                 7. expires <= now -> kExpired
+//   8. key environment != verifier's -> kWrongEnvironment
 //   9. requirement.account set and not linked -> kAccountDenied
-//  10. scopes (ScopeEvaluator) -> kInsufficientScope. The granted mask is
-//      the closure of the key's scopes; if one of them is no longer in the
-//      registry the mask is 0 (names still reach the evaluator).
+//  10. scopes (ScopeEvaluator) -> kInsufficientScope; the mask is the closure of the key's
+//      scopes, 0 if one is no longer registered (the names still reach the evaluator)
 //  11. (Verifier only: rate limit -> kRateLimited)
-//  Store failure at any point -> kUnavailable; so is a hashing failure, or a
-//  store answer whose digests do not match the token, or a key whose id is
-//  longer than kKeyIdLength (a verdict could not carry it whole; key.h).
-//  `Verdict::key_id` is set from step 5 on (the key was identified).
+// kUnavailable: a store or hashing failure, a store answer whose digests do not match the token,
+// a key id longer than kKeyIdLength. `Verdict::key_id` is set from step 5 on.
+// Thread safety: thread-safe if the store is. Cost: a store lookup per call.
 //
 // Example:
-//
-//   keygate::ReferenceVerifier v(deployment, store, "production");
-//   keygate::Verdict verdict = v.Verify("Bearer kg_live_...", req, absl::Now());
-//
-// Thread safety: thread-safe if the store is. Cost: a store lookup per call.
+//   auto v = keygate::ReferenceVerifier::Create(deployment, store, "production");
+//   if (v.ok()) verdict = (*v)->Verify("Bearer kg_live_...", requirement, absl::Now());
 
 #ifndef KEYGATE_REFERENCE_VERIFIER_H_
 #define KEYGATE_REFERENCE_VERIFIER_H_
@@ -52,10 +39,9 @@ namespace keygate {
 
 class ReferenceVerifier {
  public:
-  // `environment` is the name of the environment this server serves; it must
-  // exist in the deployment (checked by Create). `evaluator` defaults to
-  // MaskScopeEvaluator. Errors: kInvalidArgument "deployment: ...",
-  // "store: ...", "environment: ...".
+  // `environment`: the deployment's environment this server serves; `evaluator` defaults to
+  // MaskScopeEvaluator. Errors: kInvalidArgument "deployment: ...", "store: ...", "environment:
+  // ...".
   static absl::StatusOr<std::unique_ptr<ReferenceVerifier>> Create(
       std::shared_ptr<const Deployment> deployment, std::shared_ptr<KeyStore> store,
       std::string_view environment, std::shared_ptr<const ScopeEvaluator> evaluator = nullptr);
