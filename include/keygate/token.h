@@ -1,29 +1,18 @@
-// keygate/token.h: the public API-token format, its generation and parsing.
-//
-// A token is `<prefix>_<env>_<secret><check>`, for example
-// `kg_live_2Lk...` (77 characters at most):
-//   prefix  2-10 of [a-z0-9], per deployment (default "kg"), so secret
-//           scanners can match issued tokens;
-//   env     1-16 of [a-z0-9], the tag of the environment the key works in;
-//   secret  32 bytes from OpenSSL's CSPRNG read as one 256-bit big-endian
-//           number and written in base62 (alphabet 0-9A-Za-z, most
-//           significant digit first), zero-padded to exactly 43 characters.
-//           The conversion is exact (a bijection onto [0, 2^256)), so there
-//           is no modulo bias;
-//   check   CRC-32 (IEEE 802.3, as zlib's crc32) of every character before
-//           it, in base62 the same way, zero-padded to 6 characters.
-//
-// The checksum is a filter, not proof: it lets the verifier (and secret
-// scanners) reject typos and random strings without hashing or a lookup.
+// keygate/token.h: the public API-token format, its generation and parsing. A token is
+// `<prefix>_<env>_<secret><check>` (`kg_live_2Lk...`, 77 characters at most):
+//   prefix  2-10 of [a-z0-9], per deployment (default "kg"), for secret scanners
+//   env     1-16 of [a-z0-9], the tag of the environment the key works in
+//   secret  32 CSPRNG bytes as one 256-bit big-endian number in base62 (0-9A-Za-z, most
+//           significant first), zero-padded to 43 characters: exact, no modulo bias
+//   check   CRC-32 (as zlib's crc32) of every character before it, base62, 6 characters
+// The checksum is a filter, not proof: typos and random strings fail without hashing or lookup.
+// Thread safety: all functions are thread-safe.
 //
 // Example:
-//
 //   absl::StatusOr<keygate::Secret> token = keygate::GenerateToken("kg", "live");
 //   keygate::TokenView view;
 //   if (keygate::ParseToken(token->Reveal(keygate::InsecureSecretAccess::Get()),
 //                           &view) == keygate::TokenError::kNone) { ... }
-//
-// Thread safety: all functions are thread-safe.
 
 #ifndef KEYGATE_TOKEN_H_
 #define KEYGATE_TOKEN_H_
@@ -51,8 +40,7 @@ inline constexpr std::size_t kMaxTokenLength =
 inline constexpr std::size_t kMinTokenLength =
     kMinPrefixLength + 1 + kMinEnvTagLength + 1 + kSecretChars + kCheckChars;
 
-// Why a string is not a well-formed token. Every value but kNone is reported
-// to HTTP clients as one and the same `invalid_token`.
+// Why a string is not a well-formed token; HTTP clients see every one as `invalid_token`.
 enum class TokenError : std::uint8_t {
   kNone = 0,
   kLength,    // shorter than kMinTokenLength or longer than kMaxTokenLength
@@ -70,14 +58,12 @@ struct TokenView {
   std::string_view check;   // kCheckChars base62 characters
 };
 
-// Parses and validates structure, charset and checksum. Does not hash and does
-// not allocate. `expected_prefix`, when not empty, must equal the prefix.
-// Cost: ~20 ns for a 60-byte token (one pass + slicing-by-8 CRC-32).
+// Validates structure, charset, checksum and (when not empty) `expected_prefix`. No hashing, no
+// allocation; ~20 ns for a 60-byte token.
 TokenError ParseToken(std::string_view token, TokenView* out,
                       std::string_view expected_prefix = {}) noexcept;
 
-// The same as ParseToken, as a status for management APIs:
-// kInvalidArgument "token: <reason>" (never echoes the token).
+// ParseToken as a status: kInvalidArgument "token: <reason>" (never echoes the token).
 absl::Status ValidateToken(std::string_view token, std::string_view expected_prefix = {});
 
 // A short human-readable reason for a TokenError ("bad checksum", ...).
@@ -87,9 +73,8 @@ std::string_view TokenErrorName(TokenError error) noexcept;
 bool IsValidPrefix(std::string_view s) noexcept;
 bool IsValidEnvTag(std::string_view s) noexcept;
 
-// Generates a new token with 256 bits from the CSPRNG (RAND_priv_bytes).
-// Errors: kInvalidArgument for a bad prefix or env tag, kInternal if the
-// CSPRNG fails.
+// A new token with 256 bits from RAND_priv_bytes. Errors: kInvalidArgument (bad prefix or env
+// tag), kInternal (the CSPRNG failed).
 absl::StatusOr<Secret> GenerateToken(std::string_view prefix, std::string_view env_tag);
 
 // Builds a token from a given 32-byte secret (known-answer tests, imports).
@@ -102,11 +87,8 @@ std::string TokenHint(std::string_view token);
 // CRC-32 (IEEE 802.3 reflected polynomial 0xEDB88320, as zlib's crc32).
 std::uint32_t Crc32(std::string_view data) noexcept;
 
-// Fixed-width base62 (0-9A-Za-z, most significant first, zero padded). A
-// value of 62^width or more keeps only its low `width` digits (value mod
-// 62^width), like a counter of that width: callers size `width` for their
-// range (the token's check: 6 digits for a CRC-32; a key id's time: 8 digits
-// of Unix milliseconds, enough until the year 8888).
+// Fixed-width base62 (0-9A-Za-z, most significant first, zero padded); a value of 62^width or
+// more keeps its low `width` digits (value mod 62^width): size `width` for the range.
 std::string Base62EncodeFixed(std::uint64_t value, std::size_t width);
 // Decodes base62; false on a non-base62 character or overflow of 64 bits.
 bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept;
