@@ -1,18 +1,16 @@
-// keygate/key_manager.h: the management API: create, provision, list, modify,
-// revoke/restore, delete and roll keys.
+// keygate/key_manager.h: the management API: create, provision, list, modify, revoke/restore,
+// delete and roll keys. `KeyManager` validates input, mints tokens, writes records to a
+// `KeyStore` (digests only) and reports every mutation to an `EventSink`. A token is returned
+// exactly once, and only after the store accepted the record.
 //
-// `KeyManager` validates input, mints tokens, writes records to a `KeyStore`
-// and reports every mutation to an `EventSink`. A token is returned exactly
-// once, and only after the store has accepted the record: if the store fails,
-// no token leaves the manager. The store keeps only the digest.
+// Thread safety: thread-safe; concurrent modifications of one key are settled by the store's
+// version check (kAborted for the loser). Cost: store I/O on every call (not the hot path).
 //
 // Example:
-//
 //   keygate::KeyManager::Options o;
 //   o.deployment = *keygate::Deployment::Create({});
 //   o.store = std::make_shared<keygate::MemoryKeyStore>();
 //   keygate::KeyManager manager(std::move(o));
-//
 //   keygate::CreateKeyRequest req;
 //   req.name = "ci-pipeline";
 //   req.owner = "alice";
@@ -20,10 +18,6 @@
 //   req.scopes = {"read:all"};
 //   absl::StatusOr<keygate::CreatedKey> k = manager.Create(req, "alice");
 //   // k->token: show it to the user now; it cannot be recovered later.
-//
-// Thread safety: thread-safe. Concurrent modifications of one key are
-// resolved by the store's version check (kAborted for the loser).
-// Not on the hot path: every call does store I/O.
 
 #ifndef KEYGATE_KEY_MANAGER_H_
 #define KEYGATE_KEY_MANAGER_H_
@@ -49,13 +43,9 @@
 
 namespace keygate {
 
-// Text fields are UTF-8 without control characters (C0, DEL and C1, which
-// can forge lines on a terminal); a description may also hold newlines and
-// tabs. No text field (the webhook URL and the actor included) may hold an
-// API token anywhere inside it: `<prefix>_<env>_` and 49 base62 characters
-// with a valid checksum, any prefix, as a secret scanner finds them.
-// kInvalidArgument "name: holds an API token; tokens must not be stored in
-// key fields" (never quoting it).
+// Text fields are UTF-8 without C0, DEL or C1 controls (a description may hold newlines and
+// tabs). No text field (webhook URL and actor included) may hold an API token of any prefix:
+// kInvalidArgument "name: holds an API token; tokens must not be stored in key fields".
 struct CreateKeyRequest {
   std::string name;                   // 1-128 bytes of text
   std::string description;            // 0-1024 bytes of text, may span lines
@@ -76,7 +66,7 @@ struct KeyUpdate {
   std::optional<std::string> name;
   std::optional<std::string> description;
   std::optional<std::vector<std::string>> scopes;
-  // Set to an inner nullopt to clear the expiry / the rate limit.
+  // An inner nullopt clears the expiry / the rate limit.
   std::optional<std::optional<absl::Time>> expires;
   std::optional<std::optional<RateLimitPolicy>> rate_limit;
   std::optional<std::string> webhook_url;
@@ -84,15 +74,13 @@ struct KeyUpdate {
   std::optional<std::map<std::string, std::string>> metadata;
 };
 
-// A newly minted key. `token` is the only copy of the secret keygate ever
-// returns.
+// A newly minted key. `token` is the only copy of the secret keygate ever returns.
 struct CreatedKey {
   KeyRecord record;
   Secret token;
 };
 
-// Result of ProvisionPersonalKey: `token` is set only when a key was created
-// by this call (an existing key's token cannot be shown again).
+// ProvisionPersonalKey's result: `token` is set only when this call created the key.
 struct ProvisionedKey {
   KeyRecord record;
   std::optional<Secret> token;
@@ -106,45 +94,29 @@ class KeyManager {
     std::shared_ptr<KeyStore> store;               // required
     std::shared_ptr<EventSink> events;             // default: NullEventSink
     std::shared_ptr<const Clock> clock;            // default: system clock
-    // Webhook URLs whose host is an IP literal in a loopback, private,
-    // link-local, multicast or reserved range (IPv4 or IPv6; IPv4-mapped,
-    // -translated and NAT64 forms judged by the IPv4 address inside, the
-    // local-use NAT64 prefix 64:ff9b:1::/48 always), or "localhost" /
-    // "*.localhost", are refused unless this is
-    // set: whoever delivers webhooks would otherwise call into its own
-    // network for any key owner (SSRF). keygate never resolves names here:
-    // a DNS name that resolves to such an address passes, so the deliverer
-    // must still check the address it connects to.
+    // Accept webhook hosts that are "localhost", "*.localhost" or an IP literal in a loopback,
+    // private, link-local, multicast or reserved range (IPv4-mapped, -translated and NAT64 forms
+    // judged by their IPv4 address; 64:ff9b:1::/48 always). Names are never resolved: the
+    // deliverer must still check the address it connects to.
     bool allow_internal_webhook_hosts = false;
   };
 
   explicit KeyManager(Options options);
 
-  // Every mutating method takes the `actor` recorded in its event: 1-128
-  // bytes without control characters, else kInvalidArgument "actor: ...".
-  // A manager built without a deployment or store answers every call with
-  // kFailedPrecondition. Times written to records are truncated to
-  // microseconds (see key.h).
+  // Mutating methods record `actor` (1-128 bytes, no controls, else kInvalidArgument "actor:
+  // ...") in their event. Without a deployment or store every call is kFailedPrecondition.
+  // Times written to records are truncated to microseconds (key.h).
 
-  // Validates and creates a key. Errors: kInvalidArgument naming the field
-  // ("name: must not be empty", "scopes: unknown scope 'x'", "environment:
-  // unknown environment 'x'", "webhook_url: must use https",
-  // "webhook_url: host is a loopback, private, ..." (see Options),
-  // "expires: must be in the future", "rate_limit.rate: ..."),
-  // kAlreadyExists (an active personal key exists for owner+environment),
-  // store errors (kUnavailable ...). `actor` is recorded in the event.
+  // Validates and creates a key. Errors: kInvalidArgument naming the field ("name: must not be
+  // empty", "scopes: unknown scope 'x'", "webhook_url: must use https", "webhook_url: host is a
+  // loopback, private, ...", "expires: must be in the future", ...), kAlreadyExists (an active
+  // personal key of owner+environment), store errors (kUnavailable ...).
   absl::StatusOr<CreatedKey> Create(const CreateKeyRequest& request, std::string_view actor);
 
-  // Returns the owner's active personal key in `environment`, creating it
-  // (named "personal", scopes as given) if there is none. Idempotent and safe
-  // against concurrent calls (the store enforces uniqueness): exactly one
-  // caller gets `created == true` and the token. An existing key is returned
-  // as it is (its scopes are not compared with `scopes`), unless it has
-  // expired: an expired personal key is revoked (a kRevoked event, by
-  // `actor`) and a new one created, so that provisioning always ends with a
-  // key that works.
-  // Errors: kInvalidArgument (owner, environment, scopes, actor), store
-  // errors.
+  // The owner's active personal key in `environment`, created (named "personal", `scopes`) if
+  // none. Idempotent, also concurrently: exactly one caller gets `created` and the token. An
+  // existing key is returned as it is (scopes not compared) unless expired: then it is revoked
+  // (a kRevoked event) and a new one created. Errors: kInvalidArgument, store errors.
   absl::StatusOr<ProvisionedKey> ProvisionPersonalKey(std::string_view owner,
                                                       std::string_view environment,
                                                       const std::vector<std::string>& scopes,
@@ -155,39 +127,29 @@ class KeyManager {
   // Errors: kInvalidArgument (bad limit/cursor), store errors.
   absl::StatusOr<ListPage> List(const ListOptions& options);
 
-  // Applies `update` if the key's version is still `expected_version`.
-  // Errors: kInvalidArgument (as Create), kNotFound, kAborted (version
-  // conflict), store errors.
+  // Applies `update` if the key's version is still `expected_version`. Errors: kInvalidArgument
+  // (as Create), kNotFound, kAborted (version conflict), store errors.
   absl::StatusOr<KeyRecord> Modify(std::string_view id, const KeyUpdate& update,
                                    std::uint64_t expected_version, std::string_view actor);
 
-  // Blocks the key (it verifies as revoked) / unblocks it. Idempotent:
-  // revoking a revoked key succeeds without a new version or event. State
-  // and expiry are independent: restoring an expired key succeeds, and the
-  // key still verifies as expired until Modify sets a later expiry.
-  // Errors: kNotFound, kAlreadyExists (restoring a personal key while another
-  // is active), store errors.
+  // Blocks the key (it verifies as revoked) / unblocks it; idempotent (no new version or event).
+  // Expiry is independent: a restored expired key verifies as expired until Modify. Errors:
+  // kNotFound, kAlreadyExists (restoring a personal key while another is active), store errors.
   absl::StatusOr<KeyRecord> Revoke(std::string_view id, std::string_view actor);
   absl::StatusOr<KeyRecord> Restore(std::string_view id, std::string_view actor);
 
-  // Removes the key permanently; its tokens then verify as unknown.
-  // Errors: kNotFound, store errors.
+  // Removes the key permanently (its tokens verify as unknown). Errors: kNotFound, store errors.
   absl::Status Delete(std::string_view id, std::string_view actor);
 
-  // Issues a new token for the key. The previous token keeps working while
-  // now < now_at_roll + `grace` (deadline truncated to microseconds), then
-  // verifies as expired. Zero grace forgets the previous digest at once: the
-  // old token then verifies as unknown. Rolling again replaces an earlier
-  // previous secret that is still in its grace period (only one is kept).
-  // Errors: kInvalidArgument (negative grace, grace > 30 days),
-  // kFailedPrecondition (key revoked, or expired: the new token would never
-  // work; set a later expiry with Modify first), kNotFound, store errors.
+  // Issues a new token. The previous one works while now < now_at_roll + `grace` (truncated to
+  // microseconds), then verifies as expired; zero grace: unknown at once. Only one previous
+  // secret is kept. Errors: kInvalidArgument (grace negative or > 30 days), kFailedPrecondition
+  // (key revoked or expired: Modify the expiry first), kNotFound, store errors.
   absl::StatusOr<CreatedKey> Roll(std::string_view id, absl::Duration grace,
                                   std::string_view actor);
 
-  // Validation used by Create (exposed for the CLI and tests): everything
-  // Create refuses before it reaches the store, with the same errors. The
-  // second form also checks `actor`. Nothing is written or minted.
+  // Everything Create refuses before the store, same errors; nothing written. The second form
+  // also checks `actor`.
   absl::Status ValidateCreate(const CreateKeyRequest& request) const;
   absl::Status ValidateCreate(const CreateKeyRequest& request, std::string_view actor) const;
 
