@@ -2,10 +2,6 @@
 
 #include "key_request_validation.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -22,6 +18,7 @@
 
 #include "internal/base62.h"
 #include "internal/charclass.h"
+#include "internal/ip_address.h"
 #include "internal/utf8.h"
 #include "keygate/token.h"
 
@@ -154,44 +151,6 @@ absl::Status ValidateRateLimit(const std::optional<RateLimitPolicy>& policy) {
   return ValidateRateLimitPolicy(*policy, "rate_limit");
 }
 
-// Whether an IPv4 address (host byte order) is one a webhook must not reach
-// by default: "this network", private (RFC 1918), shared (RFC 6598),
-// loopback, link-local (cloud metadata services live at 169.254.169.254),
-// IETF protocol assignments, benchmarking, multicast, reserved, broadcast.
-bool IsInternalIpv4(std::uint32_t a) {
-  auto in = [a](std::uint32_t net, int bits) { return (a >> (32 - bits)) == (net >> (32 - bits)); };
-  return in(0x00000000, 8) || in(0x0a000000, 8) || in(0x64400000, 10) || in(0x7f000000, 8) ||
-         in(0xa9fe0000, 16) || in(0xac100000, 12) || in(0xc0000000, 24) || in(0xc0a80000, 16) ||
-         in(0xc6120000, 15) || in(0xe0000000, 4) || in(0xf0000000, 4);
-}
-
-// The same for IPv6: unspecified, loopback, IPv4-mapped/-compatible and
-// NAT64 (judged by the IPv4 address they carry), unique local (fc00::/7),
-// link-local and site-local (fe80::/10, fec0::/10), multicast.
-bool IsInternalIpv6(const in6_addr& addr) {
-  const std::uint8_t* b = addr.s6_addr;
-  auto v4_at = [b](int i) {
-    return (std::uint32_t{b[i]} << 24) | (std::uint32_t{b[i + 1]} << 16) |
-           (std::uint32_t{b[i + 2]} << 8) | std::uint32_t{b[i + 3]};
-  };
-  bool zero10 = true;
-  for (int i = 0; i < 10; ++i) zero10 = zero10 && b[i] == 0;
-  if (zero10 && b[10] == 0 && b[11] == 0) return true;  // ::/96: ::, ::1, IPv4-compatible
-  if (zero10 && b[10] == 0xff && b[11] == 0xff) return IsInternalIpv4(v4_at(12));
-  static constexpr std::uint8_t kNat64[12] = {0x00, 0x64, 0xff, 0x9b};
-  if (std::equal(b, b + 12, kNat64)) return IsInternalIpv4(v4_at(12));
-  // ::ffff:0:a.b.c.d, the IPv4-translated form (RFC 2765).
-  bool zero8 = true;
-  for (int i = 0; i < 8; ++i) zero8 = zero8 && b[i] == 0;
-  if (zero8 && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0) {
-    return IsInternalIpv4(v4_at(12));
-  }
-  // 64:ff9b:1::/48, the local-use NAT64 prefix (RFC 8215): local by definition.
-  static constexpr std::uint8_t kLocalNat64[6] = {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01};
-  if (std::equal(b, b + 6, kLocalNat64)) return true;
-  return (b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0x80) == 0x80) || b[0] == 0xff;
-}
-
 absl::Status ValidateWebhookUrl(std::string_view url, bool allow_internal_hosts) {
   constexpr std::string_view kField = "webhook_url";
   constexpr std::string_view kInternalHost =
@@ -244,9 +203,8 @@ absl::Status ValidateWebhookUrl(std::string_view url, bool allow_internal_hosts)
   if (bracketed) {
     // An IPv6 literal (RFC 3986 IP-literal; zone ids are not allowed in URLs
     // that leave this machine).
-    in6_addr addr{};
-    if (host.size() >= INET6_ADDRSTRLEN ||
-        inet_pton(AF_INET6, std::string(host).c_str(), &addr) != 1) {
+    Ipv6Bytes addr{};
+    if (!ParseIpv6(host, &addr)) {
       return Invalid(kField, "malformed IPv6 host");
     }
     if (!allow_internal_hosts && IsInternalIpv6(addr)) return Invalid(kField, kInternalHost);
@@ -279,11 +237,11 @@ absl::Status ValidateWebhookUrl(std::string_view url, bool allow_internal_hosts)
     const std::string_view last = name.substr(name.rfind('.') + 1);
     const bool numeric = !last.empty() && last[0] >= '0' && last[0] <= '9';
     if (numeric) {
-      in_addr v4{};
-      if (inet_pton(AF_INET, std::string(name).c_str(), &v4) != 1) {
+      Ipv4Bytes v4{};
+      if (!ParseIpv4(name, &v4)) {
         return Invalid(kField, "malformed IPv4 host (a dotted quad of decimal numbers only)");
       }
-      if (!allow_internal_hosts && IsInternalIpv4(ntohl(v4.s_addr))) {
+      if (!allow_internal_hosts && IsInternalIpv4(v4)) {
         return Invalid(kField, kInternalHost);
       }
     } else if (!allow_internal_hosts) {
