@@ -2,8 +2,6 @@
 
 #include "keygate/http_request.h"
 
-#include <arpa/inet.h>
-
 #include <array>
 #include <cstddef>
 #include <cstring>
@@ -17,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
+#include "internal/ip_address.h"
 #include "keygate/token.h"
 
 namespace keygate {
@@ -76,44 +75,6 @@ Verdict MakeVerdict(Outcome outcome) {
   Verdict v;
   v.outcome = outcome;
   return v;
-}
-
-// Parses "a.b.c.d" or an IPv6 address (optionally in brackets, optionally
-// with a zone) into 16 bytes; IPv4 and IPv4-mapped IPv6 come back as IPv4,
-// and `mapped` (when not null) tells the second from the first.
-bool ParseAddress(std::string_view text, bool* v6, unsigned char bytes[16],
-                  bool* mapped = nullptr) noexcept {
-  if (mapped != nullptr) *mapped = false;
-  if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
-    text = text.substr(1, text.size() - 2);
-  }
-  if (const std::size_t zone = text.find('%'); zone != std::string_view::npos) {
-    text = text.substr(0, zone);
-  }
-  char buf[INET6_ADDRSTRLEN + 1];
-  if (text.empty() || text.size() >= sizeof(buf)) return false;
-  // inet_pton reads a C string: a NUL would end the address early and the
-  // rest would be ignored ("::<NUL>anything" read as "::").
-  if (text.find('\0') != std::string_view::npos) return false;
-  std::memcpy(buf, text.data(), text.size());
-  buf[text.size()] = '\0';
-  std::memset(bytes, 0, 16);
-  if (inet_pton(AF_INET, buf, bytes) == 1) {
-    *v6 = false;
-    return true;
-  }
-  unsigned char raw[16];
-  if (inet_pton(AF_INET6, buf, raw) != 1) return false;
-  static constexpr unsigned char kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  if (std::memcmp(raw, kMappedPrefix, sizeof(kMappedPrefix)) == 0) {
-    std::memcpy(bytes, raw + 12, 4);
-    *v6 = false;
-    if (mapped != nullptr) *mapped = true;
-    return true;
-  }
-  std::memcpy(bytes, raw, 16);
-  *v6 = true;
-  return true;
 }
 
 // Entries longer than this are never quoted in an error message: shorter
@@ -200,10 +161,12 @@ absl::StatusOr<std::shared_ptr<const AddressFilter>> AddressFilter::Create(
         bits = bits * 10 + (c - '0');
       }
     }
+    internal::ClientAddress parsed;
+    if (!internal::ParseClientAddress(address, &parsed)) return error();
     Block block;
-    bool mapped = false;
-    if (!ParseAddress(address, &block.v6, block.bytes, &mapped)) return error();
-    if (mapped && bits >= 0) {
+    block.v6 = parsed.v6;
+    std::memcpy(block.bytes, parsed.bytes.data(), sizeof(block.bytes));
+    if (parsed.mapped && bits >= 0) {
       // An IPv6 prefix length: "::ffff:10.0.0.0/104" is 10.0.0.0/8. Below
       // /96 the block would take in IPv6 space besides all of IPv4, which an
       // allow-list should not do by accident: refused, saying so.
@@ -225,11 +188,12 @@ absl::StatusOr<std::shared_ptr<const AddressFilter>> AddressFilter::Create(
 }
 
 bool AddressFilter::Allows(std::string_view address) const noexcept {
-  bool v6 = false;
-  unsigned char bytes[16];
-  if (!ParseAddress(address, &v6, bytes)) return false;
+  internal::ClientAddress parsed;
+  if (!internal::ParseClientAddress(address, &parsed)) return false;
   for (const Block& b : blocks_) {
-    if (b.v6 == v6 && PrefixMatches(b.bytes, bytes, b.prefix_bits)) return true;
+    if (b.v6 == parsed.v6 && PrefixMatches(b.bytes, parsed.bytes.data(), b.prefix_bits)) {
+      return true;
+    }
   }
   return false;
 }
