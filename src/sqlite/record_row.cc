@@ -1,4 +1,4 @@
-// Decoding a stored key row (record_row.h).
+// Encoding and decoding a stored key row (record_row.h).
 
 #include "sqlite/record_row.h"
 
@@ -85,6 +85,63 @@ absl::StatusOr<KeyRecord> DecodeRecord(const Statement& s, int first, std::strin
   }
   r.version = static_cast<std::uint64_t>(s.Int(o + 23));
   return r;
+}
+
+std::string ToLowerAscii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+void BindRecord(Statement& s, const KeyRecord& r) {
+  // ?1 id, ?2..?24 the fields; the caller binds ?25 version, ?26 change_seq
+  // and ?27 pk.
+  s.BindText(1, r.id);
+  s.BindText(2, r.name);
+  s.BindText(3, ToLowerAscii(r.name));
+  s.BindText(4, r.description);
+  s.BindText(5, r.owner);
+  s.BindInt(6, static_cast<std::int64_t>(r.kind));
+  s.BindText(7, r.environment);
+  s.BindText(8, internal::EncodeJsonStringArray(r.scopes));
+  s.BindInt(9, static_cast<std::int64_t>(r.state));
+  s.BindInt(10, internal::TimeToMicros(r.created));
+  s.BindInt(11, internal::TimeToMicros(r.updated));
+  if (r.expires.has_value()) {
+    s.BindInt(12, internal::TimeToMicros(*r.expires));
+  } else {
+    s.BindNull(12);
+  }
+  if (r.last_used.has_value()) {
+    s.BindInt(13, internal::TimeToMicros(*r.last_used));
+  } else {
+    s.BindNull(13);
+  }
+  if (r.rate_limit.has_value()) {
+    s.BindInt(14, static_cast<std::int64_t>(r.rate_limit->rate));
+    s.BindInt(15, absl::ToInt64Microseconds(r.rate_limit->period));
+    s.BindInt(16, static_cast<std::int64_t>(r.rate_limit->burst));
+  } else {
+    s.BindNull(14);
+    s.BindNull(15);
+    s.BindNull(16);
+  }
+  s.BindText(17, r.webhook_url);
+  s.BindText(18, internal::EncodeJsonStringArray(r.accounts));
+  s.BindText(19, internal::EncodeJsonStringMap(r.metadata));
+  s.BindBlob(20, r.digest.data(), r.digest.size());
+  s.BindText(21, r.hint);
+  if (r.previous.has_value()) {
+    s.BindBlob(22, r.previous->digest.data(), r.previous->digest.size());
+    s.BindText(23, r.previous->hint);
+    s.BindInt(24, internal::TimeToMicros(r.previous->valid_until));
+  } else {
+    s.BindNull(22);
+    s.BindNull(23);
+    s.BindNull(24);
+  }
 }
 
 }  // namespace keygate::internal

@@ -1,9 +1,10 @@
-// Decoding a stored key row into a KeyRecord. Private to keygate::sqlite;
+// Encoding a KeyRecord as a key row and decoding a stored row. Private to keygate::sqlite;
 // its own unit so that fuzz/record_row_fuzz.cc can feed it any row a damaged
 // or hand-edited database could hold.
 #ifndef KEYGATE_SRC_SQLITE_RECORD_ROW_H_
 #define KEYGATE_SRC_SQLITE_RECORD_ROW_H_
 
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -26,6 +27,14 @@ inline constexpr char kRecordColumns[] =
 // (column <name>)" for a list or map column that is not the JSON the store
 // writes, or a digest that is not kDigestSize bytes.
 absl::StatusOr<KeyRecord> DecodeRecord(const Statement& s, int first, std::string_view path);
+
+// `s` lowered in ASCII only (the keys.name_lower column).
+std::string ToLowerAscii(std::string_view s);
+
+// Binds ?1 id and ?2..?24 the fields of `r`, as kInsertKeySql and
+// kUpdateKeySql (sqlite_key_store.cc) name them; the caller binds ?25
+// version, ?26 change_seq and ?27 pk.
+void BindRecord(Statement& s, const KeyRecord& r);
 
 }  // namespace keygate::internal
 
