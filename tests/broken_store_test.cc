@@ -259,7 +259,7 @@ class TouchOverwritesUpdates final : public PassThrough {
       if (!read.ok()) continue;
       KeyRecord r = *read;
       r.last_used = u.last_used;
-      for (int i = 0; i < 200; ++i) {
+      for (int i = 0; i < 5'000; ++i) {  // a hang guard; the change comes at once
         absl::StatusOr<KeyRecord> cur = inner().Get(u.key_id);
         if (!cur.ok() || cur->version != read->version) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -1913,7 +1913,9 @@ inline Findings CheckConcurrentReadersAndWriters(const std::shared_ptr<KeyStore>
           "incrementer");
       if (!ok) break;
       increments.fetch_add(1);
-      if (i > 20'000) break;
+      // Enough, once the toucher has touched at least once: a starved
+      // toucher must still meet the increments it could overwrite.
+      if (i > 20'000 && touches.load() > 0) break;
     }
     incrementer_done.store(true);
   });
