@@ -95,7 +95,8 @@ httplib::Server::HandlerWithResponse HttplibPreRoutingHandler(
 httplib::Server::Handler HttplibProtect(std::shared_ptr<const HttpAuthenticator> authenticator,
                                         Requirement requirement, HttplibProtectedHandler handler,
                                         Attribution attribution) {
-  return [authenticator = std::move(authenticator), requirement, handler = std::move(handler),
+  return [authenticator = std::move(authenticator), requirement = std::move(requirement),
+          handler = std::move(handler),
           attribution](const httplib::Request& request, httplib::Response& response) {
     const HttpAuthResult result =
         CheckHttplibRequest(*authenticator, request, requirement, &response, attribution);
