@@ -40,6 +40,7 @@
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 
+#include "keygate/audit.h"
 #include "keygate/deployment.h"
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "keygate/token.h"
@@ -47,6 +48,10 @@
 
 namespace keygate {
 namespace {
+
+keygate::AuditNote BenchNote() {
+  return {keygate::EventType::kCreated, "bench", absl::FromUnixSeconds(1'700'000'000), {}};
+}
 
 std::size_t KeyCount() {
   const char* v = std::getenv("KEYGATE_BENCH_KEYS");
@@ -208,7 +213,7 @@ void BuildDatabase(benchmark::State& state) {
     }
     const absl::Time start = absl::Now();
     const double cpu_start = ThreadCpuSeconds();
-    const absl::Status s = (*store)->InsertBatch(batch);
+    const absl::Status s = (*store)->InsertBatch(batch, BenchNote());
     inserting += absl::Now() - start;
     f.insert_cpu_seconds += ThreadCpuSeconds() - cpu_start;
     if (!s.ok()) {
@@ -444,7 +449,7 @@ void BM_InsertOneCommit(benchmark::State& state) {
     for (std::size_t b = 0; b < r.digest.size(); ++b)
       r.digest[b] = static_cast<std::uint8_t>(rng());
     r.hint = "kg_live_...bench";
-    if (!store->Insert(r).ok()) state.SkipWithError("insert failed");
+    if (!store->Insert(r, BenchNote()).ok()) state.SkipWithError("insert failed");
   }
   store.reset();
   std::error_code ec;

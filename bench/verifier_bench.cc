@@ -208,13 +208,18 @@ class SyntheticStore final : public KeyStore {
     return b;
   }
   absl::StatusOr<std::uint64_t> LastSequence() override { return n_; }
-  absl::Status Insert(const KeyRecord&) override { return Unsupported(); }
+  absl::Status Insert(const KeyRecord&, const AuditNote&) override { return Unsupported(); }
   absl::StatusOr<KeyRecord> Get(std::string_view) override { return Unsupported(); }
   absl::StatusOr<KeyRecord> FindByDigest(const Digest&) override { return Unsupported(); }
-  absl::StatusOr<KeyRecord> Update(const KeyRecord&) override { return Unsupported(); }
-  absl::Status Delete(std::string_view, std::optional<std::uint64_t>) override {
+  absl::StatusOr<KeyRecord> Update(const KeyRecord&, const AuditNote&) override {
     return Unsupported();
   }
+  absl::Status Delete(std::string_view, std::optional<std::uint64_t>, const AuditNote&) override {
+    return Unsupported();
+  }
+  absl::StatusOr<AuditPage> ReadAudit(const AuditQuery&) override { return Unsupported(); }
+  absl::StatusOr<std::uint64_t> AuditCursor(std::string_view) override { return Unsupported(); }
+  absl::Status AckAudit(std::string_view, std::uint64_t) override { return Unsupported(); }
   absl::StatusOr<ListPage> List(const ListOptions&) override { return Unsupported(); }
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()>) override {
     return Unsupported();

@@ -82,8 +82,9 @@ std::string DatabasePath(int argc, char** argv) {
 // Prints each audit event, indented under the step that caused it.
 class NarratedEvents final : public keygate::EventSink {
  public:
-  void Emit(const keygate::Event& event) noexcept override {
+  absl::Status Emit(const keygate::Event& event) override {
     std::cout << "    audit: " << event << "\n";
+    return absl::OkStatus();
   }
 };
 
@@ -106,11 +107,19 @@ int main(int argc, char** argv) {
   keygate::KeyManager::Options mo;
   mo.deployment = deployment;
   mo.store = store;
-  mo.events = std::make_shared<NarratedEvents>();
-  keygate::KeyManager manager(std::move(mo));
+  std::unique_ptr<keygate::KeyManager> manager_owner =
+      Must(keygate::KeyManager::Create(std::move(mo)), "key manager");
+  keygate::KeyManager& manager = *manager_owner;
+  // The audit log is written with each change, in the same transaction; a relay
+  // hands it to a sink (here: this output) and remembers in the file how far it got.
+  keygate::AuditRelay::Options ro;
+  ro.store = store;
+  ro.sink = std::make_shared<NarratedEvents>();
+  ro.consumer = "demo";
+  std::unique_ptr<keygate::AuditRelay> relay =
+      Must(keygate::AuditRelay::Create(std::move(ro)), "audit relay");
 
-  std::cout << "\n== 2. Issuing keys with the KeyManager (audit events are printed as they "
-               "happen)\n";
+  std::cout << "\n== 2. Issuing keys with the KeyManager\n";
   keygate::CreateKeyRequest ci;
   ci.name = "ci-pipeline";
   ci.description = "read-only key for the nightly build";
@@ -137,6 +146,8 @@ int main(int argc, char** argv) {
   staging.environment = "preview";
   keygate::CreatedKey preview = Must(manager.Create(staging, "alice"), "create preview key");
   std::cout << "  created " << preview.record.id << " for the preview environment\n";
+  std::cout << "  the audit log, as the relay delivers it:\n";
+  Must(relay->DeliverPending(), "deliver the audit log");
 
   std::cout << "\n== 3. A server's Verifier loads the keys from the file and follows its change "
                "feed\n";
@@ -206,6 +217,7 @@ int main(int argc, char** argv) {
   // `keygate revoke`, arrives within the store's poll interval (250 ms).
   run({"the same good token, right after", "Bearer " + TokenText(reader.token), &read,
        keygate::Outcome::kRevoked});
+  Must(relay->DeliverPending(), "deliver the audit log");
 
   std::cout << "\n== 6. What is on disk\n";
   const std::string bytes = ReadFile(db_path) + ReadFile(db_path + "-wal");

@@ -9,14 +9,15 @@ int main() {
   auto deployment = keygate::Deployment::Create({});  // prefix "kg"; preview + production
   if (!deployment.ok()) return 1;
   auto store = std::make_shared<keygate::MemoryKeyStore>();
-  keygate::KeyManager manager({*deployment, store, /*events=*/nullptr, /*clock=*/nullptr});
+  auto manager = keygate::KeyManager::Create({*deployment, store, /*clock=*/nullptr});
+  if (!manager.ok()) return 1;
 
   keygate::CreateKeyRequest request;
   request.name = "ci-pipeline";
   request.owner = "alice";
   request.environment = "production";
   request.scopes = {"read:all"};
-  auto key = manager.Create(request, /*actor=*/"alice");  // key->token is shown only now
+  auto key = (*manager)->Create(request, /*actor=*/"alice");  // key->token is shown only now
   if (!key.ok()) {
     std::cerr << key.status() << "\n";  // names the field and the reason, never a secret
     return 1;

@@ -34,7 +34,6 @@ namespace keygate {
 namespace {
 
 using internal::Invalid;
-using internal::ValidateActor;
 
 // A refusal that reports the key's state (not found, revoked) may be due
 // to a write that got there first and is still notifying subscribers: it
@@ -132,8 +131,13 @@ std::vector<std::string> ChangedFields(const KeyRecord& a, const KeyRecord& b) {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(Options options) {
+  if (!options.deployment) return absl::InvalidArgumentError("deployment: must be set");
+  if (!options.store) return absl::InvalidArgumentError("store: must be set");
+  return std::unique_ptr<KeyManager>(new KeyManager(std::move(options)));
+}
+
 KeyManager::KeyManager(Options options) : options_(std::move(options)) {
-  if (!options_.events) options_.events = std::make_shared<NullEventSink>();
   if (!options_.clock) {
     // Non-owning: the system clock is a process-wide singleton.
     options_.clock =
@@ -141,25 +145,11 @@ KeyManager::KeyManager(Options options) : options_(std::move(options)) {
   }
 }
 
-absl::Status KeyManager::CheckConfigured() const {
-  if (!options_.deployment) return absl::FailedPreconditionError("deployment: not set");
-  if (!options_.store) return absl::FailedPreconditionError("store: not set");
-  return absl::OkStatus();
-}
-
 absl::Time KeyManager::Now() const { return TruncateToMicros(options_.clock->Now()); }
 
-void KeyManager::Emit(EventType type, std::string_view actor, const KeyRecord& record,
-                      std::vector<std::string> changed_fields, std::uint64_t version) const {
-  Event e;
-  e.type = type;
-  e.at = Now();
-  e.actor = std::string(actor);
-  e.key_id = record.id;
-  e.owner = record.owner;
-  e.changed_fields = std::move(changed_fields);
-  e.version = version;
-  options_.events->Emit(e);
+AuditNote KeyManager::Note(EventType type, std::string_view actor,
+                           std::vector<std::string> changed_fields) const {
+  return AuditNote{type, std::string(actor), Now(), std::move(changed_fields)};
 }
 
 absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request,
@@ -169,7 +159,6 @@ absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request,
 }
 
 absl::Status KeyManager::ValidateCreate(const CreateKeyRequest& request) const {
-  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   return internal::ValidateCreateRequest(
       *options_.deployment, request,
       {options_.clock->Now(), options_.allow_internal_webhook_hosts});
@@ -207,9 +196,12 @@ absl::StatusOr<CreatedKey> KeyManager::Create(const CreateKeyRequest& request,
   r.hint = secret->hint;
 
   // The token leaves this function only if the store accepted the record.
-  if (absl::Status s = options_.store->Insert(r); !s.ok()) return s;
+  if (absl::Status s =
+          options_.store->Insert(r, Note(EventType::kCreated, actor, CreatedFields(r)));
+      !s.ok()) {
+    return s;
+  }
   r.version = 1;
-  Emit(EventType::kCreated, actor, r, CreatedFields(r), r.version);
   return CreatedKey{std::move(r), std::move(secret->token)};
 }
 
@@ -266,21 +258,20 @@ absl::StatusOr<ProvisionedKey> KeyManager::ProvisionPersonalKey(
   return absl::AbortedError("owner: provisioning the personal key kept conflicting; retry");
 }
 
-absl::StatusOr<KeyRecord> KeyManager::Get(std::string_view id) {
-  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
-  return options_.store->Get(id);
-}
+absl::StatusOr<KeyRecord> KeyManager::Get(std::string_view id) { return options_.store->Get(id); }
 
 absl::StatusOr<ListPage> KeyManager::List(const ListOptions& options) {
-  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   return options_.store->List(options);
+}
+
+absl::StatusOr<AuditPage> KeyManager::ReadAudit(const AuditQuery& query) {
+  return options_.store->ReadAudit(query);
 }
 
 absl::StatusOr<KeyRecord> KeyManager::Modify(std::string_view id, const KeyUpdate& update,
                                              std::uint64_t expected_version,
                                              std::string_view actor) {
   if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
-  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   // Only the fields being set are validated (ValidateKeyUpdate).
   if (absl::Status s = internal::ValidateKeyUpdate(
           *options_.deployment, update,
@@ -316,16 +307,12 @@ absl::StatusOr<KeyRecord> KeyManager::Modify(std::string_view id, const KeyUpdat
   }
   next.updated = Now();
   next.version = expected_version;
-  absl::StatusOr<KeyRecord> stored = options_.store->Update(next);
-  if (!stored.ok()) return stored.status();
-  Emit(EventType::kModified, actor, *stored, std::move(changed), stored->version);
-  return stored;
+  return options_.store->Update(next, Note(EventType::kModified, actor, std::move(changed)));
 }
 
 absl::StatusOr<KeyRecord> KeyManager::SetState(std::string_view id, KeyState target,
                                                std::string_view actor) {
   if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
-  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     absl::StatusOr<KeyRecord> current = options_.store->Get(id);
     if (!current.ok()) return Settled(*options_.store, current.status());
@@ -338,12 +325,10 @@ absl::StatusOr<KeyRecord> KeyManager::SetState(std::string_view id, KeyState tar
     KeyRecord next = *std::move(current);
     next.state = target;
     next.updated = Now();
-    absl::StatusOr<KeyRecord> stored = options_.store->Update(next);
-    if (stored.ok()) {
-      Emit(target == KeyState::kRevoked ? EventType::kRevoked : EventType::kRestored, actor,
-           *stored, {"state"}, stored->version);
-      return stored;
-    }
+    absl::StatusOr<KeyRecord> stored = options_.store->Update(
+        next, Note(target == KeyState::kRevoked ? EventType::kRevoked : EventType::kRestored, actor,
+                   {"state"}));
+    if (stored.ok()) return stored;
     if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
   }
   return absl::AbortedError(
@@ -360,15 +345,12 @@ absl::StatusOr<KeyRecord> KeyManager::Restore(std::string_view id, std::string_v
 
 absl::Status KeyManager::Delete(std::string_view id, std::string_view actor) {
   if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
-  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     absl::StatusOr<KeyRecord> current = options_.store->Get(id);
     if (!current.ok()) return Settled(*options_.store, current.status());
-    absl::Status s = options_.store->Delete(id, current->version);
-    if (s.ok()) {
-      Emit(EventType::kDeleted, actor, *current, {}, 0);
-      return s;
-    }
+    absl::Status s =
+        options_.store->Delete(id, current->version, Note(EventType::kDeleted, actor, {}));
+    if (s.ok()) return s;
     if (s.code() != absl::StatusCode::kAborted) return Settled(*options_.store, s);
   }
   return absl::AbortedError(
@@ -378,7 +360,6 @@ absl::Status KeyManager::Delete(std::string_view id, std::string_view actor) {
 absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration grace,
                                             std::string_view actor) {
   if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
-  if (absl::Status s = CheckConfigured(); !s.ok()) return s;
   if (grace < absl::ZeroDuration()) return Invalid("grace", "must not be negative");
   if (grace > kMaxRollGrace) return Invalid("grace", "must be at most 30 days");
   const Deployment& d = *options_.deployment;
@@ -416,11 +397,9 @@ absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration 
     next.digest = secret->digest;
     next.hint = secret->hint;
     next.updated = now;
-    absl::StatusOr<KeyRecord> stored = options_.store->Update(next);
-    if (stored.ok()) {
-      Emit(EventType::kRolled, actor, *stored, {"token"}, stored->version);
-      return CreatedKey{*std::move(stored), std::move(secret->token)};
-    }
+    absl::StatusOr<KeyRecord> stored =
+        options_.store->Update(next, Note(EventType::kRolled, actor, {"token"}));
+    if (stored.ok()) return CreatedKey{*std::move(stored), std::move(secret->token)};
     if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
   }
   return absl::AbortedError(

@@ -20,6 +20,7 @@
 #include "internal/charclass.h"
 #include "internal/ip_address.h"
 #include "internal/utf8.h"
+#include "keygate/audit.h"
 #include "keygate/token.h"
 
 namespace keygate::internal {
@@ -29,8 +30,6 @@ absl::Status Invalid(std::string_view field, std::string_view reason) {
 }
 
 namespace {
-
-constexpr std::size_t kMaxActorLength = 128;
 
 // Whether `text` holds an API token anywhere inside it: what a secret
 // scanner matches, `<prefix>_<env>_` and kSecretChars + kCheckChars base62
@@ -316,10 +315,6 @@ absl::Status ValidateMetadata(const std::map<std::string, std::string>& metadata
 
 }  // namespace
 
-absl::Status ValidateActor(std::string_view actor) {
-  return ValidateBoundedText("actor", actor, kMaxActorLength);
-}
-
 absl::Status ValidateCreateRequest(const Deployment& deployment, const CreateKeyRequest& request,
                                    const ValidationOptions& options) {
   absl::Status checks[] = {
@@ -364,3 +359,16 @@ absl::Status ValidateKeyUpdate(const Deployment& deployment, const KeyUpdate& up
 }
 
 }  // namespace keygate::internal
+
+namespace keygate {
+
+absl::Status ValidateActor(std::string_view actor) {
+  return internal::ValidateBoundedText("actor", actor, kMaxActorLength);
+}
+
+absl::Status ValidateCreateKeyRequest(const Deployment& deployment, const CreateKeyRequest& request,
+                                      absl::Time now, bool allow_internal_webhook_hosts) {
+  return internal::ValidateCreateRequest(deployment, request, {now, allow_internal_webhook_hosts});
+}
+
+}  // namespace keygate

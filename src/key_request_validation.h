@@ -26,9 +26,6 @@ struct ValidationOptions {
 // InvalidArgument "<field>: <reason>".
 absl::Status Invalid(std::string_view field, std::string_view reason);
 
-// The actor named in events: non-empty, bounded, printable, no token.
-absl::Status ValidateActor(std::string_view actor);
-
 // All of a new key's fields, in declaration order (the first refusal wins).
 absl::Status ValidateCreateRequest(const Deployment& deployment, const CreateKeyRequest& request,
                                    const ValidationOptions& options);

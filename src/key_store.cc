@@ -2,6 +2,8 @@
 
 #include "keygate/key_store.h"
 
+#include "absl/time/clock.h"
+
 namespace keygate {
 namespace {
 
@@ -26,7 +28,9 @@ absl::Status KeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
         break;
       }
       r->last_used = u.last_used;
-      absl::StatusOr<KeyRecord> updated = Update(*r);
+      // A store without its own TouchLastUsed records usage as a modification.
+      const AuditNote note{EventType::kModified, "keygate:usage", absl::Now(), {"last_used"}};
+      absl::StatusOr<KeyRecord> updated = Update(*r, note);
       if (updated.ok()) break;
       // kAborted: a management change won the race; re-read and retry on
       // top of it, never over it.

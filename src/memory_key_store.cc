@@ -40,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
+#include "internal/audit_log.h"
 #include "internal/key_label.h"
 
 namespace keygate {
@@ -174,6 +175,8 @@ struct MemoryKeyStore::State {
   std::map<std::uint64_t, std::string> log;                   // sequence -> key id
   std::map<std::string, std::uint64_t, std::less<>> key_seq;  // key id -> its log entry
   std::uint64_t last_sequence = 0;
+  std::map<std::uint64_t, Event> audit;                       // sequence -> entry
+  std::map<std::string, std::uint64_t, std::less<>> cursors;  // consumer -> acknowledged
 
   const std::shared_ptr<SubscriberList> subscribers = std::make_shared<SubscriberList>();
 
@@ -220,8 +223,11 @@ struct MemoryKeyStore::State {
     }
   }
 
-  void AppendChange(const std::string& id) {
+  // Appends the change and its audit entry.
+  void AppendChange(const std::string& id, const AuditNote& note, std::string_view owner,
+                    std::uint64_t version) {
     const std::uint64_t seq = ++last_sequence;
+    audit.emplace(seq, internal::MakeAuditEvent(note, seq, id, owner, version));
     auto it = key_seq.find(id);
     if (it != key_seq.end()) {
       log.erase(it->second);
@@ -249,8 +255,11 @@ void MemoryKeyStore::SetUnavailableForTesting(bool unavailable) {
   state_->unavailable.store(unavailable, std::memory_order_release);
 }
 
-absl::Status MemoryKeyStore::Insert(const KeyRecord& record) {
+absl::Status MemoryKeyStore::Insert(const KeyRecord& record, const AuditNote& note) {
   if (absl::Status s = internal::CheckRecordShape(record); !s.ok()) return s;
+  if (absl::Status s = internal::CheckAuditNote(note, internal::AuditWrite::kInsert); !s.ok()) {
+    return s;
+  }
   State& s = *state_;
   {
     std::lock_guard<std::mutex> lock(s.mu);
@@ -264,7 +273,7 @@ absl::Status MemoryKeyStore::Insert(const KeyRecord& record) {
     stored.version = 1;
     s.Index(stored);
     s.records.emplace(stored.id, std::move(stored));
-    s.AppendChange(record.id);
+    s.AppendChange(record.id, note, record.owner, 1);
   }
   s.NotifyAll();
   return absl::OkStatus();
@@ -290,8 +299,11 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::FindByDigest(const Digest& digest) {
   return rec->second;
 }
 
-absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record) {
+absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record, const AuditNote& note) {
   if (absl::Status c = internal::CheckUpdateShape(record); !c.ok()) return c;
+  if (absl::Status c = internal::CheckAuditNote(note, internal::AuditWrite::kUpdate); !c.ok()) {
+    return c;
+  }
   State& s = *state_;
   KeyRecord result;
   {
@@ -310,7 +322,7 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record) {
     it->second = record;
     it->second.version = next_version;
     s.Index(it->second);
-    s.AppendChange(record.id);
+    s.AppendChange(record.id, note, record.owner, next_version);
     result = it->second;
   }
   s.NotifyAll();
@@ -334,7 +346,11 @@ absl::Status MemoryKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> upda
 }
 
 absl::Status MemoryKeyStore::Delete(std::string_view id,
-                                    std::optional<std::uint64_t> expected_version) {
+                                    std::optional<std::uint64_t> expected_version,
+                                    const AuditNote& note) {
+  if (absl::Status c = internal::CheckAuditNote(note, internal::AuditWrite::kDelete); !c.ok()) {
+    return c;
+  }
   State& s = *state_;
   {
     std::lock_guard<std::mutex> lock(s.mu);
@@ -347,9 +363,10 @@ absl::Status MemoryKeyStore::Delete(std::string_view id,
                                              ", stored ", it->second.version, ")"));
     }
     const std::string key_id = it->first;
+    const std::string owner = it->second.owner;
     s.Unindex(it->second);
     s.records.erase(it);
-    s.AppendChange(key_id);
+    s.AppendChange(key_id, note, owner, 0);
   }
   s.NotifyAll();
   return absl::OkStatus();
@@ -411,6 +428,48 @@ absl::StatusOr<std::uint64_t> MemoryKeyStore::LastSequence() {
   std::lock_guard<std::mutex> lock(s.mu);
   if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   return s.last_sequence;
+}
+
+absl::StatusOr<AuditPage> MemoryKeyStore::ReadAudit(const AuditQuery& query) {
+  if (absl::Status c = internal::CheckAuditQuery(query); !c.ok()) return c;
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
+  AuditPage page;
+  page.next_after = query.after;
+  for (auto it = s.audit.upper_bound(query.after); it != s.audit.end(); ++it) {
+    if (!internal::MatchesAuditFilters(query, it->second)) continue;
+    if (page.events.size() == query.limit) {
+      page.more = true;
+      break;
+    }
+    page.events.push_back(it->second);
+    page.next_after = it->first;
+  }
+  return page;
+}
+
+absl::StatusOr<std::uint64_t> MemoryKeyStore::AuditCursor(std::string_view consumer) {
+  if (absl::Status c = ValidateAuditConsumer(consumer); !c.ok()) return c;
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
+  auto it = s.cursors.find(consumer);
+  return it == s.cursors.end() ? 0 : it->second;
+}
+
+absl::Status MemoryKeyStore::AckAudit(std::string_view consumer, std::uint64_t sequence) {
+  if (absl::Status c = ValidateAuditConsumer(consumer); !c.ok()) return c;
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
+  if (sequence > s.last_sequence) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence: ", sequence, " is beyond the last one (", s.last_sequence, ")"));
+  }
+  std::uint64_t& cursor = s.cursors[std::string(consumer)];
+  if (sequence > cursor) cursor = sequence;
+  return absl::OkStatus();
 }
 
 absl::Status MemoryKeyStore::AwaitSubscribers() {

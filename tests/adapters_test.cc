@@ -50,7 +50,7 @@ struct Keys {
     KeyManager::Options mo;
     mo.deployment = deployment;
     mo.store = store;
-    manager = std::make_unique<KeyManager>(std::move(mo));
+    manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
     auto verifier = ReferenceVerifier::Create(deployment, store, "production");
     REQUIRE(verifier.ok());
     HttpAuthOptions options;

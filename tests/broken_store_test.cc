@@ -66,21 +66,25 @@ void RequireCaught(const Findings& f, const std::string& text) {
 // key inserted and deleted at once, so no record changes.
 class AppendsOnFailedWrite final : public PassThrough {
  public:
-  absl::Status Insert(const KeyRecord& r) override { return Logged(PassThrough::Insert(r)); }
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
-    absl::StatusOr<KeyRecord> s = PassThrough::Update(r);
+  absl::Status Insert(const KeyRecord& r, const AuditNote& note) override {
+    return Logged(PassThrough::Insert(r, note));
+  }
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r, const AuditNote& note) override {
+    absl::StatusOr<KeyRecord> s = PassThrough::Update(r, note);
     (void)Logged(s.status());
     return s;
   }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
-    return Logged(PassThrough::Delete(id, v));
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v,
+                      const AuditNote& note) override {
+    return Logged(PassThrough::Delete(id, v, note));
   }
 
  private:
   absl::Status Logged(absl::Status s) {
     if (!s.ok()) {
       KeyRecord phantom = conformance::MakeRecord(absl::StrCat("key_zz_log", next_.fetch_add(1)));
-      if (inner().Insert(phantom).ok()) (void)inner().Delete(phantom.id, std::nullopt);
+      if (inner().Insert(phantom, keygate::testing::CreatedNote()).ok())
+        (void)inner().Delete(phantom.id, std::nullopt, keygate::testing::DeletedNote());
     }
     return s;
   }
@@ -91,9 +95,10 @@ class AppendsOnFailedWrite final : public PassThrough {
 // answers kNotFound.
 class UpsertsOnUpdate final : public PassThrough {
  public:
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
-    absl::StatusOr<KeyRecord> s = PassThrough::Update(r);
-    if (s.status().code() == absl::StatusCode::kNotFound) (void)inner().Insert(r);
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r, const AuditNote& note) override {
+    absl::StatusOr<KeyRecord> s = PassThrough::Update(r, note);
+    if (s.status().code() == absl::StatusCode::kNotFound)
+      (void)inner().Insert(r, keygate::testing::CreatedNote());
     return s;
   }
 };
@@ -103,8 +108,8 @@ class UpsertsOnUpdate final : public PassThrough {
 // check, not rolled back).
 class PartialUpdateOnFailure final : public PassThrough {
  public:
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
-    absl::StatusOr<KeyRecord> s = PassThrough::Update(r);
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r, const AuditNote& note) override {
+    absl::StatusOr<KeyRecord> s = PassThrough::Update(r, note);
     const absl::StatusCode code = s.status().code();
     if (code == absl::StatusCode::kAborted || code == absl::StatusCode::kAlreadyExists) {
       absl::StatusOr<KeyRecord> cur = inner().Get(r.id);
@@ -112,7 +117,7 @@ class PartialUpdateOnFailure final : public PassThrough {
         KeyRecord partial = *cur;
         partial.name = r.name;
         partial.description = r.description;
-        (void)inner().Update(partial);
+        (void)inner().Update(partial, keygate::testing::ModifiedNote());
       }
     }
     return s;
@@ -268,7 +273,7 @@ class TouchOverwritesUpdates final : public PassThrough {
         absl::StatusOr<KeyRecord> cur = inner().Get(u.key_id);
         if (!cur.ok()) break;
         r.version = cur->version;
-        if (inner().Update(r).ok()) break;
+        if (inner().Update(r, keygate::testing::ModifiedNote()).ok()) break;
       }
     }
     return absl::OkStatus();

@@ -32,6 +32,7 @@
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "keygate/token.h"
 #include "sqlite_test_util.h"
+#include "test_util.h"
 
 #ifndef KEYGATE_CLI_BINARY
 #error "KEYGATE_CLI_BINARY must name the built keygate binary"
@@ -678,7 +679,7 @@ void StoreHostileText(const std::string& db, const std::string& id) {
   r->owner = std::string("mallory\xc2\x9b") + "2J";  // CSI (as UTF-8) 2J: clear screen
   r->accounts = {"acct\x1b]0;title\x07"};
   r->metadata = {{"te\nam", "a\tb\x7f"}, {"bidi", "x\xe2\x80\xaey"}};
-  absl::StatusOr<KeyRecord> updated = (*store)->Update(*r);
+  absl::StatusOr<KeyRecord> updated = (*store)->Update(*r, keygate::testing::ModifiedNote());
   INFO(updated.status().ToString());
   REQUIRE(updated.ok());
 }

@@ -2,6 +2,7 @@
 
 #include "keygate/event_sink.h"
 
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -17,6 +18,7 @@ namespace {
 
 Event Sample() {
   Event e;
+  e.sequence = 12;
   e.type = EventType::kModified;
   e.at = absl::FromUnixSeconds(1'700'000'000);
   e.actor = "bob";
@@ -36,13 +38,19 @@ TEST_CASE("Event types have stable names", "[events]") {
   CHECK(EventTypeName(EventType::kRolled) == "rolled");
   CHECK(EventTypeName(EventType::kUnspecifiedDoNotUse) == "unspecified");
   CHECK(EventTypeName(static_cast<EventType>(200)) == "unspecified");
+  for (EventType t : {EventType::kCreated, EventType::kModified, EventType::kRevoked,
+                      EventType::kRestored, EventType::kDeleted, EventType::kRolled}) {
+    CHECK(ParseEventType(EventTypeName(t)) == t);
+  }
+  CHECK(ParseEventType("unspecified") == std::nullopt);
+  CHECK(ParseEventType("Created") == std::nullopt);
 }
 
 TEST_CASE("Events print as one line with actor, key, owner, fields and version", "[events]") {
   std::ostringstream os;
   os << Sample();
   CHECK(os.str() ==
-        "modified key_0123456789abcdefghijkl by bob (owner alice) fields=[name,scopes] v3 at "
+        "#12 modified key_0123456789abcdefghijkl by bob (owner alice) fields=[name,scopes] v3 at "
         "2023-11-14T22:13:20+00:00");
   // Text from records other code wrote cannot split or forge the log line.
   Event forged = Sample();
@@ -63,7 +71,7 @@ TEST_CASE("CollectingEventSink keeps events from many threads", "[events][concur
       for (int i = 0; i < 250; ++i) {
         Event e = Sample();
         e.version = static_cast<std::uint64_t>(t * 1000 + i);
-        sink.Emit(e);
+        CHECK(sink.Emit(e).ok());
       }
     });
   }
@@ -80,17 +88,28 @@ TEST_CASE("CollectingEventSink keeps events from many threads", "[events][concur
 TEST_CASE("OstreamEventSink writes one line per event", "[events]") {
   std::ostringstream os;
   OstreamEventSink sink(os);
-  sink.Emit(Sample());
+  CHECK(sink.Emit(Sample()).ok());
   Event d = Sample();
   d.type = EventType::kDeleted;
   d.changed_fields.clear();
   d.version = 0;
-  sink.Emit(d);
+  CHECK(sink.Emit(d).ok());
   std::ostringstream expected;
   expected << Sample() << "\n" << d << "\n";
   CHECK(os.str() == expected.str());
-  NullEventSink null_sink;
-  null_sink.Emit(d);  // accepted and dropped
+  // A stream that fails is an error the relay retries, not a lost event.
+  os.setstate(std::ios::badbit);
+  CHECK(sink.Emit(d).code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("Audit consumer names are checked", "[events]") {
+  CHECK(ValidateAuditConsumer("webhooks").ok());
+  CHECK(ValidateAuditConsumer("siem.prod:eu-1_a").ok());
+  CHECK(ValidateAuditConsumer(std::string(64, 'a')).ok());
+  CHECK(ValidateAuditConsumer("").code() == absl::StatusCode::kInvalidArgument);
+  CHECK(ValidateAuditConsumer(std::string(65, 'a')).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(ValidateAuditConsumer("a b").code() == absl::StatusCode::kInvalidArgument);
+  CHECK(ValidateAuditConsumer("a\nb").code() == absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

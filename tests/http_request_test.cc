@@ -77,7 +77,7 @@ struct Fixture {
     mo.deployment = deployment;
     mo.store = store;
     mo.clock = clock;
-    manager = std::make_unique<KeyManager>(std::move(mo));
+    manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
     auto verifier = ReferenceVerifier::Create(deployment, store, "production");
     REQUIRE(verifier.ok());
     HttpAuthOptions options;

@@ -50,9 +50,8 @@ struct Fixture {
     KeyManager::Options o;
     o.deployment = deployment;
     o.store = store;
-    o.events = events;
     o.clock = clock;
-    manager = std::make_unique<KeyManager>(std::move(o));
+    manager = keygate::testing::MustOk(KeyManager::Create(std::move(o)));
   }
 
   CreateKeyRequest Request(std::string name = "ci-pipeline") const {
@@ -85,7 +84,7 @@ struct Fixture {
 
   std::shared_ptr<const Deployment> deployment;
   std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
-  std::shared_ptr<CollectingEventSink> events = std::make_shared<CollectingEventSink>();
+  std::shared_ptr<testing::AuditView> events = std::make_shared<testing::AuditView>(store);
   // Whole seconds plus 0.5 µs: times written must come out at microseconds.
   std::shared_ptr<FakeClock> clock =
       std::make_shared<FakeClock>(absl::FromUnixSeconds(1'700'000'000) + absl::Nanoseconds(500));
@@ -243,8 +242,8 @@ TEST_CASE("KeyManager returns no token when the store rejects the record",
   f.store->SetUnavailableForTesting(true);
   absl::StatusOr<CreatedKey> k = f.manager->Create(f.Request(), "alice");
   CHECK(k.status().code() == absl::StatusCode::kUnavailable);
-  CHECK(f.events->Events().empty());
   f.store->SetUnavailableForTesting(false);
+  CHECK(f.events->Events().empty());
   CHECK(f.LastSequence() == 0);
 
   // A rejected personal duplicate gives no token either.
@@ -576,7 +575,7 @@ TEST_CASE("Webhook URLs may not name internal hosts unless allowed", "[manager][
     o.store = f.store;
     o.clock = f.clock;
     o.allow_internal_webhook_hosts = true;
-    f.manager = std::make_unique<KeyManager>(std::move(o));
+    f.manager = keygate::testing::MustOk(KeyManager::Create(std::move(o)));
     CreateKeyRequest r = f.Request();
     for (const std::string& url : internal) {
       INFO(url);
@@ -703,16 +702,18 @@ TEST_CASE("Every mutation validates the actor", "[manager][validation]") {
   CHECK(f.events->Events().size() == 1);
 }
 
-TEST_CASE("A manager without a deployment or store refuses to work", "[manager]") {
-  KeyManager::Options o;
-  KeyManager m(std::move(o));
-  CreateKeyRequest r;
-  r.name = "n";
-  r.owner = "o";
-  r.environment = "production";
-  CHECK(m.Create(r, "a").status().code() == absl::StatusCode::kFailedPrecondition);
-  CHECK(m.Get("key_x").status().code() == absl::StatusCode::kFailedPrecondition);
-  CHECK(m.Revoke("key_x", "a").status().code() == absl::StatusCode::kFailedPrecondition);
+TEST_CASE("A manager is not built without a deployment or store", "[manager]") {
+  Fixture f;
+  KeyManager::Options no_deployment;
+  no_deployment.store = f.store;
+  absl::StatusOr<std::unique_ptr<KeyManager>> a = KeyManager::Create(no_deployment);
+  CHECK(a.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(a.status().message() == "deployment: must be set");
+  KeyManager::Options no_store;
+  no_store.deployment = f.deployment;
+  absl::StatusOr<std::unique_ptr<KeyManager>> b = KeyManager::Create(no_store);
+  CHECK(b.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(b.status().message() == "store: must be set");
 }
 
 // --- Personal keys ----------------------------------------------------------
@@ -808,14 +809,19 @@ TEST_CASE("Personal keys are provisioned once per owner and environment", "[mana
 // provisioners all see "no key yet" and race on Insert.
 class SlowListStore final : public KeyStore {
  public:
-  absl::Status Insert(const KeyRecord& r) override { return inner_.Insert(r); }
+  absl::Status Insert(const KeyRecord& r, const AuditNote& note) override {
+    return inner_.Insert(r, note);
+  }
   absl::StatusOr<KeyRecord> Get(std::string_view id) override { return inner_.Get(id); }
   absl::StatusOr<KeyRecord> FindByDigest(const Digest& d) override {
     return inner_.FindByDigest(d);
   }
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override { return inner_.Update(r); }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
-    return inner_.Delete(id, v);
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r, const AuditNote& note) override {
+    return inner_.Update(r, note);
+  }
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v,
+                      const AuditNote& note) override {
+    return inner_.Delete(id, v, note);
   }
   absl::StatusOr<ListPage> List(const ListOptions& o) override {
     absl::StatusOr<ListPage> page = inner_.List(o);
@@ -826,6 +832,13 @@ class SlowListStore final : public KeyStore {
     return inner_.ChangesSince(after, limit);
   }
   absl::StatusOr<std::uint64_t> LastSequence() override { return inner_.LastSequence(); }
+  absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& q) override { return inner_.ReadAudit(q); }
+  absl::StatusOr<std::uint64_t> AuditCursor(std::string_view c) override {
+    return inner_.AuditCursor(c);
+  }
+  absl::Status AckAudit(std::string_view c, std::uint64_t s) override {
+    return inner_.AckAudit(c, s);
+  }
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> cb) override {
     return inner_.Subscribe(std::move(cb));
   }
@@ -842,9 +855,9 @@ TEST_CASE("Concurrent personal provisioning creates exactly one key",
     KeyManager::Options o;
     o.deployment = f.deployment;
     o.store = slow;
-    o.events = f.events;
     o.clock = f.clock;
-    f.manager = std::make_unique<KeyManager>(std::move(o));
+    f.manager = keygate::testing::MustOk(KeyManager::Create(std::move(o)));
+    f.events = std::make_shared<testing::AuditView>(slow);
   }
   const int threads = 8;
   const int rounds = 5;
@@ -1073,13 +1086,14 @@ TEST_CASE("Revoke and restore are idempotent and verified immediately", "[manage
 class ConflictingStore final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r, const AuditNote& note) override {
     Interfere(r.id);
-    return ForwardingStore::Update(r);
+    return ForwardingStore::Update(r, note);
   }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v,
+                      const AuditNote& note) override {
     Interfere(id);
-    return ForwardingStore::Delete(id, v);
+    return ForwardingStore::Delete(id, v, note);
   }
 
   int conflicts = 0;  // edits still to inject; kAlways: before every write
@@ -1095,7 +1109,7 @@ class ConflictingStore final : public testing::ForwardingStore {
     absl::StatusOr<KeyRecord> current = inner().Get(id);
     REQUIRE_OK(current);
     current->metadata["edit"] = std::to_string(++edits);
-    REQUIRE_OK(inner().Update(*current));
+    REQUIRE_OK(inner().Update(*current, keygate::testing::ModifiedNote()));
   }
 };
 
@@ -1121,9 +1135,8 @@ struct ConflictFixture {
     KeyManager::Options o;
     o.deployment = f.deployment;
     o.store = conflicting;
-    o.events = f.events;
     o.clock = f.clock;
-    f.manager = std::make_unique<KeyManager>(std::move(o));
+    f.manager = keygate::testing::MustOk(KeyManager::Create(std::move(o)));
     key = std::make_unique<CreatedKey>(f.MustCreate(f.Request()));
     if (op == Retrying::kRestore) REQUIRE_OK(f.manager->Revoke(key->record.id, "alice"));
     events_before = f.events->Events().size();

@@ -94,6 +94,14 @@
 
 namespace keygate::conformance {
 
+// Audit notes for the suite's writes (actor "conformance", a fixed time).
+inline AuditNote SuiteNote(EventType type) {
+  return AuditNote{type, "conformance", absl::FromUnixSeconds(1'700'000'000), {}};
+}
+inline AuditNote CreatedNote() { return SuiteNote(EventType::kCreated); }
+inline AuditNote ModifiedNote() { return SuiteNote(EventType::kModified); }
+inline AuditNote DeletedNote() { return SuiteNote(EventType::kDeleted); }
+
 inline absl::Status StatusOf(const absl::Status& s) { return s; }
 template <typename T>
 absl::Status StatusOf(const absl::StatusOr<T>& s) {
@@ -215,7 +223,7 @@ inline std::vector<std::string> ListAllIds(KeyStore& store, const ListFilter& fi
 inline void InsertAndGet(const std::shared_ptr<KeyStore>& store) {
   KeyRecord r = MakeRecord("key_insert1");
   r.version = 42;  // ignored: the store assigns 1
-  KEYGATE_REQUIRE_OK(store->Insert(r));
+  KEYGATE_REQUIRE_OK(store->Insert(r, CreatedNote()));
   absl::StatusOr<KeyRecord> got = store->Get("key_insert1");
   KEYGATE_REQUIRE_OK(got);
   KeyRecord expected = r;
@@ -227,7 +235,7 @@ inline void InsertAndGet(const std::shared_ptr<KeyStore>& store) {
 
   KeyRecord empty = MakeRecord("");
   empty.digest = DigestFor("empty id");
-  CHECK(store->Insert(empty).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(store->Insert(empty, CreatedNote()).code() == absl::StatusCode::kInvalidArgument);
 
   // A verdict carries at most kKeyIdLength bytes of id: an id one byte
   // longer is refused (cut off, it could be another key's id);
@@ -235,25 +243,25 @@ inline void InsertAndGet(const std::shared_ptr<KeyStore>& store) {
   const std::string longest(kKeyIdLength, 'x');
   KeyRecord too_long = MakeRecord(longest + "1");
   too_long.digest = DigestFor("long id");
-  const absl::Status refused = store->Insert(too_long);
+  const absl::Status refused = store->Insert(too_long, CreatedNote());
   CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
   CHECK(absl::StrContains(refused.message(), "id: longer than 26 bytes"));
   CHECK(store->Get(too_long.id).status().code() == absl::StatusCode::kNotFound);
   CHECK(store->FindByDigest(too_long.digest).status().code() == absl::StatusCode::kNotFound);
   KeyRecord fits = MakeRecord(longest);
   fits.digest = DigestFor("long id");
-  KEYGATE_REQUIRE_OK(store->Insert(fits));
+  KEYGATE_REQUIRE_OK(store->Insert(fits, CreatedNote()));
   KEYGATE_REQUIRE_OK(store->Get(longest));
 }
 
 inline void DuplicateId(const std::shared_ptr<KeyStore>& store) {
   KeyRecord a = MakeRecord("key_dup");
-  KEYGATE_REQUIRE_OK(store->Insert(a));
+  KEYGATE_REQUIRE_OK(store->Insert(a, CreatedNote()));
   const std::uint64_t seq = LastSeq(*store);
 
   KeyRecord b = MakeRecord("key_dup", "bob");
   b.digest = DigestFor("another digest");
-  CHECK(store->Insert(b).code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Insert(b, CreatedNote()).code() == absl::StatusCode::kAlreadyExists);
   CHECK(LastSeq(*store) == seq);  // a failed write is no change
   absl::StatusOr<KeyRecord> got = store->Get("key_dup");
   KEYGATE_REQUIRE_OK(got);
@@ -270,11 +278,11 @@ inline void ErrorsQuoteOnlyKeyIds(const std::shared_ptr<KeyStore>& store) {
   for (const std::string& id : {token, forged}) {
     const absl::Status get = store->Get(id).status();
     CHECK(get.code() == absl::StatusCode::kNotFound);
-    const absl::Status del = store->Delete(id, std::nullopt);
+    const absl::Status del = store->Delete(id, std::nullopt, DeletedNote());
     CHECK(del.code() == absl::StatusCode::kNotFound);
     KeyRecord r = MakeRecord(id);
     r.version = 1;
-    const absl::Status upd = store->Update(r).status();
+    const absl::Status upd = store->Update(r, ModifiedNote()).status();
     CHECK(upd.code() == absl::StatusCode::kNotFound);
     for (const absl::Status& s : {get, del, upd}) {
       const std::string m(s.message());
@@ -292,24 +300,24 @@ inline void ErrorsQuoteOnlyKeyIds(const std::shared_ptr<KeyStore>& store) {
 inline void DuplicateDigest(const std::shared_ptr<KeyStore>& store) {
   KeyRecord a = MakeRecord("key_a");
   a.previous = RolledSecret{DigestFor("a-old"), "kg_live_...old1", BaseTime() + absl::Hours(1)};
-  KEYGATE_REQUIRE_OK(store->Insert(a));
+  KEYGATE_REQUIRE_OK(store->Insert(a, CreatedNote()));
   const std::uint64_t seq = LastSeq(*store);
 
   KeyRecord same_current = MakeRecord("key_b");
   same_current.digest = a.digest;
-  CHECK(store->Insert(same_current).code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Insert(same_current, CreatedNote()).code() == absl::StatusCode::kAlreadyExists);
 
   KeyRecord current_is_rolled = MakeRecord("key_c");
   current_is_rolled.digest = DigestFor("a-old");
-  CHECK(store->Insert(current_is_rolled).code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Insert(current_is_rolled, CreatedNote()).code() == absl::StatusCode::kAlreadyExists);
 
   KeyRecord rolled_is_current = MakeRecord("key_d");
   rolled_is_current.previous = RolledSecret{a.digest, "x", BaseTime() + absl::Hours(1)};
-  CHECK(store->Insert(rolled_is_current).code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Insert(rolled_is_current, CreatedNote()).code() == absl::StatusCode::kAlreadyExists);
 
   KeyRecord rolled_is_rolled = MakeRecord("key_e");
   rolled_is_rolled.previous = RolledSecret{DigestFor("a-old"), "x", BaseTime() + absl::Hours(1)};
-  CHECK(store->Insert(rolled_is_rolled).code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Insert(rolled_is_rolled, CreatedNote()).code() == absl::StatusCode::kAlreadyExists);
 
   CHECK(LastSeq(*store) == seq);
   for (const char* id : {"key_b", "key_c", "key_d", "key_e"}) {
@@ -319,53 +327,60 @@ inline void DuplicateDigest(const std::shared_ptr<KeyStore>& store) {
   CHECK(store->FindByDigest(DigestFor("key_b")).status().code() == absl::StatusCode::kNotFound);
 
   // An update may not take another key's digest (current or rolled).
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_f")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_f"), CreatedNote()));
   absl::StatusOr<KeyRecord> f = store->Get("key_f");
   KEYGATE_REQUIRE_OK(f);
   KeyRecord steal = *f;
   steal.digest = a.digest;
-  CHECK(store->Update(steal).status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Update(steal, ModifiedNote()).status().code() == absl::StatusCode::kAlreadyExists);
   steal = *f;
   steal.previous = RolledSecret{DigestFor("a-old"), "x", BaseTime()};
-  CHECK(store->Update(steal).status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Update(steal, ModifiedNote()).status().code() == absl::StatusCode::kAlreadyExists);
   absl::StatusOr<KeyRecord> f2 = store->Get("key_f");
   KEYGATE_REQUIRE_OK(f2);
   CHECK(*f2 == *f);
   // Keeping its own digests is fine.
-  KEYGATE_REQUIRE_OK(store->Update(*f));
+  KEYGATE_REQUIRE_OK(store->Update(*f, ModifiedNote()));
 }
 
 inline void PersonalUniqueness(const std::shared_ptr<KeyStore>& store) {
   using K = KeyKind;
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_p1", "alice", "production", K::kPersonal)));
-  CHECK(store->Insert(MakeRecord("key_p2", "alice", "production", K::kPersonal)).code() ==
-        absl::StatusCode::kAlreadyExists);
+  KEYGATE_REQUIRE_OK(
+      store->Insert(MakeRecord("key_p1", "alice", "production", K::kPersonal), CreatedNote()));
+  CHECK(store->Insert(MakeRecord("key_p2", "alice", "production", K::kPersonal), CreatedNote())
+            .code() == absl::StatusCode::kAlreadyExists);
   // Other environment, other owner, general keys, revoked personal keys: fine.
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_p3", "alice", "preview", K::kPersonal)));
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_p4", "bob", "production", K::kPersonal)));
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_g1", "alice", "production", K::kGeneral)));
+  KEYGATE_REQUIRE_OK(
+      store->Insert(MakeRecord("key_p3", "alice", "preview", K::kPersonal), CreatedNote()));
+  KEYGATE_REQUIRE_OK(
+      store->Insert(MakeRecord("key_p4", "bob", "production", K::kPersonal), CreatedNote()));
+  KEYGATE_REQUIRE_OK(
+      store->Insert(MakeRecord("key_g1", "alice", "production", K::kGeneral), CreatedNote()));
   KeyRecord revoked = MakeRecord("key_p5", "alice", "production", K::kPersonal);
   revoked.state = KeyState::kRevoked;
-  KEYGATE_REQUIRE_OK(store->Insert(revoked));
+  KEYGATE_REQUIRE_OK(store->Insert(revoked, CreatedNote()));
 
   // Revoking p1 frees the slot for a new personal key...
   absl::StatusOr<KeyRecord> p1 = store->Get("key_p1");
   KEYGATE_REQUIRE_OK(p1);
   KeyRecord p1_revoked = *p1;
   p1_revoked.state = KeyState::kRevoked;
-  absl::StatusOr<KeyRecord> p1_after = store->Update(p1_revoked);
+  absl::StatusOr<KeyRecord> p1_after = store->Update(p1_revoked, ModifiedNote());
   KEYGATE_REQUIRE_OK(p1_after);
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_p6", "alice", "production", K::kPersonal)));
+  KEYGATE_REQUIRE_OK(
+      store->Insert(MakeRecord("key_p6", "alice", "production", K::kPersonal), CreatedNote()));
 
   // ...and then restoring p1 (or p5) would make two active: refused.
   KeyRecord p1_restore = *p1_after;
   p1_restore.state = KeyState::kActive;
-  CHECK(store->Update(p1_restore).status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Update(p1_restore, ModifiedNote()).status().code() ==
+        absl::StatusCode::kAlreadyExists);
   absl::StatusOr<KeyRecord> p5 = store->Get("key_p5");
   KEYGATE_REQUIRE_OK(p5);
   KeyRecord p5_restore = *p5;
   p5_restore.state = KeyState::kActive;
-  CHECK(store->Update(p5_restore).status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Update(p5_restore, ModifiedNote()).status().code() ==
+        absl::StatusCode::kAlreadyExists);
   absl::StatusOr<KeyRecord> p1_now = store->Get("key_p1");
   KEYGATE_REQUIRE_OK(p1_now);
   CHECK(p1_now->state == KeyState::kRevoked);
@@ -375,16 +390,17 @@ inline void PersonalUniqueness(const std::shared_ptr<KeyStore>& store) {
   KEYGATE_REQUIRE_OK(g1);
   KeyRecord g1_personal = *g1;
   g1_personal.kind = K::kPersonal;
-  CHECK(store->Update(g1_personal).status().code() == absl::StatusCode::kAlreadyExists);
+  CHECK(store->Update(g1_personal, ModifiedNote()).status().code() ==
+        absl::StatusCode::kAlreadyExists);
 
   // Deleting the active one frees the slot again.
-  KEYGATE_REQUIRE_OK(store->Delete("key_p6", std::nullopt));
-  KEYGATE_REQUIRE_OK(store->Update(p1_restore));
+  KEYGATE_REQUIRE_OK(store->Delete("key_p6", std::nullopt, DeletedNote()));
+  KEYGATE_REQUIRE_OK(store->Update(p1_restore, ModifiedNote()));
 }
 
 inline void FindByDigest(const std::shared_ptr<KeyStore>& store) {
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_f1")));
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_f2")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_f1"), CreatedNote()));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_f2"), CreatedNote()));
   absl::StatusOr<KeyRecord> f1 = store->FindByDigest(DigestFor("key_f1"));
   KEYGATE_REQUIRE_OK(f1);
   CHECK(f1->id == "key_f1");
@@ -398,7 +414,7 @@ inline void FindByDigest(const std::shared_ptr<KeyStore>& store) {
   KeyRecord rolled = *f1;
   rolled.previous = RolledSecret{rolled.digest, rolled.hint, BaseTime() + absl::Minutes(5)};
   rolled.digest = DigestFor("key_f1 v2");
-  absl::StatusOr<KeyRecord> stored = store->Update(rolled);
+  absl::StatusOr<KeyRecord> stored = store->Update(rolled, ModifiedNote());
   KEYGATE_REQUIRE_OK(stored);
   for (const char* seed : {"key_f1", "key_f1 v2"}) {
     absl::StatusOr<KeyRecord> hit = store->FindByDigest(DigestFor(seed));
@@ -411,7 +427,7 @@ inline void FindByDigest(const std::shared_ptr<KeyStore>& store) {
   KeyRecord rolled2 = *stored;
   rolled2.previous = RolledSecret{rolled2.digest, rolled2.hint, BaseTime() + absl::Minutes(9)};
   rolled2.digest = DigestFor("key_f1 v3");
-  KEYGATE_REQUIRE_OK(store->Update(rolled2));
+  KEYGATE_REQUIRE_OK(store->Update(rolled2, ModifiedNote()));
   CHECK(store->FindByDigest(DigestFor("key_f1")).status().code() == absl::StatusCode::kNotFound);
   KEYGATE_REQUIRE_OK(store->FindByDigest(DigestFor("key_f1 v2")));
   KEYGATE_REQUIRE_OK(store->FindByDigest(DigestFor("key_f1 v3")));
@@ -420,23 +436,23 @@ inline void FindByDigest(const std::shared_ptr<KeyStore>& store) {
   KEYGATE_REQUIRE_OK(cur);
   KeyRecord dropped = *cur;
   dropped.previous.reset();
-  KEYGATE_REQUIRE_OK(store->Update(dropped));
+  KEYGATE_REQUIRE_OK(store->Update(dropped, ModifiedNote()));
   CHECK(store->FindByDigest(DigestFor("key_f1 v2")).status().code() == absl::StatusCode::kNotFound);
   // The freed digest can be used by another key.
   KeyRecord reuse = MakeRecord("key_f3");
   reuse.digest = DigestFor("key_f1 v2");
-  KEYGATE_REQUIRE_OK(store->Insert(reuse));
+  KEYGATE_REQUIRE_OK(store->Insert(reuse, CreatedNote()));
 }
 
 inline void ConditionalUpdate(const std::shared_ptr<KeyStore>& store) {
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_u")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_u"), CreatedNote()));
   absl::StatusOr<KeyRecord> v1 = store->Get("key_u");
   KEYGATE_REQUIRE_OK(v1);
   REQUIRE(v1->version == 1);
 
   KeyRecord edit = *v1;
   edit.name = "renamed";
-  absl::StatusOr<KeyRecord> v2 = store->Update(edit);
+  absl::StatusOr<KeyRecord> v2 = store->Update(edit, ModifiedNote());
   KEYGATE_REQUIRE_OK(v2);
   CHECK(v2->version == 2);
   CHECK(v2->name == "renamed");
@@ -448,25 +464,25 @@ inline void ConditionalUpdate(const std::shared_ptr<KeyStore>& store) {
   const std::uint64_t seq = LastSeq(*store);
   KeyRecord stale = *v1;
   stale.name = "stale";
-  absl::StatusOr<KeyRecord> conflict = store->Update(stale);
+  absl::StatusOr<KeyRecord> conflict = store->Update(stale, ModifiedNote());
   CHECK(conflict.status().code() == absl::StatusCode::kAborted);
   KeyRecord future = *v2;
   future.version = 7;
-  CHECK(store->Update(future).status().code() == absl::StatusCode::kAborted);
+  CHECK(store->Update(future, ModifiedNote()).status().code() == absl::StatusCode::kAborted);
   CHECK(LastSeq(*store) == seq);
   got = store->Get("key_u");
   KEYGATE_REQUIRE_OK(got);
   CHECK(got->name == "renamed");
   CHECK(got->version == 2);
 
-  absl::StatusOr<KeyRecord> v3 = store->Update(*v2);
+  absl::StatusOr<KeyRecord> v3 = store->Update(*v2, ModifiedNote());
   KEYGATE_REQUIRE_OK(v3);
   CHECK(v3->version == 3);
 
   const std::uint64_t before_ghost = LastSeq(*store);
   KeyRecord ghost = MakeRecord("key_ghost");
   ghost.version = 1;
-  CHECK(store->Update(ghost).status().code() == absl::StatusCode::kNotFound);
+  CHECK(store->Update(ghost, ModifiedNote()).status().code() == absl::StatusCode::kNotFound);
   CHECK(LastSeq(*store) == before_ghost);
   CHECK(store->Get("key_ghost").status().code() == absl::StatusCode::kNotFound);
 }
@@ -474,30 +490,31 @@ inline void ConditionalUpdate(const std::shared_ptr<KeyStore>& store) {
 inline void DeleteKey(const std::shared_ptr<KeyStore>& store) {
   KeyRecord r = MakeRecord("key_del");
   r.previous = RolledSecret{DigestFor("key_del old"), "x", BaseTime() + absl::Hours(1)};
-  KEYGATE_REQUIRE_OK(store->Insert(r));
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_keep")));
+  KEYGATE_REQUIRE_OK(store->Insert(r, CreatedNote()));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_keep"), CreatedNote()));
 
   const std::uint64_t seq = LastSeq(*store);
-  CHECK(store->Delete("key_del", 2).code() == absl::StatusCode::kAborted);
+  CHECK(store->Delete("key_del", 2, DeletedNote()).code() == absl::StatusCode::kAborted);
   CHECK(LastSeq(*store) == seq);
   KEYGATE_REQUIRE_OK(store->Get("key_del"));
 
-  KEYGATE_REQUIRE_OK(store->Delete("key_del", 1));
+  KEYGATE_REQUIRE_OK(store->Delete("key_del", 1, DeletedNote()));
   CHECK(LastSeq(*store) > seq);
   CHECK(store->Get("key_del").status().code() == absl::StatusCode::kNotFound);
   CHECK(store->FindByDigest(r.digest).status().code() == absl::StatusCode::kNotFound);
   CHECK(store->FindByDigest(r.previous->digest).status().code() == absl::StatusCode::kNotFound);
-  CHECK(store->Delete("key_del", std::nullopt).code() == absl::StatusCode::kNotFound);
-  CHECK(store->Delete("key_del", 1).code() == absl::StatusCode::kNotFound);
+  CHECK(store->Delete("key_del", std::nullopt, DeletedNote()).code() ==
+        absl::StatusCode::kNotFound);
+  CHECK(store->Delete("key_del", 1, DeletedNote()).code() == absl::StatusCode::kNotFound);
   CHECK(ListAllIds(*store, ListFilter{}) == std::vector<std::string>{"key_keep"});
 
   // Without an expected version.
-  KEYGATE_REQUIRE_OK(store->Delete("key_keep", std::nullopt));
+  KEYGATE_REQUIRE_OK(store->Delete("key_keep", std::nullopt, DeletedNote()));
   CHECK(ListAllIds(*store, ListFilter{}).empty());
 
   // The id and digests are free again; sequences keep growing.
   const std::uint64_t before = LastSeq(*store);
-  KEYGATE_REQUIRE_OK(store->Insert(r));
+  KEYGATE_REQUIRE_OK(store->Insert(r, CreatedNote()));
   CHECK(LastSeq(*store) > before);
   absl::StatusOr<KeyRecord> again = store->Get("key_del");
   KEYGATE_REQUIRE_OK(again);
@@ -532,7 +549,7 @@ inline void InsertListFixture(KeyStore& store) {
   for (const Row& row : rows) {
     KeyRecord r = MakeRecord(row.id, row.owner, row.env, row.kind, row.name);
     r.state = row.state;
-    KEYGATE_REQUIRE_OK(store.Insert(r));
+    KEYGATE_REQUIRE_OK(store.Insert(r, CreatedNote()));
   }
 }
 
@@ -610,7 +627,7 @@ inline void ListPagination(const std::shared_ptr<KeyStore>& store) {
     // Insert in a scrambled order: pages follow ids, not insertion order.
     const int n = (i * 7) % 25;
     std::string id = absl::StrCat("key_p", n < 10 ? "0" : "", n);
-    KEYGATE_REQUIRE_OK(store->Insert(MakeRecord(id, n % 2 ? "odd" : "even")));
+    KEYGATE_REQUIRE_OK(store->Insert(MakeRecord(id, n % 2 ? "odd" : "even"), CreatedNote()));
     all.push_back(id);
   }
   std::sort(all.begin(), all.end());
@@ -660,7 +677,7 @@ inline void ListPagination(const std::shared_ptr<KeyStore>& store) {
 
 inline void ListPaginationStableUnderWrites(const std::shared_ptr<KeyStore>& store) {
   for (int i = 10; i < 30; ++i) {
-    KEYGATE_REQUIRE_OK(store->Insert(MakeRecord(absl::StrCat("key_s", i))));
+    KEYGATE_REQUIRE_OK(store->Insert(MakeRecord(absl::StrCat("key_s", i)), CreatedNote()));
   }
   ListOptions o;
   o.limit = 6;
@@ -671,15 +688,15 @@ inline void ListPaginationStableUnderWrites(const std::shared_ptr<KeyStore>& sto
 
   // Between pages: insert before and after the cursor, delete a record
   // already returned and one not yet returned, and update one ahead.
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_s05")));  // before: not seen
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_s35")));  // after: seen
-  KEYGATE_REQUIRE_OK(store->Delete("key_s12", std::nullopt));
-  KEYGATE_REQUIRE_OK(store->Delete("key_s20", std::nullopt));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_s05"), CreatedNote()));  // before: not seen
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_s35"), CreatedNote()));  // after: seen
+  KEYGATE_REQUIRE_OK(store->Delete("key_s12", std::nullopt, DeletedNote()));
+  KEYGATE_REQUIRE_OK(store->Delete("key_s20", std::nullopt, DeletedNote()));
   absl::StatusOr<KeyRecord> s25 = store->Get("key_s25");
   KEYGATE_REQUIRE_OK(s25);
   KeyRecord edit = *s25;
   edit.name = "edited";
-  KEYGATE_REQUIRE_OK(store->Update(edit));
+  KEYGATE_REQUIRE_OK(store->Update(edit, ModifiedNote()));
 
   o.cursor = page->next_cursor;
   std::vector<std::string> rest = ListAllIds(*store, o);
@@ -693,7 +710,7 @@ inline void ListPaginationStableUnderWrites(const std::shared_ptr<KeyStore>& sto
 }
 
 inline void ListRejectsBadArguments(const std::shared_ptr<KeyStore>& store) {
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_x1")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_x1"), CreatedNote()));
   ListOptions o;
   o.limit = 0;
   CHECK(store->List(o).status().code() == absl::StatusCode::kInvalidArgument);
@@ -728,20 +745,20 @@ inline void ChangeFeed(const std::shared_ptr<KeyStore>& store) {
     last = now;
     return ok;
   };
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_c1")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_c1"), CreatedNote()));
   CHECK(advanced());
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_c2")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_c2"), CreatedNote()));
   CHECK(advanced());
   const std::uint64_t after_two = last;
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_c3")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_c3"), CreatedNote()));
   CHECK(advanced());
   absl::StatusOr<KeyRecord> c1 = store->Get("key_c1");
   KEYGATE_REQUIRE_OK(c1);
   KeyRecord edit = *c1;
   edit.name = "c1 v2";
-  KEYGATE_REQUIRE_OK(store->Update(edit));
+  KEYGATE_REQUIRE_OK(store->Update(edit, ModifiedNote()));
   CHECK(advanced());
-  KEYGATE_REQUIRE_OK(store->Delete("key_c2", std::nullopt));
+  KEYGATE_REQUIRE_OK(store->Delete("key_c2", std::nullopt, DeletedNote()));
   CHECK(advanced());
 
   // Since the start: every key, current state, deletes as nullopt.
@@ -843,17 +860,18 @@ inline void ChangeFeedConverges(const std::shared_ptr<KeyStore>& store) {
   };
   for (int round = 0; round < 4; ++round) {
     for (int i = 0; i < 5; ++i) {
-      KEYGATE_REQUIRE_OK(store->Insert(MakeRecord(absl::StrCat("key_r", round, "_", i))));
+      KEYGATE_REQUIRE_OK(
+          store->Insert(MakeRecord(absl::StrCat("key_r", round, "_", i)), CreatedNote()));
     }
     if (round > 0) {
       const std::string prev = absl::StrCat("key_r", round - 1, "_");
-      KEYGATE_REQUIRE_OK(store->Delete(prev + "0", std::nullopt));
+      KEYGATE_REQUIRE_OK(store->Delete(prev + "0", std::nullopt, DeletedNote()));
       for (int rep = 0; rep < 3; ++rep) {
         absl::StatusOr<KeyRecord> r = store->Get(prev + "1");
         KEYGATE_REQUIRE_OK(r);
         KeyRecord e = *r;
         e.name = absl::StrCat("edit ", rep);
-        KEYGATE_REQUIRE_OK(store->Update(e));
+        KEYGATE_REQUIRE_OK(store->Update(e, ModifiedNote()));
       }
     }
     sync();
@@ -874,7 +892,7 @@ inline void Subscriptions(const std::shared_ptr<KeyStore>& store) {
     calls.fetch_add(1);
   });
   KEYGATE_REQUIRE_OK(sub);
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_sub1")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_sub1"), CreatedNote()));
   CHECK(WaitFor([&] { return calls.load() > 0; }));
   CHECK(calls_before_commit.load() == 0);
 
@@ -884,22 +902,22 @@ inline void Subscriptions(const std::shared_ptr<KeyStore>& store) {
   KEYGATE_REQUIRE_OK(r);
   KeyRecord e = *r;
   e.name = "changed";
-  KEYGATE_REQUIRE_OK(store->Update(e));
+  KEYGATE_REQUIRE_OK(store->Update(e, ModifiedNote()));
   CHECK(WaitFor([&] { return calls.load() > before; }));
 
   // Two subscribers are both told.
   std::atomic<int> other{0};
   auto sub2 = store->Subscribe([&] { other.fetch_add(1); });
   KEYGATE_REQUIRE_OK(sub2);
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_sub2")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_sub2"), CreatedNote()));
   CHECK(WaitFor([&] { return other.load() > 0; }));
 
   // Destroyed: never called again.
   sub->reset();
   const int frozen = calls.load();
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_sub3")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_sub3"), CreatedNote()));
   const int other_before = other.load();
-  KEYGATE_REQUIRE_OK(store->Delete("key_sub3", std::nullopt));
+  KEYGATE_REQUIRE_OK(store->Delete("key_sub3", std::nullopt, DeletedNote()));
   CHECK(WaitFor([&] { return other.load() > other_before; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK(calls.load() == frozen);
@@ -917,7 +935,8 @@ inline void SubscriptionDestructorWaitsForCallback(const std::shared_ptr<KeyStor
   KEYGATE_REQUIRE_OK(sub);
   std::atomic<bool> insert_ok{false};
   // Catch2 assertions are not thread-safe: the writer only records.
-  std::thread writer([&] { insert_ok.store(store->Insert(MakeRecord("key_wait")).ok()); });
+  std::thread writer(
+      [&] { insert_ok.store(store->Insert(MakeRecord("key_wait"), CreatedNote()).ok()); });
   const bool entered_in_time = WaitFor([&] { return entered.load() > 0; });
   sub->reset();  // must block until the running callback has returned
   const bool still_running = in_callback.load();
@@ -951,7 +970,8 @@ inline void WriteWaitsForRunningCallback(const std::shared_ptr<KeyStore>& store)
   });
   KEYGATE_REQUIRE_OK(sub);
   std::atomic<bool> first_ok{false};
-  std::thread first([&] { first_ok.store(store->Insert(MakeRecord("key_first")).ok()); });
+  std::thread first(
+      [&] { first_ok.store(store->Insert(MakeRecord("key_first"), CreatedNote()).ok()); });
   bool entered = false;
   {
     std::unique_lock<std::mutex> lock(mu);
@@ -961,7 +981,7 @@ inline void WriteWaitsForRunningCallback(const std::shared_ptr<KeyStore>& store)
   bool second_ok = false;
   bool seen_at_return = false;
   std::thread second([&] {
-    second_ok = store->Insert(MakeRecord("key_second")).ok();
+    second_ok = store->Insert(MakeRecord("key_second"), CreatedNote()).ok();
     std::lock_guard<std::mutex> lock(mu);
     seen_at_return = saw_second;
     second_returned.store(true);
@@ -987,13 +1007,13 @@ inline void WriteWaitsForRunningCallback(const std::shared_ptr<KeyStore>& store)
 // An id deleted and inserted again (an import re-run) is still one key in
 // the feed: one entry, its latest state, however often it came and went.
 inline void ChangeFeedOneEntryForReusedId(const std::shared_ptr<KeyStore>& store) {
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_other")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_other"), CreatedNote()));
   const std::uint64_t start = LastSeq(*store);
   for (int i = 0; i < 3; ++i) {
     KeyRecord r = MakeRecord("key_reused");
     r.digest = DigestFor(absl::StrCat("key_reused #", i));
-    KEYGATE_REQUIRE_OK(store->Insert(r));
-    KEYGATE_REQUIRE_OK(store->Delete("key_reused", std::nullopt));
+    KEYGATE_REQUIRE_OK(store->Insert(r, CreatedNote()));
+    KEYGATE_REQUIRE_OK(store->Delete("key_reused", std::nullopt, DeletedNote()));
   }
   for (const std::uint64_t from : {std::uint64_t{0}, start}) {
     absl::StatusOr<ChangeBatch> b = store->ChangesSince(from, 100);
@@ -1012,7 +1032,7 @@ inline void ChangeFeedOneEntryForReusedId(const std::shared_ptr<KeyStore>& store
     CHECK(b->next_sequence == LastSeq(*store));
   }
   // Back again: one entry, live.
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_reused")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_reused"), CreatedNote()));
   absl::StatusOr<ChangeBatch> b = store->ChangesSince(start, 100);
   KEYGATE_REQUIRE_OK(b);
   REQUIRE(b->changes.size() == 1);
@@ -1037,7 +1057,7 @@ inline void FieldRoundTrip(const std::shared_ptr<KeyStore>& store) {
   full.hint = "kg_test_...Zz9A";
   full.previous =
       RolledSecret{DigestFor("key_full old"), "kg_test_...Qw3e", BaseTime() + absl::Minutes(30)};
-  KEYGATE_REQUIRE_OK(store->Insert(full));
+  KEYGATE_REQUIRE_OK(store->Insert(full, CreatedNote()));
   KeyRecord expected = full;
   expected.version = 1;
   absl::StatusOr<KeyRecord> got = store->Get("key_full");
@@ -1073,7 +1093,7 @@ inline void FieldRoundTrip(const std::shared_ptr<KeyStore>& store) {
   bare.scopes.clear();
   bare.webhook_url.clear();
   bare.description.clear();
-  absl::StatusOr<KeyRecord> updated = store->Update(bare);
+  absl::StatusOr<KeyRecord> updated = store->Update(bare, ModifiedNote());
   KEYGATE_REQUIRE_OK(updated);
   KeyRecord expected_bare = bare;
   expected_bare.version = 2;
@@ -1090,7 +1110,7 @@ inline void FieldRoundTrip(const std::shared_ptr<KeyStore>& store) {
   fine.last_used = BaseTime() + absl::Nanoseconds(1001);
   fine.previous = RolledSecret{DigestFor("nanos old"), "x",
                                BaseTime() + absl::Seconds(1) + absl::Nanoseconds(999)};
-  KEYGATE_REQUIRE_OK(store->Insert(fine));
+  KEYGATE_REQUIRE_OK(store->Insert(fine, CreatedNote()));
   absl::StatusOr<KeyRecord> fine_got = store->Get("key_nanos");
   KEYGATE_REQUIRE_OK(fine_got);
   KeyRecord fine_expected = fine;
@@ -1101,8 +1121,8 @@ inline void FieldRoundTrip(const std::shared_ptr<KeyStore>& store) {
 }
 
 inline void TouchLastUsed(const std::shared_ptr<KeyStore>& store) {
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch_a")));
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch_b")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch_a"), CreatedNote()));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch_b"), CreatedNote()));
   auto last = [&](const std::string& id) -> std::optional<absl::Time> {
     absl::StatusOr<KeyRecord> r = store->Get(id);
     REQUIRE(r.ok());
@@ -1134,7 +1154,7 @@ inline void TouchLastUsed(const std::shared_ptr<KeyStore>& store) {
 // default implementation is a Update per key): no version bump, no change,
 // so a management change prepared before the touch still applies.
 inline void TouchLastUsedIsNotAChange(const std::shared_ptr<KeyStore>& store) {
-  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch")));
+  KEYGATE_REQUIRE_OK(store->Insert(MakeRecord("key_touch"), CreatedNote()));
   absl::StatusOr<KeyRecord> before = store->Get("key_touch");
   KEYGATE_REQUIRE_OK(before);
   absl::StatusOr<std::uint64_t> seq = store->LastSequence();
@@ -1153,7 +1173,7 @@ inline void TouchLastUsedIsNotAChange(const std::shared_ptr<KeyStore>& store) {
   CHECK(changes->changes.empty());
   KeyRecord renamed = *before;
   renamed.name = "renamed";
-  CHECK(store->Update(renamed).ok());
+  CHECK(store->Update(renamed, ModifiedNote()).ok());
 }
 
 inline void ConcurrentWriters(const std::shared_ptr<KeyStore>& store) {
@@ -1165,7 +1185,8 @@ inline void ConcurrentWriters(const std::shared_ptr<KeyStore>& store) {
     pool.emplace_back([&, t] {
       for (int i = 0; i < per_thread; ++i) {
         const std::string id = absl::StrCat("key_t", t, "_", 1000 + i);
-        if (!store->Insert(MakeRecord(id, absl::StrCat("owner", t))).ok()) failures++;
+        if (!store->Insert(MakeRecord(id, absl::StrCat("owner", t)), CreatedNote()).ok())
+          failures++;
       }
       for (int i = 0; i < per_thread; ++i) {
         const std::string id = absl::StrCat("key_t", t, "_", 1000 + i);
@@ -1176,8 +1197,8 @@ inline void ConcurrentWriters(const std::shared_ptr<KeyStore>& store) {
         }
         KeyRecord e = *r;
         e.name = absl::StrCat("updated ", i);
-        if (!store->Update(e).ok()) failures++;
-        if (i % 5 == 0 && !store->Delete(id, 2).ok()) failures++;
+        if (!store->Update(e, ModifiedNote()).ok()) failures++;
+        if (i % 5 == 0 && !store->Delete(id, 2, DeletedNote()).ok()) failures++;
       }
     });
   }
@@ -1223,7 +1244,7 @@ inline void ConcurrentWriters(const std::shared_ptr<KeyStore>& store) {
 inline void ConcurrentCompareAndSet(const std::shared_ptr<KeyStore>& store) {
   KeyRecord r = MakeRecord("key_counter");
   r.metadata["n"] = "0";
-  KEYGATE_REQUIRE_OK(store->Insert(r));
+  KEYGATE_REQUIRE_OK(store->Insert(r, CreatedNote()));
   const int threads = 4;
   const int increments = StressEnabled() ? 250 : 25;
   std::atomic<int> errors{0};
@@ -1240,7 +1261,7 @@ inline void ConcurrentCompareAndSet(const std::shared_ptr<KeyStore>& store) {
           }
           KeyRecord next = *cur;
           next.metadata["n"] = std::to_string(std::stoi(cur->metadata.at("n")) + 1);
-          absl::StatusOr<KeyRecord> stored = store->Update(next);
+          absl::StatusOr<KeyRecord> stored = store->Update(next, ModifiedNote());
           if (stored.ok()) break;
           if (stored.status().code() != absl::StatusCode::kAborted) {
             errors++;
@@ -1468,11 +1489,13 @@ inline Findings CheckFailedWritesChangeNothing(const std::shared_ptr<KeyStore>& 
   q.state = KeyState::kRevoked;
   const KeyRecord g = MakeRecord("key_fw_g", "alice", "production", K::kGeneral);
   for (const KeyRecord& r : {a, b, p, q, g}) {
-    if (!c.ExpectOk(s.Insert(r), absl::StrCat("setup: Insert ", r.id))) return c.Take();
+    if (!c.ExpectOk(s.Insert(r, CreatedNote()), absl::StrCat("setup: Insert ", r.id)))
+      return c.Take();
   }
   absl::StatusOr<KeyRecord> b1 = s.Get(b.id);
   if (!c.ExpectOk(b1, "setup: Get key_fw_b")) return c.Take();
-  absl::StatusOr<KeyRecord> b2 = s.Update(*b1);  // b at version 2: version 1 is stale
+  absl::StatusOr<KeyRecord> b2 =
+      s.Update(*b1, ModifiedNote());  // b at version 2: version 1 is stale
   absl::StatusOr<KeyRecord> g1 = s.Get(g.id);
   absl::StatusOr<KeyRecord> q1 = s.Get(q.id);
   if (!c.ExpectOk(b2, "setup: Update key_fw_b") || !c.ExpectOk(g1, "setup: Get key_fw_g") ||
@@ -1499,10 +1522,12 @@ inline Findings CheckFailedWritesChangeNothing(const std::shared_ptr<KeyStore>& 
     std::vector<Code> codes;
     std::function<absl::Status()> write;
   };
-  auto insert = [&](KeyRecord r) { return [&s, r] { return s.Insert(r); }; };
-  auto update = [&](KeyRecord r) { return [&s, r] { return s.Update(r).status(); }; };
+  auto insert = [&](KeyRecord r) { return [&s, r] { return s.Insert(r, CreatedNote()); }; };
+  auto update = [&](KeyRecord r) {
+    return [&s, r] { return s.Update(r, ModifiedNote()).status(); };
+  };
   auto del = [&](std::string id, std::optional<std::uint64_t> v) {
-    return [&s, id, v] { return s.Delete(id, v); };
+    return [&s, id, v] { return s.Delete(id, v, DeletedNote()); };
   };
   KeyRecord dup_id = edited(fresh(b.id, "fw dup id"));
   dup_id.owner = "bob";
@@ -1636,7 +1661,7 @@ inline Findings CheckHandBuiltCursors(const std::shared_ptr<KeyStore>& store,
   std::vector<std::string> all;
   for (int i = 10; i < 30; ++i) {
     const std::string id = absl::StrCat("key_hc", i);
-    if (!c.ExpectOk(s.Insert(MakeRecord(id, i % 2 ? "odd" : "even")),
+    if (!c.ExpectOk(s.Insert(MakeRecord(id, i % 2 ? "odd" : "even"), CreatedNote()),
                     absl::StrCat("setup: Insert ", id))) {
       return c.Take();
     }
@@ -1728,7 +1753,7 @@ inline Findings CheckHandBuiltCursors(const std::shared_ptr<KeyStore>& store,
   }
 
   // The key the cursor names is deleted: the cursor still resumes after it.
-  if (c.ExpectOk(s.Delete("key_hc14", std::nullopt), "Delete key_hc14")) {
+  if (c.ExpectOk(s.Delete("key_hc14", std::nullopt, DeletedNote()), "Delete key_hc14")) {
     ListOptions o;
     o.cursor = made;
     got = PageThrough(s, o, c, "store-made cursor after its key was deleted");
@@ -1753,7 +1778,8 @@ inline Findings CheckCorruptRecord(const std::shared_ptr<KeyStore>& store,
   KeyRecord bad = MakeRecord("key_cr_b", "alice", "production", KeyKind::kGeneral, "bravo");
   bad.previous = RolledSecret{DigestFor("key_cr_b old"), "x", BaseTime() + absl::Hours(1)};
   for (const KeyRecord& r : {MakeRecord("key_cr_a"), bad, MakeRecord("key_cr_c")}) {
-    if (!c.ExpectOk(s.Insert(r), absl::StrCat("setup: Insert ", r.id))) return c.Take();
+    if (!c.ExpectOk(s.Insert(r, CreatedNote()), absl::StrCat("setup: Insert ", r.id)))
+      return c.Take();
   }
   absl::StatusOr<std::uint64_t> applied = s.LastSequence();
   absl::StatusOr<KeyRecord> b1 = s.Get(bad.id);
@@ -1762,7 +1788,7 @@ inline Findings CheckCorruptRecord(const std::shared_ptr<KeyStore>& store,
   }
   KeyRecord renamed = *b1;
   renamed.name = "bravo renamed";
-  if (!c.ExpectOk(s.Update(renamed), "setup: Update key_cr_b") ||
+  if (!c.ExpectOk(s.Update(renamed, ModifiedNote()), "setup: Update key_cr_b") ||
       !c.ExpectOk(hooks.corrupt_record(s, bad.id), "BackendHooks::corrupt_record(key_cr_b)")) {
     return c.Take();
   }
@@ -1771,7 +1797,8 @@ inline Findings CheckCorruptRecord(const std::shared_ptr<KeyStore>& store,
   if (!c.ExpectOk(c1, "Get key_cr_c")) return c.Take();
   KeyRecord revoked = *c1;
   revoked.state = KeyState::kRevoked;
-  if (!c.ExpectOk(s.Update(revoked), "Update key_cr_c after the corruption")) return c.Take();
+  if (!c.ExpectOk(s.Update(revoked, ModifiedNote()), "Update key_cr_c after the corruption"))
+    return c.Take();
 
   const std::vector<absl::StatusCode> kDataLoss = {absl::StatusCode::kDataLoss};
   c.ExpectCode(s.Get(bad.id).status(), kDataLoss, "Get of the corrupt key");
@@ -1841,11 +1868,12 @@ inline Findings CheckConcurrentReadersAndWriters(const std::shared_ptr<KeyStore>
   std::vector<std::string> stable;
   for (int i = 0; i < stable_keys; ++i) {
     stable.push_back(absl::StrCat("key_m", i < 10 ? "0" : "", i, "s"));
-    if (!c.ExpectOk(s.Insert(MakeRecord(stable.back())), "setup: Insert")) return c.Take();
+    if (!c.ExpectOk(s.Insert(MakeRecord(stable.back()), CreatedNote()), "setup: Insert"))
+      return c.Take();
   }
   KeyRecord counter = MakeRecord("key_counter");
   counter.metadata["n"] = "0";
-  if (!c.ExpectOk(s.Insert(counter), "setup: Insert key_counter")) return c.Take();
+  if (!c.ExpectOk(s.Insert(counter, CreatedNote()), "setup: Insert key_counter")) return c.Take();
 
   std::atomic<int> writers_left{2};
   std::atomic<bool> incrementer_done{false};
@@ -1868,7 +1896,7 @@ inline Findings CheckConcurrentReadersAndWriters(const std::shared_ptr<KeyStore>
       if (!c.ExpectOk(cur, absl::StrCat(what, ": Get ", id))) return false;
       KeyRecord next = *cur;
       edit(next);
-      absl::StatusOr<KeyRecord> stored = s.Update(next);
+      absl::StatusOr<KeyRecord> stored = s.Update(next, ModifiedNote());
       if (stored.ok()) return true;
       if (stored.status().code() != absl::StatusCode::kAborted) {
         c.ExpectOk(stored, absl::StrCat(what, ": Update ", id));
@@ -1887,7 +1915,7 @@ inline Findings CheckConcurrentReadersAndWriters(const std::shared_ptr<KeyStore>
         // Ids between the stable ones, so pages shift under the readers.
         const int slot = i % stable_keys;
         mine.push_back(absl::StrCat("key_m", slot < 10 ? "0" : "", slot, "w", t, "_", i));
-        if (!c.ExpectOk(s.Insert(MakeRecord(mine.back(), absl::StrCat("writer", t))),
+        if (!c.ExpectOk(s.Insert(MakeRecord(mine.back(), absl::StrCat("writer", t)), CreatedNote()),
                         "writer: Insert")) {
           break;
         }
@@ -1897,7 +1925,8 @@ inline Findings CheckConcurrentReadersAndWriters(const std::shared_ptr<KeyStore>
             stable[(i + t) % stable_keys],
             [i](KeyRecord& r) { r.name = absl::StrCat("renamed ", i); }, "writer");
         if (mine.size() > 3) {
-          c.ExpectOk(s.Delete(mine[mine.size() - 4], std::nullopt), "writer: Delete");
+          c.ExpectOk(s.Delete(mine[mine.size() - 4], std::nullopt, DeletedNote()),
+                     "writer: Delete");
         }
         if (i > 2'000) break;  // readers starved of CPU: enough
       }
@@ -2001,7 +2030,7 @@ inline Findings CheckConcurrentReadersAndWriters(const std::shared_ptr<KeyStore>
   for (std::thread& th : pool) th.join();
 
   // Quiet now: a last write would reach any callback still registered.
-  c.ExpectOk(s.Insert(MakeRecord("key_m_last")), "Insert after the threads ended");
+  c.ExpectOk(s.Insert(MakeRecord("key_m_last"), CreatedNote()), "Insert after the threads ended");
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // asynchronous notifiers
   int late = 0;
   for (const std::shared_ptr<Alive>& a : subscriptions) late += a->late_calls.load();
@@ -2045,6 +2074,8 @@ inline void RequireNoFindings(const Findings& f) {
 
 }  // namespace keygate::conformance
 
+#include "key_store_conformance_audit.h"  // NOLINT(build/include_order): needs the above
+
 // One TEST_CASE running `Fn` on a fresh store from the factory.
 #define KEYGATE_KSC_CASE_(Backend, Tags, Title, Fn, ...) \
   KEYGATE_KSC_TAGGED_CASE_(Backend, Tags "[store][conformance]", Title, Fn, __VA_ARGS__)
@@ -2068,6 +2099,14 @@ inline void RequireNoFindings(const Findings& f) {
 
 // The whole suite; see the top of this file.
 #define KEYGATE_KEY_STORE_CONFORMANCE(Backend, Tags, Hooks, ...)                                   \
+  KEYGATE_KSC_CHECK_(Backend, Tags, "each write appends its audit entry", CheckAuditEntries,       \
+                     Hooks, __VA_ARGS__)                                                           \
+  KEYGATE_KSC_CHECK_(Backend, Tags, "a failed write appends no audit entry",                       \
+                     CheckAuditFailedWrites, Hooks, __VA_ARGS__)                                   \
+  KEYGATE_KSC_CHECK_(Backend, Tags, "the audit log filters and pages", CheckAuditQueries, Hooks,   \
+                     __VA_ARGS__)                                                                  \
+  KEYGATE_KSC_CHECK_(Backend, Tags, "audit cursors move forward only", CheckAuditCursors, Hooks,   \
+                     __VA_ARGS__)                                                                  \
   KEYGATE_KSC_CHECK_(Backend, Tags, "a failed write changes nothing",                              \
                      CheckFailedWritesChangeNothing, Hooks, __VA_ARGS__)                           \
   KEYGATE_KSC_CHECK_(Backend, Tags, "a cursor resumes after the id it names",                      \

@@ -67,16 +67,16 @@ using conformance::MakeRecord;
 TEST_CASE("MemoryKeyStore reports every operation unavailable while the test hook is set",
           "[memory][store]") {
   MemoryKeyStore store;
-  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_up")));
+  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_up"), keygate::testing::CreatedNote()));
   store.SetUnavailableForTesting(true);
   const auto kU = absl::StatusCode::kUnavailable;
-  CHECK(store.Insert(MakeRecord("key_down")).code() == kU);
+  CHECK(store.Insert(MakeRecord("key_down"), keygate::testing::CreatedNote()).code() == kU);
   CHECK(store.Get("key_up").status().code() == kU);
   CHECK(store.FindByDigest(conformance::DigestFor("key_up")).status().code() == kU);
   KeyRecord r = MakeRecord("key_up");
   r.version = 1;
-  CHECK(store.Update(r).status().code() == kU);
-  CHECK(store.Delete("key_up", std::nullopt).code() == kU);
+  CHECK(store.Update(r, keygate::testing::ModifiedNote()).status().code() == kU);
+  CHECK(store.Delete("key_up", std::nullopt, keygate::testing::DeletedNote()).code() == kU);
   CHECK(store.List(ListOptions{}).status().code() == kU);
   CHECK(store.ChangesSince(0, 10).status().code() == kU);
   CHECK(store.LastSequence().status().code() == kU);
@@ -94,12 +94,12 @@ TEST_CASE("MemoryKeyStore reports every operation unavailable while the test hoo
 
 TEST_CASE("MemoryKeyStore change feed keeps one entry per key", "[memory][store][changes]") {
   MemoryKeyStore store;
-  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_a")));
-  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_b")));
+  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_a"), keygate::testing::CreatedNote()));
+  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_b"), keygate::testing::CreatedNote()));
   for (int i = 0; i < 5; ++i) {
     absl::StatusOr<KeyRecord> a = store.Get("key_a");
     KEYGATE_REQUIRE_OK(a);
-    KEYGATE_REQUIRE_OK(store.Update(*a));
+    KEYGATE_REQUIRE_OK(store.Update(*a, keygate::testing::ModifiedNote()));
   }
   absl::StatusOr<ChangeBatch> batch = store.ChangesSince(0, 100);
   KEYGATE_REQUIRE_OK(batch);
@@ -122,10 +122,10 @@ TEST_CASE("MemoryKeyStore lets a callback destroy its own subscription",
   });
   KEYGATE_REQUIRE_OK(made);
   sub = std::move(*made);
-  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_1")));
+  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_1"), keygate::testing::CreatedNote()));
   CHECK(calls.load() == 1);
   CHECK(sub == nullptr);
-  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_2")));
+  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_2"), keygate::testing::CreatedNote()));
   CHECK(calls.load() == 1);
 }
 
@@ -137,11 +137,12 @@ TEST_CASE("MemoryKeyStore callbacks may write to the store", "[memory][store][su
     if (calls.fetch_add(1) == 0) {
       // No lock is held during the callback, so this cannot deadlock; the
       // nested notification is folded into one more call on this thread.
-      nested_ok.store(store.Insert(MakeRecord("key_from_callback")).ok());
+      nested_ok.store(
+          store.Insert(MakeRecord("key_from_callback"), keygate::testing::CreatedNote()).ok());
     }
   });
   KEYGATE_REQUIRE_OK(sub);
-  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_first")));
+  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_first"), keygate::testing::CreatedNote()));
   CHECK(calls.load() == 2);
   CHECK(nested_ok.load());
   KEYGATE_REQUIRE_OK(store.Get("key_from_callback"));
@@ -177,7 +178,11 @@ TEST_CASE(
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       for (int i = 0; i < per_thread; ++i) {
-        if (!store->Insert(MakeRecord(absl::StrCat("key_", t, "_", i))).ok()) failures++;
+        if (!store
+                 ->Insert(MakeRecord(absl::StrCat("key_", t, "_", i)),
+                          keygate::testing::CreatedNote())
+                 .ok())
+          failures++;
       }
     });
   }
@@ -213,7 +218,10 @@ TEST_CASE("A MemoryKeyStore write returns only after every subscriber has seen i
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       for (int i = 0; i < per_thread; ++i) {
-        if (!store->Insert(MakeRecord(absl::StrCat("key_w", t, "_", i))).ok()) {
+        if (!store
+                 ->Insert(MakeRecord(absl::StrCat("key_w", t, "_", i)),
+                          keygate::testing::CreatedNote())
+                 .ok()) {
           failures++;
           continue;
         }

@@ -50,7 +50,7 @@ struct Fixture {
     mo.deployment = deployment;
     mo.store = store;
     mo.clock = clock;
-    manager = std::make_unique<KeyManager>(std::move(mo));
+    manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
     auto v = ReferenceVerifier::Create(deployment, store, "production");
     REQUIRE_OK(v);
     verifier = *std::move(v);
@@ -205,7 +205,8 @@ TEST_CASE("Reference verifier works with a peppered deployment", "[verifier][ref
   KeyManager::Options mo;
   mo.deployment = *d;
   mo.store = store;
-  KeyManager m(std::move(mo));
+  std::unique_ptr<KeyManager> m_owner = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
+  KeyManager& m = *m_owner;
   CreateKeyRequest r;
   r.name = "n";
   r.owner = "o";
@@ -277,7 +278,7 @@ TEST_CASE("Reference verifier: wrong environment by tag and by record",
   CreatedKey k = f.Create();
   KeyRecord moved = k.record;
   moved.environment = "preview";
-  REQUIRE_OK(f.store->Update(moved));
+  REQUIRE_OK(f.store->Update(moved, keygate::testing::ModifiedNote()));
   v = f.Verify(Text(k.token));
   CHECK(v.outcome == Outcome::kWrongEnvironment);
   CHECK(v.key() == k.record.id);
@@ -408,7 +409,7 @@ TEST_CASE("Reference verifier applies the checks in the documented order",
     REQUIRE_OK(k);
     KeyRecord moved = k->record;
     moved.environment = "preview";
-    REQUIRE_OK(f.store->Update(moved));
+    REQUIRE_OK(f.store->Update(moved, keygate::testing::ModifiedNote()));
     f.clock->Advance(absl::Seconds(2));
     CHECK(f.Verify(Text(k->token)).outcome == Outcome::kExpired);
   }
@@ -416,7 +417,7 @@ TEST_CASE("Reference verifier applies the checks in the documented order",
     CreatedKey k = f.Create({});
     KeyRecord moved = k.record;
     moved.environment = "preview";
-    REQUIRE_OK(f.store->Update(moved));
+    REQUIRE_OK(f.store->Update(moved, keygate::testing::ModifiedNote()));
     const Requirement req = f.Needs(kScopeWriteAll, {.account = "acct_x"});
     CHECK(f.Verify(Text(k.token), req).outcome == Outcome::kWrongEnvironment);
   }

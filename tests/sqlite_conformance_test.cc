@@ -13,6 +13,7 @@
 #include "key_store_conformance.h"
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "sqlite_test_util.h"
+#include "test_util.h"
 
 namespace {
 

@@ -32,6 +32,7 @@
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "keygate/verifier.h"
 #include "sqlite_test_util.h"
+#include "test_util.h"
 
 #ifndef KEYGATE_SQLITE_TEST_HELPER
 #error "KEYGATE_SQLITE_TEST_HELPER must name the helper binary"
@@ -63,7 +64,8 @@ TEST_CASE("A revoke by another process reaches this process's Verifier through t
   KeyManager::Options mo;
   mo.deployment = deployment;
   mo.store = *store;
-  KeyManager manager(mo);
+  std::unique_ptr<KeyManager> manager_owner = keygate::testing::MustOk(KeyManager::Create(mo));
+  KeyManager& manager = *manager_owner;
 
   std::vector<std::pair<std::string, Secret>> keys;
   for (int i = 0; i < trials; ++i) {
@@ -150,7 +152,9 @@ TEST_CASE("In-process writes reach a Verifier on a SQLite store before they retu
   KeyManager::Options mo;
   mo.deployment = deployment;
   mo.store = *store;
-  KeyManager manager(std::move(mo));
+  std::unique_ptr<KeyManager> manager_owner =
+      keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
+  KeyManager& manager = *manager_owner;
   VerifierOptions vo;
   vo.deployment = deployment;
   vo.store = *store;

@@ -83,7 +83,10 @@ absl::StatusOr<Opened> OpenManager(const std::string& db) {
   keygate::KeyManager::Options mo;
   mo.deployment = *d;
   mo.store = *store;
-  return Opened{*store, std::make_shared<keygate::KeyManager>(std::move(mo))};
+  absl::StatusOr<std::unique_ptr<keygate::KeyManager>> m =
+      keygate::KeyManager::Create(std::move(mo));
+  if (!m.ok()) return m.status();
+  return Opened{*store, *std::move(m)};
 }
 
 std::string Reveal(const keygate::Secret& token) {
@@ -182,7 +185,10 @@ int Churn(const std::string& db, std::uint64_t seed) {
         absl::StrAppend(&line, " ", r.id);
       }
       WriteLine(line);
-      if (absl::Status s = store.InsertBatch(batch); !s.ok()) return Fail(s);
+      if (absl::Status s = store.InsertBatch(
+              batch, {keygate::EventType::kCreated, "crash-test", absl::Now(), {}});
+          !s.ok())
+        return Fail(s);
       WriteLine("B");
       for (keygate::KeyRecord& r : batch) keys[r.id] = std::move(r);
     } else {

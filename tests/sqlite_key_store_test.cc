@@ -40,6 +40,7 @@
 #include "sqlite/schema.h"
 #include "sqlite/sqlite_db.h"
 #include "sqlite_test_util.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
@@ -109,7 +110,7 @@ TEST_CASE("SQLite store creates new files with mode 0600, WAL and shm included",
   {
     auto store = OpenAt(path);
     REQUIRE(store.ok());
-    REQUIRE((*store)->Insert(MakeRecord("key_mode")).ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_mode"), keygate::testing::CreatedNote()).ok());
     CHECK(Mode(path) == 0600);
     REQUIRE(Exists(path + "-wal"));
     CHECK(Mode(path + "-wal") == 0600);
@@ -132,13 +133,13 @@ TEST_CASE("SQLite store uses WAL and a delete removes the key's digests", "[sqli
   // The digests table has no index by key (schema version 2): the store
   // deletes a key's digests by value, current and previous.
   KeyRecord r = MakeRecord("key_fk");
-  REQUIRE((*store)->Insert(r).ok());
+  REQUIRE((*store)->Insert(r, keygate::testing::CreatedNote()).ok());
   KeyRecord rolled = *(*store)->Get("key_fk");
   rolled.previous = RolledSecret{rolled.digest, "kg_test_...prev", absl::Now() + absl::Hours(1)};
   rolled.digest = DigestFor("key_fk rolled");
-  REQUIRE((*store)->Update(rolled).ok());
+  REQUIRE((*store)->Update(rolled, keygate::testing::ModifiedNote()).ok());
   CHECK(RawInt(path, "SELECT count(*) FROM digests") == 2);
-  REQUIRE((*store)->Delete("key_fk", std::nullopt).ok());
+  REQUIRE((*store)->Delete("key_fk", std::nullopt, keygate::testing::DeletedNote()).ok());
   CHECK(RawInt(path, "SELECT count(*) FROM digests") == 0);
 }
 
@@ -172,7 +173,7 @@ TEST_CASE("SQLite store refuses a read-only file and leaves it untouched", "[sql
   {
     auto store = OpenAt(path);
     REQUIRE(store.ok());
-    REQUIRE((*store)->Insert(MakeRecord("key_ro")).ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_ro"), keygate::testing::CreatedNote()).ok());
   }
   REQUIRE(::chmod(path.c_str(), 0444) == 0);
   const std::string before = ReadFile(path);
@@ -198,7 +199,7 @@ TEST_CASE("SQLite store names a read-only directory as the cause (root included)
   {
     auto store = OpenAt(path);
     REQUIRE(store.ok());
-    REQUIRE((*store)->Insert(MakeRecord("key_dir")).ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_dir"), keygate::testing::CreatedNote()).ok());
   }
   REQUIRE_FALSE(Exists(path + "-wal"));  // the last close removed the journal files
   // The file stays writable; only the directory, where WAL mode must create
@@ -231,7 +232,7 @@ TEST_CASE("SQLite store refuses a symbolic link and says so", "[sqlite][errors]"
   {
     auto store = OpenAt(real);
     REQUIRE(store.ok());
-    REQUIRE((*store)->Insert(MakeRecord("key_link")).ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_link"), keygate::testing::CreatedNote()).ok());
   }
   const std::string before = ReadFile(real);
   const std::string link = dir.File("link.db");
@@ -265,7 +266,7 @@ TEST_CASE("SQLite store opens a file in a symbolically linked directory", "[sqli
     auto created = OpenAt(linked + "/new.db");
     INFO(created.status().ToString());
     REQUIRE(created.ok());
-    REQUIRE((*created)->Insert(MakeRecord("key_via_link")).ok());
+    REQUIRE((*created)->Insert(MakeRecord("key_via_link"), keygate::testing::CreatedNote()).ok());
     CHECK(Exists(real + "/new.db-wal"));  // the journal files sit next to the real file
   }
   auto reopened = OpenAt(linked + "/new.db");
@@ -319,7 +320,7 @@ TEST_CASE("SQLite store refuses a database from a newer schema without touching 
   {
     auto store = OpenAt(path);
     REQUIRE(store.ok());
-    REQUIRE((*store)->Insert(MakeRecord("key_future")).ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_future"), keygate::testing::CreatedNote()).ok());
   }
   RawExec(path, "PRAGMA user_version = 99");
   auto store = OpenAt(path);
@@ -345,7 +346,7 @@ TEST_CASE("SQLite store write past the busy timeout is kUnavailable, then succee
   REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
   REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
   const absl::Time start = absl::Now();
-  absl::Status s = (*store)->Insert(MakeRecord("key_locked"));
+  absl::Status s = (*store)->Insert(MakeRecord("key_locked"), keygate::testing::CreatedNote());
   const absl::Duration waited = absl::Now() - start;
   CHECK(s.code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(Message(s), Catch::Contains(path));
@@ -355,7 +356,7 @@ TEST_CASE("SQLite store write past the busy timeout is kUnavailable, then succee
   CHECK((*store)->Get("key_locked").status().code() == absl::StatusCode::kNotFound);
   REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(other);
-  CHECK((*store)->Insert(MakeRecord("key_locked")).ok());
+  CHECK((*store)->Insert(MakeRecord("key_locked"), keygate::testing::CreatedNote()).ok());
 }
 
 TEST_CASE("SQLite store open that must migrate a locked file is kUnavailable",
@@ -400,9 +401,9 @@ TEST_CASE("SQLite store keeps keys and sequences across reopen", "[sqlite][schem
   {
     auto store = OpenAt(path);
     REQUIRE(store.ok());
-    REQUIRE((*store)->Insert(MakeRecord("key_p1")).ok());
-    REQUIRE((*store)->Insert(MakeRecord("key_p2")).ok());
-    REQUIRE((*store)->Delete("key_p2", std::nullopt).ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_p1"), keygate::testing::CreatedNote()).ok());
+    REQUIRE((*store)->Insert(MakeRecord("key_p2"), keygate::testing::CreatedNote()).ok());
+    REQUIRE((*store)->Delete("key_p2", std::nullopt, keygate::testing::DeletedNote()).ok());
     last = *(*store)->LastSequence();
     REQUIRE(last == 3);
   }
@@ -411,7 +412,7 @@ TEST_CASE("SQLite store keeps keys and sequences across reopen", "[sqlite][schem
   CHECK((*store)->Get("key_p1").ok());
   CHECK(*(*store)->LastSequence() == last);
   // Deleting the newest change row must not let AUTOINCREMENT reuse it.
-  REQUIRE((*store)->Insert(MakeRecord("key_p3")).ok());
+  REQUIRE((*store)->Insert(MakeRecord("key_p3"), keygate::testing::CreatedNote()).ok());
   CHECK(*(*store)->LastSequence() == last + 1);
   absl::StatusOr<ChangeBatch> b = (*store)->ChangesSince(0, 10);
   REQUIRE(b.ok());
@@ -430,7 +431,7 @@ TEST_CASE("SQLite store migrates an empty version-0 file it finds", "[sqlite][sc
   auto store = OpenAt(path);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
-  REQUIRE((*store)->Insert(MakeRecord("key_m")).ok());
+  REQUIRE((*store)->Insert(MakeRecord("key_m"), keygate::testing::CreatedNote()).ok());
   CHECK(RawInt(path, "PRAGMA user_version") == SqliteKeyStore::kSchemaVersion);
 }
 
@@ -543,15 +544,15 @@ TEST_CASE("SQLite store migrates a version-1 file and keeps its data", "[sqlite]
   // Digest uniqueness still covers previous digests; writes keep working.
   KeyRecord clash = MakeRecord("key_new");
   clash.digest = Filled(0x23);
-  absl::Status dup = s.Insert(clash);
+  absl::Status dup = s.Insert(clash, keygate::testing::CreatedNote());
   CHECK(dup.code() == absl::StatusCode::kAlreadyExists);
-  REQUIRE(s.Insert(MakeRecord("key_new")).ok());
+  REQUIRE(s.Insert(MakeRecord("key_new"), keygate::testing::CreatedNote()).ok());
   KeyRecord rolled = *old1;
   rolled.previous = RolledSecret{rolled.digest, rolled.hint, absl::Now() + absl::Hours(1)};
   rolled.digest = Filled(0x11);
-  REQUIRE(s.Update(rolled).ok());
+  REQUIRE(s.Update(rolled, keygate::testing::ModifiedNote()).ok());
   CHECK(s.FindByDigest(Filled(0x11))->id == "key_old1");
-  REQUIRE(s.Delete("key_old2", std::nullopt).ok());
+  REQUIRE(s.Delete("key_old2", std::nullopt, keygate::testing::DeletedNote()).ok());
   CHECK(s.FindByDigest(Filled(0x23)).status().code() == absl::StatusCode::kNotFound);
   CHECK(RawInt(path, "SELECT count(*) FROM digests") == 3);  // old1 x2, key_new
   CHECK(s.CheckIntegrity().ok());
@@ -610,10 +611,10 @@ TEST_CASE("SQLite store migrates a version-2 file to one change-log row per key 
   CHECK(RawInt(path, "SELECT count(*) FROM changes") == 3);
   // The migrated tombstone is one like a new delete leaves: inserting the id
   // again replaces it.
-  REQUIRE(s.Insert(MakeRecord("key_gone")).ok());
+  REQUIRE(s.Insert(MakeRecord("key_gone"), keygate::testing::CreatedNote()).ok());
   CHECK(ids_since(s, 0) == std::vector<std::string>{"key_stay@1", "key_back@6", "key_gone@11"});
-  REQUIRE(s.Delete("key_back", std::nullopt).ok());
-  REQUIRE(s.Insert(MakeRecord("key_back")).ok());
+  REQUIRE(s.Delete("key_back", std::nullopt, keygate::testing::DeletedNote()).ok());
+  REQUIRE(s.Insert(MakeRecord("key_back"), keygate::testing::CreatedNote()).ok());
   CHECK(ids_since(s, 6) == std::vector<std::string>{"key_gone@11", "key_back@13"});
   CHECK(s.Get("key_stay").ok());
 }
@@ -622,7 +623,7 @@ TEST_CASE("SQLite List caches one statement per filter shape and not one per lim
           "[sqlite][list]") {
   auto store = OpenTempSqliteStore();
   for (const char* id : {"key_l1", "key_l2", "key_l3"}) {
-    REQUIRE(store->Insert(MakeRecord(id)).ok());
+    REQUIRE(store->Insert(MakeRecord(id), keygate::testing::CreatedNote()).ok());
   }
   auto cached = [&] { return internal::SqliteKeyStoreTestPeer::StatementCacheSize(*store); };
   ListOptions o;
@@ -655,7 +656,7 @@ TEST_CASE("SQLite name search filters trigram candidates to true substrings", "[
     batch.push_back(MakeRecord(absl::StrCat("key_t", batch.size()), "alice", "production",
                                KeyKind::kGeneral, name));
   }
-  REQUIRE(store->InsertBatch(batch).ok());
+  REQUIRE(store->InsertBatch(batch, keygate::testing::CreatedNote()).ok());
   ListFilter f;
   f.name_contains = "ABCD";
   CHECK(conformance::ListAllIds(*store, f) == std::vector<std::string>{"key_t0", "key_t3"});
@@ -668,7 +669,7 @@ TEST_CASE("SQLite InsertBatch is all or nothing", "[sqlite][batch]") {
   std::vector<KeyRecord> batch;
   for (int i = 0; i < 100; ++i)
     batch.push_back(MakeRecord(absl::StrCat("key_b", std::string(17, '0'), 1000 + i)));
-  REQUIRE(store->InsertBatch(batch).ok());
+  REQUIRE(store->InsertBatch(batch, keygate::testing::CreatedNote()).ok());
   CHECK(*store->Count() == 100);
   const std::uint64_t seq = *store->LastSequence();
   CHECK(seq == 100);
@@ -678,7 +679,7 @@ TEST_CASE("SQLite InsertBatch is all or nothing", "[sqlite][batch]") {
     bad.push_back(MakeRecord(absl::StrCat("key_c", std::string(17, '0'), 1000 + i)));
   const std::string dup = absl::StrCat("key_b", std::string(17, '0'), 1050);
   bad.push_back(MakeRecord(dup));  // duplicate id
-  absl::Status s = store->InsertBatch(bad);
+  absl::Status s = store->InsertBatch(bad, keygate::testing::CreatedNote());
   CHECK(s.code() == absl::StatusCode::kAlreadyExists);
   CHECK_THAT(Message(s), Catch::Contains(dup));
   CHECK(*store->Count() == 100);
@@ -723,7 +724,7 @@ TEST_CASE("SQLite name search gives the same answers on its sparse and dense pat
     all.push_back(
         MakeRecord(absl::StrCat("key_x", all.size()), "bob", "preview", KeyKind::kGeneral, name));
   }
-  REQUIRE(store->InsertBatch(all).ok());
+  REQUIRE(store->InsertBatch(all, keygate::testing::CreatedNote()).ok());
   for (const char* needle :
        {"zebra", "ZEBRA-c", "service",       "SERVICE 59", "ce 1", "\"hi\"", "y \"", "µ-ün", "Ün",
         "e",     "99",      "no such thing", "%",          "_",    "qz",     "XY",   "q7",   "w",
@@ -746,21 +747,22 @@ TEST_CASE("SQLite name index follows renames and deletes", "[sqlite][list]") {
   for (int i = 0; i < 20; ++i) {
     REQUIRE(store
                 ->Insert(MakeRecord(absl::StrCat("key_n", 100 + i), "alice", "production",
-                                    KeyKind::kGeneral, absl::StrCat("Original Name ", i)))
+                                    KeyKind::kGeneral, absl::StrCat("Original Name ", i)),
+                         keygate::testing::CreatedNote())
                 .ok());
   }
   absl::StatusOr<KeyRecord> r = store->Get("key_n105");
   REQUIRE(r.ok());
   KeyRecord renamed = *r;
   renamed.name = "Brand New Title";
-  REQUIRE(store->Update(renamed).ok());
-  REQUIRE(store->Delete("key_n106", std::nullopt).ok());
+  REQUIRE(store->Update(renamed, keygate::testing::ModifiedNote()).ok());
+  REQUIRE(store->Delete("key_n106", std::nullopt, keygate::testing::DeletedNote()).ok());
   // Same name again (no index change) and an unrelated field.
   absl::StatusOr<KeyRecord> again = store->Get("key_n105");
   REQUIRE(again.ok());
   KeyRecord same = *again;
   same.description = "only the description";
-  REQUIRE(store->Update(same).ok());
+  REQUIRE(store->Update(same, keygate::testing::ModifiedNote()).ok());
 
   auto search = [&](const char* needle) {
     ListFilter f;
@@ -783,7 +785,8 @@ TEST_CASE("SQLite store never holds a token in plaintext", "[sqlite][security]")
   KeyManager::Options mo;
   mo.deployment = *Deployment::Create({});
   mo.store = *store;
-  KeyManager manager(mo);
+  std::unique_ptr<KeyManager> manager_owner = keygate::testing::MustOk(KeyManager::Create(mo));
+  KeyManager& manager = *manager_owner;
   std::vector<std::string> tokens;
   for (int i = 0; i < 20; ++i) {
     CreateKeyRequest req;
@@ -818,11 +821,11 @@ TEST_CASE("SQLite store errors never echo what was bound", "[sqlite][security]")
   auto store = OpenTempSqliteStore();
   KeyRecord a = MakeRecord("key_echo");
   a.name = "kg_live_ThisLooksLikeATokenButIsAName0000000000000000000";
-  REQUIRE(store->Insert(a).ok());
+  REQUIRE(store->Insert(a, keygate::testing::CreatedNote()).ok());
   KeyRecord b = MakeRecord("key_echo2");
   b.digest = a.digest;
   b.name = a.name;
-  absl::Status s = store->Insert(b);
+  absl::Status s = store->Insert(b, keygate::testing::CreatedNote());
   CHECK(s.code() == absl::StatusCode::kAlreadyExists);
   CHECK_THAT(Message(s), !Catch::Contains("kg_live_"));
 }
@@ -839,7 +842,7 @@ TEST_CASE("SQLite subscription sees commits from another connection", "[sqlite][
   std::atomic<int> calls{0};
   auto sub = (*reader)->Subscribe([&] { calls.fetch_add(1); });
   REQUIRE(sub.ok());
-  REQUIRE((*writer)->Insert(MakeRecord("key_x1")).ok());
+  REQUIRE((*writer)->Insert(MakeRecord("key_x1"), keygate::testing::CreatedNote()).ok());
   CHECK(conformance::WaitFor([&] { return calls.load() > 0; }));
   absl::StatusOr<ChangeBatch> b = (*reader)->ChangesSince(0, 10);
   REQUIRE(b.ok());
@@ -866,7 +869,7 @@ TEST_CASE("SQLite store can be destroyed from inside its subscription callback",
   });
   REQUIRE(s.ok());
   sub = *std::move(s);
-  REQUIRE(store->Insert(MakeRecord("key_self")).ok());
+  REQUIRE(store->Insert(MakeRecord("key_self"), keygate::testing::CreatedNote()).ok());
   store.reset();
   CHECK(conformance::WaitFor([&] { return done.load(); }));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -925,7 +928,8 @@ TEST_CASE("SQLite reads a rate limit, kind or state no write could store as corr
   KeyManager::Options mo;
   mo.deployment = *Deployment::Create({});
   mo.store = *store;
-  KeyManager manager(mo);
+  std::unique_ptr<KeyManager> manager_owner = keygate::testing::MustOk(KeyManager::Create(mo));
+  KeyManager& manager = *manager_owner;
   CreateKeyRequest req;
   req.name = "limited";
   req.owner = "alice";
@@ -977,21 +981,22 @@ TEST_CASE("Both stores refuse a record whose kind or state is unset", "[sqlite][
     r.environment = "production";
     r.digest[0] = 1;
     r.state = KeyState::kActive;  // kind left unset
-    absl::Status s = store->Insert(r);
+    absl::Status s = store->Insert(r, keygate::testing::CreatedNote());
     CHECK(s.code() == absl::StatusCode::kInvalidArgument);
     CHECK(Message(s) == "kind: must be personal or general");
     r.kind = KeyKind::kGeneral;
     r.state = KeyState::kUnspecifiedDoNotUse;
-    s = store->Insert(r);
+    s = store->Insert(r, keygate::testing::CreatedNote());
     CHECK(s.code() == absl::StatusCode::kInvalidArgument);
     CHECK(Message(s) == "state: must be active or revoked");
     r.state = KeyState::kActive;
-    REQUIRE(store->Insert(r).ok());
+    REQUIRE(store->Insert(r, keygate::testing::CreatedNote()).ok());
     absl::StatusOr<KeyRecord> stored = store->Get(r.id);
     REQUIRE(stored.ok());
     KeyRecord next = *stored;
     next.state = KeyState::kUnspecifiedDoNotUse;
-    CHECK(store->Update(next).status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(store->Update(next, keygate::testing::ModifiedNote()).status().code() ==
+          absl::StatusCode::kInvalidArgument);
     CHECK(store->Get(r.id)->version == stored->version);
     CHECK(*store->LastSequence() == 1);
   }
@@ -1019,7 +1024,8 @@ TEST_CASE("SQLite change feed delivers the changes after an undecodable row, whi
   KeyManager::Options mo;
   mo.deployment = deployment;
   mo.store = *store;
-  KeyManager manager(mo);
+  std::unique_ptr<KeyManager> manager_owner = keygate::testing::MustOk(KeyManager::Create(mo));
+  KeyManager& manager = *manager_owner;
   std::vector<CreatedKey> keys;
   for (const char* name : {"alpha", "bravo", "charlie"}) {
     CreateKeyRequest req;

@@ -42,6 +42,7 @@
 #include "key_store_conformance.h"
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "sqlite_test_util.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
@@ -244,7 +245,9 @@ TEST_CASE("SQLite Open refuses to create a file next to journal files of a remov
     o.path = path;
     absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
     REQUIRE(store.ok());
-    REQUIRE((*store)->Insert(conformance::MakeRecord("key_stale")).ok());
+    REQUIRE((*store)
+                ->Insert(conformance::MakeRecord("key_stale"), keygate::testing::CreatedNote())
+                .ok());
     std::ifstream in(path + "-wal", std::ios::binary);
     wal.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
@@ -279,7 +282,9 @@ void MakeDatabase(const std::string& path) {
   absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
-  REQUIRE((*store)->Insert(conformance::MakeRecord("key_planted")).ok());
+  REQUIRE((*store)
+              ->Insert(conformance::MakeRecord("key_planted"), keygate::testing::CreatedNote())
+              .ok());
 }
 
 absl::StatusOr<std::shared_ptr<SqliteKeyStore>> OpenAt(const std::string& path,

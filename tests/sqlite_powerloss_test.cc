@@ -67,6 +67,7 @@
 #include "powerloss_vfs.h"
 #include "sqlite/schema.h"
 #include "sqlite_test_util.h"
+#include "test_util.h"
 
 namespace keygate {
 namespace {
@@ -378,7 +379,7 @@ class Harness {
         KeyManager::Options mo;
         mo.deployment = deployment_;
         mo.store = store;
-        manager = std::make_unique<KeyManager>(std::move(mo));
+        manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
         return true;
       };
       in_flight = InFlight{};  // the open (kOpen)
@@ -517,7 +518,9 @@ class Harness {
           r.version = 1;
           f->records.push_back(std::move(r));
         }
-        if (absl::Status s = store.InsertBatch(f->records); !s.ok()) return s;
+        if (absl::Status s = store.InsertBatch(f->records, keygate::testing::CreatedNote());
+            !s.ok())
+          return s;
         for (const KeyRecord& r : f->records) model_.keys[r.id] = r;
         return absl::OkStatus();
       }

@@ -10,11 +10,14 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 #include "catch.h"
+#include "keygate/audit.h"
 #include "keygate/key_store.h"
 #include "keygate/key_store_wrapper.h"
 #include "keygate/scope.h"
@@ -27,6 +30,47 @@ template <typename T>
 std::string StatusText(const absl::StatusOr<T>& s) {
   return s.status().ToString();
 }
+
+// Audit notes for direct store writes in tests (actor "test", a fixed time).
+inline AuditNote TestNote(EventType type, std::initializer_list<std::string> fields = {}) {
+  return AuditNote{type, "test", absl::FromUnixSeconds(1'700'000'000), fields};
+}
+// The value of `v`; fails the test case when it holds an error.
+template <typename T>
+T MustOk(absl::StatusOr<T> v) {
+  INFO(StatusText(v));
+  REQUIRE(v.ok());
+  return *std::move(v);
+}
+
+// A store's audit log, read afresh on each call, without the entries of
+// direct store writes in tests (actor "test", TestNote).
+class AuditView {
+ public:
+  explicit AuditView(std::shared_ptr<KeyStore> store) : store_(std::move(store)) {}
+  std::vector<Event> Events() const {
+    std::vector<Event> all;
+    AuditQuery q;
+    q.limit = kMaxAuditLimit;
+    for (;;) {
+      absl::StatusOr<AuditPage> page = store_->ReadAudit(q);
+      INFO(StatusText(page));
+      REQUIRE(page.ok());
+      for (Event& e : page->events) {
+        if (e.actor != "test") all.push_back(std::move(e));
+      }
+      if (!page->more) return all;
+      q.after = page->next_after;
+    }
+  }
+
+ private:
+  std::shared_ptr<KeyStore> store_;
+};
+
+inline AuditNote CreatedNote() { return TestNote(EventType::kCreated); }
+inline AuditNote ModifiedNote() { return TestNote(EventType::kModified); }
+inline AuditNote DeletedNote() { return TestNote(EventType::kDeleted); }
 
 // A route requirement from `registry`, failing the test case when the
 // registry refuses it (an unknown scope, a bad option).

@@ -110,7 +110,7 @@ struct Setup {
     mo.deployment = deployment;
     mo.store = store;
     mo.clock = clock;
-    manager = std::make_unique<KeyManager>(std::move(mo));
+    manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
     VerifierOptions vo;
     vo.deployment = deployment;
     vo.store = store;

@@ -75,7 +75,9 @@ struct Managed {
   std::shared_ptr<const Deployment> deployment = *Deployment::Create(DeploymentOptions{});
   std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
   std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>(kStart);
-  KeyManager manager{Options()};
+  std::unique_ptr<KeyManager> manager_owner =
+      keygate::testing::MustOk(KeyManager::Create(Options()));
+  KeyManager& manager = *manager_owner;
 
   KeyManager::Options Options() const {
     KeyManager::Options o;
@@ -129,17 +131,18 @@ class LateNotifyStore final : public testing::ForwardingStore {
     if (!inner.ok()) return inner.status();
     return std::unique_ptr<Subscription>(new Held(this, id, *std::move(inner)));
   }
-  absl::Status Insert(const KeyRecord& r) override {
+  absl::Status Insert(const KeyRecord& r, const AuditNote& note) override {
     DeliverHeld();
-    return ForwardingStore::Insert(r);
+    return ForwardingStore::Insert(r, note);
   }
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r, const AuditNote& note) override {
     DeliverHeld();
-    return ForwardingStore::Update(r);
+    return ForwardingStore::Update(r, note);
   }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v) override {
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> v,
+                      const AuditNote& note) override {
     DeliverHeld();
-    return ForwardingStore::Delete(id, v);
+    return ForwardingStore::Delete(id, v, note);
   }
   absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
                              absl::Duration min_advance) override {
@@ -378,9 +381,9 @@ class Stress {
     o.deployment = deployment_;
     o.store = store_;
     o.clock = clock_;
-    manager_ = std::make_unique<KeyManager>(o);
+    manager_ = keygate::testing::MustOk(KeyManager::Create(o));
     for (int w = 0; w < config_.writers; ++w) {
-      writer_managers_.push_back(std::make_unique<KeyManager>(o));
+      writer_managers_.push_back(keygate::testing::MustOk(KeyManager::Create(o)));
     }
     absl::StatusOr<std::unique_ptr<ReferenceVerifier>> ref =
         ReferenceVerifier::Create(deployment_, store_, "production");

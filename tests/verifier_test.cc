@@ -84,7 +84,7 @@ struct Fixture {
     mo.deployment = deployment;
     mo.store = store;
     mo.clock = clock;
-    manager = std::make_unique<KeyManager>(std::move(mo));
+    manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
     auto r = ReferenceVerifier::Create(deployment, store, "production", opts.evaluator);
     REQUIRE_OK(r);
     reference = *std::move(r);
@@ -193,7 +193,7 @@ TEST_CASE("Verifier gives the reference verdict for every documented case",
   CreatedKey moved = f.Create({"read:all"});
   KeyRecord moved_rec = moved.record;
   moved_rec.environment = "staging";  // record disagrees with its token's tag
-  REQUIRE_OK(f.store->Update(moved_rec));
+  REQUIRE_OK(f.store->Update(moved_rec, keygate::testing::ModifiedNote()));
   const CreatedKey expiring = f.CreateExpiring(kStart + absl::Seconds(10));
   CreatedKey rolled = f.Create({"write:all"});
   absl::StatusOr<CreatedKey> rolled_new = f.manager->Roll(rolled.record.id, absl::Seconds(30), "a");
@@ -394,7 +394,7 @@ struct RandomWorld {
     r.digest = DigestOf(MintToken(tag));
     if (rng() % 3 == 0) AddPrevious(&r, tag);
     r.created = r.updated = kStart;
-    if (f.store->Insert(r).ok()) ids.push_back(r.id);
+    if (f.store->Insert(r, keygate::testing::CreatedNote()).ok()) ids.push_back(r.id);
   }
 
   void AddPrevious(KeyRecord* r, const std::string& tag) {
@@ -412,7 +412,7 @@ struct RandomWorld {
     if (!r.ok()) return;
     switch (rng() % 7) {
       case 0:  // delete
-        REQUIRE_OK(f.store->Delete(r->id, std::nullopt));
+        REQUIRE_OK(f.store->Delete(r->id, std::nullopt, keygate::testing::DeletedNote()));
         ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(pick));
         return;
       case 1:  // revoke / restore
@@ -436,7 +436,8 @@ struct RandomWorld {
       default:
         Randomize(&*r);
     }
-    (void)f.store->Update(*r);  // uniqueness conflicts are fine to skip
+    (void)f.store->Update(
+        *r, keygate::testing::ModifiedNote());  // uniqueness conflicts are fine to skip
   }
 
   std::string RandomHeader() {
@@ -865,10 +866,10 @@ TEST_CASE("Verifier agrees with the reference on deadlines between two nanosecon
   REQUIRE(deadline < kStart + absl::Nanoseconds(333'333'334));
   KeyRecord e = *f.store->Get(expiring.record.id);
   e.expires = deadline;
-  REQUIRE_OK(f.store->Update(e));
+  REQUIRE_OK(f.store->Update(e, keygate::testing::ModifiedNote()));
   KeyRecord r = *f.store->Get(rolled.record.id);
   r.previous->valid_until = deadline;
-  REQUIRE_OK(f.store->Update(r));
+  REQUIRE_OK(f.store->Update(r, keygate::testing::ModifiedNote()));
   REQUIRE_OK(f.verifier->Sync());
   for (const std::string& header :
        {"Bearer " + Text(expiring.token), "Bearer " + Text(rolled.token)}) {
@@ -1190,16 +1191,16 @@ class CollectingUsage final : public UsageSink {
 class RacingStore final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& r) override {
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& r, const AuditNote& note) override {
     if (race_next.exchange(false)) {
       absl::StatusOr<KeyRecord> cur = inner().Get(r.id);
       if (cur.ok()) {
         cur->name = "renamed concurrently";
-        (void)inner().Update(*cur);
+        (void)inner().Update(*cur, keygate::testing::ModifiedNote());
       }
       ++raced;
     }
-    return inner().Update(r);
+    return inner().Update(r, note);
   }
   std::atomic<bool> race_next{false};
   int raced = 0;
@@ -1392,7 +1393,7 @@ TEST_CASE("Verifier's usage flush is not a change for a bundled store", "[verifi
   CHECK(*f.store->Get(a.record.id)->last_used == f.clock->Now());
   KeyRecord renamed = *before;
   renamed.name = "renamed after a flush";
-  CHECK(f.store->Update(renamed).ok());
+  CHECK(f.store->Update(renamed, keygate::testing::ModifiedNote()).ok());
 }
 
 TEST_CASE("Verifier shuts down cleanly and keeps answering afterwards", "[verifier][shutdown]") {

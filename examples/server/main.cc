@@ -132,9 +132,9 @@ class OutageSwitchStore final : public keygate::KeyStoreWrapper {
   OutageSwitchStore(std::shared_ptr<keygate::KeyStore> inner, std::string marker)
       : KeyStoreWrapper(std::move(inner)), marker_(std::move(marker)) {}
 
-  absl::Status Insert(const keygate::KeyRecord& record) override {
+  absl::Status Insert(const keygate::KeyRecord& record, const keygate::AuditNote& note) override {
     if (Down()) return Outage();
-    return target().Insert(record);
+    return target().Insert(record, note);
   }
   absl::StatusOr<keygate::KeyRecord> Get(std::string_view id) override {
     if (Down()) return Outage();
@@ -144,13 +144,19 @@ class OutageSwitchStore final : public keygate::KeyStoreWrapper {
     if (Down()) return Outage();
     return target().FindByDigest(digest);
   }
-  absl::StatusOr<keygate::KeyRecord> Update(const keygate::KeyRecord& record) override {
+  absl::StatusOr<keygate::KeyRecord> Update(const keygate::KeyRecord& record,
+                                            const keygate::AuditNote& note) override {
     if (Down()) return Outage();
-    return target().Update(record);
+    return target().Update(record, note);
   }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected) override {
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected,
+                      const keygate::AuditNote& note) override {
     if (Down()) return Outage();
-    return target().Delete(id, expected);
+    return target().Delete(id, expected, note);
+  }
+  absl::StatusOr<keygate::AuditPage> ReadAudit(const keygate::AuditQuery& query) override {
+    if (Down()) return Outage();
+    return target().ReadAudit(query);
   }
   absl::StatusOr<keygate::ListPage> List(const keygate::ListOptions& options) override {
     if (Down()) return Outage();

@@ -1,7 +1,7 @@
 // keygate/key_manager.h: the management API: create, provision, list, modify, revoke/restore,
-// delete and roll keys. `KeyManager` validates input, mints tokens, writes records to a
-// `KeyStore` (digests only) and reports every mutation to an `EventSink`. A token is returned
-// exactly once, and only after the store accepted the record.
+// delete and roll keys. `KeyManager` validates input, mints tokens and writes records to a
+// `KeyStore` (digests only), each with its audit log entry (audit.h) in the same transaction. A
+// token is returned exactly once, and only after the store accepted the record.
 //
 // Thread safety: thread-safe; concurrent modifications of one key are settled by the store's
 // version check (kAborted for the loser). Cost: store I/O on every call (not the hot path).
@@ -10,13 +10,13 @@
 //   keygate::KeyManager::Options o;
 //   o.deployment = *keygate::Deployment::Create({});
 //   o.store = std::make_shared<keygate::MemoryKeyStore>();
-//   keygate::KeyManager manager(std::move(o));
+//   std::unique_ptr<keygate::KeyManager> manager = *keygate::KeyManager::Create(std::move(o));
 //   keygate::CreateKeyRequest req;
 //   req.name = "ci-pipeline";
 //   req.owner = "alice";
 //   req.environment = "production";
 //   req.scopes = {"read:all"};
-//   absl::StatusOr<keygate::CreatedKey> k = manager.Create(req, "alice");
+//   absl::StatusOr<keygate::CreatedKey> k = manager->Create(req, "alice");
 //   // k->token: show it to the user now; it cannot be recovered later.
 
 #ifndef KEYGATE_KEY_MANAGER_H_
@@ -34,9 +34,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
+#include "keygate/audit.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
-#include "keygate/event_sink.h"
 #include "keygate/key.h"
 #include "keygate/key_store.h"
 #include "keygate/secret.h"
@@ -87,13 +87,19 @@ struct ProvisionedKey {
   bool created = false;
 };
 
+// Everything KeyManager::Create(request, actor) refuses before the store, without a manager (for
+// a CLI or an admin API checking input early): the same kInvalidArgument errors. `now` is the time
+// the expiry must lie after.
+[[nodiscard]] absl::Status ValidateCreateKeyRequest(const Deployment& deployment,
+                                                    const CreateKeyRequest& request, absl::Time now,
+                                                    bool allow_internal_webhook_hosts = false);
+
 class KeyManager {
  public:
   struct Options {
     std::shared_ptr<const Deployment> deployment;  // required
     std::shared_ptr<KeyStore> store;               // required
-    std::shared_ptr<EventSink> events;             // default: NullEventSink
-    std::shared_ptr<const Clock> clock;            // default: system clock
+    std::shared_ptr<const Clock> clock;            // default: the system clock
     // Accept webhook hosts that are "localhost", "*.localhost" or an IP literal in a loopback,
     // private, link-local, multicast or reserved range (IPv4-mapped, -translated and NAT64 forms
     // judged by their IPv4 address; 64:ff9b:1::/48 always). Names are never resolved: the
@@ -101,65 +107,74 @@ class KeyManager {
     bool allow_internal_webhook_hosts = false;
   };
 
-  explicit KeyManager(Options options);
+  // Errors: kInvalidArgument "deployment: must be set" / "store: must be set".
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<KeyManager>> Create(Options options);
+
+  KeyManager(const KeyManager&) = delete;
+  KeyManager& operator=(const KeyManager&) = delete;
 
   // Mutating methods record `actor` (1-128 bytes, no controls, else kInvalidArgument "actor:
-  // ...") in their event. Without a deployment or store every call is kFailedPrecondition.
-  // Times written to records are truncated to microseconds (key.h).
+  // ...") in their audit entry. Times written to records and entries are truncated to
+  // microseconds (key.h).
 
   // Validates and creates a key. Errors: kInvalidArgument naming the field ("name: must not be
   // empty", "scopes: unknown scope 'x'", "webhook_url: must use https", "webhook_url: host is a
   // loopback, private, ...", "expires: must be in the future", ...), kAlreadyExists (an active
   // personal key of owner+environment), store errors (kUnavailable ...).
-  absl::StatusOr<CreatedKey> Create(const CreateKeyRequest& request, std::string_view actor);
+  [[nodiscard]] absl::StatusOr<CreatedKey> Create(const CreateKeyRequest& request,
+                                                  std::string_view actor);
 
   // The owner's active personal key in `environment`, created (named "personal", `scopes`) if
   // none. Idempotent, also concurrently: exactly one caller gets `created` and the token. An
   // existing key is returned as it is (scopes not compared) unless expired: then it is revoked
   // (a kRevoked event) and a new one created. Errors: kInvalidArgument, store errors.
-  absl::StatusOr<ProvisionedKey> ProvisionPersonalKey(std::string_view owner,
-                                                      std::string_view environment,
-                                                      const std::vector<std::string>& scopes,
-                                                      std::string_view actor);
+  [[nodiscard]] absl::StatusOr<ProvisionedKey> ProvisionPersonalKey(
+      std::string_view owner, std::string_view environment, const std::vector<std::string>& scopes,
+      std::string_view actor);
 
   // Errors: kNotFound, store errors.
-  absl::StatusOr<KeyRecord> Get(std::string_view id);
+  [[nodiscard]] absl::StatusOr<KeyRecord> Get(std::string_view id);
   // Errors: kInvalidArgument (bad limit/cursor), store errors.
-  absl::StatusOr<ListPage> List(const ListOptions& options);
+  [[nodiscard]] absl::StatusOr<ListPage> List(const ListOptions& options);
+
+  // The audit log (audit.h): store errors, kInvalidArgument for a bad query.
+  [[nodiscard]] absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query);
 
   // Applies `update` if the key's version is still `expected_version`. Errors: kInvalidArgument
   // (as Create), kNotFound, kAborted (version conflict), store errors.
-  absl::StatusOr<KeyRecord> Modify(std::string_view id, const KeyUpdate& update,
-                                   std::uint64_t expected_version, std::string_view actor);
+  [[nodiscard]] absl::StatusOr<KeyRecord> Modify(std::string_view id, const KeyUpdate& update,
+                                                 std::uint64_t expected_version,
+                                                 std::string_view actor);
 
   // Blocks the key (it verifies as revoked) / unblocks it; idempotent (no new version or event).
   // Expiry is independent: a restored expired key verifies as expired until Modify. Errors:
   // kNotFound, kAlreadyExists (restoring a personal key while another is active), store errors.
-  absl::StatusOr<KeyRecord> Revoke(std::string_view id, std::string_view actor);
-  absl::StatusOr<KeyRecord> Restore(std::string_view id, std::string_view actor);
+  [[nodiscard]] absl::StatusOr<KeyRecord> Revoke(std::string_view id, std::string_view actor);
+  [[nodiscard]] absl::StatusOr<KeyRecord> Restore(std::string_view id, std::string_view actor);
 
   // Removes the key permanently (its tokens verify as unknown). Errors: kNotFound, store errors.
-  absl::Status Delete(std::string_view id, std::string_view actor);
+  [[nodiscard]] absl::Status Delete(std::string_view id, std::string_view actor);
 
   // Issues a new token. The previous one works while now < now_at_roll + `grace` (truncated to
   // microseconds), then verifies as expired; zero grace: unknown at once. Only one previous
   // secret is kept. Errors: kInvalidArgument (grace negative or > 30 days), kFailedPrecondition
   // (key revoked or expired: Modify the expiry first), kNotFound, store errors.
-  absl::StatusOr<CreatedKey> Roll(std::string_view id, absl::Duration grace,
-                                  std::string_view actor);
+  [[nodiscard]] absl::StatusOr<CreatedKey> Roll(std::string_view id, absl::Duration grace,
+                                                std::string_view actor);
 
   // Everything Create refuses before the store, same errors; nothing written. The second form
   // also checks `actor`.
-  absl::Status ValidateCreate(const CreateKeyRequest& request) const;
-  absl::Status ValidateCreate(const CreateKeyRequest& request, std::string_view actor) const;
+  [[nodiscard]] absl::Status ValidateCreate(const CreateKeyRequest& request) const;
+  [[nodiscard]] absl::Status ValidateCreate(const CreateKeyRequest& request,
+                                            std::string_view actor) const;
 
   const Deployment& deployment() const noexcept { return *options_.deployment; }
 
  private:
-  absl::Status CheckConfigured() const;
+  explicit KeyManager(Options options);
   absl::Time Now() const;
-  void Emit(EventType type, std::string_view actor, const KeyRecord& record,
-            std::vector<std::string> changed_fields, std::uint64_t version) const;
+  AuditNote Note(EventType type, std::string_view actor,
+                 std::vector<std::string> changed_fields) const;
   absl::StatusOr<std::optional<KeyRecord>> FindActivePersonal(std::string_view owner,
                                                               std::string_view environment);
   absl::StatusOr<KeyRecord> SetState(std::string_view id, KeyState target, std::string_view actor);

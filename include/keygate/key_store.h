@@ -7,8 +7,10 @@
 //     one ACTIVE personal key exists per (owner, environment).
 //   * `Update` is a compare-and-set on `version` and stores version + 1.
 //   * Every successful write appends to a change log with a store-wide, strictly increasing
-//     sequence number, never reused (not even after a delete). A failed write (duplicate,
-//     version conflict, not found) changes nothing and appends nothing.
+//     sequence number, never reused (not even after a delete), and, in the same transaction, one
+//     entry to the audit log (audit.h) with that sequence, built from the write's `AuditNote`.
+//     A failed write (bad note, duplicate, version conflict, not found) changes nothing and
+//     appends nothing to either log.
 //   * `ChangesSince(s)` returns, in sequence order, one entry per key changed after `s` with its
 //     CURRENT state (record or deleted; intermediate states may collapse); applying batches from
 //     `next_sequence` on converges on the store. A key whose stored state cannot be decoded is
@@ -19,6 +21,8 @@
 //     nothing further matches; a foreign cursor is kInvalidArgument. Cursors are unsigned (they
 //     give nothing a filter could not) and survive writes: rows inserted behind are skipped, none
 //     is returned twice.
+//   * The audit log keeps every entry (deletes included) in sequence order; `ReadAudit` filters
+//     and pages it. `AckAudit` moves a named consumer's position forward only.
 //   * A subscription callback runs only after its change is visible to readers, and never after
 //     its Subscription was destroyed.
 // Thread safety: every method of every implementation is thread-safe; none is copyable.
@@ -44,6 +48,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 
+#include "keygate/audit.h"
 #include "keygate/digest.h"
 #include "keygate/key.h"
 
@@ -100,9 +105,10 @@ class KeyStore {
  public:
   virtual ~KeyStore() = default;
 
-  // Errors: kAlreadyExists (id, digest, or active personal key of owner+environment),
-  // kInvalidArgument (id empty or longer than kKeyIdLength), kUnavailable, kInternal.
-  virtual absl::Status Insert(const KeyRecord& record) = 0;
+  // Stores version 1; `note.type` must be kCreated. Errors: kAlreadyExists (id, digest, or active
+  // personal key of owner+environment), kInvalidArgument (id empty or longer than kKeyIdLength,
+  // bad note), kUnavailable, kInternal.
+  [[nodiscard]] virtual absl::Status Insert(const KeyRecord& record, const AuditNote& note) = 0;
 
   // Errors: kNotFound "key <id>: not found", kUnavailable.
   virtual absl::StatusOr<KeyRecord> Get(std::string_view id) = 0;
@@ -111,15 +117,18 @@ class KeyStore {
   // RolledSecret::valid_until). Errors: kNotFound, kUnavailable.
   virtual absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) = 0;
 
-  // Compare-and-set on `record.version`; returns the stored record (version + 1). Errors:
-  // kNotFound, kAborted "key <id>: version conflict (expected N, stored M)", kAlreadyExists
-  // (digest / personal uniqueness), kUnavailable.
-  virtual absl::StatusOr<KeyRecord> Update(const KeyRecord& record) = 0;
+  // Compare-and-set on `record.version`; returns the stored record (version + 1). `note.type` is
+  // kModified, kRevoked, kRestored or kRolled. Errors: kNotFound, kAborted "key <id>: version
+  // conflict (expected N, stored M)", kAlreadyExists (digest / personal uniqueness),
+  // kInvalidArgument (bad note), kUnavailable.
+  [[nodiscard]] virtual absl::StatusOr<KeyRecord> Update(const KeyRecord& record,
+                                                         const AuditNote& note) = 0;
 
-  // Deletes permanently; a set `expected_version` must match. Errors: kNotFound, kAborted,
-  // kUnavailable.
-  virtual absl::Status Delete(std::string_view id,
-                              std::optional<std::uint64_t> expected_version) = 0;
+  // Deletes permanently; a set `expected_version` must match; `note.type` must be kDeleted.
+  // Errors: kNotFound, kAborted, kInvalidArgument (bad note), kUnavailable.
+  [[nodiscard]] virtual absl::Status Delete(std::string_view id,
+                                            std::optional<std::uint64_t> expected_version,
+                                            const AuditNote& note) = 0;
 
   // Errors: kInvalidArgument (limit out of range, bad cursor), kUnavailable.
   virtual absl::StatusOr<ListPage> List(const ListOptions& options) = 0;
@@ -137,6 +146,20 @@ class KeyStore {
 
   // The highest sequence number assigned so far (0 for an empty store).
   virtual absl::StatusOr<std::uint64_t> LastSequence() = 0;
+
+  // Audit log entries matching `query`, in sequence order. Errors: kInvalidArgument (limit out of
+  // range, since >= until), kUnavailable.
+  [[nodiscard]] virtual absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) = 0;
+
+  // The last sequence `consumer` acknowledged (0: none yet). Errors: kInvalidArgument (bad
+  // name), kUnavailable.
+  [[nodiscard]] virtual absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) = 0;
+
+  // Records that `consumer` has handled every entry up to `sequence`; a smaller value than the
+  // stored one changes nothing. Errors: kInvalidArgument (bad name, sequence beyond
+  // LastSequence()), kUnavailable.
+  [[nodiscard]] virtual absl::Status AckAudit(std::string_view consumer,
+                                              std::uint64_t sequence) = 0;
 
   // Calls `on_change` (any thread, no store lock held) after commits, also other processes' for
   // shared storage; calls may coalesce: just wake a reader of ChangesSince. Errors: kUnavailable.

@@ -47,16 +47,19 @@ class KeyStoreWrapper : public KeyStore {
   // `target` must not be null.
   explicit KeyStoreWrapper(std::shared_ptr<KeyStore> target) : target_(std::move(target)) {}
 
-  absl::Status Insert(const KeyRecord& record) override { return target_->Insert(record); }
+  absl::Status Insert(const KeyRecord& record, const AuditNote& note) override {
+    return target_->Insert(record, note);
+  }
   absl::StatusOr<KeyRecord> Get(std::string_view id) override { return target_->Get(id); }
   absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override {
     return target_->FindByDigest(digest);
   }
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& record) override {
-    return target_->Update(record);
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& record, const AuditNote& note) override {
+    return target_->Update(record, note);
   }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version) override {
-    return target_->Delete(id, expected_version);
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version,
+                      const AuditNote& note) override {
+    return target_->Delete(id, expected_version, note);
   }
   absl::StatusOr<ListPage> List(const ListOptions& options) override {
     return target_->List(options);
@@ -69,6 +72,15 @@ class KeyStoreWrapper : public KeyStore {
     return target_->ChangesSince(after, limit);
   }
   absl::StatusOr<std::uint64_t> LastSequence() override { return target_->LastSequence(); }
+  absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) override {
+    return target_->ReadAudit(query);
+  }
+  absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) override {
+    return target_->AuditCursor(consumer);
+  }
+  absl::Status AckAudit(std::string_view consumer, std::uint64_t sequence) override {
+    return target_->AckAudit(consumer, sequence);
+  }
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
       std::function<void()> on_change) override {
     return target_->Subscribe(std::move(on_change));

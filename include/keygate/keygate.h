@@ -7,6 +7,8 @@
 #ifndef KEYGATE_KEYGATE_H_
 #define KEYGATE_KEYGATE_H_
 
+#include "keygate/audit.h"
+#include "keygate/audit_relay.h"
 #include "keygate/bearer.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"

@@ -196,7 +196,9 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   mo.deployment = s.deployment;
   mo.store = s.store;
   mo.allow_internal_webhook_hosts = g.allow_internal_webhooks;
-  s.manager = std::make_unique<KeyManager>(std::move(mo));
+  absl::StatusOr<std::unique_ptr<KeyManager>> manager = KeyManager::Create(std::move(mo));
+  if (!manager.ok()) return manager.status();
+  s.manager = *std::move(manager);
   return s;
 }
 
@@ -297,16 +299,12 @@ int RunCreate(const Globals& g, const CreateArgs& a) {
   if (!d.ok()) return Fail(d.status());
   // Opening creates the database file, so everything that can be refused
   // without it is refused first: a refused create leaves no file behind.
-  // ValidateCreate applies Create's own checks (fields and actor); only
-  // conflicts with stored keys are left to the real run.
-  {
-    KeyManager::Options vo;
-    vo.deployment = *d;
-    vo.store = std::make_shared<MemoryKeyStore>();  // never written
-    vo.allow_internal_webhook_hosts = g.allow_internal_webhooks;
-    if (absl::Status v = KeyManager(std::move(vo)).ValidateCreate(req, g.actor); !v.ok()) {
-      return Fail(v);
-    }
+  // These are Create's own checks (actor and fields); only conflicts with
+  // stored keys are left to the real run.
+  if (absl::Status v = ValidateActor(g.actor); !v.ok()) return Fail(v);
+  if (absl::Status v = ValidateCreateKeyRequest(**d, req, absl::Now(), g.allow_internal_webhooks);
+      !v.ok()) {
+    return Fail(v);
   }
   absl::StatusOr<Session> s = OpenSession(g, /*create_if_missing=*/true, *d);
   if (!s.ok()) return Fail(s.status());

@@ -1,6 +1,6 @@
 // Schema of the SQLite store (schema.h).
 //
-// Tables (version 3; what changed in versions 2 and 3 is at the end):
+// Tables (version 4; what changed in versions 2 to 4 is at the end):
 //   keys      one row per key. `pk` is an internal integer id (FTS rowid,
 //             digests and change-log link); `id` is the public key id. Lists and maps
 //             are JSON text; times are integer microseconds since the Unix
@@ -36,6 +36,11 @@
 //             the same transaction as the row, with explicit statements rather than triggers: a
 //             trigger makes every INSERT a statement transaction, and FTS5 flushes its pending
 //             index at each statement savepoint, which made bulk inserts five times slower.
+//   audit     the audit log (keygate/audit.h): one row per successful write, keyed by the
+//             change's sequence and written in the same transaction; `type` is the EventType
+//             value, `fields` a JSON array of field names, `version` 0 for a delete. Indexed by
+//             (key_id, sequence) and (actor, sequence) for the filters of ReadAudit.
+//   audit_cursors  each named consumer's acknowledged sequence (KeyStore::AckAudit).
 //
 // Indexes: the partial unique index keys_one_active_personal enforces "at
 // most one ACTIVE personal key per (owner, environment)" in the database
@@ -62,6 +67,9 @@
 // removes the id's tombstone. The migration marks the existing tombstones
 // and drops those of ids that are live again or were deleted again later (a
 // rowid lookup per change row: about a second at a million keys).
+//
+// Version 4 (from 3): the audit log and its consumer cursors. Existing keys get no entries: the
+// log starts at the upgrade.
 
 #include "sqlite/schema.h"
 
@@ -156,6 +164,25 @@ DELETE FROM changes WHERE key_pk = 0 AND (
   EXISTS (SELECT 1 FROM keys k WHERE k.id = changes.key_id) OR
   sequence < (SELECT max(c2.sequence) FROM changes c2
               WHERE c2.key_id = changes.key_id AND c2.key_pk = 0));
+)sql",
+    // 3 -> 4: the audit log (see above).
+    R"sql(
+CREATE TABLE audit (
+  sequence INTEGER PRIMARY KEY,
+  at_us INTEGER NOT NULL,
+  type INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  fields TEXT NOT NULL,
+  version INTEGER NOT NULL
+) STRICT;
+CREATE INDEX audit_key ON audit(key_id, sequence);
+CREATE INDEX audit_actor ON audit(actor, sequence);
+CREATE TABLE audit_cursors (
+  consumer TEXT PRIMARY KEY,
+  sequence INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 )sql",
 };
 

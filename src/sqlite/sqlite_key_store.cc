@@ -32,7 +32,9 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 
+#include "internal/audit_log.h"
 #include "internal/key_label.h"
+#include "sqlite/audit_rows.h"
 #include "sqlite/list_query.h"
 #include "sqlite/notifier.h"
 #include "sqlite/open.h"
@@ -98,6 +100,7 @@ struct SqliteKeyStore::Impl {
     std::string digest;
     std::string previous_digest;
     std::string name_lower;
+    std::string owner;
   };
 
   // Decodes the kRecordColumns starting at column `o` (record_row.h).
@@ -225,7 +228,7 @@ struct SqliteKeyStore::Impl {
   // random-keyed B-trees (keys.id, digests) are then updated page by page
   // instead of at random, which is what keeps a million-key import fast.
   // Sequence numbers follow the id order within the batch.
-  absl::Status InsertLocked(absl::Span<const KeyRecord> records) {
+  absl::Status InsertLocked(absl::Span<const KeyRecord> records, const AuditNote& note) {
     std::vector<std::size_t> order(records.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(),
@@ -246,6 +249,12 @@ struct SqliteKeyStore::Impl {
       const std::int64_t pk = seq++;
       if (absl::Status s = DropTombstone(r.id); !s.ok()) return s;
       if (absl::Status s = AppendChange(pk, r.id, pk, 0); !s.ok()) return s;
+      if (absl::Status s = internal::AppendAuditRow(
+              *db,
+              internal::MakeAuditEvent(note, static_cast<std::uint64_t>(pk), r.id, r.owner, 1));
+          !s.ok()) {
+        return s;
+      }
       absl::StatusOr<Statement> ins = db->Prepare(kInsertKeySql);
       if (!ins.ok()) return ins.status();
       BindRecord(*ins, r);
@@ -290,7 +299,7 @@ struct SqliteKeyStore::Impl {
 
   absl::StatusOr<std::optional<Located>> Locate(std::string_view id) {
     absl::StatusOr<Statement> q = db->Prepare(
-        "SELECT pk, version, change_seq, digest, previous_digest, name_lower FROM keys "
+        "SELECT pk, version, change_seq, digest, previous_digest, name_lower, owner FROM keys "
         "WHERE id = ?1");
     if (!q.ok()) return q.status();
     q->BindText(1, id);
@@ -304,6 +313,7 @@ struct SqliteKeyStore::Impl {
     l.digest = std::string(q->Blob(3));
     l.previous_digest = std::string(q->Blob(4));
     l.name_lower = std::string(q->Text(5));
+    l.owner = std::string(q->Text(6));
     return std::optional<Located>(std::move(l));
   }
 
@@ -371,11 +381,15 @@ absl::StatusOr<std::shared_ptr<SqliteKeyStore>> SqliteKeyStore::Open(SqliteOptio
   return std::shared_ptr<SqliteKeyStore>(new SqliteKeyStore(std::move(impl)));
 }
 
-absl::Status SqliteKeyStore::Insert(const KeyRecord& record) {
-  return InsertBatch(absl::MakeConstSpan(&record, 1));
+absl::Status SqliteKeyStore::Insert(const KeyRecord& record, const AuditNote& note) {
+  return InsertBatch(absl::MakeConstSpan(&record, 1), note);
 }
 
-absl::Status SqliteKeyStore::InsertBatch(absl::Span<const KeyRecord> records) {
+absl::Status SqliteKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
+                                         const AuditNote& note) {
+  if (absl::Status s = internal::CheckAuditNote(note, internal::AuditWrite::kInsert); !s.ok()) {
+    return s;
+  }
   if (records.empty()) return absl::OkStatus();
   for (const KeyRecord& r : records) {
     if (absl::Status s = internal::CheckRecordShape(r); !s.ok()) return s;
@@ -384,7 +398,7 @@ absl::Status SqliteKeyStore::InsertBatch(absl::Span<const KeyRecord> records) {
     std::lock_guard<std::mutex> lock(impl_->mu);
     WriteTransaction tx(impl_->db.get());
     if (absl::Status s = tx.Begin(); !s.ok()) return s;
-    if (absl::Status s = impl_->InsertLocked(records); !s.ok()) return s;
+    if (absl::Status s = impl_->InsertLocked(records, note); !s.ok()) return s;
     if (absl::Status s = tx.Commit(); !s.ok()) return s;
   }
   // A callback may drop the last reference to this store: keep the notifier.
@@ -420,8 +434,11 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::FindByDigest(const Digest& digest) {
   return impl_->Decode(*q, 0);
 }
 
-absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record) {
+absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record, const AuditNote& note) {
   if (absl::Status s = internal::CheckUpdateShape(record); !s.ok()) return s;
+  if (absl::Status s = internal::CheckAuditNote(note, internal::AuditWrite::kUpdate); !s.ok()) {
+    return s;
+  }
   KeyRecord stored = record;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
@@ -438,6 +455,12 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record) {
     absl::StatusOr<std::int64_t> seq = impl_->AppendNextChange(record.id, l.pk, l.change_seq);
     if (!seq.ok()) return seq.status();
     stored.version = l.version + 1;
+    if (absl::Status s = internal::AppendAuditRow(
+            db, internal::MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), record.id,
+                                         record.owner, stored.version));
+        !s.ok()) {
+      return s;
+    }
     {
       absl::StatusOr<Statement> up = db.Prepare(kUpdateKeySql);
       if (!up.ok()) return up.status();
@@ -494,7 +517,11 @@ absl::Status SqliteKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> upda
 }
 
 absl::Status SqliteKeyStore::Delete(std::string_view id,
-                                    std::optional<std::uint64_t> expected_version) {
+                                    std::optional<std::uint64_t> expected_version,
+                                    const AuditNote& note) {
+  if (absl::Status s = internal::CheckAuditNote(note, internal::AuditWrite::kDelete); !s.ok()) {
+    return s;
+  }
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     SqliteDb& db = *impl_->db;
@@ -518,12 +545,47 @@ absl::Status SqliteKeyStore::Delete(std::string_view id,
     // key_pk 0: a tombstone (it joins no key).
     absl::StatusOr<std::int64_t> seq = impl_->AppendNextChange(id, 0, l.change_seq);
     if (!seq.ok()) return seq.status();
+    if (absl::Status s = internal::AppendAuditRow(
+            db, internal::MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), id, l.owner, 0));
+        !s.ok()) {
+      return s;
+    }
     if (absl::Status s = tx.Commit(); !s.ok()) return s;
   }
   // A callback may drop the last reference to this store: keep the notifier.
   const std::shared_ptr<Notifier> notifier = impl_->notifier;
   notifier->Committed();
   return absl::OkStatus();
+}
+
+absl::StatusOr<AuditPage> SqliteKeyStore::ReadAudit(const AuditQuery& query) {
+  if (absl::Status s = internal::CheckAuditQuery(query); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return internal::ReadAuditRows(*impl_->db, query);
+}
+
+absl::StatusOr<std::uint64_t> SqliteKeyStore::AuditCursor(std::string_view consumer) {
+  if (absl::Status s = ValidateAuditConsumer(consumer); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return internal::ReadAuditCursor(*impl_->db, consumer);
+}
+
+absl::Status SqliteKeyStore::AckAudit(std::string_view consumer, std::uint64_t sequence) {
+  if (absl::Status s = ValidateAuditConsumer(consumer); !s.ok()) return s;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  SqliteDb& db = *impl_->db;
+  WriteTransaction tx(&db);
+  if (absl::Status s = tx.Begin(); !s.ok()) return s;
+  absl::StatusOr<std::int64_t> last =
+      db.QueryInt("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
+                  "reading the last sequence");
+  if (!last.ok()) return last.status();
+  if (sequence > static_cast<std::uint64_t>(*last)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence: ", sequence, " is beyond the last one (", *last, ")"));
+  }
+  if (absl::Status s = internal::WriteAuditCursor(db, consumer, sequence); !s.ok()) return s;
+  return tx.Commit();
 }
 
 absl::StatusOr<ListPage> SqliteKeyStore::List(const ListOptions& options) {

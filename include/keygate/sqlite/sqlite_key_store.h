@@ -83,7 +83,7 @@ struct SqliteOptions {
 class SqliteKeyStore final : public KeyStore {
  public:
   // Schema version written; older files migrate on open (one transaction, ~3 s at 1 M keys).
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   static constexpr std::int32_t kApplicationId = 0x4B474154;  // PRAGMA application_id "KGAT"
 
   // Opens (creating and migrating if needed) the database. Errors name the path and cause:
@@ -105,23 +105,29 @@ class SqliteKeyStore final : public KeyStore {
 
   // KeyStore (key_store.h). Any method may also return kUnavailable (busy, I/O) or kInternal,
   // naming the path; Get, FindByDigest and List return kDataLoss for an undecodable row.
-  absl::Status Insert(const KeyRecord& record) override;
+  absl::Status Insert(const KeyRecord& record, const AuditNote& note) override;
   absl::StatusOr<KeyRecord> Get(std::string_view id) override;
   absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override;
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& record) override;
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version) override;
+  absl::StatusOr<KeyRecord> Update(const KeyRecord& record, const AuditNote& note) override;
+  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version,
+                      const AuditNote& note) override;
   absl::StatusOr<ListPage> List(const ListOptions& options) override;
   // One transaction per call; no version bump, change-log row or notification.
   absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
                              absl::Duration min_advance) override;
   absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override;
   absl::StatusOr<std::uint64_t> LastSequence() override;
+  absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) override;
+  absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) override;
+  absl::Status AckAudit(std::string_view consumer, std::uint64_t sequence) override;
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change) override;
   absl::Status AwaitSubscribers() override;
 
   // Inserts `records` in ONE transaction (one fsync), all or nothing, in id order (so numbered
-  // in the change log). Best with 10^4-10^5 records. Errors as Insert, naming the record's id.
-  absl::Status InsertBatch(absl::Span<const KeyRecord> records);
+  // in the change log), each with an audit entry from `note` (kCreated). Best with 10^4-10^5
+  // records. Errors as Insert, naming the record's id.
+  [[nodiscard]] absl::Status InsertBatch(absl::Span<const KeyRecord> records,
+                                         const AuditNote& note);
 
   // Full scan: `PRAGMA integrity_check`, the name index, every row decoded. Errors: kDataLoss
   // (SQLite's report, or up to 10 undecodable rows by key id and column), kUnavailable.

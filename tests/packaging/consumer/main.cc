@@ -16,13 +16,14 @@ int main() {
   options.path = ":memory:";
   auto store = keygate::SqliteKeyStore::Open(options);
   if (!store.ok()) return 1;
-  keygate::KeyManager manager({*deployment, *store, nullptr, nullptr});
+  auto manager = keygate::KeyManager::Create({*deployment, *store, nullptr});
+  if (!manager.ok()) return 1;
   keygate::CreateKeyRequest req;
   req.name = "consumer";
   req.owner = "alice";
   req.environment = "production";
   req.scopes = {"read:all"};
-  auto key = manager.Create(req, "alice");
+  auto key = (*manager)->Create(req, "alice");
   if (!key.ok()) return 2;
   auto verifier = keygate::ReferenceVerifier::Create(*deployment, *store, "production");
   if (!verifier.ok()) return 3;
