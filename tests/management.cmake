@@ -11,3 +11,5 @@ keygate_add_test(key_test SOURCES key_test.cc LABELS management TIMEOUT 60)
 # The conformance checks, each shown to fail on a store that breaks its rule.
 keygate_add_test(broken_store_test SOURCES broken_store_test.cc
   LABELS management store concurrent TIMEOUT 120)
+keygate_add_test(audit_relay_test SOURCES audit_relay_test.cc
+  LABELS management concurrent TIMEOUT 120)

@@ -17,6 +17,8 @@
 //       and after each acknowledged operation "Q <LastSequence>".
 //       Tokens are printed ONLY because this is a throwaway test database; the
 //       crash test checks that every printed token still verifies.
+//       Meanwhile an AuditRelay (consumer "crash-sink") appends each audit
+//       entry's sequence to <db>.sink ("E <seq>", tests/audit_file_sink.h).
 //   sqlite_test_helper revoke <db> <key id> [poll_ms]
 //       Revokes one key and prints the wall-clock time (Unix microseconds)
 //       right after the store acknowledged it: the start of the
@@ -45,6 +47,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
+#include "audit_file_sink.h"
+#include "keygate/audit_relay.h"
 #include "keygate/deployment.h"
 #include "keygate/key_manager.h"
 #include "keygate/sqlite/sqlite_key_store.h"
@@ -98,6 +102,15 @@ int Churn(const std::string& db, std::uint64_t seed) {
   if (!opened.ok()) return Fail(opened.status());
   keygate::SqliteKeyStore& store = *opened->store;
   keygate::KeyManager& m = *opened->manager;
+  keygate::AuditRelay::Options ro;
+  ro.store = opened->store;
+  ro.sink = std::make_shared<keygate::testing::AuditFileSink>(db + ".sink");
+  ro.consumer = "crash-sink";
+  ro.retry = absl::Milliseconds(5);
+  absl::StatusOr<std::unique_ptr<keygate::AuditRelay>> relay =
+      keygate::AuditRelay::Create(std::move(ro));
+  if (!relay.ok()) return Fail(relay.status());
+  if (absl::Status s = (*relay)->Start(); !s.ok()) return Fail(s);
   std::mt19937_64 rng(seed);
   // Every key in the file: earlier runs' and this one's.
   std::map<std::string, keygate::KeyRecord> keys;
