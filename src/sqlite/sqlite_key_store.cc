@@ -52,9 +52,7 @@ using internal::Notifier;
 using internal::OpenPath;
 using internal::PrepareFile;
 using internal::SqliteDb;
-using internal::SqliteSubscription;
 using internal::Statement;
-using internal::SubscriberState;
 using internal::ToLowerAscii;
 using internal::WalSwitch;
 using internal::WriteTransaction;
@@ -604,12 +602,7 @@ absl::StatusOr<std::uint64_t> SqliteKeyStore::LastSequence() {
 
 absl::StatusOr<std::unique_ptr<Subscription>> SqliteKeyStore::Subscribe(
     std::function<void()> on_change) {
-  if (!on_change) return absl::InvalidArgumentError("on_change: must be callable");
-  if (absl::Status s = impl_->notifier->Start(); !s.ok()) return s;
-  auto sub = std::make_shared<SubscriberState>(std::move(on_change));
-  impl_->notifier->Add(sub);
-  return std::unique_ptr<Subscription>(
-      std::make_unique<SqliteSubscription>(std::move(sub), impl_->notifier));
+  return impl_->notifier->Subscribe(std::move(on_change));
 }
 
 absl::Status SqliteKeyStore::AwaitSubscribers() {
