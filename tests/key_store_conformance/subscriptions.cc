@@ -102,9 +102,8 @@ void SubscriptionDestructorWaitsForCallback(const std::shared_ptr<KeyStore>& sto
 // A write returns only after its subscribers have seen it, even when a
 // callback round (started by an earlier write) is still running on another
 // thread: the writer waits for a round that starts after its commit. Not part
-// of key_store.h's contract (a remote store could not promise it), so not in
-// KEYGATE_KEY_STORE_CONFORMANCE: backends that promise it (both bundled ones)
-// register it with KEYGATE_KSC_CASE_ and the [concurrent] tag.
+// of key_store.h's contract (a remote store could not promise it): it applies
+// to backends that promise it (BackendHooks::writes_wait_for_subscribers).
 void WriteWaitsForRunningCallback(const std::shared_ptr<KeyStore>& store, Checker& c) {
   KeyStore* raw = store.get();
   std::mutex mu;
@@ -156,6 +155,107 @@ void WriteWaitsForRunningCallback(const std::shared_ptr<KeyStore>& store, Checke
   KEYGATE_EXPECT(seen_at_return);
 }
 
+// Two callbacks held at once on two threads, each writing to the store (a
+// callback may use the store): a store whose writes wait for subscriber
+// rounds must not make a write from inside a callback wait for a round on
+// another thread, whose callback may be waiting for it. The shared state
+// lives on the heap, so that threads left deadlocked by a broken store hold
+// nothing of this frame.
+void CallbacksWritingOnTwoThreads(const std::shared_ptr<KeyStore>& store, Checker& c) {
+  struct Shared {
+    std::shared_ptr<KeyStore> store;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool x_entered = false;
+    bool y_entered = false;
+    bool y_done = false;
+    bool gave_up = false;  // this store called the subscribers in another order
+    int writers_done = 0;
+    std::vector<std::string> failed;  // writes that failed
+    // Last, so destroyed first: the callbacks use the members above.
+    std::unique_ptr<Subscription> x;
+    std::unique_ptr<Subscription> y;
+
+    void Write(const std::string& id) {
+      const absl::Status w = SuiteInsert(*store, MakeRecord(id));
+      std::lock_guard<std::mutex> lock(mu);
+      if (!w.ok()) failed.push_back(absl::StrCat("Insert ", id, ": ", w.ToString()));
+    }
+  };
+  auto sh = std::make_shared<Shared>();
+  sh->store = store;
+  Shared* s = sh.get();
+  // x writes from its callback once y is held on another thread.
+  absl::StatusOr<std::unique_ptr<Subscription>> x = store->Subscribe([s] {
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      if (!s->y_entered || s->x_entered) return;
+      s->x_entered = true;
+      s->cv.notify_all();
+    }
+    s->Write("key_dl_x");
+  });
+  // y, on its first call, waits for x's callback, then writes.
+  absl::StatusOr<std::unique_ptr<Subscription>> y = store->Subscribe([s] {
+    {
+      std::unique_lock<std::mutex> lock(s->mu);
+      if (s->y_entered) return;
+      s->y_entered = true;
+      s->cv.notify_all();
+      if (!s->cv.wait_for(lock, std::chrono::seconds(10), [&] { return s->x_entered; })) {
+        s->gave_up = true;
+        return;
+      }
+    }
+    s->Write("key_dl_y");
+  });
+  KEYGATE_ASSERT_OK(x);
+  KEYGATE_ASSERT_OK(y);
+  sh->x = *std::move(x);
+  sh->y = *std::move(y);
+
+  auto writer = [sh](const std::string& id) {
+    return std::thread([sh, id] {
+      sh->Write(id);
+      std::lock_guard<std::mutex> lock(sh->mu);
+      ++sh->writers_done;
+      sh->cv.notify_all();
+    });
+  };
+  std::thread second = writer("key_dl_a");  // y's round, held until x's callback runs
+  bool arranged = false;
+  {
+    std::unique_lock<std::mutex> lock(sh->mu);
+    arranged = sh->cv.wait_for(lock, std::chrono::seconds(60), [&] { return sh->y_entered; });
+  }
+  std::thread first = writer("key_dl_b");  // x's round: writes while y is held
+  bool finished = false;
+  {
+    std::unique_lock<std::mutex> lock(sh->mu);
+    finished =
+        sh->cv.wait_for(lock, std::chrono::minutes(2), [&] { return sh->writers_done == 2; });
+  }
+  if (!finished) {
+    c.Violation(
+        "two subscriber callbacks, each writing to the store from its own thread, deadlocked "
+        "(a write from inside a callback must not wait for a round on another thread)");
+    // They hold only `sh`, which they keep alive.
+    first.detach();
+    second.detach();
+    return;
+  }
+  first.join();
+  second.join();
+  KEYGATE_EXPECT(arranged);
+  std::lock_guard<std::mutex> lock(sh->mu);
+  for (const std::string& f : sh->failed) c.Violation(f);
+  if (sh->gave_up) {
+    c.Skip(
+        "two callbacks at once: this store did not call the second subscriber's callback "
+        "while the first one's was held");
+  }
+}
+
 }  // namespace
 
 std::vector<Check> SubscriptionChecks() {
@@ -167,6 +267,9 @@ std::vector<Check> SubscriptionChecks() {
       {"subscriptions", "a write waits for a callback already running on another thread", true,
        IfPromised(&BackendHooks::writes_wait_for_subscribers,
                   "BackendHooks::writes_wait_for_subscribers", WriteWaitsForRunningCallback)},
+      {"subscriptions", "callbacks writing to the store from two threads do not deadlock", true,
+       IfPromised(&BackendHooks::writes_wait_for_subscribers,
+                  "BackendHooks::writes_wait_for_subscribers", CallbacksWritingOnTwoThreads)},
   };
 }
 
