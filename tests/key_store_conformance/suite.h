@@ -12,6 +12,20 @@
 //   * a CheckFn that makes its own Checker and returns c.Take().
 // Every write a check makes goes through SuiteInsert, SuiteUpdate and
 // SuiteDelete, so that a change of the write signatures is made once, here.
+//
+// What the suite requires beyond the header comments of key_store.h:
+//   * Times round-trip at microsecond precision: a backend may drop the
+//     sub-microsecond part (toward the past) but returns microseconds exactly.
+//   * ListPage::next_cursor is empty exactly when no further record matches;
+//     a cursor the store did not produce is kInvalidArgument.
+//   * A failed write (invalid id, duplicate id or digest, personal key taken,
+//     stale version, not found) changes nothing a client can see: no record,
+//     no digest, no change entry, LastSequence() does not move.
+//   * A subscription callback never runs before the change it reports is
+//     visible to readers, never after its Subscription is destroyed, and the
+//     destructor waits for a callback in flight on another thread.
+// Every check is small enough for a database-backed store (a few hundred
+// writes); KEYGATE_STRESS=1 runs the larger concurrent ones.
 
 #ifndef KEYGATE_TESTS_KEY_STORE_CONFORMANCE_SUITE_H_
 #define KEYGATE_TESTS_KEY_STORE_CONFORMANCE_SUITE_H_
