@@ -7,9 +7,11 @@ include(CMakePackageConfigHelpers)
 set(KEYGATE_CMAKE_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/keygate")
 set(KEYGATE_EXPORTED_COMPONENTS "")
 
+# include/keygate/testing/ goes with the conformance component below.
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/keygate"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
-  FILES_MATCHING PATTERN "*.h")
+  FILES_MATCHING PATTERN "*.h"
+  PATTERN "testing" EXCLUDE)
 install(FILES "${PROJECT_BINARY_DIR}/include/keygate/version.h"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/keygate")
 
@@ -46,6 +48,21 @@ foreach(adapter beast httplib)
       FILE "${PROJECT_BINARY_DIR}/keygate-${adapter}Targets.cmake")
   endif()
 endforeach()
+
+# The KeyStore conformance suite for backends' tests: component "conformance".
+if(TARGET keygate_conformance)
+  list(APPEND KEYGATE_EXPORTED_COMPONENTS conformance)
+  install(TARGETS keygate_conformance EXPORT keygate-conformanceTargets
+    ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+    INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+  install(EXPORT keygate-conformanceTargets NAMESPACE keygate::
+    DESTINATION "${KEYGATE_CMAKE_DIR}")
+  export(EXPORT keygate-conformanceTargets NAMESPACE keygate::
+    FILE "${PROJECT_BINARY_DIR}/keygate-conformanceTargets.cmake")
+  install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/keygate/testing"
+    DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/keygate"
+    FILES_MATCHING PATTERN "*.h")
+endif()
 
 if(TARGET keygate_cli)
   install(TARGETS keygate_cli RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}")

@@ -7,21 +7,12 @@
 // state anyway), so it grows with the number of keys ever stored, not with the
 // number of writes.
 //
-// Subscribers are notified after the mutex is released, on the writing
-// thread. Each subscription runs its callback on at most one thread at a time:
-// a notification that arrives while the callback runs is folded into one more
-// round by the thread already running it, and the folded writer waits until a
-// round that started after its notification has finished. So when a write
-// returns, every subscriber has seen it (a verifier that applies changes in
-// its callback rejects a revoked key as soon as Revoke() returns), at the
-// price of writers waiting for a slow callback. A write made from inside the
-// callback does not wait (it would wait for itself); the running round loop
-// picks it up.
+// Subscribers are notified by a ChangeNotifier after the mutex is released,
+// on the writing thread: when a write returns, every subscriber has seen it.
 
 #include "keygate/memory_key_store.h"
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -31,7 +22,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -40,8 +30,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
-#include "internal/audit_log.h"
+#include "keygate/audit.h"
 #include "internal/key_label.h"
+#include "keygate/change_notifier.h"
 
 namespace keygate {
 namespace {
@@ -53,83 +44,6 @@ struct DigestHash {
   std::size_t operator()(const Digest& d) const noexcept {
     return static_cast<std::size_t>(DigestPrefix64(d));
   }
-};
-
-struct SubscriberState {
-  explicit SubscriberState(std::function<void()> cb) : callback(std::move(cb)) {}
-
-  std::mutex mu;
-  std::condition_variable idle;
-  bool active = true;    // false once the Subscription is being destroyed
-  bool running = false;  // a thread is inside the round loop
-  std::thread::id runner;
-  std::uint64_t requested = 0;  // notifications received
-  std::uint64_t completed = 0;  // every notification <= this was followed by a whole round
-  const std::function<void()> callback;
-};
-
-// Delivers one notification: returns once a callback round that started
-// after it has finished (or the subscription is gone).
-void Notify(const std::shared_ptr<SubscriberState>& s) {
-  std::unique_lock<std::mutex> lock(s->mu);
-  const std::uint64_t ticket = ++s->requested;
-  const std::thread::id self = std::this_thread::get_id();
-  for (;;) {
-    if (!s->active || s->completed >= ticket) return;
-    if (!s->running) break;
-    if (s->runner == self) return;  // from inside the callback: the loop below runs again
-    s->idle.wait(lock);
-  }
-  s->running = true;
-  s->runner = self;
-  while (s->active && s->completed < s->requested) {
-    const std::uint64_t round = s->requested;
-    lock.unlock();
-    s->callback();
-    lock.lock();
-    s->completed = round;
-    s->idle.notify_all();
-  }
-  s->running = false;
-  s->runner = std::thread::id();
-  s->idle.notify_all();
-}
-
-struct SubscriberList {
-  std::mutex mu;
-  std::vector<std::shared_ptr<SubscriberState>> subs;
-};
-
-class MemorySubscription final : public Subscription {
- public:
-  MemorySubscription(std::shared_ptr<SubscriberState> sub, std::weak_ptr<SubscriberList> list)
-      : sub_(std::move(sub)), list_(std::move(list)) {}
-
-  // Waits for a callback running on another thread; does not wait when
-  // called from inside the callback itself (that would deadlock), in which
-  // case the callback is not called again once it returns.
-  ~MemorySubscription() override {
-    {
-      std::unique_lock<std::mutex> lock(sub_->mu);
-      sub_->active = false;
-      sub_->idle.notify_all();  // folded writers stop waiting for this subscriber
-      const std::thread::id self = std::this_thread::get_id();
-      sub_->idle.wait(lock, [&] { return !sub_->running || sub_->runner == self; });
-    }
-    if (std::shared_ptr<SubscriberList> list = list_.lock()) {
-      std::lock_guard<std::mutex> lock(list->mu);
-      for (auto it = list->subs.begin(); it != list->subs.end(); ++it) {
-        if (*it == sub_) {
-          list->subs.erase(it);
-          break;
-        }
-      }
-    }
-  }
-
- private:
-  std::shared_ptr<SubscriberState> sub_;
-  std::weak_ptr<SubscriberList> list_;
 };
 
 std::string ToLowerAscii(std::string_view s) {
@@ -178,7 +92,7 @@ struct MemoryKeyStore::State {
   std::map<std::uint64_t, Event> audit;                       // sequence -> entry
   std::map<std::string, std::uint64_t, std::less<>> cursors;  // consumer -> acknowledged
 
-  const std::shared_ptr<SubscriberList> subscribers = std::make_shared<SubscriberList>();
+  ChangeNotifier notifier;  // its own locks: never called under mu
 
   // The digest `d` is free for key `id` (unused, or used by `id` itself).
   bool DigestFree(const Digest& d, const std::string& id) const {
@@ -227,7 +141,7 @@ struct MemoryKeyStore::State {
   void AppendChange(const std::string& id, const AuditNote& note, std::string_view owner,
                     std::uint64_t version) {
     const std::uint64_t seq = ++last_sequence;
-    audit.emplace(seq, internal::MakeAuditEvent(note, seq, id, owner, version));
+    audit.emplace(seq, MakeAuditEvent(note, seq, id, owner, version));
     auto it = key_seq.find(id);
     if (it != key_seq.end()) {
       log.erase(it->second);
@@ -236,15 +150,6 @@ struct MemoryKeyStore::State {
       key_seq.emplace(id, seq);
     }
     log.emplace(seq, id);
-  }
-
-  void NotifyAll() {
-    std::vector<std::shared_ptr<SubscriberState>> subs;
-    {
-      std::lock_guard<std::mutex> lock(subscribers->mu);
-      subs = subscribers->subs;
-    }
-    for (const auto& s : subs) Notify(s);
   }
 };
 
@@ -257,7 +162,7 @@ void MemoryKeyStore::SetUnavailableForTesting(bool unavailable) {
 
 absl::Status MemoryKeyStore::Insert(const KeyRecord& record, const AuditNote& note) {
   if (absl::Status s = internal::CheckRecordShape(record); !s.ok()) return s;
-  if (absl::Status s = internal::CheckAuditNote(note, internal::AuditWrite::kInsert); !s.ok()) {
+  if (absl::Status s = ValidateAuditNote(note, AuditWrite::kInsert); !s.ok()) {
     return s;
   }
   State& s = *state_;
@@ -275,7 +180,7 @@ absl::Status MemoryKeyStore::Insert(const KeyRecord& record, const AuditNote& no
     s.records.emplace(stored.id, std::move(stored));
     s.AppendChange(record.id, note, record.owner, 1);
   }
-  s.NotifyAll();
+  s.notifier.Notify();
   return absl::OkStatus();
 }
 
@@ -301,7 +206,7 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::FindByDigest(const Digest& digest) {
 
 absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record, const AuditNote& note) {
   if (absl::Status c = internal::CheckUpdateShape(record); !c.ok()) return c;
-  if (absl::Status c = internal::CheckAuditNote(note, internal::AuditWrite::kUpdate); !c.ok()) {
+  if (absl::Status c = ValidateAuditNote(note, AuditWrite::kUpdate); !c.ok()) {
     return c;
   }
   State& s = *state_;
@@ -325,7 +230,7 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record, const 
     s.AppendChange(record.id, note, record.owner, next_version);
     result = it->second;
   }
-  s.NotifyAll();
+  s.notifier.Notify();
   return result;
 }
 
@@ -348,7 +253,7 @@ absl::Status MemoryKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> upda
 absl::Status MemoryKeyStore::Delete(std::string_view id,
                                     std::optional<std::uint64_t> expected_version,
                                     const AuditNote& note) {
-  if (absl::Status c = internal::CheckAuditNote(note, internal::AuditWrite::kDelete); !c.ok()) {
+  if (absl::Status c = ValidateAuditNote(note, AuditWrite::kDelete); !c.ok()) {
     return c;
   }
   State& s = *state_;
@@ -368,7 +273,7 @@ absl::Status MemoryKeyStore::Delete(std::string_view id,
     s.records.erase(it);
     s.AppendChange(key_id, note, owner, 0);
   }
-  s.NotifyAll();
+  s.notifier.Notify();
   return absl::OkStatus();
 }
 
@@ -431,14 +336,14 @@ absl::StatusOr<std::uint64_t> MemoryKeyStore::LastSequence() {
 }
 
 absl::StatusOr<AuditPage> MemoryKeyStore::ReadAudit(const AuditQuery& query) {
-  if (absl::Status c = internal::CheckAuditQuery(query); !c.ok()) return c;
+  if (absl::Status c = ValidateAuditQuery(query); !c.ok()) return c;
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
   if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   AuditPage page;
   page.next_after = query.after;
   for (auto it = s.audit.upper_bound(query.after); it != s.audit.end(); ++it) {
-    if (!internal::MatchesAuditFilters(query, it->second)) continue;
+    if (!AuditQueryMatches(query, it->second)) continue;
     if (page.events.size() == query.limit) {
       page.more = true;
       break;
@@ -473,21 +378,14 @@ absl::Status MemoryKeyStore::AckAudit(std::string_view consumer, std::uint64_t s
 }
 
 absl::Status MemoryKeyStore::AwaitSubscribers() {
-  state_->NotifyAll();
+  state_->notifier.Notify();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Subscription>> MemoryKeyStore::Subscribe(
     std::function<void()> on_change) {
-  if (!on_change) return absl::InvalidArgumentError("on_change: must be callable");
   if (state_->unavailable.load(std::memory_order_acquire)) return UnavailableError();
-  auto sub = std::make_shared<SubscriberState>(std::move(on_change));
-  {
-    std::lock_guard<std::mutex> lock(state_->subscribers->mu);
-    state_->subscribers->subs.push_back(sub);
-  }
-  return std::unique_ptr<Subscription>(
-      std::make_unique<MemorySubscription>(std::move(sub), state_->subscribers));
+  return state_->notifier.Subscribe(std::move(on_change));
 }
 
 }  // namespace keygate

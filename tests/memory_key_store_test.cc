@@ -24,11 +24,14 @@
 namespace {
 
 // MemoryKeyStore's cursors are "id:" and the id; it cannot hold a corrupt
-// record, so that check is skipped.
+// record, so that check does not apply. It promises what a ChangeNotifier
+// gives and keeps touches out of the change feed.
 keygate::conformance::BackendHooks MemoryHooks() {
   keygate::conformance::BackendHooks hooks;
   hooks.cursor_for = [](std::string_view id) { return absl::StrCat("id:", std::string(id)); };
   hooks.malformed_cursors = {"id:", "id", "ID:key_hc14", "id;key_hc14", "key_hc14"};
+  hooks.touch_is_not_a_change = true;
+  hooks.writes_wait_for_subscribers = true;
   return hooks;
 }
 
@@ -42,22 +45,12 @@ KEYGATE_KEY_STORE_CONFORMANCE(
     WrappedMemory, "[memory][wrapper]", MemoryHooks(),
     std::make_shared<keygate::KeyStoreWrapper>(std::make_shared<keygate::MemoryKeyStore>()))
 
-// Both bundled stores override TouchLastUsed: no version bump, no change.
-KEYGATE_KSC_CASE_(Memory, "[memory]", "touching last_used is not a change",
-                  TouchLastUsedIsNotAChange, std::make_shared<keygate::MemoryKeyStore>())
-
-// Both bundled stores make a write wait for a callback round that covers it,
-// so that an in-process Verifier has seen a revoke when Revoke() returns.
-KEYGATE_KSC_CASE_(Memory, "[memory][concurrent]",
-                  "a write waits for a callback already running on another thread",
-                  WriteWaitsForRunningCallback, std::make_shared<keygate::MemoryKeyStore>())
-
 // KeyStore's default TouchLastUsed (Get + Update), for stores without their
 // own: the same forward-only semantics.
-KEYGATE_KSC_CASE_(DefaultTouch, "[memory]", "touching last_used moves it forward only",
-                  TouchLastUsed,
-                  std::make_shared<keygate::testing::ForwardingStore>(
-                      std::make_shared<keygate::MemoryKeyStore>()))
+KEYGATE_KEY_STORE_CHECK(DefaultTouch, "[memory]", "touching last_used moves it forward only",
+                        keygate::conformance::BackendHooks(),
+                        std::make_shared<keygate::testing::ForwardingStore>(
+                            std::make_shared<keygate::MemoryKeyStore>()))
 
 namespace keygate {
 namespace {

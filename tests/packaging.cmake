@@ -3,13 +3,15 @@
 # through pkg-config (the README's command, against the installed prefix);
 # consumer_components: find_package's component conventions when a
 # component's dependency is missing (optional: not found; required: a clear
-# error).
+# error); consumer_custom_store: a KeyStore defined outside this tree
+# (packaging/custom_store/) runs the installed conformance suite
+# (find_package(keygate COMPONENTS conformance)).
 if(KEYGATE_INSTALL)
   set(_keygate_consumer_flags "")
   if(KEYGATE_SANITIZE)
     set(_keygate_consumer_flags "-fsanitize=${KEYGATE_SANITIZE}")
   endif()
-  foreach(mode package subdirectory pkgconfig components)
+  foreach(mode package subdirectory pkgconfig components custom_store)
     add_test(NAME consumer_${mode}
              COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/packaging/run_consumer.sh ${mode}
                      ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR}

@@ -63,6 +63,11 @@ keygate::conformance::BackendHooks SqliteHooks(bool file) {
   hooks.malformed_cursors = {"s1.", "s1.6", "s1.zz", "s1.6B", "S1.6b", "s2.6b", "s1.6b ", "6b"};
   // A ":memory:" database has no second connection to edit it through.
   if (file) hooks.corrupt_record = CorruptRow;
+  // Touches are not changes, and a write waits for a callback round that
+  // covers it, also while one runs on another thread (the poller's, or
+  // another writer's).
+  hooks.touch_is_not_a_change = true;
+  hooks.writes_wait_for_subscribers = true;
   return hooks;
 }
 
@@ -73,17 +78,3 @@ KEYGATE_KEY_STORE_CONFORMANCE(SqliteFile, "[sqlite][file]", SqliteHooks(true),
 
 KEYGATE_KEY_STORE_CONFORMANCE(SqliteMemory, "[sqlite][memory]", SqliteHooks(false),
                               keygate::testing::OpenMemorySqliteStore())
-
-// Both bundled stores override TouchLastUsed: no version bump, no change.
-KEYGATE_KSC_CASE_(SqliteFile, "[sqlite][file]", "touching last_used is not a change",
-                  TouchLastUsedIsNotAChange, keygate::testing::OpenTempSqliteStore())
-
-// Both bundled stores promise that a write returns after its subscribers saw
-// it (sqlite_key_store.h), also while a callback runs on another thread (the
-// poller's, or another writer's).
-KEYGATE_KSC_CASE_(SqliteFile, "[sqlite][file][concurrent]",
-                  "a write waits for a callback already running on another thread",
-                  WriteWaitsForRunningCallback, keygate::testing::OpenTempSqliteStore())
-KEYGATE_KSC_CASE_(SqliteMemory, "[sqlite][memory][concurrent]",
-                  "a write waits for a callback already running on another thread",
-                  WriteWaitsForRunningCallback, keygate::testing::OpenMemorySqliteStore())

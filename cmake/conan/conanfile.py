@@ -1,7 +1,8 @@
 # Conan 2 recipe for keygate. From the repository root:
 #   conan create cmake/conan --build=missing
 # Consumers: find_package(keygate REQUIRED COMPONENTS sqlite) and link
-# keygate::keygate / keygate::sqlite, the same names as the CMake export.
+# keygate::keygate / keygate::sqlite (and keygate::conformance, a backend's
+# tests), the same names as the CMake export.
 import os
 
 from conan import ConanFile
@@ -20,7 +21,8 @@ class KeygateConan(ConanFile):
     default_options = {"shared": False, "fPIC": True, "with_sqlite": True}
     def export_sources(self):
         root = os.path.join(self.recipe_folder, "..", "..")
-        for pattern in ("CMakeLists.txt", "LICENSE", "include/*", "src/*", "cmake/*"):
+        for pattern in ("CMakeLists.txt", "LICENSE", "include/*", "src/*", "cmake/*",
+                        "tests/key_store_conformance/*"):
             copy(self, pattern, root, self.export_sources_folder)
 
     def requirements(self):
@@ -70,3 +72,8 @@ class KeygateConan(ConanFile):
             sqlite.set_property("cmake_target_name", "keygate::sqlite")
             sqlite.libs = ["keygate_sqlite"]
             sqlite.requires = ["core", "sqlite3::sqlite3"]
+        # The KeyStore conformance suite, for a backend's own tests.
+        conformance = self.cpp_info.components["conformance"]
+        conformance.set_property("cmake_target_name", "keygate::conformance")
+        conformance.libs = ["keygate_conformance"]
+        conformance.requires = ["core"]

@@ -106,6 +106,24 @@ struct AuditPage {
   bool more = false;             // more matching entries wait beyond this page
 };
 
+// For KeyStore implementations: which write a note is for.
+enum class AuditWrite : std::uint8_t { kInsert, kUpdate, kDelete };
+
+// For KeyStore implementations: kInvalidArgument "audit.<field>: <reason>" unless `note` fits a
+// write of kind `write` (see AuditNote). A store refuses the write with this error.
+[[nodiscard]] absl::Status ValidateAuditNote(const AuditNote& note, AuditWrite write);
+
+// For KeyStore implementations: the entry a write with `note` appends (time kept to microseconds).
+Event MakeAuditEvent(const AuditNote& note, std::uint64_t sequence, std::string_view key_id,
+                     std::string_view owner, std::uint64_t version);
+
+// For KeyStore implementations: kInvalidArgument for a limit out of range or an empty time range.
+[[nodiscard]] absl::Status ValidateAuditQuery(const AuditQuery& query);
+
+// For KeyStore implementations: whether `event` passes the query's key, actor and time filters
+// (not `after`).
+bool AuditQueryMatches(const AuditQuery& query, const Event& event);
+
 // An actor name: 1-128 bytes of UTF-8 text without control characters, holding no API token.
 // Errors: kInvalidArgument "actor: ...".
 [[nodiscard]] absl::Status ValidateActor(std::string_view actor);

@@ -5,7 +5,6 @@
 #ifndef KEYGATE_SRC_SQLITE_NOTIFIER_H_
 #define KEYGATE_SRC_SQLITE_NOTIFIER_H_
 
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -14,33 +13,20 @@
 #include <string>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
+#include "keygate/change_notifier.h"
 #include "keygate/key_store.h"
 #include "sqlite/sqlite_db.h"
 
 namespace keygate::internal {
 
-struct SubscriberState {
-  explicit SubscriberState(std::function<void()> cb) : callback(std::move(cb)) {}
-  std::mutex mu;
-  std::condition_variable idle;
-  bool active = true;    // false once the Subscription is being destroyed
-  bool running = false;  // a thread is inside the round loop
-  std::thread::id runner;
-  std::uint64_t requested = 0;  // notifications received
-  std::uint64_t completed = 0;  // every notification <= this was followed by a whole round
-  const std::function<void()> callback;
-};
-
-// Tells subscribers about commits: this process's own, at once on the
-// committing thread, or by waiting for a round on another thread (Notify),
-// after the store mutex is released and before the write returns, so a
-// Verifier that applies changes in its callback rejects a revoked key as soon
-// as Revoke() returns; other processes', from a poller thread that checks
+// Tells subscribers (a ChangeNotifier) about commits: this process's own
+// through Committed() (ChangeNotifier::Notify: the write returns after its
+// subscribers saw it); other processes', from a poller thread that checks
 // PRAGMA data_version on its own connection every poll interval. The poller
 // starts with the first Subscribe.
 class Notifier : public std::enable_shared_from_this<Notifier> {
@@ -53,9 +39,8 @@ class Notifier : public std::enable_shared_from_this<Notifier> {
 
   ~Notifier() { StopAndJoin(); }
 
-  absl::Status Start();
-  void Add(std::shared_ptr<SubscriberState> s);
-  void Remove(const std::shared_ptr<SubscriberState>& s);
+  // Starts the poller (once), then subscribes `on_change`.
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change);
 
   // After a commit by this process (store mutex released): notify now, on
   // the calling thread.
@@ -64,8 +49,8 @@ class Notifier : public std::enable_shared_from_this<Notifier> {
   void StopAndJoin();
 
  private:
+  absl::Status Start();
   void Run();
-  void Dispatch(bool wait);
 
   const std::string path_;
   const std::string open_path_;  // what SQLite opens (OpenPath)
@@ -80,23 +65,7 @@ class Notifier : public std::enable_shared_from_this<Notifier> {
   std::unique_ptr<SqliteDb> poll_db_;  // used by the poller thread only
   std::int64_t data_version_ = 0;      // poller thread only
 
-  std::mutex subs_mu_;
-  std::vector<std::shared_ptr<SubscriberState>> subs_;
-  std::atomic<bool> has_subscribers_{false};
-};
-
-class SqliteSubscription final : public Subscription {
- public:
-  SqliteSubscription(std::shared_ptr<SubscriberState> sub, std::shared_ptr<Notifier> notifier)
-      : sub_(std::move(sub)), notifier_(std::move(notifier)) {}
-
-  // Waits for a callback running on another thread, unless called from
-  // inside that callback (then it is simply not called again).
-  ~SqliteSubscription() override;
-
- private:
-  std::shared_ptr<SubscriberState> sub_;
-  std::shared_ptr<Notifier> notifier_;
+  ChangeNotifier changes_;
 };
 
 }  // namespace keygate::internal

@@ -32,7 +32,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 
-#include "internal/audit_log.h"
+#include "keygate/audit.h"
 #include "internal/key_label.h"
 #include "sqlite/audit_rows.h"
 #include "sqlite/list_query.h"
@@ -54,9 +54,7 @@ using internal::Notifier;
 using internal::OpenPath;
 using internal::PrepareFile;
 using internal::SqliteDb;
-using internal::SqliteSubscription;
 using internal::Statement;
-using internal::SubscriberState;
 using internal::ToLowerAscii;
 using internal::WalSwitch;
 using internal::WriteTransaction;
@@ -251,7 +249,7 @@ struct SqliteKeyStore::Impl {
       if (absl::Status s = AppendChange(pk, r.id, pk, 0); !s.ok()) return s;
       if (absl::Status s = internal::AppendAuditRow(
               *db,
-              internal::MakeAuditEvent(note, static_cast<std::uint64_t>(pk), r.id, r.owner, 1));
+              MakeAuditEvent(note, static_cast<std::uint64_t>(pk), r.id, r.owner, 1));
           !s.ok()) {
         return s;
       }
@@ -387,7 +385,7 @@ absl::Status SqliteKeyStore::Insert(const KeyRecord& record, const AuditNote& no
 
 absl::Status SqliteKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
                                          const AuditNote& note) {
-  if (absl::Status s = internal::CheckAuditNote(note, internal::AuditWrite::kInsert); !s.ok()) {
+  if (absl::Status s = ValidateAuditNote(note, AuditWrite::kInsert); !s.ok()) {
     return s;
   }
   if (records.empty()) return absl::OkStatus();
@@ -436,7 +434,7 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::FindByDigest(const Digest& digest) {
 
 absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record, const AuditNote& note) {
   if (absl::Status s = internal::CheckUpdateShape(record); !s.ok()) return s;
-  if (absl::Status s = internal::CheckAuditNote(note, internal::AuditWrite::kUpdate); !s.ok()) {
+  if (absl::Status s = ValidateAuditNote(note, AuditWrite::kUpdate); !s.ok()) {
     return s;
   }
   KeyRecord stored = record;
@@ -456,7 +454,7 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record, const 
     if (!seq.ok()) return seq.status();
     stored.version = l.version + 1;
     if (absl::Status s = internal::AppendAuditRow(
-            db, internal::MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), record.id,
+            db, MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), record.id,
                                          record.owner, stored.version));
         !s.ok()) {
       return s;
@@ -519,7 +517,7 @@ absl::Status SqliteKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> upda
 absl::Status SqliteKeyStore::Delete(std::string_view id,
                                     std::optional<std::uint64_t> expected_version,
                                     const AuditNote& note) {
-  if (absl::Status s = internal::CheckAuditNote(note, internal::AuditWrite::kDelete); !s.ok()) {
+  if (absl::Status s = ValidateAuditNote(note, AuditWrite::kDelete); !s.ok()) {
     return s;
   }
   {
@@ -546,7 +544,7 @@ absl::Status SqliteKeyStore::Delete(std::string_view id,
     absl::StatusOr<std::int64_t> seq = impl_->AppendNextChange(id, 0, l.change_seq);
     if (!seq.ok()) return seq.status();
     if (absl::Status s = internal::AppendAuditRow(
-            db, internal::MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), id, l.owner, 0));
+            db, MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), id, l.owner, 0));
         !s.ok()) {
       return s;
     }
@@ -559,7 +557,7 @@ absl::Status SqliteKeyStore::Delete(std::string_view id,
 }
 
 absl::StatusOr<AuditPage> SqliteKeyStore::ReadAudit(const AuditQuery& query) {
-  if (absl::Status s = internal::CheckAuditQuery(query); !s.ok()) return s;
+  if (absl::Status s = ValidateAuditQuery(query); !s.ok()) return s;
   std::lock_guard<std::mutex> lock(impl_->mu);
   return internal::ReadAuditRows(*impl_->db, query);
 }
@@ -666,12 +664,7 @@ absl::StatusOr<std::uint64_t> SqliteKeyStore::LastSequence() {
 
 absl::StatusOr<std::unique_ptr<Subscription>> SqliteKeyStore::Subscribe(
     std::function<void()> on_change) {
-  if (!on_change) return absl::InvalidArgumentError("on_change: must be callable");
-  if (absl::Status s = impl_->notifier->Start(); !s.ok()) return s;
-  auto sub = std::make_shared<SubscriberState>(std::move(on_change));
-  impl_->notifier->Add(sub);
-  return std::unique_ptr<Subscription>(
-      std::make_unique<SqliteSubscription>(std::move(sub), impl_->notifier));
+  return impl_->notifier->Subscribe(std::move(on_change));
 }
 
 absl::Status SqliteKeyStore::AwaitSubscribers() {

@@ -4,12 +4,15 @@
 #   run_consumer.sh subdirectory <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
 #   run_consumer.sh pkgconfig    <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
 #   run_consumer.sh components   <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
+#   run_consumer.sh custom_store <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
 # package and subdirectory build consumer/ (whose link lines are the README's
 # CMake block); pkgconfig builds with the README's pkg-config command;
 # components configures (no build) projects that ask the installed package
 # for a component whose dependency is missing (cpp-httplib hidden from
 # pkg-config): optional, it is just not found; required, configuration stops
-# and says why.
+# and says why. custom_store copies custom_store/ (a KeyStore of its own) out
+# of the tree, builds it against the installed package and runs the installed
+# conformance suite on it.
 set -euo pipefail
 mode="$1" build="$2" src="$3" work="$4" cxx="$5" flags="${6:-}"
 rm -rf "$work"
@@ -79,6 +82,19 @@ CMAKE
   # CMake wraps the reason over lines.
   grep -q "component 'httplib' is not available: $cause" <<<"$(tr -s ' \n' '  ' <<<"$out")" ||
     fail "REQUIRED COMPONENTS httplib: no clear message:"$'\n'"$out"
+  exit 0
+fi
+
+if [ "$mode" = custom_store ]; then
+  cmake --install "$build" --prefix "$work/prefix" >/dev/null
+  test -f "$work/prefix/include/keygate/testing/key_store_conformance.h"
+  # Outside keygate's source tree: nothing but the installed prefix to find.
+  cp -R "$src/tests/packaging/custom_store" "$work/project"
+  cmake -S "$work/project" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_PREFIX_PATH="$work/prefix" \
+    >/dev/null
+  cmake --build "$work/build" >/dev/null
+  "$work/build/custom_store_test"
   exit 0
 fi
 

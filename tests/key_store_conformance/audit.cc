@@ -1,11 +1,8 @@
-// tests/key_store_conformance_audit.h: the audit log part of the KeyStore conformance suite
-// (key_store.h, audit.h): every write appends exactly one entry in its own transaction, a failed
-// write appends none, ReadAudit filters and pages, consumer cursors move forward only.
-// Included by key_store_conformance.h; each check returns Findings.
+// The audit log group of the conformance suite (suite.h): every write appends
+// exactly one entry in its own transaction, a failed write appends none,
+// ReadAudit filters and pages, consumer cursors move forward only.
 
-#ifndef KEYGATE_TESTS_KEY_STORE_CONFORMANCE_AUDIT_H_
-#define KEYGATE_TESTS_KEY_STORE_CONFORMANCE_AUDIT_H_
-
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -18,13 +15,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
+#include "key_store_conformance/suite.h"
 #include "keygate/audit.h"
 #include "keygate/key_store.h"
+#include "keygate/testing/key_store_conformance.h"
 
 namespace keygate::conformance {
+namespace {
+
 
 // The whole log, or nullopt after reporting.
-inline std::optional<std::vector<Event>> ReadWholeAudit(KeyStore& store, Checker& c,
+std::optional<std::vector<Event>> ReadWholeAudit(KeyStore& store, Checker& c,
                                                         const std::string& what) {
   std::vector<Event> all;
   AuditQuery q;
@@ -41,19 +42,21 @@ inline std::optional<std::vector<Event>> ReadWholeAudit(KeyStore& store, Checker
   return std::nullopt;
 }
 
-inline std::string EventText(const Event& e) {
+std::string EventText(const Event& e) {
   std::ostringstream os;
   os << e;
   return os.str();
 }
 
-inline AuditNote NoteAt(EventType type, std::string actor, std::int64_t unix_seconds,
+AuditNote NoteAt(EventType type, std::string actor, std::int64_t unix_seconds,
                         std::vector<std::string> fields = {}) {
   return AuditNote{type, std::move(actor), absl::FromUnixSeconds(unix_seconds), std::move(fields)};
 }
 
+}  // namespace
+
 // Each write appends one entry with the change's sequence and what the note and record say.
-inline Findings CheckAuditEntries(const std::shared_ptr<KeyStore>& store, const BackendHooks&) {
+Findings CheckAuditEntries(const std::shared_ptr<KeyStore>& store, const BackendHooks&) {
   Checker c;
   KeyStore& s = *store;
   KeyRecord r = MakeRecord("key_au1", "alice");
@@ -107,11 +110,11 @@ inline Findings CheckAuditEntries(const std::shared_ptr<KeyStore>& store, const 
 }
 
 // A refused note or a failed write leaves no entry and no change.
-inline Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store,
+Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store,
                                        const BackendHooks&) {
   Checker c;
   KeyStore& s = *store;
-  if (!c.ExpectOk(s.Insert(MakeRecord("key_af1"), CreatedNote()), "Insert key_af1")) {
+  if (!c.ExpectOk(s.Insert(MakeRecord("key_af1"), SuiteNote(EventType::kCreated)), "Insert key_af1")) {
     return c.Take();
   }
   absl::StatusOr<std::uint64_t> before = s.LastSequence();
@@ -121,7 +124,7 @@ inline Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store,
     c.ExpectCode(st, {absl::StatusCode::kInvalidArgument}, what);
   };
   KeyRecord fresh = MakeRecord("key_af2");
-  refused(s.Insert(fresh, ModifiedNote()), "Insert with a kModified note");
+  refused(s.Insert(fresh, SuiteNote(EventType::kModified)), "Insert with a kModified note");
   refused(s.Insert(fresh, NoteAt(EventType::kUnspecifiedDoNotUse, "x", 1)), "unspecified type");
   refused(s.Insert(fresh, NoteAt(EventType::kCreated, "", 1)), "Insert with an empty actor");
   refused(s.Insert(fresh, NoteAt(EventType::kCreated, "eve\nroot", 1)), "actor with a newline");
@@ -130,7 +133,7 @@ inline Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store,
   refused(s.Insert(fresh, NoteAt(EventType::kCreated, "a", 1, {"Name"})), "field 'Name'");
   refused(s.Insert(fresh, NoteAt(EventType::kCreated, "a", 1, std::vector<std::string>(17, "x"))),
           "17 changed fields");
-  AuditNote infinite = CreatedNote();
+  AuditNote infinite = SuiteNote(EventType::kCreated);
   infinite.at = absl::InfiniteFuture();
   refused(s.Insert(fresh, infinite), "an infinite time");
   c.ExpectCode(s.Get("key_af2").status(), {absl::StatusCode::kNotFound},
@@ -138,20 +141,20 @@ inline Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store,
 
   absl::StatusOr<KeyRecord> cur = s.Get("key_af1");
   if (!c.ExpectOk(cur, "Get key_af1")) return c.Take();
-  refused(s.Update(*cur, CreatedNote()).status(), "Update with a kCreated note");
-  refused(s.Update(*cur, DeletedNote()).status(), "Update with a kDeleted note");
-  refused(s.Delete("key_af1", std::nullopt, ModifiedNote()), "Delete with a kModified note");
-  c.ExpectCode(s.Insert(MakeRecord("key_af1"), CreatedNote()), {absl::StatusCode::kAlreadyExists},
+  refused(s.Update(*cur, SuiteNote(EventType::kCreated)).status(), "Update with a kCreated note");
+  refused(s.Update(*cur, SuiteNote(EventType::kDeleted)).status(), "Update with a kDeleted note");
+  refused(s.Delete("key_af1", std::nullopt, SuiteNote(EventType::kModified)), "Delete with a kModified note");
+  c.ExpectCode(s.Insert(MakeRecord("key_af1"), SuiteNote(EventType::kCreated)), {absl::StatusCode::kAlreadyExists},
                "duplicate Insert");
   KeyRecord stale = *cur;
   stale.version = 7;
-  c.ExpectCode(s.Update(stale, ModifiedNote()).status(), {absl::StatusCode::kAborted},
+  c.ExpectCode(s.Update(stale, SuiteNote(EventType::kModified)).status(), {absl::StatusCode::kAborted},
                "stale Update");
-  c.ExpectCode(s.Update(MakeRecord("key_af9"), ModifiedNote()).status(),
+  c.ExpectCode(s.Update(MakeRecord("key_af9"), SuiteNote(EventType::kModified)).status(),
                {absl::StatusCode::kNotFound}, "Update of a missing key");
-  c.ExpectCode(s.Delete("key_af9", std::nullopt, DeletedNote()), {absl::StatusCode::kNotFound},
+  c.ExpectCode(s.Delete("key_af9", std::nullopt, SuiteNote(EventType::kDeleted)), {absl::StatusCode::kNotFound},
                "Delete of a missing key");
-  c.ExpectCode(s.Delete("key_af1", 5, DeletedNote()), {absl::StatusCode::kAborted}, "stale Delete");
+  c.ExpectCode(s.Delete("key_af1", 5, SuiteNote(EventType::kDeleted)), {absl::StatusCode::kAborted}, "stale Delete");
 
   absl::StatusOr<std::uint64_t> after = s.LastSequence();
   if (c.ExpectOk(after, "LastSequence")) {
@@ -170,7 +173,9 @@ inline Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store,
 }
 
 // ReadAudit's filters (key, actor, time range) and pages.
-inline Findings CheckAuditQueries(const std::shared_ptr<KeyStore>& store, const BackendHooks&) {
+namespace {
+
+Findings CheckAuditQueries(const std::shared_ptr<KeyStore>& store, const BackendHooks&) {
   Checker c;
   KeyStore& s = *store;
   // 12 keys: created by alice (even) or bob (odd) at t0 + i seconds; key 3 modified by carol.
@@ -266,7 +271,7 @@ inline Findings CheckAuditQueries(const std::shared_ptr<KeyStore>& store, const 
 }
 
 // Consumer cursors start at 0, move forward only, stay within the log, and are per name.
-inline Findings CheckAuditCursors(const std::shared_ptr<KeyStore>& store, const BackendHooks&) {
+Findings CheckAuditCursors(const std::shared_ptr<KeyStore>& store, const BackendHooks&) {
   Checker c;
   KeyStore& s = *store;
   absl::StatusOr<std::uint64_t> fresh = s.AuditCursor("relay-a");
@@ -276,7 +281,7 @@ inline Findings CheckAuditCursors(const std::shared_ptr<KeyStore>& store, const 
   c.ExpectCode(s.AckAudit("relay-a", 1), {absl::StatusCode::kInvalidArgument},
                "AckAudit beyond an empty log");
   for (int i = 0; i < 3; ++i) {
-    if (!c.ExpectOk(s.Insert(MakeRecord(absl::StrCat("key_ac", i)), CreatedNote()), "Insert")) {
+    if (!c.ExpectOk(s.Insert(MakeRecord(absl::StrCat("key_ac", i)), SuiteNote(EventType::kCreated)), "Insert")) {
       return c.Take();
     }
   }
@@ -303,6 +308,15 @@ inline Findings CheckAuditCursors(const std::shared_ptr<KeyStore>& store, const 
   return c.Take();
 }
 
-}  // namespace keygate::conformance
+}  // namespace
 
-#endif  // KEYGATE_TESTS_KEY_STORE_CONFORMANCE_AUDIT_H_
+std::vector<Check> AuditChecks() {
+  return {
+      {"audit", "each write appends its audit entry", false, CheckAuditEntries},
+      {"audit", "a failed write appends no audit entry", false, CheckAuditFailedWrites},
+      {"audit", "the audit log filters and pages", false, CheckAuditQueries},
+      {"audit", "audit cursors move forward only", false, CheckAuditCursors},
+  };
+}
+
+}  // namespace keygate::conformance
