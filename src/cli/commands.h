@@ -70,8 +70,8 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
                                     std::shared_ptr<const Deployment> deployment = nullptr);
 
 // Key ids are "key_" + 22 base62; anything else (in particular a pasted
-// token) is refused (UsageError) without being echoed.
-void CheckKeyId(const std::string& id);
+// token) is refused (UsageError, naming `what`) without being echoed.
+void CheckKeyId(const std::string& id, std::string_view what = "KEY_ID");
 
 void PrintRecord(const Globals& g, const KeyRecord& r);
 
@@ -79,7 +79,7 @@ void PrintRecord(const Globals& g, const KeyRecord& r);
 void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what);
 
 // ---------------------------------------------------------------------------
-// Commands (commands_keys.cc, commands_info.cc).
+// Commands (commands_keys.cc, commands_info.cc, commands_audit.cc).
 
 struct CreateArgs {
   std::string name, owner, env, kind = "general", description, expires, rate, webhook;
@@ -129,6 +129,14 @@ int RunVerify(const Globals& g, const VerifyArgs& a);
 int RunScopes(const Globals& g);
 
 int RunEnvs(const Globals& g);
+
+struct AuditArgs {
+  std::string key, since, until;     // empty: no filter
+  std::optional<std::string> actor;  // unset: any actor
+  std::optional<std::size_t> limit;  // at most this many entries (unset: all)
+  std::uint64_t after = 0;           // only entries with a larger sequence
+};
+int RunAudit(const Globals& g, const AuditArgs& a);
 
 }  // namespace keygate::cli
 

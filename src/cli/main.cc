@@ -19,6 +19,11 @@
 // A token is printed only by `create` and `roll`, once; errors never contain
 // one (anything shaped like a token is redacted).
 //
+// Every change (create, modify, revoke, restore, delete, roll) is recorded in
+// the database's audit log, in the change's own transaction, under --actor
+// (default $KEYGATE_ACTOR, else $USER, else $LOGNAME, else "cli");
+// `keygate audit` prints the log, filtered by key, actor and time.
+//
 // Deployment: the default keygate deployment (token prefix "kg"; environments
 // preview (tag "test") and production (tag "live"); scopes read:all,
 // write:all, admin). If $KEYGATE_PEPPER_FILE names a file, its bytes (one
@@ -78,7 +83,8 @@ int Main(int argc, char** argv) {
   CLI::Option* db_option =
       app.add_option("--db", g.db, "Database file (default: $KEYGATE_DB or ./keygate.db)");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
-  app.add_option("--actor", g.actor, "Who the audit events name (default: $USER)");
+  app.add_option("--actor", g.actor,
+                 "Who the audit log names for a change (default: $KEYGATE_ACTOR, $USER)");
   app.add_flag("--allow-internal-webhooks", g.allow_internal_webhooks,
                "Accept webhook URLs naming loopback, private or link-local addresses");
   app.add_flag("--allow-foreign-db", g.allow_foreign_db,
@@ -187,6 +193,20 @@ int Main(int argc, char** argv) {
       ->delimiter(',');
   verify->add_option("--account", va.account, "Required linked account");
   verify->callback([&] { run = [&] { return RunVerify(g, va); }; });
+
+  AuditArgs aa;
+  CLI::App* audit =
+      app.add_subcommand("audit", "Show the audit log (who changed which key, when), oldest first");
+  audit->add_option("--key", aa.key, "Only this key's entries (key_...)");
+  audit->add_option("--actor", aa.actor, "Only entries by this actor");
+  audit->add_option("--since", aa.since,
+                    "Only entries at or after: a duration ago (24h, 7d) or RFC 3339 time");
+  audit->add_option("--until", aa.until,
+                    "Only entries before: a duration ago (1h) or RFC 3339 time");
+  audit->add_option("--limit", aa.limit, "Print at most N entries (default: all)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));
+  audit->add_option("--after", aa.after, "Only entries after this sequence number (resume)");
+  audit->callback([&] { run = [&] { return RunAudit(g, aa); }; });
 
   CLI::App* scopes = app.add_subcommand("scopes", "List the deployment's scopes");
   scopes->callback([&] { run = [&] { return RunScopes(g); }; });

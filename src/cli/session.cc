@@ -123,8 +123,8 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
 }
 
 // Key ids are "key_" + 22 base62; anything else (in particular a pasted
-// token) is refused without being echoed.
-void CheckKeyId(const std::string& id) {
+// token) is refused without being echoed. Errors name `what` (the argument).
+void CheckKeyId(const std::string& id, std::string_view what) {
   bool ok = id.size() > 4 && id.size() <= 64 && id.rfind("key_", 0) == 0;
   for (char c : id) {
     ok = ok &&
@@ -133,9 +133,11 @@ void CheckKeyId(const std::string& id) {
   if (!ok) {
     TokenView v;
     if (ParseToken(id, &v) == TokenError::kNone || id.size() >= kMinTokenLength) {
-      throw UsageError{"KEY_ID: that looks like a token, not a key id (key ids start with key_)"};
+      throw UsageError{absl::StrCat(
+          std::string(what), ": that looks like a token, not a key id (key ids start with key_)")};
     }
-    throw UsageError{"KEY_ID: not a key id (expected key_ followed by letters and digits)"};
+    throw UsageError{absl::StrCat(std::string(what),
+                                  ": not a key id (expected key_ followed by letters and digits)")};
   }
 }
 
