@@ -3,7 +3,8 @@
 // the pepper file, the database defaults, a cross-process revoke seen by a
 // store subscription in this process, a grep of the database proving no
 // token is stored in plaintext, escaping of stored text that other code wrote,
-// --json staying valid UTF-8, and database names that are not plain files.
+// --json staying valid UTF-8, database names that are not plain files, and
+// the audit log: every change under its actor, read back filtered and paged.
 // Also unit-tests the JSON string writer and the text escaping it shares a
 // UTF-8 decoder with.
 
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -23,6 +25,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/format.h"
@@ -76,14 +80,17 @@ class Cli {
     }
     argv.insert(argv.end(), args.begin(), args.end());
     const std::string err_path = dir_.File("stderr.txt");
-    env.push_back("USER=cli-test");
-    // The CLI reads its pepper from $KEYGATE_PEPPER_FILE: one set in the
-    // caller's environment would change every digest, so it is removed
-    // unless the test sets it.
-    if (std::none_of(env.begin(), env.end(), [](const std::string& e) {
-          return e.substr(0, e.find('=')) == "KEYGATE_PEPPER_FILE";
-        })) {
-      env.push_back("KEYGATE_PEPPER_FILE");
+    auto given = [&env](std::string_view name) {
+      return std::any_of(env.begin(), env.end(), [name](const std::string& e) {
+        return std::string_view(e).substr(0, e.find('=')) == name;
+      });
+    };
+    // The actor of a change defaults to $KEYGATE_ACTOR, $USER, $LOGNAME: the
+    // caller's values are replaced (USER) or removed unless the test sets
+    // them. So is $KEYGATE_PEPPER_FILE, which would change every digest.
+    if (!given("USER")) env.push_back("USER=cli-test");
+    for (const char* name : {"KEYGATE_ACTOR", "LOGNAME", "KEYGATE_PEPPER_FILE"}) {
+      if (!given(name)) env.push_back(name);
     }
     Result r;
     {
@@ -997,6 +1004,212 @@ TEST_CASE("keygate CLI: a database another user owns or may write needs --allow-
                Catch::Contains("keygate: warning: sqlite ./keygate.db: database file " + reason +
                                "; opened anyway"));
   }
+}
+
+// One entry of `keygate --json audit`, read back field by field.
+struct AuditEntry {
+  std::uint64_t sequence = 0;
+  std::string type, at, actor, key_id, owner;
+  std::vector<std::string> changed_fields;
+  std::uint64_t version = 0;
+};
+
+std::uint64_t JsonUint(const std::string& json, const std::string& field) {
+  const std::string key = absl::StrCat("\"", field, "\":");
+  const std::size_t at = json.find(key);
+  if (at == std::string::npos) return 0;
+  return std::strtoull(json.c_str() + at + key.size(), nullptr, 10);
+}
+
+// The objects of the "events" array of `audit --json` (no value in them holds
+// a brace: ids, actors and field names here are plain words).
+std::vector<AuditEntry> ParseAudit(const std::string& json) {
+  std::vector<AuditEntry> entries;
+  std::size_t at = json.find("\"events\":[");
+  REQUIRE(at != std::string::npos);
+  at += 10;
+  while (at < json.size() && json[at] == '{') {
+    const std::size_t end = json.find('}', at);
+    REQUIRE(end != std::string::npos);
+    const std::string object = json.substr(at, end + 1 - at);
+    AuditEntry e;
+    e.sequence = JsonUint(object, "sequence");
+    e.type = JsonField(object, "type");
+    e.at = JsonField(object, "at");
+    e.actor = JsonField(object, "actor");
+    e.key_id = JsonField(object, "key_id");
+    e.owner = JsonField(object, "owner");
+    e.version = JsonUint(object, "version");
+    const std::size_t fields = object.find("\"changed_fields\":[");
+    REQUIRE(fields != std::string::npos);
+    const std::size_t fields_start = fields + 18;
+    const std::string list =
+        object.substr(fields_start, object.find(']', fields_start) - fields_start);
+    for (absl::string_view f : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+      e.changed_fields.emplace_back(absl::StripPrefix(absl::StripSuffix(f, "\""), "\""));
+    }
+    entries.push_back(std::move(e));
+    at = end + 1;
+    if (at < json.size() && json[at] == ',') ++at;
+  }
+  REQUIRE(at < json.size());
+  CHECK(json[at] == ']');
+  return entries;
+}
+
+std::vector<AuditEntry> Audit(Cli& cli, std::vector<std::string> args) {
+  args.insert(args.begin(), {"--json", "audit"});
+  Result r = cli.Run(args);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(LooksLikeJson(r.out));
+  return ParseAudit(r.out);
+}
+
+std::vector<std::string> Types(const std::vector<AuditEntry>& entries) {
+  std::vector<std::string> types;
+  for (const AuditEntry& e : entries) types.push_back(e.type);
+  return types;
+}
+
+TEST_CASE("keygate CLI: every change is in the audit log under --actor or the user",
+          "[cli][audit]") {
+  TempDir dir;
+  Cli cli(dir);
+  Result created = cli.Run({"--actor", "alice", "--json", "create", "--name", "ci", "--owner",
+                            "team", "--env", "production", "--scope", "read:all"});
+  INFO(created.err);
+  REQUIRE(created.code == 0);
+  const std::string id = JsonField(created.out, "id");
+  const std::string token = JsonField(created.out, "token");
+  REQUIRE(cli.Run({"modify", id, "--name", "ci2", "--actor", "bob"}).code == 0);
+  REQUIRE(cli.Run({"revoke", id}, "", {"USER=carol"}).code == 0);
+  REQUIRE(cli.Run({"restore", id}, "", {"USER=carol", "KEYGATE_ACTOR=dave"}).code == 0);
+  Result rolled = cli.Run({"--json", "roll", id});  // $USER of the harness: cli-test
+  REQUIRE(rolled.code == 0);
+  const std::string new_token = JsonField(rolled.out, "token");
+  REQUIRE(cli.Run({"--actor", "erin", "delete", id, "--yes"}).code == 0);
+
+  const std::vector<AuditEntry> log = Audit(cli, {});
+  REQUIRE(Types(log) == std::vector<std::string>{"created", "modified", "revoked", "restored",
+                                                 "rolled", "deleted"});
+  const std::vector<std::string> actors{"alice", "bob", "carol", "dave", "cli-test", "erin"};
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    INFO(i);
+    CHECK(log[i].actor == actors[i]);
+    CHECK(log[i].key_id == id);
+    CHECK(log[i].owner == "team");
+    CHECK(log[i].version == (i + 1 < log.size() ? i + 1 : 0));  // 0: deleted
+    if (i > 0) CHECK(log[i].sequence > log[i - 1].sequence);
+    absl::Time at;
+    std::string err;
+    CHECK(absl::ParseTime(absl::RFC3339_full, log[i].at, &at, &err));
+  }
+  CHECK(std::find(log[0].changed_fields.begin(), log[0].changed_fields.end(), "scopes") !=
+        log[0].changed_fields.end());
+  CHECK(log[1].changed_fields == std::vector<std::string>{"name"});
+  CHECK(log[2].changed_fields == std::vector<std::string>{"state"});
+  CHECK(log[3].changed_fields == std::vector<std::string>{"state"});
+  CHECK(log[4].changed_fields == std::vector<std::string>{"token"});
+  CHECK(log[5].changed_fields.empty());
+
+  Result text = cli.Run({"audit"});
+  REQUIRE(text.code == 0);
+  const std::vector<std::string> lines = Lines(text.out);
+  REQUIRE(lines.size() == 7);  // the header and one line per entry
+  for (const char* col : {"SEQ", "TIME", "EVENT", "KEY", "ACTOR", "OWNER", "FIELDS", "VERSION"}) {
+    CHECK_THAT(lines[0], Catch::Contains(col));
+  }
+  for (std::size_t i = 0; i < actors.size(); ++i) {
+    CHECK_THAT(lines[i + 1], Catch::Contains(actors[i]));
+    CHECK_THAT(lines[i + 1], Catch::Contains(log[i].type));
+    CHECK_THAT(lines[i + 1], Catch::Contains(id));
+  }
+  for (const std::string& t : {token, new_token}) {
+    CHECK_FALSE(absl::StrContains(text.out, t));
+    CHECK_FALSE(absl::StrContains(cli.all_stderr(), t));
+  }
+}
+
+TEST_CASE("keygate CLI: audit filters by key, actor and time, and pages", "[cli][audit]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::string a, b;
+  CreateToken(cli, {"--name", "a", "--owner", "o", "--env", "production", "--actor", "alice"}, &a);
+  CreateToken(cli, {"--name", "b", "--owner", "o", "--env", "production", "--actor", "bob"}, &b);
+  // Ordered by this process's clock: both creates ended before `mark`, and
+  // both changes below start after it.
+  const std::string mark = absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone());
+  REQUIRE(cli.Run({"--actor", "bob", "modify", a, "--name", "a2"}).code == 0);
+  REQUIRE(cli.Run({"--actor", "alice", "revoke", b}).code == 0);
+
+  CHECK(Audit(cli, {}).size() == 4);
+  CHECK(Types(Audit(cli, {"--key", a})) == std::vector<std::string>{"created", "modified"});
+  const std::vector<AuditEntry> by_bob = Audit(cli, {"--actor", "bob"});
+  REQUIRE(by_bob.size() == 2);
+  CHECK(by_bob[0].key_id == b);
+  CHECK(by_bob[0].type == "created");
+  CHECK(by_bob[1].key_id == a);
+  CHECK(by_bob[1].type == "modified");
+  CHECK(Types(Audit(cli, {"--key", a, "--actor", "bob"})) == std::vector<std::string>{"modified"});
+  CHECK(Audit(cli, {"--actor", "nobody"}).empty());
+  CHECK(Types(Audit(cli, {"--since", mark})) == std::vector<std::string>{"modified", "revoked"});
+  CHECK(Types(Audit(cli, {"--until", mark})) == std::vector<std::string>{"created", "created"});
+  CHECK(Audit(cli, {"--since", "1h"}).size() == 4);
+  CHECK(Audit(cli, {"--since", "2000-01-01T00:00:00Z", "--until", mark}).size() == 2);
+  CHECK(Audit(cli, {"--since", "2999-01-01T00:00:00Z"}).empty());
+
+  Result page = cli.Run({"--json", "audit", "--limit", "3"});
+  REQUIRE(page.code == 0);
+  const std::vector<AuditEntry> first = ParseAudit(page.out);
+  REQUIRE(first.size() == 3);
+  CHECK_THAT(page.out, Catch::Contains("\"more\":true"));
+  const std::uint64_t next = JsonUint(page.out, "next_after");
+  CHECK(next == first.back().sequence);
+  const std::vector<AuditEntry> rest = Audit(cli, {"--after", std::to_string(next)});
+  REQUIRE(rest.size() == 1);
+  CHECK(rest[0].type == "revoked");
+  Result last = cli.Run({"--json", "audit", "--after", std::to_string(next)});
+  CHECK_THAT(last.out, Catch::Contains("\"more\":false"));
+  Result human = cli.Run({"audit", "--limit", "1"});
+  CHECK(human.code == 0);
+  CHECK(Lines(human.out).size() == 2);
+  CHECK_THAT(human.err, Catch::Contains("--after"));
+}
+
+TEST_CASE("keygate CLI: audit refuses bad arguments, naming the flag", "[cli][audit][errors]") {
+  TempDir dir;
+  Cli cli(dir);
+  std::string id;
+  const std::string token =
+      CreateToken(cli, {"--name", "a", "--owner", "o", "--env", "production"}, &id);
+  struct Case {
+    std::vector<std::string> args;
+    std::string flag;
+  };
+  const std::vector<Case> cases = {
+      {{"--since", "yesterday"}, "--since"},  {{"--since", "-1h"}, "--since"},
+      {{"--until", "2030-13-01"}, "--until"}, {{"--since", "1h", "--until", "2h"}, "--until"},
+      {{"--limit", "0"}, "--limit"},          {{"--limit", "many"}, "--limit"},
+      {{"--key", "not-a-key"}, "--key"},      {{"--key", token}, "--key"},
+      {{"--actor", ""}, "--actor"},           {{"--actor", token}, "--actor"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args{"audit"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    Result r = cli.Run(args);
+    INFO(absl::StrJoin(args, " "));
+    INFO(r.err);
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains(c.flag));
+    CHECK_THAT(r.err, Catch::Contains("Usage: keygate audit"));
+  }
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), token));
+  Result missing = cli.Run({"--db", dir.File("missing.db"), "audit"}, "", {}, /*with_db=*/false);
+  CHECK(missing.code == 3);
+  CHECK_THAT(missing.err, Catch::Contains("does not exist"));
+  CHECK_FALSE(Exists(dir.File("missing.db")));
 }
 
 }  // namespace

@@ -19,6 +19,11 @@
 // A token is printed only by `create` and `roll`, once; errors never contain
 // one (anything shaped like a token is redacted).
 //
+// Every change (create, modify, revoke, restore, delete, roll) is recorded in
+// the database's audit log, in the change's own transaction, under --actor
+// (default $KEYGATE_ACTOR, else $USER, else $LOGNAME, else "cli");
+// `keygate audit` prints the log, filtered by key, actor and time.
+//
 // Deployment: the default keygate deployment (token prefix "kg"; environments
 // preview (tag "test") and production (tag "live"); scopes read:all,
 // write:all, admin). If $KEYGATE_PEPPER_FILE names a file, its bytes (one
@@ -28,66 +33,18 @@
 // regular file of at most 4 KiB, not a symbolic link, and private to its
 // owner unless --allow-shared-pepper (then a warning says so).
 
-#include <unistd.h>
-
-#include <cstdint>
-#include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
-#include <map>
-#include <memory>
-#include <optional>
-#include <sstream>
 #include <string>
-#include <string_view>
-#include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
+#include "cli/commands.h"
 #include "cli/format.h"
-#include "cli/parse.h"
-
-#include "keygate/deployment.h"
-#include "keygate/http.h"
-#include "keygate/key_manager.h"
-#include "keygate/memory_key_store.h"
-#include "keygate/reference_verifier.h"
-#include "keygate/secret.h"
-#include "keygate/sqlite/sqlite_key_store.h"
-#include "keygate/token.h"
-#include "keygate/verdict.h"
 
 namespace keygate::cli {
 namespace {
-
-constexpr int kExitOk = 0;
-constexpr int kExitDenied = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitFailed = 3;
-
-constexpr char kTokenWarning[] =
-    "This token is shown only once and cannot be recovered. Store it in a secret manager now.";
-
-// A usage problem found after parsing (reported like a CLI11 error).
-struct UsageError {
-  std::string message;
-};
-
-struct Globals {
-  std::string db;
-  std::string db_source;  // where `db` came from, for messages
-  bool json = false;
-  std::string actor;
-  bool allow_internal_webhooks = false;
-  bool allow_shared_pepper = false;
-  bool allow_foreign_db = false;
-};
 
 std::string DefaultDb() {
   const char* env = std::getenv("KEYGATE_DB");
@@ -100,541 +57,6 @@ std::string DefaultActor() {
     if (v != nullptr && *v != '\0') return v;
   }
   return "cli";
-}
-
-// Error text may quote user input or stored records: redacted (tokens) and
-// escaped (control characters), like every other line we print.
-std::string SafeMessage(std::string_view message) { return EscapeText(Redact(message)); }
-
-int Fail(const absl::Status& s) {
-  std::cerr << "keygate: " << SafeMessage(std::string(s.message())) << "\n";
-  return kExitFailed;
-}
-
-// SQLite gives some names a meaning other than "this file": ":memory:" is a
-// private in-memory database, "" a temporary one, and (Debian builds with
-// SQLITE_USE_URI) "file:..." a URI whose path and mode may differ from the
-// name. The CLI exists to change a database other processes read, so such a
-// name would print tokens for keys stored nowhere; it is refused.
-void CheckDatabasePath(const Globals& g) {
-  if (g.db.empty()) throw UsageError{absl::StrCat(g.db_source, ": must name a database file")};
-  if (g.db == ":memory:") {
-    throw UsageError{absl::StrCat(g.db_source,
-                                  ": ':memory:' is not a database file (keys created there "
-                                  "would be stored nowhere); give a file path")};
-  }
-  if (g.db.rfind("file:", 0) == 0) {
-    throw UsageError{absl::StrCat(g.db_source, ": '", g.db,
-                                  "' would be opened as an SQLite URI, not as a file; give a "
-                                  "plain path (./",
-                                  g.db, " names a file of that name)")};
-  }
-}
-
-// Notices go to stderr, escaped like everything else we print.
-void Warn(std::string_view message) {
-  std::cerr << "keygate: warning: " << SafeMessage(message) << "\n";
-}
-
-absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment(const Globals& g) {
-  DeploymentOptions o;
-  const char* pepper_file = std::getenv("KEYGATE_PEPPER_FILE");
-  if (pepper_file != nullptr && *pepper_file != '\0') {
-    PepperFileOptions po;
-    po.allow_group_or_world_access = g.allow_shared_pepper;
-    absl::StatusOr<PepperFile> pepper = ReadPepperFile(pepper_file, po);
-    if (!pepper.ok()) {
-      return absl::Status(pepper.status().code(),
-                          absl::StrCat("$KEYGATE_PEPPER_FILE: ", pepper.status().message()));
-    }
-    for (const std::string& w : pepper->warnings) Warn(w);
-    o.pepper = std::move(pepper->pepper);
-  }
-  return Deployment::Create(std::move(o));
-}
-
-struct Session {
-  std::shared_ptr<const Deployment> deployment;
-  std::shared_ptr<SqliteKeyStore> store;
-  std::unique_ptr<KeyManager> manager;
-};
-
-// Throws UsageError for a database name that is not a plain path.
-absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
-                                    std::shared_ptr<const Deployment> deployment = nullptr) {
-  CheckDatabasePath(g);
-  Session s;
-  if (deployment == nullptr) {
-    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
-    if (!d.ok()) return d.status();
-    deployment = *std::move(d);
-  }
-  s.deployment = std::move(deployment);
-  SqliteOptions so;
-  so.path = g.db;
-  so.create_if_missing = create_if_missing;
-  so.allow_foreign_file = g.allow_foreign_db;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
-  if (!store.ok()) {
-    const std::string_view msg(store.status().message().data(), store.status().message().size());
-    if (!create_if_missing && msg.find("create_if_missing") != std::string_view::npos) {
-      return absl::NotFoundError(absl::StrCat(
-          "sqlite ", g.db,
-          ": database file does not exist; create a key first (keygate create) or point --db / "
-          "$KEYGATE_DB at a database"));
-    }
-    if (msg.find("allow_foreign_file") != std::string_view::npos) {
-      return absl::Status(
-          store.status().code(),
-          absl::StrCat(store.status().message(), "; pass --allow-foreign-db to open it anyway"));
-    }
-    return store.status();
-  }
-  for (const std::string& w : (*store)->open_warnings()) Warn(w);
-  s.store = *store;
-  KeyManager::Options mo;
-  mo.deployment = s.deployment;
-  mo.store = s.store;
-  mo.allow_internal_webhook_hosts = g.allow_internal_webhooks;
-  absl::StatusOr<std::unique_ptr<KeyManager>> manager = KeyManager::Create(std::move(mo));
-  if (!manager.ok()) return manager.status();
-  s.manager = *std::move(manager);
-  return s;
-}
-
-// Key ids are "key_" + 22 base62; anything else (in particular a pasted
-// token) is refused without being echoed.
-void CheckKeyId(const std::string& id) {
-  bool ok = id.size() > 4 && id.size() <= 64 && id.rfind("key_", 0) == 0;
-  for (char c : id) {
-    ok = ok &&
-         ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
-  }
-  if (!ok) {
-    TokenView v;
-    if (ParseToken(id, &v) == TokenError::kNone || id.size() >= kMinTokenLength) {
-      throw UsageError{"KEY_ID: that looks like a token, not a key id (key ids start with key_)"};
-    }
-    throw UsageError{"KEY_ID: not a key id (expected key_ followed by letters and digits)"};
-  }
-}
-
-void PrintRecord(const Globals& g, const KeyRecord& r) {
-  if (g.json) {
-    JsonWriter w;
-    WriteRecordJson(w, r);
-    std::cout << w.str() << "\n";
-  } else {
-    std::cout << DescribeRecord(r);
-  }
-}
-
-// The token goes to stdout alone (easy to capture); the warning to stderr.
-void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what) {
-  const std::string_view token = k.token.Reveal(InsecureSecretAccess::Get());
-  if (g.json) {
-    JsonWriter w;
-    w.BeginObject();
-    w.Key("token").String(token);
-    w.Key("key");
-    WriteRecordJson(w, k.record);
-    w.EndObject();
-    std::cout << w.str() << "\n";
-  } else {
-    std::cerr << what << " " << EscapeText(k.record.id) << " (" << EscapeText(k.record.name) << ", "
-              << EscapeText(k.record.environment) << ").\n";
-    std::cout << token << "\n";
-  }
-  std::cerr << kTokenWarning << "\n";
-}
-
-std::map<std::string, std::string> ParseMetadata(const std::vector<std::string>& items) {
-  std::map<std::string, std::string> m;
-  for (const std::string& kv : items) {
-    const std::size_t eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      throw UsageError{"--meta: expected KEY=VALUE"};
-    }
-    m[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  return m;
-}
-
-// ---------------------------------------------------------------------------
-// Commands. Each returns the exit status.
-
-struct CreateArgs {
-  std::string name, owner, env, kind = "general", description, expires, rate, webhook;
-  std::optional<std::uint32_t> burst;
-  std::vector<std::string> scopes, accounts, meta;
-};
-
-int RunCreate(const Globals& g, const CreateArgs& a) {
-  CreateKeyRequest req;
-  req.name = a.name;
-  req.owner = a.owner;
-  req.environment = a.env;
-  req.description = a.description;
-  req.scopes = a.scopes;
-  req.webhook_url = a.webhook;
-  req.accounts = a.accounts;
-  req.metadata = ParseMetadata(a.meta);
-  if (!ParseKeyKind(a.kind, &req.kind)) throw UsageError{"--kind: expected general or personal"};
-  if (!a.expires.empty()) {
-    absl::Time t;
-    if (absl::Status s = ParseExpires(a.expires, absl::Now(), &t); !s.ok()) {
-      throw UsageError{std::string(s.message())};
-    }
-    req.expires = t;
-  }
-  if (!a.rate.empty()) {
-    absl::StatusOr<RateLimitPolicy> p = ParseRate(a.rate, a.burst);
-    if (!p.ok()) throw UsageError{std::string(p.status().message())};
-    req.rate_limit = *p;
-  } else if (a.burst.has_value()) {
-    throw UsageError{"--burst: needs --rate"};
-  }
-  CheckDatabasePath(g);
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
-  if (!d.ok()) return Fail(d.status());
-  // Opening creates the database file, so everything that can be refused
-  // without it is refused first: a refused create leaves no file behind.
-  // These are Create's own checks (actor and fields); only conflicts with
-  // stored keys are left to the real run.
-  if (absl::Status v = ValidateActor(g.actor); !v.ok()) return Fail(v);
-  if (absl::Status v = ValidateCreateKeyRequest(**d, req, absl::Now(), g.allow_internal_webhooks);
-      !v.ok()) {
-    return Fail(v);
-  }
-  absl::StatusOr<Session> s = OpenSession(g, /*create_if_missing=*/true, *d);
-  if (!s.ok()) return Fail(s.status());
-  absl::StatusOr<CreatedKey> k = s->manager->Create(req, g.actor);
-  if (!k.ok()) return Fail(k.status());
-  PrintCreated(g, *k, "Created key");
-  return kExitOk;
-}
-
-struct ListArgs {
-  std::string env, owner, state, kind, search, cursor;
-  std::size_t limit = 50;
-  bool all = false;
-};
-
-int RunList(const Globals& g, const ListArgs& a) {
-  ListOptions o;
-  if (!a.env.empty()) o.filter.environment = a.env;
-  if (!a.owner.empty()) o.filter.owner = a.owner;
-  if (!a.state.empty()) {
-    KeyState st;
-    if (!ParseKeyState(a.state, &st)) throw UsageError{"--state: expected active or revoked"};
-    o.filter.state = st;
-  }
-  if (!a.kind.empty()) {
-    KeyKind k;
-    if (!ParseKeyKind(a.kind, &k)) throw UsageError{"--kind: expected general or personal"};
-    o.filter.kind = k;
-  }
-  o.filter.name_contains = a.search;
-  o.limit = a.limit;
-  o.cursor = a.cursor;
-  absl::StatusOr<Session> s = OpenSession(g, /*create_if_missing=*/false);
-  if (!s.ok()) return Fail(s.status());
-  std::vector<KeyRecord> keys;
-  std::string next;
-  for (;;) {
-    absl::StatusOr<ListPage> page = s->manager->List(o);
-    if (!page.ok()) return Fail(page.status());
-    for (KeyRecord& r : page->keys) keys.push_back(std::move(r));
-    next = page->next_cursor;
-    if (!a.all || next.empty()) break;
-    o.cursor = next;
-  }
-  if (g.json) {
-    JsonWriter w;
-    w.BeginObject();
-    w.Key("keys").BeginArray();
-    for (const KeyRecord& r : keys) WriteRecordJson(w, r);
-    w.EndArray();
-    w.Key("next_cursor").String(next);
-    w.EndObject();
-    std::cout << w.str() << "\n";
-    return kExitOk;
-  }
-  std::vector<std::vector<std::string>> rows;
-  rows.push_back({"ID", "NAME", "ENVIRONMENT", "SCOPES", "STATE", "CREATED", "LAST USED", "HINT"});
-  for (const KeyRecord& r : keys) {
-    rows.push_back({r.id, r.name, r.environment,
-                    r.scopes.empty() ? "-" : absl::StrJoin(r.scopes, ","),
-                    std::string(KeyStateName(r.state)), HumanTime(r.created),
-                    r.last_used ? HumanTime(*r.last_used) : "never", r.hint});
-  }
-  std::cout << Table(rows);
-  if (!next.empty()) {
-    std::cerr << "More keys follow: add --cursor " << EscapeText(next) << " (or --all).\n";
-  }
-  return kExitOk;
-}
-
-int RunShow(const Globals& g, const std::string& id) {
-  CheckKeyId(id);
-  absl::StatusOr<Session> s = OpenSession(g, false);
-  if (!s.ok()) return Fail(s.status());
-  absl::StatusOr<KeyRecord> r = s->manager->Get(id);
-  if (!r.ok()) return Fail(r.status());
-  PrintRecord(g, *r);
-  return kExitOk;
-}
-
-struct ModifyArgs {
-  std::string id;
-  std::optional<std::string> name, description, expires, rate, webhook;
-  std::optional<std::uint32_t> burst;
-  std::vector<std::string> scopes, accounts, meta, unset_meta;
-  bool no_scopes = false, no_expiry = false, no_rate_limit = false, no_accounts = false;
-  std::optional<std::uint64_t> if_version;
-};
-
-int RunModify(const Globals& g, const ModifyArgs& a) {
-  CheckKeyId(a.id);
-  absl::StatusOr<Session> s = OpenSession(g, false);
-  if (!s.ok()) return Fail(s.status());
-  absl::StatusOr<KeyRecord> cur = s->manager->Get(a.id);
-  if (!cur.ok()) return Fail(cur.status());
-  KeyUpdate u;
-  bool any = false;
-  if (a.name) u.name = *a.name, any = true;
-  if (a.description) u.description = *a.description, any = true;
-  if (!a.scopes.empty() || a.no_scopes) u.scopes = a.scopes, any = true;
-  if (a.no_expiry) {
-    u.expires = std::optional<absl::Time>();
-    any = true;
-  } else if (a.expires) {
-    absl::Time t;
-    if (absl::Status st = ParseExpires(*a.expires, absl::Now(), &t); !st.ok()) {
-      throw UsageError{std::string(st.message())};
-    }
-    u.expires = std::optional<absl::Time>(t);
-    any = true;
-  }
-  if (a.no_rate_limit) {
-    u.rate_limit = std::optional<RateLimitPolicy>();
-    any = true;
-  } else if (a.rate) {
-    absl::StatusOr<RateLimitPolicy> p = ParseRate(*a.rate, a.burst);
-    if (!p.ok()) throw UsageError{std::string(p.status().message())};
-    u.rate_limit = std::optional<RateLimitPolicy>(*p);
-    any = true;
-  } else if (a.burst) {
-    if (!cur->rate_limit) throw UsageError{"--burst: the key has no rate limit; give --rate"};
-    RateLimitPolicy p = *cur->rate_limit;
-    p.burst = *a.burst;
-    u.rate_limit = std::optional<RateLimitPolicy>(p);
-    any = true;
-  }
-  if (a.webhook) u.webhook_url = *a.webhook, any = true;
-  if (!a.accounts.empty() || a.no_accounts) u.accounts = a.accounts, any = true;
-  if (!a.meta.empty() || !a.unset_meta.empty()) {
-    std::map<std::string, std::string> m = cur->metadata;
-    for (const auto& [k, v] : ParseMetadata(a.meta)) m[k] = v;
-    for (const std::string& k : a.unset_meta) m.erase(k);
-    u.metadata = m;
-    any = true;
-  }
-  if (!any) throw UsageError{"nothing to modify: give at least one field option"};
-  absl::StatusOr<KeyRecord> r =
-      s->manager->Modify(a.id, u, a.if_version.value_or(cur->version), g.actor);
-  if (!r.ok()) return Fail(r.status());
-  if (g.json) {
-    PrintRecord(g, *r);
-  } else {
-    std::cout << "Modified " << EscapeText(r->id) << " (now version " << r->version << ").\n";
-  }
-  return kExitOk;
-}
-
-enum class StateChange { kRevoke, kRestore };
-
-int RunStateChange(const Globals& g, const std::string& id, StateChange change) {
-  CheckKeyId(id);
-  absl::StatusOr<Session> s = OpenSession(g, false);
-  if (!s.ok()) return Fail(s.status());
-  absl::StatusOr<KeyRecord> r = change == StateChange::kRevoke ? s->manager->Revoke(id, g.actor)
-                                                               : s->manager->Restore(id, g.actor);
-  if (!r.ok()) return Fail(r.status());
-  if (g.json) {
-    PrintRecord(g, *r);
-  } else {
-    std::cout << (change == StateChange::kRevoke ? "Revoked " : "Restored ") << EscapeText(r->id)
-              << " (" << EscapeText(r->name) << ").\n";
-  }
-  return kExitOk;
-}
-
-int RunDelete(const Globals& g, const std::string& id, bool yes) {
-  CheckKeyId(id);
-  if (!yes) {
-    throw UsageError{
-        "delete is permanent (the token then verifies as unknown); add --yes "
-        "to confirm, or use revoke to block the key reversibly"};
-  }
-  absl::StatusOr<Session> s = OpenSession(g, false);
-  if (!s.ok()) return Fail(s.status());
-  if (absl::Status st = s->manager->Delete(id, g.actor); !st.ok()) return Fail(st);
-  if (g.json) {
-    JsonWriter w;
-    w.BeginObject().Key("deleted").String(id).EndObject();
-    std::cout << w.str() << "\n";
-  } else {
-    std::cout << "Deleted " << id << ".\n";
-  }
-  return kExitOk;
-}
-
-int RunRoll(const Globals& g, const std::string& id, const std::string& grace_text) {
-  CheckKeyId(id);
-  absl::Duration grace;
-  if (!ParseDurationWithDays(grace_text, &grace)) {
-    throw UsageError{"--grace: expected a duration such as 0s, 1h or 7d"};
-  }
-  absl::StatusOr<Session> s = OpenSession(g, false);
-  if (!s.ok()) return Fail(s.status());
-  absl::StatusOr<CreatedKey> k = s->manager->Roll(id, grace, g.actor);
-  if (!k.ok()) return Fail(k.status());
-  PrintCreated(g, *k, "Rolled key");
-  if (!g.json) {
-    if (k->record.previous.has_value()) {
-      std::cerr << "The previous token keeps working until "
-                << HumanTime(k->record.previous->valid_until) << ".\n";
-    } else {
-      std::cerr << "The previous token stopped working.\n";
-    }
-  }
-  return kExitOk;
-}
-
-struct VerifyArgs {
-  std::string token;
-  std::string env;
-  std::vector<std::string> scopes;
-  std::string account;
-};
-
-int RunVerify(const Globals& g, const VerifyArgs& a) {
-  std::string token_storage;
-  if (a.token == "-") {
-    std::getline(std::cin, token_storage);
-    while (!token_storage.empty() && (token_storage.back() == '\r' || token_storage.back() == ' ' ||
-                                      token_storage.back() == '\t')) {
-      token_storage.pop_back();
-    }
-  } else {
-    token_storage = a.token;
-    std::cerr << "(tip: 'keygate verify -' reads the token from stdin and keeps it out of "
-                 "your shell history)\n";
-  }
-  const Secret token(token_storage);
-  std::fill(token_storage.begin(), token_storage.end(), '\0');
-  const std::string_view t = token.Reveal(InsecureSecretAccess::Get());
-
-  absl::StatusOr<Session> s = OpenSession(g, false);
-  if (!s.ok()) return Fail(s.status());
-  const Deployment& d = *s->deployment;
-  std::string env = a.env;
-  if (env.empty()) {
-    // The environment the token claims (its tag); a token without a known
-    // tag is checked against the first environment and comes out malformed.
-    TokenView v;
-    const EnvironmentSpec* spec = nullptr;
-    if (ParseToken(t, &v, d.token_prefix()) == TokenError::kNone) {
-      spec = d.FindEnvironmentByTag(v.env_tag);
-    }
-    env = spec != nullptr ? spec->name : d.environments().front().name;
-  } else if (d.FindEnvironment(env) == nullptr) {
-    throw UsageError{absl::StrCat("--env: unknown environment '", Redact(env), "'")};
-  }
-  const RequireOptions options{.account = a.account};
-  absl::StatusOr<Requirement> req =
-      a.scopes.empty() ? Requirement::AnyValidKey(options)
-                       : d.scopes().Require(absl::MakeConstSpan(a.scopes), options);
-  if (!req.ok()) throw UsageError{Redact(std::string(req.status().message()))};
-  absl::StatusOr<std::unique_ptr<ReferenceVerifier>> verifier =
-      ReferenceVerifier::Create(s->deployment, s->store, env);
-  if (!verifier.ok()) return Fail(verifier.status());
-  std::optional<KeyRecord> record;
-  const Verdict verdict = (*verifier)->VerifyToken(t, *req, absl::Now(), &record);
-  const HttpDecision http = DecideHttp(verdict, *req);
-  const int status = verdict.ok() ? 200 : http.status;
-  if (g.json) {
-    JsonWriter w;
-    w.BeginObject();
-    w.Key("ok").Bool(verdict.ok());
-    w.Key("outcome").String(OutcomeName(verdict.outcome));
-    w.Key("environment").String(env);
-    w.Key("http_status").Int(status);
-    w.Key("key_id");
-    if (verdict.key().empty()) {
-      w.Null();
-    } else {
-      w.String(verdict.key());
-    }
-    if (record.has_value()) {
-      w.Key("owner").String(record->owner);
-      w.Key("name").String(record->name);
-    }
-    w.EndObject();
-    std::cout << w.str() << "\n";
-  } else if (verdict.ok()) {
-    std::cout << "ok: " << EscapeText(verdict.key());
-    if (record.has_value()) {
-      std::cout << " (" << EscapeText(record->name) << ", owner " << EscapeText(record->owner)
-                << ", " << EscapeText(env) << ")";
-    }
-    std::cout << "\n";
-  } else {
-    std::cout << "rejected: " << OutcomeName(verdict.outcome);
-    if (!verdict.key().empty()) std::cout << " (key " << EscapeText(verdict.key()) << ")";
-    std::cout << "; a server answers HTTP " << status << "\n";
-  }
-  if (verdict.outcome == Outcome::kUnavailable) return kExitFailed;
-  return verdict.ok() ? kExitOk : kExitDenied;
-}
-
-int RunScopes(const Globals& g) {
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
-  if (!d.ok()) return Fail(d.status());
-  const ScopeRegistry& reg = (*d)->scopes();
-  JsonWriter w;
-  std::vector<std::vector<std::string>> rows{{"SCOPE", "IMPLIES"}};
-  w.BeginArray();
-  for (const std::string& name : reg.names()) {
-    std::vector<std::string> implied;
-    for (const std::string& other : reg.Expand(reg.MaskOf(name))) {
-      if (other != name) implied.push_back(other);
-    }
-    w.BeginObject().Key("name").String(name).Key("implies").StringArray(implied).EndObject();
-    rows.push_back({name, implied.empty() ? "-" : absl::StrJoin(implied, ", ")});
-  }
-  w.EndArray();
-  std::cout << (g.json ? w.str() + "\n" : Table(rows));
-  return kExitOk;
-}
-
-int RunEnvs(const Globals& g) {
-  absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
-  if (!d.ok()) return Fail(d.status());
-  JsonWriter w;
-  std::vector<std::vector<std::string>> rows{{"ENVIRONMENT", "TAG", "TOKENS LOOK LIKE"}};
-  w.BeginArray();
-  for (const EnvironmentSpec& e : (*d)->environments()) {
-    const std::string example = absl::StrCat((*d)->token_prefix(), "_", e.tag, "_...");
-    w.BeginObject().Key("name").String(e.name).Key("tag").String(e.tag);
-    w.Key("token_prefix").String(absl::StrCat((*d)->token_prefix(), "_", e.tag, "_"));
-    w.EndObject();
-    rows.push_back({e.name, e.tag, example});
-  }
-  w.EndArray();
-  std::cout << (g.json ? w.str() + "\n" : Table(rows));
-  return kExitOk;
 }
 
 // The help of the deepest subcommand that was selected (usage on errors).
@@ -661,7 +83,8 @@ int Main(int argc, char** argv) {
   CLI::Option* db_option =
       app.add_option("--db", g.db, "Database file (default: $KEYGATE_DB or ./keygate.db)");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
-  app.add_option("--actor", g.actor, "Who the audit events name (default: $USER)");
+  app.add_option("--actor", g.actor,
+                 "Who the audit log names for a change (default: $KEYGATE_ACTOR, $USER)");
   app.add_flag("--allow-internal-webhooks", g.allow_internal_webhooks,
                "Accept webhook URLs naming loopback, private or link-local addresses");
   app.add_flag("--allow-foreign-db", g.allow_foreign_db,
@@ -770,6 +193,20 @@ int Main(int argc, char** argv) {
       ->delimiter(',');
   verify->add_option("--account", va.account, "Required linked account");
   verify->callback([&] { run = [&] { return RunVerify(g, va); }; });
+
+  AuditArgs aa;
+  CLI::App* audit =
+      app.add_subcommand("audit", "Show the audit log (who changed which key, when), oldest first");
+  audit->add_option("--key", aa.key, "Only this key's entries (key_...)");
+  audit->add_option("--actor", aa.actor, "Only entries by this actor");
+  audit->add_option("--since", aa.since,
+                    "Only entries at or after: a duration ago (24h, 7d) or RFC 3339 time");
+  audit->add_option("--until", aa.until,
+                    "Only entries before: a duration ago (1h) or RFC 3339 time");
+  audit->add_option("--limit", aa.limit, "Print at most N entries (default: all)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));
+  audit->add_option("--after", aa.after, "Only entries after this sequence number (resume)");
+  audit->callback([&] { run = [&] { return RunAudit(g, aa); }; });
 
   CLI::App* scopes = app.add_subcommand("scopes", "List the deployment's scopes");
   scopes->callback([&] { run = [&] { return RunScopes(g); }; });

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "cli/format.h"
 
@@ -28,6 +29,23 @@ absl::Status ParseExpires(std::string_view text, absl::Time now, absl::Time* out
   return absl::InvalidArgumentError(
       "--expires: expected a duration (30d, 12h, 90m) or an RFC 3339 time "
       "(2030-01-01T00:00:00Z)");
+}
+
+absl::Status ParseTimeBound(std::string_view flag, std::string_view text, absl::Time now,
+                            absl::Time* out) {
+  absl::Duration d;
+  if (ParseDurationWithDays(text, &d) && d >= absl::ZeroDuration()) {
+    *out = now - d;
+    return absl::OkStatus();
+  }
+  std::string err;
+  if (absl::ParseTime(absl::RFC3339_full, absl::string_view(text.data(), text.size()), out, &err)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(absl::string_view(flag.data(), flag.size()),
+                   ": expected a duration ago (30d, 12h, 90m) or an RFC 3339 time "
+                   "(2030-01-01T00:00:00Z)"));
 }
 
 absl::StatusOr<RateLimitPolicy> ParseRate(std::string_view text,

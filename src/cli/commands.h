@@ -1,0 +1,143 @@
+// Internal to the `keygate` command-line tool: the options every command
+// shares, opening the database, printing, and the commands themselves. main.cc
+// wires the options to these; each command returns the process exit status
+// (main.cc lists them) or throws UsageError.
+#ifndef KEYGATE_SRC_CLI_COMMANDS_H_
+#define KEYGATE_SRC_CLI_COMMANDS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#include "keygate/deployment.h"
+#include "keygate/key.h"
+#include "keygate/key_manager.h"
+#include "keygate/sqlite/sqlite_key_store.h"
+
+namespace keygate::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitDenied = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitFailed = 3;
+
+// A usage problem found after parsing (reported like a CLI11 error).
+struct UsageError {
+  std::string message;
+};
+
+struct Globals {
+  std::string db;
+  std::string db_source;  // where `db` came from, for messages
+  bool json = false;
+  std::string actor;
+  bool allow_internal_webhooks = false;
+  bool allow_shared_pepper = false;
+  bool allow_foreign_db = false;
+};
+
+// An open database and a manager over it.
+struct Session {
+  std::shared_ptr<const Deployment> deployment;
+  std::shared_ptr<SqliteKeyStore> store;
+  std::unique_ptr<KeyManager> manager;
+};
+
+// Error text may quote user input or stored records: redacted (tokens) and
+// escaped (control characters), like every other line we print.
+std::string SafeMessage(std::string_view message);
+
+// Prints the error (SafeMessage) and returns kExitFailed.
+int Fail(const absl::Status& s);
+
+// Notices go to stderr, escaped like everything else we print.
+void Warn(std::string_view message);
+
+// Throws UsageError for a database name that is not a plain file path.
+void CheckDatabasePath(const Globals& g);
+
+absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment(const Globals& g);
+
+// Throws UsageError for a database name that is not a plain path.
+absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
+                                    std::shared_ptr<const Deployment> deployment = nullptr);
+
+// Key ids are "key_" + 22 base62; anything else (in particular a pasted
+// token) is refused (UsageError, naming `what`) without being echoed.
+void CheckKeyId(const std::string& id, std::string_view what = "KEY_ID");
+
+void PrintRecord(const Globals& g, const KeyRecord& r);
+
+// The token goes to stdout alone (easy to capture); the warning to stderr.
+void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what);
+
+// ---------------------------------------------------------------------------
+// Commands (commands_keys.cc, commands_info.cc, commands_audit.cc).
+
+struct CreateArgs {
+  std::string name, owner, env, kind = "general", description, expires, rate, webhook;
+  std::optional<std::uint32_t> burst;
+  std::vector<std::string> scopes, accounts, meta;
+};
+
+int RunCreate(const Globals& g, const CreateArgs& a);
+
+struct ListArgs {
+  std::string env, owner, state, kind, search, cursor;
+  std::size_t limit = 50;
+  bool all = false;
+};
+
+int RunList(const Globals& g, const ListArgs& a);
+
+int RunShow(const Globals& g, const std::string& id);
+
+struct ModifyArgs {
+  std::string id;
+  std::optional<std::string> name, description, expires, rate, webhook;
+  std::optional<std::uint32_t> burst;
+  std::vector<std::string> scopes, accounts, meta, unset_meta;
+  bool no_scopes = false, no_expiry = false, no_rate_limit = false, no_accounts = false;
+  std::optional<std::uint64_t> if_version;
+};
+
+int RunModify(const Globals& g, const ModifyArgs& a);
+
+enum class StateChange { kRevoke, kRestore };
+int RunStateChange(const Globals& g, const std::string& id, StateChange change);
+
+int RunDelete(const Globals& g, const std::string& id, bool yes);
+
+int RunRoll(const Globals& g, const std::string& id, const std::string& grace_text);
+
+struct VerifyArgs {
+  std::string token;
+  std::string env;
+  std::vector<std::string> scopes;
+  std::string account;
+};
+
+int RunVerify(const Globals& g, const VerifyArgs& a);
+
+int RunScopes(const Globals& g);
+
+int RunEnvs(const Globals& g);
+
+struct AuditArgs {
+  std::string key, since, until;     // empty: no filter
+  std::optional<std::string> actor;  // unset: any actor
+  std::optional<std::size_t> limit;  // at most this many entries (unset: all)
+  std::uint64_t after = 0;           // only entries with a larger sequence
+};
+int RunAudit(const Globals& g, const AuditArgs& a);
+
+}  // namespace keygate::cli
+
+#endif  // KEYGATE_SRC_CLI_COMMANDS_H_

@@ -1,0 +1,173 @@
+// Shared by the keygate CLI's commands: the database, the deployment, ids and
+// printing (commands.h).
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "cli/format.h"
+
+#include "keygate/deployment.h"
+#include "keygate/key_manager.h"
+#include "keygate/secret.h"
+#include "keygate/sqlite/sqlite_key_store.h"
+#include "keygate/token.h"
+
+namespace keygate::cli {
+namespace {
+
+constexpr char kTokenWarning[] =
+    "This token is shown only once and cannot be recovered. Store it in a secret manager now.";
+
+}  // namespace
+
+// Error text may quote user input or stored records: redacted (tokens) and
+// escaped (control characters), like every other line we print.
+std::string SafeMessage(std::string_view message) { return EscapeText(Redact(message)); }
+
+int Fail(const absl::Status& s) {
+  std::cerr << "keygate: " << SafeMessage(std::string(s.message())) << "\n";
+  return kExitFailed;
+}
+
+// SQLite gives some names a meaning other than "this file": ":memory:" is a
+// private in-memory database, "" a temporary one, and (Debian builds with
+// SQLITE_USE_URI) "file:..." a URI whose path and mode may differ from the
+// name. The CLI exists to change a database other processes read, so such a
+// name would print tokens for keys stored nowhere; it is refused.
+void CheckDatabasePath(const Globals& g) {
+  if (g.db.empty()) throw UsageError{absl::StrCat(g.db_source, ": must name a database file")};
+  if (g.db == ":memory:") {
+    throw UsageError{absl::StrCat(g.db_source,
+                                  ": ':memory:' is not a database file (keys created there "
+                                  "would be stored nowhere); give a file path")};
+  }
+  if (g.db.rfind("file:", 0) == 0) {
+    throw UsageError{absl::StrCat(g.db_source, ": '", g.db,
+                                  "' would be opened as an SQLite URI, not as a file; give a "
+                                  "plain path (./",
+                                  g.db, " names a file of that name)")};
+  }
+}
+
+// Notices go to stderr, escaped like everything else we print.
+void Warn(std::string_view message) {
+  std::cerr << "keygate: warning: " << SafeMessage(message) << "\n";
+}
+
+absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment(const Globals& g) {
+  DeploymentOptions o;
+  const char* pepper_file = std::getenv("KEYGATE_PEPPER_FILE");
+  if (pepper_file != nullptr && *pepper_file != '\0') {
+    PepperFileOptions po;
+    po.allow_group_or_world_access = g.allow_shared_pepper;
+    absl::StatusOr<PepperFile> pepper = ReadPepperFile(pepper_file, po);
+    if (!pepper.ok()) {
+      return absl::Status(pepper.status().code(),
+                          absl::StrCat("$KEYGATE_PEPPER_FILE: ", pepper.status().message()));
+    }
+    for (const std::string& w : pepper->warnings) Warn(w);
+    o.pepper = std::move(pepper->pepper);
+  }
+  return Deployment::Create(std::move(o));
+}
+
+// Throws UsageError for a database name that is not a plain path.
+absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
+                                    std::shared_ptr<const Deployment> deployment) {
+  CheckDatabasePath(g);
+  Session s;
+  if (deployment == nullptr) {
+    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
+    if (!d.ok()) return d.status();
+    deployment = *std::move(d);
+  }
+  s.deployment = std::move(deployment);
+  SqliteOptions so;
+  so.path = g.db;
+  so.create_if_missing = create_if_missing;
+  so.allow_foreign_file = g.allow_foreign_db;
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
+  if (!store.ok()) {
+    const std::string_view msg(store.status().message().data(), store.status().message().size());
+    if (!create_if_missing && msg.find("create_if_missing") != std::string_view::npos) {
+      return absl::NotFoundError(absl::StrCat(
+          "sqlite ", g.db,
+          ": database file does not exist; create a key first (keygate create) or point --db / "
+          "$KEYGATE_DB at a database"));
+    }
+    if (msg.find("allow_foreign_file") != std::string_view::npos) {
+      return absl::Status(
+          store.status().code(),
+          absl::StrCat(store.status().message(), "; pass --allow-foreign-db to open it anyway"));
+    }
+    return store.status();
+  }
+  for (const std::string& w : (*store)->open_warnings()) Warn(w);
+  s.store = *store;
+  KeyManager::Options mo;
+  mo.deployment = s.deployment;
+  mo.store = s.store;
+  mo.allow_internal_webhook_hosts = g.allow_internal_webhooks;
+  absl::StatusOr<std::unique_ptr<KeyManager>> manager = KeyManager::Create(std::move(mo));
+  if (!manager.ok()) return manager.status();
+  s.manager = *std::move(manager);
+  return s;
+}
+
+// Key ids are "key_" + 22 base62; anything else (in particular a pasted
+// token) is refused without being echoed. Errors name `what` (the argument).
+void CheckKeyId(const std::string& id, std::string_view what) {
+  bool ok = id.size() > 4 && id.size() <= 64 && id.rfind("key_", 0) == 0;
+  for (char c : id) {
+    ok = ok &&
+         ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
+  }
+  if (!ok) {
+    TokenView v;
+    if (ParseToken(id, &v) == TokenError::kNone || id.size() >= kMinTokenLength) {
+      throw UsageError{absl::StrCat(
+          std::string(what), ": that looks like a token, not a key id (key ids start with key_)")};
+    }
+    throw UsageError{absl::StrCat(std::string(what),
+                                  ": not a key id (expected key_ followed by letters and digits)")};
+  }
+}
+
+void PrintRecord(const Globals& g, const KeyRecord& r) {
+  if (g.json) {
+    JsonWriter w;
+    WriteRecordJson(w, r);
+    std::cout << w.str() << "\n";
+  } else {
+    std::cout << DescribeRecord(r);
+  }
+}
+
+// The token goes to stdout alone (easy to capture); the warning to stderr.
+void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what) {
+  const std::string_view token = k.token.Reveal(InsecureSecretAccess::Get());
+  if (g.json) {
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("token").String(token);
+    w.Key("key");
+    WriteRecordJson(w, k.record);
+    w.EndObject();
+    std::cout << w.str() << "\n";
+  } else {
+    std::cerr << what << " " << EscapeText(k.record.id) << " (" << EscapeText(k.record.name) << ", "
+              << EscapeText(k.record.environment) << ").\n";
+    std::cout << token << "\n";
+  }
+  std::cerr << kTokenWarning << "\n";
+}
+
+}  // namespace keygate::cli
