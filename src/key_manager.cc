@@ -33,6 +33,7 @@
 namespace keygate {
 namespace {
 
+using internal::Base62EncodeFixed;
 using internal::Invalid;
 using internal::ValidateActor;
 

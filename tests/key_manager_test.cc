@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 
 #include "catch.h"
+#include "internal/base62.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
 #include "keygate/event_sink.h"
@@ -190,8 +191,8 @@ TEST_CASE("Key ids are key_, the creation time, and 14 unbiased random base62 ch
   const std::string alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   std::map<char, int> counts;
   const int keys = 3000;
-  const std::string time_part =
-      Base62EncodeFixed(static_cast<std::uint64_t>(absl::ToUnixMillis(f.clock->Now())), 8);
+  const std::string time_part = internal::Base62EncodeFixed(
+      static_cast<std::uint64_t>(absl::ToUnixMillis(f.clock->Now())), 8);
   for (int i = 0; i < keys; ++i) {
     absl::StatusOr<CreatedKey> k = f.manager->Create(f.Request(), "alice");
     REQUIRE_OK(k);

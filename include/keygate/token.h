@@ -84,15 +84,6 @@ absl::StatusOr<Secret> TokenFromBytes(std::string_view prefix, std::string_view 
 // The non-secret display hint kept at rest: "<prefix>_<env>_...<last 4>".
 std::string TokenHint(std::string_view token);
 
-// CRC-32 (IEEE 802.3 reflected polynomial 0xEDB88320, as zlib's crc32).
-std::uint32_t Crc32(std::string_view data) noexcept;
-
-// Fixed-width base62 (0-9A-Za-z, most significant first, zero padded); a value of 62^width or
-// more keeps its low `width` digits (value mod 62^width): size `width` for the range.
-std::string Base62EncodeFixed(std::uint64_t value, std::size_t width);
-// Decodes base62; false on a non-base62 character or overflow of 64 bits.
-bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept;
-
 }  // namespace keygate
 
 #endif  // KEYGATE_TOKEN_H_
