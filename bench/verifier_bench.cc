@@ -53,6 +53,8 @@
 #include "benchmark/benchmark.h"
 
 #include "internal/canonical_token.h"
+#include "internal/digest_prefix.h"
+#include "internal/gcra.h"
 #include "keygate/bearer.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
@@ -407,7 +409,7 @@ struct BaselineEntry {
 };
 
 struct DigestHash {
-  std::size_t operator()(const Digest& d) const noexcept { return DigestPrefix64(d); }
+  std::size_t operator()(const Digest& d) const noexcept { return internal::DigestPrefix64(d); }
 };
 
 struct StdShared {

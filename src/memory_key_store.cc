@@ -40,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
+#include "internal/digest_prefix.h"
 #include "internal/key_label.h"
 
 namespace keygate {
@@ -50,7 +51,7 @@ constexpr std::size_t kCursorPrefixSize = sizeof(kCursorPrefix) - 1;
 
 struct DigestHash {
   std::size_t operator()(const Digest& d) const noexcept {
-    return static_cast<std::size_t>(DigestPrefix64(d));
+    return static_cast<std::size_t>(internal::DigestPrefix64(d));
   }
 };
 

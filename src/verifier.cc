@@ -39,8 +39,10 @@
 
 namespace keygate {
 
+using internal::DigestPrefix64;
 using internal::IdEntry;
 using internal::KeyExtra;
+using internal::kGcraNeverUsed;
 using internal::Slot;
 using internal::Table;
 

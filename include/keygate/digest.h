@@ -30,7 +30,6 @@
 
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,14 +46,6 @@ using Digest = std::array<std::uint8_t, kDigestSize>;
 
 // Minimum pepper length in bytes.
 inline constexpr std::size_t kMinPepperSize = 32;
-
-// The first 8 bytes of a digest as an integer: digests are uniformly random,
-// so this is a perfect hash-table hash.
-inline std::uint64_t DigestPrefix64(const Digest& d) noexcept {
-  std::uint64_t v;
-  std::memcpy(&v, d.data(), sizeof v);
-  return v;
-}
 
 // Constant-time digest equality.
 bool DigestEquals(const Digest& a, const Digest& b) noexcept;
