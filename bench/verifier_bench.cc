@@ -378,8 +378,19 @@ World& Hot() { return GetWorld(3 * kHot, /*hot=*/true); }
 // Baselines: the same pipeline with a locked map
 // ---------------------------------------------------------------------------
 
+// A key id held inline, as a Verdict holds it.
+struct InlineKeyId {
+  char data[kKeyIdLength] = {};
+  std::uint8_t size = 0;
+  void Set(std::string_view id) noexcept {
+    size = static_cast<std::uint8_t>(std::min(id.size(), kKeyIdLength));
+    std::memcpy(data, id.data(), size);
+  }
+  std::string_view view() const noexcept { return {data, size}; }
+};
+
 struct BaselineEntry {
-  KeyIdBuf id;
+  InlineKeyId id;
   bool revoked = false;
   std::int64_t expires_ns = std::numeric_limits<std::int64_t>::max();
   bool wrong_env = false;
@@ -483,7 +494,7 @@ class LockedVerifier {
         return v;
       }
       const BaselineEntry& e = it->second;
-      v.key_id = e.id;
+      v.set_key(e.id.view());
       if (e.revoked) {
         v.outcome = Outcome::kRevoked;
       } else if (e.expires_ns <= now) {

@@ -94,7 +94,7 @@ Verdict ReferenceVerifier::VerifyToken(std::string_view token, const Requirement
   // could name another key.
   if (key.id.size() > kKeyIdLength) return Make(Outcome::kUnavailable);
   Verdict verdict;
-  verdict.key_id.Set(key.id);
+  verdict.set_key(key.id);
   auto finish = [&](Outcome outcome) {
     verdict.outcome = outcome;
     if (record != nullptr) *record = std::move(*found);

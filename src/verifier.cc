@@ -33,6 +33,8 @@
 
 #include "internal/canonical_token.h"
 #include "internal/epoch.h"
+#include "internal/gcra.h"
+#include "internal/verdict_access.h"
 #include "internal/verifier_index.h"
 #include "keygate/bearer.h"
 #include "keygate/token.h"
@@ -424,12 +426,10 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
     return v;
   }
   if (!id_in_extra) {
-    static_assert(sizeof v.key_id.data == kKeyIdLength + 1);
-    internal::UnpackKeyId(t.ids[i], v.key_id.data);
-    v.key_id.size = kKeyIdLength;
-    v.key_id.data[kKeyIdLength] = '\0';
+    internal::UnpackKeyId(t.ids[i], internal::VerdictAccess::KeyBuffer(v));
+    internal::VerdictAccess::SetKeySize(v, kKeyIdLength);
   } else if (extra->id.size() <= kKeyIdLength) {
-    v.key_id.Set(extra->id);
+    v.set_key(extra->id);
   } else {
     // An id a verdict cannot carry whole (key.h, kKeyIdLength): cut off, it
     // could name another key. ReferenceVerifier answers the same.

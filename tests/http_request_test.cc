@@ -60,7 +60,7 @@ class ScriptedVerifier final : public RequestVerifier {
 Verdict OkVerdict(std::string_view key_id) {
   Verdict v;
   v.outcome = Outcome::kOk;
-  v.key_id.Set(key_id);
+  v.set_key(key_id);
   return v;
 }
 

@@ -63,7 +63,7 @@ TEST_CASE("Unusable tokens all get one identical 401 invalid_token", "[http][ora
   CHECK(Headers(first)["WWW-Authenticate"].find("error=\"invalid_token\"") != std::string::npos);
   for (Outcome o : outcomes) {
     Verdict v = V(o);
-    v.key_id.Set("key_0123456789abcdefghijkl");  // identified keys leak nothing either
+    v.set_key("key_0123456789abcdefghijkl");  // identified keys leak nothing either
     const HttpDecision d = DecideHttp(v, Requirement::AnyValidKey());
     INFO(OutcomeName(o));
     CHECK(d.status == first.status);
@@ -238,7 +238,7 @@ TEST_CASE("ValidateHttpOptions refuses header text that would be dropped, naming
 
 TEST_CASE("Verdicts print their outcome and key id only", "[http][verdict]") {
   Verdict v = V(Outcome::kRevoked);
-  v.key_id.Set("key_abc");
+  v.set_key("key_abc");
   std::ostringstream os;
   os << v;
   CHECK(os.str() == "Verdict(revoked, key_abc)");

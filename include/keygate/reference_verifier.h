@@ -13,7 +13,7 @@
 //      scopes, 0 if one is no longer registered (the names still reach the evaluator)
 //  11. (Verifier only: rate limit -> kRateLimited)
 // kUnavailable: a store or hashing failure, a store answer whose digests do not match the token,
-// a key id longer than kKeyIdLength. `Verdict::key_id` is set from step 5 on.
+// a key id longer than kKeyIdLength. `Verdict::key()` is set from step 5 on.
 // Thread safety: thread-safe if the store is. Cost: a store lookup per call.
 //
 // Example:
