@@ -396,7 +396,7 @@ struct BaselineEntry {
   bool wrong_env = false;
   ScopeMask scopes = 0;
   GcraPolicy policy;
-  mutable std::atomic<std::int64_t> tat{kGcraNeverUsed};
+  mutable std::atomic<std::int64_t> tat{internal::kGcraNeverUsed};
 
   BaselineEntry() = default;
   BaselineEntry(const BaselineEntry& o)
@@ -505,7 +505,7 @@ class LockedVerifier {
         v.outcome = Outcome::kInsufficientScope;
       } else {
         LimitDecision ld{LimitResult::kAllowed, {}};
-        if (e.policy.valid()) ld = LocalRateLimiter::AcquireOne(e.policy, e.tat, req.cost(), now);
+        if (e.policy.valid()) ld = internal::GcraAcquireOne(e.policy, e.tat, req.cost(), now);
         v.rate = ld.status;
         v.outcome = ld.result == LimitResult::kAllowed ? Outcome::kOk : Outcome::kRateLimited;
       }

@@ -504,13 +504,15 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
   LimitDecision decision{LimitResult::kAllowed, {}};
   if (owner_cell == nullptr && local_limiter) {
     if (key_tat != nullptr) {
-      decision = LocalRateLimiter::AcquireOne(*key_policy, *key_tat, req.cost(), now_ns);
+      decision = internal::GcraAcquireOne(*key_policy, *key_tat, req.cost(), now_ns);
     }
   } else {
     LimitRef refs[2];
     std::size_t n = 0;
-    if (key_tat != nullptr) refs[n++] = LimitRef{key_policy, key_tat, v.key()};
-    if (owner_cell != nullptr) refs[n++] = LimitRef{&owner_policy, &owner_cell->tat, extra->owner};
+    if (key_tat != nullptr) {
+      refs[n++] = internal::GcraAccess::Ref(key_policy, key_tat, v.key());
+    }
+    if (owner_cell != nullptr) refs[n++] = LimitRef{&owner_policy, owner_cell, extra->owner};
     if (n != 0) decision = limiter->Acquire({refs, n}, req.cost(), now_ns);
   }
   v.rate = decision.status;

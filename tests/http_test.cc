@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 
 #include "catch.h"
+#include "internal/gcra.h"
 #include "keygate/key.h"
 #include "keygate/rate_limiter.h"
 #include "test_util.h"
@@ -143,9 +144,9 @@ TEST_CASE("RateLimit-Policy states the sustained quota, whatever the burst", "[h
   for (const Case& c : cases) {
     INFO(c.header);
     const GcraPolicy p = GcraPolicy::Compile(c.policy);
-    std::atomic<std::int64_t> tat{kGcraNeverUsed};
+    std::atomic<std::int64_t> tat{internal::kGcraNeverUsed};
     Verdict v = V(Outcome::kOk);
-    const LimitDecision d = LocalRateLimiter::AcquireOne(p, tat, 1, 1'700'000'000'000'000'000);
+    const LimitDecision d = internal::GcraAcquireOne(p, tat, 1, 1'700'000'000'000'000'000);
     REQUIRE(d.result == LimitResult::kAllowed);
     v.rate = d.status;
     auto h = Headers(DecideHttp(v, Requirement::AnyValidKey()));
