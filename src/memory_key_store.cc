@@ -155,10 +155,6 @@ bool IsActivePersonal(const KeyRecord& r) {
   return r.kind == KeyKind::kPersonal && r.state == KeyState::kActive;
 }
 
-absl::Status UnavailableError() {
-  return absl::UnavailableError("memory key store: unavailable (test hook)");
-}
-
 absl::Status NotFound(std::string_view id) {
   return absl::NotFoundError(absl::StrCat(internal::KeyLabel(id), ": not found"));
 }
@@ -166,8 +162,6 @@ absl::Status NotFound(std::string_view id) {
 }  // namespace
 
 struct MemoryKeyStore::State {
-  std::atomic<bool> unavailable{false};
-
   std::mutex mu;
   std::map<std::string, KeyRecord, std::less<>> records;
   absl::flat_hash_map<Digest, std::string, DigestHash> by_digest;
@@ -246,16 +240,11 @@ struct MemoryKeyStore::State {
 MemoryKeyStore::MemoryKeyStore() : state_(std::make_shared<State>()) {}
 MemoryKeyStore::~MemoryKeyStore() = default;
 
-void MemoryKeyStore::SetUnavailableForTesting(bool unavailable) {
-  state_->unavailable.store(unavailable, std::memory_order_release);
-}
-
 absl::Status MemoryKeyStore::Insert(const KeyRecord& record) {
   if (absl::Status s = internal::CheckRecordShape(record); !s.ok()) return s;
   State& s = *state_;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
     if (s.records.find(record.id) != s.records.end()) {
       return absl::AlreadyExistsError(
           absl::StrCat(internal::KeyLabel(record.id), ": already exists"));
@@ -274,7 +263,6 @@ absl::Status MemoryKeyStore::Insert(const KeyRecord& record) {
 absl::StatusOr<KeyRecord> MemoryKeyStore::Get(std::string_view id) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   auto it = s.records.find(id);
   if (it == s.records.end()) return NotFound(id);
   return it->second;
@@ -283,7 +271,6 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Get(std::string_view id) {
 absl::StatusOr<KeyRecord> MemoryKeyStore::FindByDigest(const Digest& digest) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   auto it = s.by_digest.find(digest);
   if (it == s.by_digest.end()) return absl::NotFoundError("digest: no such key");
   auto rec = s.records.find(it->second);
@@ -297,7 +284,6 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record) {
   KeyRecord result;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
     auto it = s.records.find(record.id);
     if (it == s.records.end()) return NotFound(record.id);
     if (it->second.version != record.version) {
@@ -322,7 +308,6 @@ absl::Status MemoryKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> upda
                                            absl::Duration min_advance) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   for (const LastUsedUpdate& u : updates) {
     auto it = s.records.find(u.key_id);
     if (it == s.records.end()) continue;
@@ -339,7 +324,6 @@ absl::Status MemoryKeyStore::Delete(std::string_view id,
   State& s = *state_;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
     auto it = s.records.find(id);
     if (it == s.records.end()) return NotFound(id);
     if (expected_version.has_value() && *expected_version != it->second.version) {
@@ -372,7 +356,6 @@ absl::StatusOr<ListPage> MemoryKeyStore::List(const ListOptions& options) {
 
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   ListPage page;
   auto it = after.empty() ? s.records.begin() : s.records.upper_bound(after);
   for (; it != s.records.end(); ++it) {
@@ -390,7 +373,6 @@ absl::StatusOr<ListPage> MemoryKeyStore::List(const ListOptions& options) {
 absl::StatusOr<ChangeBatch> MemoryKeyStore::ChangesSince(std::uint64_t after, std::size_t limit) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   ChangeBatch batch;
   batch.next_sequence = after;
   auto it = s.log.upper_bound(after);
@@ -410,7 +392,6 @@ absl::StatusOr<ChangeBatch> MemoryKeyStore::ChangesSince(std::uint64_t after, st
 absl::StatusOr<std::uint64_t> MemoryKeyStore::LastSequence() {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   return s.last_sequence;
 }
 
@@ -422,7 +403,6 @@ absl::Status MemoryKeyStore::AwaitSubscribers() {
 absl::StatusOr<std::unique_ptr<Subscription>> MemoryKeyStore::Subscribe(
     std::function<void()> on_change) {
   if (!on_change) return absl::InvalidArgumentError("on_change: must be callable");
-  if (state_->unavailable.load(std::memory_order_acquire)) return UnavailableError();
   auto sub = std::make_shared<SubscriberState>(std::move(on_change));
   {
     std::lock_guard<std::mutex> lock(state_->subscribers->mu);

@@ -24,6 +24,7 @@
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
 #include "keygate/token.h"
+#include "outage_key_store.h"
 #include "test_util.h"
 
 namespace keygate {
@@ -71,7 +72,7 @@ constexpr std::string_view kKeyId = "key_0123456789abcdefghijkl";
 struct Fixture {
   Fixture() {
     deployment = *Deployment::Create({});
-    store = std::make_shared<MemoryKeyStore>();
+    store = std::make_shared<testing::OutageKeyStore>();
     clock = std::make_shared<FakeClock>(absl::FromUnixSeconds(1'800'000'000));
     KeyManager::Options mo;
     mo.deployment = deployment;
@@ -117,7 +118,7 @@ struct Fixture {
   }
 
   std::shared_ptr<const Deployment> deployment;
-  std::shared_ptr<MemoryKeyStore> store;
+  std::shared_ptr<testing::OutageKeyStore> store;
   std::shared_ptr<FakeClock> clock;
   std::unique_ptr<KeyManager> manager;
   std::unique_ptr<HttpAuthenticator> auth;
@@ -325,7 +326,7 @@ TEST_CASE("The response table with real keys: one identical 401 for every unusab
           "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"write:all\"");
   }
   SECTION("a store that is down is a 503 with Retry-After, never a 200") {
-    fx.store->SetUnavailableForTesting(true);
+    fx.store->SetUnavailable(true);
     const HttpAuthResult r = fx.Check(good, fx.read);
     CHECK(r.verdict.outcome == Outcome::kUnavailable);
     CHECK(r.decision.status == 503);
@@ -356,10 +357,10 @@ TEST_CASE("Attribution fetches the owner, accounts and metadata of the key",
     verifier->answer = OkVerdict(id);
     HttpAuthOptions o;
     o.principal_lookup = LookupPrincipalInStore(fx.store);
-    HttpAuthenticator auth(verifier, o);
-    fx.store->SetUnavailableForTesting(true);
+    const auto auth = MakeAuth(verifier, o);
+    fx.store->SetUnavailable(true);
     const std::string_view values[] = {"Bearer x"};
-    const HttpAuthResult down = auth.Check(Tls(values), fx.write, Attribution::kLookup);
+    const HttpAuthResult down = auth->Check(Tls(values), fx.write, Attribution::kLookup);
     CHECK_FALSE(down.allowed());
     CHECK(down.verdict.outcome == Outcome::kUnavailable);
     CHECK(down.decision.status == 503);

@@ -32,6 +32,7 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/token.h"
+#include "outage_key_store.h"
 #include "test_util.h"
 
 namespace keygate {
@@ -85,7 +86,7 @@ struct Fixture {
   }
 
   std::shared_ptr<const Deployment> deployment;
-  std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
+  std::shared_ptr<testing::OutageKeyStore> store = std::make_shared<testing::OutageKeyStore>();
   std::shared_ptr<CollectingEventSink> events = std::make_shared<CollectingEventSink>();
   // Whole seconds plus 0.5 µs: times written must come out at microseconds.
   std::shared_ptr<FakeClock> clock =
@@ -241,11 +242,11 @@ TEST_CASE("Key ids sort in creation order", "[manager][create]") {
 TEST_CASE("KeyManager returns no token when the store rejects the record",
           "[manager][create][secret]") {
   Fixture f;
-  f.store->SetUnavailableForTesting(true);
+  f.store->SetUnavailable(true);
   absl::StatusOr<CreatedKey> k = f.manager->Create(f.Request(), "alice");
   CHECK(k.status().code() == absl::StatusCode::kUnavailable);
   CHECK(f.events->Events().empty());
-  f.store->SetUnavailableForTesting(false);
+  f.store->SetUnavailable(false);
   CHECK(f.LastSequence() == 0);
 
   // A rejected personal duplicate gives no token either.
@@ -1364,10 +1365,10 @@ TEST_CASE("Roll refuses an expired key: its new token would never work", "[manag
 TEST_CASE("Roll returns no token when the store fails", "[manager][roll][secret]") {
   Fixture f;
   CreatedKey k = f.MustCreate(f.Request());
-  f.store->SetUnavailableForTesting(true);
+  f.store->SetUnavailable(true);
   CHECK(f.manager->Roll(k.record.id, absl::Hours(1), "alice").status().code() ==
         absl::StatusCode::kUnavailable);
-  f.store->SetUnavailableForTesting(false);
+  f.store->SetUnavailable(false);
   CHECK(f.events->Events().size() == 1);
   CHECK(f.Verify(k.token) == Outcome::kOk);
   absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);

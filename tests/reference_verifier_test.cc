@@ -21,6 +21,7 @@
 #include "keygate/key_manager.h"
 #include "keygate/memory_key_store.h"
 #include "keygate/token.h"
+#include "outage_key_store.h"
 #include "test_util.h"
 
 namespace keygate {
@@ -78,7 +79,7 @@ struct Fixture {
   }
 
   std::shared_ptr<const Deployment> deployment;
-  std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
+  std::shared_ptr<testing::OutageKeyStore> store = std::make_shared<testing::OutageKeyStore>();
   std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>();
   std::unique_ptr<KeyManager> manager;
   std::unique_ptr<ReferenceVerifier> verifier;
@@ -148,7 +149,7 @@ TEST_CASE("Reference verifier: malformed tokens are rejected before any lookup",
   const std::string t = Text(k.token);
   // The store is down: a malformed token must still be answered as
   // malformed, proving that no lookup happened.
-  f.store->SetUnavailableForTesting(true);
+  f.store->SetUnavailable(true);
   std::string flipped = t;
   flipped[20] = flipped[20] == 'A' ? 'B' : 'A';  // breaks the checksum
   absl::StatusOr<Secret> other_prefix = TokenFromBytes("zz", "live", std::string(32, '\x07'));
@@ -168,7 +169,7 @@ TEST_CASE("Reference verifier: malformed tokens are rejected before any lookup",
     CHECK(v.outcome == Outcome::kMalformed);
     CHECK(v.key().empty());
   }
-  f.store->SetUnavailableForTesting(false);
+  f.store->SetUnavailable(false);
   CHECK(f.Verify(t).ok());
 }
 
@@ -365,7 +366,7 @@ TEST_CASE("Reference verifier fails closed when the store is down",
           "[verifier][reference][unavailable]") {
   Fixture f;
   CreatedKey k = f.Create();
-  f.store->SetUnavailableForTesting(true);
+  f.store->SetUnavailable(true);
   const Verdict v = f.Verify(Text(k.token));
   CHECK(v.outcome == Outcome::kUnavailable);
   CHECK(v.key().empty());
