@@ -142,7 +142,7 @@ TEST_CASE("SQLite store loses no acknowledged write when the writer is SIGKILLed
     std::filesystem::copy_file(db, copy);
     SqliteOptions o;
     o.path = copy;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> s = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> s = SqliteKeyStore::Create(o);
     REQUIRE(s.ok());
     ListOptions lo;
     lo.limit = kMaxListLimit;
@@ -313,7 +313,7 @@ TEST_CASE("SQLite store loses no acknowledged write when the writer is SIGKILLed
 
     SqliteOptions o;
     o.path = db;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
     INFO(store.status().ToString());
     REQUIRE(store.ok());
     absl::Status integrity = (*store)->CheckIntegrity();

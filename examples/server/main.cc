@@ -276,7 +276,7 @@ int Main(int argc, char** argv) {
   so.path = f.db;
   so.poll_interval = absl::Milliseconds(f.feed_poll_ms);
   absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> sqlite =
-      keygate::SqliteKeyStore::Open(so);
+      keygate::SqliteKeyStore::Create(so);
   if (!sqlite.ok()) return fail(sqlite.status());
   std::shared_ptr<keygate::KeyStore> store = *sqlite;
   if (!f.outage_file.empty()) {

@@ -14,7 +14,8 @@ int main() {
   if (!deployment.ok()) return 1;
   keygate::SqliteOptions options;
   options.path = ":memory:";
-  auto store = keygate::SqliteKeyStore::Open(options);
+  absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> store =
+      keygate::SqliteKeyStore::Create(options);
   if (!store.ok()) return 1;
   keygate::KeyManager manager({*deployment, *store, nullptr, nullptr});
   keygate::CreateKeyRequest req;
