@@ -79,7 +79,8 @@ struct Fixture {
     mo.store = store;
     mo.clock = clock;
     manager = std::make_unique<KeyManager>(std::move(mo));
-    auto verifier = ReferenceVerifier::Create(deployment, store, "production");
+    auto verifier = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = store, .environment = "production"});
     REQUIRE(verifier.ok());
     HttpAuthOptions options;
     options.clock = clock;

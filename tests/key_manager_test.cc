@@ -80,7 +80,8 @@ struct Fixture {
 
   Outcome Verify(const Secret& token, std::string_view env = "production",
                  const Requirement& req = Requirement::AnyValidKey()) {
-    auto v = ReferenceVerifier::Create(deployment, store, env);
+    auto v = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = store, .environment = std::string(env)});
     REQUIRE_OK(v);
     return (*v)->VerifyToken(Text(token), req, clock->Now()).outcome;
   }

@@ -52,7 +52,8 @@ struct Fixture {
     mo.store = store;
     mo.clock = clock;
     manager = std::make_unique<KeyManager>(std::move(mo));
-    auto v = ReferenceVerifier::Create(deployment, store, "production");
+    auto v = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = store, .environment = "production"});
     REQUIRE_OK(v);
     verifier = *std::move(v);
   }
@@ -189,7 +190,8 @@ TEST_CASE("Reference verifier: unknown, deleted and foreign-pepper tokens are un
   peppered.pepper = Secret(std::string(32, 'p'));
   auto d2 = Deployment::Create(std::move(peppered));
   REQUIRE_OK(d2);
-  auto v2 = ReferenceVerifier::Create(*d2, f.store, "production");
+  auto v2 =
+      ReferenceVerifier::Create({.deployment = *d2, .store = f.store, .environment = "production"});
   REQUIRE_OK(v2);
   CreatedKey k2 = f.Create();
   CHECK((*v2)->VerifyToken(Text(k2.token), Requirement::AnyValidKey(), f.clock->Now()).outcome ==
@@ -213,7 +215,7 @@ TEST_CASE("Reference verifier works with a peppered deployment", "[verifier][ref
   r.environment = "preview";
   absl::StatusOr<CreatedKey> k = m.Create(r, "o");
   REQUIRE_OK(k);
-  auto v = ReferenceVerifier::Create(*d, store, "preview");
+  auto v = ReferenceVerifier::Create({.deployment = *d, .store = store, .environment = "preview"});
   REQUIRE_OK(v);
   CHECK((*v)->VerifyToken(Text(k->token), Requirement::AnyValidKey(), absl::Now()).ok());
 }
@@ -283,7 +285,8 @@ TEST_CASE("Reference verifier: wrong environment by tag and by record",
   CHECK(v.outcome == Outcome::kWrongEnvironment);
   CHECK(v.key() == k.record.id);
 
-  auto preview_verifier = ReferenceVerifier::Create(f.deployment, f.store, "preview");
+  auto preview_verifier = ReferenceVerifier::Create(
+      {.deployment = f.deployment, .store = f.store, .environment = "preview"});
   REQUIRE_OK(preview_verifier);
   CHECK((*preview_verifier)
             ->VerifyToken(Text(preview.token), Requirement::AnyValidKey(), f.clock->Now())
@@ -337,8 +340,11 @@ TEST_CASE("Reference verifier: a custom ScopeEvaluator decides", "[verifier][ref
   CreatedKey k = f.Create({"read:projects/*"});
   Requirement req = testing::MustForEvaluator("read:projects/42");
   CHECK(f.Verify(Text(k.token), req).outcome == Outcome::kInsufficientScope);
-  auto pattern = ReferenceVerifier::Create(f.deployment, f.store, "production",
-                                           std::make_shared<PatternScopeEvaluator>());
+  auto pattern =
+      ReferenceVerifier::Create({.deployment = f.deployment,
+                                 .store = f.store,
+                                 .environment = "production",
+                                 .scope_evaluator = std::make_shared<PatternScopeEvaluator>()});
   REQUIRE_OK(pattern);
   CHECK((*pattern)->Verify("Bearer " + Text(k.token), req, f.clock->Now()).ok());
   req = testing::MustForEvaluator("write:projects/42");
@@ -353,7 +359,8 @@ TEST_CASE("Reference verifier: a scope removed from the registry grants nothing"
   // The same deployment settings, minus the application's scopes.
   auto plain = Deployment::Create({});
   REQUIRE_OK(plain);
-  auto v = ReferenceVerifier::Create(*plain, f.store, "production");
+  auto v = ReferenceVerifier::Create(
+      {.deployment = *plain, .store = f.store, .environment = "production"});
   REQUIRE_OK(v);
   const Requirement read = testing::MustRequire((*plain)->scopes(), {kScopeReadAll});
   CHECK((*v)->VerifyToken(Text(k.token), read, f.clock->Now()).outcome ==
@@ -444,13 +451,18 @@ TEST_CASE("Reference verifier applies the checks in the documented order",
 TEST_CASE("ReferenceVerifier::Create validates its arguments", "[verifier][reference]") {
   Fixture f;
   auto store = std::make_shared<MemoryKeyStore>();
-  auto bad_env = ReferenceVerifier::Create(f.deployment, store, "staging");
+  auto bad_env = ReferenceVerifier::Create(
+      {.deployment = f.deployment, .store = store, .environment = "staging"});
   CHECK(bad_env.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(bad_env.status().message().substr(0, 12) == "environment:");
-  CHECK(ReferenceVerifier::Create(nullptr, store, "production").status().code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(ReferenceVerifier::Create(f.deployment, nullptr, "production").status().code() ==
-        absl::StatusCode::kInvalidArgument);
+  CHECK(ReferenceVerifier::Create(
+            {.deployment = nullptr, .store = store, .environment = "production"})
+            .status()
+            .code() == absl::StatusCode::kInvalidArgument);
+  CHECK(ReferenceVerifier::Create(
+            {.deployment = f.deployment, .store = nullptr, .environment = "production"})
+            .status()
+            .code() == absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

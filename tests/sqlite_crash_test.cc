@@ -347,11 +347,11 @@ TEST_CASE("SQLite store loses no acknowledged write when the writer is SIGKILLed
       }
     }
 
-    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> verifier =
-        ReferenceVerifier::Create(deployment, *store, "production");
+    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> verifier = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = *store, .environment = "production"});
     REQUIRE(verifier.ok());
-    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> preview =
-        ReferenceVerifier::Create(deployment, *store, "preview");
+    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> preview = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = *store, .environment = "preview"});
     REQUIRE(preview.ok());
     const absl::Time now = absl::Now();
     // The in-flight operation: all of its keys landed or none.

@@ -382,8 +382,8 @@ class Stress {
     for (int w = 0; w < config_.writers; ++w) {
       writer_managers_.push_back(std::make_unique<KeyManager>(o));
     }
-    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> ref =
-        ReferenceVerifier::Create(deployment_, store_, "production");
+    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> ref = ReferenceVerifier::Create(
+        {.deployment = deployment_, .store = store_, .environment = "production"});
     REQUIRE(ref.ok());
     reference_ = *std::move(ref);
   }

@@ -86,7 +86,10 @@ struct Fixture {
     mo.store = store;
     mo.clock = clock;
     manager = std::make_unique<KeyManager>(std::move(mo));
-    auto r = ReferenceVerifier::Create(deployment, store, "production", opts.evaluator);
+    auto r = ReferenceVerifier::Create({.deployment = deployment,
+                                        .store = store,
+                                        .environment = "production",
+                                        .scope_evaluator = opts.evaluator});
     REQUIRE_OK(r);
     reference = *std::move(r);
     MakeVerifier();

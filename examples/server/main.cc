@@ -297,7 +297,8 @@ int Main(int argc, char** argv) {
     verifier = keygate::AdaptVerifier(hotpath);
   } else {
     absl::StatusOr<std::unique_ptr<keygate::ReferenceVerifier>> v =
-        keygate::ReferenceVerifier::Create(*deployment, store, f.env);
+        keygate::ReferenceVerifier::Create(
+            {.deployment = *deployment, .store = store, .environment = f.env});
     if (!v.ok()) return fail(v.status());
     verifier = keygate::AdaptVerifier(std::move(*v));
   }

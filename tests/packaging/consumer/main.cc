@@ -25,7 +25,8 @@ int main() {
   req.scopes = {"read:all"};
   auto key = manager.Create(req, "alice");
   if (!key.ok()) return 2;
-  auto verifier = keygate::ReferenceVerifier::Create(*deployment, *store, "production");
+  auto verifier = keygate::ReferenceVerifier::Create(
+      {.deployment = *deployment, .store = *store, .environment = "production"});
   if (!verifier.ok()) return 3;
   const std::string header =
       "Bearer " + std::string(key->token.Reveal(keygate::InsecureSecretAccess::Get()));
