@@ -304,6 +304,7 @@ int Main(int argc, char** argv) {
   }
 
   keygate::HttpAuthOptions ao;
+  ao.verifier = verifier;
   ao.http.realm = f.realm;
   if (absl::Status s = keygate::ValidateHttpOptions(ao.http); !s.ok()) {
     return UsageError(absl::StrCat("--", s.message()));  // "--realm: byte ..."
@@ -316,8 +317,10 @@ int Main(int argc, char** argv) {
   for (const auto* r : {&read, &write, &admin}) {
     if (!r->ok()) return fail(r->status());
   }
-  Api api{std::make_shared<keygate::HttpAuthenticator>(verifier, ao), *std::move(read),
-          *std::move(write), *std::move(admin)};
+  absl::StatusOr<std::unique_ptr<keygate::HttpAuthenticator>> auth =
+      keygate::HttpAuthenticator::Create(std::move(ao));
+  if (!auth.ok()) return fail(auth.status());
+  Api api{*std::move(auth), *std::move(read), *std::move(write), *std::move(admin)};
 
   config.address = f.listen;
   config.https_port = f.port;
