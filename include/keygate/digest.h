@@ -57,7 +57,7 @@ bool DigestFromHex(std::string_view hex, Digest* out) noexcept;
 class TokenHasher {
  public:
   // Errors: kInvalidArgument if the pepper is shorter than kMinPepperSize.
-  static absl::StatusOr<std::shared_ptr<const TokenHasher>> Create(
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<const TokenHasher>> Create(
       const std::optional<Secret>& pepper);
 
   ~TokenHasher();
@@ -71,7 +71,7 @@ class TokenHasher {
   bool Hash(std::string_view token, Digest* out) const noexcept;
 
   // Convenience for management paths. Errors: kInternal (never, today).
-  absl::StatusOr<Digest> Hash(std::string_view token) const;
+  [[nodiscard]] absl::StatusOr<Digest> Hash(std::string_view token) const;
 
   bool keyed() const noexcept { return keyed_; }
 

@@ -121,7 +121,7 @@ class AddressFilter {
   // address or CIDR block", or "... is an IPv4-mapped IPv6 block with a prefix shorter than
   // /96; write it as an IPv4 block (a.b.c.d/n)"; the entry is quoted only if it is at most 50
   // address characters ([0-9a-fA-F.:/%[]]), else left out (it may hold a token).
-  static absl::StatusOr<std::shared_ptr<const AddressFilter>> Create(
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<const AddressFilter>> Create(
       absl::Span<const std::string> allowed);
 
   bool Allows(std::string_view address) const noexcept;  // false if it does not parse

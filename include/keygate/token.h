@@ -64,7 +64,8 @@ TokenError ParseToken(std::string_view token, TokenView* out,
                       std::string_view expected_prefix = {}) noexcept;
 
 // ParseToken as a status: kInvalidArgument "token: <reason>" (never echoes the token).
-absl::Status ValidateToken(std::string_view token, std::string_view expected_prefix = {});
+[[nodiscard]] absl::Status ValidateToken(std::string_view token,
+                                         std::string_view expected_prefix = {});
 
 // A short human-readable reason for a TokenError ("bad checksum", ...).
 std::string_view TokenErrorName(TokenError error) noexcept;
@@ -75,11 +76,13 @@ bool IsValidEnvTag(std::string_view s) noexcept;
 
 // A new token with 256 bits from RAND_priv_bytes. Errors: kInvalidArgument (bad prefix or env
 // tag), kInternal (the CSPRNG failed).
-absl::StatusOr<Secret> GenerateToken(std::string_view prefix, std::string_view env_tag);
+[[nodiscard]] absl::StatusOr<Secret> GenerateToken(std::string_view prefix,
+                                                   std::string_view env_tag);
 
 // Builds a token from a given 32-byte secret (known-answer tests, imports).
-absl::StatusOr<Secret> TokenFromBytes(std::string_view prefix, std::string_view env_tag,
-                                      std::string_view secret32);
+[[nodiscard]] absl::StatusOr<Secret> TokenFromBytes(std::string_view prefix,
+                                                    std::string_view env_tag,
+                                                    std::string_view secret32);
 
 // The non-secret display hint kept at rest: "<prefix>_<env>_...<last 4>".
 std::string TokenHint(std::string_view token);
