@@ -174,7 +174,7 @@ void BuildDatabase(benchmark::State& state) {
   if (const char* c = std::getenv("KEYGATE_BENCH_CACHE_KIB"); c != nullptr && *c != '\0') {
     o.cache_kib = std::strtoull(c, nullptr, 10);
   }
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   if (!store.ok()) {
     state.SkipWithError(store.status().ToString().c_str());
     return;
@@ -250,7 +250,7 @@ std::shared_ptr<SqliteKeyStore> OpenFixture(benchmark::State& state) {
   if (const char* c = std::getenv("KEYGATE_BENCH_READ_CACHE_KIB"); c != nullptr && *c != '\0') {
     o.cache_kib = std::strtoull(c, nullptr, 10);
   }
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   if (!store.ok()) {
     state.SkipWithError(store.status().ToString().c_str());
     return nullptr;
@@ -435,7 +435,7 @@ void BM_InsertOneCommit(benchmark::State& state) {
   SqliteOptions o;
   o.path = tmpl + "/one.db";
   o.synchronous = sync;
-  std::shared_ptr<SqliteKeyStore> store = *SqliteKeyStore::Open(o);
+  std::shared_ptr<SqliteKeyStore> store = *SqliteKeyStore::Create(o);
   std::mt19937_64 rng(7);
   std::size_t i = 0;
   for (auto _ : state) {

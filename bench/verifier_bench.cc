@@ -53,6 +53,8 @@
 #include "benchmark/benchmark.h"
 
 #include "internal/canonical_token.h"
+#include "internal/digest_prefix.h"
+#include "internal/gcra.h"
 #include "keygate/bearer.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
@@ -381,14 +383,25 @@ World& Hot() { return GetWorld(3 * kHot, /*hot=*/true); }
 // Baselines: the same pipeline with a locked map
 // ---------------------------------------------------------------------------
 
+// A key id held inline, as a Verdict holds it.
+struct InlineKeyId {
+  char data[kKeyIdLength] = {};
+  std::uint8_t size = 0;
+  void Set(std::string_view id) noexcept {
+    size = static_cast<std::uint8_t>(std::min(id.size(), kKeyIdLength));
+    std::memcpy(data, id.data(), size);
+  }
+  std::string_view view() const noexcept { return {data, size}; }
+};
+
 struct BaselineEntry {
-  KeyIdBuf id;
+  InlineKeyId id;
   bool revoked = false;
   std::int64_t expires_ns = std::numeric_limits<std::int64_t>::max();
   bool wrong_env = false;
   ScopeMask scopes = 0;
   GcraPolicy policy;
-  mutable std::atomic<std::int64_t> tat{kGcraNeverUsed};
+  mutable std::atomic<std::int64_t> tat{internal::kGcraNeverUsed};
 
   BaselineEntry() = default;
   BaselineEntry(const BaselineEntry& o)
@@ -412,7 +425,7 @@ struct BaselineEntry {
 };
 
 struct DigestHash {
-  std::size_t operator()(const Digest& d) const noexcept { return DigestPrefix64(d); }
+  std::size_t operator()(const Digest& d) const noexcept { return internal::DigestPrefix64(d); }
 };
 
 struct StdShared {
@@ -486,7 +499,7 @@ class LockedVerifier {
         return v;
       }
       const BaselineEntry& e = it->second;
-      v.key_id = e.id;
+      v.set_key(e.id.view());
       if (e.revoked) {
         v.outcome = Outcome::kRevoked;
       } else if (e.expires_ns <= now) {
@@ -497,7 +510,7 @@ class LockedVerifier {
         v.outcome = Outcome::kInsufficientScope;
       } else {
         LimitDecision ld{LimitResult::kAllowed, {}};
-        if (e.policy.valid()) ld = LocalRateLimiter::AcquireOne(e.policy, e.tat, req.cost(), now);
+        if (e.policy.valid()) ld = internal::GcraAcquireOne(e.policy, e.tat, req.cost(), now);
         v.rate = ld.status;
         v.outcome = ld.result == LimitResult::kAllowed ? Outcome::kOk : Outcome::kRateLimited;
       }

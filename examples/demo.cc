@@ -96,7 +96,8 @@ int main(int argc, char** argv) {
   std::cout << "== 1. The key store: a SQLite file\n";
   keygate::SqliteOptions so;
   so.path = db_path;
-  auto store = Must(keygate::SqliteKeyStore::Open(so), "open the SQLite store");
+  std::shared_ptr<keygate::SqliteKeyStore> store =
+      Must(keygate::SqliteKeyStore::Create(so), "open the SQLite store");
   struct stat st {};
   ::stat(db_path.c_str(), &st);
   std::cout << "  " << db_path << "\n"

@@ -23,7 +23,8 @@ int main() {
     return 1;
   }
 
-  auto verifier = keygate::ReferenceVerifier::Create(*deployment, store, "production");
+  auto verifier = keygate::ReferenceVerifier::Create(
+      {.deployment = *deployment, .store = store, .environment = "production"});
   if (!verifier.ok()) return 1;
   // What the route needs; a misspelled scope is an error here, never an open route.
   auto read_all = (*deployment)->scopes().Require({"read:all"});

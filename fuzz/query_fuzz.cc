@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 #include "keygate/http_request.h"
@@ -136,15 +137,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!keygate::QueryCarriesCredential(encoded, names)) std::abort();
   }
 
+  // HttpAuthenticator::Create refuses an empty name: leave it out there.
   keygate::HttpAuthOptions options;
-  options.credential_query_parameters.assign(names.begin(), names.end());
-  const keygate::HttpAuthenticator auth(std::make_shared<NeverCalled>(), std::move(options));
+  options.verifier = std::make_shared<NeverCalled>();
+  options.credential_query_parameters.assign(names.begin(),
+                                             extra.empty() ? names.end() - 1 : names.end());
+  const bool auth_carries =
+      keygate::QueryCarriesCredential(query, options.credential_query_parameters);
+  absl::StatusOr<std::unique_ptr<keygate::HttpAuthenticator>> created =
+      keygate::HttpAuthenticator::Create(std::move(options));
+  if (!created.ok()) std::abort();
+  const keygate::HttpAuthenticator& auth = **created;
   keygate::HttpRequestFacts facts;
   facts.tls = true;
   facts.raw_query = query;
   const keygate::HttpAuthResult r = auth.Check(facts, keygate::Requirement::AnyValidKey());
   const keygate::Outcome expected =
-      carries ? keygate::Outcome::kInvalidRequest : keygate::Outcome::kMissing;
+      auth_carries ? keygate::Outcome::kInvalidRequest : keygate::Outcome::kMissing;
   if (r.verdict.outcome != expected || r.allowed()) std::abort();
   return 0;
 }

@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
+#include "internal/gcra.h"
 #include "keygate/key.h"
 #include "keygate/rate_limiter.h"
 #include "sqlite/json.h"
@@ -136,9 +137,9 @@ void CheckRateLimit(const keygate::RateLimitPolicy& policy) {
   const keygate::GcraPolicy g = keygate::GcraPolicy::Compile(policy);
   if (!g.valid()) std::abort();
   if (g.emission_ns < 1 || g.capacity_ns < 0 || g.period_ns <= 0) std::abort();
-  std::atomic<std::int64_t> tat{keygate::kGcraNeverUsed};
-  (void)keygate::LocalRateLimiter::AcquireOne(g, tat, 1, 0);
-  (void)keygate::LocalRateLimiter::AcquireOne(g, tat, policy.burst, 1);
+  std::atomic<std::int64_t> tat{keygate::internal::kGcraNeverUsed};
+  (void)keygate::internal::GcraAcquireOne(g, tat, 1, 0);
+  (void)keygate::internal::GcraAcquireOne(g, tat, policy.burst, 1);
 }
 
 }  // namespace

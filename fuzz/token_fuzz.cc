@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "internal/base62.h"
+#include "internal/crc32.h"
 #include "keygate/token.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -13,8 +15,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   keygate::TokenView v;
   if (keygate::ParseToken(in, &v) != keygate::TokenError::kNone) return 0;
   const std::string_view head = in.substr(0, in.size() - keygate::kCheckChars);
-  if (keygate::Base62EncodeFixed(keygate::Crc32(head), keygate::kCheckChars) != v.check)
+  if (keygate::internal::Base62EncodeFixed(keygate::internal::Crc32(head), keygate::kCheckChars) !=
+      v.check) {
     std::abort();
+  }
   if (!keygate::IsValidPrefix(v.prefix) || !keygate::IsValidEnvTag(v.env_tag)) std::abort();
   if (v.secret.size() != keygate::kSecretChars) std::abort();
   if (v.prefix.data() != in.data()) std::abort();

@@ -232,20 +232,25 @@ std::string_view QueryOfTarget(std::string_view target) noexcept {
   return query.substr(0, query.find('#'));
 }
 
-// Out of line (not a default argument): g++ 12 at -O3 reports a spurious
-// -Wmaybe-uninitialized when a defaulted HttpAuthOptions is built inline in
-// the caller.
-HttpAuthenticator::HttpAuthenticator(std::shared_ptr<const RequestVerifier> verifier)
-    : HttpAuthenticator(std::move(verifier), HttpAuthOptions()) {}
-
-HttpAuthenticator::HttpAuthenticator(std::shared_ptr<const RequestVerifier> verifier,
-                                     HttpAuthOptions options)
-    : verifier_(std::move(verifier)), options_(std::move(options)) {
-  if (!options_.clock) {
-    // SystemClock::Get() is process-wide and never destroyed.
-    options_.clock = std::shared_ptr<const Clock>(&SystemClock::Get(), [](const Clock*) {});
+absl::StatusOr<std::unique_ptr<HttpAuthenticator>> HttpAuthenticator::Create(Options options) {
+  if (!options.verifier) return absl::InvalidArgumentError("verifier: must not be null");
+  if (absl::Status s = ValidateHttpOptions(options.http); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("http.", s.message()));
   }
+  for (std::size_t i = 0; i < options.credential_query_parameters.size(); ++i) {
+    if (options.credential_query_parameters[i].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("credential_query_parameters[", i, "]: must not be empty"));
+    }
+  }
+  if (!options.clock) {
+    // SystemClock::Get() is process-wide and never destroyed.
+    options.clock = std::shared_ptr<const Clock>(&SystemClock::Get(), [](const Clock*) {});
+  }
+  return std::unique_ptr<HttpAuthenticator>(new HttpAuthenticator(std::move(options)));
 }
+
+HttpAuthenticator::HttpAuthenticator(Options options) : options_(std::move(options)) {}
 
 HttpAuthResult HttpAuthenticator::Check(const HttpRequestFacts& request,
                                         const Requirement& requirement,
@@ -268,12 +273,11 @@ HttpAuthResult HttpAuthenticator::Check(const HttpRequestFacts& request,
     if (QueryCarriesCredential(request.raw_query, options_.credential_query_parameters)) {
       return MakeVerdict(Outcome::kInvalidRequest);
     }
-    // 4. The verifier. Anything unexpected fails closed.
-    if (!verifier_) return MakeVerdict(Outcome::kUnavailable);
+    // 4. The verifier (never null: Create checks). Anything unexpected fails closed.
     const std::string_view authorization =
         request.authorization.empty() ? std::string_view() : request.authorization.front();
     try {
-      return verifier_->Verify(authorization, requirement, options_.clock->Now());
+      return options_.verifier->Verify(authorization, requirement, options_.clock->Now());
     } catch (...) {
       return MakeVerdict(Outcome::kUnavailable);
     }

@@ -33,6 +33,7 @@
 namespace keygate {
 namespace {
 
+using internal::Base62EncodeFixed;
 using internal::Invalid;
 
 // A refusal that reports the key's state (not found, revoked) may be due

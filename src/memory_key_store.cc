@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
+#include "internal/digest_prefix.h"
 #include "keygate/audit.h"
 #include "internal/key_label.h"
 #include "keygate/change_notifier.h"
@@ -42,7 +43,7 @@ constexpr std::size_t kCursorPrefixSize = sizeof(kCursorPrefix) - 1;
 
 struct DigestHash {
   std::size_t operator()(const Digest& d) const noexcept {
-    return static_cast<std::size_t>(DigestPrefix64(d));
+    return static_cast<std::size_t>(internal::DigestPrefix64(d));
   }
 };
 
@@ -69,10 +70,6 @@ bool IsActivePersonal(const KeyRecord& r) {
   return r.kind == KeyKind::kPersonal && r.state == KeyState::kActive;
 }
 
-absl::Status UnavailableError() {
-  return absl::UnavailableError("memory key store: unavailable (test hook)");
-}
-
 absl::Status NotFound(std::string_view id) {
   return absl::NotFoundError(absl::StrCat(internal::KeyLabel(id), ": not found"));
 }
@@ -80,8 +77,6 @@ absl::Status NotFound(std::string_view id) {
 }  // namespace
 
 struct MemoryKeyStore::State {
-  std::atomic<bool> unavailable{false};
-
   std::mutex mu;
   std::map<std::string, KeyRecord, std::less<>> records;
   absl::flat_hash_map<Digest, std::string, DigestHash> by_digest;
@@ -156,10 +151,6 @@ struct MemoryKeyStore::State {
 MemoryKeyStore::MemoryKeyStore() : state_(std::make_shared<State>()) {}
 MemoryKeyStore::~MemoryKeyStore() = default;
 
-void MemoryKeyStore::SetUnavailableForTesting(bool unavailable) {
-  state_->unavailable.store(unavailable, std::memory_order_release);
-}
-
 absl::Status MemoryKeyStore::Insert(const KeyRecord& record, const AuditNote& note) {
   if (absl::Status s = internal::CheckRecordShape(record); !s.ok()) return s;
   if (absl::Status s = ValidateAuditNote(note, AuditWrite::kInsert); !s.ok()) {
@@ -168,7 +159,6 @@ absl::Status MemoryKeyStore::Insert(const KeyRecord& record, const AuditNote& no
   State& s = *state_;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
     if (s.records.find(record.id) != s.records.end()) {
       return absl::AlreadyExistsError(
           absl::StrCat(internal::KeyLabel(record.id), ": already exists"));
@@ -187,7 +177,6 @@ absl::Status MemoryKeyStore::Insert(const KeyRecord& record, const AuditNote& no
 absl::StatusOr<KeyRecord> MemoryKeyStore::Get(std::string_view id) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   auto it = s.records.find(id);
   if (it == s.records.end()) return NotFound(id);
   return it->second;
@@ -196,7 +185,6 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Get(std::string_view id) {
 absl::StatusOr<KeyRecord> MemoryKeyStore::FindByDigest(const Digest& digest) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   auto it = s.by_digest.find(digest);
   if (it == s.by_digest.end()) return absl::NotFoundError("digest: no such key");
   auto rec = s.records.find(it->second);
@@ -213,7 +201,6 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record, const 
   KeyRecord result;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
     auto it = s.records.find(record.id);
     if (it == s.records.end()) return NotFound(record.id);
     if (it->second.version != record.version) {
@@ -238,7 +225,6 @@ absl::Status MemoryKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> upda
                                            absl::Duration min_advance) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   for (const LastUsedUpdate& u : updates) {
     auto it = s.records.find(u.key_id);
     if (it == s.records.end()) continue;
@@ -259,7 +245,6 @@ absl::Status MemoryKeyStore::Delete(std::string_view id,
   State& s = *state_;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
     auto it = s.records.find(id);
     if (it == s.records.end()) return NotFound(id);
     if (expected_version.has_value() && *expected_version != it->second.version) {
@@ -293,7 +278,6 @@ absl::StatusOr<ListPage> MemoryKeyStore::List(const ListOptions& options) {
 
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   ListPage page;
   auto it = after.empty() ? s.records.begin() : s.records.upper_bound(after);
   for (; it != s.records.end(); ++it) {
@@ -311,7 +295,6 @@ absl::StatusOr<ListPage> MemoryKeyStore::List(const ListOptions& options) {
 absl::StatusOr<ChangeBatch> MemoryKeyStore::ChangesSince(std::uint64_t after, std::size_t limit) {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   ChangeBatch batch;
   batch.next_sequence = after;
   auto it = s.log.upper_bound(after);
@@ -331,7 +314,6 @@ absl::StatusOr<ChangeBatch> MemoryKeyStore::ChangesSince(std::uint64_t after, st
 absl::StatusOr<std::uint64_t> MemoryKeyStore::LastSequence() {
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   return s.last_sequence;
 }
 
@@ -339,7 +321,6 @@ absl::StatusOr<AuditPage> MemoryKeyStore::ReadAudit(const AuditQuery& query) {
   if (absl::Status c = ValidateAuditQuery(query); !c.ok()) return c;
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   AuditPage page;
   page.next_after = query.after;
   for (auto it = s.audit.upper_bound(query.after); it != s.audit.end(); ++it) {
@@ -358,7 +339,6 @@ absl::StatusOr<std::uint64_t> MemoryKeyStore::AuditCursor(std::string_view consu
   if (absl::Status c = ValidateAuditConsumer(consumer); !c.ok()) return c;
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   auto it = s.cursors.find(consumer);
   return it == s.cursors.end() ? 0 : it->second;
 }
@@ -367,7 +347,6 @@ absl::Status MemoryKeyStore::AckAudit(std::string_view consumer, std::uint64_t s
   if (absl::Status c = ValidateAuditConsumer(consumer); !c.ok()) return c;
   State& s = *state_;
   std::lock_guard<std::mutex> lock(s.mu);
-  if (s.unavailable.load(std::memory_order_acquire)) return UnavailableError();
   if (sequence > s.last_sequence) {
     return absl::InvalidArgumentError(
         absl::StrCat("sequence: ", sequence, " is beyond the last one (", s.last_sequence, ")"));
@@ -384,7 +363,6 @@ absl::Status MemoryKeyStore::AwaitSubscribers() {
 
 absl::StatusOr<std::unique_ptr<Subscription>> MemoryKeyStore::Subscribe(
     std::function<void()> on_change) {
-  if (state_->unavailable.load(std::memory_order_acquire)) return UnavailableError();
   return state_->notifier.Subscribe(std::move(on_change));
 }
 

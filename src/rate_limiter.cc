@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "internal/gcra.h"
+
 namespace keygate {
 
 GcraPolicy GcraPolicy::Compile(const RateLimitPolicy& policy) noexcept {
@@ -32,6 +34,12 @@ GcraPolicy GcraPolicy::Compile(const RateLimitPolicy& policy) noexcept {
 
 namespace {
 
+using internal::GcraAccess;
+using internal::GcraAcquireOne;
+using internal::GcraPeek;
+using internal::GcraRefund;
+using internal::GcraStep;
+
 // Callers pass a handful of limits (key, owner, account). The list of active
 // ones lives on the stack; beyond this many we fail closed rather than
 // allocate on the hot path.
@@ -49,28 +57,31 @@ bool Tighter(const RateLimitStatus& a, const RateLimitStatus& b) noexcept {
 LimitDecision LocalRateLimiter::Acquire(absl::Span<const LimitRef> limits, std::uint32_t cost,
                                         std::int64_t now_ns) noexcept {
   // Limits with no policy (or an invalid one) do not apply.
-  std::array<const LimitRef*, kMaxLimits> active{};
+  std::array<const GcraPolicy*, kMaxLimits> policy{};
+  std::array<std::atomic<std::int64_t>*, kMaxLimits> tat{};
   std::size_t n = 0;
   for (const LimitRef& l : limits) {
     if (l.policy == nullptr || !l.policy->valid()) continue;
-    if (l.tat == nullptr || n == kMaxLimits) return LimitDecision{LimitResult::kUnavailable, {}};
-    active[n++] = &l;
+    if (GcraAccess::Tat(l) == nullptr || n == kMaxLimits) {
+      return LimitDecision{LimitResult::kUnavailable, {}};
+    }
+    policy[n] = l.policy;
+    tat[n] = GcraAccess::Tat(l);
+    ++n;
   }
   if (n == 0) return LimitDecision{LimitResult::kAllowed, {}};
-  if (n == 1) return AcquireOne(*active[0]->policy, *active[0]->tat, cost, now_ns);
+  if (n == 1) return GcraAcquireOne(*policy[0], *tat[0], cost, now_ns);
 
   // Phase 1, read-only: if any limit denies now, deny without writing
   // anything (the common way a flood is turned away).
   for (std::size_t i = 0; i < n; ++i) {
-    LimitDecision d =
-        Peek(*active[i]->policy, active[i]->tat->load(std::memory_order_relaxed), cost, now_ns);
+    LimitDecision d = GcraPeek(*policy[i], tat[i]->load(std::memory_order_relaxed), cost, now_ns);
     if (d.result != LimitResult::kAllowed) return d;
   }
   if (cost == 0) {
     LimitDecision best{LimitResult::kAllowed, {}};
     for (std::size_t i = 0; i < n; ++i) {
-      LimitDecision d =
-          Peek(*active[i]->policy, active[i]->tat->load(std::memory_order_relaxed), 0, now_ns);
+      LimitDecision d = GcraPeek(*policy[i], tat[i]->load(std::memory_order_relaxed), 0, now_ns);
       if (i == 0 || Tighter(d.status, best.status)) best.status = d.status;
     }
     return best;
@@ -82,18 +93,18 @@ LimitDecision LocalRateLimiter::Acquire(absl::Span<const LimitRef> limits, std::
   std::array<std::int64_t, kMaxLimits> next{};
   LimitDecision best{LimitResult::kAllowed, {}};
   for (std::size_t i = 0; i < n; ++i) {
-    std::atomic<std::int64_t>& tat = *active[i]->tat;
-    std::int64_t current = tat.load(std::memory_order_relaxed);
+    std::atomic<std::int64_t>& cell = *tat[i];
+    std::int64_t current = cell.load(std::memory_order_relaxed);
     LimitDecision d;
     for (;;) {
-      d = internal::GcraStep(*active[i]->policy, current, cost, now_ns, &next[i]);
+      d = GcraStep(*policy[i], current, cost, now_ns, &next[i]);
       if (d.result != LimitResult::kAllowed) break;
-      if (tat.compare_exchange_weak(current, next[i], std::memory_order_relaxed)) break;
+      if (cell.compare_exchange_weak(current, next[i], std::memory_order_relaxed)) break;
     }
     if (d.result != LimitResult::kAllowed) {
       for (std::size_t j = 0; j < i; ++j) {
-        internal::GcraRefund(*active[j]->tat, prev[j], next[j],
-                             static_cast<std::int64_t>(cost) * active[j]->policy->emission_ns);
+        GcraRefund(*tat[j], prev[j], next[j],
+                   static_cast<std::int64_t>(cost) * policy[j]->emission_ns);
       }
       return d;
     }

@@ -29,20 +29,20 @@ Verdict Make(Outcome outcome) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ReferenceVerifier>> ReferenceVerifier::Create(
-    std::shared_ptr<const Deployment> deployment, std::shared_ptr<KeyStore> store,
-    std::string_view environment, std::shared_ptr<const ScopeEvaluator> evaluator) {
-  if (!deployment) return absl::InvalidArgumentError("deployment: must not be null");
-  if (!store) return absl::InvalidArgumentError("store: must not be null");
-  absl::StatusOr<const EnvironmentSpec*> found = deployment->Environment(environment);
+absl::StatusOr<std::unique_ptr<ReferenceVerifier>> ReferenceVerifier::Create(Options options) {
+  if (!options.deployment) return absl::InvalidArgumentError("deployment: must not be null");
+  if (!options.store) return absl::InvalidArgumentError("store: must not be null");
+  absl::StatusOr<const EnvironmentSpec*> found =
+      options.deployment->Environment(options.environment);
   if (!found.ok()) return found.status();
   const EnvironmentSpec* env = *found;
   std::unique_ptr<ReferenceVerifier> v(new ReferenceVerifier());
   v->environment_ = env->name;
   v->env_tag_ = env->tag;
-  v->deployment_ = std::move(deployment);
-  v->store_ = std::move(store);
-  v->evaluator_ = evaluator ? std::move(evaluator) : std::make_shared<MaskScopeEvaluator>();
+  v->deployment_ = std::move(options.deployment);
+  v->store_ = std::move(options.store);
+  v->evaluator_ = options.scope_evaluator ? std::move(options.scope_evaluator)
+                                          : std::make_shared<MaskScopeEvaluator>();
   return v;
 }
 
@@ -94,7 +94,7 @@ Verdict ReferenceVerifier::VerifyToken(std::string_view token, const Requirement
   // could name another key.
   if (key.id.size() > kKeyIdLength) return Make(Outcome::kUnavailable);
   Verdict verdict;
-  verdict.key_id.Set(key.id);
+  verdict.set_key(key.id);
   auto finish = [&](Outcome outcome) {
     verdict.outcome = outcome;
     if (record != nullptr) *record = std::move(*found);

@@ -13,10 +13,13 @@
 #include "internal/base62.h"
 #include "internal/canonical_token.h"
 #include "internal/charclass.h"
+#include "internal/crc32.h"
 
 namespace keygate {
 namespace {
 
+using internal::Base62Decode;
+using internal::Crc32;
 using internal::kBase62Alphabet;
 using internal::kBase62Digit;
 
@@ -109,11 +112,7 @@ std::uint32_t Crc32Update(std::uint32_t reg, std::string_view data) noexcept {
   return crc;
 }
 
-}  // namespace internal
-
-std::uint32_t Crc32(std::string_view data) noexcept {
-  return ~internal::Crc32Update(0xFFFFFFFFu, data);
-}
+std::uint32_t Crc32(std::string_view data) noexcept { return ~Crc32Update(0xFFFFFFFFu, data); }
 
 std::string Base62EncodeFixed(std::uint64_t value, std::size_t width) {
   std::string out(width, '0');
@@ -129,7 +128,7 @@ bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept {
   // No per-digit division: the overflow check is two flag tests.
   for (char c : digits) {
     const unsigned d = kBase62Digit[static_cast<unsigned char>(c)];
-    if (d == internal::kNotBase62) return false;
+    if (d == kNotBase62) return false;
     if (__builtin_mul_overflow(v, std::uint64_t{62}, &v) ||
         __builtin_add_overflow(v, std::uint64_t{d}, &v)) {
       return false;
@@ -138,6 +137,8 @@ bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept {
   *value = v;
   return true;
 }
+
+}  // namespace internal
 
 bool IsValidPrefix(std::string_view s) noexcept {
   return s.size() >= kMinPrefixLength && s.size() <= kMaxPrefixLength && AllLowerAlnum(s);

@@ -42,7 +42,7 @@ std::ostream& operator<<(std::ostream& os, Outcome outcome) { return os << Outco
 
 std::ostream& operator<<(std::ostream& os, const Verdict& v) {
   os << "Verdict(" << OutcomeName(v.outcome);
-  if (v.key_id.size > 0) os << ", " << v.key();
+  if (!v.key().empty()) os << ", " << v.key();
   return os << ")";
 }
 

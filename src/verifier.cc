@@ -33,14 +33,18 @@
 
 #include "internal/canonical_token.h"
 #include "internal/epoch.h"
+#include "internal/gcra.h"
+#include "internal/verdict_access.h"
 #include "internal/verifier_index.h"
 #include "keygate/bearer.h"
 #include "keygate/token.h"
 
 namespace keygate {
 
+using internal::DigestPrefix64;
 using internal::IdEntry;
 using internal::KeyExtra;
+using internal::kGcraNeverUsed;
 using internal::Slot;
 using internal::Table;
 
@@ -422,12 +426,10 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
     return v;
   }
   if (!id_in_extra) {
-    static_assert(sizeof v.key_id.data == kKeyIdLength + 1);
-    internal::UnpackKeyId(t.ids[i], v.key_id.data);
-    v.key_id.size = kKeyIdLength;
-    v.key_id.data[kKeyIdLength] = '\0';
+    internal::UnpackKeyId(t.ids[i], internal::VerdictAccess::KeyBuffer(v));
+    internal::VerdictAccess::SetKeySize(v, kKeyIdLength);
   } else if (extra->id.size() <= kKeyIdLength) {
-    v.key_id.Set(extra->id);
+    v.set_key(extra->id);
   } else {
     // An id a verdict cannot carry whole (key.h, kKeyIdLength): cut off, it
     // could name another key. ReferenceVerifier answers the same.
@@ -502,13 +504,15 @@ Verdict Verifier::Impl::Check(const Table& t, std::size_t i, std::uint64_t c,
   LimitDecision decision{LimitResult::kAllowed, {}};
   if (owner_cell == nullptr && local_limiter) {
     if (key_tat != nullptr) {
-      decision = LocalRateLimiter::AcquireOne(*key_policy, *key_tat, req.cost(), now_ns);
+      decision = internal::GcraAcquireOne(*key_policy, *key_tat, req.cost(), now_ns);
     }
   } else {
     LimitRef refs[2];
     std::size_t n = 0;
-    if (key_tat != nullptr) refs[n++] = LimitRef{key_policy, key_tat, v.key()};
-    if (owner_cell != nullptr) refs[n++] = LimitRef{&owner_policy, &owner_cell->tat, extra->owner};
+    if (key_tat != nullptr) {
+      refs[n++] = internal::GcraAccess::Ref(key_policy, key_tat, v.key());
+    }
+    if (owner_cell != nullptr) refs[n++] = LimitRef{&owner_policy, owner_cell, extra->owner};
     if (n != 0) decision = limiter->Acquire({refs, n}, req.cost(), now_ns);
   }
   v.rate = decision.status;

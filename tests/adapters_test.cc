@@ -51,11 +51,15 @@ struct Keys {
     mo.deployment = deployment;
     mo.store = store;
     manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
-    auto verifier = ReferenceVerifier::Create(deployment, store, "production");
+    auto verifier = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = store, .environment = "production"});
     REQUIRE(verifier.ok());
     HttpAuthOptions options;
+    options.verifier = AdaptVerifier(std::move(*verifier));
     options.principal_lookup = LookupPrincipalInStore(store);
-    auth = std::make_shared<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
+    absl::StatusOr<std::unique_ptr<HttpAuthenticator>> created = HttpAuthenticator::Create(options);
+    REQUIRE(created.ok());
+    auth = *std::move(created);
     read = testing::MustRequire(deployment->scopes(), {"read:all"});
     write = testing::MustRequire(deployment->scopes(), {"write:all"});
   }
@@ -63,11 +67,15 @@ struct Keys {
   // An authenticator over this store that lets plain HTTP through, so that
   // a check goes on past the TLS rule (the loopback test servers).
   std::shared_ptr<HttpAuthenticator> PlainHttpAuth() const {
-    auto verifier = ReferenceVerifier::Create(deployment, store, "production");
+    auto verifier = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = store, .environment = "production"});
     REQUIRE(verifier.ok());
     HttpAuthOptions options;
+    options.verifier = AdaptVerifier(std::move(*verifier));
     options.require_tls = false;
-    return std::make_shared<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
+    absl::StatusOr<std::unique_ptr<HttpAuthenticator>> created = HttpAuthenticator::Create(options);
+    REQUIRE(created.ok());
+    return *std::move(created);
   }
 
   // The token of a new key of alice's.

@@ -570,7 +570,7 @@ TEST_CASE("keygate CLI: a revoke from the CLI reaches a subscribed store in anot
   SqliteOptions o;
   o.path = cli.db();
   o.poll_interval = absl::Milliseconds(50);
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   REQUIRE(store.ok());
   const std::uint64_t start = *(*store)->LastSequence();
   std::atomic<int> calls{0};
@@ -677,7 +677,7 @@ TEST_CASE("Text escaping: controls, C1, bidi and invalid UTF-8 print as visible 
 void StoreHostileText(const std::string& db, const std::string& id) {
   SqliteOptions o;
   o.path = db;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   REQUIRE(store.ok());
   absl::StatusOr<KeyRecord> r = (*store)->Get(id);
   REQUIRE(r.ok());

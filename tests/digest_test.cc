@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "catch.h"
+#include "internal/digest_prefix.h"
 
 namespace keygate {
 namespace {
@@ -147,7 +148,7 @@ TEST_CASE("Digest hex round trip and prefix", "[digest]") {
   CHECK_FALSE(DigestFromHex(std::string(64, 'g'), &back));
   std::uint64_t expect = 0;
   std::memcpy(&expect, d.data(), 8);
-  CHECK(DigestPrefix64(d) == expect);
+  CHECK(internal::DigestPrefix64(d) == expect);
 }
 
 }  // namespace

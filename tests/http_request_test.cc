@@ -24,10 +24,21 @@
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
 #include "keygate/token.h"
+#include "outage_key_store.h"
 #include "test_util.h"
 
 namespace keygate {
 namespace {
+
+// An authenticator over `verifier`, failing the test case when Create refuses the options.
+std::unique_ptr<HttpAuthenticator> MakeAuth(std::shared_ptr<const RequestVerifier> verifier,
+                                            HttpAuthOptions options = {}) {
+  options.verifier = std::move(verifier);
+  absl::StatusOr<std::unique_ptr<HttpAuthenticator>> auth =
+      HttpAuthenticator::Create(std::move(options));
+  REQUIRE(auth.ok());
+  return *std::move(auth);
+}
 
 std::map<std::string, std::string> Headers(const HttpDecision& d) {
   std::map<std::string, std::string> m;
@@ -60,7 +71,7 @@ class ScriptedVerifier final : public RequestVerifier {
 Verdict OkVerdict(std::string_view key_id) {
   Verdict v;
   v.outcome = Outcome::kOk;
-  v.key_id.Set(key_id);
+  v.set_key(key_id);
   return v;
 }
 
@@ -71,19 +82,20 @@ constexpr std::string_view kKeyId = "key_0123456789abcdefghijkl";
 struct Fixture {
   Fixture() {
     deployment = *Deployment::Create({});
-    store = std::make_shared<MemoryKeyStore>();
+    store = std::make_shared<testing::OutageKeyStore>();
     clock = std::make_shared<FakeClock>(absl::FromUnixSeconds(1'800'000'000));
     KeyManager::Options mo;
     mo.deployment = deployment;
     mo.store = store;
     mo.clock = clock;
     manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
-    auto verifier = ReferenceVerifier::Create(deployment, store, "production");
+    auto verifier = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = store, .environment = "production"});
     REQUIRE(verifier.ok());
     HttpAuthOptions options;
     options.clock = clock;
     options.principal_lookup = LookupPrincipalInStore(store);
-    auth = std::make_unique<HttpAuthenticator>(AdaptVerifier(std::move(*verifier)), options);
+    auth = MakeAuth(AdaptVerifier(std::move(*verifier)), options);
     read = testing::MustRequire(deployment->scopes(), {"read:all"});
     write = testing::MustRequire(deployment->scopes(), {"write:all"});
   }
@@ -117,7 +129,7 @@ struct Fixture {
   }
 
   std::shared_ptr<const Deployment> deployment;
-  std::shared_ptr<MemoryKeyStore> store;
+  std::shared_ptr<testing::OutageKeyStore> store;
   std::shared_ptr<FakeClock> clock;
   std::unique_ptr<KeyManager> manager;
   std::unique_ptr<HttpAuthenticator> auth;
@@ -136,11 +148,11 @@ HttpRequestFacts Tls(absl::Span<const std::string_view> authorization) {
 TEST_CASE("Plain HTTP is rejected before any credential is looked at", "[http_request][tls]") {
   auto verifier = std::make_shared<ScriptedVerifier>();
   verifier->answer = OkVerdict(kKeyId);
-  HttpAuthenticator auth(verifier);
+  const auto auth = MakeAuth(verifier);
   const std::string_view values[] = {"Bearer kg_live_whatever"};
   HttpRequestFacts f = Tls(values);
   f.tls = false;
-  const HttpAuthResult r = auth.Check(f, Requirement::AnyValidKey());
+  const HttpAuthResult r = auth->Check(f, Requirement::AnyValidKey());
   CHECK_FALSE(r.allowed());
   CHECK(r.verdict.outcome == Outcome::kInsecureTransport);
   CHECK(r.verdict.key().empty());
@@ -153,8 +165,8 @@ TEST_CASE("Plain HTTP is rejected before any credential is looked at", "[http_re
   // Opting out (a trusted TLS-terminating proxy sets `tls` itself, or a test).
   HttpAuthOptions o;
   o.require_tls = false;
-  HttpAuthenticator lax(verifier, o);
-  CHECK(lax.Check(f, Requirement::AnyValidKey()).allowed());
+  const auto lax = MakeAuth(verifier, o);
+  CHECK(lax->Check(f, Requirement::AnyValidKey()).allowed());
   CHECK(verifier->calls.load() == 1);
 }
 
@@ -162,9 +174,9 @@ TEST_CASE("Two Authorization headers are a 400 invalid_request, even if both are
           "[http_request][invalid_request]") {
   auto verifier = std::make_shared<ScriptedVerifier>();
   verifier->answer = OkVerdict(kKeyId);
-  HttpAuthenticator auth(verifier);
+  const auto auth = MakeAuth(verifier);
   const std::string_view two[] = {"Bearer a", "Bearer a"};
-  const HttpAuthResult r = auth.Check(Tls(two), Requirement::AnyValidKey());
+  const HttpAuthResult r = auth->Check(Tls(two), Requirement::AnyValidKey());
   CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
   CHECK(r.decision.status == 400);
   CHECK(Headers(r.decision)["WWW-Authenticate"] ==
@@ -173,7 +185,7 @@ TEST_CASE("Two Authorization headers are a 400 invalid_request, even if both are
   CHECK(verifier->calls.load() == 0);
 
   const std::string_view one[] = {"Bearer a"};
-  CHECK(auth.Check(Tls(one), Requirement::AnyValidKey()).allowed());
+  CHECK(auth->Check(Tls(one), Requirement::AnyValidKey()).allowed());
   CHECK(verifier->last_authorization == "Bearer a");
 }
 
@@ -182,8 +194,8 @@ TEST_CASE("No Authorization header reaches the verifier as an empty value",
   auto verifier = std::make_shared<ScriptedVerifier>();
   verifier->answer.outcome = Outcome::kMissing;
   verifier->last_authorization = "not called";
-  HttpAuthenticator auth(verifier);
-  const HttpAuthResult r = auth.Check(Tls({}), Requirement::AnyValidKey());
+  const auto auth = MakeAuth(verifier);
+  const HttpAuthResult r = auth->Check(Tls({}), Requirement::AnyValidKey());
   CHECK(verifier->calls.load() == 1);
   CHECK(verifier->last_authorization.empty());
   CHECK(r.decision.status == 401);
@@ -194,7 +206,7 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
           "[http_request][invalid_request][query]") {
   auto verifier = std::make_shared<ScriptedVerifier>();
   verifier->answer = OkVerdict(kKeyId);
-  HttpAuthenticator auth(verifier);
+  const auto auth = MakeAuth(verifier);
   const std::string_view values[] = {"Bearer a"};
 
   SECTION("parsed parameter names") {
@@ -203,12 +215,12 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
       HttpRequestFacts f = Tls(values);
       f.query_parameter_names = names;
       INFO(name);
-      CHECK(auth.Check(f, Requirement::AnyValidKey()).decision.status == 400);
+      CHECK(auth->Check(f, Requirement::AnyValidKey()).decision.status == 400);
     }
     const std::string_view harmless[] = {"page", "api_keys", "token", "key"};
     HttpRequestFacts f = Tls(values);
     f.query_parameter_names = harmless;
-    CHECK(auth.Check(f, Requirement::AnyValidKey()).allowed());
+    CHECK(auth->Check(f, Requirement::AnyValidKey()).allowed());
   }
   SECTION("raw query strings") {
     for (std::string_view q :
@@ -217,7 +229,7 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
       HttpRequestFacts f = Tls(values);
       f.raw_query = q;
       INFO(q);
-      const HttpAuthResult r = auth.Check(f, Requirement::AnyValidKey());
+      const HttpAuthResult r = auth->Check(f, Requirement::AnyValidKey());
       CHECK(r.verdict.outcome == Outcome::kInvalidRequest);
       CHECK(r.decision.status == 400);
     }
@@ -226,18 +238,18 @@ TEST_CASE("A credential in the query string is a 400 invalid_request",
       HttpRequestFacts f = Tls(values);
       f.raw_query = q;
       INFO(q);
-      CHECK(auth.Check(f, Requirement::AnyValidKey()).allowed());
+      CHECK(auth->Check(f, Requirement::AnyValidKey()).allowed());
     }
   }
   SECTION("the list of credential parameters is configurable") {
     HttpAuthOptions o;
     o.credential_query_parameters = {"apikey"};
-    HttpAuthenticator custom(verifier, o);
+    const auto custom = MakeAuth(verifier, o);
     HttpRequestFacts f = Tls(values);
     f.raw_query = "apikey=1";
-    CHECK(custom.Check(f, Requirement::AnyValidKey()).decision.status == 400);
+    CHECK(custom->Check(f, Requirement::AnyValidKey()).decision.status == 400);
     f.raw_query = "api_key=1";
-    CHECK(custom.Check(f, Requirement::AnyValidKey()).allowed());
+    CHECK(custom->Check(f, Requirement::AnyValidKey()).allowed());
   }
   CHECK(QueryCarriesCredential("a=1&api_key=2", HttpAuthOptions{}.credential_query_parameters));
   CHECK_FALSE(QueryCarriesCredential("a=1", HttpAuthOptions{}.credential_query_parameters));
@@ -325,7 +337,7 @@ TEST_CASE("The response table with real keys: one identical 401 for every unusab
           "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"write:all\"");
   }
   SECTION("a store that is down is a 503 with Retry-After, never a 200") {
-    fx.store->SetUnavailableForTesting(true);
+    fx.store->SetUnavailable(true);
     const HttpAuthResult r = fx.Check(good, fx.read);
     CHECK(r.verdict.outcome == Outcome::kUnavailable);
     CHECK(r.decision.status == 503);
@@ -356,25 +368,25 @@ TEST_CASE("Attribution fetches the owner, accounts and metadata of the key",
     verifier->answer = OkVerdict(id);
     HttpAuthOptions o;
     o.principal_lookup = LookupPrincipalInStore(fx.store);
-    HttpAuthenticator auth(verifier, o);
-    fx.store->SetUnavailableForTesting(true);
+    const auto auth = MakeAuth(verifier, o);
+    fx.store->SetUnavailable(true);
     const std::string_view values[] = {"Bearer x"};
-    const HttpAuthResult down = auth.Check(Tls(values), fx.write, Attribution::kLookup);
+    const HttpAuthResult down = auth->Check(Tls(values), fx.write, Attribution::kLookup);
     CHECK_FALSE(down.allowed());
     CHECK(down.verdict.outcome == Outcome::kUnavailable);
     CHECK(down.decision.status == 503);
     // Without attribution the same request is allowed (nothing to look up).
-    CHECK(auth.Check(Tls(values), fx.write).allowed());
+    CHECK(auth->Check(Tls(values), fx.write).allowed());
   }
   SECTION("a key deleted before the lookup answers as an unknown key") {
     auto verifier = std::make_shared<ScriptedVerifier>();
     verifier->answer = OkVerdict(id);
     HttpAuthOptions o;
     o.principal_lookup = LookupPrincipalInStore(fx.store);
-    HttpAuthenticator auth(verifier, o);
+    const auto auth = MakeAuth(verifier, o);
     REQUIRE(fx.manager->Delete(id, "test").ok());
     const std::string_view values[] = {"Bearer x"};
-    const HttpAuthResult gone = auth.Check(Tls(values), fx.write, Attribution::kLookup);
+    const HttpAuthResult gone = auth->Check(Tls(values), fx.write, Attribution::kLookup);
     CHECK(gone.verdict.outcome == Outcome::kUnknown);
     CHECK(gone.decision.status == 401);
   }
@@ -387,16 +399,16 @@ TEST_CASE("Attribution fetches the owner, accounts and metadata of the key",
       p.key_id = id;  // not the verified key
       return p;
     };
-    HttpAuthenticator auth(verifier, o);
+    const auto auth = MakeAuth(verifier, o);
     const std::string_view values[] = {"Bearer x"};
-    CHECK(auth.Check(Tls(values), fx.write, Attribution::kLookup).decision.status == 503);
+    CHECK(auth->Check(Tls(values), fx.write, Attribution::kLookup).decision.status == 503);
   }
   SECTION("no lookup configured fails closed") {
     auto verifier = std::make_shared<ScriptedVerifier>();
     verifier->answer = OkVerdict(kKeyId);
-    HttpAuthenticator auth(verifier);
+    const auto auth = MakeAuth(verifier);
     const std::string_view values[] = {"Bearer x"};
-    CHECK(auth.Check(Tls(values), fx.write, Attribution::kLookup).decision.status == 503);
+    CHECK(auth->Check(Tls(values), fx.write, Attribution::kLookup).decision.status == 503);
   }
 }
 
@@ -404,15 +416,35 @@ TEST_CASE("A verifier that throws fails closed with a 503", "[http_request][unav
   auto verifier = std::make_shared<ScriptedVerifier>();
   verifier->answer = OkVerdict(kKeyId);
   verifier->throw_ = true;
-  HttpAuthenticator auth(verifier);
+  const auto auth = MakeAuth(verifier);
   const std::string_view values[] = {"Bearer x"};
-  const HttpAuthResult r = auth.Check(Tls(values), Requirement::AnyValidKey());
+  const HttpAuthResult r = auth->Check(Tls(values), Requirement::AnyValidKey());
   CHECK(verifier->calls.load() == 1);
   CHECK(r.verdict.outcome == Outcome::kUnavailable);
   CHECK(r.decision.status == 503);
+}
 
-  HttpAuthenticator null_verifier(nullptr);
-  CHECK(null_verifier.Check(Tls(values), Requirement::AnyValidKey()).decision.status == 503);
+TEST_CASE("HttpAuthenticator::Create refuses options that cannot work", "[http_request][create]") {
+  auto verifier = std::make_shared<ScriptedVerifier>();
+  absl::StatusOr<std::unique_ptr<HttpAuthenticator>> a = HttpAuthenticator::Create({});
+  CHECK(a.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(a.status().message() == "verifier: must not be null");
+
+  HttpAuthOptions o;
+  o.verifier = verifier;
+  o.http.realm = "api\r\nSet-Cookie: x";
+  a = HttpAuthenticator::Create(o);
+  CHECK(a.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(a.status().message().rfind("http.realm: ", 0) == 0);
+
+  o.http = {};
+  o.credential_query_parameters = {"access_token", ""};
+  a = HttpAuthenticator::Create(o);
+  CHECK(a.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(a.status().message() == "credential_query_parameters[1]: must not be empty");
+
+  o.credential_query_parameters = {"access_token"};
+  CHECK(HttpAuthenticator::Create(o).ok());
 }
 
 TEST_CASE("Rate-limit state reaches the response headers", "[http_request][rate_limit]") {
@@ -424,10 +456,10 @@ TEST_CASE("Rate-limit state reaches the response headers", "[http_request][rate_
   verifier->answer.rate.reset_ns = 12'000'000'000;
   HttpAuthOptions o;
   o.http.policy_name = "per-key";
-  HttpAuthenticator auth(verifier, o);
+  const auto auth = MakeAuth(verifier, o);
   const std::string_view values[] = {"Bearer x"};
 
-  HttpAuthResult r = auth.Check(Tls(values), Requirement::AnyValidKey());
+  HttpAuthResult r = auth->Check(Tls(values), Requirement::AnyValidKey());
   CHECK(r.allowed());
   CHECK(Headers(r.decision)["RateLimit-Policy"] == "\"per-key\";q=5;w=60");
   CHECK(Headers(r.decision)["RateLimit"] == "\"per-key\";r=4;t=12");
@@ -435,7 +467,7 @@ TEST_CASE("Rate-limit state reaches the response headers", "[http_request][rate_
   verifier->answer.outcome = Outcome::kRateLimited;
   verifier->answer.rate.remaining = 0;
   verifier->answer.rate.retry_after_ns = 2'500'000'000;
-  r = auth.Check(Tls(values), Requirement::AnyValidKey());
+  r = auth->Check(Tls(values), Requirement::AnyValidKey());
   CHECK(r.decision.status == 429);
   CHECK(Headers(r.decision)["Retry-After"] == "3");
   CHECK(Headers(r.decision)["RateLimit"] == "\"per-key\";r=0;t=3");
@@ -446,9 +478,9 @@ TEST_CASE("The verifier sees the authenticator's clock", "[http_request][clock]"
   auto clock = std::make_shared<FakeClock>(absl::FromUnixSeconds(1'900'000'000));
   HttpAuthOptions o;
   o.clock = clock;
-  HttpAuthenticator auth(verifier, o);
+  const auto auth = MakeAuth(verifier, o);
   const std::string_view values[] = {"Bearer x"};
-  (void)auth.Check(Tls(values), Requirement::AnyValidKey());
+  (void)auth->Check(Tls(values), Requirement::AnyValidKey());
   CHECK(verifier->last_now == absl::FromUnixSeconds(1'900'000'000));
 }
 
@@ -525,13 +557,13 @@ TEST_CASE("AddressFilter matches IPv4 and IPv6 CIDR blocks", "[http_request][add
   verifier->answer = OkVerdict(kKeyId);
   HttpAuthOptions o;
   o.address_filter = *filter;
-  HttpAuthenticator auth(verifier, o);
+  const auto auth = MakeAuth(verifier, o);
   const std::string_view values[] = {"Bearer x"};
   HttpRequestFacts facts = Tls(values);
   facts.client_address = "10.9.9.9";
-  CHECK(auth.Check(facts, Requirement::AnyValidKey()).allowed());
+  CHECK(auth->Check(facts, Requirement::AnyValidKey()).allowed());
   facts.client_address = "203.0.113.1";
-  const HttpAuthResult denied = auth.Check(facts, Requirement::AnyValidKey());
+  const HttpAuthResult denied = auth->Check(facts, Requirement::AnyValidKey());
   CHECK(denied.verdict.outcome == Outcome::kDeniedByIp);
   CHECK(denied.decision.status == 403);
   CHECK(verifier->calls.load() == 1);

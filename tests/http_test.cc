@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 
 #include "catch.h"
+#include "internal/gcra.h"
 #include "keygate/key.h"
 #include "keygate/rate_limiter.h"
 #include "test_util.h"
@@ -63,7 +64,7 @@ TEST_CASE("Unusable tokens all get one identical 401 invalid_token", "[http][ora
   CHECK(Headers(first)["WWW-Authenticate"].find("error=\"invalid_token\"") != std::string::npos);
   for (Outcome o : outcomes) {
     Verdict v = V(o);
-    v.key_id.Set("key_0123456789abcdefghijkl");  // identified keys leak nothing either
+    v.set_key("key_0123456789abcdefghijkl");  // identified keys leak nothing either
     const HttpDecision d = DecideHttp(v, Requirement::AnyValidKey());
     INFO(OutcomeName(o));
     CHECK(d.status == first.status);
@@ -143,9 +144,9 @@ TEST_CASE("RateLimit-Policy states the sustained quota, whatever the burst", "[h
   for (const Case& c : cases) {
     INFO(c.header);
     const GcraPolicy p = GcraPolicy::Compile(c.policy);
-    std::atomic<std::int64_t> tat{kGcraNeverUsed};
+    std::atomic<std::int64_t> tat{internal::kGcraNeverUsed};
     Verdict v = V(Outcome::kOk);
-    const LimitDecision d = LocalRateLimiter::AcquireOne(p, tat, 1, 1'700'000'000'000'000'000);
+    const LimitDecision d = internal::GcraAcquireOne(p, tat, 1, 1'700'000'000'000'000'000);
     REQUIRE(d.result == LimitResult::kAllowed);
     v.rate = d.status;
     auto h = Headers(DecideHttp(v, Requirement::AnyValidKey()));
@@ -238,7 +239,7 @@ TEST_CASE("ValidateHttpOptions refuses header text that would be dropped, naming
 
 TEST_CASE("Verdicts print their outcome and key id only", "[http][verdict]") {
   Verdict v = V(Outcome::kRevoked);
-  v.key_id.Set("key_abc");
+  v.set_key("key_abc");
   std::ostringstream os;
   os << v;
   CHECK(os.str() == "Verdict(revoked, key_abc)");

@@ -25,12 +25,14 @@
 #include "absl/time/time.h"
 
 #include "catch.h"
+#include "internal/base62.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
 #include "keygate/event_sink.h"
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/token.h"
+#include "outage_key_store.h"
 #include "test_util.h"
 
 namespace keygate {
@@ -77,13 +79,14 @@ struct Fixture {
 
   Outcome Verify(const Secret& token, std::string_view env = "production",
                  const Requirement& req = Requirement::AnyValidKey()) {
-    auto v = ReferenceVerifier::Create(deployment, store, env);
+    auto v = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = store, .environment = std::string(env)});
     REQUIRE_OK(v);
     return (*v)->VerifyToken(Text(token), req, clock->Now()).outcome;
   }
 
   std::shared_ptr<const Deployment> deployment;
-  std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
+  std::shared_ptr<testing::OutageKeyStore> store = std::make_shared<testing::OutageKeyStore>();
   std::shared_ptr<testing::AuditView> events = std::make_shared<testing::AuditView>(store);
   // Whole seconds plus 0.5 µs: times written must come out at microseconds.
   std::shared_ptr<FakeClock> clock =
@@ -189,8 +192,8 @@ TEST_CASE("Key ids are key_, the creation time, and 14 unbiased random base62 ch
   const std::string alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   std::map<char, int> counts;
   const int keys = 3000;
-  const std::string time_part =
-      Base62EncodeFixed(static_cast<std::uint64_t>(absl::ToUnixMillis(f.clock->Now())), 8);
+  const std::string time_part = internal::Base62EncodeFixed(
+      static_cast<std::uint64_t>(absl::ToUnixMillis(f.clock->Now())), 8);
   for (int i = 0; i < keys; ++i) {
     absl::StatusOr<CreatedKey> k = f.manager->Create(f.Request(), "alice");
     REQUIRE_OK(k);
@@ -239,10 +242,10 @@ TEST_CASE("Key ids sort in creation order", "[manager][create]") {
 TEST_CASE("KeyManager returns no token when the store rejects the record",
           "[manager][create][secret]") {
   Fixture f;
-  f.store->SetUnavailableForTesting(true);
+  f.store->SetUnavailable(true);
   absl::StatusOr<CreatedKey> k = f.manager->Create(f.Request(), "alice");
   CHECK(k.status().code() == absl::StatusCode::kUnavailable);
-  f.store->SetUnavailableForTesting(false);
+  f.store->SetUnavailable(false);
   CHECK(f.events->Events().empty());
   CHECK(f.LastSequence() == 0);
 
@@ -1376,10 +1379,10 @@ TEST_CASE("Roll refuses an expired key: its new token would never work", "[manag
 TEST_CASE("Roll returns no token when the store fails", "[manager][roll][secret]") {
   Fixture f;
   CreatedKey k = f.MustCreate(f.Request());
-  f.store->SetUnavailableForTesting(true);
+  f.store->SetUnavailable(true);
   CHECK(f.manager->Roll(k.record.id, absl::Hours(1), "alice").status().code() ==
         absl::StatusCode::kUnavailable);
-  f.store->SetUnavailableForTesting(false);
+  f.store->SetUnavailable(false);
   CHECK(f.events->Events().size() == 1);
   CHECK(f.Verify(k.token) == Outcome::kOk);
   absl::StatusOr<KeyRecord> got = f.manager->Get(k.record.id);

@@ -57,34 +57,6 @@ namespace {
 
 using conformance::MakeRecord;
 
-TEST_CASE("MemoryKeyStore reports every operation unavailable while the test hook is set",
-          "[memory][store]") {
-  MemoryKeyStore store;
-  KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_up"), keygate::testing::CreatedNote()));
-  store.SetUnavailableForTesting(true);
-  const auto kU = absl::StatusCode::kUnavailable;
-  CHECK(store.Insert(MakeRecord("key_down"), keygate::testing::CreatedNote()).code() == kU);
-  CHECK(store.Get("key_up").status().code() == kU);
-  CHECK(store.FindByDigest(conformance::DigestFor("key_up")).status().code() == kU);
-  KeyRecord r = MakeRecord("key_up");
-  r.version = 1;
-  CHECK(store.Update(r, keygate::testing::ModifiedNote()).status().code() == kU);
-  CHECK(store.Delete("key_up", std::nullopt, keygate::testing::DeletedNote()).code() == kU);
-  CHECK(store.List(ListOptions{}).status().code() == kU);
-  CHECK(store.ChangesSince(0, 10).status().code() == kU);
-  CHECK(store.LastSequence().status().code() == kU);
-  CHECK(store.Subscribe([] {}).status().code() == kU);
-
-  store.SetUnavailableForTesting(false);
-  absl::StatusOr<KeyRecord> got = store.Get("key_up");
-  KEYGATE_REQUIRE_OK(got);
-  CHECK(got->version == 1);  // nothing was written while down
-  CHECK(store.Get("key_down").status().code() == absl::StatusCode::kNotFound);
-  absl::StatusOr<std::uint64_t> seq = store.LastSequence();
-  KEYGATE_REQUIRE_OK(seq);
-  CHECK(*seq == 1);
-}
-
 TEST_CASE("MemoryKeyStore change feed keeps one entry per key", "[memory][store][changes]") {
   MemoryKeyStore store;
   KEYGATE_REQUIRE_OK(store.Insert(MakeRecord("key_a"), keygate::testing::CreatedNote()));

@@ -16,9 +16,18 @@
 #include "absl/time/time.h"
 
 #include "catch.h"
+#include "internal/gcra.h"
 
 namespace keygate {
 namespace {
+
+using internal::GcraAcquireOne;
+using internal::GcraPeek;
+using internal::GcraRefund;
+using internal::GcraStep;
+using internal::kGcraNeverUsed;
+
+std::atomic<std::int64_t>& Tat(GcraCell& cell) { return internal::GcraAccess::Tat(cell); }
 
 constexpr std::int64_t kMs = 1'000'000;
 constexpr std::int64_t kSec = 1'000'000'000;
@@ -82,33 +91,33 @@ TEST_CASE("GCRA allows a burst, then exactly one request per interval", "[rate_l
   const GcraPolicy p = Policy(10, absl::Seconds(1), 3);  // T = 100 ms
   GcraCell cell;
   for (int i = 0; i < 3; ++i) {
-    LimitDecision d = LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0);
+    LimitDecision d = GcraAcquireOne(p, Tat(cell), 1, kT0);
     REQUIRE(d.result == LimitResult::kAllowed);
     CHECK(d.status.limit == 10);                                     // the quota: 10 per window
     CHECK(d.status.remaining == static_cast<std::uint64_t>(2 - i));  // the burst left
     CHECK(d.status.window_ns == kSec);
     CHECK(d.status.reset_ns == (i + 1) * 100 * kMs);
   }
-  const std::int64_t tat_after_burst = cell.tat.load();
+  const std::int64_t tat_after_burst = Tat(cell).load();
   CHECK(tat_after_burst == kT0 + 300 * kMs);
 
-  LimitDecision denied = LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0);
+  LimitDecision denied = GcraAcquireOne(p, Tat(cell), 1, kT0);
   CHECK(denied.result == LimitResult::kDenied);
   CHECK(denied.status.remaining == 0);
   CHECK(denied.status.retry_after_ns == 100 * kMs);
   CHECK(denied.status.reset_ns == 300 * kMs);
-  CHECK(cell.tat.load() == tat_after_burst);  // a denial writes nothing
+  CHECK(Tat(cell).load() == tat_after_burst);  // a denial writes nothing
 
   // One nanosecond before the boundary: still denied, retry in 1 ns.
-  denied = LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0 + 100 * kMs - 1);
+  denied = GcraAcquireOne(p, Tat(cell), 1, kT0 + 100 * kMs - 1);
   CHECK(denied.result == LimitResult::kDenied);
   CHECK(denied.status.retry_after_ns == 1);
   // Exactly at the boundary: allowed.
-  LimitDecision ok = LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0 + 100 * kMs);
+  LimitDecision ok = GcraAcquireOne(p, Tat(cell), 1, kT0 + 100 * kMs);
   CHECK(ok.result == LimitResult::kAllowed);
   CHECK(ok.status.remaining == 0);
   // After a full idle period the whole burst is back.
-  LimitDecision later = LocalRateLimiter::Peek(p, cell.tat.load(), 1, kT0 + 10 * kSec);
+  LimitDecision later = GcraPeek(p, Tat(cell).load(), 1, kT0 + 10 * kSec);
   CHECK(later.result == LimitResult::kAllowed);
   CHECK(later.status.remaining == 2);
 }
@@ -116,43 +125,42 @@ TEST_CASE("GCRA allows a burst, then exactly one request per interval", "[rate_l
 TEST_CASE("GCRA charges a request's cost and never admits cost above the burst", "[rate_limiter]") {
   const GcraPolicy p = Policy(10, absl::Seconds(1), 5);  // T = 100 ms, C = 500 ms
   GcraCell cell;
-  LimitDecision d = LocalRateLimiter::AcquireOne(p, cell.tat, 3, kT0);
+  LimitDecision d = GcraAcquireOne(p, Tat(cell), 3, kT0);
   REQUIRE(d.result == LimitResult::kAllowed);
   CHECK(d.status.remaining == 2);
-  d = LocalRateLimiter::AcquireOne(p, cell.tat, 3, kT0);
+  d = GcraAcquireOne(p, Tat(cell), 3, kT0);
   CHECK(d.result == LimitResult::kDenied);
   CHECK(d.status.remaining == 2);  // two cost-1 requests would still fit
   CHECK(d.status.retry_after_ns == 100 * kMs);
-  d = LocalRateLimiter::AcquireOne(p, cell.tat, 2, kT0);
+  d = GcraAcquireOne(p, Tat(cell), 2, kT0);
   CHECK(d.result == LimitResult::kAllowed);
   CHECK(d.status.remaining == 0);
 
   GcraCell fresh;
-  d = LocalRateLimiter::AcquireOne(p, fresh.tat, 6, kT0);
+  d = GcraAcquireOne(p, Tat(fresh), 6, kT0);
   CHECK(d.result == LimitResult::kDenied);
   CHECK(d.status.retry_after_ns > 0);
-  CHECK(fresh.tat.load() == kGcraNeverUsed);
+  CHECK(Tat(fresh).load() == kGcraNeverUsed);
 
   // Cost zero reports the state and consumes nothing.
-  d = LocalRateLimiter::AcquireOne(p, fresh.tat, 0, kT0);
+  d = GcraAcquireOne(p, Tat(fresh), 0, kT0);
   CHECK(d.result == LimitResult::kAllowed);
   CHECK(d.status.remaining == 5);
-  CHECK(fresh.tat.load() == kGcraNeverUsed);
+  CHECK(Tat(fresh).load() == kGcraNeverUsed);
 }
 
 TEST_CASE("GCRA stays safe and strict when the clock goes backwards", "[rate_limiter]") {
   const GcraPolicy p = Policy(10, absl::Seconds(1), 2);
   GcraCell cell;
-  REQUIRE(LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0).result == LimitResult::kAllowed);
-  REQUIRE(LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0 + 200 * kMs).result ==
-          LimitResult::kAllowed);
+  REQUIRE(GcraAcquireOne(p, Tat(cell), 1, kT0).result == LimitResult::kAllowed);
+  REQUIRE(GcraAcquireOne(p, Tat(cell), 1, kT0 + 200 * kMs).result == LimitResult::kAllowed);
   // The clock steps back 1 s: the schedule is now 1.3 s ahead; denied.
-  LimitDecision d = LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0 - 800 * kMs);
+  LimitDecision d = GcraAcquireOne(p, Tat(cell), 1, kT0 - 800 * kMs);
   CHECK(d.result == LimitResult::kDenied);
   // TAT = T0 + 300 ms; now = T0 - 800 ms: 1.1 s ahead, + T - C = 1 s.
   CHECK(d.status.retry_after_ns == 1'000 * kMs);
   // A clock stepping back by years is denied, not overflowed.
-  d = LocalRateLimiter::AcquireOne(p, cell.tat, 1, kT0 - 20LL * 365 * 24 * 3600 * kSec);
+  d = GcraAcquireOne(p, Tat(cell), 1, kT0 - 20LL * 365 * 24 * 3600 * kSec);
   CHECK(d.result == LimitResult::kDenied);
   CHECK(d.status.retry_after_ns > 0);
 }
@@ -164,16 +172,15 @@ TEST_CASE("GCRA stays in range for any policy, cost and time", "[rate_limiter]")
   REQUIRE(capped.capacity_ns == GcraPolicy::kMaxCapacityNs);
   GcraCell cell;
   // cost x T overflows int64 here: denied as "never fits", nothing written.
-  LimitDecision d = LocalRateLimiter::AcquireOne(capped, cell.tat, 200'000, kT0);
+  LimitDecision d = GcraAcquireOne(capped, Tat(cell), 200'000, kT0);
   CHECK(d.result == LimitResult::kDenied);
   CHECK(d.status.retry_after_ns == GcraPolicy::kMaxCapacityNs);
-  CHECK(cell.tat.load() == kGcraNeverUsed);
+  CHECK(Tat(cell).load() == kGcraNeverUsed);
   // Below the overflow but above C: also never fits.
-  CHECK(LocalRateLimiter::AcquireOne(capped, cell.tat, 30'000, kT0).result == LimitResult::kDenied);
+  CHECK(GcraAcquireOne(capped, Tat(cell), 30'000, kT0).result == LimitResult::kDenied);
   // What fits, fits exactly once.
-  CHECK(LocalRateLimiter::AcquireOne(capped, cell.tat, 26'687, kT0).result ==
-        LimitResult::kAllowed);
-  CHECK(LocalRateLimiter::AcquireOne(capped, cell.tat, 1, kT0).result == LimitResult::kDenied);
+  CHECK(GcraAcquireOne(capped, Tat(cell), 26'687, kT0).result == LimitResult::kAllowed);
+  CHECK(GcraAcquireOne(capped, Tat(cell), 1, kT0).result == LimitResult::kDenied);
 
   // Extreme clocks (UBSan checks the arithmetic): the far future and the far
   // past are held to 2116 and 1824; a TAT far ahead of a clock far behind is
@@ -184,18 +191,18 @@ TEST_CASE("GCRA stays in range for any policy, cost and time", "[rate_limiter]")
         std::numeric_limits<std::int64_t>::min(), std::int64_t{0}}) {
     INFO("now " << now);
     GcraCell c;
-    CHECK(LocalRateLimiter::AcquireOne(p, c.tat, 1, now).result == LimitResult::kAllowed);
-    CHECK(LocalRateLimiter::AcquireOne(p, c.tat, 1, now).result == LimitResult::kAllowed);
-    d = LocalRateLimiter::AcquireOne(p, c.tat, 1, now);
+    CHECK(GcraAcquireOne(p, Tat(c), 1, now).result == LimitResult::kAllowed);
+    CHECK(GcraAcquireOne(p, Tat(c), 1, now).result == LimitResult::kAllowed);
+    d = GcraAcquireOne(p, Tat(c), 1, now);
     CHECK(d.result == LimitResult::kDenied);
     CHECK(d.status.retry_after_ns == 100 * kMs);
-    CHECK(c.tat.load() >= -(std::int64_t{1} << 62));
-    CHECK(c.tat.load() <= (std::int64_t{1} << 62) + (std::int64_t{1} << 61));
+    CHECK(Tat(c).load() >= -(std::int64_t{1} << 62));
+    CHECK(Tat(c).load() <= (std::int64_t{1} << 62) + (std::int64_t{1} << 61));
   }
   GcraCell ahead;
-  REQUIRE(LocalRateLimiter::AcquireOne(p, ahead.tat, 2, std::numeric_limits<std::int64_t>::max())
-              .result == LimitResult::kAllowed);
-  d = LocalRateLimiter::AcquireOne(p, ahead.tat, 1, std::numeric_limits<std::int64_t>::min());
+  REQUIRE(GcraAcquireOne(p, Tat(ahead), 2, std::numeric_limits<std::int64_t>::max()).result ==
+          LimitResult::kAllowed);
+  d = GcraAcquireOne(p, Tat(ahead), 1, std::numeric_limits<std::int64_t>::min());
   CHECK(d.result == LimitResult::kDenied);
   CHECK(d.status.retry_after_ns > 0);
   CHECK(d.status.reset_ns <= GcraPolicy::kMaxCapacityNs + 1);
@@ -227,22 +234,22 @@ TEST_CASE("GCRA matches the virtual scheduling model on random traffic", "[rate_
           now += static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(p.emission_ns));
       }
       const std::uint32_t cost = static_cast<std::uint32_t>(rng() % (burst + 2));
-      const std::int64_t before = cell.tat.load();
-      const LimitDecision d = LocalRateLimiter::AcquireOne(p, cell.tat, cost, now);
+      const std::int64_t before = Tat(cell).load();
+      const LimitDecision d = GcraAcquireOne(p, Tat(cell), cost, now);
       const bool expected = model.Request(now, cost);
       INFO("round " << round << " step " << step << " cost " << cost);
       REQUIRE((d.result == LimitResult::kAllowed) == expected);
       if (d.result == LimitResult::kAllowed && cost > 0) {
-        REQUIRE(cell.tat.load() == model.tat);
+        REQUIRE(Tat(cell).load() == model.tat);
       } else {
-        REQUIRE(cell.tat.load() == before);
+        REQUIRE(Tat(cell).load() == before);
       }
       if (d.result == LimitResult::kDenied && cost <= burst) {
         // Retrying exactly after retry_after succeeds, one ns earlier fails.
-        const std::int64_t tat = cell.tat.load();
-        REQUIRE(LocalRateLimiter::Peek(p, tat, cost, now + d.status.retry_after_ns).result ==
+        const std::int64_t tat = Tat(cell).load();
+        REQUIRE(GcraPeek(p, tat, cost, now + d.status.retry_after_ns).result ==
                 LimitResult::kAllowed);
-        REQUIRE(LocalRateLimiter::Peek(p, tat, cost, now + d.status.retry_after_ns - 1).result ==
+        REQUIRE(GcraPeek(p, tat, cost, now + d.status.retry_after_ns - 1).result ==
                 LimitResult::kDenied);
       }
     }
@@ -254,31 +261,31 @@ TEST_CASE("A request denied by one limit consumes none of the others", "[rate_li
   const GcraPolicy key_policy = Policy(10, absl::Seconds(1), 5);
   const GcraPolicy owner_policy = Policy(1, absl::Seconds(1), 2);
   GcraCell key_cell, owner_cell;
-  const LimitRef refs[2] = {{&key_policy, &key_cell.tat, "key_a"},
-                            {&owner_policy, &owner_cell.tat, "owner:alice"}};
+  const LimitRef refs[2] = {{&key_policy, &key_cell, "key_a"},
+                            {&owner_policy, &owner_cell, "owner:alice"}};
   LimitDecision d = limiter.Acquire(refs, 1, kT0);
   REQUIRE(d.result == LimitResult::kAllowed);
   // The owner limit (1 left of 2) is tighter than the key's (4 left of 5).
   CHECK(d.status.limit == 1);
   CHECK(d.status.remaining == 1);
   REQUIRE(limiter.Acquire(refs, 1, kT0).result == LimitResult::kAllowed);
-  const std::int64_t key_before = key_cell.tat.load();
-  const std::int64_t owner_before = owner_cell.tat.load();
+  const std::int64_t key_before = Tat(key_cell).load();
+  const std::int64_t owner_before = Tat(owner_cell).load();
   d = limiter.Acquire(refs, 1, kT0);
   CHECK(d.result == LimitResult::kDenied);
   CHECK(d.status.limit == 1);  // the denying limit (the owner's) is reported
   CHECK(d.status.retry_after_ns == kSec);
-  CHECK(key_cell.tat.load() == key_before);
-  CHECK(owner_cell.tat.load() == owner_before);
+  CHECK(Tat(key_cell).load() == key_before);
+  CHECK(Tat(owner_cell).load() == owner_before);
 
   // Denied by the key limit: the owner's is untouched.
   GcraCell key2, owner2;
   const GcraPolicy tight = Policy(1, absl::Seconds(1), 1);
-  const LimitRef refs2[2] = {{&tight, &key2.tat, "key_b"}, {&owner_policy, &owner2.tat, "o"}};
+  const LimitRef refs2[2] = {{&tight, &key2, "key_b"}, {&owner_policy, &owner2, "o"}};
   REQUIRE(limiter.Acquire(refs2, 1, kT0).result == LimitResult::kAllowed);
-  const std::int64_t owner2_before = owner2.tat.load();
+  const std::int64_t owner2_before = Tat(owner2).load();
   CHECK(limiter.Acquire(refs2, 1, kT0).result == LimitResult::kDenied);
-  CHECK(owner2.tat.load() == owner2_before);
+  CHECK(Tat(owner2).load() == owner2_before);
 
   // No applicable limit: allowed, nothing reported. A limit without state:
   // fail closed.
@@ -296,17 +303,17 @@ TEST_CASE("A refund restores the TAT it found, or subtracts what it took",
   std::int64_t next = 0;
   // A full bucket (TAT behind now): a request at kT0 moves it to kT0 + T.
   std::atomic<std::int64_t> tat{kGcraNeverUsed};
-  REQUIRE(internal::GcraStep(p, tat.load(), 1, kT0, &next).result == LimitResult::kAllowed);
+  REQUIRE(GcraStep(p, tat.load(), 1, kT0, &next).result == LimitResult::kAllowed);
   tat.store(next);
-  internal::GcraRefund(tat, kGcraNeverUsed, next, p.emission_ns);
+  GcraRefund(tat, kGcraNeverUsed, next, p.emission_ns);
   // Exactly as before: not left at kT0, where a request stamped 1 ns
   // earlier on another thread would find 1 ns of the bucket used.
   CHECK(tat.load() == kGcraNeverUsed);
   std::int64_t unused = 0;
-  CHECK(internal::GcraStep(p, tat.load(), 10, kT0 - 1, &unused).result == LimitResult::kAllowed);
+  CHECK(GcraStep(p, tat.load(), 10, kT0 - 1, &unused).result == LimitResult::kAllowed);
   // Another request moved the TAT in between: keep its charge.
   tat.store(next + p.emission_ns);
-  internal::GcraRefund(tat, kGcraNeverUsed, next, p.emission_ns);
+  GcraRefund(tat, kGcraNeverUsed, next, p.emission_ns);
   CHECK(tat.load() == next);
 }
 
@@ -323,7 +330,7 @@ TEST_CASE("Concurrent requests never over-admit and refunds are exact",
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      const LimitRef refs[2] = {{&key_policy, &keys[t].tat, "k"}, {&owner_policy, &owner.tat, "o"}};
+      const LimitRef refs[2] = {{&key_policy, &keys[t], "k"}, {&owner_policy, &owner, "o"}};
       for (int i = 0; i < 1000; ++i) {
         if (limiter.Acquire(refs, 1, kT0).result == LimitResult::kAllowed) ++admitted[t];
       }
@@ -337,11 +344,11 @@ TEST_CASE("Concurrent requests never over-admit and refunds are exact",
     // Each key cell holds exactly what its admitted requests consumed:
     // refunds after a lost race left nothing behind.
     if (admitted[t] > 0) {
-      CHECK(keys[t].tat.load() == kT0 + admitted[t] * key_policy.emission_ns);
+      CHECK(Tat(keys[t]).load() == kT0 + admitted[t] * key_policy.emission_ns);
     }
   }
   CHECK(total == 1000);
-  CHECK(owner.tat.load() == kT0 + 1000 * owner_policy.emission_ns);
+  CHECK(Tat(owner).load() == kT0 + 1000 * owner_policy.emission_ns);
 }
 
 }  // namespace

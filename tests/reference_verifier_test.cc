@@ -21,6 +21,7 @@
 #include "keygate/key_manager.h"
 #include "keygate/memory_key_store.h"
 #include "keygate/token.h"
+#include "outage_key_store.h"
 #include "test_util.h"
 
 namespace keygate {
@@ -51,7 +52,8 @@ struct Fixture {
     mo.store = store;
     mo.clock = clock;
     manager = keygate::testing::MustOk(KeyManager::Create(std::move(mo)));
-    auto v = ReferenceVerifier::Create(deployment, store, "production");
+    auto v = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = store, .environment = "production"});
     REQUIRE_OK(v);
     verifier = *std::move(v);
   }
@@ -78,7 +80,7 @@ struct Fixture {
   }
 
   std::shared_ptr<const Deployment> deployment;
-  std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
+  std::shared_ptr<testing::OutageKeyStore> store = std::make_shared<testing::OutageKeyStore>();
   std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>();
   std::unique_ptr<KeyManager> manager;
   std::unique_ptr<ReferenceVerifier> verifier;
@@ -148,7 +150,7 @@ TEST_CASE("Reference verifier: malformed tokens are rejected before any lookup",
   const std::string t = Text(k.token);
   // The store is down: a malformed token must still be answered as
   // malformed, proving that no lookup happened.
-  f.store->SetUnavailableForTesting(true);
+  f.store->SetUnavailable(true);
   std::string flipped = t;
   flipped[20] = flipped[20] == 'A' ? 'B' : 'A';  // breaks the checksum
   absl::StatusOr<Secret> other_prefix = TokenFromBytes("zz", "live", std::string(32, '\x07'));
@@ -168,7 +170,7 @@ TEST_CASE("Reference verifier: malformed tokens are rejected before any lookup",
     CHECK(v.outcome == Outcome::kMalformed);
     CHECK(v.key().empty());
   }
-  f.store->SetUnavailableForTesting(false);
+  f.store->SetUnavailable(false);
   CHECK(f.Verify(t).ok());
 }
 
@@ -188,7 +190,8 @@ TEST_CASE("Reference verifier: unknown, deleted and foreign-pepper tokens are un
   peppered.pepper = Secret(std::string(32, 'p'));
   auto d2 = Deployment::Create(std::move(peppered));
   REQUIRE_OK(d2);
-  auto v2 = ReferenceVerifier::Create(*d2, f.store, "production");
+  auto v2 =
+      ReferenceVerifier::Create({.deployment = *d2, .store = f.store, .environment = "production"});
   REQUIRE_OK(v2);
   CreatedKey k2 = f.Create();
   CHECK((*v2)->VerifyToken(Text(k2.token), Requirement::AnyValidKey(), f.clock->Now()).outcome ==
@@ -213,7 +216,7 @@ TEST_CASE("Reference verifier works with a peppered deployment", "[verifier][ref
   r.environment = "preview";
   absl::StatusOr<CreatedKey> k = m.Create(r, "o");
   REQUIRE_OK(k);
-  auto v = ReferenceVerifier::Create(*d, store, "preview");
+  auto v = ReferenceVerifier::Create({.deployment = *d, .store = store, .environment = "preview"});
   REQUIRE_OK(v);
   CHECK((*v)->VerifyToken(Text(k->token), Requirement::AnyValidKey(), absl::Now()).ok());
 }
@@ -283,7 +286,8 @@ TEST_CASE("Reference verifier: wrong environment by tag and by record",
   CHECK(v.outcome == Outcome::kWrongEnvironment);
   CHECK(v.key() == k.record.id);
 
-  auto preview_verifier = ReferenceVerifier::Create(f.deployment, f.store, "preview");
+  auto preview_verifier = ReferenceVerifier::Create(
+      {.deployment = f.deployment, .store = f.store, .environment = "preview"});
   REQUIRE_OK(preview_verifier);
   CHECK((*preview_verifier)
             ->VerifyToken(Text(preview.token), Requirement::AnyValidKey(), f.clock->Now())
@@ -337,8 +341,11 @@ TEST_CASE("Reference verifier: a custom ScopeEvaluator decides", "[verifier][ref
   CreatedKey k = f.Create({"read:projects/*"});
   Requirement req = testing::MustForEvaluator("read:projects/42");
   CHECK(f.Verify(Text(k.token), req).outcome == Outcome::kInsufficientScope);
-  auto pattern = ReferenceVerifier::Create(f.deployment, f.store, "production",
-                                           std::make_shared<PatternScopeEvaluator>());
+  auto pattern =
+      ReferenceVerifier::Create({.deployment = f.deployment,
+                                 .store = f.store,
+                                 .environment = "production",
+                                 .scope_evaluator = std::make_shared<PatternScopeEvaluator>()});
   REQUIRE_OK(pattern);
   CHECK((*pattern)->Verify("Bearer " + Text(k.token), req, f.clock->Now()).ok());
   req = testing::MustForEvaluator("write:projects/42");
@@ -353,7 +360,8 @@ TEST_CASE("Reference verifier: a scope removed from the registry grants nothing"
   // The same deployment settings, minus the application's scopes.
   auto plain = Deployment::Create({});
   REQUIRE_OK(plain);
-  auto v = ReferenceVerifier::Create(*plain, f.store, "production");
+  auto v = ReferenceVerifier::Create(
+      {.deployment = *plain, .store = f.store, .environment = "production"});
   REQUIRE_OK(v);
   const Requirement read = testing::MustRequire((*plain)->scopes(), {kScopeReadAll});
   CHECK((*v)->VerifyToken(Text(k.token), read, f.clock->Now()).outcome ==
@@ -366,7 +374,7 @@ TEST_CASE("Reference verifier fails closed when the store is down",
           "[verifier][reference][unavailable]") {
   Fixture f;
   CreatedKey k = f.Create();
-  f.store->SetUnavailableForTesting(true);
+  f.store->SetUnavailable(true);
   const Verdict v = f.Verify(Text(k.token));
   CHECK(v.outcome == Outcome::kUnavailable);
   CHECK(v.key().empty());
@@ -444,13 +452,18 @@ TEST_CASE("Reference verifier applies the checks in the documented order",
 TEST_CASE("ReferenceVerifier::Create validates its arguments", "[verifier][reference]") {
   Fixture f;
   auto store = std::make_shared<MemoryKeyStore>();
-  auto bad_env = ReferenceVerifier::Create(f.deployment, store, "staging");
+  auto bad_env = ReferenceVerifier::Create(
+      {.deployment = f.deployment, .store = store, .environment = "staging"});
   CHECK(bad_env.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(bad_env.status().message().substr(0, 12) == "environment:");
-  CHECK(ReferenceVerifier::Create(nullptr, store, "production").status().code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(ReferenceVerifier::Create(f.deployment, nullptr, "production").status().code() ==
-        absl::StatusCode::kInvalidArgument);
+  CHECK(ReferenceVerifier::Create(
+            {.deployment = nullptr, .store = store, .environment = "production"})
+            .status()
+            .code() == absl::StatusCode::kInvalidArgument);
+  CHECK(ReferenceVerifier::Create(
+            {.deployment = f.deployment, .store = nullptr, .environment = "production"})
+            .status()
+            .code() == absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -223,7 +223,7 @@ TEST_CASE("SQLite store loses no acknowledged write when the writer is SIGKILLed
     std::filesystem::copy_file(db, copy);
     SqliteOptions o;
     o.path = copy;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> s = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> s = SqliteKeyStore::Create(o);
     REQUIRE(s.ok());
     ListOptions lo;
     lo.limit = kMaxListLimit;
@@ -394,7 +394,7 @@ TEST_CASE("SQLite store loses no acknowledged write when the writer is SIGKILLed
 
     SqliteOptions o;
     o.path = db;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
     INFO(store.status().ToString());
     REQUIRE(store.ok());
     absl::Status integrity = (*store)->CheckIntegrity();
@@ -430,11 +430,11 @@ TEST_CASE("SQLite store loses no acknowledged write when the writer is SIGKILLed
       }
     }
 
-    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> verifier =
-        ReferenceVerifier::Create(deployment, *store, "production");
+    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> verifier = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = *store, .environment = "production"});
     REQUIRE(verifier.ok());
-    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> preview =
-        ReferenceVerifier::Create(deployment, *store, "preview");
+    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> preview = ReferenceVerifier::Create(
+        {.deployment = deployment, .store = *store, .environment = "preview"});
     REQUIRE(preview.ok());
     const absl::Time now = absl::Now();
     // The in-flight operation: all of its keys landed or none.

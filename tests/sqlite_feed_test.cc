@@ -58,7 +58,7 @@ TEST_CASE("A revoke by another process reaches this process's Verifier through t
   SqliteOptions so;
   so.path = db;
   so.poll_interval = poll;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(so);
   REQUIRE(store.ok());
   std::shared_ptr<const Deployment> deployment = *Deployment::Create({});
   KeyManager::Options mo;
@@ -146,7 +146,7 @@ TEST_CASE("In-process writes reach a Verifier on a SQLite store before they retu
   SqliteOptions so;
   so.path = dir.File("inproc.db");
   so.poll_interval = absl::Hours(1);  // nothing may depend on the poller here
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(so);
   REQUIRE(store.ok());
   std::shared_ptr<const Deployment> deployment = *Deployment::Create({});
   KeyManager::Options mo;

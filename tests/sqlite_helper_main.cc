@@ -80,7 +80,7 @@ absl::StatusOr<Opened> OpenManager(const std::string& db) {
   so.path = db;
   so.busy_timeout = absl::Seconds(30);
   absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> store =
-      keygate::SqliteKeyStore::Open(so);
+      keygate::SqliteKeyStore::Create(so);
   if (!store.ok()) return store.status();
   absl::StatusOr<std::shared_ptr<const keygate::Deployment>> d = keygate::Deployment::Create({});
   if (!d.ok()) return d.status();

@@ -76,7 +76,7 @@ std::string Message(const absl::Status& s) { return std::string(s.message()); }
 absl::StatusOr<std::shared_ptr<SqliteKeyStore>> OpenAt(const std::string& path,
                                                        SqliteOptions o = {}) {
   o.path = path;
-  return SqliteKeyStore::Open(o);
+  return SqliteKeyStore::Create(o);
 }
 
 // Runs SQL on the file through a raw connection (what another tool would do).
@@ -383,15 +383,15 @@ TEST_CASE("SQLite store open that must migrate a locked file is kUnavailable",
 TEST_CASE("SQLite store validates its options", "[sqlite][errors]") {
   SqliteOptions o;
   o.path = "";
-  CHECK(SqliteKeyStore::Open(o).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(SqliteKeyStore::Create(o).status().code() == absl::StatusCode::kInvalidArgument);
   o.path = ":memory:";
   o.poll_interval = absl::ZeroDuration();
-  absl::Status s = SqliteKeyStore::Open(o).status();
+  absl::Status s = SqliteKeyStore::Create(o).status();
   CHECK(s.code() == absl::StatusCode::kInvalidArgument);
   CHECK_THAT(Message(s), Catch::Contains("poll_interval"));
   o.poll_interval = absl::Milliseconds(250);
   o.busy_timeout = -absl::Seconds(1);
-  CHECK(SqliteKeyStore::Open(o).status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(SqliteKeyStore::Create(o).status().code() == absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("SQLite store keeps keys and sequences across reopen", "[sqlite][schema]") {
@@ -887,7 +887,7 @@ TEST_CASE("SQLite store refuses a file: URI as a path", "[sqlite][open]") {
        {std::string("file::memory:"), "file:" + dir.path() + "/k.db?mode=memory"}) {
     SqliteOptions o;
     o.path = uri;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
     CHECK(store.status().code() == absl::StatusCode::kInvalidArgument);
     CHECK_THAT(std::string(store.status().message()), Catch::Contains("URI"));
   }
@@ -923,7 +923,7 @@ TEST_CASE("SQLite reads a rate limit, kind or state no write could store as corr
   const std::string path = dir.File("shape.db");
   SqliteOptions so;
   so.path = path;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(so);
   REQUIRE(store.ok());
   KeyManager::Options mo;
   mo.deployment = *Deployment::Create({});
@@ -970,7 +970,7 @@ TEST_CASE("Both stores refuse a record whose kind or state is unset", "[sqlite][
   TempDir dir;
   SqliteOptions so;
   so.path = dir.File("unset.db");
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> sqlite = SqliteKeyStore::Open(so);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> sqlite = SqliteKeyStore::Create(so);
   REQUIRE(sqlite.ok());
   const std::shared_ptr<KeyStore> stores[] = {*sqlite, std::make_shared<MemoryKeyStore>()};
   for (const std::shared_ptr<KeyStore>& store : stores) {
@@ -1018,7 +1018,7 @@ TEST_CASE("SQLite change feed delivers the changes after an undecodable row, whi
     std::lock_guard<std::mutex> lock(reports_mu);
     return reports;
   };
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(so);
   REQUIRE(store.ok());
   std::shared_ptr<const Deployment> deployment = *Deployment::Create({});
   KeyManager::Options mo;

@@ -60,7 +60,7 @@ pid_t ForkOpener(const std::string& path, const int go[2], const int report[2]) 
   }
   SqliteOptions o;
   o.path = path;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   std::string line = store.ok() ? "" : store.status().ToString();
   line.push_back('\n');
   // One write(2) of less than PIPE_BUF bytes: lines from children never mix.
@@ -110,7 +110,7 @@ TEST_CASE("SQLite store: many processes opening one new file all succeed", "[sql
   // And the file they raced on is a proper keygate database.
   SqliteOptions o;
   o.path = dir.File("race0.db");
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   REQUIRE(store.ok());
   CHECK((*store)->CheckIntegrity().ok());
 }
@@ -146,7 +146,7 @@ std::string OpenWithFileSizeLimit(const std::string& path, rlim_t max_file_bytes
     if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(2);
     SqliteOptions o;
     o.path = path;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
     const std::string line = store.ok() ? "" : store.status().ToString();
     const ssize_t n = ::write(report[1], line.data(), std::min<std::size_t>(line.size(), 4000));
     ::_exit(n >= 0 ? 0 : 1);
@@ -183,7 +183,7 @@ TEST_CASE("SQLite Open that fails while creating a new file leaves nothing behin
   // And the same path opens once the disk has room again.
   SqliteOptions o;
   o.path = path;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
   CHECK((*store)->CheckIntegrity().ok());
@@ -206,7 +206,7 @@ TEST_CASE("SQLite Open creates a database whose file name is near the system's l
   const std::string path = dir.File(std::string(244, 'k') + ".db");
   SqliteOptions o;
   o.path = path;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
   CHECK((*store)->CheckIntegrity().ok());
@@ -243,7 +243,7 @@ TEST_CASE("SQLite Open refuses to create a file next to journal files of a remov
   {
     SqliteOptions o;
     o.path = path;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
     REQUIRE(store.ok());
     REQUIRE((*store)
                 ->Insert(conformance::MakeRecord("key_stale"), keygate::testing::CreatedNote())
@@ -264,7 +264,7 @@ TEST_CASE("SQLite Open refuses to create a file next to journal files of a remov
     const std::set<std::string> before = Listing(dir.path());
     SqliteOptions o;
     o.path = db;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
     REQUIRE_FALSE(store.ok());
     INFO(store.status().ToString());
     CHECK(store.status().code() == absl::StatusCode::kFailedPrecondition);
@@ -279,7 +279,7 @@ TEST_CASE("SQLite Open refuses to create a file next to journal files of a remov
 void MakeDatabase(const std::string& path) {
   SqliteOptions o;
   o.path = path;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(o);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(o);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
   REQUIRE((*store)
@@ -292,7 +292,7 @@ absl::StatusOr<std::shared_ptr<SqliteKeyStore>> OpenAt(const std::string& path,
   SqliteOptions o;
   o.path = path;
   o.allow_foreign_file = allow_foreign_file;
-  return SqliteKeyStore::Open(o);
+  return SqliteKeyStore::Create(o);
 }
 
 // Open refuses with kFailedPrecondition and exactly this message.

@@ -244,7 +244,7 @@ class Harness {
     std::filesystem::copy_file(path_, copy);
     SqliteOptions o;
     o.path = copy;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> s = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> s = SqliteKeyStore::Create(o);
     REQUIRE(s.ok());
     std::vector<std::string> ignored;
     std::optional<Observed> seen = Observe(**s, &ignored);
@@ -340,7 +340,7 @@ class Harness {
     o.path = path_;
     o.synchronous = sync_;
     o.busy_timeout = absl::Seconds(5);
-    return SqliteKeyStore::Open(o);
+    return SqliteKeyStore::Create(o);
   }
 
   std::vector<const KeyRecord*> Keys(bool (*pred)(const KeyRecord&)) const {
@@ -578,7 +578,7 @@ class Harness {
     }
     SqliteOptions o;
     o.path = path_;
-    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> s = SqliteKeyStore::Open(o);
+    absl::StatusOr<std::shared_ptr<SqliteKeyStore>> s = SqliteKeyStore::Create(o);
     if (!s.ok()) {
       ++totals->unopenable;
       problems.push_back(absl::StrCat("open: ", s.status().ToString()));

@@ -66,7 +66,7 @@ class TempDir {
 inline std::shared_ptr<SqliteKeyStore> OpenTempSqliteStore(SqliteOptions options = {}) {
   auto dir = std::make_shared<TempDir>();
   options.path = dir->File("keygate.db");
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(options);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(options);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
   // Keep the directory alive exactly as long as the store: the aliasing
@@ -81,7 +81,7 @@ inline std::shared_ptr<SqliteKeyStore> OpenTempSqliteStore(SqliteOptions options
 inline std::shared_ptr<SqliteKeyStore> OpenMemorySqliteStore() {
   SqliteOptions options;
   options.path = ":memory:";
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(options);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(options);
   INFO(store.status().ToString());
   REQUIRE(store.ok());
   return *store;

@@ -10,9 +10,15 @@
 #include <unordered_set>
 
 #include "catch.h"
+#include "internal/base62.h"
+#include "internal/crc32.h"
 
 namespace keygate {
 namespace {
+
+using internal::Base62Decode;
+using internal::Base62EncodeFixed;
+using internal::Crc32;
 
 std::string Reveal(const Secret& s) { return std::string(s.Reveal(InsecureSecretAccess::Get())); }
 

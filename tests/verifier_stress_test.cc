@@ -192,17 +192,17 @@ class VerifierUnderTest {
       case Fault::kRevokedAsUnknown:
         if (v.outcome == Outcome::kRevoked) {
           v.outcome = Outcome::kUnknown;
-          v.key_id = KeyIdBuf{};
+          v.set_key({});
         }
         break;
       case Fault::kStickyAccept: {
         std::lock_guard<std::mutex> lock(mu_);
         if (v.ok()) {
-          accepted_[token] = v.key_id;
+          accepted_[token] = std::string(v.key());
         } else if (auto it = accepted_.find(token);
                    v.outcome == Outcome::kUnknown && it != accepted_.end()) {
           v.outcome = Outcome::kOk;
-          v.key_id = it->second;
+          v.set_key(it->second);
         }
         break;
       }
@@ -216,7 +216,7 @@ class VerifierUnderTest {
   const Verifier& verifier_;
   const Fault fault_;
   mutable std::mutex mu_;
-  mutable std::map<std::string, KeyIdBuf> accepted_;
+  mutable std::map<std::string, std::string> accepted_;
 };
 
 // The replicas verifies are checked for (linearizability.h, Op::replica):
@@ -385,8 +385,8 @@ class Stress {
     for (int w = 0; w < config_.writers; ++w) {
       writer_managers_.push_back(keygate::testing::MustOk(KeyManager::Create(o)));
     }
-    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> ref =
-        ReferenceVerifier::Create(deployment_, store_, "production");
+    absl::StatusOr<std::unique_ptr<ReferenceVerifier>> ref = ReferenceVerifier::Create(
+        {.deployment = deployment_, .store = store_, .environment = "production"});
     REQUIRE(ref.ok());
     reference_ = *std::move(ref);
   }

@@ -345,8 +345,13 @@ int Main(int argc, char** argv) {
   });
   if (rejected != 0) Die("keygate rejected valid tokens while timed");
 
-  keygate::HttpAuthenticator auth(
-      keygate::AdaptVerifier(std::shared_ptr<keygate::Verifier>(std::move(*verifier))));
+  keygate::HttpAuthOptions auth_options;
+  auth_options.verifier =
+      keygate::AdaptVerifier(std::shared_ptr<keygate::Verifier>(std::move(*verifier)));
+  absl::StatusOr<std::unique_ptr<keygate::HttpAuthenticator>> created =
+      keygate::HttpAuthenticator::Create(std::move(auth_options));
+  if (!created.ok()) Die("HttpAuthenticator::Create failed");
+  const keygate::HttpAuthenticator& auth = **created;
   auto http_check = [&](std::size_t i) {
     const std::string_view authorization[] = {headers[order[i]]};
     keygate::HttpRequestFacts facts;

@@ -282,7 +282,7 @@ int Main(int argc, char** argv) {
   so.path = f.db;
   so.poll_interval = absl::Milliseconds(f.feed_poll_ms);
   absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> sqlite =
-      keygate::SqliteKeyStore::Open(so);
+      keygate::SqliteKeyStore::Create(so);
   if (!sqlite.ok()) return fail(sqlite.status());
   std::shared_ptr<keygate::KeyStore> store = *sqlite;
   if (!f.outage_file.empty()) {
@@ -303,12 +303,14 @@ int Main(int argc, char** argv) {
     verifier = keygate::AdaptVerifier(hotpath);
   } else {
     absl::StatusOr<std::unique_ptr<keygate::ReferenceVerifier>> v =
-        keygate::ReferenceVerifier::Create(*deployment, store, f.env);
+        keygate::ReferenceVerifier::Create(
+            {.deployment = *deployment, .store = store, .environment = f.env});
     if (!v.ok()) return fail(v.status());
     verifier = keygate::AdaptVerifier(std::move(*v));
   }
 
   keygate::HttpAuthOptions ao;
+  ao.verifier = verifier;
   ao.http.realm = f.realm;
   if (absl::Status s = keygate::ValidateHttpOptions(ao.http); !s.ok()) {
     return UsageError(absl::StrCat("--", s.message()));  // "--realm: byte ..."
@@ -321,8 +323,10 @@ int Main(int argc, char** argv) {
   for (const auto* r : {&read, &write, &admin}) {
     if (!r->ok()) return fail(r->status());
   }
-  Api api{std::make_shared<keygate::HttpAuthenticator>(verifier, ao), *std::move(read),
-          *std::move(write), *std::move(admin)};
+  absl::StatusOr<std::unique_ptr<keygate::HttpAuthenticator>> auth =
+      keygate::HttpAuthenticator::Create(std::move(ao));
+  if (!auth.ok()) return fail(auth.status());
+  Api api{*std::move(auth), *std::move(read), *std::move(write), *std::move(admin)};
 
   config.address = f.listen;
   config.https_port = f.port;

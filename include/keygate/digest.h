@@ -30,7 +30,6 @@
 
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,14 +47,6 @@ using Digest = std::array<std::uint8_t, kDigestSize>;
 // Minimum pepper length in bytes.
 inline constexpr std::size_t kMinPepperSize = 32;
 
-// The first 8 bytes of a digest as an integer: digests are uniformly random,
-// so this is a perfect hash-table hash.
-inline std::uint64_t DigestPrefix64(const Digest& d) noexcept {
-  std::uint64_t v;
-  std::memcpy(&v, d.data(), sizeof v);
-  return v;
-}
-
 // Constant-time digest equality.
 bool DigestEquals(const Digest& a, const Digest& b) noexcept;
 
@@ -66,7 +57,7 @@ bool DigestFromHex(std::string_view hex, Digest* out) noexcept;
 class TokenHasher {
  public:
   // Errors: kInvalidArgument if the pepper is shorter than kMinPepperSize.
-  static absl::StatusOr<std::shared_ptr<const TokenHasher>> Create(
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<const TokenHasher>> Create(
       const std::optional<Secret>& pepper);
 
   ~TokenHasher();
@@ -80,7 +71,7 @@ class TokenHasher {
   bool Hash(std::string_view token, Digest* out) const noexcept;
 
   // Convenience for management paths. Errors: kInternal (never, today).
-  absl::StatusOr<Digest> Hash(std::string_view token) const;
+  [[nodiscard]] absl::StatusOr<Digest> Hash(std::string_view token) const;
 
   bool keyed() const noexcept { return keyed_; }
 

@@ -46,7 +46,7 @@ struct HttpOptions {
 // Checks options at configuration (DecideHttp never fails; it drops what this refuses).
 // Errors: kInvalidArgument naming the field, never its text ("realm: byte 3 (0xc3) is not
 // printable ASCII (0x20-0x7E)"; "unavailable_retry_after_seconds: must be at least 1").
-absl::Status ValidateHttpOptions(const HttpOptions& options);
+[[nodiscard]] absl::Status ValidateHttpOptions(const HttpOptions& options);
 
 struct HttpDecision {
   bool allowed = false;

@@ -18,7 +18,8 @@
 //
 // Example:
 //   auto verifier = keygate::Verifier::Create(std::move(verifier_options));
-//   keygate::HttpAuthenticator auth(keygate::AdaptVerifier(std::move(*verifier)));
+//   auto auth = keygate::HttpAuthenticator::Create(
+//       {.verifier = keygate::AdaptVerifier(std::move(*verifier))});  // checked at set-up
 //   const keygate::Requirement kRead = *registry.Require({"read:all"});  // checked at set-up
 //   std::string_view authorization[] = {header_value};   // all of them
 //   keygate::HttpRequestFacts facts;
@@ -26,7 +27,7 @@
 //   facts.raw_query = query;                              // or query_parameter_names
 //   facts.tls = connection_is_tls;
 //   facts.client_address = peer_ip;
-//   keygate::HttpAuthResult r = auth.Check(facts, kRead);
+//   keygate::HttpAuthResult r = (*auth)->Check(facts, kRead);
 //   if (!r.allowed()) return Send(r.decision.status, r.decision.headers, r.decision.body);
 //   Log(r.verdict.key());                                 // never the token
 
@@ -120,7 +121,7 @@ class AddressFilter {
   // address or CIDR block", or "... is an IPv4-mapped IPv6 block with a prefix shorter than
   // /96; write it as an IPv4 block (a.b.c.d/n)"; the entry is quoted only if it is at most 50
   // address characters ([0-9a-fA-F.:/%[]]), else left out (it may hold a token).
-  static absl::StatusOr<std::shared_ptr<const AddressFilter>> Create(
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<const AddressFilter>> Create(
       absl::Span<const std::string> allowed);
 
   bool Allows(std::string_view address) const noexcept;  // false if it does not parse
@@ -135,16 +136,19 @@ class AddressFilter {
   std::vector<Block> blocks_;
 };
 
+// HttpAuthenticator's options. Every field has an initializer, so designated initializers may
+// leave any out.
 struct HttpAuthOptions {
-  HttpOptions http;  // realm, rate-limit policy name, Retry-After of 503s
+  std::shared_ptr<const RequestVerifier> verifier = nullptr;  // required
+  HttpOptions http = {};  // realm, rate-limit policy name, Retry-After of 503s
   // Reject plain HTTP (kInsecureTransport). Behind a TLS-terminating proxy, trust its header
   // for `HttpRequestFacts::tls` only when the request really came from that proxy.
   bool require_tls = true;
   // Query parameters whose presence is a 400; matched percent-decoded, ASCII case-insensitive.
   std::vector<std::string> credential_query_parameters = {"access_token", "api_key"};
-  std::shared_ptr<const AddressFilter> address_filter;  // nullptr: every address allowed
-  PrincipalLookup principal_lookup;    // for Attribution::kLookup; empty: kLookup answers 503
-  std::shared_ptr<const Clock> clock;  // nullptr: SystemClock
+  std::shared_ptr<const AddressFilter> address_filter = nullptr;  // null: every address allowed
+  PrincipalLookup principal_lookup = {};  // for Attribution::kLookup; empty: kLookup answers 503
+  std::shared_ptr<const Clock> clock = nullptr;  // null: SystemClock
 };
 
 // What a request tells about its credentials. Views must outlive the Check call.
@@ -186,19 +190,22 @@ std::string_view QueryOfTarget(std::string_view target) noexcept;
 
 class HttpAuthenticator {
  public:
-  // `verifier` must not be null (if it is, every check answers 503).
-  explicit HttpAuthenticator(std::shared_ptr<const RequestVerifier> verifier);
-  HttpAuthenticator(std::shared_ptr<const RequestVerifier> verifier, HttpAuthOptions options);
+  using Options = HttpAuthOptions;
+
+  // Errors: kInvalidArgument "verifier: must not be null", "http.<field>: ..." (as
+  // ValidateHttpOptions), "credential_query_parameters[i]: must not be empty".
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<HttpAuthenticator>> Create(Options options);
 
   // Runs the checks of the file comment against `requirement`.
-  HttpAuthResult Check(const HttpRequestFacts& request, const Requirement& requirement,
-                       Attribution attribution = Attribution::kKeyIdOnly) const;
+  [[nodiscard]] HttpAuthResult Check(const HttpRequestFacts& request,
+                                     const Requirement& requirement,
+                                     Attribution attribution = Attribution::kKeyIdOnly) const;
 
-  const HttpAuthOptions& options() const noexcept { return options_; }
+  const Options& options() const noexcept { return options_; }
 
  private:
-  std::shared_ptr<const RequestVerifier> verifier_;
-  HttpAuthOptions options_;
+  explicit HttpAuthenticator(Options options);
+  Options options_;
 };
 
 }  // namespace keygate

@@ -46,9 +46,6 @@ class MemoryKeyStore final : public KeyStore {
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change) override;
   absl::Status AwaitSubscribers() override;
 
-  // Test hook: while set, every method returns kUnavailable (a backend that is down).
-  void SetUnavailableForTesting(bool unavailable);
-
  private:
   struct State;
   std::shared_ptr<State> state_;

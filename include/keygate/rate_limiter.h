@@ -23,7 +23,7 @@
 //       {.rate = 100, .period = absl::Seconds(1), .burst = 20});
 //   keygate::GcraCell cell;                       // one per limited subject
 //   keygate::LocalRateLimiter limiter;
-//   keygate::LimitRef ref{&policy, &cell.tat, "user-42"};
+//   keygate::LimitRef ref{&policy, &cell, "user-42"};
 //   keygate::LimitDecision d = limiter.Acquire({&ref, 1}, /*cost=*/1,
 //                                              absl::ToUnixNanos(absl::Now()));
 //   if (d.result != keygate::LimitResult::kAllowed) { /* 429, d.status */ }
@@ -35,7 +35,6 @@
 #ifndef KEYGATE_RATE_LIMITER_H_
 #define KEYGATE_RATE_LIMITER_H_
 
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -50,8 +49,9 @@
 
 namespace keygate {
 
-// The TAT of a subject that has never been seen: any `now` is later.
-inline constexpr std::int64_t kGcraNeverUsed = std::numeric_limits<std::int64_t>::min();
+namespace internal {
+struct GcraAccess;  // not API: the limiter's and the Verifier's access to the state
+}  // namespace internal
 
 // A RateLimitPolicy compiled for GCRA. Times are nanoseconds.
 struct GcraPolicy {
@@ -78,20 +78,40 @@ struct GcraPolicy {
 
 // The state of one limited subject for LocalRateLimiter, alone on its cache
 // line so that two hot subjects never share one (false sharing costs 6x).
-struct alignas(64) GcraCell {
-  std::atomic<std::int64_t> tat{kGcraNeverUsed};
+// Starts unused (the subject's first request finds a full bucket).
+class alignas(64) GcraCell {
+ public:
+  GcraCell() = default;
+  GcraCell(const GcraCell&) = delete;
+  GcraCell& operator=(const GcraCell&) = delete;
+
+ private:
+  friend struct LimitRef;
+  friend struct internal::GcraAccess;
+  // The theoretical arrival time; the minimum means "never used".
+  std::atomic<std::int64_t> tat_{std::numeric_limits<std::int64_t>::min()};
 };
 
-// One limit that applies to a request. The views must outlive the call.
+// One limit that applies to a request. The policy, the cell and the subject
+// must outlive the call.
 struct LimitRef {
+  LimitRef() = default;
+  // `cell`: the subject's state, owned by the caller (the Verifier keeps each
+  // key's in the key's own cache line). Used by LocalRateLimiter; a limiter
+  // that keeps state elsewhere (e.g. in Redis) ignores it, and it may be null.
+  LimitRef(const GcraPolicy* limit_policy, GcraCell* cell, std::string_view limit_subject) noexcept
+      : policy(limit_policy),
+        subject(limit_subject),
+        tat_(cell != nullptr ? &cell->tat_ : nullptr) {}
+
   const GcraPolicy* policy = nullptr;
-  // The subject's TAT, owned by the caller (the Verifier keeps each key's in
-  // the key's own cache line). Used by LocalRateLimiter; a limiter that keeps
-  // state elsewhere (e.g. in Redis) may ignore it.
-  std::atomic<std::int64_t>* tat = nullptr;
   // A stable name of the subject ("key_...", "owner:alice"): what a shared,
   // remote limiter keys its state by. Never a secret.
   std::string_view subject;
+
+ private:
+  friend struct internal::GcraAccess;
+  std::atomic<std::int64_t>* tat_ = nullptr;
 };
 
 enum class LimitResult : std::uint8_t {
@@ -100,7 +120,7 @@ enum class LimitResult : std::uint8_t {
   kUnavailable,  // the limiter could not decide (remote backend down): fail closed
 };
 
-struct LimitDecision {
+struct [[nodiscard]] LimitDecision {
   LimitResult result = LimitResult::kUnavailable;
   // For kAllowed, the limit with the fewest requests remaining; for kDenied,
   // the denying limit. All zero when no limit applied.
@@ -120,25 +140,16 @@ class RateLimiter {
                                 std::int64_t now_ns) noexcept = 0;
 };
 
-// GCRA on caller-owned atomics (LimitRef::tat must be non-null). Lock-free:
-// one CAS per limit when allowed, plain loads when denied. With several
-// limits it first checks every limit read-only, then consumes each with a
-// CAS; if a concurrent request made a later limit deny in between, the
-// amounts already taken are handed back (internal::GcraRefund), so a denied
-// request consumes nothing. Stateless itself: one instance may serve any
-// number of verifiers.
+// GCRA on caller-owned cells (each LimitRef with a policy needs a cell). Lock-free: one
+// CAS per limit when allowed, plain loads when denied. With several limits it
+// first checks every limit read-only, then consumes each with a CAS; if a
+// concurrent request made a later limit deny in between, the amounts already
+// taken are handed back, so a denied request consumes nothing. Stateless
+// itself: one instance may serve any number of verifiers.
 class LocalRateLimiter final : public RateLimiter {
  public:
   LimitDecision Acquire(absl::Span<const LimitRef> limits, std::uint32_t cost,
                         std::int64_t now_ns) noexcept override;
-
-  // The single-limit case, inline for the verifier's hot path.
-  static LimitDecision AcquireOne(const GcraPolicy& policy, std::atomic<std::int64_t>& tat,
-                                  std::uint32_t cost, std::int64_t now_ns) noexcept;
-
-  // What a request of `cost` at `now_ns` would get, without consuming.
-  static LimitDecision Peek(const GcraPolicy& policy, std::int64_t tat, std::uint32_t cost,
-                            std::int64_t now_ns) noexcept;
 };
 
 // Applies no limit: every request is allowed and reports no rate state.
@@ -148,117 +159,6 @@ class NoRateLimiter final : public RateLimiter {
     return LimitDecision{LimitResult::kAllowed, {}};
   }
 };
-
-namespace internal {
-
-// GcraStep holds `now` to +-kGcraNowBound (the years 1824-2116); with a lead
-// of at most GcraPolicy::kMaxCapacityNs, every TAT it stores is below
-// kGcraTatCeiling.
-inline constexpr std::int64_t kGcraNowBound = std::int64_t{1} << 62;
-inline constexpr std::int64_t kGcraTatCeiling = kGcraNowBound + GcraPolicy::kMaxCapacityNs;
-
-// The pure GCRA step: the decision for a request of `cost` at `now` given the
-// current `tat`, and the TAT to store if allowed (`*new_tat`).
-inline LimitDecision GcraStep(const GcraPolicy& p, std::int64_t tat, std::uint32_t cost,
-                              std::int64_t now, std::int64_t* new_tat) noexcept {
-  LimitDecision d;
-  d.status.limit = p.rate;
-  d.status.window_ns = p.period_ns;
-  // Every sum below stays in range for any input: `now` is held to the years
-  // 1824-2116 (+-2^62 ns), the lead over it to C + 1 (C <= 2^61), and an
-  // allowed request's cost * T to C; so a stored TAT is below 2^62 + 2^61.
-  now = std::clamp(now, -kGcraNowBound, kGcraNowBound);
-  const std::int64_t t = std::max(tat, now);
-  // How far the schedule runs ahead of now (> C after the clock stepped
-  // back: denied until it catches up). The difference is taken unsigned: a
-  // TAT far ahead of a clock that jumped far back must not overflow.
-  const std::int64_t ahead = static_cast<std::int64_t>(
-      std::min<std::uint64_t>(static_cast<std::uint64_t>(t) - static_cast<std::uint64_t>(now),
-                              static_cast<std::uint64_t>(GcraPolicy::kMaxCapacityNs) + 1));
-  // Requests of cost 1 that would fit now (denials and free requests only:
-  // the allowed path divides once, below).
-  auto remaining_now = [&]() -> std::uint64_t {
-    return ahead >= p.capacity_ns
-               ? 0
-               : static_cast<std::uint64_t>((p.capacity_ns - ahead) / p.emission_ns);
-  };
-  if (cost == 0) {
-    // A free request: always allowed, consumes nothing, reports the state.
-    d.result = LimitResult::kAllowed;
-    d.status.remaining = remaining_now();
-    d.status.reset_ns = ahead;
-    *new_tat = tat;
-    return d;
-  }
-  // cost * T; more than C (possible only for a policy whose burst * T was
-  // capped, or one never validated) can never fit, like cost > burst.
-  std::int64_t inc = 0;
-  if (cost > p.burst ||
-      __builtin_mul_overflow(static_cast<std::int64_t>(cost), p.emission_ns, &inc) ||
-      inc > p.capacity_ns) {
-    // Can never fit in the bucket; report the full window as the wait.
-    d.result = LimitResult::kDenied;
-    d.status.remaining = remaining_now();
-    d.status.reset_ns = ahead;
-    d.status.retry_after_ns = p.capacity_ns;
-    return d;
-  }
-  const std::int64_t after = ahead + inc;  // <= 2^61 + 1 + 2^61
-  if (after > p.capacity_ns) {
-    d.result = LimitResult::kDenied;
-    d.status.remaining = remaining_now();
-    d.status.reset_ns = ahead;
-    d.status.retry_after_ns = after - p.capacity_ns;
-    return d;
-  }
-  d.result = LimitResult::kAllowed;
-  d.status.remaining = static_cast<std::uint64_t>((p.capacity_ns - after) / p.emission_ns);
-  d.status.reset_ns = after;
-  *new_tat = now + after;
-  return d;
-}
-
-// Gives back what an allowed request of cost*T (`inc`) took from `tat`,
-// after it moved `prev` to `next`. If nothing else has touched the TAT
-// since, it goes back to `prev` exactly. (Subtracting alone would leave a
-// TAT that was behind `now` at `now`: a request stamped a little earlier, on
-// another thread, would then find less room than nobody had used.)
-// Otherwise `inc` is subtracted. That is exact when the requests allowed in
-// between queued behind `next`; one stamped later than the TAT it found
-// (more than T after this request's stamp, so possible only when T is
-// shorter than the time between the two phases, e.g. a thread preempted
-// there) was charged from its own stamp, and subtracting then forgives up
-// to `inc` of its charge. The TAT alone cannot tell the two apart; the
-// choice keeps the contract that a denied request consumes nothing.
-inline void GcraRefund(std::atomic<std::int64_t>& tat, std::int64_t prev, std::int64_t next,
-                       std::int64_t inc) noexcept {
-  std::int64_t expected = next;
-  if (tat.compare_exchange_strong(expected, prev, std::memory_order_relaxed)) return;
-  tat.fetch_sub(inc, std::memory_order_relaxed);
-}
-
-}  // namespace internal
-
-inline LimitDecision LocalRateLimiter::Peek(const GcraPolicy& policy, std::int64_t tat,
-                                            std::uint32_t cost, std::int64_t now_ns) noexcept {
-  std::int64_t unused;
-  return internal::GcraStep(policy, tat, cost, now_ns, &unused);
-}
-
-inline LimitDecision LocalRateLimiter::AcquireOne(const GcraPolicy& policy,
-                                                  std::atomic<std::int64_t>& tat,
-                                                  std::uint32_t cost,
-                                                  std::int64_t now_ns) noexcept {
-  std::int64_t current = tat.load(std::memory_order_relaxed);
-  for (;;) {
-    std::int64_t next = 0;
-    LimitDecision d = internal::GcraStep(policy, current, cost, now_ns, &next);
-    // Denials write nothing; a zero-cost request reads the state only.
-    if (d.result != LimitResult::kAllowed || cost == 0) return d;
-    // Relaxed is enough: the TAT guards no other memory.
-    if (tat.compare_exchange_weak(current, next, std::memory_order_relaxed)) return d;
-  }
-}
 
 }  // namespace keygate
 

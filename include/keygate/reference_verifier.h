@@ -13,11 +13,12 @@
 //      scopes, 0 if one is no longer registered (the names still reach the evaluator)
 //  11. (Verifier only: rate limit -> kRateLimited)
 // kUnavailable: a store or hashing failure, a store answer whose digests do not match the token,
-// a key id longer than kKeyIdLength. `Verdict::key_id` is set from step 5 on.
+// a key id longer than kKeyIdLength. `Verdict::key()` is set from step 5 on.
 // Thread safety: thread-safe if the store is. Cost: a store lookup per call.
 //
 // Example:
-//   auto v = keygate::ReferenceVerifier::Create(deployment, store, "production");
+//   auto v = keygate::ReferenceVerifier::Create(
+//       {.deployment = deployment, .store = store, .environment = "production"});
 //   if (v.ok()) verdict = (*v)->Verify("Bearer kg_live_...", requirement, absl::Now());
 
 #ifndef KEYGATE_REFERENCE_VERIFIER_H_
@@ -39,12 +40,17 @@ namespace keygate {
 
 class ReferenceVerifier {
  public:
-  // `environment`: the deployment's environment this server serves; `evaluator` defaults to
-  // MaskScopeEvaluator. Errors: kInvalidArgument "deployment: ...", "store: ...", "environment:
-  // ...".
-  static absl::StatusOr<std::unique_ptr<ReferenceVerifier>> Create(
-      std::shared_ptr<const Deployment> deployment, std::shared_ptr<KeyStore> store,
-      std::string_view environment, std::shared_ptr<const ScopeEvaluator> evaluator = nullptr);
+  // Every field has an initializer, so designated initializers may leave any out.
+  struct Options {
+    std::shared_ptr<const Deployment> deployment = nullptr;  // required
+    std::shared_ptr<KeyStore> store = nullptr;               // required
+    std::string environment = {};  // the deployment's environment this server serves
+    std::shared_ptr<const ScopeEvaluator> scope_evaluator = nullptr;  // null: MaskScopeEvaluator
+  };
+
+  // Errors: kInvalidArgument "deployment: ...", "store: ...", "environment: ..." (not one of the
+  // deployment's).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<ReferenceVerifier>> Create(Options options);
 
   // Verifies an Authorization header value.
   Verdict Verify(std::string_view authorization, const Requirement& requirement,

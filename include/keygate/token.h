@@ -64,7 +64,8 @@ TokenError ParseToken(std::string_view token, TokenView* out,
                       std::string_view expected_prefix = {}) noexcept;
 
 // ParseToken as a status: kInvalidArgument "token: <reason>" (never echoes the token).
-absl::Status ValidateToken(std::string_view token, std::string_view expected_prefix = {});
+[[nodiscard]] absl::Status ValidateToken(std::string_view token,
+                                         std::string_view expected_prefix = {});
 
 // A short human-readable reason for a TokenError ("bad checksum", ...).
 std::string_view TokenErrorName(TokenError error) noexcept;
@@ -75,23 +76,16 @@ bool IsValidEnvTag(std::string_view s) noexcept;
 
 // A new token with 256 bits from RAND_priv_bytes. Errors: kInvalidArgument (bad prefix or env
 // tag), kInternal (the CSPRNG failed).
-absl::StatusOr<Secret> GenerateToken(std::string_view prefix, std::string_view env_tag);
+[[nodiscard]] absl::StatusOr<Secret> GenerateToken(std::string_view prefix,
+                                                   std::string_view env_tag);
 
 // Builds a token from a given 32-byte secret (known-answer tests, imports).
-absl::StatusOr<Secret> TokenFromBytes(std::string_view prefix, std::string_view env_tag,
-                                      std::string_view secret32);
+[[nodiscard]] absl::StatusOr<Secret> TokenFromBytes(std::string_view prefix,
+                                                    std::string_view env_tag,
+                                                    std::string_view secret32);
 
 // The non-secret display hint kept at rest: "<prefix>_<env>_...<last 4>".
 std::string TokenHint(std::string_view token);
-
-// CRC-32 (IEEE 802.3 reflected polynomial 0xEDB88320, as zlib's crc32).
-std::uint32_t Crc32(std::string_view data) noexcept;
-
-// Fixed-width base62 (0-9A-Za-z, most significant first, zero padded); a value of 62^width or
-// more keeps its low `width` digits (value mod 62^width): size `width` for the range.
-std::string Base62EncodeFixed(std::uint64_t value, std::size_t width);
-// Decodes base62; false on a non-base62 character or overflow of 64 bits.
-bool Base62Decode(std::string_view digits, std::uint64_t* value) noexcept;
 
 }  // namespace keygate
 

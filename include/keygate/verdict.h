@@ -51,26 +51,31 @@ struct RateLimitStatus {
   bool applies() const noexcept { return limit != 0; }
 };
 
-// A key id stored inline so Verdict stays trivially copyable. `Set` keeps at
-// most kKeyIdLength bytes; the verifiers never report a longer id (key.h).
-struct KeyIdBuf {
-  char data[kKeyIdLength + 1] = {};
-  std::uint8_t size = 0;
-  std::string_view view() const noexcept { return {data, size}; }
-  void Set(std::string_view id) noexcept {
-    size = static_cast<std::uint8_t>(id.size() < kKeyIdLength ? id.size() : kKeyIdLength);
-    std::memcpy(data, id.data(), size);
-    data[size] = '\0';
-  }
-};
+namespace internal {
+struct VerdictAccess;  // not API: keygate's verifiers fill the key id in place
+}  // namespace internal
 
-struct Verdict {
+// The decision on one request. `outcome` and `rate` are plain fields; the key id is held inline
+// (at most kKeyIdLength bytes), so a Verdict is trivially copyable and never allocates.
+class [[nodiscard]] Verdict {
+ public:
   Outcome outcome = Outcome::kUnavailable;  // fail closed by default
-  KeyIdBuf key_id;                          // set once the key is identified (even when denied)
   RateLimitStatus rate;
 
   bool ok() const noexcept { return outcome == Outcome::kOk; }
-  std::string_view key() const noexcept { return key_id.view(); }
+  // The id of the key, set once the key is identified (even when denied); empty before. A view
+  // into this Verdict.
+  std::string_view key() const noexcept { return {key_, key_size_}; }
+  // Sets the key id; keeps at most kKeyIdLength bytes (the verifiers never report a longer id).
+  void set_key(std::string_view id) noexcept {
+    key_size_ = static_cast<std::uint8_t>(id.size() < kKeyIdLength ? id.size() : kKeyIdLength);
+    std::memcpy(key_, id.data(), key_size_);
+  }
+
+ private:
+  friend struct internal::VerdictAccess;
+  std::uint8_t key_size_ = 0;
+  char key_[kKeyIdLength] = {};
 };
 
 static_assert(std::is_trivially_copyable_v<Verdict>);

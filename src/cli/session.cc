@@ -94,7 +94,7 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   so.path = g.db;
   so.create_if_missing = create_if_missing;
   so.allow_foreign_file = g.allow_foreign_db;
-  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Open(so);
+  absl::StatusOr<std::shared_ptr<SqliteKeyStore>> store = SqliteKeyStore::Create(so);
   if (!store.ok()) {
     const std::string_view msg(store.status().message().data(), store.status().message().size());
     if (!create_if_missing && msg.find("create_if_missing") != std::string_view::npos) {

@@ -30,14 +30,10 @@
 #include <cstdint>
 #include <string_view>
 
+#include "internal/crc32.h"
 #include "keygate/token.h"
 
 namespace keygate::internal {
-
-// CRC-32 (as keygate::Crc32) continued from a raw register value: Crc32(s) ==
-// ~Crc32Update(0xFFFFFFFF, s), and Crc32Update(Crc32Update(r, a), b) ==
-// Crc32Update(r, a + b).
-std::uint32_t Crc32Update(std::uint32_t reg, std::string_view data) noexcept;
 
 enum class CanonicalMatch : std::uint8_t {
   kOk,           // well formed, this environment, checksum right

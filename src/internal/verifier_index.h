@@ -35,6 +35,8 @@
 #include <string_view>
 #include <vector>
 
+#include "internal/digest_prefix.h"
+#include "internal/gcra.h"
 #include "keygate/digest.h"
 #include "keygate/key.h"
 #include "keygate/rate_limiter.h"

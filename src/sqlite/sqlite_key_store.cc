@@ -334,7 +334,7 @@ const std::vector<std::string>& SqliteKeyStore::open_warnings() const noexcept {
   return impl_->open_warnings;
 }
 
-absl::StatusOr<std::shared_ptr<SqliteKeyStore>> SqliteKeyStore::Open(SqliteOptions options) {
+absl::StatusOr<std::unique_ptr<SqliteKeyStore>> SqliteKeyStore::Create(Options options) {
   if (options.path.empty()) return absl::InvalidArgumentError("path: must not be empty");
   // SQLite (built with URI names on, as Debian's is) would open a "file:"
   // name as a URI, whose path and mode may differ from the file created here.
@@ -376,7 +376,7 @@ absl::StatusOr<std::shared_ptr<SqliteKeyStore>> SqliteKeyStore::Open(SqliteOptio
   impl->notifier =
       std::make_shared<Notifier>(options.path, open_path, impl->in_memory, options.poll_interval);
   impl->options = std::move(options);
-  return std::shared_ptr<SqliteKeyStore>(new SqliteKeyStore(std::move(impl)));
+  return std::unique_ptr<SqliteKeyStore>(new SqliteKeyStore(std::move(impl)));
 }
 
 absl::Status SqliteKeyStore::Insert(const KeyRecord& record, const AuditNote& note) {

@@ -11,7 +11,8 @@
 //
 // Example:
 //   httplib::SSLServer server(cert_path, key_path);
-//   auto auth = std::make_shared<keygate::HttpAuthenticator>(verifier);
+//   std::shared_ptr<const keygate::HttpAuthenticator> auth =
+//       *keygate::HttpAuthenticator::Create({.verifier = verifier});  // check .ok() first
 //   server.set_pre_routing_handler(keygate::HttplibPreRoutingHandler(
 //       auth, [&](const httplib::Request& req) -> const keygate::Requirement* {
 //         if (req.path == "/healthz") return nullptr;

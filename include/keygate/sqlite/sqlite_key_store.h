@@ -4,8 +4,8 @@
 // On disk: WAL with `synchronous=FULL` by default (an acknowledged write survives a power loss;
 // `kNormal` survives kill -9, but a power loss may roll back the last commits). Only digests and
 // display hints are stored, never a token. A new file is created mode 0600 and appears complete
-// or not at all (a failed `Open` leaves nothing; a SIGKILL may leave a `.keygate-new-XXXXXX`
-// file); `Open` never removes a file it did not create. An existing file (or its -wal, -shm,
+// or not at all (a failed `Create` leaves nothing; a SIGKILL may leave a `.keygate-new-XXXXXX`
+// file); `Create` never removes a file it did not create. An existing file (or its -wal, -shm,
 // -journal) owned by another user or writable by group or others is refused unless
 // `allow_foreign_file`. Older schemas are migrated on open, newer ones refused.
 // Change feed: a write through this object notifies its subscribers before it returns (a write
@@ -14,17 +14,18 @@
 // Corrupt rows (only a manual edit makes one) fail closed: `ChangesSince` delivers the key as
 // deleted (`Change::record` empty) and reports kDataLoss (key id and column, never a value) to
 // `on_corrupt_row`; `Get`, `FindByDigest` and `List` return kDataLoss; `CheckIntegrity` lists it.
-// Ownership: `Open` returns a shared_ptr; the store owns its connections and its poller thread
-// (started by the first `Subscribe`; subscriptions may outlive the store and are then inert).
-// Thread safety: thread-safe. Cost: Get/FindByDigest ~10 us; a write is one transaction (one
-// fsync with kFull, a few ms); `InsertBatch` ~65-75 k keys/s; name search a few ms at 1 M keys
-// (a 1-character needle may scan every key). Design: docs/design.md, "The SQLite store".
+// Ownership: `Create` returns a unique_ptr (a shared_ptr converts from it); the store owns its
+// connections and its poller thread (started by the first `Subscribe`; subscriptions may outlive
+// the store and are then inert). Thread safety: thread-safe. Cost: Get/FindByDigest ~10 us; a write
+// is one transaction (one fsync with kFull, a few ms); `InsertBatch` ~65-75 k keys/s; name search a
+// few ms at 1 M keys (a 1-character needle may scan every key). Design: docs/design.md, "The SQLite
+// store".
 //
 // Example:
 //   keygate::SqliteOptions o;
 //   o.path = "/var/lib/myapp/keygate.db";
 //   absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> store =
-//       keygate::SqliteKeyStore::Open(o);
+//       keygate::SqliteKeyStore::Create(o);
 //   if (!store.ok()) { /* store.status() names the path and the cause */ }
 //   keygate::KeyManager::Options m;
 //   m.store = *store;
@@ -51,7 +52,7 @@
 namespace keygate {
 
 namespace internal {
-struct SqliteKeyStoreTestPeer;
+struct SqliteKeyStoreTestPeer;  // not API: keygate's own tests only (src/sqlite/sqlite_db.h)
 }  // namespace internal
 
 enum class SqliteSynchronous : std::uint8_t {
@@ -82,6 +83,8 @@ struct SqliteOptions {
 
 class SqliteKeyStore final : public KeyStore {
  public:
+  using Options = SqliteOptions;
+
   // Schema version written; older files migrate on open (one transaction, ~3 s at 1 M keys).
   static constexpr int kSchemaVersion = 4;
   static constexpr std::int32_t kApplicationId = 0x4B474154;  // PRAGMA application_id "KGAT"
@@ -97,7 +100,7 @@ class SqliteKeyStore final : public KeyStore {
   //                       regular file; no file but a leftover -wal/-shm/-journal
   //   kUnavailable        locked past busy_timeout (only then "busy timeout ... exceeded")
   //   kInternal           any other SQLite failure
-  static absl::StatusOr<std::shared_ptr<SqliteKeyStore>> Open(SqliteOptions options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<SqliteKeyStore>> Create(Options options);
 
   ~SqliteKeyStore() override;
   SqliteKeyStore(const SqliteKeyStore&) = delete;
@@ -131,19 +134,19 @@ class SqliteKeyStore final : public KeyStore {
 
   // Full scan: `PRAGMA integrity_check`, the name index, every row decoded. Errors: kDataLoss
   // (SQLite's report, or up to 10 undecodable rows by key id and column), kUnavailable.
-  absl::Status CheckIntegrity();
+  [[nodiscard]] absl::Status CheckIntegrity();
 
   std::uint64_t corrupt_rows_skipped() const noexcept;  // corrupt rows read by ChangesSince
 
-  absl::StatusOr<std::uint64_t> Count();  // the number of stored keys
+  [[nodiscard]] absl::StatusOr<std::uint64_t> Count();  // the number of stored keys
 
   const std::string& path() const noexcept;
   const SqliteOptions& options() const noexcept;
-  // One line per file Open accepted only because of allow_foreign_file, to log.
+  // One line per file Create accepted only because of allow_foreign_file, to log.
   const std::vector<std::string>& open_warnings() const noexcept;
 
  private:
-  friend struct internal::SqliteKeyStoreTestPeer;  // tests only (src/sqlite/sqlite_db.h)
+  friend struct internal::SqliteKeyStoreTestPeer;  // not API: tests only
   struct Impl;
   explicit SqliteKeyStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

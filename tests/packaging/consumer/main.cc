@@ -14,7 +14,8 @@ int main() {
   if (!deployment.ok()) return 1;
   keygate::SqliteOptions options;
   options.path = ":memory:";
-  auto store = keygate::SqliteKeyStore::Open(options);
+  absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> store =
+      keygate::SqliteKeyStore::Create(options);
   if (!store.ok()) return 1;
   auto manager = keygate::KeyManager::Create({*deployment, *store, nullptr});
   if (!manager.ok()) return 1;
@@ -25,7 +26,8 @@ int main() {
   req.scopes = {"read:all"};
   auto key = (*manager)->Create(req, "alice");
   if (!key.ok()) return 2;
-  auto verifier = keygate::ReferenceVerifier::Create(*deployment, *store, "production");
+  auto verifier = keygate::ReferenceVerifier::Create(
+      {.deployment = *deployment, .store = *store, .environment = "production"});
   if (!verifier.ok()) return 3;
   const std::string header =
       "Bearer " + std::string(key->token.Reveal(keygate::InsecureSecretAccess::Get()));
