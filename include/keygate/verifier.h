@@ -157,6 +157,7 @@ class Verifier {
   // a concurrent call returns when the first is done. Verify still works.
   void Shutdown();
 
+  // The writer's counters; waits for a change being applied.
   VerifierStats Stats() const;
 
  private:
