@@ -1,11 +1,10 @@
 // keygate/deployment.h: the validated, immutable settings one deployment of
 // keygate shares between its manager and its verifiers.
 //
-// A deployment fixes the token prefix, the environments (each with the tag
-// that appears in its tokens and an optional default rate limit), the scope
-// registry and the pepper. Every `KeyManager`, `ReferenceVerifier` and
-// `Verifier` of one deployment must be built from the same options, or tokens
-// will not verify.
+// A deployment fixes the token prefix, the environments (each with its token
+// tag and an optional default rate limit), the scope registry and the
+// pepper. Every `KeyManager`, `ReferenceVerifier` and `Verifier` of one
+// deployment must share it, or tokens will not verify.
 //
 // Example:
 //
@@ -14,13 +13,11 @@
 //   absl::StatusOr<std::shared_ptr<const keygate::Deployment>> d =
 //       keygate::Deployment::Create(std::move(opts));
 //
-// The pepper usually lives in a file of its own, outside the database:
-//
 //   absl::StatusOr<keygate::PepperFile> pepper =
 //       keygate::ReadPepperFile("/etc/myapp/pepper");  // mode 0600
-//   if (!pepper.ok()) { /* names the path and the reason, never a byte */ }
-//   opts.pepper = std::move(pepper->pepper);
+//   if (pepper.ok()) opts.pepper = std::move(pepper->pepper);
 //
+// Ownership: shared (`std::shared_ptr<const Deployment>`).
 // Thread safety: a `Deployment` is immutable and thread-safe.
 
 #ifndef KEYGATE_DEPLOYMENT_H_
@@ -42,9 +39,8 @@
 
 namespace keygate {
 
-// Whether `name` is a well-formed environment name: 1-32 characters of
-// [a-z0-9_-]. Only such names are ever quoted in an error message (a
-// mistyped option may hold anything, a token included). Pure; O(size).
+// Whether `name` is 1-32 characters of [a-z0-9_-], the only names an
+// error message quotes. Pure; O(size).
 bool IsValidEnvironmentName(std::string_view name) noexcept;
 
 struct EnvironmentSpec {
@@ -64,41 +60,31 @@ struct DeploymentOptions {
   std::optional<Secret> pepper;
 };
 
-// The largest pepper file ReadPepperFile reads: a pepper is 32 to a few
-// hundred bytes, so anything bigger is the wrong file.
+// The largest pepper file ReadPepperFile reads.
 inline constexpr std::size_t kMaxPepperFileSize = 4096;
 
 struct PepperFileOptions {
-  // A pepper file that users other than its owner may read or write (any of
-  // mode 0066) is refused by default, as ssh refuses a private key others can
-  // read: whoever reads the pepper can test guessed or leaked tokens against
-  // a stolen database offline, and whoever writes it can make every key stop
-  // verifying. Set this to read such a file anyway (a pepper shared with a
-  // group on purpose); PepperFile::warnings then says so.
+  // Read a file that group or others may read or write (mode & 0066),
+  // refused by default; PepperFile::warnings then says so.
   bool allow_group_or_world_access = false;
 };
 
 struct PepperFile {
   Secret pepper;
-  // What the caller should tell the operator (no pepper bytes): set only
-  // for what the options allowed.
+  // What to tell the operator (never a pepper byte).
   std::vector<std::string> warnings;
 };
 
-// Reads a pepper from the file at `path`: its bytes, with one trailing
-// newline ("\n" or "\r\n") removed. The file is opened without following a
-// symbolic link in its last component (linked directories are fine: a
-// Kubernetes secret volume's `..data/NAME`), without blocking (a FIFO
-// cannot hang the caller) and close-on-exec, then judged by fstat on what
-// was opened. Errors name the path and the reason, never a pepper byte:
+// Reads a pepper: the file's bytes less one trailing "\n" or "\r\n". The
+// last path component must not be a symbolic link; the file is opened
+// non-blocking and close-on-exec, then judged by fstat. Errors name the
+// path and the reason, never a pepper byte:
 //   kNotFound           the file does not exist
 //   kPermissionDenied   the file cannot be opened (EACCES)
-//   kFailedPrecondition a symbolic link; not a regular file (a directory, a
-//                       device such as /dev/zero, a FIFO, a socket); more
-//                       than kMaxPepperFileSize bytes; fewer than
-//                       kMinPepperSize bytes once the newline is removed;
-//                       readable or writable by group or others (see
-//                       PepperFileOptions)
+//   kFailedPrecondition a symbolic link, or not a regular file (a directory,
+//                       /dev/zero, a FIFO); over kMaxPepperFileSize or under
+//                       kMinPepperSize bytes; group or other access (unless
+//                       PepperFileOptions allows it)
 //   kUnavailable        any other failure to open or read
 // Cost: one open, one fstat, a read of at most kMaxPepperFileSize + 1 bytes.
 absl::StatusOr<PepperFile> ReadPepperFile(const std::string& path,

@@ -1,39 +1,34 @@
 // keygate/verifier.h: the lock-free, allocation-free hot-path verifier.
 //
-// An in-memory replica of one environment's keys, loaded from a `KeyStore`
-// and following its change feed. Verdicts equal `ReferenceVerifier`'s, with
-// `kRateLimited` checked last. docs/design.md explains the layout,
-// reclamation and linearizability. Times are int64 Unix nanoseconds (years
-// 1678-2262; a later expiry counts as never).
+// What: an in-memory replica of one environment's keys, loaded from a
+// `KeyStore` and kept current from its change feed. Verdicts equal
+// `ReferenceVerifier`'s (`kRateLimited` is checked last).
 //
-// Cost (bench/README.md): a hot key ~1.5-2x the digest alone (~100 ns); a
-// mistyped token ~0.3-0.5x (no hashing); a cold key adds one DRAM round
-// trip. Memory: about 120 bytes per key.
+// Ownership: the verifier shares ownership of everything in its options.
+// Thread safety: thread-safe. Any number of threads may verify while
+// changes are applied, without blocking them. No call may be in progress
+// when the verifier is destroyed (the destructor calls Shutdown()).
 //
-// Revocation: when Sync(), Refresh() or a change-feed entry's application
-// returns, no Verify that starts afterwards accepts what the change forbids.
-// With `sync_in_callback` (the default) and a store that notifies before a
-// write returns (both bundled stores do for writes made through them),
-// that holds as soon as `KeyManager::Revoke()` returns. Other writers'
-// changes apply within the feed's latency (push, or `poll_interval`), or at
-// once after `Refresh(id)`.
+// Revocation: once Sync(), Refresh() or the feed's application of a change
+// returns, no Verify that starts afterwards accepts what the change
+// forbids. With `sync_in_callback` and a bundled store, that holds as soon
+// as `KeyManager::Revoke()` returns (docs/design.md).
+//
+// Cost (bench/README.md): a hot key ~1.5-2x the token's digest alone
+// (~100 ns); a mistyped token ~0.3-0.5x (no hashing); a cold key one more
+// DRAM round trip. About 120 bytes of memory per key.
 //
 // Example:
 //
 //   keygate::VerifierOptions o;
-//   o.deployment = deployment;            // the same one the KeyManager uses
+//   o.deployment = deployment;  // the same one the KeyManager uses
 //   o.store = store;
 //   o.environment = "production";
 //   absl::StatusOr<std::unique_ptr<keygate::Verifier>> v =
 //       keygate::Verifier::Create(std::move(o));
-//   // Once per route; a misspelled scope fails here, not open.
 //   absl::StatusOr<keygate::Requirement> read = registry.Require({"read:all"});
 //   keygate::Verdict verdict = (*v)->Verify(authorization_header, *read);
 //   keygate::HttpDecision http = keygate::DecideHttp(verdict, *read);
-//
-// Thread safety: thread-safe; any number of threads may verify while one
-// change is applied at a time, without blocking them. Destroying the
-// verifier stops its threads; no call may be in progress then.
 
 #ifndef KEYGATE_VERIFIER_H_
 #define KEYGATE_VERIFIER_H_
@@ -60,50 +55,42 @@
 
 namespace keygate {
 
+// Validated once, by Verifier::Create. Intervals are at most
+// kMaxVerifierInterval.
 struct VerifierOptions {
-  // Required: the deployment, the store to replicate, the environment.
+  // Required.
   std::shared_ptr<const Deployment> deployment;
   std::shared_ptr<KeyStore> store;
-  std::string environment;
+  std::string environment;  // a name in deployment->environments()
 
-  // Scope rules a mask cannot express. nullptr: the inline mask check. A
-  // custom evaluator costs one more cache miss per cold key.
+  // nullptr: the inline mask check (a custom one costs a cache miss).
   std::shared_ptr<const ScopeEvaluator> scope_evaluator;
-
-  // nullptr: a LocalRateLimiter (GCRA in each key's slot, devirtualised).
-  // Keys use their own policy, else their environment's default, else none.
+  // nullptr: LocalRateLimiter. Policy: the key's, else its environment's.
   std::shared_ptr<RateLimiter> rate_limiter;
   // A limit per owner over all their keys; a denial consumes neither limit.
   std::optional<RateLimitPolicy> owner_rate_limit;
-
-  // nullptr: SystemClock. Read once per Verify call that takes no `now`.
+  // nullptr: SystemClock; read once per Verify that takes no `now`.
   std::shared_ptr<const Clock> clock;
 
-  // Follow the store's change feed on a background thread (push and poll).
-  // false: the caller applies changes with Sync().
+  // Follow the change feed on a background thread (false: call Sync()).
   bool follow_changes = true;
-  // Apply changes inside the store's change callback (see the file
-  // comment). false: the callback only wakes the feed thread.
+  // Apply changes inside the store's change callback (false: only wake).
   bool sync_in_callback = true;
-  // Poll the feed this often without notifications; rebuild the index from
-  // the store this often (zero: never). Each at most kMaxVerifierInterval.
-  absl::Duration poll_interval = absl::Seconds(1);
-  absl::Duration full_resync_interval = absl::Hours(1);
-  // Changes fetched per ChangesSince call.
-  std::size_t feed_batch = 1000;
+  // Pull the feed this often without a notification; rebuild from a full
+  // read this often (zero: never); fetch this many changes per pull.
+  absl::Duration poll_interval = absl::Seconds(1);       // > 0
+  absl::Duration full_resync_interval = absl::Hours(1);  // >= 0
+  std::size_t feed_batch = 1000;                         // 1 .. kMaxListLimit
 
   // Count successful verifications per key and remember the last use.
   bool record_usage = true;
-  // Flush usage this often (zero: only on FlushUsage() and at shutdown).
+  // Flush this often (zero: only FlushUsage() and Shutdown()); write
+  // last_used only when it moved this much (TouchLastUsed's min_advance).
   absl::Duration usage_flush_interval = absl::Minutes(1);
-  // Write `last_used` only when it moved by at least this much
-  // (KeyStore::TouchLastUsed's `min_advance`).
   absl::Duration last_used_granularity = absl::Minutes(1);
-  // Receives every collected batch (optional).
-  std::shared_ptr<UsageSink> usage_sink;
+  std::shared_ptr<UsageSink> usage_sink;  // optional; gets every batch
 
-  // Sizes the first table (no resizes during the load); at most
-  // kMaxExpectedKeys. Allocated up front: ~120 B per key (2x during Reload).
+  // Sizes the first table; at most kMaxExpectedKeys (~120 B per key).
   std::size_t expected_keys = 0;
 };
 
@@ -128,54 +115,49 @@ struct VerifierStats {
 
 class Verifier {
  public:
-  // Loads every key, subscribes (with follow_changes) and applies what was
-  // committed meanwhile, so every change that returned before Create
-  // returns is in force. Errors: kInvalidArgument naming the option
-  // ("deployment: required", "environment: unknown environment 'x'",
-  // "poll_interval: must be at most 365 days", ...); the store's errors
-  // (kUnavailable ...).
-  static absl::StatusOr<std::unique_ptr<Verifier>> Create(VerifierOptions options);
+  // Validates `options`, loads every key and subscribes to the feed, so
+  // that every change that returned before Create returns is in force.
+  // Errors: kInvalidArgument naming the option ("deployment: required",
+  // "environment: unknown environment 'x'", "poll_interval: must be at most
+  // 365 days", ...); kResourceExhausted (index allocation); the store's.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Verifier>> Create(VerifierOptions options);
 
   ~Verifier();
   Verifier(const Verifier&) = delete;
   Verifier& operator=(const Verifier&) = delete;
 
-  // Verifies an Authorization header value, reading the clock once.
-  Verdict Verify(std::string_view authorization, const Requirement& requirement) const noexcept;
-  Verdict Verify(std::string_view authorization, const Requirement& requirement,
-                 absl::Time now) const noexcept;
-  // Verifies a bare token (ReferenceVerifier steps 2-11).
-  // Neither allocates, except once per thread ever (its reclamation record).
-  Verdict VerifyToken(std::string_view token, const Requirement& requirement) const noexcept;
-  Verdict VerifyToken(std::string_view token, const Requirement& requirement,
-                      absl::Time now) const noexcept;
+  // Verifies an Authorization header value at `now` (default: the clock,
+  // read once). Times are held to int64 Unix nanoseconds (1678-2262; a
+  // later expiry is never). No allocation, except once per thread ever.
+  [[nodiscard]] Verdict Verify(std::string_view authorization,
+                               const Requirement& requirement) const noexcept;
+  [[nodiscard]] Verdict Verify(std::string_view authorization, const Requirement& requirement,
+                               absl::Time now) const noexcept;
+  // Verifies a bare token (ReferenceVerifier steps 2-11), as Verify does.
+  [[nodiscard]] Verdict VerifyToken(std::string_view token,
+                                    const Requirement& requirement) const noexcept;
+  [[nodiscard]] Verdict VerifyToken(std::string_view token, const Requirement& requirement,
+                                    absl::Time now) const noexcept;
 
-  // Pulls the change feed now and applies everything committed before the
-  // call. Errors: the store's (kUnavailable ...); the index keeps serving
-  // its last state.
-  absl::Status Sync();
-  // Reads `key_id`'s record from the store and applies it at once (a
-  // delete if it is gone). Errors: the store's; kDataLoss (undecodable
-  // record) also drops the key: fail closed.
-  absl::Status Refresh(std::string_view key_id);
-  // Rebuilds the index from a full read of the store (the periodic resync).
-  // Rate-limit and usage state carry over, including what readers of the
-  // old index consumed during the swap; a key whose bucket runs out during
-  // the swap may pass a few extra requests, which are charged and repaid
-  // (docs/design.md). A change applied during the read is never undone.
-  // Errors: the store's; the old index keeps serving.
-  absl::Status Reload();
+  // Applies everything committed to the feed before the call.
+  // Errors: the store's (kUnavailable ...); the index keeps its last state.
+  [[nodiscard]] absl::Status Sync();
+  // Reads `key_id` from the store and applies it at once (a delete if it
+  // is gone). Errors: the store's; kDataLoss also drops the key.
+  [[nodiscard]] absl::Status Refresh(std::string_view key_id);
+  // Rebuilds the index from a full read of the store; rate-limit and usage
+  // state carry over. Errors: the store's; the old index keeps serving.
+  [[nodiscard]] absl::Status Reload();
 
-  // Collects usage, calls the UsageSink, and writes last_used with one
-  // KeyStore::TouchLastUsed call. Errors: the store's; the last-used times
-  // are kept for the next flush (the sink gets each count once).
-  absl::Status FlushUsage();
+  // Hands collected usage to the UsageSink and writes last_used with one
+  // KeyStore::TouchLastUsed. Errors: the store's (the times are kept).
+  [[nodiscard]] absl::Status FlushUsage();
 
-  // Stops the background threads and flushes usage one last time.
-  // Idempotent: a call made while another runs returns once that one is
-  // done. Verify keeps working afterwards on the last state.
+  // Stops the background threads and flushes usage once more. Idempotent;
+  // a concurrent call returns when the first is done. Verify still works.
   void Shutdown();
 
+  // The writer's counters; waits for a change being applied.
   VerifierStats Stats() const;
 
  private:
