@@ -1,6 +1,6 @@
 // keygate/key_store.h: the storage interface every backend implements: the source of truth for
 // key records, written by `KeyManager`, loaded and then followed (change feed) by verifiers.
-// Backends: `MemoryKeyStore`, `SqliteKeyStore`, others; each passes tests/key_store_conformance.h.
+// Backends: `MemoryKeyStore`, `SqliteKeyStore`, others; each passes keygate::conformance.
 //
 // Contract shared by all backends:
 //   * `Insert` stores version 1. Digests (current and rolled) are unique across records; at most

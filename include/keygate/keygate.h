@@ -10,6 +10,7 @@
 #include "keygate/audit.h"
 #include "keygate/audit_relay.h"
 #include "keygate/bearer.h"
+#include "keygate/change_notifier.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
 #include "keygate/digest.h"

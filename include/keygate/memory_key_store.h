@@ -3,11 +3,11 @@
 //
 // Thread safety: thread-safe (one mutex, released before callbacks). Callbacks run on the writing
 // thread after the commit, one at a time per subscription; a write returns only after every
-// subscriber has seen it (a write from inside a callback does not wait for itself). A callback
+// subscriber has seen it (a write from inside a callback does not wait: ChangeNotifier). A callback
 // may use the store and destroy its own Subscription; destroying one from another thread waits
 // for a running callback, so hold no lock there that the callback takes.
 // Cost: O(log n) Get, O(1) FindByDigest, List scans (fine up to thousands of keys). The change
-// log keeps one entry per key ever stored, deleted keys included.
+// log keeps one entry per key ever stored, deleted keys included; the audit log one per write.
 //
 // Example:
 //   auto store = std::make_shared<keygate::MemoryKeyStore>();

@@ -196,7 +196,7 @@ struct Table {
   std::uint32_t extra_count = 0;
   std::vector<std::shared_ptr<const KeyExtra>> extra_owner;  // by side-record index
   // Open addressing by hash of the key id: 0 empty, 1 deleted, else slot + 2
-  // with bits of the id's hash above it (verifier.cc, StartIdProbe).
+  // with bits of the id's hash above it (verifier/id_index.cc, StartIdProbe).
   std::uint32_t* id_index = nullptr;
 
   // Memory, for stats.

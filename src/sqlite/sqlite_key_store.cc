@@ -32,9 +32,10 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 
-#include "keygate/audit.h"
 #include "internal/key_label.h"
+#include "keygate/audit.h"
 #include "sqlite/audit_rows.h"
+#include "sqlite/change_log.h"
 #include "sqlite/list_query.h"
 #include "sqlite/notifier.h"
 #include "sqlite/open.h"
@@ -108,61 +109,6 @@ struct SqliteKeyStore::Impl {
 
   absl::Status NotFound(std::string_view id) const {
     return absl::NotFoundError(absl::StrCat(internal::KeyLabel(id), ": not found"));
-  }
-
-  // The next change sequence. Only meaningful inside the write transaction,
-  // where nobody else can take it; AUTOINCREMENT's counter then moves with
-  // the explicit value written.
-  absl::StatusOr<std::int64_t> NextSequence() {
-    absl::StatusOr<Statement> next = db->Prepare(
-        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0) + 1");
-    if (!next.ok()) return next.status();
-    absl::StatusOr<bool> row = next->Step();
-    if (!row.ok()) return row.status();
-    return next->Int(0);
-  }
-
-  // Appends change-log row `seq` for key `id`, removing the key's previous
-  // row `old_seq` (0: none). `key_pk` is the key's row, or 0 for a delete (a
-  // tombstone). A new key's row takes its first sequence as pk, so pks are
-  // never reused either.
-  absl::Status AppendChange(std::int64_t seq, std::string_view id, std::int64_t key_pk,
-                            std::int64_t old_seq) {
-    if (old_seq != 0) {
-      absl::StatusOr<Statement> del = db->Prepare("DELETE FROM changes WHERE sequence = ?1");
-      if (!del.ok()) return del.status();
-      del->BindInt(1, old_seq);
-      if (absl::Status s = del->Run(); !s.ok()) return s;
-    }
-    absl::StatusOr<Statement> ins =
-        db->Prepare("INSERT INTO changes(sequence, key_id, key_pk) VALUES (?1, ?2, ?3)");
-    if (!ins.ok()) return ins.status();
-    ins->BindInt(1, seq);
-    ins->BindText(2, id);
-    ins->BindInt(3, key_pk);
-    return ins->Run();
-  }
-
-  // Removes the tombstone of an earlier key with this id, before the id is
-  // inserted again: the feed holds one row per key id (key_store.h: one
-  // entry per key). The partial index changes_tombstones makes this one
-  // lookup in the (usually empty) set of tombstones; the literal `key_pk = 0`
-  // is what lets the planner use it.
-  absl::Status DropTombstone(std::string_view id) {
-    absl::StatusOr<Statement> del =
-        db->Prepare("DELETE FROM changes WHERE key_id = ?1 AND key_pk = 0");
-    if (!del.ok()) return del.status();
-    del->BindText(1, id);
-    return del->Run();
-  }
-
-  // AppendChange with the next sequence; returns it.
-  absl::StatusOr<std::int64_t> AppendNextChange(std::string_view id, std::int64_t key_pk,
-                                                std::int64_t old_seq) {
-    absl::StatusOr<std::int64_t> seq = NextSequence();
-    if (!seq.ok()) return seq.status();
-    if (absl::Status s = AppendChange(*seq, id, key_pk, old_seq); !s.ok()) return s;
-    return *seq;
   }
 
   absl::Status InsertDigest(const KeyRecord& r, const Digest& d, std::int64_t pk, int slot) {
@@ -239,17 +185,16 @@ struct SqliteKeyStore::Impl {
     };
     std::vector<DigestRow> digests;
     digests.reserve(records.size());
-    absl::StatusOr<std::int64_t> next = NextSequence();
+    absl::StatusOr<std::int64_t> next = internal::NextSequence(*db);
     if (!next.ok()) return next.status();
     std::int64_t seq = *next;
     for (const std::size_t i : order) {
       const KeyRecord& r = records[i];
       const std::int64_t pk = seq++;
-      if (absl::Status s = DropTombstone(r.id); !s.ok()) return s;
-      if (absl::Status s = AppendChange(pk, r.id, pk, 0); !s.ok()) return s;
+      if (absl::Status s = internal::DropTombstone(*db, r.id); !s.ok()) return s;
+      if (absl::Status s = internal::AppendChange(*db, pk, r.id, pk, 0); !s.ok()) return s;
       if (absl::Status s = internal::AppendAuditRow(
-              *db,
-              MakeAuditEvent(note, static_cast<std::uint64_t>(pk), r.id, r.owner, 1));
+              *db, MakeAuditEvent(note, static_cast<std::uint64_t>(pk), r.id, r.owner, 1));
           !s.ok()) {
         return s;
       }
@@ -450,12 +395,13 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record, const 
     if (l.version != record.version) {
       return impl_->VersionConflict(record.id, record.version, l.version);
     }
-    absl::StatusOr<std::int64_t> seq = impl_->AppendNextChange(record.id, l.pk, l.change_seq);
+    absl::StatusOr<std::int64_t> seq =
+        internal::AppendNextChange(*impl_->db, record.id, l.pk, l.change_seq);
     if (!seq.ok()) return seq.status();
     stored.version = l.version + 1;
-    if (absl::Status s = internal::AppendAuditRow(
-            db, MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), record.id,
-                                         record.owner, stored.version));
+    if (absl::Status s =
+            internal::AppendAuditRow(db, MakeAuditEvent(note, static_cast<std::uint64_t>(*seq),
+                                                        record.id, record.owner, stored.version));
         !s.ok()) {
       return s;
     }
@@ -541,7 +487,7 @@ absl::Status SqliteKeyStore::Delete(std::string_view id,
       if (absl::Status s = del->Run(); !s.ok()) return s;
     }
     // key_pk 0: a tombstone (it joins no key).
-    absl::StatusOr<std::int64_t> seq = impl_->AppendNextChange(id, 0, l.change_seq);
+    absl::StatusOr<std::int64_t> seq = internal::AppendNextChange(*impl_->db, id, 0, l.change_seq);
     if (!seq.ok()) return seq.status();
     if (absl::Status s = internal::AppendAuditRow(
             db, MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), id, l.owner, 0));

@@ -6,8 +6,7 @@
 // (an `SSLServer` connection); a credential in the URL is looked for in `Request::target`'s query,
 // never `Request::params` (which holds urlencoded body fields too). keygate::httplib carries
 // Debian's CPPHTTPLIB_OPENSSL_SUPPORT (and zlib/brotli) definitions: the class layout needs them.
-// Thread safety: as the authenticator's and your callbacks' (httplib uses a thread pool). The
-// scope and account names that Requirements view must outlive the server.
+// Thread safety: as the authenticator's and your callbacks' (httplib uses a thread pool).
 //
 // Example:
 //   httplib::SSLServer server(cert_path, key_path);
