@@ -4,9 +4,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <optional>
 #include <ostream>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -86,7 +86,6 @@ absl::Status ValidateAuditConsumer(std::string_view consumer) {
   }
   return absl::OkStatus();
 }
-
 
 namespace {
 

@@ -31,8 +31,8 @@
 #include "absl/strings/str_cat.h"
 
 #include "internal/digest_prefix.h"
-#include "keygate/audit.h"
 #include "internal/key_label.h"
+#include "keygate/audit.h"
 #include "keygate/change_notifier.h"
 
 namespace keygate {

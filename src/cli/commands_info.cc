@@ -63,8 +63,8 @@ int RunVerify(const Globals& g, const VerifyArgs& a) {
       a.scopes.empty() ? Requirement::AnyValidKey(options)
                        : d.scopes().Require(absl::MakeConstSpan(a.scopes), options);
   if (!req.ok()) throw UsageError{Redact(std::string(req.status().message()))};
-  absl::StatusOr<std::unique_ptr<ReferenceVerifier>> verifier =
-      ReferenceVerifier::Create({.deployment = s->deployment, .store = s->store, .environment = env});
+  absl::StatusOr<std::unique_ptr<ReferenceVerifier>> verifier = ReferenceVerifier::Create(
+      {.deployment = s->deployment, .store = s->store, .environment = env});
   if (!verifier.ok()) return Fail(verifier.status());
   std::optional<KeyRecord> record;
   const Verdict verdict = (*verifier)->VerifyToken(t, *req, absl::Now(), &record);

@@ -2,6 +2,8 @@
 // exactly one entry in its own transaction, a failed write appends none,
 // ReadAudit filters and pages, consumer cursors move forward only.
 
+#include "keygate/audit.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -16,17 +18,15 @@
 #include "absl/time/time.h"
 
 #include "key_store_conformance/suite.h"
-#include "keygate/audit.h"
 #include "keygate/key_store.h"
 #include "keygate/testing/key_store_conformance.h"
 
 namespace keygate::conformance {
 namespace {
 
-
 // The whole log, or nullopt after reporting.
 std::optional<std::vector<Event>> ReadWholeAudit(KeyStore& store, Checker& c,
-                                                        const std::string& what) {
+                                                 const std::string& what) {
   std::vector<Event> all;
   AuditQuery q;
   q.limit = kMaxAuditLimit;
@@ -49,7 +49,7 @@ std::string EventText(const Event& e) {
 }
 
 AuditNote NoteAt(EventType type, std::string actor, std::int64_t unix_seconds,
-                        std::vector<std::string> fields = {}) {
+                 std::vector<std::string> fields = {}) {
   return AuditNote{type, std::move(actor), absl::FromUnixSeconds(unix_seconds), std::move(fields)};
 }
 
@@ -110,11 +110,11 @@ Findings CheckAuditEntries(const std::shared_ptr<KeyStore>& store, const Backend
 }
 
 // A refused note or a failed write leaves no entry and no change.
-Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store,
-                                       const BackendHooks&) {
+Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store, const BackendHooks&) {
   Checker c;
   KeyStore& s = *store;
-  if (!c.ExpectOk(s.Insert(MakeRecord("key_af1"), SuiteNote(EventType::kCreated)), "Insert key_af1")) {
+  if (!c.ExpectOk(s.Insert(MakeRecord("key_af1"), SuiteNote(EventType::kCreated)),
+                  "Insert key_af1")) {
     return c.Take();
   }
   absl::StatusOr<std::uint64_t> before = s.LastSequence();
@@ -143,18 +143,20 @@ Findings CheckAuditFailedWrites(const std::shared_ptr<KeyStore>& store,
   if (!c.ExpectOk(cur, "Get key_af1")) return c.Take();
   refused(s.Update(*cur, SuiteNote(EventType::kCreated)).status(), "Update with a kCreated note");
   refused(s.Update(*cur, SuiteNote(EventType::kDeleted)).status(), "Update with a kDeleted note");
-  refused(s.Delete("key_af1", std::nullopt, SuiteNote(EventType::kModified)), "Delete with a kModified note");
-  c.ExpectCode(s.Insert(MakeRecord("key_af1"), SuiteNote(EventType::kCreated)), {absl::StatusCode::kAlreadyExists},
-               "duplicate Insert");
+  refused(s.Delete("key_af1", std::nullopt, SuiteNote(EventType::kModified)),
+          "Delete with a kModified note");
+  c.ExpectCode(s.Insert(MakeRecord("key_af1"), SuiteNote(EventType::kCreated)),
+               {absl::StatusCode::kAlreadyExists}, "duplicate Insert");
   KeyRecord stale = *cur;
   stale.version = 7;
-  c.ExpectCode(s.Update(stale, SuiteNote(EventType::kModified)).status(), {absl::StatusCode::kAborted},
-               "stale Update");
+  c.ExpectCode(s.Update(stale, SuiteNote(EventType::kModified)).status(),
+               {absl::StatusCode::kAborted}, "stale Update");
   c.ExpectCode(s.Update(MakeRecord("key_af9"), SuiteNote(EventType::kModified)).status(),
                {absl::StatusCode::kNotFound}, "Update of a missing key");
-  c.ExpectCode(s.Delete("key_af9", std::nullopt, SuiteNote(EventType::kDeleted)), {absl::StatusCode::kNotFound},
-               "Delete of a missing key");
-  c.ExpectCode(s.Delete("key_af1", 5, SuiteNote(EventType::kDeleted)), {absl::StatusCode::kAborted}, "stale Delete");
+  c.ExpectCode(s.Delete("key_af9", std::nullopt, SuiteNote(EventType::kDeleted)),
+               {absl::StatusCode::kNotFound}, "Delete of a missing key");
+  c.ExpectCode(s.Delete("key_af1", 5, SuiteNote(EventType::kDeleted)), {absl::StatusCode::kAborted},
+               "stale Delete");
 
   absl::StatusOr<std::uint64_t> after = s.LastSequence();
   if (c.ExpectOk(after, "LastSequence")) {
@@ -281,7 +283,8 @@ Findings CheckAuditCursors(const std::shared_ptr<KeyStore>& store, const Backend
   c.ExpectCode(s.AckAudit("relay-a", 1), {absl::StatusCode::kInvalidArgument},
                "AckAudit beyond an empty log");
   for (int i = 0; i < 3; ++i) {
-    if (!c.ExpectOk(s.Insert(MakeRecord(absl::StrCat("key_ac", i)), SuiteNote(EventType::kCreated)), "Insert")) {
+    if (!c.ExpectOk(s.Insert(MakeRecord(absl::StrCat("key_ac", i)), SuiteNote(EventType::kCreated)),
+                    "Insert")) {
       return c.Take();
     }
   }

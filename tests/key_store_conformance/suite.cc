@@ -291,9 +291,8 @@ std::string_view OutcomeName(Outcome outcome) {
 const std::vector<Check>& Checks() {
   static const std::vector<Check>* const checks = [] {
     auto* all = new std::vector<Check>;
-    for (std::vector<Check> (*group)() :
-         {WriteChecks, ListChecks, FeedChecks, SubscriptionChecks, ConcurrencyChecks,
-          AuditChecks}) {
+    for (std::vector<Check> (*group)() : {WriteChecks, ListChecks, FeedChecks, SubscriptionChecks,
+                                          ConcurrencyChecks, AuditChecks}) {
       for (Check& check : group()) all->push_back(std::move(check));
     }
     return all;

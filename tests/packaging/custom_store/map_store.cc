@@ -313,9 +313,8 @@ absl::Status MapStore::AckAudit(std::string_view consumer, std::uint64_t sequenc
   if (absl::Status s = keygate::ValidateAuditConsumer(consumer); !s.ok()) return s;
   std::lock_guard<std::mutex> lock(mu_);
   if (sequence > last_sequence_) {
-    return absl::InvalidArgumentError(absl::StrCat("sequence: ", sequence,
-                                                   " is beyond the last one (", last_sequence_,
-                                                   ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence: ", sequence, " is beyond the last one (", last_sequence_, ")"));
   }
   std::uint64_t& cursor = cursors_[std::string(consumer)];
   if (sequence > cursor) cursor = sequence;
