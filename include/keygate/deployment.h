@@ -87,15 +87,16 @@ struct PepperFile {
 //                       PepperFileOptions allows it)
 //   kUnavailable        any other failure to open or read
 // Cost: one open, one fstat, a read of at most kMaxPepperFileSize + 1 bytes.
-absl::StatusOr<PepperFile> ReadPepperFile(const std::string& path,
-                                          const PepperFileOptions& options = {});
+[[nodiscard]] absl::StatusOr<PepperFile> ReadPepperFile(const std::string& path,
+                                                        const PepperFileOptions& options = {});
 
 class Deployment {
  public:
   // Errors: kInvalidArgument naming the field ("token_prefix: ...",
   // "environments[1].tag: duplicate 'live'", "pepper: ...") ; kInternal if
   // OpenSSL is unusable.
-  static absl::StatusOr<std::shared_ptr<const Deployment>> Create(DeploymentOptions options);
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<const Deployment>> Create(
+      DeploymentOptions options);
 
   const std::string& token_prefix() const noexcept { return prefix_; }
   const std::vector<EnvironmentSpec>& environments() const noexcept { return envs_; }
@@ -109,7 +110,7 @@ class Deployment {
   // Errors: kInvalidArgument "environment: must not be empty",
   // "environment: unknown environment 'x'" (the name quoted only when
   // IsValidEnvironmentName, so a pasted token is never echoed).
-  absl::StatusOr<const EnvironmentSpec*> Environment(std::string_view name) const;
+  [[nodiscard]] absl::StatusOr<const EnvironmentSpec*> Environment(std::string_view name) const;
   const EnvironmentSpec* FindEnvironmentByTag(std::string_view tag) const noexcept;
 
  private:

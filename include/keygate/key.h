@@ -73,7 +73,8 @@ inline constexpr std::int64_t kMaxRateLimitBucketNs = std::int64_t{1} << 61;
 // kInvalidArgument "<field>.rate: ...", "<field>.period: ...",
 // "<field>.burst: ..." where `field` names the policy ("rate_limit",
 // "environments[0].default_rate_limit").
-absl::Status ValidateRateLimitPolicy(const RateLimitPolicy& policy, std::string_view field);
+[[nodiscard]] absl::Status ValidateRateLimitPolicy(const RateLimitPolicy& policy,
+                                                   std::string_view field);
 
 // The previous secret of a rolled key: accepted until `valid_until`.
 struct RolledSecret {

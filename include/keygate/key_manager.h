@@ -175,9 +175,10 @@ class KeyManager {
   absl::Time Now() const;
   AuditNote Note(EventType type, std::string_view actor,
                  std::vector<std::string> changed_fields) const;
-  absl::StatusOr<std::optional<KeyRecord>> FindActivePersonal(std::string_view owner,
-                                                              std::string_view environment);
-  absl::StatusOr<KeyRecord> SetState(std::string_view id, KeyState target, std::string_view actor);
+  [[nodiscard]] absl::StatusOr<std::optional<KeyRecord>> FindActivePersonal(
+      std::string_view owner, std::string_view environment);
+  [[nodiscard]] absl::StatusOr<KeyRecord> SetState(std::string_view id, KeyState target,
+                                                   std::string_view actor);
 
   Options options_;
 };

@@ -111,11 +111,11 @@ class KeyStore {
   [[nodiscard]] virtual absl::Status Insert(const KeyRecord& record, const AuditNote& note) = 0;
 
   // Errors: kNotFound "key <id>: not found", kUnavailable.
-  virtual absl::StatusOr<KeyRecord> Get(std::string_view id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<KeyRecord> Get(std::string_view id) = 0;
 
   // The key whose current or rolled digest is `digest` (the caller checks
   // RolledSecret::valid_until). Errors: kNotFound, kUnavailable.
-  virtual absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) = 0;
+  [[nodiscard]] virtual absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) = 0;
 
   // Compare-and-set on `record.version`; returns the stored record (version + 1). `note.type` is
   // kModified, kRevoked, kRestored or kRolled. Errors: kNotFound, kAborted "key <id>: version
@@ -131,21 +131,22 @@ class KeyStore {
                                             const AuditNote& note) = 0;
 
   // Errors: kInvalidArgument (limit out of range, bad cursor), kUnavailable.
-  virtual absl::StatusOr<ListPage> List(const ListOptions& options) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ListPage> List(const ListOptions& options) = 0;
 
   // The Verifier's usage flush: moves each key's `last_used` forward to `update.last_used` when
   // unset or at least `min_advance` older; never back; missing keys are skipped. An override
   // bumps no `version` and appends no change (both stores here: one transaction per call); the
   // default is Get + Update per key. `last_used` is accurate to one flush. Errors: kUnavailable,
   // kInternal (earlier updates may have been applied).
-  virtual absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
-                                     absl::Duration min_advance);
+  [[nodiscard]] virtual absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                                                   absl::Duration min_advance);
 
   // Changes with sequence > `after`, at most `limit` entries. Errors: kUnavailable.
-  virtual absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after,
+                                                                 std::size_t limit) = 0;
 
   // The highest sequence number assigned so far (0 for an empty store).
-  virtual absl::StatusOr<std::uint64_t> LastSequence() = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::uint64_t> LastSequence() = 0;
 
   // Audit log entries matching `query`, in sequence order. Errors: kInvalidArgument (limit out of
   // range, since >= until), kUnavailable.
@@ -163,13 +164,13 @@ class KeyStore {
 
   // Calls `on_change` (any thread, no store lock held) after commits, also other processes' for
   // shared storage; calls may coalesce: just wake a reader of ChangesSince. Errors: kUnavailable.
-  virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
       std::function<void()> on_change) = 0;
 
   // Returns once every subscriber of this object finished a callback round started after the
   // call. Default: nothing (stores notifying asynchronously promise no order); a wrapping store
   // must forward it. Errors: the store's.
-  virtual absl::Status AwaitSubscribers() { return absl::OkStatus(); }
+  [[nodiscard]] virtual absl::Status AwaitSubscribers() { return absl::OkStatus(); }
 };
 
 }  // namespace keygate

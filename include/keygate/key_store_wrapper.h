@@ -47,45 +47,52 @@ class KeyStoreWrapper : public KeyStore {
   // `target` must not be null.
   explicit KeyStoreWrapper(std::shared_ptr<KeyStore> target) : target_(std::move(target)) {}
 
-  absl::Status Insert(const KeyRecord& record, const AuditNote& note) override {
+  [[nodiscard]] absl::Status Insert(const KeyRecord& record, const AuditNote& note) override {
     return target_->Insert(record, note);
   }
-  absl::StatusOr<KeyRecord> Get(std::string_view id) override { return target_->Get(id); }
-  absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override {
+  [[nodiscard]] absl::StatusOr<KeyRecord> Get(std::string_view id) override {
+    return target_->Get(id);
+  }
+  [[nodiscard]] absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override {
     return target_->FindByDigest(digest);
   }
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& record, const AuditNote& note) override {
+  [[nodiscard]] absl::StatusOr<KeyRecord> Update(const KeyRecord& record,
+                                                 const AuditNote& note) override {
     return target_->Update(record, note);
   }
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version,
-                      const AuditNote& note) override {
+  [[nodiscard]] absl::Status Delete(std::string_view id,
+                                    std::optional<std::uint64_t> expected_version,
+                                    const AuditNote& note) override {
     return target_->Delete(id, expected_version, note);
   }
-  absl::StatusOr<ListPage> List(const ListOptions& options) override {
+  [[nodiscard]] absl::StatusOr<ListPage> List(const ListOptions& options) override {
     return target_->List(options);
   }
-  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
-                             absl::Duration min_advance) override {
+  [[nodiscard]] absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                                           absl::Duration min_advance) override {
     return target_->TouchLastUsed(updates, min_advance);
   }
-  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override {
+  [[nodiscard]] absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after,
+                                                         std::size_t limit) override {
     return target_->ChangesSince(after, limit);
   }
-  absl::StatusOr<std::uint64_t> LastSequence() override { return target_->LastSequence(); }
-  absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) override {
+  [[nodiscard]] absl::StatusOr<std::uint64_t> LastSequence() override {
+    return target_->LastSequence();
+  }
+  [[nodiscard]] absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) override {
     return target_->ReadAudit(query);
   }
-  absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) override {
+  [[nodiscard]] absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) override {
     return target_->AuditCursor(consumer);
   }
-  absl::Status AckAudit(std::string_view consumer, std::uint64_t sequence) override {
+  [[nodiscard]] absl::Status AckAudit(std::string_view consumer, std::uint64_t sequence) override {
     return target_->AckAudit(consumer, sequence);
   }
-  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
       std::function<void()> on_change) override {
     return target_->Subscribe(std::move(on_change));
   }
-  absl::Status AwaitSubscribers() override { return target_->AwaitSubscribers(); }
+  [[nodiscard]] absl::Status AwaitSubscribers() override { return target_->AwaitSubscribers(); }
 
  protected:
   KeyStore& target() { return *target_; }

@@ -28,23 +28,27 @@ class MemoryKeyStore final : public KeyStore {
   MemoryKeyStore(const MemoryKeyStore&) = delete;
   MemoryKeyStore& operator=(const MemoryKeyStore&) = delete;
 
-  absl::Status Insert(const KeyRecord& record, const AuditNote& note) override;
-  absl::StatusOr<KeyRecord> Get(std::string_view id) override;
-  absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override;
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& record, const AuditNote& note) override;
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version,
-                      const AuditNote& note) override;
-  absl::StatusOr<ListPage> List(const ListOptions& options) override;
+  [[nodiscard]] absl::Status Insert(const KeyRecord& record, const AuditNote& note) override;
+  [[nodiscard]] absl::StatusOr<KeyRecord> Get(std::string_view id) override;
+  [[nodiscard]] absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override;
+  [[nodiscard]] absl::StatusOr<KeyRecord> Update(const KeyRecord& record,
+                                                 const AuditNote& note) override;
+  [[nodiscard]] absl::Status Delete(std::string_view id,
+                                    std::optional<std::uint64_t> expected_version,
+                                    const AuditNote& note) override;
+  [[nodiscard]] absl::StatusOr<ListPage> List(const ListOptions& options) override;
   // In place under the store's lock: no version bump, change or notification.
-  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
-                             absl::Duration min_advance) override;
-  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override;
-  absl::StatusOr<std::uint64_t> LastSequence() override;
-  absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) override;
-  absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) override;
-  absl::Status AckAudit(std::string_view consumer, std::uint64_t sequence) override;
-  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change) override;
-  absl::Status AwaitSubscribers() override;
+  [[nodiscard]] absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                                           absl::Duration min_advance) override;
+  [[nodiscard]] absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after,
+                                                         std::size_t limit) override;
+  [[nodiscard]] absl::StatusOr<std::uint64_t> LastSequence() override;
+  [[nodiscard]] absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) override;
+  [[nodiscard]] absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) override;
+  [[nodiscard]] absl::Status AckAudit(std::string_view consumer, std::uint64_t sequence) override;
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      std::function<void()> on_change) override;
+  [[nodiscard]] absl::Status AwaitSubscribers() override;
 
  private:
   struct State;

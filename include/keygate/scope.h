@@ -84,7 +84,7 @@ class ScopeRegistry {
     Builder& Add(std::string_view name, const std::vector<std::string>& implies);
     // Errors: kInvalidArgument "scope '<name>': <reason>" (bad name,
     // duplicate, unknown implied scope), kResourceExhausted (> 64 scopes).
-    absl::StatusOr<std::shared_ptr<const ScopeRegistry>> Build();
+    [[nodiscard]] absl::StatusOr<std::shared_ptr<const ScopeRegistry>> Build();
 
    private:
     std::vector<std::pair<std::string, std::vector<std::string>>> entries_;
@@ -95,18 +95,19 @@ class ScopeRegistry {
 
   // The closure mask of the named scopes. Errors: kInvalidArgument
   // "scopes: unknown scope '<name>'".
-  absl::StatusOr<ScopeMask> Compile(absl::Span<const std::string> names) const;
-  absl::StatusOr<ScopeMask> Compile(std::initializer_list<std::string_view> names) const;
+  [[nodiscard]] absl::StatusOr<ScopeMask> Compile(absl::Span<const std::string> names) const;
+  [[nodiscard]] absl::StatusOr<ScopeMask> Compile(
+      std::initializer_list<std::string_view> names) const;
 
   // What a route needs: every named scope (at least one, each registered),
   // with `options`. A misspelled scope is an error here, at route set-up,
   // never an open route. Errors: kInvalidArgument "scopes: unknown scope
   // '<name>'", "scopes: empty (use Requirement::AnyValidKey())", or naming
   // "account" / "cost".
-  absl::StatusOr<Requirement> Require(std::initializer_list<std::string_view> names,
-                                      const RequireOptions& options = {}) const;
-  absl::StatusOr<Requirement> Require(absl::Span<const std::string> names,
-                                      const RequireOptions& options = {}) const;
+  [[nodiscard]] absl::StatusOr<Requirement> Require(std::initializer_list<std::string_view> names,
+                                                    const RequireOptions& options = {}) const;
+  [[nodiscard]] absl::StatusOr<Requirement> Require(absl::Span<const std::string> names,
+                                                    const RequireOptions& options = {}) const;
 
   // The closure mask of one scope, or 0 when unknown.
   ScopeMask MaskOf(std::string_view name) const noexcept;
@@ -146,14 +147,14 @@ class Requirement {
   static Requirement AnyValidKey() { return Requirement(); }
   // The same with an account and a cost. Errors: kInvalidArgument naming
   // "account" or "cost".
-  static absl::StatusOr<Requirement> AnyValidKey(const RequireOptions& options);
+  [[nodiscard]] static absl::StatusOr<Requirement> AnyValidKey(const RequireOptions& options);
 
   // A requirement the mask check cannot satisfy, for a custom evaluator
   // (`PatternScopeEvaluator`: "read:projects/42"). Under the default
   // `MaskScopeEvaluator` every key is refused (403): fail closed.
   // Errors: kInvalidArgument naming "scope", "account" or "cost".
-  static absl::StatusOr<Requirement> ForEvaluator(std::string_view scope_name,
-                                                  const RequireOptions& options = {});
+  [[nodiscard]] static absl::StatusOr<Requirement> ForEvaluator(std::string_view scope_name,
+                                                                const RequireOptions& options = {});
 
   // Every bit required (closure not needed).
   ScopeMask scopes() const noexcept { return scopes_; }
@@ -167,7 +168,7 @@ class Requirement {
  private:
   friend class ScopeRegistry;
   Requirement() = default;
-  static absl::Status SetOptions(const RequireOptions& options, Requirement& r);
+  [[nodiscard]] static absl::Status SetOptions(const RequireOptions& options, Requirement& r);
 
   ScopeMask scopes_ = 0;
   std::string scope_name_;

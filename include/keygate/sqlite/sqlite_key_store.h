@@ -108,23 +108,27 @@ class SqliteKeyStore final : public KeyStore {
 
   // KeyStore (key_store.h). Any method may also return kUnavailable (busy, I/O) or kInternal,
   // naming the path; Get, FindByDigest and List return kDataLoss for an undecodable row.
-  absl::Status Insert(const KeyRecord& record, const AuditNote& note) override;
-  absl::StatusOr<KeyRecord> Get(std::string_view id) override;
-  absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override;
-  absl::StatusOr<KeyRecord> Update(const KeyRecord& record, const AuditNote& note) override;
-  absl::Status Delete(std::string_view id, std::optional<std::uint64_t> expected_version,
-                      const AuditNote& note) override;
-  absl::StatusOr<ListPage> List(const ListOptions& options) override;
+  [[nodiscard]] absl::Status Insert(const KeyRecord& record, const AuditNote& note) override;
+  [[nodiscard]] absl::StatusOr<KeyRecord> Get(std::string_view id) override;
+  [[nodiscard]] absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) override;
+  [[nodiscard]] absl::StatusOr<KeyRecord> Update(const KeyRecord& record,
+                                                 const AuditNote& note) override;
+  [[nodiscard]] absl::Status Delete(std::string_view id,
+                                    std::optional<std::uint64_t> expected_version,
+                                    const AuditNote& note) override;
+  [[nodiscard]] absl::StatusOr<ListPage> List(const ListOptions& options) override;
   // One transaction per call; no version bump, change-log row or notification.
-  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
-                             absl::Duration min_advance) override;
-  absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after, std::size_t limit) override;
-  absl::StatusOr<std::uint64_t> LastSequence() override;
-  absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) override;
-  absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) override;
-  absl::Status AckAudit(std::string_view consumer, std::uint64_t sequence) override;
-  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::function<void()> on_change) override;
-  absl::Status AwaitSubscribers() override;
+  [[nodiscard]] absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                                           absl::Duration min_advance) override;
+  [[nodiscard]] absl::StatusOr<ChangeBatch> ChangesSince(std::uint64_t after,
+                                                         std::size_t limit) override;
+  [[nodiscard]] absl::StatusOr<std::uint64_t> LastSequence() override;
+  [[nodiscard]] absl::StatusOr<AuditPage> ReadAudit(const AuditQuery& query) override;
+  [[nodiscard]] absl::StatusOr<std::uint64_t> AuditCursor(std::string_view consumer) override;
+  [[nodiscard]] absl::Status AckAudit(std::string_view consumer, std::uint64_t sequence) override;
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      std::function<void()> on_change) override;
+  [[nodiscard]] absl::Status AwaitSubscribers() override;
 
   // Inserts `records` in ONE transaction (one fsync), all or nothing, in id order (so numbered
   // in the change log), each with an audit entry from `note` (kCreated). Best with 10^4-10^5
