@@ -179,8 +179,10 @@ absl::Status ValidateAuditQuery(const AuditQuery& query) {
 bool AuditQueryMatches(const AuditQuery& query, const Event& event) {
   if (query.key_id.has_value() && event.key_id != *query.key_id) return false;
   if (query.actor.has_value() && event.actor != *query.actor) return false;
-  if (query.since.has_value() && event.at < *query.since) return false;
-  if (query.until.has_value() && event.at >= *query.until) return false;
+  // Bounds count at microseconds, truncated toward the past, as stores keep times.
+  const auto micros = [](absl::Time t) { return absl::FromUnixMicros(absl::ToUnixMicros(t)); };
+  if (query.since.has_value() && event.at < micros(*query.since)) return false;
+  if (query.until.has_value() && event.at >= micros(*query.until)) return false;
   return true;
 }
 

@@ -8,11 +8,13 @@
 
 #include "keygate/audit_relay.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -30,8 +32,9 @@ struct AuditRelay::Impl {
 
   std::mutex mu;
   std::condition_variable wake;
-  bool pending = false;  // a notification arrived since the thread last looked
-  bool stopping = false;
+  bool pending = false;                     // a notification arrived since the thread last looked
+  bool stopping = false;                    // guarded by mu
+  std::atomic<bool> stop_requested{false};  // read by Deliver between Emits
   std::thread thread;
   std::unique_ptr<Subscription> subscription;
 
@@ -49,17 +52,29 @@ struct AuditRelay::Impl {
       if (!page.ok()) return page.status();
       std::uint64_t done = q.after;
       absl::Status emit_error;
+      bool stopped = false;
       for (const Event& e : page->events) {
+        // The destructor waits for the Emit in progress, not for the backlog.
+        if (stop_requested.load(std::memory_order_acquire)) {
+          stopped = true;
+          break;
+        }
         emit_error = options.sink->Emit(e);
         if (!emit_error.ok()) break;
         done = e.sequence;
         ++delivered;
       }
       if (done != q.after) {
-        if (absl::Status s = store.AckAudit(options.consumer, done); !s.ok()) return s;
+        absl::Status ack = store.AckAudit(options.consumer, done);
+        if (!emit_error.ok()) return emit_error;  // the first error wins
+        if (!ack.ok()) return ack;
       }
       if (!emit_error.ok()) return emit_error;
-      if (!page->more) return delivered;
+      if (stopped || !page->more) return delivered;
+      if (page->next_after <= q.after) {
+        // A store that says "more" without moving on would keep us here forever.
+        return absl::InternalError("audit relay: the store's ReadAudit does not advance");
+      }
       q.after = page->next_after;
     }
   }
@@ -106,6 +121,7 @@ AuditRelay::~AuditRelay() {
     subscription = std::move(impl_->subscription);
   }
   subscription.reset();
+  impl_->stop_requested.store(true, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->stopping = true;
@@ -133,7 +149,11 @@ absl::Status AuditRelay::Start() {
   std::lock_guard<std::mutex> lock(impl->mu);
   if (impl->thread.joinable()) return absl::FailedPreconditionError("relay: already started");
   impl->subscription = *std::move(sub);
-  impl->thread = std::thread([impl] { impl->Run(); });
+  try {
+    impl->thread = std::thread([impl] { impl->Run(); });
+  } catch (const std::system_error&) {
+    return absl::ResourceExhaustedError("relay: cannot start a thread");
+  }
   return absl::OkStatus();
 }
 

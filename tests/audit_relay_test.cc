@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -171,6 +172,65 @@ TEST_CASE("A started AuditRelay follows new writes and retries a failing sink",
   relay.reset();  // stops the thread
   CHECK(sink->Seen() == Range(1, 5));
   CHECK(testing::MustOk(f.store->AuditCursor("audit")) == 5);
+}
+
+// Blocks each Emit until the test lets it through.
+class GatedSink final : public EventSink {
+ public:
+  absl::Status Emit(const Event& event) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++waiting_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return passes_ > 0; });
+    --passes_;
+    --waiting_;
+    seen_.push_back(event.sequence);
+    return absl::OkStatus();
+  }
+  void AwaitWaiting() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return waiting_ > 0; });
+  }
+  void Pass(int n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    passes_ += n;
+    cv_.notify_all();
+  }
+  std::vector<std::uint64_t> Seen() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  int waiting_ = 0;
+  int passes_ = 0;
+  std::vector<std::uint64_t> seen_;
+};
+
+TEST_CASE("Destroying a started AuditRelay waits for one Emit, not the backlog",
+          "[audit][concurrent]") {
+  Fixture f;
+  for (int i = 0; i < 50; ++i) f.Create(absl::StrCat("k", i));
+  auto sink = std::make_shared<GatedSink>();
+  std::unique_ptr<AuditRelay> relay = f.Relay(sink, "audit");
+  REQUIRE(relay->Start().ok());
+  sink->AwaitWaiting();  // the first Emit is in progress
+  std::thread destroy([&] { relay.reset(); });
+  // Let the Emit in progress finish once the destructor has asked to stop;
+  // a relay that ignored the request would go on through all 50 entries,
+  // each let through by the generous pass count below.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  sink->Pass(1000);
+  destroy.join();
+  const std::vector<std::uint64_t> seen = sink->Seen();
+  CHECK(seen.size() < 50);
+  REQUIRE_FALSE(seen.empty());
+  CHECK(testing::MustOk(f.store->AuditCursor("audit")) == seen.back());  // acknowledged
+  // The next relay under that name picks up where it stopped.
+  auto rest = std::make_shared<CollectingEventSink>();
+  CHECK(testing::MustOk(f.Relay(rest, "audit")->DeliverPending()) == 50 - seen.size());
 }
 
 }  // namespace

@@ -93,6 +93,7 @@ inline constexpr std::size_t kMaxAuditLimit = 1000;
 struct AuditQuery {
   std::optional<std::string> key_id;
   std::optional<std::string> actor;
+  // Time bounds count at microseconds, truncated toward the past (as stores keep times).
   std::optional<absl::Time> since;  // entries at or after this time
   std::optional<absl::Time> until;  // entries before this time
   std::uint64_t after = 0;          // entries with a larger sequence (resume from next_after)

@@ -49,13 +49,15 @@ class AuditRelay {
   // Errors: kInvalidArgument naming the option.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<AuditRelay>> Create(Options options);
 
-  ~AuditRelay();  // stops the thread Start() started; an Emit in progress finishes first
+  // Stops the thread Start() started: the Emit in progress finishes (and is acknowledged), the
+  // rest of a backlog waits for the next relay.
+  ~AuditRelay();
   AuditRelay(const AuditRelay&) = delete;
   AuditRelay& operator=(const AuditRelay&) = delete;
 
   // Emits every entry after the consumer's acknowledged position and acknowledges them; returns
-  // how many were emitted. Errors: the store's, or the first Emit error (entries before it are
-  // acknowledged, it and later ones are not).
+  // how many were emitted. Errors: the first Emit error (entries before it are acknowledged, it
+  // and later ones are not), the store's, kInternal for a store whose pages do not advance.
   [[nodiscard]] absl::StatusOr<std::size_t> DeliverPending();
 
   // Delivers in a background thread on every store change, retrying errors after `retry`.

@@ -8,6 +8,7 @@
 #include "sqlite/audit_rows.h"
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,6 +72,13 @@ absl::Status AppendAuditRow(SqliteDb& db, const Event& event) {
 }
 
 absl::StatusOr<AuditPage> ReadAuditRows(SqliteDb& db, const AuditQuery& query) {
+  // Sequences are SQLite integers: nothing lies beyond INT64_MAX (binding a larger `after`
+  // would wrap to a negative number and match everything).
+  if (query.after >= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    AuditPage empty;
+    empty.next_after = query.after;
+    return empty;
+  }
   // ?1 after, ?2 key, ?3 actor, ?4 since, ?5 until, ?6 limit + 1. Unset filters are left out of
   // the text rather than bound to a catch-all, so the planner sees which index applies.
   std::string sql = absl::StrCat("SELECT ", kAuditColumns, " FROM audit WHERE sequence > ?1");

@@ -252,6 +252,24 @@ Findings CheckAuditQueries(const std::shared_ptr<KeyStore>& store, const Backend
   std::vector<Event> ac = read(combined, "actor and since");
   c.Expect(ac.size() == 3, absl::StrCat("alice since t0+5: ", ac.size(), " entries instead of 3"));
 
+  // Bounds with a sub-microsecond part count as their microsecond (truncated), like the times.
+  AuditQuery fine;
+  fine.since = absl::FromUnixSeconds(t0 + 4) + absl::Nanoseconds(500);
+  fine.until = absl::FromUnixSeconds(t0 + 6) + absl::Nanoseconds(500);
+  std::vector<Event> f = read(fine, "sub-microsecond bounds");
+  c.Expect(f.size() == 2 && f[0].at == absl::FromUnixSeconds(t0 + 4) &&
+               f[1].at == absl::FromUnixSeconds(t0 + 5),
+           absl::StrCat("[t0+4s+500ns, t0+6s+500ns): ", f.size(),
+                        " entries; expected those at t0+4 and t0+5"));
+
+  AuditQuery beyond;
+  beyond.after = ~std::uint64_t{0};
+  absl::StatusOr<AuditPage> past_end = s.ReadAudit(beyond);
+  if (c.ExpectOk(past_end, "after = 2^64-1")) {
+    c.Expect(past_end->events.empty() && !past_end->more && past_end->next_after == beyond.after,
+             "a query after the largest sequence must answer an empty last page");
+  }
+
   AuditQuery none;
   none.key_id = "key_nobody";
   absl::StatusOr<AuditPage> empty = s.ReadAudit(none);
