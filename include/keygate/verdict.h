@@ -69,7 +69,7 @@ class [[nodiscard]] Verdict {
   // Sets the key id; keeps at most kKeyIdLength bytes (the verifiers never report a longer id).
   void set_key(std::string_view id) noexcept {
     key_size_ = static_cast<std::uint8_t>(id.size() < kKeyIdLength ? id.size() : kKeyIdLength);
-    std::memcpy(key_, id.data(), key_size_);
+    if (key_size_ != 0) std::memcpy(key_, id.data(), key_size_);  // an empty id may be null
   }
 
  private:
