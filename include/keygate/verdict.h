@@ -60,6 +60,13 @@ struct VerdictAccess;  // not API: keygate's verifiers fill the key id in place
 class [[nodiscard]] Verdict {
  public:
   Outcome outcome = Outcome::kUnavailable;  // fail closed by default
+
+ private:  // declared here, between the public fields, so that a Verdict stays 72 bytes
+  friend struct internal::VerdictAccess;
+  std::uint8_t key_size_ = 0;
+  char key_[kKeyIdLength] = {};
+
+ public:
   RateLimitStatus rate;
 
   bool ok() const noexcept { return outcome == Outcome::kOk; }
@@ -71,14 +78,10 @@ class [[nodiscard]] Verdict {
     key_size_ = static_cast<std::uint8_t>(id.size() < kKeyIdLength ? id.size() : kKeyIdLength);
     if (key_size_ != 0) std::memcpy(key_, id.data(), key_size_);  // an empty id may be null
   }
-
- private:
-  friend struct internal::VerdictAccess;
-  std::uint8_t key_size_ = 0;
-  char key_[kKeyIdLength] = {};
 };
 
 static_assert(std::is_trivially_copyable_v<Verdict>);
+static_assert(sizeof(Verdict) <= 72, "a Verdict is returned by value on the hot path");
 
 // "Verdict(revoked, key_...)". Never a token.
 std::ostream& operator<<(std::ostream& os, const Verdict& v);
