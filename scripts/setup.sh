@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is present. Run as root or with sudo.
 #
 #   scripts/setup.sh            # build, test and demo dependencies
-#   scripts/setup.sh --bench    # also wrk, Redis and PostgreSQL for bench/http
+#   scripts/setup.sh --bench    # also wrk and PostgreSQL for bench/http
 set -euo pipefail
 
 packages=(
@@ -12,9 +12,10 @@ packages=(
   catch2 libbenchmark-dev
   libsqlite3-dev sqlite3 libcli11-dev
   libcpp-httplib-dev ca-certificates curl openssl python3
+  redis-server libhiredis-dev
 )
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(wrk redis-server libhiredis-dev libpq-dev postgresql)
+  packages+=(wrk libpq-dev postgresql)
 fi
 
 missing=()
