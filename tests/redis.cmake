@@ -1,0 +1,19 @@
+# The Redis rate limiter (keygate::redis), against a real redis-server that each test starts on
+# a Unix socket (tests/redis_server.h). Without redis-server a test warns and passes outside CI;
+# under CI it fails.
+if(TARGET keygate_redis)
+  keygate_add_test(redis_rate_limiter_test SOURCES redis_rate_limiter_test.cc
+    LIBS keygate::redis LABELS redis concurrent TIMEOUT 240)
+
+  # One process of the fleet test: a limiter hammered by a few threads, recording admissions.
+  add_executable(redis_fleet_helper redis_fleet_helper_main.cc)
+  target_link_libraries(redis_fleet_helper PRIVATE keygate::redis keygate::keygate)
+  keygate_set_warnings(redis_fleet_helper)
+
+  # Issue 16's guarantees, 4 processes x 3 threads on one key (about 30 s).
+  keygate_add_test(redis_fleet_test SOURCES redis_fleet_test.cc
+    LIBS keygate::redis LABELS redis concurrent TIMEOUT 240)
+  add_dependencies(redis_fleet_test redis_fleet_helper)
+  target_compile_definitions(redis_fleet_test PRIVATE
+    KEYGATE_REDIS_FLEET_HELPER="$<TARGET_FILE:redis_fleet_helper>")
+endif()
