@@ -34,6 +34,16 @@ if(TARGET keygate_sqlite)
   export(EXPORT keygate-sqliteTargets NAMESPACE keygate::
     FILE "${PROJECT_BINARY_DIR}/keygate-sqliteTargets.cmake")
 endif()
+if(TARGET keygate_redis)
+  list(APPEND KEYGATE_EXPORTED_COMPONENTS redis)
+  install(TARGETS keygate_redis EXPORT keygate-redisTargets
+    ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+    LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
+    INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+  install(EXPORT keygate-redisTargets NAMESPACE keygate:: DESTINATION "${KEYGATE_CMAKE_DIR}")
+  export(EXPORT keygate-redisTargets NAMESPACE keygate::
+    FILE "${PROJECT_BINARY_DIR}/keygate-redisTargets.cmake")
+endif()
 # Framework adapters: components "beast" and "httplib".
 foreach(adapter beast httplib)
   if(TARGET keygate_${adapter})
@@ -112,6 +122,8 @@ function(_keygate_pc_module out dep)
     set(module "libcrypto >= 3.0")
   elseif(dep STREQUAL "SQLite::SQLite3")
     set(module "sqlite3")
+  elseif(dep STREQUAL "PkgConfig::KEYGATE_HIREDIS")
+    set(module "hiredis")
   elseif(dep STREQUAL "keygate::keygate")
     set(module "keygate = ${PROJECT_VERSION}")
   elseif(dep STREQUAL "Threads::Threads" OR dep STREQUAL "Boost::headers")
@@ -177,4 +189,7 @@ endfunction()
 _keygate_install_pc(keygate keygate "${PROJECT_DESCRIPTION}")
 if(TARGET keygate_sqlite)
   _keygate_install_pc(keygate_sqlite keygate-sqlite "keygate's SQLite key store")
+endif()
+if(TARGET keygate_redis)
+  _keygate_install_pc(keygate_redis keygate-redis "keygate's rate limiter shared through Redis")
 endif()

@@ -19,4 +19,8 @@ if(TARGET keygate_beast AND TARGET keygate_sqlite AND TARGET CLI11::CLI11)
   target_include_directories(keygate_example_server PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/server
     ${PROJECT_SOURCE_DIR}/src)
   keygate_set_warnings(keygate_example_server)
+  if(TARGET keygate_redis)  # --redis
+    target_link_libraries(keygate_example_server PRIVATE keygate::redis)
+    target_compile_definitions(keygate_example_server PRIVATE KEYGATE_EXAMPLE_WITH_REDIS)
+  endif()
 endif()

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,6 +49,9 @@
 #include "keygate/key_store.h"
 #include "keygate/key_store_wrapper.h"
 #include "keygate/reference_verifier.h"
+#ifdef KEYGATE_EXAMPLE_WITH_REDIS
+#include "keygate/redis/redis_rate_limiter.h"
+#endif
 #include "keygate/secret.h"
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "keygate/verifier.h"
@@ -72,6 +76,11 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
   --verifier KIND           hotpath (default: lock-free in-memory index following the store's
                             change feed) or reference (reads the store on every request)
   --feed-poll-ms N          how often to look for changes made by other processes (default: 50)
+  --redis URL               share rate limits with every server on this Redis
+                            (redis://[:password@]host:port or unix:///path/to/socket; hotpath only)
+  --redis-fleet N           servers sharing the limits: each keeps L/N while Redis is down
+                            (default: 0, learned from Redis)
+  --redis-fail-closed       answer 503 while Redis is down instead of limiting to L/N
   --realm NAME              realm in WWW-Authenticate, printable ASCII (default: api)
   --access-log PATH         access log: - for stdout (default), off, or a file (appended)
   --bench-routes            add GET /open/v1/projects: GET /v1/projects without keygate
@@ -93,6 +102,9 @@ struct Flags {
   int max_connections = 512;
   std::string verifier = "hotpath";
   int feed_poll_ms = 50;
+  std::string redis;
+  int redis_fleet = 0;
+  bool redis_fail_closed = false;
   std::string realm = "api";
   std::string access_log = "-";
   bool bench_routes = false;
@@ -218,6 +230,9 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   number("--max-connections", &f->max_connections, 1, 1'000'000);
   app.add_option("--verifier", f->verifier)->check(CLI::IsMember({"hotpath", "reference"}));
   number("--feed-poll-ms", &f->feed_poll_ms, 1, 60'000);
+  text("--redis", &f->redis);
+  number("--redis-fleet", &f->redis_fleet, 0, 100'000);
+  app.add_flag("--redis-fail-closed", f->redis_fail_closed);
   text("--realm", &f->realm);
   text("--access-log", &f->access_log);
   app.add_flag("--bench-routes", f->bench_routes);
@@ -240,6 +255,12 @@ int Main(int argc, char** argv) {
   f.db = env_db != nullptr && *env_db != '\0' ? env_db : "./keygate.db";
   if (const std::optional<int> status = ParseFlags(argc, argv, &f)) return *status;
   if (f.cert.empty() != f.key.empty()) return UsageError("--cert and --key go together");
+  if (!f.redis.empty() && f.verifier != "hotpath") {
+    return UsageError("--redis needs --verifier=hotpath");
+  }
+#ifndef KEYGATE_EXAMPLE_WITH_REDIS
+  if (!f.redis.empty()) return UsageError("--redis: built without keygate::redis (libhiredis-dev)");
+#endif
   if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 &&
                        nofile.rlim_cur != RLIM_INFINITY &&
                        static_cast<rlim_t>(f.max_connections) + 32 > nofile.rlim_cur) {
@@ -297,6 +318,18 @@ int Main(int argc, char** argv) {
     vo.store = store;
     vo.environment = f.env;
     vo.poll_interval = absl::Milliseconds(f.feed_poll_ms);
+#ifdef KEYGATE_EXAMPLE_WITH_REDIS
+    if (!f.redis.empty()) {
+      keygate::RedisRateLimiterOptions ro;
+      ro.url = f.redis;
+      ro.fleet_size = static_cast<std::uint32_t>(f.redis_fleet);
+      ro.fail_closed = f.redis_fail_closed;
+      absl::StatusOr<std::unique_ptr<keygate::RedisRateLimiter>> limiter =
+          keygate::RedisRateLimiter::Create(std::move(ro));
+      if (!limiter.ok()) return UsageError(absl::StrCat("--redis: ", limiter.status().message()));
+      vo.rate_limiter = *std::move(limiter);
+    }
+#endif
     absl::StatusOr<std::unique_ptr<keygate::Verifier>> v = keygate::Verifier::Create(vo);
     if (!v.ok()) return fail(v.status());
     hotpath = std::move(*v);
@@ -351,8 +384,9 @@ int Main(int argc, char** argv) {
     }
     config.access_log = log_file;
   }
-  std::fprintf(stderr, "keygate-example-server: %s, environment %s, %s verifier\n", f.db.c_str(),
-               f.env.c_str(), f.verifier.c_str());
+  std::fprintf(stderr, "keygate-example-server: %s, environment %s, %s verifier%s\n", f.db.c_str(),
+               f.env.c_str(), f.verifier.c_str(),
+               f.redis.empty() ? "" : ", rate limits shared through Redis");
 
   const absl::Status served = Serve(config, api);
   if (hotpath) hotpath->Shutdown();  // flushes key usage (last used) to the store

@@ -599,7 +599,8 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
         exchange_sha_, absl::StrCat(options_.key_prefix, "b:", std::string(s.Subject())),
         {FormatMicros(emission), FormatMicros(s.capacity_ns.load(std::memory_order_relaxed)),
          std::to_string(st.debit), std::to_string(st.lease), std::to_string(forced),
-         std::to_string(st.refund)});
+         std::to_string(st.refund),
+         std::to_string(std::max<std::uint32_t>(1, fleet_.load(std::memory_order_relaxed)))});
     batch_.push_back(j);
   }
   if (batch_.empty()) return;

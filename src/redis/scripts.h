@@ -9,7 +9,9 @@ namespace keygate::internal {
 
 // KEYS[1]: the subject's bucket (its TAT). ARGV: emission T (us), capacity C (us), debit (spent
 // on credit, accepted only while there is room), want (to lease), forced (spent in fallback,
-// charged up to an empty bucket), refund (leased, unspent). Order: refund, forced, debit, lease.
+// charged up to an empty bucket), refund (leased, unspent), fleet N (a lease takes at most 1/N
+// of what is left, so that one process cannot hoard a bucket the others need). Order: refund,
+// forced, debit, lease.
 // Returns {covered debit, granted, remaining after, us until one more fits, us until full}.
 inline constexpr char kExchangeScript[] = R"lua(
 local t = redis.call('TIME')
@@ -20,6 +22,7 @@ local debit = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
 local forced = tonumber(ARGV[5])
 local refund = tonumber(ARGV[6])
+local fleet = tonumber(ARGV[7])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if tat == nil or tat < now then tat = now end
 if refund > 0 then
@@ -32,7 +35,7 @@ end
 local avail = math.floor((now + C - tat) / T + 1e-6)
 if avail < 0 then avail = 0 end
 local covered = math.min(debit, avail)
-local granted = math.min(want, avail - covered)
+local granted = math.min(want, math.max(math.floor((avail - covered) / fleet), 1), avail - covered)
 tat = tat + (covered + granted) * T
 if tat > now then
   redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)

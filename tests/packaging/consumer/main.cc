@@ -8,6 +8,9 @@
 #ifdef KEYGATE_CONSUMER_BEAST
 #include "keygate/adapters/beast.h"
 #endif
+#ifdef KEYGATE_CONSUMER_REDIS
+#include "keygate/redis/redis_rate_limiter.h"
+#endif
 
 int main() {
   auto deployment = keygate::Deployment::Create({});
@@ -34,6 +37,15 @@ int main() {
   auto read = (*deployment)->scopes().Require({"read:all"});
   if (!read.ok()) return 5;
   const keygate::Verdict v = (*verifier)->Verify(header, *read, absl::Now());
+#ifdef KEYGATE_CONSUMER_REDIS
+  // Links keygate::redis: a URL it refuses needs no server.
+  keygate::RedisRateLimiterOptions redis;
+  redis.url = "memcached://localhost";
+  if (keygate::RedisRateLimiter::Create(redis).status().code() !=
+      absl::StatusCode::kInvalidArgument) {
+    return 6;
+  }
+#endif
   std::cout << "keygate " << KEYGATE_VERSION_STRING << ": " << v << "\n";
   return v.ok() ? 0 : 4;
 }
