@@ -298,7 +298,9 @@ int Main(int argc, char** argv) {
   keygate::KeyManager::Options mo;
   mo.deployment = *deployment;
   mo.store = store;
-  keygate::KeyManager manager(mo);
+  absl::StatusOr<std::unique_ptr<keygate::KeyManager>> made = keygate::KeyManager::Create(mo);
+  if (!made.ok()) Die("manager: " + std::string(made.status().message()));
+  keygate::KeyManager& manager = **made;
   std::vector<Key> keys(n_keys);
   for (std::size_t i = 0; i < n_keys; ++i) {
     keygate::CreateKeyRequest req;

@@ -154,7 +154,7 @@ class RedisRateLimiter::Impl {
     // One attempt before returning, so that a limiter created with Redis up starts global.
     const std::int64_t now = Now();
     if (Connect()) Heartbeat(now);
-    if (client_ == nullptr) EnterFallback(now);
+    if (client_ == nullptr) EnterFallback();
     thread_ = std::thread([this] { Run(); });
   }
 
@@ -177,8 +177,8 @@ class RedisRateLimiter::Impl {
     return built_[j].load(std::memory_order_acquire) != 0;
   }
 
-  Slot* Find(const LimitRef& ref, std::int64_t now_ns) noexcept;
-  Slot* Lookup(std::string_view subject, std::int64_t now_ns) noexcept;
+  Slot* Find(const LimitRef& ref) noexcept;
+  Slot* Lookup(std::string_view subject) noexcept;
   void Publish(Slot& s, const GcraPolicy& p) noexcept;
   std::int64_t CreditFor(std::uint32_t rate) const noexcept {
     const std::uint32_t n = std::max<std::uint32_t>(1, fleet_.load(std::memory_order_relaxed));
@@ -196,10 +196,10 @@ class RedisRateLimiter::Impl {
   // Background thread.
   void Run();
   bool Connect();
-  void Disconnect(std::int64_t now);
+  void Disconnect();
   void Heartbeat(std::int64_t now);
   void Exchange(std::int64_t now);
-  void EnterFallback(std::int64_t now);
+  void EnterFallback();
   void LeaveFallback();
   // The balance operations of the background thread; each accounts for what requests spent
   // since the previous one.
@@ -256,7 +256,7 @@ void RedisRateLimiter::Impl::Publish(Slot& s, const GcraPolicy& p) noexcept {
   s.emission_ns.store(p.emission_ns, std::memory_order_release);  // last: the others are set
 }
 
-Slot* RedisRateLimiter::Impl::Lookup(std::string_view subject, std::int64_t now_ns) noexcept {
+Slot* RedisRateLimiter::Impl::Lookup(std::string_view subject) noexcept {
   const std::uint64_t h = HashSubject(subject);
   const std::uint64_t hi = h & 0xFFFFFFFF00000000ULL;
   Slot* mine = nullptr;  // constructed for this subject, not yet indexed
@@ -266,16 +266,14 @@ Slot* RedisRateLimiter::Impl::Lookup(std::string_view subject, std::int64_t now_
     std::uint64_t e = bucket.load(std::memory_order_acquire);
     if (e == 0) {
       if (mine == nullptr) {
-        mine_index = count_.fetch_add(1, std::memory_order_acq_rel);
-        if (mine_index >= max_) return nullptr;
+        mine_index = count_.load(std::memory_order_relaxed);
+        do {
+          if (mine_index >= max_) return nullptr;
+        } while (
+            !count_.compare_exchange_weak(mine_index, mine_index + 1, std::memory_order_acq_rel));
         mine = new (slots_.get() + mine_index) Slot();
         mine->subject_size = static_cast<std::uint8_t>(subject.size());
         if (!subject.empty()) std::memcpy(mine->subject, subject.data(), subject.size());
-        // A subject first seen in fallback starts with an empty share: a burst from every process
-        // at once would exceed the fleet's budget.
-        if (mode_.load(std::memory_order_relaxed) != Mode::kGlobal) {
-          mine->fallback_tat.store(now_ns, std::memory_order_relaxed);
-        }
         built_[mine_index].store(1, std::memory_order_release);
       }
       if (bucket.compare_exchange_strong(e, hi | (std::uint64_t{mine_index} + 1),
@@ -293,7 +291,7 @@ Slot* RedisRateLimiter::Impl::Lookup(std::string_view subject, std::int64_t now_
   return nullptr;
 }
 
-Slot* RedisRateLimiter::Impl::Find(const LimitRef& ref, std::int64_t now_ns) noexcept {
+Slot* RedisRateLimiter::Impl::Find(const LimitRef& ref) noexcept {
   if (ref.subject.size() > kMaxSubject) return nullptr;
   std::atomic<std::int64_t>* cell = GcraAccess::Tat(ref);
   if (cell != nullptr) {
@@ -307,7 +305,7 @@ Slot* RedisRateLimiter::Impl::Find(const LimitRef& ref, std::int64_t now_ns) noe
       }
     }
   }
-  Slot* s = Lookup(ref.subject, now_ns);
+  Slot* s = Lookup(ref.subject);
   if (s != nullptr && cell != nullptr) {
     cell->store(kCellTag | static_cast<std::int64_t>(s - slots_.get()), std::memory_order_relaxed);
   }
@@ -322,7 +320,7 @@ LimitDecision RedisRateLimiter::Impl::Acquire(absl::Span<const LimitRef> limits,
   for (const LimitRef& l : limits) {
     if (l.policy == nullptr || !l.policy->valid()) continue;
     if (n == kMaxLimits) return LimitDecision{LimitResult::kUnavailable, {}};
-    Slot* s = Find(l, now_ns);
+    Slot* s = Find(l);
     if (s == nullptr) {
       table_full_.fetch_add(1, std::memory_order_relaxed);
       return LimitDecision{LimitResult::kUnavailable, {}};
@@ -444,6 +442,16 @@ LimitDecision RedisRateLimiter::Impl::AcquireFallback(
     share[i] = Share(*policy[i], fleet);
     refs[i] = GcraAccess::Ref(&share[i], &slot[i]->fallback_tat, slot[i]->Subject());
   }
+  // A share starts empty (kNever: not used since the fallback began): a burst from every process
+  // at once would exceed the fleet's budget.
+  for (std::size_t i = 0; i < n; ++i) {
+    std::int64_t expected = kNever;
+    slot[i]->fallback_tat.compare_exchange_strong(
+        expected,
+        std::clamp(now_ns, -internal::kGcraNowBound, internal::kGcraNowBound) +
+            share[i].capacity_ns,
+        std::memory_order_relaxed);
+  }
   LocalRateLimiter local;
   LimitDecision d = local.Acquire({refs.data(), n}, cost, now_ns);
   if (d.result == LimitResult::kAllowed) {
@@ -498,22 +506,22 @@ bool RedisRateLimiter::Impl::Connect() {
   return false;
 }
 
-void RedisRateLimiter::Impl::Disconnect(std::int64_t now) {
+void RedisRateLimiter::Impl::Disconnect() {
   client_.reset();
   failures_.fetch_add(1, std::memory_order_relaxed);
-  EnterFallback(now);
+  EnterFallback();
 }
 
-void RedisRateLimiter::Impl::EnterFallback(std::int64_t now) {
+void RedisRateLimiter::Impl::EnterFallback() {
   if (mode_.load(std::memory_order_relaxed) != Mode::kGlobal) return;
   const std::uint32_t fleet = fleet_.load(std::memory_order_relaxed);
-  // Every share starts empty and leases are dropped: what the fleet admitted under Redis stays
-  // admitted, and from now on each process adds at most its share. Spends on credit that Redis
-  // has not seen are reported with the fallback's, once it is back.
+  // Every share starts empty (at its first use) and leases are dropped: what the fleet admitted
+  // under Redis stays admitted, and from now on each process adds at most its share. Spends on
+  // credit that Redis has not seen are reported with the fallback's, once it is back.
   for (std::uint32_t j = 0; j < Reserved(); ++j) {
     if (!Built(j)) continue;
     Slot& s = slots_.get()[j];
-    s.fallback_tat.store(now, std::memory_order_relaxed);
+    s.fallback_tat.store(kNever, std::memory_order_relaxed);
     const std::int64_t was = TakeBalance(j);
     state_[j].reported_fallback = s.fallback_spent.load(std::memory_order_relaxed) -
                                   static_cast<std::uint64_t>(std::max<std::int64_t>(-was, 0));
@@ -536,7 +544,7 @@ void RedisRateLimiter::Impl::Heartbeat(std::int64_t now) {
                          {member_id_, std::to_string(ToNs(kLivenessHorizon) / 1000), "0"});
   if (!client_->Flush(&replies_).ok() || replies_.size() != 1 || !replies_[0].ok ||
       replies_[0].values.empty()) {
-    Disconnect(now);
+    Disconnect();
     return;
   }
   round_trips_.fetch_add(1, std::memory_order_relaxed);
@@ -613,7 +621,7 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
       if (state_[j].debit > 0) AddBalance(j, -state_[j].debit);
       state_[j].reported_fallback -= static_cast<std::uint64_t>(state_[j].forced);
     }
-    Disconnect(now);
+    Disconnect();
     return;
   }
   round_trips_.fetch_add(1, std::memory_order_relaxed);
@@ -649,7 +657,7 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
                      : now + std::clamp<std::int64_t>(wait_ns + (missing - 1) * emission,
                                                       interval_ns_, std::max(interval_ns_, ttl));
   }
-  if (noscript) Disconnect(now);  // reloads the scripts on reconnect
+  if (noscript) Disconnect();  // reloads the scripts on reconnect
 }
 
 void RedisRateLimiter::Impl::Run() {
