@@ -4,6 +4,7 @@
 //   redis_fleet_helper --url=unix:///tmp/.../redis.sock --out=FILE --go=FILE
 //       [--threads=3] [--rate=2000] [--burst=200] [--period-ms=1000] [--fleet-size=4]
 //       [--demand=2500] [--duration-ms=4000] [--skew-ms=0] [--key-rate=0] [--key-burst=0]
+//       [--lua=0]
 //
 // It creates its limiter, waits until it is connected, writes FILE.ready, then waits for the go
 // file (written by the test, with the start time T0 in Unix ns on its only line). From T0 for
@@ -19,6 +20,9 @@
 // --key-rate > 0 (two limits): every attempt is two requests, one on key "key_a" limited by its
 // own policy (key-rate per period, key-burst) and by the owner, one on "key_b" limited (in
 // effect) by the owner only; the owner's policy is rate/burst.
+//
+// --lua=1: the baseline instead of the limiter: every request is one EVALSHA of a GCRA script in
+// Redis (redis_lua_gcra.h), on a connection per thread (one limit only).
 //
 // FILE, written at the end: one line "<subject> <ns>" per admission (subject "a" or "b"; "a"
 // alone with one limit), then "stats <name>=<value> ..." with the limiter's counters and the
@@ -48,6 +52,7 @@
 #include "keygate/clock.h"
 #include "keygate/rate_limiter.h"
 #include "keygate/redis/redis_rate_limiter.h"
+#include "redis_lua_gcra.h"
 
 namespace keygate {
 namespace {
@@ -76,6 +81,7 @@ struct Args {
   std::int64_t skew_ms = 0;
   std::int64_t key_rate = 0;
   std::int64_t key_burst = 0;
+  std::int64_t lua = 0;
 };
 
 [[noreturn]] void Fail(std::string_view why) {
@@ -101,6 +107,7 @@ Args Parse(int argc, char** argv) {
                            : name == "skew-ms"     ? &a.skew_ms
                            : name == "key-rate"    ? &a.key_rate
                            : name == "key-burst"   ? &a.key_burst
+                           : name == "lua"         ? &a.lua
                                                    : nullptr;
     if (name == "url") {
       a.url = value;
@@ -139,6 +146,7 @@ struct Record {
   std::uint64_t attempts = 0;
   std::uint64_t denied = 0;
   std::uint64_t unavailable = 0;
+  bool failed = false;  // the baseline could not connect
 };
 
 int Main(int argc, char** argv) {
@@ -147,13 +155,20 @@ int Main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   const SkewedClock clock(absl::Milliseconds(args.skew_ms));
   const std::int64_t skew_ns = args.skew_ms * 1'000'000;
-  RedisRateLimiterOptions o;
-  o.url = args.url;
-  o.fleet_size = static_cast<std::uint32_t>(args.fleet_size);
-  o.clock = &clock;
-  absl::StatusOr<std::unique_ptr<RedisRateLimiter>> made = RedisRateLimiter::Create(o);
-  if (!made.ok()) Fail(made.status().ToString());
-  RedisRateLimiter& limiter = **made;
+  const bool lua = args.lua != 0;
+  std::unique_ptr<RedisRateLimiter> limiter;
+  if (!lua) {
+    RedisRateLimiterOptions o;
+    o.url = args.url;
+    o.fleet_size = static_cast<std::uint32_t>(args.fleet_size);
+    o.clock = &clock;
+    absl::StatusOr<std::unique_ptr<RedisRateLimiter>> made = RedisRateLimiter::Create(o);
+    if (!made.ok()) Fail(made.status().ToString());
+    limiter = *std::move(made);
+  }
+  const std::string unix_prefix = "unix://";
+  if (lua && args.url.rfind(unix_prefix, 0) != 0) Fail("--lua needs a unix:// url");
+  const std::string socket_path = args.url.substr(unix_prefix.size());
 
   const GcraPolicy policy = Policy(args.rate, args.period_ms, args.burst);
   const bool two_limits = args.key_rate > 0;
@@ -167,7 +182,7 @@ int Main(int argc, char** argv) {
 
   // Connected before the start, so that the test measures limiting, not start-up.
   const absl::Time connect_deadline = absl::Now() + absl::Seconds(10);
-  while (limiter.Stats().in_fallback) {
+  while (limiter != nullptr && limiter->Stats().in_fallback) {
     if (absl::Now() > connect_deadline) Fail("not connected to Redis after 10 s");
     absl::SleepFor(absl::Milliseconds(1));
   }
@@ -188,12 +203,31 @@ int Main(int argc, char** argv) {
   for (std::int64_t k = 0; k < args.threads; ++k) {
     threads.emplace_back([&, k] {
       Record& r = records[static_cast<std::size_t>(k)];
+      std::unique_ptr<testing::LuaGcra> baseline;
+      if (lua) {
+        baseline = std::make_unique<testing::LuaGcra>(socket_path);
+        if (!baseline->ok()) r.failed = true;
+      }
       r.admitted.reserve(static_cast<std::size_t>(
           2 * args.rate * args.duration_ms / args.period_ms / args.threads + 1000));
       const auto attempt = [&](absl::Span<const LimitRef> refs, char subject) {
         const std::int64_t now = absl::ToUnixNanos(clock.Now());
         ++r.attempts;
-        switch (limiter.Acquire(refs, 1, now).result) {
+        if (baseline != nullptr) {
+          switch (baseline->Acquire("keygate:lua:key_fleet", policy)) {
+            case testing::LuaGcra::Result::kAllowed:
+              r.admitted.emplace_back(subject, now - skew_ns);
+              break;
+            case testing::LuaGcra::Result::kDenied:
+              ++r.denied;
+              break;
+            case testing::LuaGcra::Result::kError:
+              ++r.unavailable;
+              break;
+          }
+          return;
+        }
+        switch (limiter->Acquire(refs, 1, now).result) {
           case LimitResult::kAllowed:
             r.admitted.emplace_back(subject, now - skew_ns);
             break;
@@ -220,7 +254,10 @@ int Main(int argc, char** argv) {
   }
   for (std::thread& t : threads) t.join();
 
-  const RedisRateLimiterStats s = limiter.Stats();
+  for (const Record& r : records) {
+    if (r.failed) Fail("the Lua baseline cannot connect to Redis or load its script");
+  }
+  const RedisRateLimiterStats s = limiter != nullptr ? limiter->Stats() : RedisRateLimiterStats{};
   std::uint64_t attempts = 0;
   std::uint64_t denied = 0;
   std::uint64_t unavailable = 0;
