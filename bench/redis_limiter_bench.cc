@@ -17,7 +17,6 @@
 // Verifying benchmarks report p50/p99 from rdtsc around every 4th call, as verifier_bench does.
 // Without redis-server only BM_VerifyHit/local runs (under CI that is an error).
 
-#include <hiredis/hiredis.h>
 #if defined(__x86_64__)
 #include <x86intrin.h>
 #endif
@@ -46,6 +45,7 @@
 #include "keygate/redis/redis_rate_limiter.h"
 #include "keygate/secret.h"
 #include "keygate/verifier.h"
+#include "redis_lua_gcra.h"
 #include "redis_server.h"
 
 namespace keygate {
@@ -132,6 +132,10 @@ Requirement ReadAll() {
   return *std::move(r);
 }
 
+// 10^7 per second: above what two threads reach (~6 M/s), with a bucket of 100 ms (C), so that
+// a thread preempted between reading the clock and its CAS is still allowed.
+constexpr RateLimitPolicy kGenerous{10'000'000, absl::Seconds(1), 1'000'000};
+
 // One key with a generous limit (every request allowed, and every request runs the limiter),
 // in a MemoryKeyStore, behind a Verifier using `limiter` (null: the local one).
 struct World {
@@ -153,9 +157,7 @@ std::unique_ptr<World> BuildWorld(bool with_redis) {
   req.owner = "bench";
   req.environment = "production";
   req.scopes = {"read:all"};
-  // 10^7 per second: above what two threads reach (~6 M/s), with a bucket of 100 ms (C), so
-  // that a thread preempted between reading the clock and its CAS is still allowed.
-  req.rate_limit = RateLimitPolicy{10'000'000, absl::Seconds(1), 1'000'000};
+  req.rate_limit = kGenerous;
   absl::StatusOr<CreatedKey> key = (*manager)->Create(req, "bench");
   if (!key.ok()) std::abort();
   w->header = "Bearer " + std::string(key->token.Reveal(InsecureSecretAccess::Get()));
@@ -301,88 +303,35 @@ void BM_RedisAcquireAtLimit(benchmark::State& state) {
   state.counters["L_per_s"] = static_cast<double>(kRate);
 }
 
-// GCRA in Redis, one script call per request (times in microseconds from Redis's TIME).
-// KEYS[1]: the subject's TAT. ARGV: emission interval T, capacity C = burst * T, cost.
-// Returns {1, 0} when allowed, {0, us until it would be} when not.
-constexpr char kGcraScript[] = R"lua(
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local T = tonumber(ARGV[1])
-local C = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local next_tat = tat + cost * T
-if next_tat - now > C then return {0, math.ceil(next_tat - now - C)} end
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX',
-           math.ceil((next_tat - now) / 1000) + 1)
-return {1, 0}
-)lua";
-
-struct RedisContextDeleter {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-using RedisContext = std::unique_ptr<redisContext, RedisContextDeleter>;
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
-
-Reply Command(redisContext* c, const std::vector<std::string>& args) {
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lens;
-  for (const std::string& a : args) {
-    argv.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  return Reply(static_cast<redisReply*>(
-      redisCommandArgv(c, static_cast<int>(args.size()), argv.data(), lens.data())));
-}
-
-// 1 (allowed), 0 (denied) or -1 (an error).
-int LuaAcquire(redisContext* c, const std::string& sha, const std::string& key,
-               const std::vector<std::string>& policy) {
-  Reply r = Command(c, {"EVALSHA", sha, "1", key, policy[0], policy[1], policy[2]});
-  if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-      r->element[0]->type != REDIS_REPLY_INTEGER) {
-    return -1;
-  }
-  return r->element[0]->integer == 1 ? 1 : 0;
-}
-
 void BM_RedisLuaPerRequest(benchmark::State& state) {
-  RedisContext c(redisConnectUnix(Redis()->socket_path().c_str()));
-  if (c == nullptr || c->err != 0) {
-    state.SkipWithError("cannot connect to redis-server");
+  testing::LuaGcra lua(Redis()->socket_path());
+  if (!lua.ok()) {
+    state.SkipWithError("cannot connect to redis-server or load the script");
     return;
   }
-  Reply loaded = Command(c.get(), {"SCRIPT", "LOAD", kGcraScript});
-  if (loaded == nullptr || loaded->type != REDIS_REPLY_STRING) {
-    state.SkipWithError("SCRIPT LOAD failed");
-    return;
-  }
-  const std::string sha(loaded->str, loaded->len);
   // The same answers as GCRA before timing: a burst of 3 (1 per hour) admits 3, then denies.
   const std::string check_key = "bench:lua:check:" + std::to_string(state.thread_index());
-  (void)Command(c.get(), {"DEL", check_key});
-  const std::vector<std::string> tiny = {"3600000000", "10800000000", "1"};
+  const GcraPolicy tiny = GcraPolicy::Compile({1, absl::Hours(1), 3});
+  lua.Delete(check_key);
   for (int i = 0; i < 4; ++i) {
-    if (LuaAcquire(c.get(), sha, check_key, tiny) != (i < 3 ? 1 : 0)) {
+    const testing::LuaGcra::Result want =
+        i < 3 ? testing::LuaGcra::Result::kAllowed : testing::LuaGcra::Result::kDenied;
+    if (lua.Acquire(check_key, tiny) != want) {
       state.SkipWithError("the Lua GCRA disagrees with GCRA (burst 3)");
       return;
     }
   }
-  // A generous policy (10^9 per second, burst 10^6), one key per thread: every call allowed.
+  // The Verifier's key's policy, one key per thread: every call allowed.
   const std::string key = "bench:lua:" + std::to_string(state.thread_index());
-  const std::vector<std::string> generous = {"0.001", "1000", "1"};
+  const GcraPolicy generous = GcraPolicy::Compile(kGenerous);
   std::vector<std::int64_t> ns;
   ns.reserve(1 << 20);
   std::uint64_t wrong = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    const int r = LuaAcquire(c.get(), sha, key, generous);
+    const testing::LuaGcra::Result r = lua.Acquire(key, generous);
     const auto t1 = std::chrono::steady_clock::now();
-    wrong += r != 1;
+    wrong += r != testing::LuaGcra::Result::kAllowed;
     if (ns.size() < ns.capacity()) {
       ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
     }
