@@ -24,38 +24,19 @@ install(EXPORT keygateTargets NAMESPACE keygate:: DESTINATION "${KEYGATE_CMAKE_D
 export(EXPORT keygateTargets NAMESPACE keygate::
   FILE "${PROJECT_BINARY_DIR}/keygateTargets.cmake")
 
-if(TARGET keygate_sqlite)
-  list(APPEND KEYGATE_EXPORTED_COMPONENTS sqlite)
-  install(TARGETS keygate_sqlite EXPORT keygate-sqliteTargets
-    ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
-    LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
-    INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
-  install(EXPORT keygate-sqliteTargets NAMESPACE keygate:: DESTINATION "${KEYGATE_CMAKE_DIR}")
-  export(EXPORT keygate-sqliteTargets NAMESPACE keygate::
-    FILE "${PROJECT_BINARY_DIR}/keygate-sqliteTargets.cmake")
-endif()
-if(TARGET keygate_redis)
-  list(APPEND KEYGATE_EXPORTED_COMPONENTS redis)
-  install(TARGETS keygate_redis EXPORT keygate-redisTargets
-    ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
-    LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
-    INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
-  install(EXPORT keygate-redisTargets NAMESPACE keygate:: DESTINATION "${KEYGATE_CMAKE_DIR}")
-  export(EXPORT keygate-redisTargets NAMESPACE keygate::
-    FILE "${PROJECT_BINARY_DIR}/keygate-redisTargets.cmake")
-endif()
-# Framework adapters: components "beast" and "httplib".
-foreach(adapter beast httplib)
-  if(TARGET keygate_${adapter})
-    list(APPEND KEYGATE_EXPORTED_COMPONENTS ${adapter})
-    install(TARGETS keygate_${adapter} EXPORT keygate-${adapter}Targets
+# Components with a library of their own: the SQLite store, the Redis rate
+# limiter and the framework adapters.
+foreach(component sqlite redis beast httplib)
+  if(TARGET keygate_${component})
+    list(APPEND KEYGATE_EXPORTED_COMPONENTS ${component})
+    install(TARGETS keygate_${component} EXPORT keygate-${component}Targets
       ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
       LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
       INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
-    install(EXPORT keygate-${adapter}Targets NAMESPACE keygate::
+    install(EXPORT keygate-${component}Targets NAMESPACE keygate::
       DESTINATION "${KEYGATE_CMAKE_DIR}")
-    export(EXPORT keygate-${adapter}Targets NAMESPACE keygate::
-      FILE "${PROJECT_BINARY_DIR}/keygate-${adapter}Targets.cmake")
+    export(EXPORT keygate-${component}Targets NAMESPACE keygate::
+      FILE "${PROJECT_BINARY_DIR}/keygate-${component}Targets.cmake")
   endif()
 endforeach()
 

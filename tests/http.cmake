@@ -46,6 +46,19 @@ if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_beast AND TA
       set_tests_properties(http_e2e_${verifier} PROPERTIES SKIP_RETURN_CODE 77)
     endif()
   endforeach()
+  # Two servers sharing a key's rate limit through a Redis started by the
+  # script (--redis); skipped without redis-server outside CI.
+  if(TARGET keygate_redis)
+    add_test(NAME redis_e2e_shared
+      COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/redis_e2e_test.sh
+        $<TARGET_FILE:keygate_example_server> $<TARGET_FILE:keygate_cli>)
+    set_tests_properties(redis_e2e_shared PROPERTIES LABELS "http;e2e;redis;concurrent" TIMEOUT 120)
+    add_custom_target(redis_e2e_shared)
+    add_dependencies(redis_e2e_shared keygate_example_server keygate_cli)
+    if(NOT KEYGATE_REQUIRE_ALL_TESTS)
+      set_tests_properties(redis_e2e_shared PROPERTIES SKIP_RETURN_CODE 77)
+    endif()
+  endif()
   # Attacks on the server's HTTP layer (issue 19): trailers, framing,
   # connection floods, descriptor exhaustion. Python's sockets and ssl.
   find_package(Python3 REQUIRED COMPONENTS Interpreter)

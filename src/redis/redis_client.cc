@@ -156,7 +156,8 @@ absl::StatusOr<std::unique_ptr<RedisClient>> RedisClient::Connect(const RedisEnd
 
   // Runs one command given as argv; an error reply is reported by `what` only, since the
   // arguments may hold a password.
-  auto command = [&](std::vector<std::string_view> argv, std::string_view what) -> absl::Status {
+  auto command = [&](const std::vector<std::string_view>& argv,
+                     std::string_view what) -> absl::Status {
     std::vector<const char*> args;
     std::vector<std::size_t> lens;
     for (std::string_view a : argv) {
