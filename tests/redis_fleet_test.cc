@@ -100,7 +100,7 @@ std::string FileText(const std::string& path) { return testing::ReadFileOrEmpty(
 // until instants after t0 and act on the server).
 FleetRun RunFleet(const RedisServer& redis, const FleetOptions& f,
                   const std::function<void(std::int64_t t0)>& during = {}) {
-  const std::string dir = redis.dir();
+  const std::string& dir = redis.dir();
   const std::string go = dir + "/go";
   std::vector<std::string> outs;
   std::vector<pid_t> pids;

@@ -471,7 +471,7 @@ TEST_CASE("RedisRateLimiter writes only under its key prefix", "[redis]") {
   REQUIRE(l->Stats().round_trips > 0);
   const std::string reply = redis->Query("KEYS *");
   INFO(reply);
-  REQUIRE(reply.rfind("*", 0) == 0);
+  REQUIRE(reply.rfind('*', 0) == 0);
   CHECK(reply != "*0\r\n");
   // Every bulk string of the array is a key name.
   std::size_t at = 0;
