@@ -594,11 +594,12 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     // expired leases wait too: the hot path no longer spends them).
     if (now < st.not_before_ns && forced == 0) continue;
 
-    // Take the whole balance: leftovers go back to Redis, debt is reported. Requests meanwhile
-    // spend from zero, on credit.
+    // Leftovers go back to Redis. Debt is reported but stays on the balance until Redis covers
+    // it: a process in debt must not spend its credit again while the report is in flight.
     const std::int64_t took = TakeBalance(j);
     st.refund = std::max<std::int64_t>(took, 0);
     st.debit = std::max<std::int64_t>(-took, 0);
+    if (st.debit > 0) AddBalance(j, -st.debit);
     st.forced = forced;
     st.reported_fallback = fallback_spent;
     st.sent_ns = now;
@@ -618,7 +619,6 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     // Nothing is known to have reached Redis: the debt stays (and is reported with the
     // fallback's); leases taken back are lost, which only admits less.
     for (std::uint32_t j : batch_) {
-      if (state_[j].debit > 0) AddBalance(j, -state_[j].debit);
       state_[j].reported_fallback -= static_cast<std::uint64_t>(state_[j].forced);
     }
     Disconnect();
@@ -634,7 +634,6 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     const internal::RedisIntReply& r = replies_[k];
     if (!r.ok || r.values.size() != 5) {
       noscript = noscript || r.noscript;
-      if (st.debit > 0) AddBalance(j, -st.debit);
       st.reported_fallback -= static_cast<std::uint64_t>(st.forced);
       continue;
     }
@@ -649,7 +648,7 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
         1, static_cast<std::int64_t>(options_.lease_fraction * static_cast<double>(period)));
     // The lease counts from when it was asked for: Redis granted it later than that.
     s.lease_expires_ns.store(st.sent_ns + ttl, std::memory_order_release);
-    AddBalance(j, granted - (st.debit - covered));
+    AddBalance(j, granted + covered);
     const std::int64_t missing = (st.lease - granted) + (st.debit - covered);
     const std::int64_t emission = s.emission_ns.load(std::memory_order_relaxed);
     st.not_before_ns =
