@@ -40,6 +40,8 @@ constexpr std::int64_t kCellTag = std::int64_t{0x4B47} << 48;
 constexpr std::int64_t kCellTagMask = std::int64_t{0x7FFF} << 48;
 constexpr absl::Duration kHeartbeatInterval = absl::Milliseconds(250);
 constexpr absl::Duration kLivenessHorizon = absl::Seconds(2);
+// After Redis was short, a subject is asked for again within this at most.
+constexpr std::int64_t kMaxShortWaitNs = 250'000'000;
 // Script calls per round trip, at most.
 constexpr std::size_t kMaxBatch = 1024;
 
@@ -654,10 +656,13 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     AddBalance(j, granted + covered);
     const std::int64_t missing = (st.lease - granted) + (st.debit - covered);
     const std::int64_t emission = s.emission_ns.load(std::memory_order_relaxed);
-    st.not_before_ns =
-        missing <= 0 ? 0
-                     : now + std::clamp<std::int64_t>(wait_ns + (missing - 1) * emission,
-                                                      interval_ns_, std::max(interval_ns_, ttl));
+    // At most a quarter second (or one interval), whatever the period: a long period's lease
+    // lifetime (36 s for an hourly quota) would leave budget unasked for.
+    const std::int64_t longest = std::max(interval_ns_, std::min(ttl, kMaxShortWaitNs));
+    st.not_before_ns = missing <= 0
+                           ? 0
+                           : now + std::clamp<std::int64_t>(wait_ns + (missing - 1) * emission,
+                                                            interval_ns_, longest);
   }
   if (noscript) Disconnect();  // reloads the scripts on reconnect
 }
