@@ -3,6 +3,9 @@
 
 #include "keygate/redis/redis_rate_limiter.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -145,19 +148,13 @@ class RedisRateLimiter::Impl {
   ~Impl() {
     stop_.Notify();
     if (thread_.joinable()) thread_.join();
-    if (client_ != nullptr) {  // leave the membership so that the others learn N sooner
-      client_->AppendEvalSha(members_sha_, options_.key_prefix + "members",
-                             {member_id_, std::to_string(ToNs(kLivenessHorizon) / 1000), "1"});
-      (void)client_->Flush(&replies_);
-    }
   }
 
+  // Starts the thread and waits for its first attempt to connect, so that a limiter created
+  // with Redis up starts global. Every exchange with Redis happens on that thread.
   void Start() {
-    // One attempt before returning, so that a limiter created with Redis up starts global.
-    const std::int64_t now = Now();
-    if (Connect()) Heartbeat(now);
-    if (client_ == nullptr) EnterFallback();
     thread_ = std::thread([this] { Run(); });
+    started_.WaitForNotification();
   }
 
   LimitDecision Acquire(absl::Span<const LimitRef> limits, std::uint32_t cost,
@@ -231,7 +228,7 @@ class RedisRateLimiter::Impl {
   std::atomic<std::int64_t> fallback_ns_{0};
   std::atomic<std::int64_t> fallback_since_{0};
 
-  // Owned by the background thread (and by Start and the destructor, before and after it runs).
+  // Owned by the background thread.
   std::vector<SlotState> state_;
   std::unique_ptr<internal::RedisClient> client_;
   std::string exchange_sha_;
@@ -243,6 +240,7 @@ class RedisRateLimiter::Impl {
   std::int64_t next_connect_ = 0;
   std::vector<std::uint32_t> batch_;
   std::vector<internal::RedisIntReply> replies_;
+  absl::Notification started_;
   absl::Notification stop_;
   std::thread thread_;
 };
@@ -668,6 +666,17 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
 }
 
 void RedisRateLimiter::Impl::Run() {
+  // hiredis writes with write(2): a Redis that died under a connection would raise SIGPIPE,
+  // whose default action ends the process. On this thread it stays blocked (and pending).
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+
+  if (Connect()) Heartbeat(Now());
+  if (client_ == nullptr) EnterFallback();
+  started_.Notify();
+
   std::uniform_int_distribution<std::int64_t> jitter(ToNs(absl::Milliseconds(100)),
                                                      ToNs(absl::Milliseconds(250)));
   while (!stop_.WaitForNotificationWithTimeout(absl::Nanoseconds(interval_ns_))) {
@@ -689,6 +698,11 @@ void RedisRateLimiter::Impl::Run() {
     if (now >= next_heartbeat_) Heartbeat(now);
     if (client_ != nullptr) Exchange(now);
     if (client_ == nullptr) next_connect_ = SteadyNs() + jitter(rng_);
+  }
+  if (client_ != nullptr) {  // leave the membership, so that the others learn N sooner
+    client_->AppendEvalSha(members_sha_, options_.key_prefix + "members",
+                           {member_id_, std::to_string(ToNs(kLivenessHorizon) / 1000), "1"});
+    (void)client_->Flush(&replies_);
   }
 }
 
