@@ -503,10 +503,10 @@ TEST_CASE("Two RedisRateLimiters on one Redis share one budget", "[redis][limit]
     const std::uint64_t sum = tallies[0].allowed + tallies[1].allowed;
     INFO("admitted " << tallies[0].allowed << " + " << tallies[1].allowed);
     CHECK(sum <= kBudget + 2 * 1 + 1);  // N * credit (1 each) + 1
-    // Not all of it within the test: a lease takes at most 1/N of what the bucket holds, and a
-    // process that Redis answered short asks again after up to a lease's lifetime (36 s here).
-    // The first two leases (1/2 + 1/4) come at once.
-    CHECK(static_cast<double>(sum) >= 0.7 * kBudget);
+    // A lease takes at most 1/N of what the bucket holds, and a process that Redis answered
+    // short asks again within 250 ms (not after a lease's lifetime, 36 s here): both keep
+    // asking until the budget is gone, well within HammerUntilQuiet's 400 ms of quiet.
+    CHECK(static_cast<double>(sum) >= 0.9 * kBudget);
     CHECK(tallies[0].allowed > 0);
     CHECK(tallies[1].allowed > 0);
   }
