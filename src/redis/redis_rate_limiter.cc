@@ -314,10 +314,12 @@ Slot* RedisRateLimiter::Impl::Find(const LimitRef& ref) noexcept {
 
 LimitDecision RedisRateLimiter::Impl::Acquire(absl::Span<const LimitRef> limits, std::uint32_t cost,
                                               std::int64_t now_ns) noexcept {
-  std::size_t valid = 0;
-  for (const LimitRef& l : limits) valid += l.policy != nullptr && l.policy->valid() ? 1 : 0;
-  // Refused before any subject is tracked: slots are never freed.
-  if (valid > kMaxLimits) return LimitDecision{LimitResult::kUnavailable, {}};
+  if (limits.size() > kMaxLimits) {
+    std::size_t valid = 0;
+    for (const LimitRef& l : limits) valid += l.policy != nullptr && l.policy->valid() ? 1 : 0;
+    // Refused before any subject is tracked: slots are never freed.
+    if (valid > kMaxLimits) return LimitDecision{LimitResult::kUnavailable, {}};
+  }
   std::array<Slot*, kMaxLimits> slot{};
   std::array<const GcraPolicy*, kMaxLimits> policy{};
   std::size_t n = 0;
