@@ -73,7 +73,8 @@ struct alignas(64) Slot {
   std::atomic<std::int64_t> credit{0};
   std::atomic<std::int64_t> fallback_tat{kNever};
   std::atomic<std::uint64_t> denied{0};  // cost denied by this limit
-  std::atomic<std::int64_t> remaining_hint{0};
+  // What Redis said the bucket still held after this process's last exchange; -1 before one.
+  std::atomic<std::int64_t> remaining_hint{-1};
 
   // The policy last seen on a request, for the background thread.
   std::atomic<std::int64_t> emission_ns{0};
@@ -358,14 +359,22 @@ std::int64_t Spendable(const Slot& s, std::int64_t tokens, std::int64_t now_ns) 
   return tokens;
 }
 
+// How low the balance may go for a request of `c`: credit only while Redis last said the bucket
+// had room for it (or before the first exchange), so that a process that saw the bucket empty
+// does not spend credit Redis will refuse to cover.
+std::int64_t Floor(const Slot& s, std::int64_t c) noexcept {
+  const std::int64_t hint = s.remaining_hint.load(std::memory_order_relaxed);
+  return hint < 0 || hint >= c ? -s.credit.load(std::memory_order_relaxed) : 0;
+}
+
 RateLimitStatus StatusOf(const Slot& s, std::int64_t local_left) noexcept {
   RateLimitStatus st;
   st.limit = s.rate.load(std::memory_order_relaxed);
   st.window_ns = s.period_ns.load(std::memory_order_relaxed);
-  const std::int64_t remaining =
-      s.remaining_hint.load(std::memory_order_relaxed) + std::max<std::int64_t>(local_left, 0);
-  st.remaining = static_cast<std::uint64_t>(
-      std::clamp<std::int64_t>(remaining, 0, s.burst.load(std::memory_order_relaxed)));
+  const std::int64_t burst = s.burst.load(std::memory_order_relaxed);
+  const std::int64_t hint = s.remaining_hint.load(std::memory_order_relaxed);
+  const std::int64_t remaining = hint < 0 ? burst : hint + std::max<std::int64_t>(local_left, 0);
+  st.remaining = static_cast<std::uint64_t>(std::clamp<std::int64_t>(remaining, 0, burst));
   st.reset_ns = s.reset_hint_ns.load(std::memory_order_relaxed);
   return st;
 }
@@ -392,7 +401,7 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
     Slot& s = *slot[i];
     if (cost > s.burst.load(std::memory_order_relaxed)) return deny(s);  // can never fit
     const std::int64_t have = Spendable(s, s.tokens.load(std::memory_order_acquire), now_ns);
-    if (have - c < -s.credit.load(std::memory_order_relaxed)) return deny(s);
+    if (have - c < Floor(s, c)) return deny(s);
   }
   if (cost == 0) {
     LimitDecision best{LimitResult::kAllowed, StatusOf(*slot[0], 0)};
@@ -407,7 +416,7 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
   for (std::size_t i = 0; i < n; ++i) {
     Slot& s = *slot[i];
     std::int64_t current = s.tokens.load(std::memory_order_acquire);
-    const std::int64_t floor = -s.credit.load(std::memory_order_relaxed);
+    const std::int64_t floor = Floor(s, c);
     for (;;) {
       if (Spendable(s, current, now_ns) - c < floor) {
         for (std::size_t j = 0; j < i; ++j) {
