@@ -66,9 +66,11 @@ std::uint64_t HashSubject(std::string_view s) noexcept {
 // One tracked subject, constructed by the request that first names it (before it is published
 // in the index) and never freed. The first cache line is what Acquire touches.
 struct alignas(64) Slot {
-  // Tokens this process may spend: > 0 leased (until lease_expires_ns), < 0 spent on credit and
+  // Tokens this process may spend: > 0 leased (for requests stamped in [lease_start_ns,
+  // lease_expires_ns)), < 0 spent on credit and
   // not yet accepted by Redis. Only the background thread adds; requests subtract.
   std::atomic<std::int64_t> tokens{0};
+  std::atomic<std::int64_t> lease_start_ns{0};
   std::atomic<std::int64_t> lease_expires_ns{0};
   std::atomic<std::int64_t> credit{0};
   std::atomic<std::int64_t> fallback_tat{kNever};
@@ -353,9 +355,14 @@ LimitDecision RedisRateLimiter::Impl::Acquire(absl::Span<const LimitRef> limits,
 
 namespace {
 
-// What `s` may spend now: its lease while it lasts, then only its credit.
+// What `s` may spend now: its lease while it lasts, then only its credit. A request stamped
+// before the lease arrived (its thread read the clock, then waited) may not use it: spends stay
+// within [grant, grant + lifetime] on the caller's clock.
 std::int64_t Spendable(const Slot& s, std::int64_t tokens, std::int64_t now_ns) noexcept {
-  if (tokens > 0 && now_ns >= s.lease_expires_ns.load(std::memory_order_acquire)) return 0;
+  if (tokens > 0 && (now_ns >= s.lease_expires_ns.load(std::memory_order_acquire) ||
+                     now_ns < s.lease_start_ns.load(std::memory_order_relaxed))) {
+    return 0;
+  }
   return tokens;
 }
 
@@ -640,6 +647,7 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
   }
   round_trips_.fetch_add(1, std::memory_order_relaxed);
   commands_.fetch_add(batch_.size(), std::memory_order_relaxed);
+  const std::int64_t received = Now();  // no earlier than any grant in this batch
   bool noscript = false;
   for (std::size_t k = 0; k < batch_.size(); ++k) {
     const std::uint32_t j = batch_[k];
@@ -660,7 +668,9 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     const std::int64_t period = s.period_ns.load(std::memory_order_relaxed);
     const std::int64_t ttl = std::max<std::int64_t>(
         1, static_cast<std::int64_t>(options_.lease_fraction * static_cast<double>(period)));
-    // The lease counts from when it was asked for: Redis granted it later than that.
+    // The lease ends a lifetime after it was asked for (Redis granted it later than that) and
+    // serves requests stamped from its arrival (later than the grant).
+    s.lease_start_ns.store(received, std::memory_order_relaxed);
     s.lease_expires_ns.store(st.sent_ns + ttl, std::memory_order_release);
     AddBalance(j, granted + covered);
     const std::int64_t missing = (st.lease - granted) + (st.debit - covered);
