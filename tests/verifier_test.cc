@@ -1143,10 +1143,13 @@ class FailingLimiter final : public RateLimiter {
                         std::int64_t) noexcept override {
     calls.fetch_add(1);
     last_subject = limits.empty() ? "" : std::string(limits[0].subject);
+    last_subjects.clear();
+    for (const LimitRef& l : limits) last_subjects.emplace_back(l.subject);
     return LimitDecision{LimitResult::kUnavailable, {}};
   }
   std::atomic<int> calls{0};
   std::string last_subject;
+  std::vector<std::string> last_subjects;
 };
 
 TEST_CASE("Verifier fails closed when a custom limiter is unavailable", "[verifier][rate_limit]") {
@@ -1169,6 +1172,28 @@ TEST_CASE("Verifier fails closed when a custom limiter is unavailable", "[verifi
   CHECK((*v)->Verify("Bearer " + Text(free_key.token), Requirement::AnyValidKey(), kStart)
             .ok());  // no limit applies
   CHECK(limiter->calls.load() == 1);
+}
+
+TEST_CASE("Verifier names an owner's limit apart from any key id", "[verifier][rate_limit]") {
+  // A shared limiter keys its state by subject: an owner named like a key id must not share
+  // that key's bucket.
+  Fixture f;
+  CreatedKey victim = f.Create({"read:all"}, "production", RateLimitPolicy{5, absl::Seconds(1), 5});
+  auto limiter = std::make_shared<FailingLimiter>();
+  VerifierOptions vo;
+  vo.deployment = f.deployment;
+  vo.store = f.store;
+  vo.environment = "production";
+  vo.follow_changes = false;
+  vo.rate_limiter = limiter;
+  vo.owner_rate_limit = RateLimitPolicy{100, absl::Seconds(1), 100};
+  auto v = Verifier::Create(vo);
+  REQUIRE_OK(v);
+  CHECK((*v)->Verify("Bearer " + Text(victim.token), Requirement::AnyValidKey(), kStart).outcome ==
+        Outcome::kUnavailable);
+  REQUIRE(limiter->last_subjects.size() == 2);
+  CHECK(limiter->last_subjects[0] == victim.record.id);
+  CHECK(limiter->last_subjects[1] == "owner:" + victim.record.owner);
 }
 
 // ---------------------------------------------------------------------------

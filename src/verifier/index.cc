@@ -237,7 +237,7 @@ Verdict IndexReader::Check(const Table& t, std::size_t i, std::uint64_t c, const
     std::size_t n = 0;
     if (key_tat != nullptr) refs[n++] = internal::GcraAccess::Ref(key_policy, key_tat, v.key());
     if (owner_cell != nullptr)
-      refs[n++] = LimitRef{&config_.owner_policy, owner_cell, extra->owner};
+      refs[n++] = LimitRef{&config_.owner_policy, owner_cell, extra->owner_subject};
     if (n != 0) decision = config_.limiter->Acquire({refs, n}, req.cost(), now_ns);
   }
   v.rate = decision.status;

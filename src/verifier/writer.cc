@@ -74,7 +74,7 @@ void IndexWriter::BuildImages(const KeyRecord& r, ImageList* out) {
     auto e = std::make_shared<KeyExtra>();
     e->id = r.id;
     if (reader_.config().owner_policy.valid()) {
-      e->owner = r.owner;
+      e->owner_subject = "owner:" + r.owner;
       e->owner_cell = OwnerCell(r.owner);
     }
     e->accounts = r.accounts;
