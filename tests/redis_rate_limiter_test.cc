@@ -459,6 +459,81 @@ TEST_CASE("RedisRateLimiter refuses more than 4 limits without tracking their su
                   absl::Seconds(5)));
 }
 
+TEST_CASE("RedisRateLimiter admits a request costing more than a lease", "[redis][limit]") {
+  // With N = 4 a lease takes at most a quarter of what the bucket holds (5 of 20): a request of
+  // cost 10 must still get through, on credit that Redis then covers.
+  std::unique_ptr<RedisServer> redis = StartRedisOrSkip();
+  if (redis == nullptr) return;
+  RedisRateLimiterOptions o = OptionsFor(*redis);
+  o.fleet_size = 4;
+  std::unique_ptr<RedisRateLimiter> l = MustCreate(o);
+  const GcraPolicy policy = Policy(100, absl::Seconds(1), 20);
+  const LimitRef ref(&policy, nullptr, "key_weighted");
+  const Tally t = Hammer(*l, {&ref, 1}, absl::Seconds(1), /*cost=*/10,
+                         /*pause=*/absl::Milliseconds(50));
+  INFO("allowed " << t.allowed << ", denied " << t.denied);
+  // The bucket holds 20 and refills 100 per second: at least 2 + some, at most what fits.
+  CHECK(t.allowed >= 2);
+  CHECK(t.allowed * 10 <= 20 + 100 + 4 * 10 + 10);
+}
+
+TEST_CASE("RedisRateLimiter spends no lease outside its lifetime", "[redis][limit]") {
+  std::unique_ptr<RedisServer> redis = StartRedisOrSkip();
+  if (redis == nullptr) return;
+  RedisRateLimiterOptions o = OptionsFor(*redis);
+  o.fleet_size = 1;
+  std::unique_ptr<RedisRateLimiter> l = MustCreate(o);
+  const GcraPolicy policy = Policy(10000, absl::Seconds(1), 10000);  // credit 100
+  GcraCell cell;
+  const LimitRef ref(&policy, &cell, "key_expiring");
+  // Demand, so that the limiter leases (a lease lives 10 ms here).
+  for (int round = 0; round < 5; ++round) {
+    (void)Hammer(*l, {&ref, 1}, absl::Milliseconds(20), 1, absl::Microseconds(200));
+    absl::SleepFor(absl::Milliseconds(3));
+  }
+  // Requests stamped a second later, when every lease has expired, get at most the credit (the
+  // lease's tokens are not theirs to spend), and requests stamped a second earlier, before any
+  // lease arrived, none of a lease's tokens either.
+  for (const absl::Duration shift : {absl::Seconds(1), -absl::Seconds(1)}) {
+    const std::int64_t stamp = absl::ToUnixNanos(absl::Now() + shift);
+    int allowed = 0;
+    for (int i = 0; i < 5000; ++i) {
+      allowed += l->Acquire({&ref, 1}, 1, stamp).result == LimitResult::kAllowed ? 1 : 0;
+    }
+    INFO("shift " << shift << ": allowed " << allowed);
+    CHECK(allowed <= 100);
+  }
+}
+
+TEST_CASE("RedisRateLimiter serves every subject when more need Redis than one batch holds",
+          "[redis][limit]") {
+  // One exchange sends at most 1,024 subjects; the rest must get their turn.
+  std::unique_ptr<RedisServer> redis = StartRedisOrSkip();
+  if (redis == nullptr) return;
+  RedisRateLimiterOptions o = OptionsFor(*redis);
+  o.fleet_size = 1;
+  o.command_timeout = absl::Seconds(2);  // 1,024-command batches on a loaded machine
+  std::unique_ptr<RedisRateLimiter> l = MustCreate(o);
+  const GcraPolicy policy = Policy(1000, absl::Seconds(1), 1000);  // credit 10
+  constexpr int kSubjects = 2500;
+  std::vector<std::string> names;
+  for (int i = 0; i < kSubjects; ++i) names.push_back(absl::StrCat("key_many_", i));
+  std::vector<std::uint64_t> allowed(kSubjects);
+  const absl::Time end = absl::Now() + absl::Milliseconds(1500);
+  while (absl::Now() < end) {
+    for (int i = 0; i < kSubjects; ++i) {
+      const LimitRef ref(&policy, nullptr, names[static_cast<std::size_t>(i)]);
+      const LimitResult r = l->Acquire({&ref, 1}, 1, NowNs()).result;
+      if (r == LimitResult::kAllowed) ++allowed[static_cast<std::size_t>(i)];
+    }
+  }
+  const auto least = std::min_element(allowed.begin(), allowed.end());
+  INFO("least served: subject " << (least - allowed.begin()) << " with " << *least
+                                << "; in fallback: " << l->Stats().in_fallback);
+  // A starved subject gets its credit (10) once and nothing more.
+  CHECK(*least > 30);
+}
+
 TEST_CASE("RedisRateLimiter writes only under its key prefix", "[redis]") {
   std::unique_ptr<RedisServer> redis = StartRedisOrSkip();
   if (redis == nullptr) return;

@@ -36,7 +36,7 @@ namespace {
 using internal::GcraAccess;
 
 constexpr std::size_t kMaxLimits = 4;
-constexpr std::size_t kMaxSubject = kMaxOwnerLength;
+constexpr std::size_t kMaxSubject = kMaxOwnerLength + 32;  // "owner:<owner>"
 constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::min();
 // A GcraCell given to this limiter caches its subject's slot: kCellTag | index.
 constexpr std::int64_t kCellTag = std::int64_t{0x4B47} << 48;
@@ -199,13 +199,15 @@ class RedisRateLimiter::Impl {
   void Run();
   bool Connect();
   void Disconnect();
-  void Heartbeat(std::int64_t now);
+  void Heartbeat();
   void Exchange(std::int64_t now);
   void EnterFallback();
   void LeaveFallback();
   // The balance operations of the background thread; each accounts for what requests spent
   // since the previous one.
   std::int64_t TakeBalance(std::uint32_t j);
+  // Takes a positive balance (leftover lease); a negative one stays. Returns the balance seen.
+  std::int64_t TakeLeftover(std::uint32_t j);
   void AddBalance(std::uint32_t j, std::int64_t delta);
   void ObserveBalance(std::uint32_t j);
 
@@ -239,9 +241,10 @@ class RedisRateLimiter::Impl {
   std::string member_id_;
   std::mt19937_64 rng_;
   bool connected_once_ = false;
-  std::int64_t next_heartbeat_ = 0;
+  std::int64_t next_heartbeat_ = 0;  // steady clock
   std::int64_t next_connect_ = 0;
   std::vector<std::uint32_t> batch_;
+  std::uint32_t cursor_ = 0;  // where Exchange starts
   std::vector<internal::RedisIntReply> replies_;
   absl::Notification started_;
   absl::Notification stop_;
@@ -355,23 +358,18 @@ LimitDecision RedisRateLimiter::Impl::Acquire(absl::Span<const LimitRef> limits,
 
 namespace {
 
-// What `s` may spend now: its lease while it lasts, then only its credit. A request stamped
-// before the lease arrived (its thread read the clock, then waited) may not use it: spends stay
-// within [grant, grant + lifetime] on the caller's clock.
-std::int64_t Spendable(const Slot& s, std::int64_t tokens, std::int64_t now_ns) noexcept {
-  if (tokens > 0 && (now_ns >= s.lease_expires_ns.load(std::memory_order_acquire) ||
-                     now_ns < s.lease_start_ns.load(std::memory_order_relaxed))) {
-    return 0;
-  }
-  return tokens;
-}
-
-// How low the balance may go for a request of `c`: credit only while Redis last said the bucket
-// had room for it (or before the first exchange), so that a process that saw the bucket empty
-// does not spend credit Redis will refuse to cover.
+// How low the balance may go for a request of `c`: credit (at least `c`, so that a request
+// costing more than a lease still gets through) only while Redis last said the bucket had room
+// for it, or before the first exchange; a process that saw the bucket short spends none.
 std::int64_t Floor(const Slot& s, std::int64_t c) noexcept {
   const std::int64_t hint = s.remaining_hint.load(std::memory_order_relaxed);
-  return hint < 0 || hint >= c ? -s.credit.load(std::memory_order_relaxed) : 0;
+  return hint < 0 || hint >= c ? -std::max(s.credit.load(std::memory_order_relaxed), c) : 0;
+}
+
+// Whether a positive balance (leased tokens) may serve a request stamped `now_ns`.
+bool LeaseServes(const Slot& s, std::int64_t now_ns) noexcept {
+  return now_ns < s.lease_expires_ns.load(std::memory_order_acquire) &&
+         now_ns >= s.lease_start_ns.load(std::memory_order_relaxed);
 }
 
 RateLimitStatus StatusOf(const Slot& s, std::int64_t local_left) noexcept {
@@ -407,7 +405,11 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
   for (std::size_t i = 0; i < n; ++i) {
     Slot& s = *slot[i];
     if (cost > s.burst.load(std::memory_order_relaxed)) return deny(s);  // can never fit
-    const std::int64_t have = Spendable(s, s.tokens.load(std::memory_order_acquire), now_ns);
+    const std::int64_t have = s.tokens.load(std::memory_order_acquire);
+    // Leased tokens serve only requests stamped within the lease (a request stamped before it
+    // arrived, by a thread that read the clock and then waited, or after it expired); while an
+    // unusable lease is on the balance, credit waits too, for the next exchange.
+    if (have > 0 && !LeaseServes(s, now_ns)) return deny(s);
     if (have - c < Floor(s, c)) return deny(s);
   }
   if (cost == 0) {
@@ -425,7 +427,7 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
     std::int64_t current = s.tokens.load(std::memory_order_acquire);
     const std::int64_t floor = Floor(s, c);
     for (;;) {
-      if (Spendable(s, current, now_ns) - c < floor) {
+      if ((current > 0 && !LeaseServes(s, now_ns)) || current - c < floor) {
         for (std::size_t j = 0; j < i; ++j) {
           slot[j]->tokens.fetch_add(c, std::memory_order_acq_rel);
         }
@@ -493,6 +495,17 @@ std::int64_t RedisRateLimiter::Impl::TakeBalance(std::uint32_t j) {
   return was;
 }
 
+std::int64_t RedisRateLimiter::Impl::TakeLeftover(std::uint32_t j) {
+  SlotState& st = state_[j];
+  std::atomic<std::int64_t>& tokens = slots_.get()[j].tokens;
+  std::int64_t was = tokens.load(std::memory_order_acquire);
+  while (was > 0 && !tokens.compare_exchange_weak(was, 0, std::memory_order_acq_rel)) {
+  }
+  st.spent += static_cast<std::uint64_t>(std::max<std::int64_t>(st.balance - was, 0));
+  st.balance = was > 0 ? 0 : was;
+  return was;
+}
+
 void RedisRateLimiter::Impl::AddBalance(std::uint32_t j, std::int64_t delta) {
   SlotState& st = state_[j];
   const std::int64_t was = slots_.get()[j].tokens.fetch_add(delta, std::memory_order_acq_rel);
@@ -543,9 +556,9 @@ void RedisRateLimiter::Impl::EnterFallback() {
     if (!Built(j)) continue;
     Slot& s = slots_.get()[j];
     s.fallback_tat.store(kNever, std::memory_order_relaxed);
+    // Debt becomes a fallback spend; a previous fallback's unreported spends stay unreported.
     const std::int64_t was = TakeBalance(j);
-    state_[j].reported_fallback = s.fallback_spent.load(std::memory_order_relaxed) -
-                                  static_cast<std::uint64_t>(std::max<std::int64_t>(-was, 0));
+    state_[j].reported_fallback -= static_cast<std::uint64_t>(std::max<std::int64_t>(-was, 0));
   }
   fallback_since_.store(SteadyNs(), std::memory_order_relaxed);
   mode_.store(options_.fail_closed || fleet == 0 ? Mode::kClosed : Mode::kFallback,
@@ -559,7 +572,7 @@ void RedisRateLimiter::Impl::LeaveFallback() {
   mode_.store(Mode::kGlobal, std::memory_order_release);
 }
 
-void RedisRateLimiter::Impl::Heartbeat(std::int64_t now) {
+void RedisRateLimiter::Impl::Heartbeat() {
   if (client_ == nullptr) return;
   client_->AppendEvalSha(members_sha_, options_.key_prefix + "members",
                          {member_id_, std::to_string(ToNs(kLivenessHorizon) / 1000), "0"});
@@ -573,12 +586,21 @@ void RedisRateLimiter::Impl::Heartbeat(std::int64_t now) {
   const auto live = static_cast<std::uint32_t>(std::clamp<std::int64_t>(
       replies_[0].values[0], 1, std::numeric_limits<std::uint32_t>::max()));
   fleet_.store(std::max(options_.fleet_size, live), std::memory_order_relaxed);
-  next_heartbeat_ = now + ToNs(kHeartbeatInterval);
+  next_heartbeat_ = SteadyNs() + ToNs(kHeartbeatInterval);
 }
 
 void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
   batch_.clear();
-  for (std::uint32_t j = 0; j < Reserved() && batch_.size() < kMaxBatch; ++j) {
+  // Round robin from where the last full batch stopped: with more subjects to serve than one
+  // batch holds, the later ones must not starve.
+  const std::uint32_t reserved = Reserved();
+  if (cursor_ >= reserved) cursor_ = 0;
+  for (std::uint32_t k = 0; k < reserved; ++k) {
+    const std::uint32_t j = (cursor_ + k) % reserved;
+    if (batch_.size() == kMaxBatch) {
+      cursor_ = j;
+      break;
+    }
     if (!Built(j)) continue;
     Slot& s = slots_.get()[j];
     SlotState& st = state_[j];
@@ -611,16 +633,15 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     const bool expiring = tokens > 0 && now + interval_ns_ >= expires;
     const bool low = tokens >= 0 && want >= 2 && tokens * 4 < want;
     if (!(tokens < 0 || expiring || low || new_denied > 0 || forced > 0)) continue;
-    // Redis said the bucket was short: ask again once what is missing has accrued (refunds of
-    // expired leases wait too: the hot path no longer spends them).
-    if (now < st.not_before_ns && forced == 0) continue;
+    // Redis said the bucket was short: ask again once what is missing has accrued. Fallback
+    // reports and expiring leases go at once (an unusable lease holds the subject's credit).
+    if (now < st.not_before_ns && forced == 0 && !expiring) continue;
 
     // Leftovers go back to Redis. Debt is reported but stays on the balance until Redis covers
     // it: a process in debt must not spend its credit again while the report is in flight.
-    const std::int64_t took = TakeBalance(j);
+    const std::int64_t took = TakeLeftover(j);
     st.refund = std::max<std::int64_t>(took, 0);
     st.debit = std::max<std::int64_t>(-took, 0);
-    if (st.debit > 0) AddBalance(j, -st.debit);
     st.forced = forced;
     st.reported_fallback = fallback_spent;
     st.sent_ns = now;
@@ -694,7 +715,7 @@ void RedisRateLimiter::Impl::Run() {
   sigaddset(&pipe, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
 
-  if (Connect()) Heartbeat(Now());
+  if (Connect()) Heartbeat();
   if (client_ == nullptr) EnterFallback();
   started_.Notify();
 
@@ -708,7 +729,7 @@ void RedisRateLimiter::Impl::Run() {
         next_connect_ = SteadyNs() + jitter(rng_);
         continue;
       }
-      Heartbeat(now);
+      Heartbeat();
       if (client_ == nullptr) {
         next_connect_ = SteadyNs() + jitter(rng_);
         continue;
@@ -716,7 +737,7 @@ void RedisRateLimiter::Impl::Run() {
       // Back: limit globally again; the first exchange reports what fallback admitted.
       LeaveFallback();
     }
-    if (now >= next_heartbeat_) Heartbeat(now);
+    if (SteadyNs() >= next_heartbeat_) Heartbeat();
     if (client_ != nullptr) Exchange(now);
     if (client_ == nullptr) next_connect_ = SteadyNs() + jitter(rng_);
   }
