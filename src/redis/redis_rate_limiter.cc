@@ -66,11 +66,10 @@ std::uint64_t HashSubject(std::string_view s) noexcept {
 // One tracked subject, constructed by the request that first names it (before it is published
 // in the index) and never freed. The first cache line is what Acquire touches.
 struct alignas(64) Slot {
-  // Tokens this process may spend: > 0 leased (for requests stamped in [lease_start_ns,
-  // lease_expires_ns)), < 0 spent on credit and
-  // not yet accepted by Redis. Only the background thread adds; requests subtract.
+  // Tokens this process may spend: > 0 leased (for requests stamped before lease_expires_ns),
+  // < 0 spent on credit and not yet accepted by Redis. Only the background thread adds;
+  // requests subtract.
   std::atomic<std::int64_t> tokens{0};
-  std::atomic<std::int64_t> lease_start_ns{0};
   std::atomic<std::int64_t> lease_expires_ns{0};
   std::atomic<std::int64_t> credit{0};
   std::atomic<std::int64_t> fallback_tat{kNever};
@@ -366,10 +365,12 @@ std::int64_t Floor(const Slot& s, std::int64_t c) noexcept {
   return hint < 0 || hint >= c ? -std::max(s.credit.load(std::memory_order_relaxed), c) : 0;
 }
 
-// Whether a positive balance (leased tokens) may serve a request stamped `now_ns`.
+// Whether a positive balance (leased tokens) may serve a request stamped `now_ns`. A request
+// stamped before the lease arrived (its thread read the clock, then was held up) may use it:
+// refusing it would answer 429 under a generous limit, and each thread has one such request
+// at most.
 bool LeaseServes(const Slot& s, std::int64_t now_ns) noexcept {
-  return now_ns < s.lease_expires_ns.load(std::memory_order_acquire) &&
-         now_ns >= s.lease_start_ns.load(std::memory_order_relaxed);
+  return now_ns < s.lease_expires_ns.load(std::memory_order_acquire);
 }
 
 RateLimitStatus StatusOf(const Slot& s, std::int64_t local_left) noexcept {
@@ -406,9 +407,8 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
     Slot& s = *slot[i];
     if (cost > s.burst.load(std::memory_order_relaxed)) return deny(s);  // can never fit
     const std::int64_t have = s.tokens.load(std::memory_order_acquire);
-    // Leased tokens serve only requests stamped within the lease (a request stamped before it
-    // arrived, by a thread that read the clock and then waited, or after it expired); while an
-    // unusable lease is on the balance, credit waits too, for the next exchange.
+    // Leased tokens serve no request stamped after the lease expired; while an expired lease is
+    // on the balance, credit waits too, for the next exchange (within an interval).
     if (have > 0 && !LeaseServes(s, now_ns)) return deny(s);
     if (have - c < Floor(s, c)) return deny(s);
   }
@@ -668,7 +668,6 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
   }
   round_trips_.fetch_add(1, std::memory_order_relaxed);
   commands_.fetch_add(batch_.size(), std::memory_order_relaxed);
-  const std::int64_t received = Now();  // no earlier than any grant in this batch
   bool noscript = false;
   for (std::size_t k = 0; k < batch_.size(); ++k) {
     const std::uint32_t j = batch_[k];
@@ -689,9 +688,7 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     const std::int64_t period = s.period_ns.load(std::memory_order_relaxed);
     const std::int64_t ttl = std::max<std::int64_t>(
         1, static_cast<std::int64_t>(options_.lease_fraction * static_cast<double>(period)));
-    // The lease ends a lifetime after it was asked for (Redis granted it later than that) and
-    // serves requests stamped from its arrival (later than the grant).
-    s.lease_start_ns.store(received, std::memory_order_relaxed);
+    // The lease ends a lifetime after it was asked for (Redis granted it later than that).
     s.lease_expires_ns.store(st.sent_ns + ttl, std::memory_order_release);
     AddBalance(j, granted + covered);
     const std::int64_t missing = (st.lease - granted) + (st.debit - covered);
