@@ -1,22 +1,22 @@
 // keygate/redis/redis_rate_limiter.h: a `RateLimiter` whose limits are shared by every process
 // on the same Redis, with only local memory on the request path; target `keygate::redis`.
 //
-// Redis keeps one GCRA per subject (key id, owner), changed only by a Lua script on Redis's own
-// clock. `Acquire` spends from a per-process balance: tokens leased for `lease_fraction` of the
-// period, else up to `credit` = max(1, overshoot * L / N) tokens Redis has not yet seen (accepted
-// only while the bucket has room; a process in debt gets no more credit). A background thread
-// settles the balances in one pipelined round trip per `exchange_interval`. Design: docs/design.md,
-// "Shared rate limits".
+// Redis keeps one GCRA per subject (key id, owner), changed only by a Lua script on its clock.
+// `Acquire` spends leased tokens (a lease lives `lease_fraction` of the period), else up to
+// credit = max(1, overshoot * L / N, cost) tokens Redis has not seen yet, while Redis last
+// showed room. A thread settles with Redis every `exchange_interval` (docs/design.md).
+//
 // Bound: in any window of one period after the first, the fleet admits at most
-// L * (1 + lease_fraction) + N * credit + 1 (L * 1.02 + 1 with the defaults when L >= 100 N).
-// A request denied by one of its limits consumes nothing of the others, here or in Redis.
-// Redis unavailable (past `command_timeout`): each process limits every subject to L / N, burst
-// / N, from an empty bucket (N: `fleet_size`, or more live processes learned from Redis); with
-// `fail_closed`, or N unknown, kUnavailable. Shared limiting resumes within 1 s of Redis's return.
-// Redis restarted empty forgets every bucket: one window may admit up to burst + L more.
-// `RateLimitStatus`: `remaining`, `reset_ns`, `retry_after_ns` are from the last exchange.
-// Ownership: owns its connection and thread. Thread safety: thread-safe. Cost: one CAS per limit
-// and a subject comparison (the Verifier's `GcraCell` caches the slot); no lock, allocation or I/O.
+// L * (1 + lease_fraction) + N * credit + 1 (L * 1.02 + 1 by default when L >= 100 N). A request
+// denied by one of its limits consumes nothing of the others, here or in Redis.
+//
+// Redis unavailable (past `command_timeout`): each process limits every subject to L / N and
+// burst / N from an empty bucket (N: `fleet_size`, or more live processes learned from Redis);
+// with `fail_closed` or N unknown, kUnavailable. Shared limiting resumes within 1 s of Redis's
+// return; Redis restarted empty may admit burst + L more in one window.
+//
+// Status in verdicts is from the last exchange. Owns its connection and thread; thread-safe.
+// Cost: a CAS per limit and a subject comparison (the Verifier's `GcraCell` caches the slot).
 //
 // Example:
 //   keygate::RedisRateLimiterOptions o;
