@@ -145,8 +145,8 @@ inline std::uint64_t NextSlot(std::uint64_t i, std::uint64_t capacity) noexcept 
 // Per-key data that only some requests need. Immutable once published.
 struct KeyExtra {
   std::string id;
-  std::string owner_subject;  // "owner:<owner>", what a limiter keys the owner's state by
-  std::vector<std::string> accounts;     // sorted, unique
+  std::string owner_subject;          // "owner:<owner>", what a limiter keys the owner's state by
+  std::vector<std::string> accounts;  // sorted, unique
   std::vector<std::string> scope_names;  // as stored (custom evaluators only)
   Digest current{};                      // rolled slots: the key's current secret
   GcraPolicy policy;                     // when ctrl's policy is kPolicyInExtra
