@@ -70,6 +70,8 @@ struct alignas(64) Slot {
   // < 0 spent on credit and not yet accepted by Redis. Only the background thread adds;
   // requests subtract.
   std::atomic<std::int64_t> tokens{0};
+  // Leased tokens a request took off the balance after their lease expired, to be returned.
+  std::atomic<std::int64_t> expired{0};
   std::atomic<std::int64_t> lease_expires_ns{0};
   std::atomic<std::int64_t> credit{0};
   std::atomic<std::int64_t> fallback_tat{kNever};
@@ -98,6 +100,7 @@ struct SlotState {
   // Spends are not counted on the hot path: they are what the balance lost between two writes
   // of this thread (requests only subtract, and give back only what they took).
   std::int64_t balance = 0;  // the balance as this thread last left it
+  std::int64_t expired = 0;  // moved off the balance by requests, not yet returned
   std::uint64_t spent = 0;   // cost allowed, in global mode, up to the last observation
   std::uint64_t seen_spent = 0;
   std::uint64_t seen_denied = 0;
@@ -365,7 +368,8 @@ std::int64_t Floor(const Slot& s, std::int64_t c) noexcept {
   return hint < 0 || hint >= c ? -std::max(s.credit.load(std::memory_order_relaxed), c) : 0;
 }
 
-// Whether a positive balance (leased tokens) may serve a request stamped `now_ns`. A request
+// Whether a positive balance (leased tokens) may serve a request stamped `now_ns`; if not, the
+// request moves them to `expired` (for the next exchange to return) and may spend credit. A request
 // stamped before the lease arrived (its thread read the clock, then was held up) may use it:
 // refusing it would answer 429 under a generous limit, and each thread has one such request
 // at most.
@@ -406,10 +410,8 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
   for (std::size_t i = 0; i < n; ++i) {
     Slot& s = *slot[i];
     if (cost > s.burst.load(std::memory_order_relaxed)) return deny(s);  // can never fit
-    const std::int64_t have = s.tokens.load(std::memory_order_acquire);
-    // Leased tokens serve no request stamped after the lease expired; while an expired lease is
-    // on the balance, credit waits too, for the next exchange (within an interval).
-    if (have > 0 && !LeaseServes(s, now_ns)) return deny(s);
+    std::int64_t have = s.tokens.load(std::memory_order_acquire);
+    if (have > 0 && !LeaseServes(s, now_ns)) have = 0;  // an expired lease: credit only
     if (have - c < Floor(s, c)) return deny(s);
   }
   if (cost == 0) {
@@ -427,7 +429,15 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
     std::int64_t current = s.tokens.load(std::memory_order_acquire);
     const std::int64_t floor = Floor(s, c);
     for (;;) {
-      if ((current > 0 && !LeaseServes(s, now_ns)) || current - c < floor) {
+      if (current > 0 && !LeaseServes(s, now_ns)) {
+        // The lease expired: its tokens go back to Redis, not to this request.
+        if (s.tokens.compare_exchange_weak(current, 0, std::memory_order_acq_rel)) {
+          s.expired.fetch_add(current, std::memory_order_relaxed);
+          current = 0;
+        }
+        continue;
+      }
+      if (current - c < floor) {
         for (std::size_t j = 0; j < i; ++j) {
           slot[j]->tokens.fetch_add(c, std::memory_order_acq_rel);
         }
@@ -610,6 +620,11 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     const auto burst = static_cast<std::int64_t>(s.burst.load(std::memory_order_relaxed));
     s.credit.store(CreditFor(s.rate.load(std::memory_order_relaxed)), std::memory_order_relaxed);
 
+    // Tokens requests moved off the balance after their lease expired: not spent, to return.
+    const std::int64_t moved = s.expired.exchange(0, std::memory_order_acq_rel);
+    st.balance -= moved;
+    st.expired += moved;
+
     // Demand since the last look (allowed + denied), smoothed.
     ObserveBalance(j);
     const std::uint64_t denied = s.denied.load(std::memory_order_relaxed);
@@ -630,7 +645,7 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
         1, static_cast<std::int64_t>(options_.lease_fraction * static_cast<double>(period)));
     const auto want = static_cast<std::int64_t>(std::min<double>(
         std::ceil(1.5 * st.demand_per_ns * static_cast<double>(ttl)), static_cast<double>(burst)));
-    const bool expiring = tokens > 0 && now + interval_ns_ >= expires;
+    const bool expiring = (tokens > 0 && now + interval_ns_ >= expires) || st.expired > 0;
     const bool low = tokens >= 0 && want >= 2 && tokens * 4 < want;
     if (!(tokens < 0 || expiring || low || new_denied > 0 || forced > 0)) continue;
     // Redis said the bucket was short: ask again once what is missing has accrued. Fallback
@@ -640,7 +655,7 @@ void RedisRateLimiter::Impl::Exchange(std::int64_t now) {
     // Leftovers go back to Redis. Debt is reported but stays on the balance until Redis covers
     // it: a process in debt must not spend its credit again while the report is in flight.
     const std::int64_t took = TakeLeftover(j);
-    st.refund = std::max<std::int64_t>(took, 0);
+    st.refund = std::max<std::int64_t>(took, 0) + std::exchange(st.expired, 0);
     st.debit = std::max<std::int64_t>(-took, 0);
     st.forced = forced;
     st.reported_fallback = fallback_spent;
