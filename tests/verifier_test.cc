@@ -1152,19 +1152,27 @@ class FailingLimiter final : public RateLimiter {
   std::vector<std::string> last_subjects;
 };
 
+// A Verifier of `f`'s production keys with `limiter` (and an owner limit, if given).
+absl::StatusOr<std::unique_ptr<Verifier>> WithLimiter(
+    const Fixture& f, std::shared_ptr<RateLimiter> limiter,
+    std::optional<RateLimitPolicy> owner_limit = std::nullopt) {
+  VerifierOptions vo;
+  vo.deployment = f.deployment;
+  vo.store = f.store;
+  vo.environment = "production";
+  vo.follow_changes = false;
+  vo.rate_limiter = std::move(limiter);
+  vo.owner_rate_limit = owner_limit;
+  return Verifier::Create(vo);
+}
+
 TEST_CASE("Verifier fails closed when a custom limiter is unavailable", "[verifier][rate_limit]") {
   Fixture f;
   CreatedKey limited =
       f.Create({"read:all"}, "production", RateLimitPolicy{5, absl::Seconds(1), 5});
   CreatedKey free_key = f.Create();
   auto limiter = std::make_shared<FailingLimiter>();
-  VerifierOptions vo;
-  vo.deployment = f.deployment;
-  vo.store = f.store;
-  vo.environment = "production";
-  vo.follow_changes = false;
-  vo.rate_limiter = limiter;
-  auto v = Verifier::Create(vo);
+  auto v = WithLimiter(f, limiter);
   REQUIRE_OK(v);
   CHECK((*v)->Verify("Bearer " + Text(limited.token), Requirement::AnyValidKey(), kStart).outcome ==
         Outcome::kUnavailable);
@@ -1180,14 +1188,7 @@ TEST_CASE("Verifier names an owner's limit apart from any key id", "[verifier][r
   Fixture f;
   CreatedKey victim = f.Create({"read:all"}, "production", RateLimitPolicy{5, absl::Seconds(1), 5});
   auto limiter = std::make_shared<FailingLimiter>();
-  VerifierOptions vo;
-  vo.deployment = f.deployment;
-  vo.store = f.store;
-  vo.environment = "production";
-  vo.follow_changes = false;
-  vo.rate_limiter = limiter;
-  vo.owner_rate_limit = RateLimitPolicy{100, absl::Seconds(1), 100};
-  auto v = Verifier::Create(vo);
+  auto v = WithLimiter(f, limiter, RateLimitPolicy{100, absl::Seconds(1), 100});
   REQUIRE_OK(v);
   CHECK((*v)->Verify("Bearer " + Text(victim.token), Requirement::AnyValidKey(), kStart).outcome ==
         Outcome::kUnavailable);
