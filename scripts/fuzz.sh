@@ -6,7 +6,7 @@
 #   2. fuzzes it for SECONDS (default 60) starting from that corpus.
 # Targets run PARALLEL at a time (default 2). New inputs go to a scratch
 # directory, not into the repository; a failing input is kept and named.
-#   scripts/fuzz.sh [SECONDS]            # CI: scripts/fuzz.sh 30
+#   scripts/fuzz.sh [SECONDS]            # CI: scripts/fuzz.sh 20
 #   PARALLEL=1 scripts/fuzz.sh 60
 #   FUZZ_TARGETS="query json" scripts/fuzz.sh 60
 set -euo pipefail
