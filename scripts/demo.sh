@@ -5,7 +5,8 @@
 #      file (in a temporary directory it names), a Verifier following it,
 #      each verdict and its HTTP answer;
 #   2. scripts/demo_http.sh: the example HTTPS API server on a SQLite file,
-#      keys managed with the keygate CLI while it runs, real requests with curl.
+#      keys managed with the keygate CLI while it runs, real requests with curl;
+#      then two servers sharing a key's rate limit through Redis.
 # Exits 0 only if every step answered as expected; leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
