@@ -12,7 +12,9 @@
 #include <thread>
 #include <utility>
 
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 #include "internal/gcra.h"
 #include "redis/limiter_impl.h"
@@ -32,17 +34,9 @@ using rl::Slot;
 constexpr std::int64_t kCellTag = std::int64_t{0x4B47} << 48;
 constexpr std::int64_t kCellTagMask = std::int64_t{0x7FFF} << 48;
 
-// A stable hash (the slot table is per process, so any hash would do; this one is cheap).
+// The slot table's hash (per process: any hash will do).
 std::uint64_t HashSubject(std::string_view s) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (char c : s) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ULL;
-  }
-  h ^= h >> 29;
-  h *= 0xbf58476d1ce4e5b9ULL;
-  h ^= h >> 32;
-  return h;
+  return absl::Hash<absl::string_view>{}(absl::string_view(s.data(), s.size()));
 }
 
 }  // namespace
