@@ -194,10 +194,12 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
                     : std::max(s.wait_hint_ns.load(std::memory_order_relaxed), interval_ns_);
     return d;
   };
-  // Phase 1, read-only: a denial writes nothing but the demand counter.
-  for (std::size_t i = 0; i < n; ++i) {
+  auto never_fits = [&](const Slot& s) { return cost > s.burst.load(std::memory_order_relaxed); };
+  // Phase 1, read-only, for several limits: a denial writes nothing but the demand counter. (One
+  // limit goes straight to phase 2, which denies the same way without writing.)
+  for (std::size_t i = 0; i < n && (n > 1 || cost == 0); ++i) {
     Slot& s = *slot[i];
-    if (cost > s.burst.load(std::memory_order_relaxed)) return deny(s);  // can never fit
+    if (never_fits(s)) return deny(s);
     std::int64_t have = s.tokens.load(std::memory_order_acquire);
     if (have > 0 && !LeaseServes(s, now_ns)) have = 0;  // an expired lease: credit only
     if (have - c < Floor(s, c)) return deny(s);
@@ -225,7 +227,7 @@ LimitDecision RedisRateLimiter::Impl::AcquireGlobal(const std::array<Slot*, kMax
         }
         continue;
       }
-      if (current - c < floor) {
+      if (current - c < floor || never_fits(s)) {
         for (std::size_t j = 0; j < i; ++j) {
           slot[j]->tokens.fetch_add(c, std::memory_order_acq_rel);
         }
