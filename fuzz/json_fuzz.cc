@@ -1,5 +1,5 @@
 // libFuzzer target: the JSON list and map columns of the SQLite store
-// (src/sqlite/json.h), which read whatever a database file holds.
+// (src/internal/json_collections.h), which read whatever a database file holds.
 // Invariants:
 //   - whatever decodes, re-encodes to text that decodes to the same value,
 //     and encoding is then stable (decode . encode is the identity on
@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "sqlite/json.h"
+#include "internal/json_collections.h"
 
 namespace {
 

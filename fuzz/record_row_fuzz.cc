@@ -30,7 +30,7 @@
 #include "internal/gcra.h"
 #include "keygate/key.h"
 #include "keygate/rate_limiter.h"
-#include "sqlite/json.h"
+#include "internal/record_columns.h"
 #include "sqlite/record_row.h"
 #include "sqlite/sqlite_db.h"
 
@@ -86,34 +86,7 @@ SqliteDb& Db() {
 
 // Binds `r` in the kRecordColumns order, encoded as SqliteKeyStore writes it.
 void BindAsStored(Statement& s, const KeyRecord& r) {
-  using keygate::internal::TimeToMicros;
-  s.BindText(1, r.id);
-  s.BindText(2, r.name);
-  s.BindText(3, r.description);
-  s.BindText(4, r.owner);
-  s.BindInt(5, static_cast<std::int64_t>(r.kind));
-  s.BindText(6, r.environment);
-  s.BindText(7, keygate::internal::EncodeJsonStringArray(r.scopes));
-  s.BindInt(8, static_cast<std::int64_t>(r.state));
-  s.BindInt(9, TimeToMicros(r.created));
-  s.BindInt(10, TimeToMicros(r.updated));
-  if (r.expires) s.BindInt(11, TimeToMicros(*r.expires));
-  if (r.last_used) s.BindInt(12, TimeToMicros(*r.last_used));
-  if (r.rate_limit) {
-    s.BindInt(13, static_cast<std::int64_t>(r.rate_limit->rate));
-    s.BindInt(14, absl::ToInt64Microseconds(r.rate_limit->period));
-    s.BindInt(15, static_cast<std::int64_t>(r.rate_limit->burst));
-  }
-  s.BindText(16, r.webhook_url);
-  s.BindText(17, keygate::internal::EncodeJsonStringArray(r.accounts));
-  s.BindText(18, keygate::internal::EncodeJsonStringMap(r.metadata));
-  s.BindBlob(19, r.digest.data(), r.digest.size());
-  s.BindText(20, r.hint);
-  if (r.previous) {
-    s.BindBlob(21, r.previous->digest.data(), r.previous->digest.size());
-    s.BindText(22, r.previous->hint);
-    s.BindInt(23, TimeToMicros(r.previous->valid_until));
-  }
+  keygate::internal::BindRecordColumns(s, r, 1);
   s.BindInt(24, static_cast<std::int64_t>(r.version));
 }
 
@@ -124,7 +97,7 @@ void CheckRefusal(const absl::Status& status, std::string_view id) {
   const std::string_view m(status.message().data(), status.message().size());
   bool known = false;
   for (const char* column : {"kind", "scopes", "state", "rate_limit", "accounts", "metadata",
-                             "digest", "previous_digest"}) {
+                             "digest", "previous_digest", "version"}) {
     known = known ||
             m == absl::StrCat("sqlite ", kPath, ": ", label, ": corrupt row (column ", column, ")");
   }

@@ -18,7 +18,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
-#include "sqlite/json.h"
+#include "internal/json_collections.h"
+#include "internal/record_columns.h"
 
 namespace keygate::internal {
 namespace {

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 
+#include "internal/record_columns.h"  // TimeToMicros, MicrosToTime, ToLowerAscii
 #include "keygate/key.h"
 #include "sqlite/sqlite_db.h"
 
@@ -24,16 +25,12 @@ inline constexpr char kRecordColumns[] =
 
 // Decodes the kRecordColumns of the current row of `s`, starting at column
 // `first`. Errors: kDataLoss "sqlite <path>: <KeyLabel(id)>: corrupt row
-// (column <name>)" for a list or map column that is not the JSON the store
-// writes, or a digest that is not kDigestSize bytes.
+// (column <name>)" (record_columns.h: DecodeRecordColumns).
 absl::StatusOr<KeyRecord> DecodeRecord(const Statement& s, int first, std::string_view path);
 
-// `s` lowered in ASCII only (the keys.name_lower column).
-std::string ToLowerAscii(std::string_view s);
-
-// Binds ?1 id and ?2..?24 the fields of `r`, as kInsertKeySql and
-// kUpdateKeySql (sqlite_key_store.cc) name them; the caller binds ?25
-// version, ?26 change_seq and ?27 pk.
+// Binds ?1..?23 the record columns of `r` but version (record_columns.h) and ?24 the lowered
+// name, as kInsertKeySql and kUpdateKeySql (sqlite_key_store.cc) name them; the caller binds
+// ?25 version, ?26 change_seq and ?27 pk.
 void BindRecord(Statement& s, const KeyRecord& r);
 
 }  // namespace keygate::internal

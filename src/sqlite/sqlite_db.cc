@@ -246,16 +246,4 @@ absl::Status WriteTransaction::Commit() {
   return st;
 }
 
-std::int64_t TimeToMicros(absl::Time t) {
-  if (t == absl::InfiniteFuture()) return std::numeric_limits<std::int64_t>::max();
-  if (t == absl::InfinitePast()) return std::numeric_limits<std::int64_t>::min();
-  return absl::ToUnixMicros(t);
-}
-
-absl::Time MicrosToTime(std::int64_t us) {
-  if (us == std::numeric_limits<std::int64_t>::max()) return absl::InfiniteFuture();
-  if (us == std::numeric_limits<std::int64_t>::min()) return absl::InfinitePast();
-  return absl::FromUnixMicros(us);
-}
-
 }  // namespace keygate::internal

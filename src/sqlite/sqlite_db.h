@@ -157,11 +157,6 @@ struct SqliteKeyStoreTestPeer {
   static std::size_t StatementCacheSize(SqliteKeyStore& store);
 };
 
-// Time <-> integer microseconds since the Unix epoch. Infinite times map to
-// INT64_MIN / INT64_MAX and back.
-std::int64_t TimeToMicros(absl::Time t);
-absl::Time MicrosToTime(std::int64_t us);
-
 }  // namespace keygate::internal
 
 #endif  // KEYGATE_SRC_SQLITE_SQLITE_DB_H_

@@ -67,15 +67,15 @@ constexpr char kInsertKeySql[] =
     "state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate, "
     "rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint, "
     "previous_digest, previous_hint, previous_valid_until_us, version, change_seq) "
-    "VALUES (?27, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
-    "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)";
+    "VALUES (?27, ?1, ?2, ?24, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+    "?18, ?19, ?20, ?21, ?22, ?23, ?25, ?26)";
 
 constexpr char kUpdateKeySql[] =
-    "UPDATE keys SET name = ?2, name_lower = ?3, description = ?4, owner = ?5, kind = ?6, "
-    "environment = ?7, scopes = ?8, state = ?9, created_us = ?10, updated_us = ?11, "
-    "expires_us = ?12, last_used_us = ?13, rate_limit_rate = ?14, rate_limit_period_us = ?15, "
-    "rate_limit_burst = ?16, webhook_url = ?17, accounts = ?18, metadata = ?19, digest = ?20, "
-    "hint = ?21, previous_digest = ?22, previous_hint = ?23, previous_valid_until_us = ?24, "
+    "UPDATE keys SET name = ?2, name_lower = ?24, description = ?3, owner = ?4, kind = ?5, "
+    "environment = ?6, scopes = ?7, state = ?8, created_us = ?9, updated_us = ?10, "
+    "expires_us = ?11, last_used_us = ?12, rate_limit_rate = ?13, rate_limit_period_us = ?14, "
+    "rate_limit_burst = ?15, webhook_url = ?16, accounts = ?17, metadata = ?18, digest = ?19, "
+    "hint = ?20, previous_digest = ?21, previous_hint = ?22, previous_valid_until_us = ?23, "
     "version = ?25, change_seq = ?26 WHERE pk = ?27";
 
 }  // namespace

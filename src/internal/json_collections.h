@@ -1,9 +1,8 @@
-// Minimal JSON for the SQLite store's list/map columns and the CLI's --json
-// output: strings, arrays of strings and flat string-to-string objects. Kept
-// in JSON (rather than a private encoding) so operators can read the columns
-// in the sqlite3 shell and query them with json_each().
-#ifndef KEYGATE_SRC_SQLITE_JSON_H_
-#define KEYGATE_SRC_SQLITE_JSON_H_
+// Minimal JSON for the stores' list/map columns (SQLite, PostgreSQL): strings, arrays of strings
+// and flat string-to-string objects. Kept in JSON (rather than a private encoding) so operators
+// can read the columns in the database's shell and query them with its JSON functions.
+#ifndef KEYGATE_SRC_INTERNAL_JSON_COLLECTIONS_H_
+#define KEYGATE_SRC_INTERNAL_JSON_COLLECTIONS_H_
 
 #include <map>
 #include <string>
@@ -26,4 +25,4 @@ bool DecodeJsonStringMap(std::string_view json, std::map<std::string, std::strin
 
 }  // namespace keygate::internal
 
-#endif  // KEYGATE_SRC_SQLITE_JSON_H_
+#endif  // KEYGATE_SRC_INTERNAL_JSON_COLLECTIONS_H_

@@ -1,6 +1,6 @@
 // Minimal JSON encoder/decoder (json.h).
 
-#include "sqlite/json.h"
+#include "internal/json_collections.h"
 
 #include <cstddef>
 #include <cstdint>
