@@ -1,7 +1,7 @@
 // A KeyRecord as the columns of a stored key row, shared by the SQL stores (SQLite, PostgreSQL):
 // one decoder and one encoder, over each backend's own row reader and parameter binder.
 //
-// The columns, in order (kRecordColumnNames): id, name, description, owner, kind, environment,
+// The columns, in order (kRecordColumns): id, name, description, owner, kind, environment,
 // scopes, state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
 // rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
 // previous_digest, previous_hint, previous_valid_until_us, version. Lists and maps are JSON text
@@ -29,6 +29,14 @@
 namespace keygate::internal {
 
 inline constexpr int kRecordColumnCount = 24;
+
+// The record columns of `keys k`, in the order DecodeRecordColumns reads them.
+inline constexpr char kRecordColumns[] =
+    "k.id, k.name, k.description, k.owner, k.kind, k.environment, k.scopes, k.state, "
+    "k.created_us, k.updated_us, k.expires_us, k.last_used_us, k.rate_limit_rate, "
+    "k.rate_limit_period_us, k.rate_limit_burst, k.webhook_url, k.accounts, k.metadata, "
+    "k.digest, k.hint, k.previous_digest, k.previous_hint, k.previous_valid_until_us, "
+    "k.version";
 
 // Time <-> integer microseconds since the Unix epoch. Infinite times map to INT64_MIN /
 // INT64_MAX and back.

@@ -15,14 +15,6 @@
 
 namespace keygate::internal {
 
-// The record columns of `keys k`, in the order DecodeRecord reads them.
-inline constexpr char kRecordColumns[] =
-    "k.id, k.name, k.description, k.owner, k.kind, k.environment, k.scopes, k.state, "
-    "k.created_us, k.updated_us, k.expires_us, k.last_used_us, k.rate_limit_rate, "
-    "k.rate_limit_period_us, k.rate_limit_burst, k.webhook_url, k.accounts, k.metadata, "
-    "k.digest, k.hint, k.previous_digest, k.previous_hint, k.previous_valid_until_us, "
-    "k.version";
-
 // Decodes the kRecordColumns of the current row of `s`, starting at column
 // `first`. Errors: kDataLoss "sqlite <path>: <KeyLabel(id)>: corrupt row
 // (column <name>)" (record_columns.h: DecodeRecordColumns).

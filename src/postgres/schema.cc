@@ -1,0 +1,210 @@
+// Schema of the PostgreSQL store (schema.h).
+//
+// Tables (in the store's schema, version 2):
+//   keys          one row per key, the record columns of internal/record_columns.h plus
+//                 `name_lower` (the ASCII-lowered name that search matches). Text compared or
+//                 ordered (id, owner, name_lower) uses the "C" collation: byte order, whatever
+//                 the database's locale, as cursors and the other stores order ids.
+//   digests       every digest that identifies a key: its current one and, during a roll's
+//                 grace period, the previous one. Its primary key makes digests unique across
+//                 current AND rolled secrets.
+//   changes       the change log: one row per key id with the sequence of its latest change; a
+//                 deleted key's row stays (a tombstone: no keys row joins it).
+//   audit         the audit log (keygate/audit.h), keyed by the change's sequence, written in
+//                 the same transaction; indexed by (key_id, sequence) and (actor, sequence).
+//   audit_cursors each named consumer's acknowledged sequence.
+//   sequence_counter  one row: the last sequence assigned. A write takes the next numbers with
+//                 UPDATE ... RETURNING, which row-locks the counter until the write commits, so
+//                 writers commit in sequence order and the change feed has no gaps (a sequence
+//                 object would hand out numbers that commit in any order, and a reader could
+//                 pass a number whose transaction commits later).
+//   schema_version  one row: the schema's version.
+// Indexes: keys_one_active_personal (partial, unique) enforces "at most one ACTIVE personal key
+// per (owner, environment)" in the database, so two servers provisioning at once cannot both
+// succeed; keys_owner serves the owner filter in id order.
+//
+// Version 2 (from 1): name search through a trigram index (pg_trgm, GIN over name_lower), which
+// answers a substring search in milliseconds at a million keys instead of a scan.
+
+#include "postgres/schema.h"
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace keygate::internal {
+namespace {
+
+// pg_advisory_xact_lock key of migrations: "KGAT" "MIGR" (one lock for every schema: creating
+// the shared pg_trgm extension must not race either).
+constexpr std::int64_t kMigrationLockKey = 0x4B4741544D494752;
+
+// $S: the quoted schema.
+constexpr char kVersion1[] = R"sql(
+CREATE TABLE $S.keys (
+  id text COLLATE "C" PRIMARY KEY,
+  name text NOT NULL,
+  name_lower text COLLATE "C" NOT NULL,
+  description text NOT NULL,
+  owner text COLLATE "C" NOT NULL,
+  kind bigint NOT NULL,
+  environment text COLLATE "C" NOT NULL,
+  scopes text NOT NULL,
+  state bigint NOT NULL,
+  created_us bigint NOT NULL,
+  updated_us bigint NOT NULL,
+  expires_us bigint,
+  last_used_us bigint,
+  rate_limit_rate bigint,
+  rate_limit_period_us bigint,
+  rate_limit_burst bigint,
+  webhook_url text NOT NULL,
+  accounts text NOT NULL,
+  metadata text NOT NULL,
+  digest bytea NOT NULL,
+  hint text NOT NULL,
+  previous_digest bytea,
+  previous_hint text,
+  previous_valid_until_us bigint,
+  version bigint NOT NULL
+);
+CREATE INDEX keys_owner ON $S.keys (owner, id);
+CREATE UNIQUE INDEX keys_one_active_personal ON $S.keys (owner, environment)
+  WHERE kind = 1 AND state = 1;
+CREATE TABLE $S.digests (
+  digest bytea PRIMARY KEY,
+  key_id text COLLATE "C" NOT NULL
+);
+CREATE INDEX digests_key ON $S.digests (key_id);
+CREATE TABLE $S.changes (
+  key_id text COLLATE "C" PRIMARY KEY,
+  sequence bigint NOT NULL UNIQUE
+);
+CREATE TABLE $S.audit (
+  sequence bigint PRIMARY KEY,
+  at_us bigint NOT NULL,
+  type bigint NOT NULL,
+  actor text COLLATE "C" NOT NULL,
+  key_id text COLLATE "C" NOT NULL,
+  owner text NOT NULL,
+  fields text NOT NULL,
+  version bigint NOT NULL
+);
+CREATE INDEX audit_key ON $S.audit (key_id, sequence);
+CREATE INDEX audit_actor ON $S.audit (actor, sequence);
+CREATE TABLE $S.audit_cursors (
+  consumer text COLLATE "C" PRIMARY KEY,
+  sequence bigint NOT NULL
+);
+CREATE TABLE $S.sequence_counter (
+  one boolean PRIMARY KEY DEFAULT true CHECK (one),
+  last bigint NOT NULL
+);
+INSERT INTO $S.sequence_counter (last) VALUES (0);
+)sql";
+
+// $T: the schema pg_trgm lives in (quoted).
+constexpr char kVersion2[] = R"sql(
+CREATE INDEX keys_name_trgm ON $S.keys USING gin (name_lower $T.gin_trgm_ops);
+)sql";
+
+absl::StatusOr<std::string> TrigramSchema(PgConn& conn, absl::Time deadline) {
+  const char kFind[] =
+      "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+      "WHERE e.extname = 'pg_trgm'";
+  absl::StatusOr<PgResult> r = conn.Exec(kFind, deadline);
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) {
+    absl::StatusOr<PgResult> created =
+        conn.Exec("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public", deadline);
+    if (!created.ok()) {
+      if (created.status().code() == absl::StatusCode::kUnavailable) return created.status();
+      return absl::FailedPreconditionError(
+          absl::StrCat("the pg_trgm extension is missing and could not be created (Debian: "
+                       "postgresql-contrib; or CREATE EXTENSION pg_trgm as a superuser): ",
+                       created.status().message()));
+    }
+    r = conn.Exec(kFind, deadline);
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return absl::InternalError("pg_trgm: created but not found");
+  }
+  return std::string(r->row(0).Text(0));
+}
+
+}  // namespace
+
+std::string QuoteIdent(std::string_view name) {
+  return absl::StrCat(
+      "\"", absl::StrReplaceAll(absl::string_view(name.data(), name.size()), {{"\"", "\"\""}}),
+      "\"");
+}
+
+absl::StatusOr<int> SchemaVersion(PgConn& conn, std::string_view schema, absl::Time deadline) {
+  PgParams p;
+  p.BindText(1, absl::StrCat(QuoteIdent(schema), ".schema_version"));
+  absl::StatusOr<PgResult> exists = conn.Exec("SELECT to_regclass($1) IS NOT NULL", p, deadline);
+  if (!exists.ok()) return exists.status();
+  if (!exists->row(0).Bool(0)) return 0;
+  absl::StatusOr<PgResult> v = conn.Exec(
+      absl::StrCat("SELECT version FROM ", QuoteIdent(schema), ".schema_version"), deadline);
+  if (!v.ok()) return v.status();
+  if (v->rows() != 1) {
+    return absl::DataLossError(absl::StrCat("schema ", std::string(schema), ": schema_version has ",
+                                            v->rows(), " rows, expected 1"));
+  }
+  return static_cast<int>(v->row(0).Int(0));
+}
+
+absl::Status MigrateSchema(PgConn& conn, std::string_view schema, int target, absl::Time deadline) {
+  const std::string s = QuoteIdent(schema);
+  for (;;) {
+    if (absl::Status st = conn.ExecScript("BEGIN", deadline); !st.ok()) return st;
+    // Rolls back on every early return (a no-op after COMMIT).
+    struct Rollback {
+      PgConn& c;
+      absl::Time d;
+      bool done = false;
+      ~Rollback() {
+        if (!done && !c.broken()) (void)c.ExecScript("ROLLBACK", d);
+      }
+    } rollback{conn, deadline};
+    PgParams lock;
+    lock.BindInt(1, kMigrationLockKey);
+    if (absl::StatusOr<PgResult> r = conn.Exec("SELECT pg_advisory_xact_lock($1)", lock, deadline);
+        !r.ok()) {
+      return r.status();
+    }
+    absl::StatusOr<int> version = SchemaVersion(conn, schema, deadline);
+    if (!version.ok()) return version.status();
+    if (*version > target) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("schema ", std::string(schema), ": version ", *version,
+                       " is newer than this keygate's (", target, "); upgrade keygate"));
+    }
+    if (*version == target) {
+      rollback.done = true;
+      return conn.ExecScript("COMMIT", deadline);
+    }
+    std::string sql;
+    if (*version == 0) {
+      sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS ", s, ";\n", "CREATE TABLE ", s,
+                         ".schema_version (version bigint NOT NULL);\n", "INSERT INTO ", s,
+                         ".schema_version VALUES (0);\n",
+                         absl::StrReplaceAll(kVersion1, {{"$S", s}}));
+    } else if (*version == 1) {
+      absl::StatusOr<std::string> trgm = TrigramSchema(conn, deadline);
+      if (!trgm.ok()) return trgm.status();
+      sql = absl::StrReplaceAll(kVersion2, {{"$S", s}, {"$T", QuoteIdent(*trgm)}});
+    }
+    absl::StrAppend(&sql, "UPDATE ", s, ".schema_version SET version = ", *version + 1, ";");
+    if (absl::Status st = conn.ExecScript(sql, deadline); !st.ok()) return st;
+    rollback.done = true;
+    if (absl::Status st = conn.ExecScript("COMMIT", deadline); !st.ok()) return st;
+  }
+}
+
+}  // namespace keygate::internal
