@@ -280,11 +280,11 @@ absl::StatusOr<std::string> DescribePostgresUrl(const std::string& url) {
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(url.c_str(), &err);
   if (opts == nullptr) {
-    // libpq's parse errors quote the offending text only by position, not the password.
-    std::string m = Trimmed(err);
+    // libpq's parse errors quote the whole string, password included: not passed on.
     PQfreemem(err);
-    return absl::InvalidArgumentError(absl::StrCat("url: not a PostgreSQL connection string (",
-                                                   m.empty() ? "out of memory" : m, ")"));
+    return absl::InvalidArgumentError(
+        "url: not a PostgreSQL connection string (libpq cannot parse it; see the libpq manual, "
+        "\"Connection Strings\")");
   }
   std::string out = "postgres";
   for (const char* want : {"host", "hostaddr", "port", "dbname", "user"}) {

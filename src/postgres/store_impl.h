@@ -1,0 +1,192 @@
+// PostgresKeyStore's state, shared by its reads (postgres_key_store.cc) and writes (writes.cc).
+// Private to keygate::postgres.
+#ifndef KEYGATE_SRC_POSTGRES_STORE_IMPL_H_
+#define KEYGATE_SRC_POSTGRES_STORE_IMPL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+#include "internal/json_collections.h"
+#include "internal/key_label.h"
+#include "internal/record_columns.h"
+#include "keygate/audit.h"
+#include "keygate/change_notifier.h"
+#include "keygate/postgres/postgres_key_store.h"
+#include "postgres/listener.h"
+#include "postgres/pg_conn.h"
+
+namespace keygate {
+
+struct PostgresKeyStore::Impl {
+  PostgresOptions options;
+  std::string described;
+  std::string schema;   // quoted
+  std::string channel;  // the NOTIFY channel
+  std::string setup;    // per-connection SET statements
+  std::unique_ptr<internal::PgPool> pool;
+  std::shared_ptr<ChangeNotifier> notifier = std::make_shared<ChangeNotifier>();
+  std::shared_ptr<internal::ListenerCounters> listener_counters =
+      std::make_shared<internal::ListenerCounters>();
+  std::mutex listener_mu;
+  std::unique_ptr<internal::Listener> listener;  // guarded by listener_mu; from Subscribe
+  std::atomic<std::uint64_t> deadlines{0};
+  std::atomic<std::uint64_t> corrupt_rows{0};
+  std::function<void()> before_commit;  // tests only (PostgresTestPeer), set before any call
+
+  // SQL with $S replaced by the schema.
+  std::string Sql(std::string_view text) const {
+    return absl::StrReplaceAll(absl::string_view(text.data(), text.size()), {{"$S", schema}});
+  }
+  std::string insert_key_sql, update_key_sql, log_sql, get_sql, find_sql, changes_sql;
+
+  absl::Time Deadline() const { return absl::Now() + options.call_timeout; }
+
+  absl::Status Counted(absl::Status s) {
+    if (s.code() == absl::StatusCode::kUnavailable &&
+        s.message().find("deadline exceeded") != absl::string_view::npos) {
+      deadlines.fetch_add(1, std::memory_order_relaxed);
+    }
+    return s;
+  }
+
+  // Runs `body` in a transaction on a pooled connection: COMMIT when it succeeds, ROLLBACK
+  // otherwise (a broken connection is dropped instead).
+  absl::Status InTransaction(absl::Time deadline,
+                             const std::function<absl::Status(internal::PgConn&)>& body) {
+    absl::StatusOr<internal::PgPool::Lease> lease = pool->Acquire(deadline);
+    if (!lease.ok()) return Counted(lease.status());
+    internal::PgConn& c = **lease;
+    if (absl::Status s = c.ExecScript("BEGIN", deadline); !s.ok()) return Counted(s);
+    absl::Status s = body(c);
+    if (s.ok()) {
+      if (before_commit) before_commit();
+      return Counted(c.ExecScript("COMMIT", deadline));
+    }
+    if (!c.broken()) {
+      if (!c.ExecScript("ROLLBACK", deadline).ok()) c.set_broken();
+    }
+    return Counted(s);
+  }
+
+  absl::StatusOr<internal::PgResult> Query(const std::string& sql, const internal::PgParams& params) {
+    const absl::Time deadline = Deadline();
+    absl::StatusOr<internal::PgPool::Lease> lease = pool->Acquire(deadline);
+    if (!lease.ok()) return Counted(lease.status());
+    absl::StatusOr<internal::PgResult> r = (*lease)->Exec(sql, params, deadline);
+    if (!r.ok()) return Counted(r.status());
+    return r;
+  }
+
+  absl::Status NotFound(std::string_view id) const {
+    return absl::NotFoundError(absl::StrCat(internal::KeyLabel(id), ": not found"));
+  }
+  absl::Status VersionConflict(std::string_view id, std::uint64_t expected,
+                               std::uint64_t stored) const {
+    return absl::AbortedError(absl::StrCat(internal::KeyLabel(id), ": version conflict (expected ",
+                                           expected, ", stored ", stored, ")"));
+  }
+  // A unique violation (its message: the constraint) as the contract's kAlreadyExists.
+  absl::Status Conflict(const absl::Status& s, const KeyRecord& r) const {
+    if (s.code() != absl::StatusCode::kAlreadyExists) return s;
+    const std::string_view constraint(s.message().data(), s.message().size());
+    if (constraint == "keys_one_active_personal") {
+      return absl::AlreadyExistsError(absl::StrCat(internal::KeyLabel(r.id), ": owner '", r.owner,
+                                                   "' already has an active personal key in "
+                                                   "environment '",
+                                                   r.environment, "'"));
+    }
+    if (constraint == "digests_pkey") {
+      return absl::AlreadyExistsError(
+          absl::StrCat(internal::KeyLabel(r.id), ": digest already in use by another key"));
+    }
+    return absl::AlreadyExistsError(absl::StrCat(internal::KeyLabel(r.id), ": already exists"));
+  }
+
+  absl::StatusOr<KeyRecord> Decode(const internal::PgResult::Row& row, int first) const {
+    return internal::DecodeRecordColumns(row, first, described);
+  }
+
+  // The digests of `r` into the digests table.
+  absl::Status InsertDigests(internal::PgConn& c, const KeyRecord& r, absl::Time deadline) {
+    internal::PgParams p;
+    p.BindText(1, r.id);
+    p.BindBlob(2, r.digest.data(), r.digest.size());
+    std::string sql = Sql("INSERT INTO $S.digests (digest, key_id) VALUES ($2, $1)");
+    if (r.previous.has_value() && r.previous->digest != r.digest) {
+      p.BindBlob(3, r.previous->digest.data(), r.previous->digest.size());
+      sql += ", ($3, $1)";
+    }
+    absl::StatusOr<internal::PgResult> res = c.Exec(sql, p, deadline);
+    return res.ok() ? absl::OkStatus() : Conflict(res.status(), r);
+  }
+
+  // Appends the change and the audit entry of a write (kLogSql); returns the sequence.
+  absl::StatusOr<std::uint64_t> AppendLog(internal::PgConn& c, const AuditNote& note,
+                                          std::string_view id, std::string_view owner,
+                                          std::uint64_t version, absl::Time deadline) {
+    const Event e = MakeAuditEvent(note, 0, id, owner, version);
+    internal::PgParams p;
+    p.BindText(1, id);
+    p.BindInt(2, internal::TimeToMicros(e.at));
+    p.BindInt(3, static_cast<std::int64_t>(e.type));
+    p.BindText(4, e.actor);
+    p.BindText(5, e.owner);
+    p.BindText(6, internal::EncodeJsonStringArray(e.changed_fields));
+    p.BindInt(7, static_cast<std::int64_t>(e.version));
+    p.BindText(8, channel);
+    absl::StatusOr<internal::PgResult> r = c.Exec(log_sql, p, deadline);
+    if (!r.ok()) return r.status();
+    if (r->rows() != 1) return absl::InternalError(absl::StrCat(described, ": no sequence"));
+    return static_cast<std::uint64_t>(r->row(0).Int(0));
+  }
+
+  struct Located {
+    std::uint64_t version = 0;
+    std::string owner;
+    std::string digest;
+    std::string previous_digest;
+  };
+  // The key's row, locked to the end of the transaction.
+  absl::StatusOr<std::optional<Located>> Lock(internal::PgConn& c, std::string_view id,
+                                              absl::Time deadline) {
+    internal::PgParams p;
+    p.BindText(1, id);
+    absl::StatusOr<internal::PgResult> r =
+        c.Exec(Sql("SELECT version, owner, digest, previous_digest FROM $S.keys WHERE id = $1 FOR "
+                   "UPDATE"),
+               p, deadline);
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return std::optional<Located>();
+    const internal::PgResult::Row row = r->row(0);
+    Located l;
+    l.version = static_cast<std::uint64_t>(row.Int(0));
+    l.owner = std::string(row.Text(1));
+    l.digest = std::string(row.Blob(2));
+    if (!row.IsNull(3)) l.previous_digest = std::string(row.Blob(3));
+    return std::optional<Located>(std::move(l));
+  }
+
+  void Notify() {
+    // A callback may drop the last reference to this store: keep the notifier.
+    const std::shared_ptr<ChangeNotifier> n = notifier;
+    n->Notify();
+  }
+};
+
+}  // namespace keygate
+
+#endif  // KEYGATE_SRC_POSTGRES_STORE_IMPL_H_
