@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is present. Run as root or with sudo.
 #
 #   scripts/setup.sh            # build, test and demo dependencies
-#   scripts/setup.sh --bench    # also wrk and PostgreSQL for bench/http
+#   scripts/setup.sh --bench    # also wrk for bench/http
 set -euo pipefail
 
 packages=(
@@ -13,9 +13,10 @@ packages=(
   libsqlite3-dev sqlite3 libcli11-dev
   libcpp-httplib-dev ca-certificates curl openssl python3
   redis-server libhiredis-dev
+  postgresql-15 libpq-dev postgresql-contrib
 )
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(wrk libpq-dev postgresql)
+  packages+=(wrk)
 fi
 
 missing=()

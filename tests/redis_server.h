@@ -13,8 +13,8 @@
 // "false"), which must run them. Define KEYGATE_REDIS_SERVER_NO_CATCH before including this
 // header to use RedisServer without Catch2 (the benchmark does).
 //
-// Also here: SpawnProcess, for the tests' helper processes, and the sliding-window counts that
-// the limiter's guarantees are stated in.
+// Also here: the sliding-window counts that the limiter's guarantees are stated in; SpawnProcess
+// and the other process helpers are in process_util.h, which this header includes.
 #ifndef KEYGATE_TESTS_REDIS_SERVER_H_
 #define KEYGATE_TESTS_REDIS_SERVER_H_
 
@@ -50,17 +50,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
+#include "process_util.h"
+
 #ifndef KEYGATE_REDIS_SERVER_NO_CATCH
 #include "catch.h"
 #endif
 
 namespace keygate::testing {
-
-// True under CI: $CI set, non-empty and not "false" (as CMakeLists.txt and scripts/test.sh).
-inline bool UnderCi() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && *ci != '\0' && std::string_view(ci) != "false";
-}
 
 // The redis-server to run, or "" when there is none.
 inline std::string FindRedisServer() {
@@ -83,42 +79,6 @@ inline std::string FindRedisServer() {
     if (executable(candidate)) return candidate;
   }
   return "";
-}
-
-// Starts `argv` with stdin from /dev/null and stdout and stderr appended to `log_path` ("":
-// inherited). Returns the pid, or -1.
-inline pid_t SpawnProcess(const std::vector<std::string>& argv, const std::string& log_path) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  if (!log_path.empty()) {
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-  }
-  std::vector<char*> cargv;
-  cargv.reserve(argv.size() + 1);
-  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), ::environ);
-  posix_spawn_file_actions_destroy(&fa);
-  return rc == 0 ? pid : -1;
-}
-
-// Waits for `pid` to exit; returns its wait status.
-inline int WaitProcess(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return status;
-}
-
-inline std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 // One redis-server on a Unix socket in its own temporary directory. Not thread-safe.
