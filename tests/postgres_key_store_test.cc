@@ -1,0 +1,293 @@
+// PostgresKeyStore beyond the conformance suite: a change feed without gaps while writers commit
+// out of order, NOTIFY between two stores, migrations (from version 1, concurrent, newer
+// refused), option checks, errors that never show a password, and COPY bulk inserts. Against a
+// real PostgreSQL server started for this process (tests/postgres_server.h).
+
+#include "keygate/postgres/postgres_key_store.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+#include "catch.h"
+#include "keygate/testing/key_store_conformance.h"
+#include "postgres/test_peer.h"
+#include "postgres_test_util.h"
+#include "test_util.h"
+
+namespace {
+
+using keygate::KeyRecord;
+using keygate::PostgresKeyStore;
+using keygate::PostgresOptions;
+using keygate::conformance::MakeRecord;
+using keygate::testing::CreatedNote;
+using keygate::testing::SharedPostgres;
+using keygate::testing::TestPostgresOptions;
+
+std::unique_ptr<PostgresKeyStore> Open(const PostgresOptions& o) {
+  absl::StatusOr<std::unique_ptr<PostgresKeyStore>> s = PostgresKeyStore::Create(o);
+  INFO(s.status().ToString());
+  REQUIRE(s.ok());
+  return *std::move(s);
+}
+
+// Generated-shape ids ("key_" and 22 alphanumerics), which errors quote.
+std::string KeyId(int i) { return absl::StrCat("key_TestTestTestTest", 100000 + i); }
+
+// Follows a store's feed as a Verifier does, recording each key's latest state.
+struct Follower {
+  std::uint64_t cursor = 0;
+  std::map<std::string, std::uint64_t> versions;  // key id -> version (deleted keys erased)
+  absl::Status Poll(keygate::KeyStore& store) {
+    for (;;) {
+      absl::StatusOr<keygate::ChangeBatch> b = store.ChangesSince(cursor, 64);
+      if (!b.ok()) return b.status();
+      for (const keygate::Change& c : b->changes) {
+        if (c.record.has_value()) {
+          versions[c.key_id] = c.record->version;
+        } else {
+          versions.erase(c.key_id);
+        }
+      }
+      cursor = b->next_sequence;
+      if (!b->more) return absl::OkStatus();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("PostgresKeyStore: the feed skips no change while writers commit out of order",
+          "[postgres][feed]") {
+  if (SharedPostgres() == nullptr) return;
+  const PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  std::unique_ptr<PostgresKeyStore> store = Open(o);
+  // Each write waits 0-3 ms between taking its sequence and COMMIT. With sequence numbers that
+  // commit in any order (a plain SEQUENCE), a follower reading meanwhile would pass a number
+  // whose transaction commits later and never see that key.
+  std::atomic<std::uint64_t> seed{1};
+  keygate::internal::PostgresTestPeer::SetBeforeCommit(*store, [&seed] {
+    thread_local std::mt19937 rng(static_cast<unsigned>(seed.fetch_add(1)));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+  });
+  constexpr int kWriters = 6;
+  constexpr int kPerWriter = 40;
+  std::atomic<int> done{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < kPerWriter; ++i) {
+        if (!store->Insert(MakeRecord(KeyId(w * kPerWriter + i)), CreatedNote()).ok()) ++failures;
+      }
+      ++done;
+    });
+  }
+  // A follower on a second store object (another server), polling all along.
+  std::unique_ptr<PostgresKeyStore> reader = Open(o);
+  Follower follower;
+  absl::Status poll;
+  int polls = 0;
+  while (done.load() < kWriters && poll.ok()) {
+    poll = follower.Poll(*reader);
+    ++polls;
+  }
+  for (std::thread& t : writers) t.join();
+  REQUIRE(poll.ok());
+  REQUIRE(failures.load() == 0);
+  REQUIRE(polls > 10);  // the follower read while writes were in flight
+  // Continuing from where it was, never from zero: a skipped sequence would stay missing.
+  REQUIRE(follower.Poll(*reader).ok());
+  CHECK(follower.versions.size() == static_cast<std::size_t>(kWriters * kPerWriter));
+  CHECK(follower.cursor == static_cast<std::uint64_t>(kWriters * kPerWriter));
+}
+
+TEST_CASE("PostgresKeyStore: another store's subscribers wake on NOTIFY", "[postgres][notify]") {
+  if (SharedPostgres() == nullptr) return;
+  PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  o.poll_interval = absl::Hours(1);  // only a notification can wake them
+  std::unique_ptr<PostgresKeyStore> writer = Open(o);
+  std::unique_ptr<PostgresKeyStore> reader = Open(o);
+  std::mutex mu;
+  int wakes = 0;
+  absl::StatusOr<std::unique_ptr<keygate::Subscription>> sub = reader->Subscribe([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    ++wakes;
+  });
+  REQUIRE(sub.ok());
+  // The listener's first wake-up (after LISTEN) comes once it is connected.
+  const absl::Time start = absl::Now();
+  while (reader->Stats().listener_connects == 0 && absl::Now() - start < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  REQUIRE(reader->Stats().listener_connects == 1);
+  const std::uint64_t before = reader->Stats().notifications;
+  REQUIRE(writer->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  while (reader->Stats().notifications == before && absl::Now() - start < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  CHECK(reader->Stats().notifications > before);
+  CHECK(reader->Stats().polls == 0);
+  sub->reset();
+}
+
+TEST_CASE("PostgresKeyStore: a version 1 schema migrates, keys and feed intact",
+          "[postgres][migration]") {
+  if (SharedPostgres() == nullptr) return;
+  const PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  {
+    absl::StatusOr<std::unique_ptr<PostgresKeyStore>> v1 =
+        keygate::internal::PostgresTestPeer::Create(o, 1);
+    REQUIRE(v1.ok());
+    KeyRecord a =
+        MakeRecord(KeyId(1), "alice", "production", keygate::KeyKind::kGeneral, "Billing Export");
+    REQUIRE((*v1)->Insert(a, CreatedNote()).ok());
+    REQUIRE((*v1)->Insert(MakeRecord(KeyId(2)), CreatedNote()).ok());
+    absl::StatusOr<std::string> index =
+        SharedPostgres()->Psql(absl::StrCat("SELECT count(*) FROM pg_indexes WHERE schemaname = '",
+                                            o.schema, "' AND indexname = 'keys_name_trgm'"));
+    REQUIRE(index.ok());
+    CHECK(*index == "0");
+  }
+  std::unique_ptr<PostgresKeyStore> v2 = Open(o);
+  absl::StatusOr<std::string> version =
+      SharedPostgres()->Psql(absl::StrCat("SELECT version FROM \"", o.schema, "\".schema_version"));
+  REQUIRE(version.ok());
+  CHECK(*version == "2");
+  absl::StatusOr<std::string> index =
+      SharedPostgres()->Psql(absl::StrCat("SELECT count(*) FROM pg_indexes WHERE schemaname = '",
+                                          o.schema, "' AND indexname = 'keys_name_trgm'"));
+  REQUIRE(index.ok());
+  CHECK(*index == "1");
+  CHECK(v2->Get(KeyId(1)).ok());
+  keygate::ListOptions search;
+  search.filter.name_contains = "LING exp";
+  absl::StatusOr<keygate::ListPage> page = v2->List(search);
+  REQUIRE(page.ok());
+  REQUIRE(page->keys.size() == 1);
+  CHECK(page->keys[0].id == KeyId(1));
+  absl::StatusOr<keygate::ChangeBatch> feed = v2->ChangesSince(0, 10);
+  REQUIRE(feed.ok());
+  CHECK(feed->changes.size() == 2);
+  REQUIRE(v2->Insert(MakeRecord(KeyId(3)), CreatedNote()).ok());
+  absl::StatusOr<std::uint64_t> last = v2->LastSequence();
+  REQUIRE(last.ok());
+  CHECK(*last == 3);
+}
+
+TEST_CASE("PostgresKeyStore: servers starting at once migrate once; newer schemas are refused",
+          "[postgres][migration]") {
+  if (SharedPostgres() == nullptr) return;
+  const PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  std::vector<std::thread> starters;
+  std::atomic<int> ok{0};
+  std::mutex mu;
+  std::vector<std::string> errors;
+  for (int i = 0; i < 4; ++i) {
+    starters.emplace_back([&] {
+      absl::StatusOr<std::unique_ptr<PostgresKeyStore>> s = PostgresKeyStore::Create(o);
+      if (s.ok()) {
+        ++ok;
+      } else {
+        std::lock_guard<std::mutex> lock(mu);
+        errors.push_back(s.status().ToString());
+      }
+    });
+  }
+  for (std::thread& t : starters) t.join();
+  INFO((errors.empty() ? std::string() : errors[0]));
+  CHECK(ok.load() == 4);
+  REQUIRE(SharedPostgres()
+              ->Psql(absl::StrCat("UPDATE \"", o.schema, "\".schema_version SET version = 99"))
+              .ok());
+  absl::StatusOr<std::unique_ptr<PostgresKeyStore>> newer = PostgresKeyStore::Create(o);
+  REQUIRE(newer.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(newer.status().message()), Catch::Contains("version 99 is newer"));
+}
+
+TEST_CASE("PostgresKeyStore: options are checked; errors never show the password",
+          "[postgres][options]") {
+  PostgresOptions o;
+  CHECK(PostgresKeyStore::Create(o).status().code() == absl::StatusCode::kInvalidArgument);
+  o.url = "postgresql://u:hunter2secret@127.0.0.1:1/db?connect_timeout=2";
+  for (const char* bad : {"", "Keygate", "1abc", "a-b", "a\"b"}) {
+    PostgresOptions b = o;
+    b.schema = bad;
+    const absl::Status s = PostgresKeyStore::Create(b).status();
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::StartsWith("schema:"));
+  }
+  PostgresOptions p = o;
+  p.pool_size = 0;
+  CHECK(PostgresKeyStore::Create(p).status().code() == absl::StatusCode::kInvalidArgument);
+  p = o;
+  p.call_timeout = absl::Milliseconds(1);
+  CHECK(PostgresKeyStore::Create(p).status().code() == absl::StatusCode::kInvalidArgument);
+  p = o;
+  p.url = "postgresql://u:hunter2secret@[broken";
+  const absl::Status unparsable = PostgresKeyStore::Create(p).status();
+  CHECK(unparsable.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(unparsable.message()), !Catch::Contains("hunter2secret"));
+  // Nothing listens on port 1: unavailable, within the deadline, and the password stays out.
+  o.call_timeout = absl::Seconds(2);
+  const absl::Time start = absl::Now();
+  const absl::Status down = PostgresKeyStore::Create(o).status();
+  CHECK(absl::Now() - start < absl::Seconds(5));
+  CHECK(down.code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(std::string(down.message()), !Catch::Contains("hunter2secret"));
+  CHECK_THAT(std::string(down.message()), Catch::Contains("host=127.0.0.1"));
+}
+
+TEST_CASE("PostgresKeyStore: InsertBatch copies all or nothing and names a conflict",
+          "[postgres][batch]") {
+  if (SharedPostgres() == nullptr) return;
+  std::unique_ptr<PostgresKeyStore> store = Open(TestPostgresOptions(*SharedPostgres()));
+  std::vector<KeyRecord> batch;
+  for (int i = 0; i < 2000; ++i) {
+    KeyRecord r = MakeRecord(KeyId(i), "owner" + std::to_string(i % 7), "production",
+                             keygate::KeyKind::kGeneral, absl::StrCat("name\t", i, "\\ \n x"));
+    r.metadata["tab"] = "a\tb";
+    batch.push_back(std::move(r));
+  }
+  REQUIRE(store->InsertBatch(batch, CreatedNote()).ok());
+  absl::StatusOr<std::uint64_t> n = store->Count();
+  REQUIRE(n.ok());
+  CHECK(*n == 2000);
+  absl::StatusOr<KeyRecord> got = store->Get(KeyId(17));
+  REQUIRE(got.ok());
+  batch[17].version = 1;
+  CHECK(*got == batch[17]);
+  absl::StatusOr<KeyRecord> by_digest = store->FindByDigest(batch[1999].digest);
+  REQUIRE(by_digest.ok());
+  CHECK(by_digest->id == KeyId(1999));
+  // The feed numbers the batch in id order.
+  absl::StatusOr<keygate::ChangeBatch> feed = store->ChangesSince(0, 5000);
+  REQUIRE(feed.ok());
+  REQUIRE(feed->changes.size() == 2000);
+  CHECK(feed->changes.front().key_id == KeyId(0));
+  CHECK(feed->changes.back().sequence == 2000);
+  // A second batch with one id already stored: refused, naming it, nothing written.
+  std::vector<KeyRecord> second = {MakeRecord(KeyId(5000)), MakeRecord(KeyId(42))};
+  const absl::Status dup = store->InsertBatch(second, CreatedNote());
+  CHECK(dup.code() == absl::StatusCode::kAlreadyExists);
+  CHECK_THAT(std::string(dup.message()), Catch::Contains(KeyId(42)));
+  CHECK(store->Get(KeyId(5000)).status().code() == absl::StatusCode::kNotFound);
+  absl::StatusOr<std::uint64_t> last = store->LastSequence();
+  REQUIRE(last.ok());
+  CHECK(*last == 2000);
+}
