@@ -291,3 +291,26 @@ TEST_CASE("PostgresKeyStore: InsertBatch copies all or nothing and names a confl
   REQUIRE(last.ok());
   CHECK(*last == 2000);
 }
+
+TEST_CASE("PostgresKeyStore: without LISTEN, subscribers wake by polling", "[postgres][notify]") {
+  if (SharedPostgres() == nullptr) return;
+  PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  std::unique_ptr<PostgresKeyStore> writer = Open(o);
+  o.listen = false;
+  o.poll_interval = absl::Milliseconds(20);
+  std::unique_ptr<PostgresKeyStore> reader = Open(o);
+  std::atomic<int> wakes{0};
+  absl::StatusOr<std::unique_ptr<keygate::Subscription>> sub =
+      reader->Subscribe([&] { wakes.fetch_add(1); });
+  REQUIRE(sub.ok());
+  REQUIRE(writer->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  const absl::Time start = absl::Now();
+  while (wakes.load() < 3 && absl::Now() - start < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  CHECK(wakes.load() >= 3);
+  CHECK(reader->Stats().polls >= 3);
+  CHECK(reader->Stats().listener_connects == 0);
+  CHECK(reader->Stats().notifications == 0);
+  sub->reset();
+}

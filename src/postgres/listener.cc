@@ -56,6 +56,13 @@ void Listener::Run() {
   std::mt19937_64 rng(std::random_device{}());
   absl::Duration backoff = config_.backoff;
   bool reported_down = false;
+  if (config_.channel.empty()) {  // poll only
+    while (SleepUnlessStopped(config_.poll_interval)) {
+      counters_->polls.fetch_add(1, std::memory_order_relaxed);
+      notifier_->NotifyWithoutWaiting();
+    }
+    return;
+  }
   while (!stop_.load(std::memory_order_acquire)) {
     // Connect, LISTEN, then wake the subscribers: anything committed while no connection
     // listened is caught up by their ChangesSince.

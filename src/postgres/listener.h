@@ -22,7 +22,7 @@ struct ListenerConfig {
   std::string url;
   std::string setup;      // SET statements for the connection
   std::string described;  // the database as errors name it
-  std::string channel;    // the NOTIFY channel
+  std::string channel;    // the NOTIFY channel; "": poll only (no connection)
   absl::Duration connect_timeout;
   absl::Duration poll_interval;
   absl::Duration backoff;

@@ -415,7 +415,7 @@ absl::StatusOr<std::unique_ptr<Subscription>> PostgresKeyStore::Subscribe(
       config.url = impl_->options.url;
       config.setup = impl_->setup;
       config.described = impl_->described;
-      config.channel = impl_->channel;
+      config.channel = impl_->options.listen ? impl_->channel : std::string();
       config.connect_timeout = impl_->options.call_timeout;
       config.poll_interval = impl_->options.poll_interval;
       config.backoff = impl_->options.reconnect_backoff;

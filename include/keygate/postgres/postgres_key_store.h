@@ -65,6 +65,10 @@ struct PostgresOptions {
   absl::Duration call_timeout = absl::Seconds(5);
   // How often subscribers are woken without a notification (the safety net); 10 ms .. 1 h.
   absl::Duration poll_interval = absl::Seconds(1);
+  // LISTEN for notifications. false: poll only (a pooler in transaction mode, such as
+  // PgBouncer's, cannot deliver NOTIFY); subscribers then learn of other servers' writes within
+  // poll_interval.
+  bool listen = true;
   // The listener's reconnect backoff: doubling from the first to the cap, with full jitter.
   absl::Duration reconnect_backoff = absl::Milliseconds(100);
   absl::Duration reconnect_backoff_max = absl::Seconds(5);
