@@ -314,3 +314,19 @@ TEST_CASE("PostgresKeyStore: without LISTEN, subscribers wake by polling", "[pos
   CHECK(reader->Stats().notifications == 0);
   sub->reset();
 }
+
+TEST_CASE("PostgresKeyStore: a NUL byte never truncates an id or a value", "[postgres]") {
+  if (SharedPostgres() == nullptr) return;
+  std::unique_ptr<PostgresKeyStore> store = Open(TestPostgresOptions(*SharedPostgres()));
+  REQUIRE(store->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  // libpq would send "key_...\0x" as "key_..." and find the other key.
+  const std::string with_nul = KeyId(1) + std::string(1, '\0') + "x";
+  CHECK(store->Get(with_nul).status().code() == absl::StatusCode::kNotFound);
+  CHECK(store->Delete(with_nul, std::nullopt, keygate::testing::DeletedNote()).code() ==
+        absl::StatusCode::kNotFound);
+  CHECK(store->Get(KeyId(1)).ok());
+  KeyRecord r = MakeRecord(KeyId(2));
+  r.name = std::string("a\0b", 3);
+  CHECK(store->Insert(r, CreatedNote()).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(store->Get(KeyId(2)).status().code() == absl::StatusCode::kNotFound);
+}

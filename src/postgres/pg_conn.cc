@@ -39,7 +39,8 @@ absl::StatusCode CodeOf(std::string_view state) {
   const std::string_view cls = state.substr(0, std::min<std::size_t>(2, state.size()));
   // 08: connection exception; 57P0x: the server shutting down or starting; 53: out of
   // resources (too many connections); 57014: statement timeout or cancel.
-  if (cls == "08" || cls == "53" || state.rfind("57P0", 0) == 0 || state == "57014") {
+  if (cls == "08" || cls == "53" || state.rfind("57P0", 0) == 0 || state == "57014" ||
+      state == "55P03") {  // 55P03: lock_timeout (another writer held the lock too long)
     return absl::StatusCode::kUnavailable;
   }
   if (cls == "28" || state == "42501") return absl::StatusCode::kPermissionDenied;
@@ -91,6 +92,8 @@ void PgParams::Set(int index, std::string value, bool is_null, int format) {
 }
 
 void PgParams::BindText(int index, std::string_view value) {
+  // libpq sends a text parameter up to its first NUL: "a\0b" would be read as "a".
+  if (value.find('\0') != std::string_view::npos) has_nul_ = true;
   Set(index, std::string(value), false, 0);
 }
 void PgParams::BindInt(int index, std::int64_t value) { Set(index, absl::StrCat(value), false, 0); }
@@ -214,6 +217,10 @@ absl::StatusOr<PgResult> PgConn::Collect(absl::Time deadline) {
 absl::StatusOr<PgResult> PgConn::Exec(std::string_view sql, const PgParams& params,
                                       absl::Time deadline) {
   if (broken_) return absl::UnavailableError(absl::StrCat(described_, ": connection lost"));
+  if (params.has_nul()) {
+    return absl::InvalidArgumentError(
+        "a text value holds a NUL byte, which PostgreSQL cannot store");
+  }
   const std::string text(sql);
   if (PQsendQueryParams(conn_, text.c_str(), params.size(), nullptr, params.values(),
                         params.lengths(), params.formats(), /*resultFormat=*/1) == 0) {

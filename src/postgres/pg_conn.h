@@ -63,6 +63,8 @@ class PgParams {
   void BindBlob(int index, const void* data, std::size_t size);
 
   int size() const { return static_cast<int>(values_.size()); }
+  // A text value held a NUL byte, which PostgreSQL text cannot: Exec refuses the statement.
+  bool has_nul() const { return has_nul_; }
   const char* const* values() const { return pointers_.data(); }
   const int* lengths() const { return lengths_.data(); }
   const int* formats() const { return formats_.data(); }
@@ -74,6 +76,7 @@ class PgParams {
   std::vector<int> lengths_;
   std::vector<int> formats_;
   std::vector<bool> null_;
+  bool has_nul_ = false;
 };
 
 class PgConn {

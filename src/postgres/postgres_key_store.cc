@@ -194,6 +194,7 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
 }
 
 absl::StatusOr<KeyRecord> PostgresKeyStore::Get(std::string_view id) {
+  if (id.find('\0') != std::string_view::npos) return impl_->NotFound(id);  // text cannot hold it
   PgParams p;
   p.BindText(1, id);
   absl::StatusOr<PgResult> r = impl_->Query(impl_->get_sql, p);

@@ -82,7 +82,8 @@ struct PostgresKeyStore::Impl {
     return Counted(s);
   }
 
-  absl::StatusOr<internal::PgResult> Query(const std::string& sql, const internal::PgParams& params) {
+  absl::StatusOr<internal::PgResult> Query(const std::string& sql,
+                                           const internal::PgParams& params) {
     const absl::Time deadline = Deadline();
     absl::StatusOr<internal::PgPool::Lease> lease = pool->Acquire(deadline);
     if (!lease.ok()) return Counted(lease.status());

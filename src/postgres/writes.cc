@@ -180,6 +180,7 @@ absl::Status PostgresKeyStore::Delete(std::string_view id,
   if (absl::Status s = ValidateAuditNote(note, AuditWrite::kDelete); !s.ok()) return s;
   Impl& m = *impl_;
   const absl::Time deadline = m.Deadline();
+  if (id.find('\0') != std::string_view::npos) return m.NotFound(id);  // text cannot hold it
   absl::Status s = m.InTransaction(deadline, [&](PgConn& c) -> absl::Status {
     absl::StatusOr<std::optional<Impl::Located>> loc = m.Lock(c, id, deadline);
     if (!loc.ok()) return loc.status();
