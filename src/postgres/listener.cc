@@ -87,7 +87,6 @@ void Listener::Run() {
     counters_->connects.fetch_add(1, std::memory_order_relaxed);
     counters_->backend_pid.store((*conn)->backend_pid(), std::memory_order_relaxed);
     if (reported_down && config_.on_status) config_.on_status(absl::OkStatus());
-    reported_down = false;
     notifier_->NotifyWithoutWaiting();
     PgConn& c = **conn;
     absl::Time next_poll = absl::Now() + config_.poll_interval;

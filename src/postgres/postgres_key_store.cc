@@ -39,8 +39,6 @@
 namespace keygate {
 namespace {
 
-using internal::KeyLabel;
-using internal::PgConn;
 using internal::PgParams;
 using internal::PgPool;
 using internal::PgResult;
