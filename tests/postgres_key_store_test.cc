@@ -24,7 +24,10 @@
 #include "absl/time/time.h"
 
 #include "catch.h"
+#include "keygate/deployment.h"
+#include "keygate/key_manager.h"
 #include "keygate/testing/key_store_conformance.h"
+#include "keygate/verifier.h"
 #include "postgres/test_peer.h"
 #include "postgres_test_util.h"
 #include "test_util.h"
@@ -329,4 +332,51 @@ TEST_CASE("PostgresKeyStore: a NUL byte never truncates an id or a value", "[pos
   r.name = std::string("a\0b", 3);
   CHECK(store->Insert(r, CreatedNote()).code() == absl::StatusCode::kInvalidArgument);
   CHECK(store->Get(KeyId(2)).status().code() == absl::StatusCode::kNotFound);
+}
+
+TEST_CASE("PostgresKeyStore: a verifier reloads when the database's history went back",
+          "[postgres][verifier]") {
+  if (SharedPostgres() == nullptr) return;
+  const PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  std::shared_ptr<PostgresKeyStore> store = Open(o);
+  std::shared_ptr<const keygate::Deployment> deployment = *keygate::Deployment::Create({});
+  keygate::KeyManager::Options mo;
+  mo.deployment = deployment;
+  mo.store = store;
+  std::unique_ptr<keygate::KeyManager> manager =
+      keygate::testing::MustOk(keygate::KeyManager::Create(std::move(mo)));
+  keygate::CreateKeyRequest req;
+  req.name = "old";
+  req.owner = "alice";
+  req.environment = "production";
+  const keygate::CreatedKey old_key = keygate::testing::MustOk(manager->Create(req, "test"));
+  req.name = "second";
+  (void)keygate::testing::MustOk(manager->Create(req, "test"));
+  const std::string token(old_key.token.Reveal(keygate::InsecureSecretAccess::Get()));
+  keygate::VerifierOptions vo;
+  vo.deployment = deployment;
+  vo.store = store;
+  vo.environment = "production";
+  vo.record_usage = false;
+  vo.poll_interval = absl::Milliseconds(20);
+  vo.full_resync_interval = absl::ZeroDuration();  // never on a timer: only the reset helps
+  std::unique_ptr<keygate::Verifier> verifier =
+      keygate::testing::MustOk(keygate::Verifier::Create(std::move(vo)));
+  const auto ok = [&] {
+    return verifier->VerifyToken(token, keygate::Requirement::AnyValidKey()).outcome ==
+           keygate::Outcome::kOk;
+  };
+  REQUIRE(ok());
+  // The database is recreated (as from an older backup): one other key, sequence 1.
+  REQUIRE(SharedPostgres()->Psql(absl::StrCat("DROP SCHEMA \"", o.schema, "\" CASCADE")).ok());
+  std::unique_ptr<PostgresKeyStore> fresh = Open(o);
+  REQUIRE(fresh->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  const absl::Time start = absl::Now();
+  while ((ok() || verifier->Stats().applied_sequence != 1) &&
+         absl::Now() - start < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  CHECK_FALSE(ok());
+  CHECK(verifier->Stats().applied_sequence == 1);
+  CHECK(verifier->Stats().keys == 1);
 }
