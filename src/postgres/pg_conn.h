@@ -109,6 +109,9 @@ class PgConn {
   int socket() const { return PQsocket(conn_); }
 
   bool broken() const { return broken_; }
+  // Usable for a new call: connected, idle (no transaction), not closed by the server while it
+  // sat in the pool (a restart, pg_terminate_backend). Reads what the socket holds.
+  bool Healthy();
   void set_broken() { broken_ = true; }
   // The server process id, for tests (pg_terminate_backend).
   int backend_pid() const { return PQbackendPID(conn_); }
@@ -140,16 +143,23 @@ class PgPool {
 
   class Lease {
    public:
-    Lease(PgPool* pool, std::unique_ptr<PgConn> conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(PgPool* pool, std::unique_ptr<PgConn> conn, bool reused)
+        : pool_(pool), conn_(std::move(conn)), reused_(reused) {}
     Lease(Lease&&) = default;
     Lease& operator=(Lease&&) = delete;
-    ~Lease();
+    ~Lease() { Release(); }
+    // Gives the connection back now (dropped if broken); the lease is then empty.
+    void Release();
     PgConn* operator->() const { return conn_.get(); }
     PgConn& operator*() const { return *conn_; }
+    // Taken from the pool rather than opened for this call: a failure on it may be the
+    // connection's, not the server's (worth one retry on a new one before anything was written).
+    bool reused() const { return reused_; }
 
    private:
     PgPool* pool_;
     std::unique_ptr<PgConn> conn_;
+    bool reused_;
   };
 
   // A connection, idle or new, by `deadline`. Errors: kUnavailable (none free in time, or the
