@@ -380,3 +380,119 @@ TEST_CASE("PostgresKeyStore: a verifier reloads when the database's history went
   CHECK(verifier->Stats().applied_sequence == 1);
   CHECK(verifier->Stats().keys == 1);
 }
+
+TEST_CASE("PostgresKeyStore: servers flushing usage of the same keys at once never deadlock",
+          "[postgres][usage]") {
+  if (SharedPostgres() == nullptr) return;
+  // At a million keys the planner walks the updates' array and looks each key up, locking rows
+  // in the caller's order; a database that plans so at 200 keys shows the same here.
+  REQUIRE(SharedPostgres()->CreateDatabase("usage_plan").ok());
+  REQUIRE(SharedPostgres()
+              ->Psql("ALTER DATABASE usage_plan SET enable_seqscan = off; "
+                     "ALTER DATABASE usage_plan SET enable_hashjoin = off; "
+                     "ALTER DATABASE usage_plan SET enable_mergejoin = off")
+              .ok());
+  PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  o.url = SharedPostgres()->url("usage_plan");
+  std::unique_ptr<PostgresKeyStore> a = Open(o);
+  std::unique_ptr<PostgresKeyStore> b = Open(o);
+  constexpr int kKeys = 200;
+  std::vector<KeyRecord> keys;
+  for (int i = 0; i < kKeys; ++i) keys.push_back(MakeRecord(KeyId(i)));
+  REQUIRE(a->InsertBatch(keys, CreatedNote()).ok());
+  // Two "servers" flush the same keys in opposite orders, many times.
+  std::atomic<int> failures{0};
+  std::vector<std::thread> flushers;
+  for (int t = 0; t < 4; ++t) {
+    flushers.emplace_back([&, t] {
+      PostgresKeyStore& s = t % 2 == 0 ? *a : *b;
+      for (int round = 0; round < 15; ++round) {
+        std::vector<keygate::LastUsedUpdate> u;
+        for (int i = 0; i < kKeys; ++i) {
+          const int k = t % 2 == 0 ? i : kKeys - 1 - i;
+          u.push_back(
+              {KeyId(k), keygate::conformance::BaseTime() + absl::Seconds(round * 4 + t + 1)});
+        }
+        if (!s.TouchLastUsed(u, absl::ZeroDuration()).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : flushers) t.join();
+  CHECK(failures.load() == 0);
+  absl::StatusOr<KeyRecord> k = a->Get(KeyId(7));
+  REQUIRE(k.ok());
+  REQUIRE(k->last_used.has_value());
+  CHECK(*k->last_used == keygate::conformance::BaseTime() + absl::Seconds(14 * 4 + 3 + 1));
+}
+
+TEST_CASE("PostgresKeyStore: a subscriber may drop the last reference to the store",
+          "[postgres][notify]") {
+  if (SharedPostgres() == nullptr) return;
+  const PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  std::shared_ptr<PostgresKeyStore> writer = Open(o);
+  // The callback runs on the listener's thread and destroys the store that owns the thread.
+  auto holder = std::make_shared<std::shared_ptr<PostgresKeyStore>>(Open(o));
+  auto sub = std::make_shared<std::unique_ptr<keygate::Subscription>>();
+  std::atomic<bool> dropped{false};
+  absl::StatusOr<std::unique_ptr<keygate::Subscription>> s =
+      (*holder)->Subscribe([holder, sub, &dropped] {
+        if (dropped.exchange(true)) return;
+        holder->reset();
+      });
+  REQUIRE(s.ok());
+  *sub = *std::move(s);
+  REQUIRE(writer->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  const absl::Time start = absl::Now();
+  while (!dropped.load() && absl::Now() - start < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  CHECK(dropped.load());
+  sub->reset();
+}
+
+TEST_CASE("PostgresKeyStore: pooled connections closed by the server are replaced",
+          "[postgres][pool]") {
+  if (SharedPostgres() == nullptr) return;
+  PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  o.pool_size = 2;
+  std::unique_ptr<PostgresKeyStore> store = Open(o);
+  REQUIRE(store->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  REQUIRE(store->Get(KeyId(1)).ok());
+  // As a server restart or an operator would: every keygate connection is terminated while
+  // idle in the pool.
+  absl::StatusOr<std::string> killed = SharedPostgres()->Psql(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      "WHERE application_name = 'keygate' AND pid <> pg_backend_pid()");
+  REQUIRE(killed.ok());
+  CHECK(*killed != "0");
+  absl::SleepFor(absl::Milliseconds(50));  // the terminations reach the sockets
+  CHECK(store->Get(KeyId(1)).ok());
+  CHECK(store->Insert(MakeRecord(KeyId(2)), CreatedNote()).ok());
+}
+
+TEST_CASE("PostgresKeyStore: writers keep the feed's order under any default isolation",
+          "[postgres][feed]") {
+  if (SharedPostgres() == nullptr) return;
+  REQUIRE(SharedPostgres()->CreateDatabase("repeatable").ok());
+  REQUIRE(SharedPostgres()
+              ->Psql("ALTER DATABASE repeatable SET default_transaction_isolation = "
+                     "'repeatable read'")
+              .ok());
+  PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  o.url = SharedPostgres()->url("repeatable");
+  std::unique_ptr<PostgresKeyStore> store = Open(o);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < 25; ++i) {
+        if (!store->Insert(MakeRecord(KeyId(w * 100 + i)), CreatedNote()).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : writers) t.join();
+  CHECK(failures.load() == 0);
+  absl::StatusOr<std::uint64_t> last = store->LastSequence();
+  REQUIRE(last.ok());
+  CHECK(*last == 100);
+}
