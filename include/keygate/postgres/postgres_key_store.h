@@ -19,9 +19,10 @@
 // in `schema` (created if missing); name search uses the pg_trgm extension (Debian:
 // postgresql-contrib), created in `public` when the database lacks it.
 // Ownership: `Create` returns a unique_ptr (a shared_ptr converts from it); the store owns its
-// connections and, from the first `Subscribe`, a listener thread; subscriptions may outlive the
-// store and are then inert. Thread safety: thread-safe. Cost: a read is one round trip; a write
-// one transaction of ~8 statements (about 1 ms on a Unix socket, writers commit one at a time);
+// connections and, from the first `Subscribe`, a listener thread (the destructor waits for it:
+// at most call_timeout while it is connecting); subscriptions may outlive the store and are then
+// inert. Thread safety: thread-safe. Cost: a read is one round trip; a write one transaction of
+// 4-6 statements (about 1 ms on a Unix socket; writers commit one at a time);
 // `InsertBatch` streams with COPY. Design: docs/design.md, "The PostgreSQL store".
 //
 // Example:
