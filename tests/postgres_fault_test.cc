@@ -12,9 +12,13 @@
 // KEYGATE_PG_FAULT_TRIALS (default 50) sets the number of SIGKILL trials and
 // KEYGATE_PG_FAULT_OUTAGE_S (default 10) the length of the outage.
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <limits>
@@ -421,6 +425,42 @@ TEST_CASE("PostgreSQL store: SIGKILL during writes loses no acknowledged write",
 // ---------------------------------------------------------------------------------------------
 // pg_terminate_backend of the LISTEN connection.
 
+// What this process writes to its stderr (fd 2) from construction to Stop(): a library must
+// not write there.
+class StderrCapture {
+ public:
+  StderrCapture() {
+    char path[] = "/tmp/keygate-stderr-XXXXXX";
+    fd_ = ::mkstemp(path);
+    path_ = path;
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    if (fd_ >= 0 && saved_ >= 0) ::dup2(fd_, 2);
+  }
+  ~StderrCapture() {
+    (void)Stop();
+    if (fd_ >= 0) ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+
+  std::string Stop() {
+    if (saved_ >= 0) {
+      std::fflush(stderr);
+      ::dup2(saved_, 2);
+      ::close(saved_);
+      saved_ = -1;
+    }
+    return testing::ReadFileOrEmpty(path_);
+  }
+
+ private:
+  int fd_ = -1;
+  int saved_ = -1;
+  std::string path_;
+};
+
 // The listener's reports (PostgresOptions::on_listener_status), with their times.
 class ListenerLog {
  public:
@@ -485,6 +525,7 @@ TEST_CASE(
   constexpr int kTrials = 10;
   Samples reconnects, refusals;
   int second_cuts = 0;
+  StderrCapture stderr_capture;
   for (int trial = 0; trial < kTrials; ++trial) {
     INFO("trial " << trial);
     const TestKey k = CreateKey(*manager, trial);
@@ -523,6 +564,12 @@ TEST_CASE(
     reconnects.Add(*restored - cut_at);
   }
   CHECK(a->Stats().listener_connects >= kTrials + 1);
+  // The server's farewell to a terminated connection ("FATAL: terminating connection due to
+  // administrator command") reaches the application through on_listener_status, not as
+  // libpq's default notice processor printing it to stderr.
+  const std::string printed = stderr_capture.Stop();
+  INFO("stderr: " << printed);
+  CHECK(printed.find("terminating connection") == std::string::npos);
   Report(absl::StrCat("LISTEN connection terminated ", kTrials + second_cuts,
                       " times (every revoke, and ", second_cuts,
                       " times more during the catch-up); listener_connects ",
