@@ -663,16 +663,22 @@ TEST_CASE(
   std::unique_ptr<KeyManager> manager_a = Manager(d, a);
   std::unique_ptr<KeyManager> manager_b = Manager(d, b);
   std::unique_ptr<Verifier> verifier = Follow(d, a, absl::Seconds(1));
+  // A third server whose Verifier polls only every hour: what the store's feed alone (NOTIFY,
+  // the catch-up after the listener reconnects, the store's poll) delivers, measured only.
+  std::shared_ptr<PostgresKeyStore> c = Open(o);
+  std::unique_ptr<Verifier> feed_only = Follow(d, c, absl::Hours(1));
   std::vector<TestKey> keys;
   for (int i = 0; i < 20; ++i) keys.push_back(CreateKey(*manager_b, i));
   REQUIRE(WaitFor([&] {
             return std::all_of(keys.begin(), keys.end(), [&](const TestKey& k) {
-              return VerifyKey(*verifier, k) == Outcome::kOk;
+              return VerifyKey(*verifier, k) == Outcome::kOk &&
+                     VerifyKey(*feed_only, k) == Outcome::kOk;
             });
           }).has_value());
   // keys[0] is revoked by the other server after the restart; the load verifies the others.
   VerifyLoad load(*verifier, std::vector<TestKey>(keys.begin() + 1, keys.end()));
   const std::uint64_t listener_connects = a->Stats().listener_connects;
+  const std::uint64_t polls = c->Stats().polls;
 
   absl::Time t = absl::Now();
   REQUIRE(server->Stop().ok());
@@ -701,27 +707,39 @@ TEST_CASE(
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   const std::int64_t verified_during = load.ok() - verified_before;
+  const std::uint64_t polls_during = c->Stats().polls - polls;
   CHECK(VerifyKey(*verifier, keys[0]) == Outcome::kOk);  // still known, from memory
 
   t = absl::Now();
   REQUIRE(server->Restart().ok());
   const absl::Time up = absl::Now();
   const absl::Duration restart_took = up - t;
+  // Watched from now on, on a thread of its own: when this server's Verifier, the feed-only
+  // one and this store's listener have caught up.
+  std::optional<absl::Time> refused, refused_by_feed, relistening;
+  std::thread watcher([&] {
+    WaitFor([&] {
+      if (!refused && VerifyKey(*verifier, keys[0]) == Outcome::kRevoked) refused = absl::Now();
+      if (!refused_by_feed && VerifyKey(*feed_only, keys[0]) == Outcome::kRevoked) {
+        refused_by_feed = absl::Now();
+      }
+      if (!relistening && a->Stats().listener_connects > listener_connects) {
+        relistening = absl::Now();
+      }
+      return refused && refused_by_feed && relistening;
+    });
+  });
   // The other server revokes keys[0] as soon as its store answers again (retries counted).
   int revoke_failures = 0;
   std::string revoke_error;
   for (;;) {
     const absl::Status s = manager_b->Revoke(keys[0].id, "test").status();
-    if (s.ok()) break;
+    if (s.ok() || absl::Now() - up > absl::Seconds(30)) break;
     ++revoke_failures;
     if (revoke_error.empty()) revoke_error = s.ToString();
-    REQUIRE(absl::Now() - up < absl::Seconds(30));
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   const absl::Time revoked = absl::Now();
-  const std::optional<absl::Time> refused =
-      WaitFor([&] { return VerifyKey(*verifier, keys[0]) == Outcome::kRevoked; });
-  REQUIRE(refused.has_value());
   // This server writes and reads again, through the same objects.
   int create_failures = 0;
   std::string create_error;
@@ -731,16 +749,18 @@ TEST_CASE(
     req.owner = "bob";
     req.environment = "production";
     const absl::Status s = manager_a->Create(req, "test").status();
-    if (s.ok()) break;
+    if (s.ok() || absl::Now() - up > absl::Seconds(30)) break;
     ++create_failures;
     if (create_error.empty()) create_error = s.ToString();
-    REQUIRE(absl::Now() - up < absl::Seconds(30));
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   const absl::Time written = absl::Now();
   CHECK(manager_a->Get(keys[3].id).ok());
-  const std::optional<absl::Time> relistening =
-      WaitFor([&] { return a->Stats().listener_connects > listener_connects; });
+  watcher.join();
+  REQUIRE(revoked - up < absl::Seconds(30));
+  REQUIRE(written - up < absl::Seconds(30));
+  REQUIRE(refused.has_value());
+  REQUIRE(refused_by_feed.has_value());
   REQUIRE(relistening.has_value());
   load.Stop();
 
@@ -768,6 +788,13 @@ TEST_CASE(
                       absl::FormatDuration(written - up), " (", create_failures, " failed",
                       create_error.empty() ? "" : ", e.g. " + create_error,
                       "); LISTEN again after ", absl::FormatDuration(*relistening - up)));
+  Report(absl::StrCat("a Verifier with only the store's feed (its own poll 1 h; store poll ",
+                      absl::FormatDuration(o.poll_interval), ", reconnect backoff ",
+                      absl::FormatDuration(o.reconnect_backoff), " to ",
+                      absl::FormatDuration(o.reconnect_backoff_max), "): refused ",
+                      absl::FormatDuration(*refused_by_feed - up), " after the restart; ",
+                      polls_during, " store polls during the ", absl::FormatDuration(outage),
+                      " outage"));
 }
 
 TEST_CASE("PostgreSQL store: a hung server (SIGSTOP) costs each call at most its deadline",
@@ -871,6 +898,43 @@ TEST_CASE("PostgreSQL store: the first call after a server restart succeeds",
   const absl::StatusOr<KeyRecord> after_shutdown = store->Get("key_Pool1");
   INFO(after_shutdown.status().ToString());
   CHECK(after_shutdown.ok());
+}
+
+// KNOWN BUG, hence hidden ([.]; run it as postgres_fault_test "[listener-backoff]"; drop the
+// [.] with the fix): while the listener waits between failed connection attempts
+// (src/postgres/listener.cc, Listener::Run: SleepUnlessStopped(jitter) after a failed Connect,
+// up to reconnect_backoff_max), nothing wakes the subscribers, so once the server is back they
+// learn of other servers' writes only when the listener's next attempt succeeds, not within
+// poll_interval as postgres_key_store.h promises ("wakes its subscribers every poll_interval in
+// case a notification was lost"). With the defaults (1 s poll, backoff up to 5 s) a Verifier
+// that relies on its store's feed is up to 5 s late after an outage (see the outage test's
+// report); here a long backoff makes it show every time (unless the random wait happens to
+// end within the second watched, about 2% of runs). The sleep could be cut at the next poll
+// time and wake the subscribers, as the connected loop does.
+TEST_CASE(
+    "PostgreSQL store: subscribers are woken every poll_interval while the listener backs "
+    "off",
+    "[.][postgres][fault][listener-backoff]") {
+  std::unique_ptr<PostgresServer> server = testing::StartPostgresOrSkip();
+  if (server == nullptr) return;
+  PostgresOptions o = Options(*server, "kg_backoff", absl::Milliseconds(500));
+  o.poll_interval = absl::Milliseconds(100);
+  o.reconnect_backoff = absl::Minutes(1);
+  o.reconnect_backoff_max = absl::Minutes(1);
+  std::shared_ptr<PostgresKeyStore> store = Open(o);
+  std::atomic<int> wakes{0};
+  absl::StatusOr<std::unique_ptr<Subscription>> sub = store->Subscribe([&] { wakes.fetch_add(1); });
+  REQUIRE(sub.ok());
+  REQUIRE(WaitFor([&] { return store->Stats().listener_connects == 1; }).has_value());
+  server->Kill();  // the listener loses its connection, fails to reconnect, and waits
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(server->Restart().ok());
+  const int before = wakes.load();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const int woken = wakes.load() - before;
+  INFO(woken << " wake-ups in the second after the restart (poll_interval 100 ms)");
+  CHECK(woken >= 3);
+  sub->reset();
 }
 
 }  // namespace
