@@ -10,7 +10,8 @@
 // honored, a refusal within the poll interval + 1 s, service within 2 s of a restart), with a
 // margin of 2x for loaded CI machines; the measured times are printed ("postgres_fault: ...").
 // KEYGATE_PG_FAULT_TRIALS (default 50) sets the number of SIGKILL trials and
-// KEYGATE_PG_FAULT_OUTAGE_S (default 10) the length of the outage.
+// KEYGATE_PG_FAULT_OUTAGE_S (default 10) the length of the outage. Two hidden cases at the end
+// show known bugs (postgres_fault_test "[known-bug]").
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -891,15 +892,19 @@ TEST_CASE("PostgreSQL store: a hung server (SIGSTOP) costs each call at most its
 // ---------------------------------------------------------------------------------------------
 // A restart behind the pool's back.
 
-// KNOWN BUG, hence [!shouldfail] (it passes while the bug is there; remove the tag with the
-// fix): PgPool::Acquire (src/postgres/pg_conn.cc) hands out an idle connection without looking
+// The two cases below show known bugs of src/postgres and FAIL today. They are hidden ([.]) so
+// that CI stays green, and tagged [known-bug]: run them as
+//   postgres_fault_test "[known-bug]"
+// and drop the [.] with each fix.
+
+// KNOWN BUG: PgPool::Acquire (src/postgres/pg_conn.cc) lends an idle connection without looking
 // at it, so after the server restarted every connection pooled before fails its next call with
-// kUnavailable ("server closed the connection unexpectedly"), up to pool_size failed calls once
+// kUnavailable ("server closed the connection unexpectedly"): up to pool_size failed calls once
 // the server is back, however long after. The pool could poll(2) an idle connection's socket
 // before lending it (an idle connection has nothing to read: readable means EOF or a FATAL) and
 // drop it when PQconsumeInput finds it closed.
 TEST_CASE("PostgreSQL store: the first call after a server restart succeeds",
-          "[postgres][fault][pool][!shouldfail]") {
+          "[.][postgres][fault][pool][known-bug]") {
   std::unique_ptr<PostgresServer> server = StartServer();
   if (server == nullptr) return;
   std::shared_ptr<PostgresKeyStore> store =
@@ -918,8 +923,7 @@ TEST_CASE("PostgreSQL store: the first call after a server restart succeeds",
   CHECK(after_shutdown.ok());
 }
 
-// KNOWN BUG, hence hidden ([.]; run it as postgres_fault_test "[listener-backoff]"; drop the
-// [.] with the fix): while the listener waits between failed connection attempts
+// KNOWN BUG: while the listener waits between failed connection attempts
 // (src/postgres/listener.cc, Listener::Run: SleepUnlessStopped(jitter) after a failed Connect,
 // up to reconnect_backoff_max), nothing wakes the subscribers, so once the server is back they
 // learn of other servers' writes only when the listener's next attempt succeeds, not within
@@ -932,7 +936,7 @@ TEST_CASE("PostgreSQL store: the first call after a server restart succeeds",
 TEST_CASE(
     "PostgreSQL store: subscribers are woken every poll_interval while the listener backs "
     "off",
-    "[.][postgres][fault][listener-backoff]") {
+    "[.][postgres][fault][listener-backoff][known-bug]") {
   std::unique_ptr<PostgresServer> server = StartServer();
   if (server == nullptr) return;
   PostgresOptions o = Options(*server, "kg_backoff", absl::Milliseconds(500));
