@@ -6,4 +6,7 @@ if(TARGET keygate_postgres)
     LIBS keygate::postgres keygate::conformance LABELS postgres store concurrent TIMEOUT 600)
   keygate_add_test(postgres_key_store_test SOURCES postgres_key_store_test.cc
     LIBS keygate::postgres keygate::conformance LABELS postgres store concurrent TIMEOUT 600)
+  # Each test case runs a server of its own that it kills, stops and freezes.
+  keygate_add_test(postgres_fault_test SOURCES postgres_fault_test.cc
+    LIBS keygate::postgres keygate::conformance LABELS postgres store TIMEOUT 600)
 endif()

@@ -49,6 +49,10 @@ absl::StatusCode CodeOf(std::string_view state) {
   return absl::StatusCode::kInternal;
 }
 
+// libpq's default notice processor prints server notices, and the FATAL that ends an idle
+// connection, to the host's stderr; errors reach the caller as statuses instead.
+void IgnoreNotice(void*, const char*) {}
+
 }  // namespace
 
 // --- PgResult::Row, PgParams --------------------------------------------------------------
@@ -120,6 +124,7 @@ absl::StatusOr<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& url,
   const char* const values[] = {"1", "30", "10", "3", url.c_str(), "keygate", nullptr};
   PGconn* raw = PQconnectStartParams(keywords, values, /*expand_dbname=*/1);
   if (raw == nullptr) return absl::ResourceExhaustedError("postgres: out of memory");
+  PQsetNoticeProcessor(raw, &IgnoreNotice, nullptr);
   std::unique_ptr<PgConn> conn(new PgConn(raw, std::string(described)));
   if (PQstatus(raw) == CONNECTION_BAD) return conn->ConnectionError("connecting");
   PostgresPollingStatusType st = PGRES_POLLING_WRITING;
