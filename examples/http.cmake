@@ -1,5 +1,6 @@
 # The example HTTPS API server (issue #5): Boost.Beast + OpenSSL, keys in the
-# SQLite file the `keygate` CLI manages. Driven by the end-to-end tests
+# SQLite file (or, with keygate::postgres, the PostgreSQL database) the
+# `keygate` CLI manages. Driven by the end-to-end tests
 # (tests/e2e/), the narrated demo (scripts/demo_http.sh) and the HTTP
 # benchmark (bench/http/).
 find_package(CLI11 QUIET)
@@ -19,6 +20,10 @@ if(TARGET keygate_beast AND TARGET keygate_sqlite AND TARGET CLI11::CLI11)
   target_include_directories(keygate_example_server PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/server
     ${PROJECT_SOURCE_DIR}/src)
   keygate_set_warnings(keygate_example_server)
+  if(TARGET keygate_postgres)  # --db postgresql://...
+    target_link_libraries(keygate_example_server PRIVATE keygate::postgres)
+    target_compile_definitions(keygate_example_server PRIVATE KEYGATE_EXAMPLE_WITH_POSTGRES)
+  endif()
   if(TARGET keygate_redis)  # --redis
     target_link_libraries(keygate_example_server PRIVATE keygate::redis)
     target_compile_definitions(keygate_example_server PRIVATE KEYGATE_EXAMPLE_WITH_REDIS)

@@ -6,7 +6,9 @@
 #      each verdict and its HTTP answer;
 #   2. scripts/demo_http.sh: the example HTTPS API server on a SQLite file,
 #      keys managed with the keygate CLI while it runs, real requests with curl;
-#      then two servers sharing a key's rate limit through Redis.
+#      then two servers sharing a key's rate limit through Redis, and two
+#      servers on one PostgreSQL database (a throwaway server the demo starts)
+#      following a revoke made with the CLI.
 # Exits 0 only if every step answered as expected; leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."

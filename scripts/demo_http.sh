@@ -10,8 +10,11 @@
 # Retry-After, plain HTTP refused, a revoke taking effect on the running
 # server, a restore, and a roll with a grace period. Then it stops the server
 # (SIGTERM), and shows two servers sharing a key's rate limit through a
-# redis-server it starts in the temporary directory. It leaves nothing
-# running. Exits 0 only if every step got the expected status.
+# redis-server it starts in the temporary directory, then two servers on one
+# PostgreSQL database (a throwaway server it starts, tests/e2e/pg_temp.sh): a
+# key revoked through the CLI is refused by both, and while PostgreSQL is down
+# they keep verifying from memory. It leaves nothing running. Exits 0 only if
+# every step got the expected status.
 #
 # Binaries come from $KEYGATE_BUILD_DIR (default build/release), built there
 # if missing. --keep leaves the temporary directory (database, certificate,
@@ -44,12 +47,15 @@ command -v curl >/dev/null || { echo "this demo needs curl"; exit 1; }
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/keygate_demo.XXXXXX")
 SERVER_PID=""
-FLEET_PIDS=()  # part 9: two servers and their Redis
+FLEET_PIDS=()  # part 9: two servers and their Redis; part 10: two servers
+# shellcheck source-path=SCRIPTDIR source=../tests/e2e/pg_temp.sh
+source tests/e2e/pg_temp.sh  # part 10: a throwaway PostgreSQL
 cleanup() {
   for p in "${FLEET_PIDS[@]}"; do
     kill -KILL "$p" 2>/dev/null
     wait "$p" 2>/dev/null
   done
+  pg_temp_cleanup
   if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -311,6 +317,102 @@ else
   for p in "${FLEET_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for p in "${FLEET_PIDS[@]}"; do wait "$p" 2>/dev/null; done
   FLEET_PIDS=()
+fi
+
+say "10. Scaling out: two servers on one PostgreSQL, keys managed from anywhere"
+if ! pg_temp_find; then
+  narrate "    skipped: $PG_TEMP_MISSING"
+elif "$CLI" --db "postgresql:///keys?host=$W/none" list 2>&1 | grep -q "without PostgreSQL"; then
+  narrate "    skipped: keygate was built without keygate::postgres (Debian: libpq-dev)"
+else
+  narrate "    A SQLite file serves the servers of one machine. For a fleet, --db takes a PostgreSQL"
+  narrate "    URL: every server keeps its own Verifier, a replica in memory, and PostgreSQL tells it"
+  narrate "    of each change at once (LISTEN/NOTIFY; a poll every second is the safety net)."
+  show_cmd "initdb && postgres -k <dir> -c listen_addresses=''   # a throwaway PostgreSQL 15"
+  if ! pg_temp_start || ! pg_temp_createdb keys; then
+    echo "    ${R}✘ PostgreSQL did not start${N}"
+    FAILED=$((FAILED + 1))
+  else
+    PG_URL=$(pg_temp_url keys)
+    kgpg() { "$CLI" --db "$PG_URL" "$@"; }
+    narrate "    --db 'postgresql:///keys?host=<socket dir>&user=keygate' (libpq's URI: sslmode and the"
+    narrate "    other parameters pass through; a password in it is never printed)."
+    show_cmd "keygate --db \$PG_URL create --name fleet-reader --owner alice --env production --scope read:all"
+    out=$(kgpg --json create --name fleet-reader --owner alice --env production --scope read:all \
+      2>"$W/pg_create.err")
+    FLEET=$(sed -n 's/.*"token":"\([^"]*\)".*/\1/p' <<<"$out")
+    FLEET_ID=$(sed -n 's/.*"id":"\(key_[A-Za-z0-9]*\)".*/\1/p' <<<"$out")
+    printf '    %s  %s...%s  (token shown once; kept in $FLEET)\n' "$FLEET_ID" "${FLEET:0:8}" \
+      "${FLEET: -4}"
+    for s in pa pb; do
+      "$SERVER" --db "$PG_URL" --port 0 --port-file "$W/$s.ports" --write-cert "$W/$s.pem" \
+        --access-log off 2>"$W/$s.err" &
+      FLEET_PIDS+=($!)
+    done
+    show_cmd "keygate_example_server --db \$PG_URL --port 0   # twice: servers A and B"
+    for s in pa pb; do
+      for _ in $(seq 100); do [[ -s "$W/$s.ports" ]] && break; sleep 0.1; done
+    done
+    sed -n '1p' "$W/pa.err" | sed 's/^/    /'
+    # pg_status SERVER: the status of GET /v1/projects with $FLEET on server pa or pb.
+    pg_status() {
+      curl -s --cacert "$W/$1.pem" -o /dev/null -w '%{http_code}' \
+        "https://localhost:$(sed -n 's/^https=//p' "$W/$1.ports")/v1/projects" \
+        -H "Authorization: Bearer $FLEET"
+    }
+    # pg_request WANT SERVER WHAT: one request, counted as a step.
+    pg_request() {
+      local want=$1 server=$2 what=$3 got
+      STEP=$((STEP + 1))
+      got=$(pg_status "$server")
+      if [[ "$got" == "$want" ]]; then
+        printf '    [%d] %s, server %s: %s%s as expected%s\n' "$STEP" "$what" "${server#p}" "$G" \
+          "$got" "$N"
+      else
+        printf '    [%d] %s, server %s: %sexpected %s, got %s%s\n' "$STEP" "$what" "${server#p}" \
+          "$R" "$want" "${got:-no response}" "$N"
+        FAILED=$((FAILED + 1))
+      fi
+    }
+    pg_request 200 pa "the new key"
+    pg_request 200 pb "the new key"
+    show_cmd "keygate --db \$PG_URL revoke $FLEET_ID"
+    kgpg revoke "$FLEET_ID" 2>&1 | sed 's/^/    /'
+    start=$(date +%s%N)
+    n=0
+    for _ in $(seq 200); do n=$((n + 1)); [[ "$(pg_status pb)" == 401 ]] && break; sleep 0.005; done
+    narrate "    server B refused the key at request $n after the CLI returned ($((($(date +%s%N) - start) / 1000000)) ms, curl included)"
+    pg_request 401 pb "revoked through the CLI"
+    pg_request 401 pa "revoked through the CLI"
+    kgpg restore "$FLEET_ID" >/dev/null 2>&1
+    for s in pa pb; do
+      for _ in $(seq 200); do [[ "$(pg_status $s)" == 200 ]] && break; sleep 0.005; done
+    done
+    show_cmd "pg_ctl stop -m fast   # PostgreSQL goes down"
+    pg_temp_stop
+    pg_request 200 pa "PostgreSQL down, the restored key (verified from memory)"
+    pg_request 200 pb "PostgreSQL down, the restored key (verified from memory)"
+    show_cmd "keygate --db \$PG_URL revoke $FLEET_ID"
+    if kgpg revoke "$FLEET_ID" >/dev/null 2>"$W/pg_down.err"; then
+      echo "    ${R}✘ the CLI wrote to a stopped PostgreSQL${N}"
+      FAILED=$((FAILED + 1))
+    else
+      fold -s -w 96 "$W/pg_down.err" | sed 's/^/    /'
+      echo "    ${G}✔ writes fail at once while PostgreSQL is down; the servers keep serving${N}"
+    fi
+    show_cmd "pg_ctl start   # PostgreSQL is back; the servers were not restarted"
+    show_cmd "keygate --db \$PG_URL revoke $FLEET_ID"
+    if pg_temp_restart && kgpg revoke "$FLEET_ID" 2>&1 | sed 's/^/    /'; then
+      start=$(date +%s%N)
+      for _ in $(seq 400); do [[ "$(pg_status pb)" == 401 ]] && break; sleep 0.02; done
+      narrate "    server B reconnected on its own and refused the key $((($(date +%s%N) - start) / 1000000)) ms later"
+    fi
+    pg_request 401 pb "PostgreSQL back, revoked through the CLI"
+    for p in "${FLEET_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${FLEET_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    FLEET_PIDS=()
+  fi
+  pg_temp_cleanup
 fi
 
 if ((FAILED > 0)); then

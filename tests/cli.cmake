@@ -5,4 +5,7 @@ if(TARGET keygate_cli)
     LIBS keygate::sqlite LABELS cli sqlite concurrent TIMEOUT 300)  # concurrent: the store's poller
   add_dependencies(cli_test keygate_cli)
   target_compile_definitions(cli_test PRIVATE KEYGATE_CLI_BINARY="$<TARGET_FILE:keygate_cli>")
+  if(TARGET keygate_postgres)  # the CLI takes a postgresql:// --db
+    target_compile_definitions(cli_test PRIVATE KEYGATE_TEST_CLI_POSTGRES)
+  endif()
 endif()

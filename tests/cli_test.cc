@@ -803,6 +803,69 @@ TEST_CASE("keygate CLI: --db names that SQLite would not open as that file are r
   CHECK(Exists(dir.File(":memory:")));
 }
 
+TEST_CASE("keygate CLI: a PostgreSQL --db URL opens PostgreSQL and is never printed",
+          "[cli][db][postgres]") {
+  TempDir dir;
+  TempDir cwd;  // where the URL would land if it were taken for a file name
+  Cli cli(dir);
+  const std::string password = "cli-Pa55-never-printed";
+  // No server listens there: the store fails to connect, at once.
+  const std::string url = absl::StrCat("postgresql://keygate:", password,
+                                       "@/keys?host=", dir.File("no-server"), "&port=5432");
+  const std::vector<std::string> create{"create", "--name=x", "--owner=o", "--env=production"};
+  auto run = [&](std::vector<std::string> args, std::vector<std::string> env = {"KEYGATE_DB"}) {
+    return cli.Run(std::move(args), "", std::move(env), /*with_db=*/false, cwd.path());
+  };
+  std::vector<Result> runs;
+  for (const std::string& db :
+       {url, "postgres://keygate:" + password + "@/keys?host=/nonexistent"}) {
+    INFO("--db " << db);
+    std::vector<std::string> args{"--db", db};
+    args.insert(args.end(), create.begin(), create.end());
+    runs.push_back(run(args));
+    runs.push_back(run({"--db", db, "list"}));
+    runs.push_back(
+        run({"--db", db, "--db-schema", "tenant_a", "revoke", "key_0123456789abcdefghijkl"}));
+  }
+  runs.push_back(run({"list"}, {"KEYGATE_DB=" + url}));
+  for (const Result& r : runs) {
+    INFO(r.err);
+#ifdef KEYGATE_TEST_CLI_POSTGRES
+    CHECK(r.code == 3);
+    CHECK_THAT(r.err, Catch::Contains("keygate: postgres host="));
+    CHECK_THAT(r.err, Catch::Contains("dbname=keys user=keygate"));
+#else
+    CHECK(r.code == 2);
+    CHECK_THAT(r.err, Catch::Contains("built without PostgreSQL support"));
+#endif
+    CHECK(r.out.empty());
+    CHECK(r.err.find(password) == std::string::npos);
+  }
+  // Not a file name either: nothing was created.
+  CHECK(std::filesystem::is_empty(cwd.path()));
+
+#ifdef KEYGATE_TEST_CLI_POSTGRES
+  // A URL libpq cannot parse: named by where it came from, not quoted.
+  const std::string bad = "postgresql://keygate:" + password + "@[bad/keys";
+  Result flag = run({"--db", bad, "list"});
+  CHECK(flag.code == 3);
+  CHECK_THAT(flag.err, Catch::Contains("keygate: --db: not a PostgreSQL connection string"));
+  CHECK(flag.err.find(password) == std::string::npos);
+  Result env = run({"list"}, {"KEYGATE_DB=" + bad});
+  CHECK(env.code == 3);
+  CHECK_THAT(env.err, Catch::Contains("keygate: $KEYGATE_DB: not a PostgreSQL connection string"));
+  CHECK(env.err.find(password) == std::string::npos);
+  Result schema = run({"--db", url, "--db-schema", "Not-A-Name", "list"});
+  CHECK(schema.code == 3);
+  CHECK_THAT(schema.err, Catch::Contains("keygate: --db-schema: must match"));
+#endif
+
+  // --db-schema belongs to PostgreSQL: with a SQLite file it is a usage error.
+  Result sqlite = run({"--db", dir.File("keygate.db"), "--db-schema", "keygate", "list"});
+  CHECK(sqlite.code == 2);
+  CHECK_THAT(sqlite.err, Catch::Contains("--db-schema: only for a PostgreSQL database"));
+}
+
 TEST_CASE("keygate CLI: internal webhook hosts need --allow-internal-webhooks", "[cli][errors]") {
   TempDir dir;
   Cli cli(dir);

@@ -59,6 +59,28 @@ if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_beast AND TA
       set_tests_properties(redis_e2e_shared PROPERTIES SKIP_RETURN_CODE 77)
     endif()
   endif()
+  # Three servers and the CLI on one PostgreSQL started by the script
+  # (tests/e2e/pg_temp.sh): a revoke reaches every server through NOTIFY, the
+  # servers serve from memory while PostgreSQL is down and follow again when it
+  # is back. Skipped without the PostgreSQL binaries outside CI.
+  if(TARGET keygate_postgres)
+    add_test(NAME postgres_e2e_shared
+      COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/postgres_e2e_test.sh
+        $<TARGET_FILE:keygate_example_server> $<TARGET_FILE:keygate_cli>)
+    set_tests_properties(postgres_e2e_shared PROPERTIES
+      LABELS "http;e2e;postgres;concurrent" TIMEOUT 180)
+    if(KEYGATE_SANITIZE)
+      # A request to a sanitized server takes longer than to a plain one: the bound on a
+      # revoke reaching every server is checked with that margin.
+      set_tests_properties(postgres_e2e_shared PROPERTIES
+        ENVIRONMENT KEYGATE_E2E_PROPAGATION_MS=3000)
+    endif()
+    add_custom_target(postgres_e2e_shared)
+    add_dependencies(postgres_e2e_shared keygate_example_server keygate_cli)
+    if(NOT KEYGATE_REQUIRE_ALL_TESTS)
+      set_tests_properties(postgres_e2e_shared PROPERTIES SKIP_RETURN_CODE 77)
+    endif()
+  endif()
   # Attacks on the server's HTTP layer (issue 19): trailers, framing,
   # connection floods, descriptor exhaustion. Python's sockets and ssl.
   find_package(Python3 REQUIRED COMPONENTS Interpreter)

@@ -1,13 +1,20 @@
 // keygate-example-server: an HTTPS API protected by keygate, with its keys in
-// the SQLite file the `keygate` command-line tool manages.
+// the SQLite file or the PostgreSQL database the `keygate` command-line tool
+// manages.
 //
 //   keygate-example-server --db keygate.db [--port 8443] [--http-port 8080]
+//   keygate-example-server --db 'postgresql://keygate@db.internal/keys?sslmode=verify-full'
 //
-// Keys made, revoked, restored or rolled with `keygate --db keygate.db ...`
-// while the server runs take effect on it within the change-feed poll
-// interval (--feed-poll-ms, default 50 ms): the hot-path Verifier follows the
-// store's change feed. With --verifier=reference every request reads the
-// store instead (changes are immediate; ~20 us per request).
+// Keys made, revoked, restored or rolled with `keygate --db ... ` while the
+// server runs take effect on it through the store's change feed, which the
+// hot-path Verifier follows: on a SQLite file within the poll interval
+// (--feed-poll-ms, default 50 ms); on PostgreSQL at once through
+// LISTEN/NOTIFY, and within the poll interval (default 1000 ms) when a
+// notification is lost. Several servers on one PostgreSQL database each keep
+// their own Verifier, a replica in memory: while PostgreSQL is down they keep
+// verifying from it, and writes fail (503). With --verifier=reference every
+// request reads the store instead (changes are immediate; ~20 us per request
+// on SQLite, a round trip on PostgreSQL).
 //
 // Without --cert/--key it makes a self-signed certificate for localhost at
 // start (write it out with --write-cert so that clients can trust it:
@@ -48,6 +55,9 @@
 #include "keygate/http_request.h"
 #include "keygate/key_store.h"
 #include "keygate/key_store_wrapper.h"
+#ifdef KEYGATE_EXAMPLE_WITH_POSTGRES
+#include "keygate/postgres/postgres_key_store.h"
+#endif
 #include "keygate/reference_verifier.h"
 #ifdef KEYGATE_EXAMPLE_WITH_REDIS
 #include "keygate/redis/redis_rate_limiter.h"
@@ -63,7 +73,9 @@ namespace {
 
 constexpr char kUsage[] = R"(usage: keygate-example-server [options]
 
-  --db PATH                 keygate SQLite database (default: $KEYGATE_DB, else ./keygate.db)
+  --db PATH|URL             keygate SQLite database file, or a PostgreSQL URL postgresql://...
+                            (libpq's URI form) (default: $KEYGATE_DB, else ./keygate.db)
+  --db-schema NAME          PostgreSQL only: the schema of keygate's tables (default: keygate)
   --env NAME                environment this server serves (default: production)
   --listen ADDR             address to listen on (default: 127.0.0.1)
   --port N                  HTTPS port (default: 8443; 0: any free port)
@@ -75,7 +87,9 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
   --max-connections N       connections served at once; more are closed at accept (default: 512)
   --verifier KIND           hotpath (default: lock-free in-memory index following the store's
                             change feed) or reference (reads the store on every request)
-  --feed-poll-ms N          how often to look for changes made by other processes (default: 50)
+  --feed-poll-ms N          how often to look for changes made by other processes, without a
+                            notification (default: 50; PostgreSQL, which notifies: 1000);
+                            also spelled --db-poll-interval
   --redis URL               share rate limits with every server on this Redis
                             (redis://[:password@]host:port or unix:///path/to/socket; hotpath only)
   --redis-fleet N           servers sharing the limits: each keeps L/N while Redis is down
@@ -90,6 +104,7 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
 
 struct Flags {
   std::string db;
+  std::optional<std::string> db_schema;
   std::string env = "production";
   std::string listen = "127.0.0.1";
   int port = 8443;
@@ -101,7 +116,7 @@ struct Flags {
   int threads = 2;
   int max_connections = 512;
   std::string verifier = "hotpath";
-  int feed_poll_ms = 50;
+  int feed_poll_ms = 0;  // 0: the store's default (kSqliteFeedPollMs, kPostgresFeedPollMs)
   std::string redis;
   int redis_fleet = 0;
   bool redis_fail_closed = false;
@@ -110,6 +125,14 @@ struct Flags {
   bool bench_routes = false;
   std::string outage_file;
 };
+
+constexpr int kSqliteFeedPollMs = 50;
+constexpr int kPostgresFeedPollMs = 1000;
+
+// libpq's URI form: a PostgreSQL database rather than a SQLite file.
+bool IsPostgresUrl(std::string_view db) {
+  return db.rfind("postgresql://", 0) == 0 || db.rfind("postgres://", 0) == 0;
+}
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "keygate-example-server: %s\n\n%s", message.c_str(), kUsage);
@@ -218,6 +241,7 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
     app.add_option(name, *out)->check(CLI::Range(min, max));
   };
   text("--db", &f->db);
+  app.add_option("--db-schema", f->db_schema)->check(non_empty);
   text("--env", &f->env);
   text("--listen", &f->listen);
   number("--port", &f->port, 0, 65535);
@@ -229,7 +253,7 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   number("--threads", &f->threads, 1, 256);
   number("--max-connections", &f->max_connections, 1, 1'000'000);
   app.add_option("--verifier", f->verifier)->check(CLI::IsMember({"hotpath", "reference"}));
-  number("--feed-poll-ms", &f->feed_poll_ms, 1, 60'000);
+  number("--feed-poll-ms,--db-poll-interval", &f->feed_poll_ms, 1, 60'000);
   text("--redis", &f->redis);
   number("--redis-fleet", &f->redis_fleet, 0, 100'000);
   app.add_flag("--redis-fail-closed", f->redis_fail_closed);
@@ -255,6 +279,12 @@ int Main(int argc, char** argv) {
   f.db = env_db != nullptr && *env_db != '\0' ? env_db : "./keygate.db";
   if (const std::optional<int> status = ParseFlags(argc, argv, &f)) return *status;
   if (f.cert.empty() != f.key.empty()) return UsageError("--cert and --key go together");
+  if (f.db_schema.has_value() && !IsPostgresUrl(f.db)) {
+    return UsageError("--db-schema: only for a PostgreSQL --db (postgresql://...)");
+  }
+  if (f.feed_poll_ms == 0) {
+    f.feed_poll_ms = IsPostgresUrl(f.db) ? kPostgresFeedPollMs : kSqliteFeedPollMs;
+  }
   if (!f.redis.empty() && f.verifier != "hotpath") {
     return UsageError("--redis needs --verifier=hotpath");
   }
@@ -296,16 +326,42 @@ int Main(int argc, char** argv) {
     }
   }
 
-  // Keys: the SQLite file the CLI manages.
+  // Keys: the SQLite file or the PostgreSQL database the CLI manages. Named in
+  // messages by `described`: a PostgreSQL URL may hold a password.
   absl::StatusOr<std::shared_ptr<const keygate::Deployment>> deployment = LoadDeployment();
   if (!deployment.ok()) return fail(deployment.status());
-  keygate::SqliteOptions so;
-  so.path = f.db;
-  so.poll_interval = absl::Milliseconds(f.feed_poll_ms);
-  absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> sqlite =
-      keygate::SqliteKeyStore::Create(so);
-  if (!sqlite.ok()) return fail(sqlite.status());
-  std::shared_ptr<keygate::KeyStore> store = *sqlite;
+  std::shared_ptr<keygate::KeyStore> store;
+  std::string described;
+  if (IsPostgresUrl(f.db)) {
+#ifdef KEYGATE_EXAMPLE_WITH_POSTGRES
+    keygate::PostgresOptions po;
+    po.url = f.db;
+    if (f.db_schema.has_value()) po.schema = *f.db_schema;
+    po.poll_interval = absl::Milliseconds(f.feed_poll_ms);
+    po.on_listener_status = [](const absl::Status& s) {
+      std::fprintf(stderr, "keygate-example-server: change feed: %s\n",
+                   s.ok() ? "listening for notifications" : std::string(s.message()).c_str());
+    };
+    absl::StatusOr<std::unique_ptr<keygate::PostgresKeyStore>> pg =
+        keygate::PostgresKeyStore::Create(std::move(po));
+    if (!pg.ok()) return fail(pg.status());
+    described = (*pg)->description();
+    store = *std::move(pg);
+#else
+    return UsageError(
+        "--db: a PostgreSQL URL, but this server was built without PostgreSQL "
+        "support (keygate::postgres; Debian: libpq-dev)");
+#endif
+  } else {
+    keygate::SqliteOptions so;
+    so.path = f.db;
+    so.poll_interval = absl::Milliseconds(f.feed_poll_ms);
+    absl::StatusOr<std::shared_ptr<keygate::SqliteKeyStore>> sqlite =
+        keygate::SqliteKeyStore::Create(so);
+    if (!sqlite.ok()) return fail(sqlite.status());
+    described = f.db;
+    store = *std::move(sqlite);
+  }
   if (!f.outage_file.empty()) {
     store = std::make_shared<OutageSwitchStore>(store, f.outage_file);
   }
@@ -384,8 +440,8 @@ int Main(int argc, char** argv) {
     }
     config.access_log = log_file;
   }
-  std::fprintf(stderr, "keygate-example-server: %s, environment %s, %s verifier%s\n", f.db.c_str(),
-               f.env.c_str(), f.verifier.c_str(),
+  std::fprintf(stderr, "keygate-example-server: %s, environment %s, %s verifier%s\n",
+               described.c_str(), f.env.c_str(), f.verifier.c_str(),
                f.redis.empty() ? "" : ", rate limits shared through Redis");
 
   const absl::Status served = Serve(config, api);

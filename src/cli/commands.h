@@ -19,7 +19,7 @@
 #include "keygate/deployment.h"
 #include "keygate/key.h"
 #include "keygate/key_manager.h"
-#include "keygate/sqlite/sqlite_key_store.h"
+#include "keygate/key_store.h"
 
 namespace keygate::cli {
 
@@ -34,8 +34,10 @@ struct UsageError {
 };
 
 struct Globals {
+  // A SQLite file path, or a PostgreSQL URL (postgresql://... or postgres://...).
   std::string db;
-  std::string db_source;  // where `db` came from, for messages
+  std::string db_source;                 // where `db` came from, for messages
+  std::optional<std::string> db_schema;  // --db-schema: PostgreSQL only (default "keygate")
   bool json = false;
   std::string actor;
   bool allow_internal_webhooks = false;
@@ -43,10 +45,10 @@ struct Globals {
   bool allow_foreign_db = false;
 };
 
-// An open database and a manager over it.
+// An open database (SQLite or PostgreSQL) and a manager over it.
 struct Session {
   std::shared_ptr<const Deployment> deployment;
-  std::shared_ptr<SqliteKeyStore> store;
+  std::shared_ptr<KeyStore> store;
   std::unique_ptr<KeyManager> manager;
 };
 
@@ -60,12 +62,19 @@ int Fail(const absl::Status& s);
 // Notices go to stderr, escaped like everything else we print.
 void Warn(std::string_view message);
 
-// Throws UsageError for a database name that is not a plain file path.
+// Whether `db` names a PostgreSQL database (libpq's URI form) rather than a SQLite file.
+bool IsPostgresUrl(std::string_view db);
+
+// Throws UsageError for a database name that is neither a plain file path nor a PostgreSQL URL
+// (nor one in a build without PostgreSQL support), and for --db-schema without such a URL. A
+// URL is never echoed: it may hold a password.
 void CheckDatabasePath(const Globals& g);
 
 absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment(const Globals& g);
 
-// Throws UsageError for a database name that is not a plain path.
+// Opens the SQLite file or the PostgreSQL database that `g.db` names (create_if_missing: SQLite
+// only; a PostgreSQL database must exist, its tables are created on first use). Errors name the
+// database without a password. Throws UsageError as CheckDatabasePath.
 absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
                                     std::shared_ptr<const Deployment> deployment = nullptr);
 

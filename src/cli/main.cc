@@ -1,12 +1,16 @@
-// keygate: manage the API keys in a keygate SQLite database from the shell.
+// keygate: manage the API keys in a keygate database from the shell.
 //
-//   keygate [--db PATH] [--json] <command> [options]
+//   keygate [--db PATH|URL] [--json] <command> [options]
 //
-// The database defaults to $KEYGATE_DB, else ./keygate.db; it must name a
-// file (":memory:" and SQLite "file:" URIs are refused: keys created there
-// would be stored nowhere, or somewhere else than the name says), and one
-// another user owns or group or others may write is refused unless
-// --allow-foreign-db (then a warning says so). Exit status:
+// The database defaults to $KEYGATE_DB, else ./keygate.db. A value starting
+// with postgresql:// or postgres:// (libpq's URI form; sslmode and the other
+// parameters pass through) is a PostgreSQL database, its tables in the schema
+// --db-schema (default keygate), created on first use; it is never printed
+// (it may hold a password): errors name host, port, database and user. Any
+// other value is a SQLite file: ":memory:" and SQLite "file:" URIs are
+// refused (keys created there would be stored nowhere, or somewhere else than
+// the name says), and a file another user owns or group or others may write
+// is refused unless --allow-foreign-db (then a warning says so). Exit status:
 //   0  success (for `verify`: the token is valid)
 //   1  `verify` only: the token was rejected (the verdict says why)
 //   2  usage error (bad flags or arguments; usage goes to stderr)
@@ -67,12 +71,14 @@ std::string SelectedHelp(const CLI::App& app) {
 }
 
 int Main(int argc, char** argv) {
-  CLI::App app{"keygate: manage API keys in a keygate SQLite database.", "keygate"};
+  CLI::App app{"keygate: manage API keys in a keygate database (a SQLite file or PostgreSQL).",
+               "keygate"};
   app.require_subcommand(1);
   app.fallthrough();
   app.footer(
-      "The database file (not :memory: or a file: URI) defaults to $KEYGATE_DB, else "
-      "./keygate.db. $KEYGATE_PEPPER_FILE: a file holding the HMAC pepper (32+ bytes) the "
+      "The database (a SQLite file, not :memory: or a file: URI; or a PostgreSQL URL, "
+      "postgresql://...) defaults to $KEYGATE_DB, else ./keygate.db. $KEYGATE_PEPPER_FILE: a file "
+      "holding the HMAC pepper (32+ bytes) the "
       "servers use.\nExit status: 0 ok; 1 verify "
       "rejected the token; 2 usage error; 3 the command failed.\nRun 'keygate <command> --help' "
       "for a command's options.");
@@ -80,8 +86,12 @@ int Main(int argc, char** argv) {
   g.db = DefaultDb();
   g.db_source = g.db == "./keygate.db" ? "database" : "$KEYGATE_DB";  // --db: set below
   g.actor = DefaultActor();
-  CLI::Option* db_option =
-      app.add_option("--db", g.db, "Database file (default: $KEYGATE_DB or ./keygate.db)");
+  CLI::Option* db_option = app.add_option(
+      "--db", g.db,
+      "SQLite database file, or PostgreSQL URL postgresql://... (default: $KEYGATE_DB or "
+      "./keygate.db)");
+  app.add_option("--db-schema", g.db_schema,
+                 "PostgreSQL only: the schema holding keygate's tables (default: keygate)");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
   app.add_option("--actor", g.actor,
                  "Who the audit log names for a change (default: $KEYGATE_ACTOR, $USER)");

@@ -16,6 +16,10 @@
 
 #include "keygate/deployment.h"
 #include "keygate/key_manager.h"
+#include "keygate/key_store.h"
+#ifdef KEYGATE_HAVE_POSTGRES
+#include "keygate/postgres/postgres_key_store.h"
+#endif
 #include "keygate/secret.h"
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "keygate/token.h"
@@ -37,12 +41,31 @@ int Fail(const absl::Status& s) {
   return kExitFailed;
 }
 
+bool IsPostgresUrl(std::string_view db) {
+  return db.rfind("postgresql://", 0) == 0 || db.rfind("postgres://", 0) == 0;
+}
+
 // SQLite gives some names a meaning other than "this file": ":memory:" is a
 // private in-memory database, "" a temporary one, and (Debian builds with
 // SQLITE_USE_URI) "file:..." a URI whose path and mode may differ from the
 // name. The CLI exists to change a database other processes read, so such a
 // name would print tokens for keys stored nowhere; it is refused.
 void CheckDatabasePath(const Globals& g) {
+  if (IsPostgresUrl(g.db)) {
+#ifndef KEYGATE_HAVE_POSTGRES
+    throw UsageError{
+        absl::StrCat(g.db_source,
+                     ": a PostgreSQL URL, but this keygate was built without PostgreSQL support "
+                     "(keygate::postgres; Debian: libpq-dev, then rebuild)")};
+#else
+    return;
+#endif
+  }
+  if (g.db_schema.has_value()) {
+    throw UsageError{
+        absl::StrCat("--db-schema: only for a PostgreSQL database (", g.db_source,
+                     " is a SQLite file path; a PostgreSQL one starts with postgresql://)")};
+  }
   if (g.db.empty()) throw UsageError{absl::StrCat(g.db_source, ": must name a database file")};
   if (g.db == ":memory:") {
     throw UsageError{absl::StrCat(g.db_source,
@@ -79,17 +102,9 @@ absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment(const Globals& 
   return Deployment::Create(std::move(o));
 }
 
-// Throws UsageError for a database name that is not a plain path.
-absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
-                                    std::shared_ptr<const Deployment> deployment) {
-  CheckDatabasePath(g);
-  Session s;
-  if (deployment == nullptr) {
-    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
-    if (!d.ok()) return d.status();
-    deployment = *std::move(d);
-  }
-  s.deployment = std::move(deployment);
+namespace {
+
+absl::StatusOr<std::shared_ptr<KeyStore>> OpenSqlite(const Globals& g, bool create_if_missing) {
   SqliteOptions so;
   so.path = g.db;
   so.create_if_missing = create_if_missing;
@@ -111,7 +126,53 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
     return store.status();
   }
   for (const std::string& w : (*store)->open_warnings()) Warn(w);
-  s.store = *store;
+  return std::shared_ptr<KeyStore>(*std::move(store));
+}
+
+// The store's errors name the database by host, port, name and user, never
+// by the URL (which may hold a password): printed as they are.
+absl::StatusOr<std::shared_ptr<KeyStore>> OpenPostgres(const Globals& g) {
+#ifdef KEYGATE_HAVE_POSTGRES
+  PostgresOptions po;
+  po.url = g.db;
+  if (g.db_schema.has_value()) po.schema = *g.db_schema;
+  po.pool_size = 1;  // one command, one thread
+  absl::StatusOr<std::unique_ptr<PostgresKeyStore>> store = PostgresKeyStore::Create(po);
+  if (!store.ok()) {
+    // Option errors name the option's field ("url: ...", "schema: ..."):
+    // named here by the flag the user gave.
+    const std::string msg(store.status().message());
+    for (const auto& [field, flag] :
+         {std::pair<std::string, std::string>{"url: ", g.db_source}, {"schema: ", "--db-schema"}}) {
+      if (msg.rfind(field, 0) == 0) {
+        return absl::Status(store.status().code(), flag + ": " + msg.substr(field.size()));
+      }
+    }
+    return store.status();
+  }
+  return std::shared_ptr<KeyStore>(*std::move(store));
+#else
+  (void)g;  // CheckDatabasePath refused the URL already
+  return absl::FailedPreconditionError("built without PostgreSQL support");
+#endif
+}
+
+}  // namespace
+
+absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
+                                    std::shared_ptr<const Deployment> deployment) {
+  CheckDatabasePath(g);
+  Session s;
+  if (deployment == nullptr) {
+    absl::StatusOr<std::shared_ptr<const Deployment>> d = LoadDeployment(g);
+    if (!d.ok()) return d.status();
+    deployment = *std::move(d);
+  }
+  s.deployment = std::move(deployment);
+  absl::StatusOr<std::shared_ptr<KeyStore>> store =
+      IsPostgresUrl(g.db) ? OpenPostgres(g) : OpenSqlite(g, create_if_missing);
+  if (!store.ok()) return store.status();
+  s.store = *std::move(store);
   KeyManager::Options mo;
   mo.deployment = s.deployment;
   mo.store = s.store;
