@@ -706,10 +706,70 @@ void BM_HashOnly(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 
+// The ratio postgres / memory on one machine shared with other processes: rounds of four blocks
+// (memory, postgres, postgres, memory: ABBA, so that a drift in the machine's speed cancels),
+// each block a fixed number of calls timed by this thread's CPU clock; the median of the
+// rounds' ratios, with the lowest and highest. One iteration is all the rounds.
+void BM_VerifyHitRatio(benchmark::State& state) {
+  if (!F().built) {
+    state.SkipWithError("run BM_PostgresInsertBatch first");
+    return;
+  }
+  HotWorld& h = Hot();
+  if (!h.error.empty() || h.headers.empty()) {
+    state.SkipWithError(h.error.empty() ? "no sampled tokens" : h.error.c_str());
+    return;
+  }
+  const Requirement read = ReadAll();
+  constexpr int kRounds = 30;
+  constexpr std::size_t kCalls = 100'000;
+  std::size_t i = 0;
+  std::uint64_t wrong = 0;
+  const auto block = [&](const Verifier& v, const Verifier& other) {
+    const double t0 = ThreadCpuSeconds();
+    for (std::size_t n = 0; n < kCalls; ++n) {
+      const Verdict verdict = v.Verify(h.headers[i], read);
+      benchmark::DoNotOptimize(verdict);
+      if (n % 1024 == 0) wrong += verdict.outcome != other.Verify(h.headers[i], read).outcome;
+      if (++i == h.headers.size()) i = 0;
+    }
+    return ThreadCpuSeconds() - t0;
+  };
+  std::vector<double> ratios;
+  double memory_s = 0;
+  double postgres_s = 0;
+  for (auto _ : state) {
+    ratios.clear();
+    for (int r = 0; r < kRounds; ++r) {
+      const double a1 = block(*h.memory, *h.postgres);
+      const double b1 = block(*h.postgres, *h.memory);
+      const double b2 = block(*h.postgres, *h.memory);
+      const double a2 = block(*h.memory, *h.postgres);
+      ratios.push_back((b1 + b2) / (a1 + a2));
+      memory_s += a1 + a2;
+      postgres_s += b1 + b2;
+    }
+  }
+  if (wrong != 0) {
+    state.SkipWithError("the two verifiers disagreed on a verdict");
+    return;
+  }
+  std::sort(ratios.begin(), ratios.end());
+  const double calls = static_cast<double>(state.iterations()) * kRounds * 2 * kCalls;
+  state.counters["ratio_median"] = ratios[ratios.size() / 2];
+  state.counters["ratio_min"] = ratios.front();
+  state.counters["ratio_max"] = ratios.back();
+  state.counters["memory_cpu_ns"] = memory_s / calls * 1e9;
+  state.counters["postgres_cpu_ns"] = postgres_s / calls * 1e9;
+}
+
 void Register() {
   benchmark::RegisterBenchmark("BM_HashOnly", BM_HashOnly);
   benchmark::RegisterBenchmark("BM_VerifyHit/memory", BM_VerifyHit, false);
   benchmark::RegisterBenchmark("BM_VerifyHit/postgres", BM_VerifyHit, true);
+  benchmark::RegisterBenchmark("BM_VerifyHitRatio", BM_VerifyHitRatio)
+      ->Iterations(1)
+      ->Unit(benchmark::kSecond);
 }
 
 }  // namespace
