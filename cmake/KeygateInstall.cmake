@@ -24,9 +24,9 @@ install(EXPORT keygateTargets NAMESPACE keygate:: DESTINATION "${KEYGATE_CMAKE_D
 export(EXPORT keygateTargets NAMESPACE keygate::
   FILE "${PROJECT_BINARY_DIR}/keygateTargets.cmake")
 
-# Components with a library of their own: the SQLite store, the Redis rate
-# limiter and the framework adapters.
-foreach(component sqlite redis beast httplib)
+# Components with a library of their own: the SQLite and PostgreSQL stores,
+# the Redis rate limiter and the framework adapters.
+foreach(component sqlite postgres redis beast httplib)
   if(TARGET keygate_${component})
     list(APPEND KEYGATE_EXPORTED_COMPONENTS ${component})
     install(TARGETS keygate_${component} EXPORT keygate-${component}Targets
@@ -71,7 +71,9 @@ install(FILES
   "${PROJECT_BINARY_DIR}/keygateConfigVersion.cmake"
   DESTINATION "${KEYGATE_CMAKE_DIR}")
 
-# pkg-config: keygate.pc (core) and keygate-sqlite.pc (the SQLite store).
+# pkg-config: keygate.pc (core), keygate-sqlite.pc (the SQLite store),
+# keygate-postgres.pc (the PostgreSQL store), keygate-redis.pc (the Redis
+# rate limiter).
 #
 # The files are relocatable: prefix is derived from ${pcfiledir}, so they stay
 # right after `cmake --install <build> --prefix <anywhere>`, for a DESTDIR or
@@ -105,6 +107,8 @@ function(_keygate_pc_module out dep)
     set(module "sqlite3")
   elseif(dep STREQUAL "PkgConfig::KEYGATE_HIREDIS")
     set(module "hiredis")
+  elseif(dep STREQUAL "PkgConfig::KEYGATE_LIBPQ")
+    set(module "libpq")
   elseif(dep STREQUAL "keygate::keygate")
     set(module "keygate = ${PROJECT_VERSION}")
   elseif(dep STREQUAL "Threads::Threads" OR dep STREQUAL "Boost::headers")
@@ -170,6 +174,9 @@ endfunction()
 _keygate_install_pc(keygate keygate "${PROJECT_DESCRIPTION}")
 if(TARGET keygate_sqlite)
   _keygate_install_pc(keygate_sqlite keygate-sqlite "keygate's SQLite key store")
+endif()
+if(TARGET keygate_postgres)
+  _keygate_install_pc(keygate_postgres keygate-postgres "keygate's PostgreSQL key store")
 endif()
 if(TARGET keygate_redis)
   _keygate_install_pc(keygate_redis keygate-redis "keygate's rate limiter shared through Redis")

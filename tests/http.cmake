@@ -59,10 +59,11 @@ if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_beast AND TA
       set_tests_properties(redis_e2e_shared PROPERTIES SKIP_RETURN_CODE 77)
     endif()
   endif()
-  # Three servers and the CLI on one PostgreSQL started by the script
+  # Four servers and the CLI on one PostgreSQL started by the script
   # (tests/e2e/pg_temp.sh): a revoke reaches every server through NOTIFY, the
   # servers serve from memory while PostgreSQL is down and follow again when it
-  # is back. Skipped without the PostgreSQL binaries outside CI.
+  # is back; one polls without LISTEN (--db-no-listen). Skipped without the
+  # PostgreSQL binaries outside CI.
   if(TARGET keygate_postgres)
     add_test(NAME postgres_e2e_shared
       COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/postgres_e2e_test.sh

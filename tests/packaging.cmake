@@ -19,5 +19,9 @@ if(KEYGATE_INSTALL)
                      "${_keygate_consumer_flags}")
     set_tests_properties(consumer_${mode} PROPERTIES LABELS packaging TIMEOUT 600
                          RESOURCE_LOCK consumer_build)
+    if(TARGET keygate_postgres)
+      set_tests_properties(consumer_${mode} PROPERTIES
+                           ENVIRONMENT KEYGATE_CONSUMER_EXPECT_POSTGRES=1)
+    endif()
   endforeach()
 endif()

@@ -11,20 +11,12 @@
 #include "key_store_conformance.h"
 #include "keygate/postgres/postgres_key_store.h"
 #include "postgres_test_util.h"
+#include "test_util.h"
 
 namespace {
 
 // PostgresKeyStore's cursors are "p1." and the id in lower-case hex.
-std::string CursorFor(std::string_view id) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "p1.";
-  for (const char ch : id) {
-    const auto u = static_cast<unsigned char>(ch);
-    out.push_back(kHex[u >> 4]);
-    out.push_back(kHex[u & 0xF]);
-  }
-  return out;
-}
+std::string CursorFor(std::string_view id) { return keygate::testing::HexCursor("p1.", id); }
 
 // Breaks a key's row as a hand edit would: its scopes column no longer holds a JSON array.
 // Through psql, as another client.

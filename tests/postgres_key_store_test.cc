@@ -24,7 +24,10 @@
 #include "absl/time/time.h"
 
 #include "catch.h"
+#include "keygate/deployment.h"
+#include "keygate/key_manager.h"
 #include "keygate/testing/key_store_conformance.h"
+#include "keygate/verifier.h"
 #include "postgres/test_peer.h"
 #include "postgres_test_util.h"
 #include "test_util.h"
@@ -313,4 +316,183 @@ TEST_CASE("PostgresKeyStore: without LISTEN, subscribers wake by polling", "[pos
   CHECK(reader->Stats().listener_connects == 0);
   CHECK(reader->Stats().notifications == 0);
   sub->reset();
+}
+
+TEST_CASE("PostgresKeyStore: a NUL byte never truncates an id or a value", "[postgres]") {
+  if (SharedPostgres() == nullptr) return;
+  std::unique_ptr<PostgresKeyStore> store = Open(TestPostgresOptions(*SharedPostgres()));
+  REQUIRE(store->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  // libpq would send "key_...\0x" as "key_..." and find the other key.
+  const std::string with_nul = KeyId(1) + std::string(1, '\0') + "x";
+  CHECK(store->Get(with_nul).status().code() == absl::StatusCode::kNotFound);
+  CHECK(store->Delete(with_nul, std::nullopt, keygate::testing::DeletedNote()).code() ==
+        absl::StatusCode::kNotFound);
+  CHECK(store->Get(KeyId(1)).ok());
+  KeyRecord r = MakeRecord(KeyId(2));
+  r.name = std::string("a\0b", 3);
+  CHECK(store->Insert(r, CreatedNote()).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(store->Get(KeyId(2)).status().code() == absl::StatusCode::kNotFound);
+}
+
+TEST_CASE("PostgresKeyStore: a verifier reloads when the database's history went back",
+          "[postgres][verifier]") {
+  if (SharedPostgres() == nullptr) return;
+  const PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  std::shared_ptr<PostgresKeyStore> store = Open(o);
+  std::shared_ptr<const keygate::Deployment> deployment = *keygate::Deployment::Create({});
+  keygate::KeyManager::Options mo;
+  mo.deployment = deployment;
+  mo.store = store;
+  std::unique_ptr<keygate::KeyManager> manager =
+      keygate::testing::MustOk(keygate::KeyManager::Create(std::move(mo)));
+  keygate::CreateKeyRequest req;
+  req.name = "old";
+  req.owner = "alice";
+  req.environment = "production";
+  const keygate::CreatedKey old_key = keygate::testing::MustOk(manager->Create(req, "test"));
+  req.name = "second";
+  (void)keygate::testing::MustOk(manager->Create(req, "test"));
+  const std::string token(old_key.token.Reveal(keygate::InsecureSecretAccess::Get()));
+  keygate::VerifierOptions vo;
+  vo.deployment = deployment;
+  vo.store = store;
+  vo.environment = "production";
+  vo.record_usage = false;
+  vo.poll_interval = absl::Milliseconds(20);
+  vo.full_resync_interval = absl::ZeroDuration();  // never on a timer: only the reset helps
+  std::unique_ptr<keygate::Verifier> verifier =
+      keygate::testing::MustOk(keygate::Verifier::Create(std::move(vo)));
+  const auto ok = [&] {
+    return verifier->VerifyToken(token, keygate::Requirement::AnyValidKey()).outcome ==
+           keygate::Outcome::kOk;
+  };
+  REQUIRE(ok());
+  // The database is recreated (as from an older backup): one other key, sequence 1.
+  REQUIRE(SharedPostgres()->Psql(absl::StrCat("DROP SCHEMA \"", o.schema, "\" CASCADE")).ok());
+  std::unique_ptr<PostgresKeyStore> fresh = Open(o);
+  REQUIRE(fresh->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  const absl::Time start = absl::Now();
+  while ((ok() || verifier->Stats().applied_sequence != 1) &&
+         absl::Now() - start < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  CHECK_FALSE(ok());
+  CHECK(verifier->Stats().applied_sequence == 1);
+  CHECK(verifier->Stats().keys == 1);
+}
+
+TEST_CASE("PostgresKeyStore: servers flushing usage of the same keys at once never deadlock",
+          "[postgres][usage]") {
+  if (SharedPostgres() == nullptr) return;
+  // At a million keys the planner walks the updates' array and looks each key up, locking rows
+  // in the caller's order; a database that plans so at 200 keys shows the same here.
+  REQUIRE(SharedPostgres()->CreateDatabase("usage_plan").ok());
+  REQUIRE(SharedPostgres()
+              ->Psql("ALTER DATABASE usage_plan SET enable_seqscan = off; "
+                     "ALTER DATABASE usage_plan SET enable_hashjoin = off; "
+                     "ALTER DATABASE usage_plan SET enable_mergejoin = off")
+              .ok());
+  PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  o.url = SharedPostgres()->url("usage_plan");
+  std::unique_ptr<PostgresKeyStore> a = Open(o);
+  std::unique_ptr<PostgresKeyStore> b = Open(o);
+  constexpr int kKeys = 200;
+  std::vector<KeyRecord> keys;
+  for (int i = 0; i < kKeys; ++i) keys.push_back(MakeRecord(KeyId(i)));
+  REQUIRE(a->InsertBatch(keys, CreatedNote()).ok());
+  // Two "servers" flush the same keys in opposite orders, many times.
+  std::atomic<int> failures{0};
+  std::vector<std::thread> flushers;
+  for (int t = 0; t < 4; ++t) {
+    flushers.emplace_back([&, t] {
+      PostgresKeyStore& s = t % 2 == 0 ? *a : *b;
+      for (int round = 0; round < 15; ++round) {
+        std::vector<keygate::LastUsedUpdate> u;
+        for (int i = 0; i < kKeys; ++i) {
+          const int k = t % 2 == 0 ? i : kKeys - 1 - i;
+          u.push_back(
+              {KeyId(k), keygate::conformance::BaseTime() + absl::Seconds(round * 4 + t + 1)});
+        }
+        if (!s.TouchLastUsed(u, absl::ZeroDuration()).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : flushers) t.join();
+  CHECK(failures.load() == 0);
+  absl::StatusOr<KeyRecord> k = a->Get(KeyId(7));
+  REQUIRE(k.ok());
+  REQUIRE(k->last_used.has_value());
+  CHECK(*k->last_used == keygate::conformance::BaseTime() + absl::Seconds(14 * 4 + 3 + 1));
+}
+
+TEST_CASE("PostgresKeyStore: a subscriber may drop the last reference to the store",
+          "[postgres][notify]") {
+  if (SharedPostgres() == nullptr) return;
+  const PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  std::shared_ptr<PostgresKeyStore> writer = Open(o);
+  // The callback runs on the listener's thread and destroys the store that owns the thread.
+  auto holder = std::make_shared<std::shared_ptr<PostgresKeyStore>>(Open(o));
+  auto sub = std::make_shared<std::unique_ptr<keygate::Subscription>>();
+  std::atomic<bool> dropped{false};
+  absl::StatusOr<std::unique_ptr<keygate::Subscription>> s =
+      (*holder)->Subscribe([holder, sub, &dropped] {
+        if (dropped.exchange(true)) return;
+        holder->reset();
+      });
+  REQUIRE(s.ok());
+  *sub = *std::move(s);
+  REQUIRE(writer->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  const absl::Time start = absl::Now();
+  while (!dropped.load() && absl::Now() - start < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  CHECK(dropped.load());
+  sub->reset();
+}
+
+TEST_CASE("PostgresKeyStore: pooled connections closed by the server are replaced",
+          "[postgres][pool]") {
+  if (SharedPostgres() == nullptr) return;
+  PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  o.pool_size = 2;
+  std::unique_ptr<PostgresKeyStore> store = Open(o);
+  REQUIRE(store->Insert(MakeRecord(KeyId(1)), CreatedNote()).ok());
+  REQUIRE(store->Get(KeyId(1)).ok());
+  // As a server restart or an operator would: every keygate connection is terminated while
+  // idle in the pool.
+  absl::StatusOr<std::string> killed = SharedPostgres()->Psql(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      "WHERE application_name = 'keygate' AND pid <> pg_backend_pid()");
+  REQUIRE(killed.ok());
+  CHECK(*killed != "0");
+  absl::SleepFor(absl::Milliseconds(50));  // the terminations reach the sockets
+  CHECK(store->Get(KeyId(1)).ok());
+  CHECK(store->Insert(MakeRecord(KeyId(2)), CreatedNote()).ok());
+}
+
+TEST_CASE("PostgresKeyStore: writers keep the feed's order under any default isolation",
+          "[postgres][feed]") {
+  if (SharedPostgres() == nullptr) return;
+  REQUIRE(SharedPostgres()->CreateDatabase("repeatable").ok());
+  REQUIRE(SharedPostgres()
+              ->Psql("ALTER DATABASE repeatable SET default_transaction_isolation = "
+                     "'repeatable read'")
+              .ok());
+  PostgresOptions o = TestPostgresOptions(*SharedPostgres());
+  o.url = SharedPostgres()->url("repeatable");
+  std::unique_ptr<PostgresKeyStore> store = Open(o);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < 25; ++i) {
+        if (!store->Insert(MakeRecord(KeyId(w * 100 + i)), CreatedNote()).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : writers) t.join();
+  CHECK(failures.load() == 0);
+  absl::StatusOr<std::uint64_t> last = store->LastSequence();
+  REQUIRE(last.ok());
+  CHECK(*last == 100);
 }

@@ -18,16 +18,7 @@
 namespace {
 
 // SqliteKeyStore's cursors are "s1." and the id in lower-case hex.
-std::string CursorFor(std::string_view id) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "s1.";
-  for (const char ch : id) {
-    const auto u = static_cast<unsigned char>(ch);
-    out.push_back(kHex[u >> 4]);
-    out.push_back(kHex[u & 0xF]);
-  }
-  return out;
-}
+std::string CursorFor(std::string_view id) { return keygate::testing::HexCursor("s1.", id); }
 
 // Breaks a key's row as a hand edit would: its scopes column no longer
 // holds a JSON array. Through a second connection, as another process.

@@ -25,6 +25,19 @@
 
 namespace keygate::testing {
 
+// `prefix` and the bytes of `id` in lower-case hex: the List cursor form of the SQL stores
+// ("s1." SQLite, "p1." PostgreSQL).
+inline std::string HexCursor(std::string_view prefix, std::string_view id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(prefix);
+  for (const char ch : id) {
+    const auto u = static_cast<unsigned char>(ch);
+    out.push_back(kHex[u >> 4]);
+    out.push_back(kHex[u & 0xF]);
+  }
+  return out;
+}
+
 inline std::string StatusText(const absl::Status& s) { return s.ToString(); }
 template <typename T>
 std::string StatusText(const absl::StatusOr<T>& s) {

@@ -49,6 +49,9 @@ class KeygateConan(ConanFile):
         # and installed without a component to reach them by.
         tc.cache_variables["KEYGATE_WITH_BEAST"] = False
         tc.cache_variables["KEYGATE_WITH_HTTPLIB"] = False
+        # Nor is the PostgreSQL store: built whenever a system libpq is found,
+        # it would link it undeclared.
+        tc.cache_variables["KEYGATE_WITH_POSTGRES"] = False
         tc.generate()
         CMakeDeps(self).generate()
 

@@ -76,6 +76,8 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
   --db PATH|URL             keygate SQLite database file, or a PostgreSQL URL postgresql://...
                             (libpq's URI form) (default: $KEYGATE_DB, else ./keygate.db)
   --db-schema NAME          PostgreSQL only: the schema of keygate's tables (default: keygate)
+  --db-no-listen            PostgreSQL only: no LISTEN, poll only (behind a pooler in
+                            transaction mode, such as PgBouncer's, which cannot deliver NOTIFY)
   --env NAME                environment this server serves (default: production)
   --listen ADDR             address to listen on (default: 127.0.0.1)
   --port N                  HTTPS port (default: 8443; 0: any free port)
@@ -105,6 +107,7 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
 struct Flags {
   std::string db;
   std::optional<std::string> db_schema;
+  bool db_no_listen = false;
   std::string env = "production";
   std::string listen = "127.0.0.1";
   int port = 8443;
@@ -242,6 +245,7 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   };
   text("--db", &f->db);
   app.add_option("--db-schema", f->db_schema)->check(non_empty);
+  app.add_flag("--db-no-listen", f->db_no_listen);
   text("--env", &f->env);
   text("--listen", &f->listen);
   number("--port", &f->port, 0, 65535);
@@ -281,6 +285,9 @@ int Main(int argc, char** argv) {
   if (f.cert.empty() != f.key.empty()) return UsageError("--cert and --key go together");
   if (f.db_schema.has_value() && !IsPostgresUrl(f.db)) {
     return UsageError("--db-schema: only for a PostgreSQL --db (postgresql://...)");
+  }
+  if (f.db_no_listen && !IsPostgresUrl(f.db)) {
+    return UsageError("--db-no-listen: only for a PostgreSQL --db (postgresql://...)");
   }
   if (f.feed_poll_ms == 0) {
     f.feed_poll_ms = IsPostgresUrl(f.db) ? kPostgresFeedPollMs : kSqliteFeedPollMs;
@@ -338,6 +345,7 @@ int Main(int argc, char** argv) {
     po.url = f.db;
     if (f.db_schema.has_value()) po.schema = *f.db_schema;
     po.poll_interval = absl::Milliseconds(f.feed_poll_ms);
+    po.listen = !f.db_no_listen;
     po.on_listener_status = [](const absl::Status& s) {
       std::fprintf(stderr, "keygate-example-server: change feed: %s\n",
                    s.ok() ? "listening for notifications" : std::string(s.message()).c_str());

@@ -42,20 +42,16 @@ class Listener {
   // Starts the thread. `notifier` is woken without waiting (NotifyWithoutWaiting).
   Listener(ListenerConfig config, std::shared_ptr<ChangeNotifier> notifier,
            std::shared_ptr<ListenerCounters> counters);
-  // Stops and joins the thread (at most one poll(2) return away).
+  // Stops the thread and joins it (within one poll(2) return, or a connection attempt's
+  // connect_timeout). Run by a callback on the listener's own thread (a subscriber that drops
+  // the store), it detaches instead: the thread then ends on its own.
   ~Listener();
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
  private:
-  void Run();
-  bool SleepUnlessStopped(absl::Duration d);  // false: stopping
-
-  const ListenerConfig config_;
-  const std::shared_ptr<ChangeNotifier> notifier_;
-  const std::shared_ptr<ListenerCounters> counters_;
-  int wake_[2] = {-1, -1};  // a pipe: the destructor writes to stop the thread
-  std::atomic<bool> stop_{false};
+  struct State;  // shared with the thread, which may outlive this object
+  std::shared_ptr<State> state_;
   std::thread thread_;
 };
 

@@ -39,7 +39,8 @@ absl::StatusCode CodeOf(std::string_view state) {
   const std::string_view cls = state.substr(0, std::min<std::size_t>(2, state.size()));
   // 08: connection exception; 57P0x: the server shutting down or starting; 53: out of
   // resources (too many connections); 57014: statement timeout or cancel.
-  if (cls == "08" || cls == "53" || state.rfind("57P0", 0) == 0 || state == "57014") {
+  if (cls == "08" || cls == "53" || state.rfind("57P0", 0) == 0 || state == "57014" ||
+      state == "55P03") {  // 55P03: lock_timeout (another writer held the lock too long)
     return absl::StatusCode::kUnavailable;
   }
   if (cls == "28" || state == "42501") return absl::StatusCode::kPermissionDenied;
@@ -91,6 +92,8 @@ void PgParams::Set(int index, std::string value, bool is_null, int format) {
 }
 
 void PgParams::BindText(int index, std::string_view value) {
+  // libpq sends a text parameter up to its first NUL: "a\0b" would be read as "a".
+  if (value.find('\0') != std::string_view::npos) has_nul_ = true;
   Set(index, std::string(value), false, 0);
 }
 void PgParams::BindInt(int index, std::int64_t value) { Set(index, absl::StrCat(value), false, 0); }
@@ -105,8 +108,16 @@ absl::StatusOr<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& url,
                                                         std::string_view setup,
                                                         std::string_view described,
                                                         absl::Time deadline) {
-  const char* const keywords[] = {"dbname", "fallback_application_name", nullptr};
-  const char* const values[] = {url.c_str(), "keygate", nullptr};
+  // Defaults first: the URL's own parameters, expanded from dbname, override them. Keepalives
+  // find a connection a network dropped silently (the LISTEN connection above all).
+  const char* const keywords[] = {"keepalives",
+                                  "keepalives_idle",
+                                  "keepalives_interval",
+                                  "keepalives_count",
+                                  "dbname",
+                                  "fallback_application_name",
+                                  nullptr};
+  const char* const values[] = {"1", "30", "10", "3", url.c_str(), "keygate", nullptr};
   PGconn* raw = PQconnectStartParams(keywords, values, /*expand_dbname=*/1);
   if (raw == nullptr) return absl::ResourceExhaustedError("postgres: out of memory");
   std::unique_ptr<PgConn> conn(new PgConn(raw, std::string(described)));
@@ -118,6 +129,9 @@ absl::StatusOr<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& url,
     st = PQconnectPoll(raw);
   }
   if (PQsetnonblocking(raw, 1) != 0) return conn->ConnectionError("connecting");
+  // A library does not print: the server's notices ("... already exists, skipping") are dropped.
+  PQsetNoticeProcessor(
+      raw, [](void*, const char*) {}, nullptr);
   if (!setup.empty()) {
     if (absl::Status s = conn->ExecScript(setup, deadline); !s.ok()) return s;
   }
@@ -151,6 +165,18 @@ absl::Status PgConn::ResultError(const PGresult* r) {
                                          state == nullptr ? "?" : state, ")"));
 }
 
+bool PgConn::Healthy() {
+  if (broken_ || PQstatus(conn_) != CONNECTION_OK) return false;
+  // An idle connection has nothing to read unless the server closed it (a restart, a
+  // termination): then reading shows it, and it is not handed out.
+  pollfd p{PQsocket(conn_), POLLIN, 0};
+  if (p.fd < 0) return false;
+  if (::poll(&p, 1, 0) > 0) {
+    if (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK) return false;
+  }
+  return PQtransactionStatus(conn_) == PQTRANS_IDLE;
+}
+
 absl::Status PgConn::Wait(bool write, absl::Time deadline) {
   const int fd = PQsocket(conn_);
   if (fd < 0) return ConnectionError("no socket");
@@ -160,7 +186,8 @@ absl::Status PgConn::Wait(bool write, absl::Time deadline) {
       broken_ = true;
       return absl::UnavailableError(absl::StrCat(described_, ": deadline exceeded"));
     }
-    pollfd p{fd, static_cast<short>(write ? POLLOUT : POLLIN), 0};
+    // Waiting to write, also wake to read: libpq may need to read before it can send more.
+    pollfd p{fd, static_cast<short>(write ? (POLLOUT | POLLIN) : POLLIN), 0};
     const auto ms = static_cast<int>(std::min<std::int64_t>(
         absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))), 60'000));
     const int rc = ::poll(&p, 1, ms);
@@ -214,6 +241,10 @@ absl::StatusOr<PgResult> PgConn::Collect(absl::Time deadline) {
 absl::StatusOr<PgResult> PgConn::Exec(std::string_view sql, const PgParams& params,
                                       absl::Time deadline) {
   if (broken_) return absl::UnavailableError(absl::StrCat(described_, ": connection lost"));
+  if (params.has_nul()) {
+    return absl::InvalidArgumentError(
+        "a text value holds a NUL byte, which PostgreSQL cannot store");
+  }
   const std::string text(sql);
   if (PQsendQueryParams(conn_, text.c_str(), params.size(), nullptr, params.values(),
                         params.lengths(), params.formats(), /*resultFormat=*/1) == 0) {
@@ -250,6 +281,15 @@ absl::Status PgConn::CopyIn(std::string_view sql, std::string_view data, absl::T
       continue;
     }
     at += n;
+    // In nonblocking mode libpq buffers what it cannot send: flush as we go, so the batch is
+    // not held twice in memory.
+    for (;;) {
+      const int f = PQflush(conn_);
+      if (f == 0) break;
+      if (f < 0) return ConnectionError("copying");
+      if (absl::Status s = Wait(true, deadline); !s.ok()) return s;
+      if (PQconsumeInput(conn_) == 0) return ConnectionError("copying");
+    }
   }
   for (;;) {
     const int rc = PQputCopyEnd(conn_, nullptr);
@@ -308,7 +348,7 @@ PgPool::PgPool(std::string url, std::string setup, std::string described, std::s
 
 PgPool::~PgPool() = default;
 
-PgPool::Lease::~Lease() {
+void PgPool::Lease::Release() {
   if (conn_ != nullptr) pool_->Return(std::move(conn_));
 }
 
@@ -330,10 +370,11 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire(absl::Time deadline) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      if (!idle_.empty()) {
+      while (!idle_.empty()) {
         std::unique_ptr<PgConn> c = std::move(idle_.back());
         idle_.pop_back();
-        return Lease(this, std::move(c));
+        if (c->Healthy()) return Lease(this, std::move(c), /*reused=*/true);
+        --open_;  // closed by the server meanwhile: dropped (outside the lock is not needed)
       }
       if (open_ < size_) break;
       if (cv_.wait_until(lock, absl::ToChronoTime(deadline)) == std::cv_status::timeout &&
@@ -355,7 +396,7 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire(absl::Time deadline) {
     return c.status();
   }
   connects_.fetch_add(1, std::memory_order_relaxed);
-  return Lease(this, *std::move(c));
+  return Lease(this, *std::move(c), /*reused=*/false);
 }
 
 }  // namespace keygate::internal

@@ -63,6 +63,8 @@ class PgParams {
   void BindBlob(int index, const void* data, std::size_t size);
 
   int size() const { return static_cast<int>(values_.size()); }
+  // A text value held a NUL byte, which PostgreSQL text cannot: Exec refuses the statement.
+  bool has_nul() const { return has_nul_; }
   const char* const* values() const { return pointers_.data(); }
   const int* lengths() const { return lengths_.data(); }
   const int* formats() const { return formats_.data(); }
@@ -74,6 +76,7 @@ class PgParams {
   std::vector<int> lengths_;
   std::vector<int> formats_;
   std::vector<bool> null_;
+  bool has_nul_ = false;
 };
 
 class PgConn {
@@ -106,6 +109,9 @@ class PgConn {
   int socket() const { return PQsocket(conn_); }
 
   bool broken() const { return broken_; }
+  // Usable for a new call: connected, idle (no transaction), not closed by the server while it
+  // sat in the pool (a restart, pg_terminate_backend). Reads what the socket holds.
+  bool Healthy();
   void set_broken() { broken_ = true; }
   // The server process id, for tests (pg_terminate_backend).
   int backend_pid() const { return PQbackendPID(conn_); }
@@ -137,16 +143,23 @@ class PgPool {
 
   class Lease {
    public:
-    Lease(PgPool* pool, std::unique_ptr<PgConn> conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(PgPool* pool, std::unique_ptr<PgConn> conn, bool reused)
+        : pool_(pool), conn_(std::move(conn)), reused_(reused) {}
     Lease(Lease&&) = default;
     Lease& operator=(Lease&&) = delete;
-    ~Lease();
+    ~Lease() { Release(); }
+    // Gives the connection back now (dropped if broken); the lease is then empty.
+    void Release();
     PgConn* operator->() const { return conn_.get(); }
     PgConn& operator*() const { return *conn_; }
+    // Taken from the pool rather than opened for this call: a failure on it may be the
+    // connection's, not the server's (worth one retry on a new one before anything was written).
+    bool reused() const { return reused_; }
 
    private:
     PgPool* pool_;
     std::unique_ptr<PgConn> conn_;
+    bool reused_;
   };
 
   // A connection, idle or new, by `deadline`. Errors: kUnavailable (none free in time, or the

@@ -39,8 +39,6 @@
 namespace keygate {
 namespace {
 
-using internal::KeyLabel;
-using internal::PgConn;
 using internal::PgParams;
 using internal::PgPool;
 using internal::PgResult;
@@ -117,6 +115,11 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = CheckDuration(options.migration_timeout, absl::ZeroDuration(),
+                                     absl::Hours(24), "migration_timeout");
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = CheckDuration(options.poll_interval, absl::Milliseconds(10), absl::Hours(1),
                                      "poll_interval");
       !s.ok()) {
@@ -141,7 +144,11 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
   const std::int64_t timeout_ms = absl::ToInt64Milliseconds(options.call_timeout);
   impl->setup = absl::StrCat("SET statement_timeout = ", timeout_ms,
                              "; SET idle_in_transaction_session_timeout = ", timeout_ms * 2,
-                             "; SET lock_timeout = ", timeout_ms, "; SET TIME ZONE 'UTC'");
+                             "; SET lock_timeout = ", timeout_ms,
+                             "; SET TIME ZONE 'UTC'; SET standard_conforming_strings = on"
+                             // The change feed relies on READ COMMITTED: a writer waiting for the
+                             // counter row reads it again once the lock is free (schema.cc).
+                             "; SET default_transaction_isolation = 'read committed'");
   impl->pool =
       std::make_unique<PgPool>(options.url, impl->setup, impl->described, options.pool_size);
   impl->options = std::move(options);
@@ -184,8 +191,8 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
     const absl::Time deadline = m.Deadline();
     absl::StatusOr<PgPool::Lease> lease = m.pool->Acquire(deadline);
     if (!lease.ok()) return lease.status();
-    if (absl::Status s =
-            internal::MigrateSchema(**lease, m.options.schema, schema_version, deadline);
+    if (absl::Status s = internal::MigrateSchema(**lease, m.options.schema, schema_version,
+                                                 absl::Now() + m.options.migration_timeout);
         !s.ok()) {
       return s;
     }
@@ -194,6 +201,7 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
 }
 
 absl::StatusOr<KeyRecord> PostgresKeyStore::Get(std::string_view id) {
+  if (id.find('\0') != std::string_view::npos) return impl_->NotFound(id);  // text cannot hold it
   PgParams p;
   p.BindText(1, id);
   absl::StatusOr<PgResult> r = impl_->Query(impl_->get_sql, p);
@@ -337,6 +345,10 @@ absl::StatusOr<AuditPage> PostgresKeyStore::ReadAudit(const AuditQuery& query) {
   AuditPage page;
   page.next_after = query.after;
   if (query.after >= static_cast<std::uint64_t>(INT64_MAX)) return page;
+  const auto has_nul = [](const std::optional<std::string>& f) {
+    return f.has_value() && f->find('\0') != std::string::npos;
+  };
+  if (has_nul(query.key_id) || has_nul(query.actor)) return page;  // matches nothing stored
   PgParams p;
   int n = 0;
   p.BindInt(++n, static_cast<std::int64_t>(query.after));

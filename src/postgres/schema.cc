@@ -28,6 +28,8 @@
 
 #include "postgres/schema.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -112,21 +114,40 @@ constexpr char kVersion2[] = R"sql(
 CREATE INDEX keys_name_trgm ON $S.keys USING gin (name_lower $T.gin_trgm_ops);
 )sql";
 
-absl::StatusOr<std::string> TrigramSchema(PgConn& conn, absl::Time deadline) {
+absl::StatusOr<std::string> TrigramSchema(PgConn& conn, std::string_view store_schema,
+                                          absl::Time deadline) {
   const char kFind[] =
       "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
       "WHERE e.extname = 'pg_trgm'";
   absl::StatusOr<PgResult> r = conn.Exec(kFind, deadline);
   if (!r.ok()) return r.status();
   if (r->rows() == 0) {
-    absl::StatusOr<PgResult> created =
-        conn.Exec("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public", deadline);
-    if (!created.ok()) {
+    // In public, shared by every schema; a role that may not create there (PostgreSQL 15
+    // revokes CREATE on public from other roles) creates it in the store's schema. Inside a
+    // savepoint: a failed attempt must not abort the migration's transaction.
+    const std::string attempts[] = {"public", std::string(store_schema)};
+    absl::Status last;
+    for (const std::string& target : attempts) {
+      if (absl::Status st = conn.ExecScript("SAVEPOINT trgm", deadline); !st.ok()) return st;
+      absl::StatusOr<PgResult> created = conn.Exec(
+          absl::StrCat("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA ", QuoteIdent(target)),
+          deadline);
+      if (created.ok()) {
+        last = conn.ExecScript("RELEASE SAVEPOINT trgm", deadline);
+        if (!last.ok()) return last;
+        break;
+      }
       if (created.status().code() == absl::StatusCode::kUnavailable) return created.status();
+      last = created.status();
+      if (absl::Status st = conn.ExecScript("ROLLBACK TO SAVEPOINT trgm", deadline); !st.ok()) {
+        return st;
+      }
+    }
+    if (!last.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("the pg_trgm extension is missing and could not be created (Debian: "
                        "postgresql-contrib; or CREATE EXTENSION pg_trgm as a superuser): ",
-                       created.status().message()));
+                       last.message()));
     }
     r = conn.Exec(kFind, deadline);
     if (!r.ok()) return r.status();
@@ -172,6 +193,15 @@ absl::Status MigrateSchema(PgConn& conn, std::string_view schema, int target, ab
         if (!done && !c.broken()) (void)c.ExecScript("ROLLBACK", d);
       }
     } rollback{conn, deadline};
+    // The migration's own deadline, not a call's: building an index takes its time.
+    const std::int64_t ms =
+        std::max<std::int64_t>(1, absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (absl::Status st = conn.ExecScript(
+            absl::StrCat("SET LOCAL statement_timeout = ", ms, "; SET LOCAL lock_timeout = ", ms),
+            deadline);
+        !st.ok()) {
+      return st;
+    }
     PgParams lock;
     lock.BindInt(1, kMigrationLockKey);
     if (absl::StatusOr<PgResult> r = conn.Exec("SELECT pg_advisory_xact_lock($1)", lock, deadline);
@@ -196,7 +226,7 @@ absl::Status MigrateSchema(PgConn& conn, std::string_view schema, int target, ab
                          ".schema_version VALUES (0);\n",
                          absl::StrReplaceAll(kVersion1, {{"$S", s}}));
     } else if (*version == 1) {
-      absl::StatusOr<std::string> trgm = TrigramSchema(conn, deadline);
+      absl::StatusOr<std::string> trgm = TrigramSchema(conn, schema, deadline);
       if (!trgm.ok()) return trgm.status();
       sql = absl::StrReplaceAll(kVersion2, {{"$S", s}, {"$T", QuoteIdent(*trgm)}});
     }

@@ -63,18 +63,42 @@ struct PostgresKeyStore::Impl {
     return s;
   }
 
+  // A failure a new connection may not have: the pooled one was closed under us (a server
+  // restart) before the call could do anything.
+  static bool WorthRetrying(const internal::PgPool::Lease& lease, const absl::Status& s) {
+    return lease.reused() && s.code() == absl::StatusCode::kUnavailable &&
+           s.message().find("deadline exceeded") == absl::string_view::npos;
+  }
+
+  // A pooled connection in a transaction.
+  absl::StatusOr<internal::PgPool::Lease> Begin(absl::Time deadline) {
+    for (int attempt = 0;; ++attempt) {
+      absl::StatusOr<internal::PgPool::Lease> lease = pool->Acquire(deadline);
+      if (!lease.ok()) return lease.status();
+      absl::Status s = (*lease)->ExecScript("BEGIN", deadline);
+      if (s.ok()) return lease;
+      if (attempt > 0 || !WorthRetrying(*lease, s)) return s;
+    }  // the failed connection is dropped here, before the next Acquire
+  }
+
   // Runs `body` in a transaction on a pooled connection: COMMIT when it succeeds, ROLLBACK
-  // otherwise (a broken connection is dropped instead).
+  // otherwise (a broken connection is dropped instead). A COMMIT that fails may have committed:
+  // the error says so, and this process's subscribers are woken all the same.
   absl::Status InTransaction(absl::Time deadline,
                              const std::function<absl::Status(internal::PgConn&)>& body) {
-    absl::StatusOr<internal::PgPool::Lease> lease = pool->Acquire(deadline);
+    absl::StatusOr<internal::PgPool::Lease> lease = Begin(deadline);
     if (!lease.ok()) return Counted(lease.status());
     internal::PgConn& c = **lease;
-    if (absl::Status s = c.ExecScript("BEGIN", deadline); !s.ok()) return Counted(s);
     absl::Status s = body(c);
     if (s.ok()) {
       if (before_commit) before_commit();
-      return Counted(c.ExecScript("COMMIT", deadline));
+      absl::Status commit = c.ExecScript("COMMIT", deadline);
+      if (!commit.ok() && commit.code() == absl::StatusCode::kUnavailable) {
+        Notify();
+        return Counted(absl::UnavailableError(
+            absl::StrCat(commit.message(), " (during COMMIT: the write may have been applied)")));
+      }
+      return Counted(commit);
     }
     if (!c.broken()) {
       if (!c.ExecScript("ROLLBACK", deadline).ok()) c.set_broken();
@@ -82,13 +106,18 @@ struct PostgresKeyStore::Impl {
     return Counted(s);
   }
 
-  absl::StatusOr<internal::PgResult> Query(const std::string& sql, const internal::PgParams& params) {
+  // One statement outside a transaction. Only for statements that may run twice (reads, and
+  // idempotent writes): one retry on a new connection when a pooled one turned out closed.
+  absl::StatusOr<internal::PgResult> Query(const std::string& sql,
+                                           const internal::PgParams& params) {
     const absl::Time deadline = Deadline();
-    absl::StatusOr<internal::PgPool::Lease> lease = pool->Acquire(deadline);
-    if (!lease.ok()) return Counted(lease.status());
-    absl::StatusOr<internal::PgResult> r = (*lease)->Exec(sql, params, deadline);
-    if (!r.ok()) return Counted(r.status());
-    return r;
+    for (int attempt = 0;; ++attempt) {
+      absl::StatusOr<internal::PgPool::Lease> lease = pool->Acquire(deadline);
+      if (!lease.ok()) return Counted(lease.status());
+      absl::StatusOr<internal::PgResult> r = (*lease)->Exec(sql, params, deadline);
+      if (r.ok()) return r;
+      if (attempt > 0 || !WorthRetrying(*lease, r.status())) return Counted(r.status());
+    }
   }
 
   absl::Status NotFound(std::string_view id) const {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -135,6 +136,7 @@ absl::StatusOr<KeyRecord> PostgresKeyStore::Update(const KeyRecord& record, cons
   if (absl::Status s = internal::CheckUpdateShape(record); !s.ok()) return s;
   if (absl::Status s = ValidateAuditNote(note, AuditWrite::kUpdate); !s.ok()) return s;
   Impl& m = *impl_;
+  if (record.id.find('\0') != std::string::npos) return m.NotFound(record.id);  // text cannot
   const absl::Time deadline = m.Deadline();
   KeyRecord stored = record;
   absl::Status s = m.InTransaction(deadline, [&](PgConn& c) -> absl::Status {
@@ -180,6 +182,7 @@ absl::Status PostgresKeyStore::Delete(std::string_view id,
   if (absl::Status s = ValidateAuditNote(note, AuditWrite::kDelete); !s.ok()) return s;
   Impl& m = *impl_;
   const absl::Time deadline = m.Deadline();
+  if (id.find('\0') != std::string_view::npos) return m.NotFound(id);  // text cannot hold it
   absl::Status s = m.InTransaction(deadline, [&](PgConn& c) -> absl::Status {
     absl::StatusOr<std::optional<Impl::Located>> loc = m.Lock(c, id, deadline);
     if (!loc.ok()) return loc.status();
@@ -211,8 +214,13 @@ absl::Status PostgresKeyStore::TouchLastUsed(absl::Span<const LastUsedUpdate> up
   std::vector<std::pair<std::string, std::int64_t>> latest;
   latest.reserve(updates.size());
   for (const LastUsedUpdate& u : updates) {
+    // An id text cannot hold names no stored key: skipped, as missing keys are.
+    if (u.key_id.find('\0') != std::string::npos) continue;
     latest.emplace_back(u.key_id, internal::TimeToMicros(u.last_used));
   }
+  if (latest.empty()) return absl::OkStatus();
+  // In id order, which is also the order the rows are locked in (the plan walks the array):
+  // servers flushing the same keys at once cannot deadlock.
   std::sort(latest.begin(), latest.end());
   std::vector<std::string> ids;
   std::vector<std::string> times;
@@ -286,6 +294,24 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
       if (digests[i].first == digests[i - 1].first) {
         return absl::AlreadyExistsError(absl::StrCat(KeyLabel(digests[i].second->id),
                                                      ": digest already in use by another key"));
+      }
+    }
+  }
+  {
+    std::vector<std::tuple<std::string_view, std::string_view, const KeyRecord*>> personal;
+    for (const KeyRecord* r : order) {
+      if (r->kind == KeyKind::kPersonal && r->state == KeyState::kActive) {
+        personal.emplace_back(r->owner, r->environment, r);
+      }
+    }
+    std::sort(personal.begin(), personal.end());
+    for (std::size_t i = 1; i < personal.size(); ++i) {
+      if (std::get<0>(personal[i]) == std::get<0>(personal[i - 1]) &&
+          std::get<1>(personal[i]) == std::get<1>(personal[i - 1])) {
+        const KeyRecord& r = *std::get<2>(personal[i]);
+        return absl::AlreadyExistsError(absl::StrCat(
+            KeyLabel(r.id), ": owner '", r.owner,
+            "' already has an active personal key in environment '", r.environment, "'"));
       }
     }
   }

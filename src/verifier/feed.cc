@@ -67,6 +67,8 @@ void FeedFollower::Loop() {
                     absl::ToChronoNanoseconds(config_.full_resync_interval);
     } else {
       (void)writer_.Sync();
+      // The store's history went back (restored or recreated): only a full read is current.
+      if (writer_.StoreWentBack()) (void)writer_.Reload();
     }
   }
 }

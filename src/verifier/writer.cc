@@ -4,6 +4,9 @@
 #include "verifier/writer.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <utility>
 
 #include "absl/status/statusor.h"
 
@@ -290,7 +293,24 @@ absl::Status IndexWriter::PullFeed(std::unique_ptr<Table>& t, bool published, st
 
 absl::Status IndexWriter::Sync() {
   std::lock_guard<std::mutex> lock(mu_);
-  return PullFeed(owned_table_, /*published=*/true, &applied_sequence_, /*lock_per_batch=*/false);
+  const std::uint64_t before = applied_sequence_;
+  absl::Status s =
+      PullFeed(owned_table_, /*published=*/true, &applied_sequence_, /*lock_per_batch=*/false);
+  if (!s.ok() || applied_sequence_ != before || before == 0) return s;
+  // Nothing new. A store whose sequence is behind ours lost the history this index was built
+  // from: its feed would skip every change up to our position.
+  absl::StatusOr<std::uint64_t> last = config_.store->LastSequence();
+  if (!last.ok()) {
+    ++sync_failures_;
+    return last.status();
+  }
+  if (*last < before) store_went_back_ = true;
+  return absl::OkStatus();
+}
+
+bool IndexWriter::StoreWentBack() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(store_went_back_, false);
 }
 
 absl::Status IndexWriter::Refresh(std::string_view key_id) {

@@ -53,8 +53,14 @@ class IndexWriter {
   IndexWriter& operator=(const IndexWriter&) = delete;
 
   // Pulls the change feed and applies everything committed before the call.
-  // Errors: the store's; the index keeps its last state.
+  // When it brought nothing new, also asks the store for its last sequence:
+  // one behind this index's (a database restored from a backup, or created
+  // anew) means the feed can no longer be trusted, and StoreWentBack() then
+  // says so once. Errors: the store's; the index keeps its last state.
   absl::Status Sync();
+  // Whether a Sync since the last call found the store's history behind this
+  // index (the caller then Reload()s).
+  bool StoreWentBack();
   // Reads `key_id` from the store and applies it (a delete if it is gone).
   // Errors: the store's; kDataLoss also drops the key.
   absl::Status Refresh(std::string_view key_id);
@@ -149,6 +155,7 @@ class IndexWriter {
   std::uint64_t changes_applied_ = 0;
   std::uint64_t rebuilds_ = 0;
   std::uint64_t sync_failures_ = 0;
+  bool store_went_back_ = false;
 };
 
 }  // namespace keygate::internal

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `cond && pass ... || fail ...` is safe here: pass() always succeeds.
 # shellcheck disable=SC2015
-# End-to-end test of a fleet on PostgreSQL: three example servers on one database (a PostgreSQL
+# End-to-end test of a fleet on PostgreSQL: four example servers on one database (a PostgreSQL
 # started here, pg_temp.sh: a temporary directory, a Unix socket, no TCP), keys managed with the
-# `keygate` CLI through the same --db URL.
+# `keygate` CLI through the same --db URL. Servers a, b and c LISTEN and poll the store only
+# every 60 s, so only NOTIFY can bring them a change in time; d does not LISTEN
+# (--db-no-listen, as behind PgBouncer) and polls every 300 ms.
 #   1. A key the CLI creates is accepted by every server.
-#   2. Revoked through the CLI: every server refuses it within 1 s (curl every 20 ms). The
-#      servers poll the store only every 60 s here, so only LISTEN/NOTIFY can bring it in time.
+#   2. Revoked through the CLI: every server refuses it within 1 s (curl every 20 ms).
 #   3. Restored: accepted again by every server within 1 s.
 #   4. PostgreSQL stopped: the servers keep answering from memory (200 for the key they know,
 #      401 for an unknown one, never 503); the CLI fails fast (exit 3) with a clear error that
@@ -80,17 +81,19 @@ ID=$(sed -n 's/.*"id":"\(key_[A-Za-z0-9]*\)".*/\1/p' <<<"$OUT")
 UNKNOWN=$("$CLI" --db "$W/other.db" --json create --owner bob --name other --env production \
   2>/dev/null | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
 
-SERVERS=(a b c)
-# start NAME URL: a server on a free port; its base URL in $W/NAME.url.
+SERVERS=(a b c d)
+# start NAME URL ARGS...: a server on a free port; its base URL in $W/NAME.url.
 start() {
-  local name=$1
-  "$SERVER" --db "$2" --port 0 --port-file "$W/$name.ports" --write-cert "$W/$name.pem" \
-    --access-log off --feed-poll-ms 60000 2>"$W/$name.err" &
+  local name=$1 url=$2
+  shift 2
+  "$SERVER" --db "$url" --port 0 --port-file "$W/$name.ports" --write-cert "$W/$name.pem" \
+    --access-log off "$@" 2>"$W/$name.err" &
   PIDS+=($!)
 }
-start a "$URL_PW"
-start b "$URL_PW"
-start c "$URL"
+start a "$URL_PW" --feed-poll-ms 60000
+start b "$URL_PW" --feed-poll-ms 60000
+start c "$URL" --feed-poll-ms 60000
+start d "$URL_PW" --db-no-listen --feed-poll-ms 300
 for s in "${SERVERS[@]}"; do
   for _ in $(seq 300); do
     [[ -s "$W/$s.ports" ]] && break
@@ -110,21 +113,24 @@ status() {
   curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$W/$1.pem" \
     -H "Authorization: Bearer ${2:-$TOKEN}" "$(cat "$W/$1.url")/v1/projects"
 }
-# poll NAME WANT START_MS LIMIT_MS: asks server NAME every 20 ms until it answers WANT or
-# LIMIT_MS have passed since START_MS; prints "ms" (when the answer came back) or "late CODE".
+# poll NAME WANT START_MS LIMIT_MS: asks server NAME every 20 ms until it answers WANT; prints
+# the time (since START_MS) that answer came back, or "late CODE" when a request sent LIMIT_MS or
+# more after START_MS still got another answer. A request that is slow to come back (a loaded
+# machine, a sanitized server) does not fail the bound: the server decided it after it was sent.
 poll() {
-  local name=$1 want=$2 start=$3 limit=$4 got t
+  local name=$1 want=$2 start=$3 limit=$4 got sent
   for (( ; ; )); do
+    sent=$(($(now_ms) - start))
     got=$(status "$name")
-    t=$(($(now_ms) - start))
-    [[ "$got" == "$want" ]] && echo "$t" && return
-    ((t > limit)) && echo "late $got" && return
+    [[ "$got" == "$want" ]] && echo "$(($(now_ms) - start))" && return
+    ((sent >= limit)) && echo "late $got" && return
     sleep 0.02
   done
 }
 # all_answer WANT LIMIT_MS WHAT: polls every server at once (one poller each, so that one
-# server's requests do not delay another's) and passes when each answered WANT within
-# LIMIT_MS of the call; prints each server's time, that of the first request answered so.
+# server's requests do not delay another's) and passes when no request sent LIMIT_MS or more
+# after the call got another answer than WANT; prints for each server when the first WANT came
+# back (an upper bound: the request's round trip included).
 all_answer() {
   local want=$1 limit=$2 what=$3 start s r times="" late="" pollers=()
   start=$(now_ms)
@@ -138,7 +144,7 @@ all_answer() {
     if [[ "$r" == late* ]]; then late+=" $s (answers ${r#late })"; else times+=" $s=${r}ms"; fi
   done
   [[ -z "$late" ]] && pass "$what: every server answers $want within ${limit} ms ($times )" ||
-    fail "$what: not every server answers $want within ${limit} ms:$late"
+    fail "$what: not every server answers $want within ${limit} ms:$late$times"
 }
 
 # Requests to a sanitized server take longer: KEYGATE_E2E_PROPAGATION_MS raises the bound.

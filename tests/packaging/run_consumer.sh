@@ -6,15 +6,20 @@
 #   run_consumer.sh components   <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
 #   run_consumer.sh custom_store <keygate build dir> <source dir> <work dir> <cxx> <cxx flags>
 # package and subdirectory build consumer/ (whose link lines are the README's
-# CMake block); pkgconfig builds with the README's pkg-config command;
+# CMake block, plus the optional components: keygate::postgres, ::redis,
+# ::beast when built); pkgconfig builds with the README's pkg-config command
+# (and keygate-postgres.pc when installed);
 # components configures (no build) projects that ask the installed package
 # for a component whose dependency is missing (cpp-httplib hidden from
 # pkg-config): optional, it is just not found; required, configuration stops
 # and says why. custom_store copies custom_store/ (a KeyStore of its own) out
 # of the tree, builds it against the installed package and runs the installed
 # conformance suite on it.
+# $KEYGATE_CONSUMER_EXPECT_POSTGRES=1 (set by ctest when keygate::postgres is
+# built): the consumer must get the PostgreSQL store too.
 set -euo pipefail
 mode="$1" build="$2" src="$3" work="$4" cxx="$5" flags="${6:-}"
+expect_postgres="${KEYGATE_CONSUMER_EXPECT_POSTGRES:-0}"
 rm -rf "$work"
 mkdir -p "$work"
 
@@ -119,6 +124,15 @@ if [ "$mode" = pkgconfig ]; then
   "$cxx" -std=c++20 "${flag_args[@]}" "$src/tests/packaging/consumer/main.cc" \
     $(pkg-config --cflags --libs keygate-sqlite) -o consumer
   ./consumer
+  # keygate-postgres.pc, when keygate was built with the PostgreSQL store.
+  if [ "$expect_postgres" = 1 ]; then
+    # shellcheck disable=SC2046
+    "$cxx" -std=c++20 "${flag_args[@]}" -DKEYGATE_CONSUMER_POSTGRES \
+      "$src/tests/packaging/consumer/main.cc" \
+      $(pkg-config --cflags --libs keygate-sqlite keygate-postgres) -o consumer_postgres
+    out=$(./consumer_postgres)
+    grep -q "keygate::postgres linked" <<<"$out" || { echo "consumer_postgres: $out" >&2; exit 1; }
+  fi
   exit 0
 fi
 
@@ -132,4 +146,9 @@ else
 fi
 cmake -S "$src/tests/packaging/consumer" -B "$work/build" "${args[@]}" >/dev/null
 cmake --build "$work/build" >/dev/null
-"$work/build/app"
+out=$("$work/build/app")
+echo "$out"
+if [ "$expect_postgres" = 1 ] && ! grep -q "keygate::postgres linked" <<<"$out"; then
+  echo "$mode: keygate was built with keygate::postgres, but the consumer did not get it" >&2
+  exit 1
+fi

@@ -18,6 +18,9 @@ vcpkg_cmake_configure(
     # declared for them).
     -DKEYGATE_WITH_BEAST=OFF
     -DKEYGATE_WITH_HTTPLIB=OFF
+    # Nor is the PostgreSQL store: built whenever a system libpq is found,
+    # it would link it undeclared.
+    -DKEYGATE_WITH_POSTGRES=OFF
     -DKEYGATE_INSTALL=ON)
 vcpkg_cmake_install()
 vcpkg_cmake_config_fixup(CONFIG_PATH lib/cmake/keygate)

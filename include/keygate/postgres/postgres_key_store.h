@@ -19,9 +19,10 @@
 // in `schema` (created if missing); name search uses the pg_trgm extension (Debian:
 // postgresql-contrib), created in `public` when the database lacks it.
 // Ownership: `Create` returns a unique_ptr (a shared_ptr converts from it); the store owns its
-// connections and, from the first `Subscribe`, a listener thread; subscriptions may outlive the
-// store and are then inert. Thread safety: thread-safe. Cost: a read is one round trip; a write
-// one transaction of ~8 statements (about 1 ms on a Unix socket, writers commit one at a time);
+// connections and, from the first `Subscribe`, a listener thread (the destructor waits for it:
+// at most call_timeout while it is connecting); subscriptions may outlive the store and are then
+// inert. Thread safety: thread-safe. Cost: a read is one round trip; a write one transaction of
+// 4-6 statements (about 1 ms on a Unix socket; writers commit one at a time);
 // `InsertBatch` streams with COPY. Design: docs/design.md, "The PostgreSQL store".
 //
 // Example:
@@ -63,6 +64,9 @@ struct PostgresOptions {
   std::size_t pool_size = 4;  // 1 .. 64 connections for calls (the listener has its own)
   // Deadline of one call: 10 ms .. 10 min. InsertBatch allows this per 10,000 records.
   absl::Duration call_timeout = absl::Seconds(5);
+  // Deadline of the schema migration Create may run (0 .. 24 h; building the name index of a
+  // version 1 schema takes about a minute per million keys and blocks writes meanwhile).
+  absl::Duration migration_timeout = absl::Minutes(10);
   // How often subscribers are woken without a notification (the safety net); 10 ms .. 1 h.
   absl::Duration poll_interval = absl::Seconds(1);
   // LISTEN for notifications. false: poll only (a pooler in transaction mode, such as

@@ -1,12 +1,16 @@
 // Creates a key in an in-memory SQLite store and verifies it: proves that the
 // headers, the libraries (core and the sqlite component, plus the Beast
-// adapter when installed) and their dependencies resolve for a consumer.
+// adapter, the PostgreSQL store and the Redis limiter when installed) and
+// their dependencies resolve for a consumer.
 #include <iostream>
 
 #include "keygate/keygate.h"
 #include "keygate/sqlite/sqlite_key_store.h"
 #ifdef KEYGATE_CONSUMER_BEAST
 #include "keygate/adapters/beast.h"
+#endif
+#ifdef KEYGATE_CONSUMER_POSTGRES
+#include "keygate/postgres/postgres_key_store.h"
 #endif
 #ifdef KEYGATE_CONSUMER_REDIS
 #include "keygate/redis/redis_rate_limiter.h"
@@ -45,6 +49,16 @@ int main() {
       absl::StatusCode::kInvalidArgument) {
     return 6;
   }
+#endif
+#ifdef KEYGATE_CONSUMER_POSTGRES
+  // Links keygate::postgres and libpq: a URL libpq cannot parse needs no server.
+  keygate::PostgresOptions postgres;
+  postgres.url = "postgresql://[unclosed";
+  if (keygate::PostgresKeyStore::Create(postgres).status().code() !=
+      absl::StatusCode::kInvalidArgument) {
+    return 7;
+  }
+  std::cout << "keygate::postgres linked\n";
 #endif
   std::cout << "keygate " << KEYGATE_VERSION_STRING << ": " << v << "\n";
   return v.ok() ? 0 : 4;
