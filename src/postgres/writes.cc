@@ -332,7 +332,7 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
     const std::int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
     if (absl::Status st = c.ExecScript(
             m.Sql(absl::StrCat("SET LOCAL statement_timeout = ", std::max<std::int64_t>(1, ms),
-                               "; CREATE TEMP TABLE keygate_staging "
+                               "; SET LOCAL jit = off; CREATE TEMP TABLE keygate_staging "
                                "(LIKE $S.keys INCLUDING DEFAULTS) ON COMMIT DROP")),
             deadline);
         !st.ok()) {
@@ -348,20 +348,24 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
         !st.ok()) {
       return st;
     }
+    // Statistics of the staging table: without them the planner takes it for millions of rows.
+    if (absl::Status st = c.ExecScript("ANALYZE keygate_staging", deadline); !st.ok()) return st;
     // Conflicts with stored keys, named by id (the constraint errors below would not say which).
     struct Probe {
       const char* sql;
       const char* what;
     };
     const Probe probes[] = {
-        {"SELECT s.id FROM keygate_staging s JOIN $S.keys k ON k.id = s.id ORDER BY s.id LIMIT 1",
+        {"SELECT min(s.id) FROM keygate_staging s WHERE EXISTS "
+         "(SELECT 1 FROM $S.keys k WHERE k.id = s.id) HAVING count(*) > 0",
          "already exists"},
-        {"SELECT s.id FROM keygate_staging s JOIN $S.digests d "
-         "ON d.digest = s.digest OR d.digest = s.previous_digest ORDER BY s.id LIMIT 1",
+        {"SELECT min(s.id) FROM keygate_staging s WHERE EXISTS "
+         "(SELECT 1 FROM $S.digests d WHERE d.digest = s.digest) OR EXISTS "
+         "(SELECT 1 FROM $S.digests d WHERE d.digest = s.previous_digest) HAVING count(*) > 0",
          "digest already in use by another key"},
-        {"SELECT s.id FROM keygate_staging s JOIN $S.keys k ON k.owner = s.owner AND "
-         "k.environment = s.environment AND k.kind = 1 AND k.state = 1 "
-         "WHERE s.kind = 1 AND s.state = 1 ORDER BY s.id LIMIT 1",
+        {"SELECT min(s.id) FROM keygate_staging s WHERE s.kind = 1 AND s.state = 1 AND EXISTS "
+         "(SELECT 1 FROM $S.keys k WHERE k.owner = s.owner AND k.environment = s.environment "
+         "AND k.kind = 1 AND k.state = 1) HAVING count(*) > 0",
          "owner already has an active personal key in its environment"},
     };
     for (const Probe& probe : probes) {
