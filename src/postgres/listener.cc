@@ -80,6 +80,7 @@ void Listener::State::Run() {
   std::mt19937_64 rng(std::random_device{}());
   absl::Duration backoff = config.backoff;
   bool reported_down = false;
+  absl::Time next_poll = absl::Now() + config.poll_interval;
   if (config.channel.empty()) {  // poll only
     while (SleepUnlessStopped(config.poll_interval)) {
       counters->polls.fetch_add(1, std::memory_order_relaxed);
@@ -103,7 +104,17 @@ void Listener::State::Run() {
       // Full jitter: a fleet that lost its database does not come back in lockstep.
       std::uniform_int_distribution<std::int64_t> jitter(
           0, std::max<std::int64_t>(1, absl::ToInt64Microseconds(backoff)));
-      if (!SleepUnlessStopped(absl::Microseconds(jitter(rng)))) return;
+      // The poll goes on meanwhile: a subscriber still learns of changes every poll_interval
+      // (the reads may fail while the server is down; they succeed as soon as it is back).
+      const absl::Time retry_at = absl::Now() + absl::Microseconds(jitter(rng));
+      while (absl::Now() < retry_at) {
+        if (!SleepUnlessStopped(std::min(retry_at, next_poll) - absl::Now())) return;
+        if (absl::Now() >= next_poll) {
+          counters->polls.fetch_add(1, std::memory_order_relaxed);
+          notifier->NotifyWithoutWaiting();
+          next_poll = absl::Now() + config.poll_interval;
+        }
+      }
       backoff = std::min(backoff * 2, config.backoff_max);
       continue;
     }
@@ -113,7 +124,6 @@ void Listener::State::Run() {
     if (reported_down && config.on_status) config.on_status(absl::OkStatus());
     notifier->NotifyWithoutWaiting();
     PgConn& c = **conn;
-    absl::Time next_poll = absl::Now() + config.poll_interval;
     while (!stop.load(std::memory_order_acquire)) {
       pollfd p[2] = {{c.socket(), POLLIN, 0}, {wake[0], POLLIN, 0}};
       const absl::Duration left = std::max(absl::ZeroDuration(), next_poll - absl::Now());

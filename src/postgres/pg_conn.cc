@@ -30,6 +30,7 @@ std::string Trimmed(const char* message) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   // libpq's messages may span lines ("...failed: FATAL: ..."): one line per error.
   std::replace(s.begin(), s.end(), '\n', ' ');
+  std::replace(s.begin(), s.end(), '\t', ' ');
   return s;
 }
 
@@ -134,9 +135,6 @@ absl::StatusOr<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& url,
     st = PQconnectPoll(raw);
   }
   if (PQsetnonblocking(raw, 1) != 0) return conn->ConnectionError("connecting");
-  // A library does not print: the server's notices ("... already exists, skipping") are dropped.
-  PQsetNoticeProcessor(
-      raw, [](void*, const char*) {}, nullptr);
   if (!setup.empty()) {
     if (absl::Status s = conn->ExecScript(setup, deadline); !s.ok()) return s;
   }
