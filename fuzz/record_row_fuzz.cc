@@ -28,9 +28,9 @@
 #include "absl/time/time.h"
 
 #include "internal/gcra.h"
+#include "internal/record_columns.h"
 #include "keygate/key.h"
 #include "keygate/rate_limiter.h"
-#include "internal/record_columns.h"
 #include "sqlite/record_row.h"
 #include "sqlite/sqlite_db.h"
 

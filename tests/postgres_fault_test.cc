@@ -10,8 +10,7 @@
 // honored, a refusal within the poll interval + 1 s, service within 2 s of a restart), with a
 // margin of 2x for loaded CI machines; the measured times are printed ("postgres_fault: ...").
 // KEYGATE_PG_FAULT_TRIALS (default 50) sets the number of SIGKILL trials and
-// KEYGATE_PG_FAULT_OUTAGE_S (default 10) the length of the outage. Two hidden cases at the end
-// show known bugs (postgres_fault_test "[known-bug]").
+// KEYGATE_PG_FAULT_OUTAGE_S (default 10) the length of the outage.
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -892,19 +891,11 @@ TEST_CASE("PostgreSQL store: a hung server (SIGSTOP) costs each call at most its
 // ---------------------------------------------------------------------------------------------
 // A restart behind the pool's back.
 
-// The two cases below show known bugs of src/postgres and FAIL today. They are hidden ([.]) so
-// that CI stays green, and tagged [known-bug]: run them as
-//   postgres_fault_test "[known-bug]"
-// and drop the [.] with each fix.
-
-// KNOWN BUG: PgPool::Acquire (src/postgres/pg_conn.cc) lends an idle connection without looking
-// at it, so after the server restarted every connection pooled before fails its next call with
-// kUnavailable ("server closed the connection unexpectedly"): up to pool_size failed calls once
-// the server is back, however long after. The pool could poll(2) an idle connection's socket
-// before lending it (an idle connection has nothing to read: readable means EOF or a FATAL) and
-// drop it when PQconsumeInput finds it closed.
+// The pool looks at an idle connection before lending it (an idle connection has nothing to
+// read: readable means EOF or a FATAL) and drops it when the server closed it; a call that still
+// fails on a reused connection before doing anything is retried once on a new one.
 TEST_CASE("PostgreSQL store: the first call after a server restart succeeds",
-          "[.][postgres][fault][pool][known-bug]") {
+          "[postgres][fault][pool]") {
   std::unique_ptr<PostgresServer> server = StartServer();
   if (server == nullptr) return;
   std::shared_ptr<PostgresKeyStore> store =
@@ -923,20 +914,14 @@ TEST_CASE("PostgreSQL store: the first call after a server restart succeeds",
   CHECK(after_shutdown.ok());
 }
 
-// KNOWN BUG: while the listener waits between failed connection attempts
-// (src/postgres/listener.cc, Listener::Run: SleepUnlessStopped(jitter) after a failed Connect,
-// up to reconnect_backoff_max), nothing wakes the subscribers, so once the server is back they
-// learn of other servers' writes only when the listener's next attempt succeeds, not within
-// poll_interval as postgres_key_store.h promises ("wakes its subscribers every poll_interval in
-// case a notification was lost"). With the defaults (1 s poll, backoff up to 5 s) a Verifier
-// that relies on its store's feed is up to 5 s late after an outage (see the outage test's
-// report); here a long backoff makes it show every time (unless the random wait happens to
-// end within the second watched, about 2% of runs). The sleep could be cut at the next poll
-// time and wake the subscribers, as the connected loop does.
+// While the listener waits between failed connection attempts (up to reconnect_backoff_max),
+// the poll goes on: once the server is back, subscribers learn of other servers' writes within
+// poll_interval, not when the listener's next attempt succeeds. A long backoff here makes a
+// missing poll show every time.
 TEST_CASE(
     "PostgreSQL store: subscribers are woken every poll_interval while the listener backs "
     "off",
-    "[.][postgres][fault][listener-backoff][known-bug]") {
+    "[postgres][fault][listener-backoff]") {
   std::unique_ptr<PostgresServer> server = StartServer();
   if (server == nullptr) return;
   PostgresOptions o = Options(*server, "kg_backoff", absl::Milliseconds(500));
