@@ -9,6 +9,7 @@ if(TARGET keygate_postgres)
   # Each test case runs a server of its own that it kills, stops and freezes.
   keygate_add_test(postgres_fault_test SOURCES postgres_fault_test.cc
     LIBS keygate::postgres keygate::conformance LABELS postgres store TIMEOUT 600)
+  set_tests_properties(postgres_fault_test PROPERTIES COST 500)  # long: started early
 endif()
 # Sanitized builds check memory and races, not durability: 10 SIGKILL trials and a 3 s outage
 # there (the uninstrumented run makes the issue's 50 trials and 10 s), which keeps CI's time.
