@@ -28,8 +28,6 @@
 
 namespace keygate::internal {
 
-inline constexpr int kRecordColumnCount = 24;
-
 // The record columns of `keys k`, in the order DecodeRecordColumns reads them.
 inline constexpr char kRecordColumns[] =
     "k.id, k.name, k.description, k.owner, k.kind, k.environment, k.scopes, k.state, "

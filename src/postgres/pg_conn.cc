@@ -315,10 +315,6 @@ absl::StatusOr<int> PgConn::ReadNotifications() {
   return count;
 }
 
-absl::Status PgResultStatus(const PgResult& r) {
-  return r.get() == nullptr ? absl::InternalError("postgres: no result") : absl::OkStatus();
-}
-
 absl::StatusOr<std::string> DescribePostgresUrl(const std::string& url) {
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(url.c_str(), &err);

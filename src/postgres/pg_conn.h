@@ -128,9 +128,6 @@ class PgConn {
   bool broken_ = false;
 };
 
-// kOk, or the status of `r` (for callers that read results).
-absl::Status PgResultStatus(const PgResult& r);
-
 // "postgres host=... port=... dbname=... user=..." for `url`, never its password; or
 // kInvalidArgument "url: ..." when libpq cannot parse it.
 absl::StatusOr<std::string> DescribePostgresUrl(const std::string& url);
