@@ -24,9 +24,10 @@
 // --lua=1: the baseline instead of the limiter: every request is one EVALSHA of a GCRA script in
 // Redis (redis_lua_gcra.h), on a connection per thread (one limit only).
 //
-// FILE, written at the end: one line "<subject> <ns>" per admission (subject "a" or "b"; "a"
-// alone with one limit), then "stats <name>=<value> ..." with the limiter's counters and the
-// calls' outcomes. Exit 0, or 1 with the reason on stderr.
+// FILE, written at the end: one line "<subject> <stamp> <done>" per admission (subject "a" or
+// "b"; "a" alone with one limit; stamp: the `now_ns` passed, done: read once the decision was
+// back, both real time in ns: the limiter decided somewhere in between), then "stats <name>=<value>
+// ..." with the limiter's counters and the calls' outcomes. Exit 0, or 1 with the reason on stderr.
 
 #include <signal.h>
 #include <time.h>
@@ -142,7 +143,12 @@ void SleepUntilRealNs(std::int64_t ns) {
 
 // A thread's record: admissions as (subject, real ns), and the outcomes of its calls.
 struct Record {
-  std::vector<std::pair<char, std::int64_t>> admitted;
+  struct Admission {
+    char subject;
+    std::int64_t stamp;  // the `now_ns` passed, real time
+    std::int64_t done;   // real time read once the decision was back
+  };
+  std::vector<Admission> admitted;
   std::uint64_t attempts = 0;
   std::uint64_t denied = 0;
   std::uint64_t unavailable = 0;
@@ -212,11 +218,14 @@ int Main(int argc, char** argv) {
           2 * args.rate * args.duration_ms / args.period_ms / args.threads + 1000));
       const auto attempt = [&](absl::Span<const LimitRef> refs, char subject) {
         const std::int64_t now = absl::ToUnixNanos(clock.Now());
+        const auto admit = [&] {
+          r.admitted.push_back({subject, now - skew_ns, absl::ToUnixNanos(absl::Now())});
+        };
         ++r.attempts;
         if (baseline != nullptr) {
           switch (baseline->Acquire("keygate:lua:key_fleet", policy)) {
             case testing::LuaGcra::Result::kAllowed:
-              r.admitted.emplace_back(subject, now - skew_ns);
+              admit();
               break;
             case testing::LuaGcra::Result::kDenied:
               ++r.denied;
@@ -229,7 +238,7 @@ int Main(int argc, char** argv) {
         }
         switch (limiter->Acquire(refs, 1, now).result) {
           case LimitResult::kAllowed:
-            r.admitted.emplace_back(subject, now - skew_ns);
+            admit();
             break;
           case LimitResult::kDenied:
             ++r.denied;
@@ -266,8 +275,8 @@ int Main(int argc, char** argv) {
     attempts += r.attempts;
     denied += r.denied;
     unavailable += r.unavailable;
-    for (const auto& [subject, ns] : r.admitted)
-      absl::StrAppend(&text, std::string(1, subject), " ", ns, "\n");
+    for (const Record::Admission& a : r.admitted)
+      absl::StrAppend(&text, std::string(1, a.subject), " ", a.stamp, " ", a.done, "\n");
   }
   absl::StrAppend(&text, "stats attempts=", attempts, " denied=", denied,
                   " unavailable=", unavailable, " round_trips=", s.round_trips,

@@ -1,8 +1,10 @@
 // Issue 16's guarantees for RedisRateLimiter, measured on a fleet: 4 processes
 // (redis_fleet_helper) x 3 threads sharing one key on a real redis-server, policy L = 2000 per
-// second (burst L / 10), demand 5 x L. Each process records when it admitted each request (real
-// time, any injected skew removed); the test merges the records and counts admissions in sliding
-// windows of one period.
+// second (burst L / 10), demand 5 x L. Each process records each admission's stamp (the
+// `now_ns` it passed) and when the answer was back (real time, any injected skew removed); the
+// test merges the records and counts admissions in sliding windows of one period: for a maximum,
+// those certainly decided in the window (stamp and answer inside it); for a minimum, those
+// stamped in it.
 //
 // The bound (keygate/redis/redis_rate_limiter.h): in any window of one period after the first,
 // at most L * (1 + lease_fraction) + N * credit + 1 with credit = max(1, overshoot * L / N),
@@ -50,8 +52,10 @@
 namespace keygate {
 namespace {
 
+using testing::CountDecidedIn;
 using testing::CountIn;
-using testing::MaxWindow;
+using testing::Decided;
+using testing::MaxDecidedWindow;
 using testing::MinWindow;
 using testing::RedisServer;
 using testing::StartRedisOrSkip;
@@ -88,9 +92,13 @@ struct FleetOptions {
 struct FleetRun {
   std::int64_t t0 = 0;
   std::int64_t end = 0;
-  std::vector<std::int64_t> a;    // admissions of key a (or the one key), sorted
-  std::vector<std::int64_t> b;    // of key b
-  std::vector<std::int64_t> all;  // both
+  // Admissions as stamped (the `now_ns` passed), sorted: key a (or the one key), key b, both.
+  std::vector<std::int64_t> a;
+  std::vector<std::int64_t> b;
+  std::vector<std::int64_t> all;
+  // The same as decided (between the stamp and the answer), sorted by stamp: for the maxima.
+  std::vector<Decided> a_decided;
+  std::vector<Decided> all_decided;
   std::vector<std::map<std::string, std::int64_t>> stats;  // each process's "stats" line
 };
 
@@ -177,26 +185,35 @@ FleetRun RunFleet(const RedisServer& redis, const FleetOptions& f,
         run.stats.push_back(std::move(stats));
         continue;
       }
-      std::int64_t ns = 0;
-      REQUIRE(static_cast<bool>(in >> ns));
-      (word == "b" ? run.b : run.a).push_back(ns);
-      run.all.push_back(ns);
+      Decided d;
+      REQUIRE(static_cast<bool>(in >> d.stamp >> d.done));
+      REQUIRE(d.done >= d.stamp);
+      (word == "b" ? run.b : run.a).push_back(d.stamp);
+      run.all.push_back(d.stamp);
+      if (word != "b") run.a_decided.push_back(d);
+      run.all_decided.push_back(d);
     }
   }
   REQUIRE(run.stats.size() == static_cast<std::size_t>(kProcesses));
   for (std::vector<std::int64_t>* v : {&run.a, &run.b, &run.all}) std::sort(v->begin(), v->end());
+  for (std::vector<Decided>* v : {&run.a_decided, &run.all_decided}) {
+    std::sort(v->begin(), v->end());
+  }
   return run;
 }
 
-// Max and min windows of one period over admissions `v`, for windows starting in [from, to]
-// (the max over all such windows; the min on a 10 ms grid).
+// Max and min windows of one period, for windows starting in [from, to]: the max over all such
+// windows of the admissions certainly decided in it (`decided`), the min on a 10 ms grid of the
+// admissions stamped in it (`stamps`: each was decided at or after its stamp, so this counts no
+// more than were decided in the window or may have been).
 struct Windows {
   WindowCount max;
   WindowCount min;
 };
-Windows Measure(const std::vector<std::int64_t>& v, std::int64_t from, std::int64_t to) {
-  return {MaxWindow(v, from, to + kPeriod, kPeriod),
-          MinWindow(v, from, to + kPeriod, kPeriod, 10 * kMs)};
+Windows Measure(const std::vector<std::int64_t>& stamps, const std::vector<Decided>& decided,
+                std::int64_t from, std::int64_t to) {
+  return {MaxDecidedWindow(decided, from, to + kPeriod, kPeriod),
+          MinWindow(stamps, from, to + kPeriod, kPeriod, 10 * kMs)};
 }
 
 std::string Describe(const char* what, const Windows& w, std::int64_t t0) {
@@ -216,13 +233,13 @@ std::string StatsText(const FleetRun& run) {
 // (a), (b), (f): windows after the first period within the bound, and at least 0.9 L.
 void CheckSteadyState(const FleetRun& run, const FleetOptions& f) {
   const double rate = static_cast<double>(f.rate);
-  const Windows w = Measure(run.all, run.t0 + kPeriod, run.end - kPeriod);
+  const Windows w = Measure(run.all, run.all_decided, run.t0 + kPeriod, run.end - kPeriod);
   const std::string text = Describe("windows after the first period", w, run.t0);
   WARN(text << ", total " << run.all.size() << "; bound " << Bound(rate) << StatsText(run));
   CHECK(static_cast<double>(w.max.count) <= Bound(rate));
   CHECK(static_cast<double>(w.min.count) >= 0.9 * rate);
   // The first period holds the burst as well: at most burst + the bound.
-  CHECK(static_cast<double>(CountIn(run.all, run.t0, run.t0 + kPeriod)) <=
+  CHECK(static_cast<double>(CountDecidedIn(run.all_decided, run.t0, run.t0 + kPeriod)) <=
         static_cast<double>(f.burst) + Bound(rate));
   for (const auto& stats : run.stats) {
     CHECK(stats.at("failures") == 0);
@@ -271,8 +288,8 @@ TEST_CASE("Redis fleet: a request denied by its key's limit consumes none of its
   const FleetRun run = RunFleet(*redis, f);
   const std::int64_t from = run.t0 + kPeriod;
   const std::int64_t to = run.end - kPeriod;
-  const Windows a = Measure(run.a, from, to);
-  const Windows owner = Measure(run.all, from, to);
+  const Windows a = Measure(run.a, run.a_decided, from, to);
+  const Windows owner = Measure(run.all, run.all_decided, from, to);
   WARN(Describe("key a", a, run.t0)
        << "; " << Describe("owner (a + b)", owner, run.t0) << "; totals a " << run.a.size()
        << ", b " << run.b.size() << StatsText(run));
@@ -316,13 +333,15 @@ TEST_CASE("Redis fleet: with Redis stopped, then killed, the fleet admits at mos
   const std::int64_t t0 = run.t0;
   // Redis up, then going, then gone: the bound holds throughout (each process turns to L / N
   // from an empty bucket; leases taken before the stop were Redis's budget).
-  const Windows before = Measure(run.all, t0 + kPeriod, t0 + kRestart - kPeriod);
+  const Windows before = Measure(run.all, run.all_decided, t0 + kPeriod, t0 + kRestart - kPeriod);
   // Gone: windows that lie wholly between the stop (+ 100 ms to notice) and the restart.
-  const Windows gone = Measure(run.all, t0 + kStop + 100 * kMs, t0 + kRestart - kPeriod);
+  const Windows gone =
+      Measure(run.all, run.all_decided, t0 + kStop + 100 * kMs, t0 + kRestart - kPeriod);
   // Around the restart (Redis came back empty): up to 2 x L.
-  const Windows around = Measure(run.all, t0 + kRestart - kPeriod, t0 + kRestart + kSec);
+  const Windows around =
+      Measure(run.all, run.all_decided, t0 + kRestart - kPeriod, t0 + kRestart + kSec);
   // Global limiting again from 1 s after the restart.
-  const Windows after = Measure(run.all, t0 + kRestart + kSec, run.end - kPeriod);
+  const Windows after = Measure(run.all, run.all_decided, t0 + kRestart + kSec, run.end - kPeriod);
   WARN(Describe("up to the restart", before, t0)
        << "\n"
        << Describe("Redis gone", gone, t0) << "\n"
@@ -359,9 +378,10 @@ TEST_CASE("Redis fleet: Redis restarted empty admits at most 2 x L in the affect
   });
   REQUIRE(restarted);
   const std::int64_t t0 = run.t0;
-  const Windows before = Measure(run.all, t0 + kPeriod, t0 + kRestart - kPeriod);
-  const Windows around = Measure(run.all, t0 + kRestart - kPeriod, t0 + kRestart + kSec);
-  const Windows after = Measure(run.all, t0 + kRestart + kSec, run.end - kPeriod);
+  const Windows before = Measure(run.all, run.all_decided, t0 + kPeriod, t0 + kRestart - kPeriod);
+  const Windows around =
+      Measure(run.all, run.all_decided, t0 + kRestart - kPeriod, t0 + kRestart + kSec);
+  const Windows after = Measure(run.all, run.all_decided, t0 + kRestart + kSec, run.end - kPeriod);
   WARN(Describe("before the restart", before, t0)
        << "\n"
        << Describe("around the restart", around, t0) << "\n"
@@ -380,13 +400,11 @@ TEST_CASE("Redis fleet: the Lua-per-request baseline in the same fleet",
   FleetOptions f;
   f.lua = true;
   const FleetRun run = RunFleet(*redis, f);
-  const Windows w = Measure(run.all, run.t0 + kPeriod, run.end - kPeriod);
+  const Windows w = Measure(run.all, run.all_decided, run.t0 + kPeriod, run.end - kPeriod);
   WARN(Describe("Lua per request, windows after the first period", w, run.t0)
        << ", total " << run.all.size() << StatsText(run));
   // One GCRA, decided in Redis: at most L + 1 in a window of Redis's time after the first
-  // period. The times here are taken as each request is sent, up to a round trip (milliseconds
-  // on a loaded machine) before Redis decides, so a window may see a few more; the limiter's
-  // bound holds.
+  // period (Redis's clock is this machine's); held to the limiter's bound.
   CHECK(static_cast<double>(w.max.count) <= Bound(kRate));
   CHECK(static_cast<double>(w.min.count) >= 0.9 * kRate);
   for (const auto& stats : run.stats) CHECK(stats.at("unavailable") == 0);

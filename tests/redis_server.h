@@ -279,6 +279,41 @@ inline WindowCount MaxWindow(const std::vector<std::int64_t>& sorted, std::int64
   return best;
 }
 
+// An admission the limiter decided somewhere in [stamp, done] (the caller's `now_ns`, and the
+// time its answer was back: a thread held up between the two widens the interval).
+struct Decided {
+  std::int64_t stamp = 0;
+  std::int64_t done = 0;
+  bool operator<(const Decided& o) const { return stamp < o.stamp; }
+};
+
+// Admissions certainly decided within [from, to): stamp >= from and done < to.
+inline std::size_t CountDecidedIn(const std::vector<Decided>& by_stamp, std::int64_t from,
+                                  std::int64_t to) {
+  std::size_t n = 0;
+  for (auto it = std::lower_bound(by_stamp.begin(), by_stamp.end(), Decided{from, from});
+       it != by_stamp.end() && it->stamp < to; ++it) {
+    n += it->done < to ? 1 : 0;
+  }
+  return n;
+}
+
+// The most admissions certainly decided in any window [s, s + width) with `from` <= s and
+// s + width <= `to` (windows starting at a stamp, or at `from`, suffice).
+// The Redis limiter's bound counts such calls: one stamped inside a lease and held up past the
+// window's end still spends that lease, so counting stamps alone would charge a window with up
+// to one request per calling thread beyond it.
+inline WindowCount MaxDecidedWindow(const std::vector<Decided>& by_stamp, std::int64_t from,
+                                    std::int64_t to, std::int64_t width) {
+  WindowCount best{CountDecidedIn(by_stamp, from, from + width), from};
+  for (auto it = std::lower_bound(by_stamp.begin(), by_stamp.end(), Decided{from, from});
+       it != by_stamp.end() && it->stamp + width <= to; ++it) {
+    const std::size_t n = CountDecidedIn(by_stamp, it->stamp, it->stamp + width);
+    if (n > best.count) best = {n, it->stamp};
+  }
+  return best;
+}
+
 // The fewest admissions in a window [s, s + width) with s on a grid of `step` from `from` and
 // s + width <= `to`.
 inline WindowCount MinWindow(const std::vector<std::int64_t>& sorted, std::int64_t from,
