@@ -131,8 +131,9 @@ class IndexWriter {
                           std::int64_t taken_ns);
 
   // Pulls the feed from `*seq` until it is exhausted, applying each batch to
-  // `t` and advancing `*seq`. The store is always called without mu_ taken
-  // here: with `lock_per_batch` (the caller does not hold mu_) it is taken
+  // `t` and advancing `*seq`; while a batch is applied, the next is read on
+  // a short-lived thread. PullFeed never waits for the store holding mu_
+  // itself: with `lock_per_batch` (the caller does not hold mu_) it is taken
   // for each batch's application; without, the caller holds it.
   absl::Status PullFeed(std::unique_ptr<Table>& t, bool published, std::uint64_t* seq,
                         bool lock_per_batch);
