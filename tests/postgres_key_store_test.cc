@@ -149,48 +149,100 @@ TEST_CASE("PostgresKeyStore: another store's subscribers wake on NOTIFY", "[post
   sub->reset();
 }
 
-TEST_CASE("PostgresKeyStore: a version 1 schema migrates, keys and feed intact",
+TEST_CASE("PostgresKeyStore: a version 1 schema migrates to the latest, keys and feed intact",
           "[postgres][migration]") {
   if (SharedPostgres() == nullptr) return;
+  // The history to migrate, written by this keygate in a schema of its own: three keys, one
+  // deleted, one modified (sequences 1-5), then copied into a version 1 schema in version 1's
+  // layout (a change row per key id, deleted or not).
+  const PostgresOptions src = TestPostgresOptions(*SharedPostgres());
+  std::unique_ptr<PostgresKeyStore> source = Open(src);
+  KeyRecord a =
+      MakeRecord(KeyId(1), "alice", "production", keygate::KeyKind::kGeneral, "Billing Export");
+  REQUIRE(source->Insert(a, CreatedNote()).ok());
+  REQUIRE(source->Insert(MakeRecord(KeyId(2)), CreatedNote()).ok());
+  REQUIRE(source->Insert(MakeRecord(KeyId(4)), CreatedNote()).ok());
+  REQUIRE(source->Delete(KeyId(4), std::nullopt, keygate::testing::DeletedNote()).ok());
+  absl::StatusOr<KeyRecord> two = source->Get(KeyId(2));
+  REQUIRE(two.ok());
+  two->description = "modified";
+  REQUIRE(source->Update(*two, keygate::testing::ModifiedNote()).ok());
+  absl::StatusOr<keygate::ChangeBatch> history = source->ChangesSince(0, 10);
+  REQUIRE(history.ok());
+  REQUIRE(history->changes.size() == 3);
+
   const PostgresOptions o = TestPostgresOptions(*SharedPostgres());
   {
     absl::StatusOr<std::unique_ptr<PostgresKeyStore>> v1 =
         keygate::internal::PostgresTestPeer::Create(o, 1);
     REQUIRE(v1.ok());
-    KeyRecord a =
-        MakeRecord(KeyId(1), "alice", "production", keygate::KeyKind::kGeneral, "Billing Export");
-    REQUIRE((*v1)->Insert(a, CreatedNote()).ok());
-    REQUIRE((*v1)->Insert(MakeRecord(KeyId(2)), CreatedNote()).ok());
-    absl::StatusOr<std::string> index =
-        SharedPostgres()->Psql(absl::StrCat("SELECT count(*) FROM pg_indexes WHERE schemaname = '",
-                                            o.schema, "' AND indexname = 'keys_name_trgm'"));
-    REQUIRE(index.ok());
-    CHECK(*index == "0");
   }
-  std::unique_ptr<PostgresKeyStore> v2 = Open(o);
+  const std::string kV1Columns =
+      "id, name, name_lower, description, owner, kind, environment, scopes, state, created_us, "
+      "updated_us, expires_us, last_used_us, rate_limit_rate, rate_limit_period_us, "
+      "rate_limit_burst, webhook_url, accounts, metadata, digest, hint, previous_digest, "
+      "previous_hint, previous_valid_until_us, version";
+  const std::string from = absl::StrCat("\"", src.schema, "\".");
+  const std::string to = absl::StrCat("\"", o.schema, "\".");
+  absl::StatusOr<std::string> copied = SharedPostgres()->Psql(
+      absl::StrCat("INSERT INTO ", to, "keys (", kV1Columns, ") SELECT ", kV1Columns, " FROM ",
+                   from, "keys; ", "INSERT INTO ", to, "digests SELECT * FROM ", from, "digests; ",
+                   "INSERT INTO ", to, "changes (key_id, sequence) SELECT id, sequence FROM ", from,
+                   "keys UNION ALL SELECT key_id, sequence FROM ", from, "changes; ",
+                   "INSERT INTO ", to, "audit SELECT * FROM ", from, "audit; ", "UPDATE ", to,
+                   "sequence_counter SET last = (SELECT last FROM ", from, "sequence_counter); ",
+                   "SELECT count(*) FROM ", to, "changes"));
+  INFO(copied.status().ToString());
+  REQUIRE(copied.ok());
+  REQUIRE(*copied == "3");
+
+  std::unique_ptr<PostgresKeyStore> latest = Open(o);
   absl::StatusOr<std::string> version =
-      SharedPostgres()->Psql(absl::StrCat("SELECT version FROM \"", o.schema, "\".schema_version"));
+      SharedPostgres()->Psql(absl::StrCat("SELECT version FROM ", to, "schema_version"));
   REQUIRE(version.ok());
-  CHECK(*version == "2");
-  absl::StatusOr<std::string> index =
-      SharedPostgres()->Psql(absl::StrCat("SELECT count(*) FROM pg_indexes WHERE schemaname = '",
-                                          o.schema, "' AND indexname = 'keys_name_trgm'"));
-  REQUIRE(index.ok());
-  CHECK(*index == "1");
-  CHECK(v2->Get(KeyId(1)).ok());
+  CHECK(*version == std::to_string(PostgresKeyStore::kSchemaVersion));
+  absl::StatusOr<std::string> indexes =
+      SharedPostgres()->Psql(absl::StrCat("SELECT string_agg(indexname, ',' ORDER BY indexname) "
+                                          "FROM pg_indexes WHERE schemaname = '",
+                                          o.schema, "' AND tablename = 'keys'"));
+  REQUIRE(indexes.ok());
+  CHECK(*indexes == "keys_name_trgm,keys_one_active_personal,keys_owner,keys_pkey,keys_sequence");
+  // Version 3 keeps tombstones only.
+  absl::StatusOr<std::string> tombstones =
+      SharedPostgres()->Psql(absl::StrCat("SELECT string_agg(key_id, ',') FROM ", to, "changes"));
+  REQUIRE(tombstones.ok());
+  CHECK(*tombstones == KeyId(4));
+  CHECK(latest->Get(KeyId(1)).ok());
   keygate::ListOptions search;
   search.filter.name_contains = "LING exp";
-  absl::StatusOr<keygate::ListPage> page = v2->List(search);
+  absl::StatusOr<keygate::ListPage> page = latest->List(search);
   REQUIRE(page.ok());
   REQUIRE(page->keys.size() == 1);
   CHECK(page->keys[0].id == KeyId(1));
-  absl::StatusOr<keygate::ChangeBatch> feed = v2->ChangesSince(0, 10);
+  // The feed reads as it did before the migration: the same sequences and records.
+  absl::StatusOr<keygate::ChangeBatch> feed = latest->ChangesSince(0, 10);
   REQUIRE(feed.ok());
-  CHECK(feed->changes.size() == 2);
-  REQUIRE(v2->Insert(MakeRecord(KeyId(3)), CreatedNote()).ok());
-  absl::StatusOr<std::uint64_t> last = v2->LastSequence();
+  REQUIRE(feed->changes.size() == history->changes.size());
+  for (std::size_t i = 0; i < feed->changes.size(); ++i) {
+    const keygate::Change& got = feed->changes[i];
+    const keygate::Change& want = history->changes[i];
+    INFO("change " << i << ": " << got.key_id << " at " << got.sequence);
+    CHECK(got.sequence == want.sequence);
+    CHECK(got.key_id == want.key_id);
+    CHECK(got.record == want.record);
+  }
+  CHECK(feed->changes[1].key_id == KeyId(4));
+  CHECK(!feed->changes[1].record.has_value());
+  CHECK(feed->next_sequence == 5);
+  REQUIRE(latest->Insert(MakeRecord(KeyId(3)), CreatedNote()).ok());
+  absl::StatusOr<std::uint64_t> last = latest->LastSequence();
   REQUIRE(last.ok());
-  CHECK(*last == 3);
+  CHECK(*last == 6);
+  absl::StatusOr<keygate::ChangeBatch> more = latest->ChangesSince(5, 10);
+  REQUIRE(more.ok());
+  REQUIRE(more->changes.size() == 1);
+  CHECK(more->changes[0].sequence == 6);
+  CHECK(more->changes[0].key_id == KeyId(3));
 }
 
 TEST_CASE("PostgresKeyStore: servers starting at once migrate once; newer schemas are refused",

@@ -158,35 +158,51 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
       "expires_us, last_used_us, rate_limit_rate, rate_limit_period_us, rate_limit_burst, "
       "webhook_url, accounts, metadata, digest, hint, previous_digest, previous_hint, "
       "previous_valid_until_us";
+  // Every write takes its sequence with its key row: UPDATE ... RETURNING on the counter row,
+  // which stays locked until COMMIT, so the next writer's sequence is taken after this one's
+  // commit and sequences commit in order (schema.cc). A key row carries its latest sequence.
   m.insert_key_sql = m.Sql(absl::StrCat(
-      "INSERT INTO $S.keys (", kColumnNames,
-      ", name_lower, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-      "$14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, 1)"));
+      "WITH s AS (UPDATE $S.sequence_counter SET last = last + 1 RETURNING last), "
+      "t AS (DELETE FROM $S.changes WHERE key_id = $1) "  // a tombstone of a reused id goes
+      "INSERT INTO $S.keys (",
+      kColumnNames,
+      ", name_lower, version, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+      "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, 1, (SELECT last FROM s)) "
+      "RETURNING sequence"));
   m.update_key_sql = m.Sql(
+      "WITH s AS (UPDATE $S.sequence_counter SET last = last + 1 RETURNING last) "
       "UPDATE $S.keys SET name = $2, description = $3, owner = $4, kind = $5, environment = $6, "
       "scopes = $7, state = $8, created_us = $9, updated_us = $10, expires_us = $11, "
       "last_used_us = $12, rate_limit_rate = $13, rate_limit_period_us = $14, "
       "rate_limit_burst = $15, webhook_url = $16, accounts = $17, metadata = $18, digest = $19, "
       "hint = $20, previous_digest = $21, previous_hint = $22, previous_valid_until_us = $23, "
-      "name_lower = $24, version = version + 1 WHERE id = $1");
-  // The counter row stays locked until COMMIT: the next writer's sequence is taken after this
-  // one's commit, so sequences commit in order (schema.cc).
-  m.log_sql = m.Sql(
+      "name_lower = $24, version = version + 1, sequence = (SELECT last FROM s) WHERE id = $1 "
+      "RETURNING sequence");
+  // A deletion leaves a tombstone with its sequence.
+  m.delete_key_sql = m.Sql(
       "WITH s AS (UPDATE $S.sequence_counter SET last = last + 1 RETURNING last), "
-      "c AS (INSERT INTO $S.changes (key_id, sequence) SELECT $1, last FROM s "
-      "ON CONFLICT (key_id) DO UPDATE SET sequence = excluded.sequence), "
-      "a AS (INSERT INTO $S.audit (sequence, at_us, type, actor, key_id, owner, fields, version) "
-      "SELECT last, $2, $3, $4, $1, $5, $6, $7 FROM s) "
-      "SELECT s.last FROM s, pg_notify($8, '') AS n");
+      "d AS (DELETE FROM $S.digests WHERE key_id = $1), "
+      "k AS (DELETE FROM $S.keys WHERE id = $1) "
+      "INSERT INTO $S.changes (key_id, sequence) SELECT $1, last FROM s "
+      "ON CONFLICT (key_id) DO UPDATE SET sequence = excluded.sequence RETURNING sequence");
+  m.log_sql = m.Sql(
+      "WITH a AS (INSERT INTO $S.audit (sequence, at_us, type, actor, key_id, owner, fields, "
+      "version) VALUES ($8, $2, $3, $4, $1, $5, $6, $7)) "
+      "SELECT pg_notify($9, '')");
   m.get_sql =
       m.Sql(absl::StrCat("SELECT ", internal::kRecordColumns, " FROM $S.keys k WHERE k.id = $1"));
   m.find_sql = m.Sql(absl::StrCat("SELECT ", internal::kRecordColumns,
                                   " FROM $S.digests d JOIN $S.keys k ON k.id = d.key_id "
                                   "WHERE d.digest = $1"));
-  m.changes_sql = m.Sql(absl::StrCat(
-      "SELECT c.sequence, c.key_id, k.id IS NOT NULL, ", internal::kRecordColumns,
-      " FROM $S.changes c LEFT JOIN $S.keys k ON k.id = c.key_id WHERE c.sequence > $1 "
-      "ORDER BY c.sequence LIMIT $2"));
+  // Live keys by sequence merged with tombstones by sequence: two index ranges, one snapshot.
+  // (The tombstones' record columns are NULLs of the right types: a join that matches nothing.)
+  m.changes_sql = m.Sql(
+      absl::StrCat("(SELECT k.sequence, k.id, true, ", internal::kRecordColumns,
+                   " FROM $S.keys k WHERE k.sequence > $1 ORDER BY k.sequence LIMIT $2) UNION ALL "
+                   "(SELECT c.sequence, c.key_id, false, ",
+                   internal::kRecordColumns,
+                   " FROM $S.changes c LEFT JOIN $S.keys k ON false WHERE c.sequence > $1 "
+                   "ORDER BY c.sequence LIMIT $2) ORDER BY 1 LIMIT $2"));
   {
     const absl::Time deadline = m.Deadline();
     absl::StatusOr<PgPool::Lease> lease = m.pool->Acquire(deadline);

@@ -1,15 +1,17 @@
 // Schema of the PostgreSQL store (schema.h).
 //
-// Tables (in the store's schema, version 2):
+// Tables (in the store's schema, version 3):
 //   keys          one row per key, the record columns of internal/record_columns.h plus
-//                 `name_lower` (the ASCII-lowered name that search matches). Text compared or
-//                 ordered (id, owner, name_lower) uses the "C" collation: byte order, whatever
-//                 the database's locale, as cursors and the other stores order ids.
+//                 `name_lower` (the ASCII-lowered name that search matches) and `sequence` (of
+//                 the key's latest change; unique, indexed: the change feed's live keys). Text
+//                 compared or ordered (id, owner, name_lower) uses the "C" collation: byte
+//                 order, whatever the database's locale, as cursors and the other stores order
+//                 ids.
 //   digests       every digest that identifies a key: its current one and, during a roll's
 //                 grace period, the previous one. Its primary key makes digests unique across
 //                 current AND rolled secrets.
-//   changes       the change log: one row per key id with the sequence of its latest change; a
-//                 deleted key's row stays (a tombstone: no keys row joins it).
+//   changes       the deleted keys (tombstones): one row per key id with the sequence of its
+//                 deletion. The change feed is the keys by sequence merged with these.
 //   audit         the audit log (keygate/audit.h), keyed by the change's sequence, written in
 //                 the same transaction; indexed by (key_id, sequence) and (actor, sequence).
 //   audit_cursors each named consumer's acknowledged sequence.
@@ -25,6 +27,10 @@
 //
 // Version 2 (from 1): name search through a trigram index (pg_trgm, GIN over name_lower), which
 // answers a substring search in milliseconds at a million keys instead of a scan.
+// Version 3 (from 2): the sequence moves onto the keys row and `changes` keeps only tombstones
+// (it had a row per key), so that the feed reads keys in sequence order instead of joining each
+// change row to its key: a cold load of a million keys reads one index range, not a million
+// primary-key probes (docs/design.md, "The PostgreSQL store").
 
 #include "postgres/schema.h"
 
@@ -112,6 +118,15 @@ INSERT INTO $S.sequence_counter (last) VALUES (0);
 // $T: the schema pg_trgm lives in (quoted).
 constexpr char kVersion2[] = R"sql(
 CREATE INDEX keys_name_trgm ON $S.keys USING gin (name_lower $T.gin_trgm_ops);
+)sql";
+
+// Every key has a change row (written in its transaction), so every key gets its sequence.
+constexpr char kVersion3[] = R"sql(
+ALTER TABLE $S.keys ADD COLUMN sequence bigint;
+UPDATE $S.keys k SET sequence = c.sequence FROM $S.changes c WHERE c.key_id = k.id;
+DELETE FROM $S.changes c USING $S.keys k WHERE k.id = c.key_id;
+ALTER TABLE $S.keys ALTER COLUMN sequence SET NOT NULL;
+CREATE UNIQUE INDEX keys_sequence ON $S.keys (sequence);
 )sql";
 
 absl::StatusOr<std::string> TrigramSchema(PgConn& conn, std::string_view store_schema,
@@ -229,6 +244,8 @@ absl::Status MigrateSchema(PgConn& conn, std::string_view schema, int target, ab
       absl::StatusOr<std::string> trgm = TrigramSchema(conn, schema, deadline);
       if (!trgm.ok()) return trgm.status();
       sql = absl::StrReplaceAll(kVersion2, {{"$S", s}, {"$T", QuoteIdent(*trgm)}});
+    } else if (*version == 2) {
+      sql = absl::StrReplaceAll(kVersion3, {{"$S", s}});
     }
     absl::StrAppend(&sql, "UPDATE ", s, ".schema_version SET version = ", *version + 1, ";");
     if (absl::Status st = conn.ExecScript(sql, deadline); !st.ok()) return st;

@@ -51,7 +51,8 @@ struct PostgresKeyStore::Impl {
   std::string Sql(std::string_view text) const {
     return absl::StrReplaceAll(absl::string_view(text.data(), text.size()), {{"$S", schema}});
   }
-  std::string insert_key_sql, update_key_sql, log_sql, get_sql, find_sql, changes_sql;
+  std::string insert_key_sql, update_key_sql, delete_key_sql, log_sql, get_sql, find_sql,
+      changes_sql;
 
   absl::Time Deadline() const { return absl::Now() + options.call_timeout; }
 
@@ -163,10 +164,12 @@ struct PostgresKeyStore::Impl {
     return res.ok() ? absl::OkStatus() : Conflict(res.status(), r);
   }
 
-  // Appends the change and the audit entry of a write (kLogSql); returns the sequence.
-  absl::StatusOr<std::uint64_t> AppendLog(internal::PgConn& c, const AuditNote& note,
-                                          std::string_view id, std::string_view owner,
-                                          std::uint64_t version, absl::Time deadline) {
+  // Appends the audit entry of a write whose key statement (`written`: insert_key_sql,
+  // update_key_sql or delete_key_sql) returned its sequence, and queues the NOTIFY.
+  absl::Status AppendLog(internal::PgConn& c, const AuditNote& note, std::string_view id,
+                         std::string_view owner, std::uint64_t version,
+                         const internal::PgResult& written, absl::Time deadline) {
+    if (written.rows() != 1) return absl::InternalError(absl::StrCat(described, ": no sequence"));
     const Event e = MakeAuditEvent(note, 0, id, owner, version);
     internal::PgParams p;
     p.BindText(1, id);
@@ -176,11 +179,9 @@ struct PostgresKeyStore::Impl {
     p.BindText(5, e.owner);
     p.BindText(6, internal::EncodeJsonStringArray(e.changed_fields));
     p.BindInt(7, static_cast<std::int64_t>(e.version));
-    p.BindText(8, channel);
-    absl::StatusOr<internal::PgResult> r = c.Exec(log_sql, p, deadline);
-    if (!r.ok()) return r.status();
-    if (r->rows() != 1) return absl::InternalError(absl::StrCat(described, ": no sequence"));
-    return static_cast<std::uint64_t>(r->row(0).Int(0));
+    p.BindInt(8, written.row(0).Int(0));
+    p.BindText(9, channel);
+    return c.Exec(log_sql, p, deadline).status();
   }
 
   struct Located {

@@ -1,8 +1,9 @@
 // PostgresKeyStore's writes (keygate/postgres/postgres_key_store.h).
 //
-// Every write is one transaction: the key's rows, then one statement (Impl::log_sql) that takes
-// the next sequence from the counter row (locking it to COMMIT: writers commit in sequence
-// order), records the change and the audit entry, and sends NOTIFY; after COMMIT the writer runs
+// Every write is one transaction: the statement that writes the key's row also takes the next
+// sequence from the counter row (locking it to COMMIT: writers commit in sequence order) and
+// stores it on the row (a deletion: on its tombstone); then the digests; then one statement
+// (Impl::log_sql) records the audit entry and sends NOTIFY. After COMMIT the writer runs
 // this process's subscribers itself (ChangeNotifier::Notify), so a revoke returns only once the
 // local verifiers have it. Other processes learn of it from the NOTIFY, or from the poll.
 
@@ -121,11 +122,10 @@ absl::Status PostgresKeyStore::Insert(const KeyRecord& record, const AuditNote& 
     PgParams p;
     internal::BindRecordColumns(p, record, 1);
     p.BindText(24, internal::ToLowerAscii(record.name));
-    if (absl::StatusOr<PgResult> r = c.Exec(m.insert_key_sql, p, deadline); !r.ok()) {
-      return m.Conflict(r.status(), record);
-    }
+    absl::StatusOr<PgResult> written = c.Exec(m.insert_key_sql, p, deadline);
+    if (!written.ok()) return m.Conflict(written.status(), record);
     if (absl::Status d = m.InsertDigests(c, record, deadline); !d.ok()) return d;
-    return m.AppendLog(c, note, record.id, record.owner, 1, deadline).status();
+    return m.AppendLog(c, note, record.id, record.owner, 1, *written, deadline);
   });
   if (!s.ok()) return s;
   m.Notify();
@@ -148,9 +148,8 @@ absl::StatusOr<KeyRecord> PostgresKeyStore::Update(const KeyRecord& record, cons
     PgParams p;
     internal::BindRecordColumns(p, record, 1);
     p.BindText(24, internal::ToLowerAscii(record.name));
-    if (absl::StatusOr<PgResult> r = c.Exec(m.update_key_sql, p, deadline); !r.ok()) {
-      return m.Conflict(r.status(), record);
-    }
+    absl::StatusOr<PgResult> written = c.Exec(m.update_key_sql, p, deadline);
+    if (!written.ok()) return m.Conflict(written.status(), record);
     const std::string_view digest(reinterpret_cast<const char*>(record.digest.data()),
                                   record.digest.size());
     const std::string_view previous =
@@ -169,7 +168,7 @@ absl::StatusOr<KeyRecord> PostgresKeyStore::Update(const KeyRecord& record, cons
       if (absl::Status st = m.InsertDigests(c, record, deadline); !st.ok()) return st;
     }
     stored.version = l.version + 1;
-    return m.AppendLog(c, note, record.id, record.owner, stored.version, deadline).status();
+    return m.AppendLog(c, note, record.id, record.owner, stored.version, *written, deadline);
   });
   if (!s.ok()) return s;
   m.Notify();
@@ -193,14 +192,9 @@ absl::Status PostgresKeyStore::Delete(std::string_view id,
     }
     PgParams p;
     p.BindText(1, id);
-    if (absl::StatusOr<PgResult> r =
-            c.Exec(m.Sql("WITH d AS (DELETE FROM $S.digests WHERE key_id = $1) "
-                         "DELETE FROM $S.keys WHERE id = $1"),
-                   p, deadline);
-        !r.ok()) {
-      return r.status();
-    }
-    return m.AppendLog(c, note, id, l.owner, 0, deadline).status();
+    absl::StatusOr<PgResult> written = c.Exec(m.delete_key_sql, p, deadline);
+    if (!written.ok()) return written.status();
+    return m.AppendLog(c, note, id, l.owner, 0, *written, deadline);
   });
   if (!s.ok()) return s;
   m.Notify();
@@ -333,7 +327,8 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
     if (absl::Status st = c.ExecScript(
             m.Sql(absl::StrCat("SET LOCAL statement_timeout = ", std::max<std::int64_t>(1, ms),
                                "; SET LOCAL jit = off; CREATE TEMP TABLE keygate_staging "
-                               "(LIKE $S.keys INCLUDING DEFAULTS) ON COMMIT DROP")),
+                               "(LIKE $S.keys INCLUDING DEFAULTS) ON COMMIT DROP; "
+                               "ALTER TABLE keygate_staging DROP COLUMN sequence")),
             deadline);
         !st.ok()) {
       return st;
@@ -383,21 +378,21 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
     p.BindText(4, e.actor);
     p.BindText(5, internal::EncodeJsonStringArray(e.changed_fields));
     p.BindText(6, m.channel);
-    // One statement: keys, digests, then the sequences in id order (the counter locked to
-    // COMMIT, as every write), change rows, audit entries and the NOTIFY.
+    // One statement: the sequences (the counter locked to COMMIT, as every write), the keys
+    // with their sequences in id order (the staging table's columns are the keys', sequence
+    // last), tombstones of reused ids dropped, digests, audit entries and the NOTIFY.
     absl::StatusOr<PgResult> r = c.Exec(
-        m.Sql("WITH k AS (INSERT INTO $S.keys SELECT * FROM keygate_staging), "
+        m.Sql("WITH s AS (UPDATE $S.sequence_counter SET last = last + $1 "
+              "  RETURNING last - $1 AS base), "
+              "k AS (INSERT INTO $S.keys SELECT st.*, s.base + row_number() OVER (ORDER BY st.id) "
+              "  FROM keygate_staging st, s RETURNING id, owner, sequence), "
+              "t AS (DELETE FROM $S.changes c USING keygate_staging st WHERE c.key_id = st.id), "
               "d AS (INSERT INTO $S.digests (digest, key_id) "
               "  SELECT digest, id FROM keygate_staging UNION ALL "
               "  SELECT previous_digest, id FROM keygate_staging "
               "  WHERE previous_digest IS NOT NULL AND previous_digest <> digest), "
-              "s AS (UPDATE $S.sequence_counter SET last = last + $1 RETURNING last - $1 AS base), "
-              "n AS (SELECT st.id, st.owner, s.base + row_number() OVER (ORDER BY st.id) AS seq "
-              "  FROM keygate_staging st, s), "
-              "c AS (INSERT INTO $S.changes (key_id, sequence) SELECT id, seq FROM n "
-              "  ON CONFLICT (key_id) DO UPDATE SET sequence = excluded.sequence), "
               "a AS (INSERT INTO $S.audit (sequence, at_us, type, actor, key_id, owner, fields, "
-              "  version) SELECT seq, $2, $3, $4, id, owner, $5, 1 FROM n) "
+              "  version) SELECT sequence, $2, $3, $4, id, owner, $5, 1 FROM k) "
               "SELECT s.base FROM s, pg_notify($6, '') AS x"),
         p, deadline);
     if (!r.ok()) {

@@ -64,8 +64,9 @@ struct PostgresOptions {
   std::size_t pool_size = 4;  // 1 .. 64 connections for calls (the listener has its own)
   // Deadline of one call: 10 ms .. 10 min. InsertBatch allows this per 10,000 records.
   absl::Duration call_timeout = absl::Seconds(5);
-  // Deadline of the schema migration Create may run (0 .. 24 h; building the name index of a
-  // version 1 schema takes about a minute per million keys and blocks writes meanwhile).
+  // Deadline of the schema migration Create may run (0 .. 24 h). Migrations block writes while
+  // they run: building the name index of a version 1 schema takes about a minute per million
+  // keys; numbering the keys of a version 2 schema rewrites every key row.
   absl::Duration migration_timeout = absl::Minutes(10);
   // How often subscribers are woken without a notification (the safety net); 10 ms .. 1 h.
   absl::Duration poll_interval = absl::Seconds(1);
@@ -98,7 +99,7 @@ class PostgresKeyStore final : public KeyStore {
  public:
   using Options = PostgresOptions;
 
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Validates `options`, connects, and creates or migrates the schema. Errors:
   //   kInvalidArgument    empty or unparsable url, bad schema name, option out of range
