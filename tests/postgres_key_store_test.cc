@@ -245,6 +245,53 @@ TEST_CASE("PostgresKeyStore: a version 1 schema migrates to the latest, keys and
   CHECK(more->changes[0].key_id == KeyId(3));
 }
 
+TEST_CASE("PostgresKeyStore: a feed page read ahead is served only while it is not the last",
+          "[postgres][feed]") {
+  // After a full page, the store sends the next page's query at once (the server reads it while
+  // the caller applies). That page was read before the call that takes it: used only if it is
+  // full (the caller reads on), never as the last page, which a revoke must not miss.
+  if (SharedPostgres() == nullptr) return;
+  std::unique_ptr<PostgresKeyStore> store = Open(TestPostgresOptions(*SharedPostgres()));
+  for (int i = 1; i <= 4; ++i) REQUIRE(store->Insert(MakeRecord(KeyId(i)), CreatedNote()).ok());
+  // Full pages one after another: the pages read ahead are used, and read as fresh ones would.
+  std::vector<std::string> ids;
+  std::uint64_t cursor = 0;
+  for (;;) {
+    absl::StatusOr<keygate::ChangeBatch> b = store->ChangesSince(cursor, 1);
+    REQUIRE(b.ok());
+    for (const keygate::Change& c : b->changes) ids.push_back(c.key_id);
+    cursor = b->next_sequence;
+    if (!b->more) break;
+  }
+  CHECK(ids == std::vector<std::string>{KeyId(1), KeyId(2), KeyId(3), KeyId(4)});
+  CHECK(cursor == 4);
+
+  // The page after key 3 was read ahead (holding key 4 alone: the last page); key 4 then changes.
+  absl::StatusOr<keygate::ChangeBatch> first = store->ChangesSince(2, 1);
+  REQUIRE(first.ok());
+  REQUIRE(first->more);
+  absl::StatusOr<KeyRecord> four = store->Get(KeyId(4));
+  REQUIRE(four.ok());
+  four->state = keygate::KeyState::kRevoked;
+  REQUIRE(store->Update(*four, keygate::testing::ModifiedNote()).ok());
+  absl::StatusOr<keygate::ChangeBatch> last = store->ChangesSince(first->next_sequence, 1);
+  REQUIRE(last.ok());
+  REQUIRE(last->changes.size() == 1);
+  CHECK(last->changes[0].sequence == 5);
+  REQUIRE(last->changes[0].record.has_value());
+  CHECK(last->changes[0].record->state == keygate::KeyState::kRevoked);
+  CHECK(!last->more);
+
+  // A page read ahead for another cursor is dropped; the call reads its own.
+  REQUIRE(store->ChangesSince(0, 1).ok());  // sends the page after key 1
+  absl::StatusOr<keygate::ChangeBatch> all = store->ChangesSince(0, 10);
+  REQUIRE(all.ok());
+  CHECK(all->changes.size() == 4);
+  CHECK(all->next_sequence == 5);
+  // And the connection it ran on is usable again, as is every other.
+  for (int i = 0; i < 8; ++i) CHECK(store->Get(KeyId(1)).ok());
+}
+
 TEST_CASE("PostgresKeyStore: servers starting at once migrate once; newer schemas are refused",
           "[postgres][migration]") {
   if (SharedPostgres() == nullptr) return;

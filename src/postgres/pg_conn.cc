@@ -243,6 +243,11 @@ absl::StatusOr<PgResult> PgConn::Collect(absl::Time deadline) {
 
 absl::StatusOr<PgResult> PgConn::Exec(std::string_view sql, const PgParams& params,
                                       absl::Time deadline) {
+  if (absl::Status s = Send(sql, params); !s.ok()) return s;
+  return Collect(deadline);
+}
+
+absl::Status PgConn::Send(std::string_view sql, const PgParams& params) {
   if (broken_) return absl::UnavailableError(absl::StrCat(described_, ": connection lost"));
   if (params.has_nul()) {
     return absl::InvalidArgumentError(
@@ -253,7 +258,10 @@ absl::StatusOr<PgResult> PgConn::Exec(std::string_view sql, const PgParams& para
                         params.lengths(), params.formats(), /*resultFormat=*/1) == 0) {
     return ConnectionError("sending");
   }
-  return Collect(deadline);
+  // Start sending now (non-blocking: what does not fit yet goes in Collect), so that the server
+  // works while the caller does.
+  if (PQflush(conn_) < 0) return ConnectionError("sending");
+  return absl::OkStatus();
 }
 
 absl::Status PgConn::ExecScript(std::string_view sql, absl::Time deadline) {

@@ -98,6 +98,11 @@ class PgConn {
   absl::StatusOr<PgResult> Exec(std::string_view sql, absl::Time deadline) {
     return Exec(sql, PgParams(), deadline);
   }
+  // Exec in two halves: Send queues the statement and returns at once (the server runs it
+  // meanwhile); Collect (by the deadline) returns its result, with Exec's errors. Nothing else
+  // may run on the connection in between.
+  absl::Status Send(std::string_view sql, const PgParams& params);
+  absl::StatusOr<PgResult> Collect(absl::Time deadline);
   // Simple-protocol text (several statements, no parameters).
   absl::Status ExecScript(std::string_view sql, absl::Time deadline);
   // COPY ... FROM STDIN with `data` in COPY's text format.
@@ -119,7 +124,6 @@ class PgConn {
  private:
   PgConn(PGconn* conn, std::string described) : conn_(conn), described_(std::move(described)) {}
   absl::Status Wait(bool write, absl::Time deadline);  // poll(2) on the socket
-  absl::StatusOr<PgResult> Collect(absl::Time deadline);
   absl::Status ConnectionError(std::string_view what);
   absl::Status ResultError(const PGresult* r);
 

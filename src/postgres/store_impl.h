@@ -46,6 +46,15 @@ struct PostgresKeyStore::Impl {
   std::atomic<std::uint64_t> deadlines{0};
   std::atomic<std::uint64_t> corrupt_rows{0};
   std::function<void()> before_commit;  // tests only (PostgresTestPeer), set before any call
+  // The next page of the change feed, sent when a full page came back (ChangesSince), and the
+  // connection it runs on. Declared after `pool`, to which its lease returns.
+  struct FeedAhead {
+    std::mutex mu;
+    std::optional<internal::PgPool::Lease> lease;  // guarded by mu
+    std::uint64_t after = 0;
+    std::size_t limit = 0;
+    absl::Time sent;
+  } feed_ahead;
 
   // SQL with $S replaced by the schema.
   std::string Sql(std::string_view text) const {
@@ -109,14 +118,18 @@ struct PostgresKeyStore::Impl {
 
   // One statement outside a transaction. Only for statements that may run twice (reads, and
   // idempotent writes): one retry on a new connection when a pooled one turned out closed.
-  absl::StatusOr<internal::PgResult> Query(const std::string& sql,
-                                           const internal::PgParams& params) {
+  // `keep`: where the connection goes after a success (else back to the pool).
+  absl::StatusOr<internal::PgResult> Query(const std::string& sql, const internal::PgParams& params,
+                                           std::optional<internal::PgPool::Lease>* keep = nullptr) {
     const absl::Time deadline = Deadline();
     for (int attempt = 0;; ++attempt) {
       absl::StatusOr<internal::PgPool::Lease> lease = pool->Acquire(deadline);
       if (!lease.ok()) return Counted(lease.status());
       absl::StatusOr<internal::PgResult> r = (*lease)->Exec(sql, params, deadline);
-      if (r.ok()) return r;
+      if (r.ok()) {
+        if (keep != nullptr) keep->emplace(*std::move(lease));
+        return r;
+      }
       if (attempt > 0 || !WorthRetrying(*lease, r.status())) return Counted(r.status());
     }
   }
