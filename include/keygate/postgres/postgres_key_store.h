@@ -66,7 +66,7 @@ struct PostgresOptions {
   absl::Duration call_timeout = absl::Seconds(5);
   // Deadline of the schema migration Create may run (0 .. 24 h). Migrations block writes while
   // they run: building the name index of a version 1 schema takes about a minute per million
-  // keys; numbering the keys of a version 2 schema rewrites every key row.
+  // keys; numbering a version 2 schema's keys rewrites every key row (45 s per million).
   absl::Duration migration_timeout = absl::Minutes(10);
   // How often subscribers are woken without a notification (the safety net); 10 ms .. 1 h.
   absl::Duration poll_interval = absl::Seconds(1);
