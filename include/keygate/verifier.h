@@ -77,7 +77,9 @@ struct VerifierOptions {
   // Apply changes inside the store's change callback (false: only wake).
   bool sync_in_callback = true;
   // Pull the feed this often without a notification; rebuild from a full
-  // read this often (zero: never); fetch this many changes per pull.
+  // read this often (zero: never); fetch this many changes per call (a
+  // pull of several batches reads the next on a short-lived thread while
+  // it applies one).
   absl::Duration poll_interval = absl::Seconds(1);       // > 0
   absl::Duration full_resync_interval = absl::Hours(1);  // >= 0
   std::size_t feed_batch = 1000;                         // 1 .. kMaxListLimit
