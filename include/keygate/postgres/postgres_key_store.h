@@ -23,7 +23,10 @@
 // at most call_timeout while it is connecting); subscriptions may outlive the store and are then
 // inert. Thread safety: thread-safe. Cost: a read is one round trip; a write one transaction of
 // 4-6 statements (about 1 ms on a Unix socket; writers commit one at a time);
-// `InsertBatch` streams with COPY. Design: docs/design.md, "The PostgreSQL store".
+// `InsertBatch` streams with COPY. A full page of `ChangesSince` sends the next page's query at
+// once, on a pooled connection held until the next `ChangesSince` (which drops that page if it
+// is for another cursor or older than `poll_interval`). Design: docs/design.md, "The PostgreSQL
+// store".
 //
 // Example:
 //   keygate::PostgresOptions o;
