@@ -265,20 +265,6 @@ struct WindowCount {
   std::int64_t start_ns = 0;  // where the window [start, start + width) begins
 };
 
-// The most admissions in any window [s, s + width) with `from` <= s and s + width <= `to`.
-// Checking windows that start at an admission (or at `from`) suffices: sliding a window's start
-// forward to its first admission loses none.
-inline WindowCount MaxWindow(const std::vector<std::int64_t>& sorted, std::int64_t from,
-                             std::int64_t to, std::int64_t width) {
-  WindowCount best{CountIn(sorted, from, from + width), from};
-  for (auto it = std::lower_bound(sorted.begin(), sorted.end(), from);
-       it != sorted.end() && *it + width <= to; ++it) {
-    const std::size_t n = CountIn(sorted, *it, *it + width);
-    if (n > best.count) best = {n, *it};
-  }
-  return best;
-}
-
 // An admission the limiter decided somewhere in [stamp, done] (the caller's `now_ns`, and the
 // time its answer was back: a thread held up between the two widens the interval).
 struct Decided {
@@ -312,6 +298,15 @@ inline WindowCount MaxDecidedWindow(const std::vector<Decided>& by_stamp, std::i
     if (n > best.count) best = {n, it->stamp};
   }
   return best;
+}
+
+// MaxDecidedWindow over admissions known by one time each.
+inline WindowCount MaxWindow(const std::vector<std::int64_t>& sorted, std::int64_t from,
+                             std::int64_t to, std::int64_t width) {
+  std::vector<Decided> decided;
+  decided.reserve(sorted.size());
+  for (const std::int64_t t : sorted) decided.push_back({t, t});
+  return MaxDecidedWindow(decided, from, to, width);
 }
 
 // The fewest admissions in a window [s, s + width) with s on a grid of `step` from `from` and
