@@ -312,56 +312,18 @@ absl::StatusOr<ChangeBatch> PostgresKeyStore::ChangesSince(std::uint64_t after, 
   batch.next_sequence = after;
   if (after >= static_cast<std::uint64_t>(INT64_MAX)) return batch;
   const std::size_t capped = std::min<std::size_t>(limit, 1'000'000);
-  Impl::FeedAhead& ahead = impl_->feed_ahead;
-  // A page sent ahead for this cursor is used if it is full (more follow, so the caller reads
-  // on: the feed's last page is always read during the call); any other is drained, dropped,
-  // and read again.
   std::optional<internal::PgPool::Lease> lease;
-  bool matches = false;
-  {
-    std::lock_guard<std::mutex> lock(ahead.mu);
-    if (ahead.lease.has_value()) {
-      matches = ahead.after == after && ahead.limit == capped &&
-                absl::Now() - ahead.sent < impl_->options.poll_interval;
-      lease.emplace(std::move(*ahead.lease));
-      ahead.lease.reset();
-    }
-  }
   absl::StatusOr<PgResult> r = absl::UnavailableError("not read");
-  if (lease.has_value()) {
-    r = (*lease)->Collect(impl_->Deadline());
-    if (!matches || !r.ok() || r->rows() <= static_cast<int>(capped)) {
-      r = absl::UnavailableError("not used");
-      lease.reset();  // back to the pool, or dropped if the read failed
-    }
-  }
-  if (!r.ok()) {
-    PgParams p;
-    p.BindInt(1, static_cast<std::int64_t>(after));
-    p.BindInt(2, static_cast<std::int64_t>(capped) + 1);
-    r = impl_->Query(impl_->changes_sql, p, &lease);
+  if (std::optional<PgResult> ahead = impl_->TakeFeedAhead(after, capped, &lease)) {
+    r = *std::move(ahead);
+  } else {
+    r = impl_->Query(impl_->changes_sql, Impl::FeedParams(after, capped), &lease);
     if (!r.ok()) return r.status();
   }
   // A full page: the server reads the next one while this one is decoded and applied.
   if (r->rows() > static_cast<int>(capped) && capped > 0) {
-    const auto next = static_cast<std::uint64_t>(r->row(static_cast<int>(capped) - 1).Int(0));
-    PgParams p;
-    p.BindInt(1, static_cast<std::int64_t>(next));
-    p.BindInt(2, static_cast<std::int64_t>(capped) + 1);
-    if ((*lease)->Send(impl_->changes_sql, p).ok()) {
-      std::lock_guard<std::mutex> lock(ahead.mu);
-      if (!ahead.lease.has_value()) {
-        ahead.lease.emplace(std::move(*lease));
-        ahead.after = next;
-        ahead.limit = capped;
-        ahead.sent = absl::Now();
-        lease.reset();
-      } else {
-        // Another caller's page is ahead; this one's result is pending, so the connection
-        // cannot go back to the pool.
-        (*lease)->set_broken();
-      }
-    }
+    impl_->SendFeedAhead(static_cast<std::uint64_t>(r->row(static_cast<int>(capped) - 1).Int(0)),
+                         capped, &lease);
   }
   lease.reset();
   std::vector<absl::Status> corrupt;

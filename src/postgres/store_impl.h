@@ -134,6 +134,52 @@ struct PostgresKeyStore::Impl {
     }
   }
 
+  // ChangesSince's parameters: after `after`, `limit` + 1 rows (one more says more follow).
+  static internal::PgParams FeedParams(std::uint64_t after, std::size_t limit) {
+    internal::PgParams p;
+    p.BindInt(1, static_cast<std::int64_t>(after));
+    p.BindInt(2, static_cast<std::int64_t>(limit) + 1);
+    return p;
+  }
+
+  // The page sent ahead for `after`, if it is usable: for this cursor and limit, younger than
+  // poll_interval, and full (the caller reads on: the feed's last page is always read during
+  // its call). Any other is drained and dropped. `*lease` then holds its connection.
+  std::optional<internal::PgResult> TakeFeedAhead(std::uint64_t after, std::size_t limit,
+                                                  std::optional<internal::PgPool::Lease>* lease) {
+    bool matches = false;
+    {
+      std::lock_guard<std::mutex> lock(feed_ahead.mu);
+      if (!feed_ahead.lease.has_value()) return std::nullopt;
+      matches = feed_ahead.after == after && feed_ahead.limit == limit &&
+                absl::Now() - feed_ahead.sent < options.poll_interval;
+      lease->emplace(std::move(*feed_ahead.lease));
+      feed_ahead.lease.reset();
+    }
+    absl::StatusOr<internal::PgResult> r = (**lease)->Collect(Deadline());
+    if (matches && r.ok() && r->rows() > static_cast<int>(limit)) return *std::move(r);
+    lease->reset();  // back to the pool, or dropped if the read failed
+    return std::nullopt;
+  }
+
+  // Sends the query of the page after `after` on `*lease` and keeps both for the next call.
+  void SendFeedAhead(std::uint64_t after, std::size_t limit,
+                     std::optional<internal::PgPool::Lease>* lease) {
+    if (!(**lease)->Send(changes_sql, FeedParams(after, limit)).ok()) return;
+    std::lock_guard<std::mutex> lock(feed_ahead.mu);
+    if (feed_ahead.lease.has_value()) {
+      // Another caller's page is ahead; this one's result is pending, so the connection
+      // cannot go back to the pool.
+      (**lease)->set_broken();
+      return;
+    }
+    feed_ahead.lease.emplace(std::move(**lease));
+    feed_ahead.after = after;
+    feed_ahead.limit = limit;
+    feed_ahead.sent = absl::Now();
+    lease->reset();
+  }
+
   absl::Status NotFound(std::string_view id) const {
     return absl::NotFoundError(absl::StrCat(internal::KeyLabel(id), ": not found"));
   }
