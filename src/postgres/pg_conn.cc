@@ -406,4 +406,19 @@ absl::StatusOr<PgPool::Lease> PgPool::Acquire(absl::Time deadline) {
   return Lease(this, *std::move(c), /*reused=*/false);
 }
 
+std::string TextArrayLiteral(const std::vector<std::string>& elements) {
+  std::string out = "{";
+  for (const std::string& e : elements) {
+    if (out.size() > 1) out.push_back(',');
+    out.push_back('"');
+    for (const char ch : e) {
+      if (ch == '"' || ch == '\\') out.push_back('\\');
+      out.push_back(ch);
+    }
+    out.push_back('"');
+  }
+  out.push_back('}');
+  return out;
+}
+
 }  // namespace keygate::internal

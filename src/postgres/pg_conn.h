@@ -188,6 +188,10 @@ class PgPool {
   std::atomic<std::uint64_t> connect_failures_{0};
 };
 
+// A text[] parameter's value: the array literal {"a","b\\"c"} (each element quoted, '"' and '\\'
+// escaped).
+std::string TextArrayLiteral(const std::vector<std::string>& elements);
+
 }  // namespace keygate::internal
 
 #endif  // KEYGATE_SRC_POSTGRES_PG_CONN_H_

@@ -44,6 +44,24 @@ using internal::PgPool;
 using internal::PgResult;
 
 constexpr char kCursorPrefix[] = "p1.";
+// A name search for one or two characters first looks for a page among this many keys
+// (PostgresKeyStore::List): a few ms of reading.
+constexpr std::size_t kShortNeedleScan = 10'000;
+// ... and then asks the trigram index for at most this many runs of three characters that hold
+// it; more, and the needle is too common for that to beat a scan in id order.
+constexpr int kMaxShortNeedleRuns = 512;
+
+// `s` with LIKE's wildcards and its default escape character escaped.
+std::string LikeEscape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char ch : s) {
+    if (ch == '%' || ch == '_' || ch == '\\') out.push_back('\\');
+    out.push_back(ch);
+  }
+  return out;
+}
+
 constexpr std::size_t kMaxSchemaLength = 48;
 
 absl::Status ValidateSchemaName(std::string_view s) {
@@ -212,6 +230,10 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
         !s.ok()) {
       return s;
     }
+    absl::StatusOr<PgResult> encoding =
+        (*lease)->Exec("SELECT current_setting('server_encoding') = 'UTF8'", deadline);
+    if (!encoding.ok()) return encoding.status();
+    m.utf8 = encoding->row(0).Bool(0);
   }
   return std::unique_ptr<PostgresKeyStore>(new PostgresKeyStore(std::move(impl)));
 }
@@ -258,53 +280,116 @@ absl::StatusOr<ListPage> PostgresKeyStore::List(const ListOptions& options) {
       (f.environment.has_value() && has_nul(*f.environment))) {
     return ListPage();
   }
-  PgParams p;
-  int n = 0;
-  p.BindText(++n, after);
-  std::string sql =
-      absl::StrCat("SELECT ", internal::kRecordColumns, " FROM $S.keys k WHERE k.id > $1");
-  if (f.owner.has_value()) {
-    p.BindText(++n, *f.owner);
-    absl::StrAppend(&sql, " AND k.owner = $", n);
-  }
-  if (f.environment.has_value()) {
-    p.BindText(++n, *f.environment);
-    absl::StrAppend(&sql, " AND k.environment = $", n);
-  }
-  if (f.state.has_value()) {
-    p.BindInt(++n, static_cast<std::int64_t>(*f.state));
-    absl::StrAppend(&sql, " AND k.state = $", n);
-  }
-  if (f.kind.has_value()) {
-    p.BindInt(++n, static_cast<std::int64_t>(*f.kind));
-    absl::StrAppend(&sql, " AND k.kind = $", n);
-  }
-  if (!f.name_contains.empty()) {
-    // A literal substring: LIKE's wildcards and its escape character escaped.
-    std::string pattern = "%";
-    for (const char ch : internal::ToLowerAscii(f.name_contains)) {
-      if (ch == '%' || ch == '_' || ch == '\\') pattern.push_back('\\');
-      pattern.push_back(ch);
+  // One query: the filters and `name_condition` on k.name_lower (its parameters `name_value` and
+  // `second_value` are $N and $M) unless empty, the page in id order. kHead matches only within the
+  // first kShortNeedleScan keys past the cursor that pass the other filters; kIndexFirst makes the
+  // planner find every match before it sorts them (a subquery with OFFSET 0 is planned on its
+  // own), where it would otherwise walk the ids in order and test each name against the
+  // condition, expecting to stop early.
+  enum class Shape { kInIdOrder, kHead, kIndexFirst };
+  const auto query = [&](std::string_view name_condition, std::string_view name_value, Shape shape,
+                         std::string_view second_value = {}) -> absl::StatusOr<PgResult> {
+    PgParams p;
+    int n = 0;
+    p.BindText(++n, after);
+    std::string filters = "k.id > $1";
+    if (f.owner.has_value()) {
+      p.BindText(++n, *f.owner);
+      absl::StrAppend(&filters, " AND k.owner = $", n);
     }
-    pattern.push_back('%');
-    p.BindText(++n, pattern);
-    absl::StrAppend(&sql, " AND k.name_lower LIKE $", n, " ESCAPE '\\'");
+    if (f.environment.has_value()) {
+      p.BindText(++n, *f.environment);
+      absl::StrAppend(&filters, " AND k.environment = $", n);
+    }
+    if (f.state.has_value()) {
+      p.BindInt(++n, static_cast<std::int64_t>(*f.state));
+      absl::StrAppend(&filters, " AND k.state = $", n);
+    }
+    if (f.kind.has_value()) {
+      p.BindInt(++n, static_cast<std::int64_t>(*f.kind));
+      absl::StrAppend(&filters, " AND k.kind = $", n);
+    }
+    std::string name = "true";
+    if (!name_condition.empty()) {
+      p.BindText(++n, name_value);
+      const std::string first = absl::StrCat("$", n);
+      std::string second;
+      if (name_condition.find("$M") != std::string_view::npos) {
+        p.BindText(++n, second_value);
+        second = absl::StrCat("$", n);
+      }
+      name = absl::StrReplaceAll(absl::string_view(name_condition.data(), name_condition.size()),
+                                 {{"$N", first}, {"$M", second}});
+    }
+    p.BindInt(++n, static_cast<std::int64_t>(options.limit) + 1);
+    std::string sql;
+    switch (shape) {
+      case Shape::kInIdOrder:
+        sql = absl::StrCat("SELECT ", internal::kRecordColumns, " FROM $S.keys k WHERE ", filters,
+                           " AND ", name, " ORDER BY k.id LIMIT $", n);
+        break;
+      case Shape::kHead:
+        sql =
+            absl::StrCat("SELECT ", internal::kRecordColumns,
+                         " FROM (SELECT * FROM $S.keys k WHERE ", filters, " ORDER BY k.id LIMIT ",
+                         kShortNeedleScan, ") k WHERE ", name, " ORDER BY k.id LIMIT $", n);
+        break;
+      case Shape::kIndexFirst:
+        sql = absl::StrCat("SELECT ", internal::kRecordColumns,
+                           " FROM (SELECT * FROM $S.keys k WHERE ", filters, " AND ", name,
+                           " OFFSET 0) k ORDER BY k.id LIMIT $", n);
+        break;
+    }
+    return impl_->Query(impl_->Sql(sql), p);
+  };
+  const auto page_of = [&](const PgResult& r) -> absl::StatusOr<ListPage> {
+    ListPage page;
+    const int rows = std::min(r.rows(), static_cast<int>(options.limit));
+    for (int i = 0; i < rows; ++i) {
+      absl::StatusOr<KeyRecord> k = impl_->Decode(r.row(i), 0);
+      if (!k.ok()) return k.status();
+      page.keys.push_back(*std::move(k));
+    }
+    if (r.rows() > rows && !page.keys.empty()) {
+      page.next_cursor = absl::StrCat(kCursorPrefix, absl::BytesToHexString(page.keys.back().id));
+    }
+    return page;
+  };
+  const auto answer = [&](absl::StatusOr<PgResult> r) -> absl::StatusOr<ListPage> {
+    if (!r.ok()) return r.status();
+    return page_of(*r);
+  };
+  if (f.name_contains.empty()) return answer(query("", "", Shape::kInIdOrder));
+  // A literal substring: LIKE's wildcards and its escape character (the default, backslash)
+  // escaped.
+  const std::string needle = internal::ToLowerAscii(f.name_contains);
+  const std::string pattern = absl::StrCat("%", LikeEscape(needle), "%");
+  constexpr std::string_view kLike = "k.name_lower LIKE $N";
+  if (impl_->Chars(needle).size() > 2) return answer(query(kLike, pattern, Shape::kInIdOrder));
+  // One or two characters give pg_trgm no trigram: the index cannot answer the pattern, and a
+  // scan in id order stops early only where matches are dense. So first such a scan, bounded;
+  // if it does not fill the page, matches are sparse: every name holding the needle has fewer
+  // than three characters (an index of their own) or holds it within a run of three that
+  // name_trigrams records, and those runs are patterns the trigram index answers.
+  absl::StatusOr<PgResult> dense = query(kLike, pattern, Shape::kHead);
+  if (!dense.ok()) return dense.status();
+  if (dense->rows() > static_cast<int>(options.limit)) return page_of(*dense);
+  PgParams rp;
+  rp.BindText(1, needle);
+  rp.BindInt(2, kMaxShortNeedleRuns + 1);
+  absl::StatusOr<PgResult> runs = impl_->Query(
+      impl_->Sql("SELECT t FROM $S.name_trigrams WHERE strpos(t, $1) > 0 LIMIT $2"), rp);
+  if (!runs.ok()) return runs.status();
+  if (runs->rows() > kMaxShortNeedleRuns) return answer(query(kLike, pattern, Shape::kInIdOrder));
+  std::vector<std::string> patterns;
+  patterns.reserve(static_cast<std::size_t>(runs->rows()));
+  for (int i = 0; i < runs->rows(); ++i) {
+    patterns.push_back(absl::StrCat("%", LikeEscape(runs->row(i).Text(0)), "%"));
   }
-  p.BindInt(++n, static_cast<std::int64_t>(options.limit) + 1);
-  absl::StrAppend(&sql, " ORDER BY k.id LIMIT $", n);
-  absl::StatusOr<PgResult> r = impl_->Query(impl_->Sql(sql), p);
-  if (!r.ok()) return r.status();
-  ListPage page;
-  const int rows = std::min(r->rows(), static_cast<int>(options.limit));
-  for (int i = 0; i < rows; ++i) {
-    absl::StatusOr<KeyRecord> k = impl_->Decode(r->row(i), 0);
-    if (!k.ok()) return k.status();
-    page.keys.push_back(*std::move(k));
-  }
-  if (r->rows() > rows && !page.keys.empty()) {
-    page.next_cursor = absl::StrCat(kCursorPrefix, absl::BytesToHexString(page.keys.back().id));
-  }
-  return page;
+  return answer(
+      query("(k.name_lower LIKE ANY ($N::text[]) OR (char_length(k.name_lower) < 3 AND "
+            "k.name_lower LIKE $M))",
+            internal::TextArrayLiteral(patterns), Shape::kIndexFirst, pattern));
 }
 
 absl::StatusOr<ChangeBatch> PostgresKeyStore::ChangesSince(std::uint64_t after, std::size_t limit) {

@@ -1,6 +1,6 @@
 // Schema of the PostgreSQL store (schema.h).
 //
-// Tables (in the store's schema, version 3):
+// Tables (in the store's schema, version 4):
 //   keys          one row per key, the record columns of internal/record_columns.h plus
 //                 `name_lower` (the ASCII-lowered name that search matches) and `sequence` (of
 //                 the key's latest change; unique, indexed: the change feed's live keys). Text
@@ -15,6 +15,10 @@
 //   audit         the audit log (keygate/audit.h), keyed by the change's sequence, written in
 //                 the same transaction; indexed by (key_id, sequence) and (actor, sequence).
 //   audit_cursors each named consumer's acknowledged sequence.
+//   name_trigrams every run of three characters that is or was in a key's name_lower (one row
+//                 each; never shrinks). A name search for one or two characters, which gives
+//                 pg_trgm no trigram, asks the index for the runs that hold it
+//                 (postgres_key_store.cc, List).
 //   sequence_counter  one row: the last sequence assigned. A write takes the next numbers with
 //                 UPDATE ... RETURNING, which row-locks the counter until the write commits, so
 //                 writers commit in sequence order and the change feed has no gaps (a sequence
@@ -31,6 +35,9 @@
 // (it had a row per key), so that the feed reads keys in sequence order instead of joining each
 // change row to its key: a cold load of a million keys reads one index range, not a million
 // primary-key probes (docs/design.md, "The PostgreSQL store").
+// Version 4 (from 3): name_trigrams, filled from the stored names, and keys_short_name (the keys
+// whose name has fewer than three characters), so that a search for one or two characters that
+// few names hold is answered through the indexes instead of a scan.
 
 #include "postgres/schema.h"
 
@@ -127,6 +134,33 @@ UPDATE $S.keys k SET sequence = c.sequence FROM $S.changes c WHERE c.key_id = k.
 DELETE FROM $S.changes c USING $S.keys k WHERE k.id = c.key_id;
 ALTER TABLE $S.keys ALTER COLUMN sequence SET NOT NULL;
 CREATE UNIQUE INDEX keys_sequence ON $S.keys (sequence);
+)sql";
+
+// Characters as PostgreSQL counts them in the database's encoding. A trigger records each
+// written name's runs, whichever keygate writes it (one that predates version 4 and still runs
+// during a rolling upgrade included); a batch insert writes its names' runs itself and sets
+// keygate.name_trigrams_written, which costs far less than cutting each name in the server.
+constexpr char kVersion4[] = R"sql(
+CREATE TABLE $S.name_trigrams (t text COLLATE "C" PRIMARY KEY);
+INSERT INTO $S.name_trigrams (t)
+  SELECT DISTINCT substr(k.name_lower, p.i, 3)
+  FROM $S.keys k, generate_series(1, char_length(k.name_lower) - 2) p(i);
+CREATE INDEX keys_short_name ON $S.keys (id) WHERE char_length(name_lower) < 3;
+CREATE FUNCTION $S.record_name_trigrams() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  INSERT INTO $S.name_trigrams (t)
+    SELECT DISTINCT substr(NEW.name_lower, p.i, 3)
+    FROM generate_series(1, char_length(NEW.name_lower) - 2) p(i)
+    ON CONFLICT DO NOTHING;
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER keys_name_trigrams_insert AFTER INSERT ON $S.keys FOR EACH ROW
+  WHEN (current_setting('keygate.name_trigrams_written', true) IS DISTINCT FROM 'on')
+  EXECUTE FUNCTION $S.record_name_trigrams();
+CREATE TRIGGER keys_name_trigrams_update AFTER UPDATE OF name_lower ON $S.keys FOR EACH ROW
+  WHEN (OLD.name_lower IS DISTINCT FROM NEW.name_lower)
+  EXECUTE FUNCTION $S.record_name_trigrams();
 )sql";
 
 absl::StatusOr<std::string> TrigramSchema(PgConn& conn, std::string_view store_schema,
@@ -246,6 +280,8 @@ absl::Status MigrateSchema(PgConn& conn, std::string_view schema, int target, ab
       sql = absl::StrReplaceAll(kVersion2, {{"$S", s}, {"$T", QuoteIdent(*trgm)}});
     } else if (*version == 2) {
       sql = absl::StrReplaceAll(kVersion3, {{"$S", s}});
+    } else if (*version == 3) {
+      sql = absl::StrReplaceAll(kVersion4, {{"$S", s}});
     }
     absl::StrAppend(&sql, "UPDATE ", s, ".schema_version SET version = ", *version + 1, ";");
     if (absl::Status st = conn.ExecScript(sql, deadline); !st.ok()) return st;

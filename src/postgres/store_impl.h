@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -30,6 +31,22 @@
 #include "postgres/pg_conn.h"
 
 namespace keygate {
+namespace internal {
+
+// The characters of `s`: UTF-8 sequences (a lead byte and its continuation bytes) if `utf8`,
+// else bytes.
+inline std::vector<std::string_view> DbChars(std::string_view s, bool utf8) {
+  std::vector<std::string_view> out;
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = 1;
+    while (utf8 && i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xC0) == 0x80) ++n;
+    out.push_back(s.substr(i, n));
+    i += n;
+  }
+  return out;
+}
+
+}  // namespace internal
 
 struct PostgresKeyStore::Impl {
   PostgresOptions options;
@@ -64,6 +81,14 @@ struct PostgresKeyStore::Impl {
       changes_sql;
 
   absl::Time Deadline() const { return absl::Now() + options.call_timeout; }
+
+  // Whether the database counts characters as UTF-8 sequences (its encoding is UTF8) rather
+  // than bytes; name_trigrams (schema.cc) is cut in the database's characters. Set by Create.
+  bool utf8 = true;
+  // The characters of `s` as the database counts them.
+  std::vector<std::string_view> Chars(std::string_view s) const {
+    return internal::DbChars(s, utf8);
+  }
 
   absl::Status Counted(absl::Status s) {
     if (s.code() == absl::StatusCode::kUnavailable &&

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
@@ -109,6 +110,34 @@ class CopyRow {
   }
   std::string* out_;
   bool first_ = true;
+};
+
+// The distinct runs of three characters of a batch's names, for name_trigrams (schema.cc), cut
+// here only where this process and the database count characters alike: a UTF8 database (a
+// client_encoding other than the database's would cut a single-byte encoding's characters
+// differently). Elsewhere the trigger cuts them.
+class NameTrigrams {
+ public:
+  explicit NameTrigrams(bool utf8) : utf8_(utf8) {}
+  bool here() const { return utf8_; }
+  void Add(std::string_view name) {
+    if (!here()) return;
+    const std::vector<std::string_view> chars = internal::DbChars(name, utf8_);
+    for (std::size_t i = 0; i + 3 <= chars.size(); ++i) {
+      const std::size_t begin = static_cast<std::size_t>(chars[i].data() - name.data());
+      const std::size_t end =
+          static_cast<std::size_t>(chars[i + 2].data() - name.data()) + chars[i + 2].size();
+      const absl::string_view run(name.data() + begin, end - begin);
+      if (!runs_.contains(run)) runs_.emplace(run);
+    }
+  }
+  std::string ArrayLiteral() const {
+    return internal::TextArrayLiteral(std::vector<std::string>(runs_.begin(), runs_.end()));
+  }
+
+ private:
+  bool utf8_;
+  absl::flat_hash_set<std::string> runs_;
 };
 
 }  // namespace
@@ -311,10 +340,13 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
   }
   std::string data;
   data.reserve(records.size() * 400);
+  NameTrigrams trigrams(impl_->utf8);
   for (const KeyRecord* r : order) {
     CopyRow row(&data);
     internal::BindRecordColumns(row, *r, 1);
-    row.BindText(24, internal::ToLowerAscii(r->name));
+    const std::string lower = internal::ToLowerAscii(r->name);
+    trigrams.Add(lower);
+    row.BindText(24, lower);
     row.BindInt(25, 1);
     row.End();
   }
@@ -325,10 +357,13 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
   absl::Status s = m.InTransaction(deadline, [&](PgConn& c) -> absl::Status {
     const std::int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
     if (absl::Status st = c.ExecScript(
-            m.Sql(absl::StrCat("SET LOCAL statement_timeout = ", std::max<std::int64_t>(1, ms),
-                               "; SET LOCAL jit = off; CREATE TEMP TABLE keygate_staging "
-                               "(LIKE $S.keys INCLUDING DEFAULTS) ON COMMIT DROP; "
-                               "ALTER TABLE keygate_staging DROP COLUMN sequence")),
+            m.Sql(absl::StrCat(
+                "SET LOCAL statement_timeout = ", std::max<std::int64_t>(1, ms),
+                "; SET LOCAL jit = off; ",
+                trigrams.here() ? "SET LOCAL keygate.name_trigrams_written = on; " : "",
+                "CREATE TEMP TABLE keygate_staging "
+                "(LIKE $S.keys INCLUDING DEFAULTS) ON COMMIT DROP; "
+                "ALTER TABLE keygate_staging DROP COLUMN sequence")),
             deadline);
         !st.ok()) {
       return st;
@@ -378,9 +413,11 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
     p.BindText(4, e.actor);
     p.BindText(5, internal::EncodeJsonStringArray(e.changed_fields));
     p.BindText(6, m.channel);
+    p.BindText(7, trigrams.ArrayLiteral());
     // One statement: the sequences (the counter locked to COMMIT, as every write), the keys
     // with their sequences in id order (the staging table's columns are the keys', sequence
-    // last), tombstones of reused ids dropped, digests, audit entries and the NOTIFY.
+    // last), tombstones of reused ids dropped, digests, audit entries, the names' runs of
+    // three characters (name_trigrams, schema.cc) and the NOTIFY.
     absl::StatusOr<PgResult> r = c.Exec(
         m.Sql("WITH s AS (UPDATE $S.sequence_counter SET last = last + $1 "
               "  RETURNING last - $1 AS base), "
@@ -392,7 +429,9 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
               "  SELECT previous_digest, id FROM keygate_staging "
               "  WHERE previous_digest IS NOT NULL AND previous_digest <> digest), "
               "a AS (INSERT INTO $S.audit (sequence, at_us, type, actor, key_id, owner, fields, "
-              "  version) SELECT sequence, $2, $3, $4, id, owner, $5, 1 FROM k) "
+              "  version) SELECT sequence, $2, $3, $4, id, owner, $5, 1 FROM k), "
+              "n AS (INSERT INTO $S.name_trigrams (t) SELECT unnest($7::text[]) "
+              "  ON CONFLICT DO NOTHING) "
               "SELECT s.base FROM s, pg_notify($6, '') AS x"),
         p, deadline);
     if (!r.ok()) {

@@ -18,6 +18,11 @@
 // run by `Create` (so several servers may start at once); a newer schema is refused. Tables live
 // in `schema` (created if missing); name search uses the pg_trgm extension (Debian:
 // postgresql-contrib), created in `public` when the database lacks it.
+// Name search (`List` with `name_contains`): a needle of three characters or more is answered
+// through a trigram index. One of one or two characters has no trigram: the first 10,000 keys
+// past the cursor are searched for a page, and if they hold fewer matches, the index is asked
+// for the runs of three characters that hold the needle (a table of every name's runs, kept
+// by a trigger); a needle that more than 512 runs hold is searched for in id order.
 // Ownership: `Create` returns a unique_ptr (a shared_ptr converts from it); the store owns its
 // connections and, from the first `Subscribe`, a listener thread (the destructor waits for it:
 // at most call_timeout while it is connecting); subscriptions may outlive the store and are then
@@ -69,7 +74,8 @@ struct PostgresOptions {
   absl::Duration call_timeout = absl::Seconds(5);
   // Deadline of the schema migration Create may run (0 .. 24 h). Migrations block writes while
   // they run: building the name index of a version 1 schema takes about a minute per million
-  // keys; numbering a version 2 schema's keys rewrites every key row (45 s per million).
+  // keys; numbering a version 2 schema's keys rewrites every key row (45 s per million);
+  // version 4 reads every name once (a few seconds per million).
   absl::Duration migration_timeout = absl::Minutes(10);
   // How often subscribers are woken without a notification (the safety net); 10 ms .. 1 h.
   absl::Duration poll_interval = absl::Seconds(1);
@@ -102,7 +108,7 @@ class PostgresKeyStore final : public KeyStore {
  public:
   using Options = PostgresOptions;
 
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Validates `options`, connects, and creates or migrates the schema. Errors:
   //   kInvalidArgument    empty or unparsable url, bad schema name, option out of range
