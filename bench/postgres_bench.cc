@@ -6,7 +6,8 @@
 //                            call (default 100 k) (target >= 20 k keys/s)
 //   BM_VerifierLoad          a cold Verifier loads them all through the change feed (<= 5 s)
 //   BM_ChangeFeedScan        the raw read the Verifier does: ChangesSince into a hash map
-//   BM_ListNameSearch        `List` with a name search (trigram index), limit 50 (<= 50 ms)
+//   BM_ListNameSearch        `List` with a name search (trigram index; needles of one or two
+//                            characters through name_trigrams), limit 50 (<= 50 ms)
 //   BM_ListNameSearchNoIndex baseline: the store's query with bitmap scans off (no trigram index)
 //   BM_GetById/FindByDigest  point reads at 1 M keys (one round trip each)
 //   BM_VerifyHit/<store>     Verifier::Verify over the same hot keys on a Verifier loaded from
@@ -410,9 +411,15 @@ struct Search {
   const char* what;
 };
 const Search kSearches[] = {
-    {"worker 700007", "one match"}, {"payments-ci 1", "rare (~100)"},
-    {"ledger-", "common (3%)"},     {"-", "everything"},
-    {"ci", "2 chars, dense"},       {"zq", "2 chars, no match"},
+    {"worker 700007", "one match"},
+    {"payments-ci 1", "rare (~100)"},
+    {"ledger-", "common (3%)"},
+    {"-", "everything"},
+    {"ci", "2 chars, dense"},
+    {"zq", "2 chars, no match"},
+    {"bx", "2 chars, no match, both held"},
+    {" 0", "2 chars, one match"},
+    {"q", "1 char, no match"},
     {"no such key", "no match"},
 };
 
@@ -507,7 +514,7 @@ void BM_ListNameSearch(benchmark::State& state) {
   Explain(s, o.limit);
 }
 BENCHMARK(BM_ListNameSearch)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {50}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {50}})
     ->Args({2, 1000})
     ->Args({1, 1000})
     ->Unit(benchmark::kMillisecond)
@@ -540,7 +547,7 @@ void BM_ListNameSearchNoIndex(benchmark::State& state) {
   state.counters["returned"] = std::min(rows, 50);
 }
 BENCHMARK(BM_ListNameSearchNoIndex)
-    ->DenseRange(0, 6)
+    ->DenseRange(0, 9)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(0.5);
