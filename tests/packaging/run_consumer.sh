@@ -136,7 +136,11 @@ if [ "$mode" = pkgconfig ]; then
   exit 0
 fi
 
-args=(-G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_CXX_FLAGS="$flags"
+# subdirectory compiles the whole library again: unoptimized and without debug information,
+# which halves the time; what it checks is how the targets are put together, not the code.
+build_type=RelWithDebInfo
+if [ "$mode" = subdirectory ]; then build_type=""; fi
+args=(-G Ninja -DCMAKE_BUILD_TYPE="$build_type" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_CXX_FLAGS="$flags"
       -DKEYGATE_CONSUME="$mode" -DKEYGATE_README="$src/README.md")
 if [ "$mode" = package ]; then
   cmake --install "$build" --prefix "$work/prefix" >/dev/null
