@@ -27,7 +27,9 @@ endfunction()
 
 if(KEYGATE_SANITIZE)
   string(REPLACE "," ";" _keygate_sans "${KEYGATE_SANITIZE}")
-  set(_keygate_san_flags -fsanitize=${KEYGATE_SANITIZE} -fno-omit-frame-pointer -g)
+  # Debug information comes from the build type (scripts/test.sh: line tables, all a report
+  # needs).
+  set(_keygate_san_flags -fsanitize=${KEYGATE_SANITIZE} -fno-omit-frame-pointer)
   if("undefined" IN_LIST _keygate_sans)
     list(APPEND _keygate_san_flags -fno-sanitize-recover=all)
   endif()

@@ -16,6 +16,7 @@ parallel="${PARALLEL:-2}"
 scripts/setup.sh
 dir=build/fuzz
 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -gline-tables-only -DNDEBUG" \
   -DKEYGATE_FUZZ=ON -DKEYGATE_BUILD_TESTS=OFF -DKEYGATE_BUILD_BENCH=OFF \
   -DKEYGATE_BUILD_EXAMPLES=OFF -DKEYGATE_BUILD_CLI=OFF -DKEYGATE_SANITIZE=address,undefined >/dev/null
 cmake --build "$dir" -j "$(nproc)" --target keygate_fuzzers
