@@ -365,7 +365,8 @@ absl::StatusOr<ListPage> PostgresKeyStore::List(const ListOptions& options) {
   const std::string needle = internal::ToLowerAscii(f.name_contains);
   const std::string pattern = absl::StrCat("%", LikeEscape(needle), "%");
   constexpr std::string_view kLike = "k.name_lower LIKE $N";
-  if (impl_->Chars(needle).size() > 2) return answer(query(kLike, pattern, Shape::kInIdOrder));
+  if (internal::DbChars(needle, impl_->utf8).size() > 2)
+    return answer(query(kLike, pattern, Shape::kInIdOrder));
   // One or two characters give pg_trgm no trigram: the index cannot answer the pattern, and a
   // scan in id order stops early only where matches are dense. So first such a scan, bounded;
   // if it does not fill the page, matches are sparse: every name holding the needle has fewer

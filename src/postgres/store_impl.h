@@ -83,12 +83,9 @@ struct PostgresKeyStore::Impl {
   absl::Time Deadline() const { return absl::Now() + options.call_timeout; }
 
   // Whether the database counts characters as UTF-8 sequences (its encoding is UTF8) rather
-  // than bytes; name_trigrams (schema.cc) is cut in the database's characters. Set by Create.
+  // than bytes (internal::DbChars); name_trigrams (schema.cc) is cut in the database's
+  // characters. Set by Create.
   bool utf8 = true;
-  // The characters of `s` as the database counts them.
-  std::vector<std::string_view> Chars(std::string_view s) const {
-    return internal::DbChars(s, utf8);
-  }
 
   absl::Status Counted(absl::Status s) {
     if (s.code() == absl::StatusCode::kUnavailable &&
