@@ -10,10 +10,9 @@
 // L * (1 + lease_fraction) + N * credit + 1 (L * 1.02 + 1 by default when L >= 100 N), counting
 // the calls that lie in the window from their `now_ns` to their return (a call stamped inside a
 // lease, then held up, still spends that lease). Known gap: leftover leases refunded inside a
-// window return capacity that Redis grants again; where exchanges come late (two limits on a
-// loaded machine, or one under ASan) a window has exceeded the bound by up to 0.6 % of L
-// (redis_fleet_test). A request denied by one of its limits consumes nothing of the others,
-// here or in Redis.
+// window return capacity that Redis grants again; where exchanges come late (a loaded machine,
+// ASan) a window has exceeded the bound by up to 0.6 % of L (redis_fleet_test). A request denied by
+// one of its limits consumes nothing of the others, here or in Redis.
 //
 // Redis unavailable (past `command_timeout`): each process limits every subject to L / N and
 // burst / N from an empty bucket (N: `fleet_size`, or more live processes learned from Redis);
