@@ -22,22 +22,6 @@
 #include "keygate/audit.h"
 
 namespace keygate::cli {
-namespace {
-
-void WriteEventJson(JsonWriter& w, const Event& e) {
-  w.BeginObject();
-  w.Key("sequence").Uint(e.sequence);
-  w.Key("type").String(EventTypeName(e.type));
-  w.Key("at").Time(e.at);
-  w.Key("actor").String(e.actor);
-  w.Key("key_id").String(e.key_id);
-  w.Key("owner").String(e.owner);
-  w.Key("changed_fields").StringArray(e.changed_fields);
-  w.Key("version").Uint(e.version);
-  w.EndObject();
-}
-
-}  // namespace
 
 int RunAudit(const Globals& g, const AuditArgs& a) {
   AuditQuery q;

@@ -12,45 +12,20 @@
 
 #include "absl/time/time.h"
 
+#include "internal/json_writer.h"
 #include "internal/text_escape.h"
 #include "keygate/key.h"
 
 namespace keygate::cli {
 
-// Writes compact JSON; inserts commas itself.
-class JsonWriter {
- public:
-  JsonWriter& BeginObject();
-  JsonWriter& EndObject();
-  JsonWriter& BeginArray();
-  JsonWriter& EndArray();
-  JsonWriter& Key(std::string_view key);
-  JsonWriter& String(std::string_view value);
-  JsonWriter& Int(std::int64_t value);
-  JsonWriter& Uint(std::uint64_t value);
-  JsonWriter& Bool(bool value);
-  JsonWriter& Null();
-  JsonWriter& Time(absl::Time t);  // RFC 3339 UTC string
-  JsonWriter& OptionalTime(const std::optional<absl::Time>& t);
-  JsonWriter& StringArray(const std::vector<std::string>& values);
+// JSON output is shared with the admin API (internal/json_writer.h).
+using internal::JsonTime;
+using internal::JsonWriter;
+using internal::WriteEventJson;
+using internal::WriteRecordJson;
 
-  const std::string& str() const { return out_; }
-
- private:
-  void Separate();
-  std::string out_;
-  std::vector<bool> first_;  // per open container: no element written yet
-  bool after_key_ = false;
-};
-
-// The record as a JSON object (never the digest: it is not secret, but
-// nothing a script needs either).
-void WriteRecordJson(JsonWriter& w, const KeyRecord& r);
-
-// "2024-05-01T12:00:00Z" (seconds) for people; RFC 3339 with microseconds
-// for JSON.
+// "2024-05-01T12:00:00Z" (seconds) for people.
 std::string HumanTime(absl::Time t);
-std::string JsonTime(absl::Time t);
 
 // `text` made safe to print to a terminal (internal/text_escape.h): a stored
 // record may hold any bytes (other code can write the store directly), and
