@@ -25,8 +25,8 @@ export(EXPORT keygateTargets NAMESPACE keygate::
   FILE "${PROJECT_BINARY_DIR}/keygateTargets.cmake")
 
 # Components with a library of their own: the SQLite and PostgreSQL stores,
-# the Redis rate limiter and the framework adapters.
-foreach(component sqlite postgres redis beast httplib)
+# the Redis rate limiter, the framework adapters and the admin API.
+foreach(component sqlite postgres redis beast httplib admin)
   if(TARGET keygate_${component})
     list(APPEND KEYGATE_EXPORTED_COMPONENTS ${component})
     install(TARGETS keygate_${component} EXPORT keygate-${component}Targets
@@ -180,4 +180,7 @@ if(TARGET keygate_postgres)
 endif()
 if(TARGET keygate_redis)
   _keygate_install_pc(keygate_redis keygate-redis "keygate's rate limiter shared through Redis")
+endif()
+if(TARGET keygate_admin)
+  _keygate_install_pc(keygate_admin keygate-admin "keygate's admin API (key management over HTTP)")
 endif()

@@ -14,6 +14,7 @@ packages=(
   libcpp-httplib-dev ca-certificates curl openssl python3
   redis-server libhiredis-dev
   postgresql-15 libpq-dev postgresql-contrib
+  nlohmann-json3-dev python3-jsonschema
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(wrk)

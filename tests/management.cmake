@@ -16,3 +16,23 @@ keygate_add_test(broken_store_test SOURCES broken_store_test.cc
   LABELS management store concurrent TIMEOUT 120)
 keygate_add_test(audit_relay_test SOURCES audit_relay_test.cc
   LABELS management concurrent TIMEOUT 120)
+# The admin API over HTTP (keygate::admin).
+if(TARGET keygate_admin)
+  keygate_add_test(admin_api_test SOURCES admin_api_test.cc LIBS keygate::admin
+    LABELS management admin TIMEOUT 120)
+endif()
+if(TARGET keygate_admin)
+  if(KEYGATE_REQUIRE_ALL_TESTS)
+    find_package(Python3 REQUIRED COMPONENTS Interpreter)
+  else()
+    find_package(Python3 COMPONENTS Interpreter)
+  endif()
+  if(Python3_FOUND)
+    # Every response of every operation against the OpenAPI document's schemas.
+    add_test(NAME admin_openapi
+             COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/admin/check_openapi.py
+                     $<TARGET_FILE:admin_api_test> ${PROJECT_SOURCE_DIR}/src/admin/openapi.json)
+    set_tests_properties(admin_openapi PROPERTIES LABELS "management;admin" TIMEOUT 120
+                         SKIP_RETURN_CODE 77)
+  endif()
+endif()

@@ -6,6 +6,9 @@
 
 #include "keygate/keygate.h"
 #include "keygate/sqlite/sqlite_key_store.h"
+#ifdef KEYGATE_CONSUMER_ADMIN
+#include "keygate/admin/admin_api.h"
+#endif
 #ifdef KEYGATE_CONSUMER_BEAST
 #include "keygate/adapters/beast.h"
 #endif
@@ -59,6 +62,23 @@ int main() {
     return 7;
   }
   std::cout << "keygate::postgres linked\n";
+#endif
+#ifdef KEYGATE_CONSUMER_ADMIN
+  // Links keygate::admin: its OpenAPI document is served without a key.
+  auto authenticator = keygate::HttpAuthenticator::Create(
+      {.verifier = keygate::AdaptVerifier(std::move(*verifier))});
+  if (!authenticator.ok()) return 8;
+  keygate::AdminApi::Options admin;
+  admin.manager = std::move(*manager);
+  admin.authenticator = std::move(*authenticator);
+  auto api = keygate::AdminApi::Create(std::move(admin));
+  if (!api.ok()) return 8;
+  if ((*api)
+          ->Handle({.method = "GET", .target = "/admin/api/v1/openapi.json", .tls = true})
+          .status != 200) {
+    return 9;
+  }
+  std::cout << "keygate::admin linked\n";
 #endif
   std::cout << "keygate " << KEYGATE_VERSION_STRING << ": " << v << "\n";
   return v.ok() ? 0 : 4;
