@@ -36,3 +36,9 @@ if(TARGET keygate_admin)
                          SKIP_RETURN_CODE 77)
   endif()
 endif()
+if(TARGET keygate_admin AND TARGET keygate_beast AND TARGET keygate_httplib)
+  # The admin API mounted in a Beast and a cpp-httplib server.
+  keygate_add_test(admin_adapters_test SOURCES admin_adapters_test.cc
+    LIBS keygate::admin keygate::beast keygate::httplib
+    LABELS management admin http concurrent TIMEOUT 120)  # concurrent: httplib's threads
+endif()
