@@ -53,6 +53,7 @@
 
 #include "keygate/deployment.h"
 #include "keygate/http_request.h"
+#include "keygate/key_manager.h"
 #include "keygate/key_store.h"
 #include "keygate/key_store_wrapper.h"
 #ifdef KEYGATE_EXAMPLE_WITH_POSTGRES
@@ -423,7 +424,24 @@ int Main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<keygate::HttpAuthenticator>> auth =
       keygate::HttpAuthenticator::Create(std::move(ao));
   if (!auth.ok()) return fail(auth.status());
-  Api api{*std::move(auth), *std::move(read), *std::move(write), *std::move(admin)};
+  Api api{*std::move(auth), *std::move(read), *std::move(write), *std::move(admin), nullptr};
+#ifdef KEYGATE_EXAMPLE_WITH_ADMIN
+  // The admin API at /admin, for admin keys of this environment (the same authenticator).
+  keygate::KeyManager::Options mo;
+  mo.deployment = *deployment;
+  mo.store = store;
+  absl::StatusOr<std::unique_ptr<keygate::KeyManager>> manager =
+      keygate::KeyManager::Create(std::move(mo));
+  if (!manager.ok()) return fail(manager.status());
+  keygate::AdminApi::Options admin_options;
+  admin_options.manager = *std::move(manager);
+  admin_options.authenticator = api.auth;
+  admin_options.max_body_bytes = kMaxBodyBytes;
+  absl::StatusOr<std::unique_ptr<keygate::AdminApi>> admin_api =
+      keygate::AdminApi::Create(std::move(admin_options));
+  if (!admin_api.ok()) return fail(admin_api.status());
+  api.admin_api = *std::move(admin_api);
+#endif
 
   config.address = f.listen;
   config.https_port = f.port;

@@ -42,6 +42,9 @@
 
 #include "internal/json_string.h"
 #include "keygate/adapters/beast.h"
+#ifdef KEYGATE_EXAMPLE_WITH_ADMIN
+#include "keygate/admin/beast.h"
+#endif
 #include "keygate/verdict.h"
 
 namespace keygate_example {
@@ -56,7 +59,7 @@ using Request = http::request<http::string_body>;
 using Response = keygate::BeastResponse;
 
 constexpr std::size_t kHeaderLimit = std::size_t{8} * 1024;  // also the read buffer's
-constexpr std::size_t kBodyLimit = std::size_t{64} * 1024;
+constexpr std::size_t kBodyLimit = kMaxBodyBytes;
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 constexpr auto kReadTimeout = std::chrono::seconds(30);
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
@@ -757,6 +760,11 @@ void Server::Handle(const Request& req, bool tls, std::string_view peer, Respons
     SetJson(res, http::status::ok, projects_.ListJson());
   } else if (path == "/v1/projects" || path.rfind("/v1/projects/", 0) == 0) {
     complete = RouteProjects(req, tls, peer, res, &entry);
+#ifdef KEYGATE_EXAMPLE_WITH_ADMIN
+  } else if (api_.admin_api != nullptr && api_.admin_api->Serves(target)) {
+    *res = keygate::ServeAdminBeast(*api_.admin_api, req, {.tls = tls, .client_address = peer});
+    complete = true;  // its Content-Length (none for HEAD and 204) is final
+#endif
   } else {
     SetJson(res, http::status::not_found,
             "{\"error\":\"not_found\",\"message\":\"No such resource.\"}");

@@ -9,6 +9,9 @@
 //   GET    /open/v1/projects    no authentication, same handler as GET
 //                               /v1/projects (only with bench_routes: the
 //                               benchmark's "without keygate" baseline)
+//   *      /admin/...           the admin API (keygate/admin/admin_api.h), admin
+//                               keys only, when built with keygate::admin
+//                               (bodies up to the server's 64 KiB)
 // Every request gets one access-log line with the key id and the verdict,
 // never the token (never the query string, where a careless client may have
 // put one, and never a path segment that looks like a token).
@@ -25,6 +28,7 @@
 #ifndef KEYGATE_EXAMPLES_SERVER_SERVER_H_
 #define KEYGATE_EXAMPLES_SERVER_SERVER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -33,11 +37,15 @@
 
 #include "absl/status/status.h"
 
+#include "keygate/admin/admin_api.h"
 #include "keygate/http_request.h"
 #include "keygate/scope.h"
 #include "tls.h"
 
 namespace keygate_example {
+
+// The largest request body the server reads (413 past it).
+inline constexpr std::size_t kMaxBodyBytes = std::size_t{64} * 1024;
 
 struct ServerConfig {
   std::string address = "127.0.0.1";
@@ -63,6 +71,8 @@ struct Api {
   keygate::Requirement read;   // GET /v1/projects
   keygate::Requirement write;  // POST /v1/projects
   keygate::Requirement admin;  // DELETE /v1/projects/{id}
+  // Answers the requests it Serves() (/admin/...); null: none mounted.
+  std::shared_ptr<const keygate::AdminApi> admin_api;
 };
 
 // Serves until SIGINT or SIGTERM, then stops accepting, lets requests in

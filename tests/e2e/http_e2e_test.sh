@@ -320,6 +320,47 @@ Server: keygate-example
 
 EOF
 
+# The admin API at /admin (keygate::admin): admin keys only; a key created through it
+# verifies on this server at once (the same store), and its blocking too.
+fetch admin_reader "$BASE/admin/api/v1/keys" -H "Authorization: Bearer $READER"
+[[ "$(status_of admin_reader)" == 403 ]] && pass "admin API: 403 for read:all" ||
+  fail "admin API with read:all: status $(status_of admin_reader)"
+fetch admin_none "$BASE/admin/api/v1/keys"
+[[ "$(status_of admin_none)" == 401 ]] && pass "admin API: 401 without a key" ||
+  fail "admin API without a key: status $(status_of admin_none)"
+fetch admin_create "$BASE/admin/api/v1/keys" -X POST -H "Authorization: Bearer $ADMIN" \
+  -H 'Content-Type: application/json' \
+  -d '{"name":"via-admin","environment":"production","scopes":["read:all"]}'
+ADMIN_MADE_ID=$(sed -n 's/.*"id":"\(key_[A-Za-z0-9]*\)".*/\1/p' "$W/admin_create.b")
+ADMIN_MADE=$(sed -n 's/.*"token":"\([^"]*\)".*/\1/p' "$W/admin_create.b")
+if [[ "$(status_of admin_create)" == 201 && "$ADMIN_MADE" == kg_live_* ]] &&
+  grep -q $'^Cache-Control: no-store\r$' "$W/admin_create.h"; then
+  pass "admin API: created a key, token once, no-store"
+else
+  fail "admin API create: $(head -1 "$W/admin_create.h") $(head -c 300 "$W/admin_create.b")"
+fi
+admin_verified() {  # ROUND EXPECTED_STATUS: GET /v1/projects with the key made above
+  local i
+  for i in $(seq 50); do
+    fetch "admin_made_$1" "$BASE/v1/projects" -H "Authorization: Bearer $ADMIN_MADE"
+    [[ "$(status_of "admin_made_$1")" == "$2" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+admin_verified ok 200 && pass "admin API: its new key is accepted" ||
+  fail "admin API: its new key got $(status_of admin_made_ok)"
+fetch admin_revoke "$BASE/admin/api/v1/keys/$ADMIN_MADE_ID/revoke" -X POST \
+  -H "Authorization: Bearer $ADMIN"
+admin_verified revoked 401 && pass "admin API: the key it blocked is refused" ||
+  fail "admin API: the blocked key got $(status_of admin_made_revoked)"
+if grep -q "/admin/api/v1/keys " "$W/access.log" &&
+  ! grep -qF "$ADMIN_MADE" "$W/access.log"; then
+  pass "admin API: requests logged, the token it returned never"
+else
+  fail "admin API: access log"
+fi
+
 # Project names are the client's bytes: the JSON written back is valid UTF-8
 # (each invalid sequence becomes U+FFFD) with control characters, C1
 # included, escaped; valid UTF-8 such as the euro sign passes through.
