@@ -10,8 +10,7 @@ endif()
 if(TARGET keygate_beast AND TARGET keygate_sqlite AND TARGET CLI11::CLI11)
   add_executable(keygate_example_server
     server/main.cc
-    server/server.cc
-    server/tls.cc)
+    server/server.cc)
   target_link_libraries(keygate_example_server PRIVATE
     keygate::keygate keygate::beast keygate::sqlite OpenSSL::SSL OpenSSL::Crypto
     CLI11::CLI11 absl::strings absl::status absl::statusor absl::time Threads::Threads)

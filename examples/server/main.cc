@@ -51,6 +51,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 
+#include "internal/self_signed_cert.h"
 #include "keygate/deployment.h"
 #include "keygate/http_request.h"
 #include "keygate/key_manager.h"
@@ -67,7 +68,6 @@
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "keygate/verifier.h"
 #include "server.h"
-#include "tls.h"
 
 namespace keygate_example {
 namespace {
@@ -321,9 +321,10 @@ int Main(int argc, char** argv) {
     if (!cert.ok()) return fail(cert.status());
     absl::StatusOr<std::string> key = ReadFile(f.key, "--key");
     if (!key.ok()) return fail(key.status());
-    config.tls = PemPair{std::move(*cert), std::move(*key)};
+    config.tls = keygate::internal::PemPair{std::move(*cert), std::move(*key)};
   } else {
-    absl::StatusOr<PemPair> pair = MakeSelfSignedCertificate(/*days=*/7);
+    absl::StatusOr<keygate::internal::PemPair> pair =
+        keygate::internal::MakeSelfSignedCertificate("keygate example", /*days=*/7);
     if (!pair.ok()) return fail(pair.status());
     config.tls = std::move(*pair);
     if (!f.write_cert.empty()) {

@@ -37,10 +37,10 @@
 
 #include "absl/status/status.h"
 
+#include "internal/self_signed_cert.h"
 #include "keygate/admin/admin_api.h"
 #include "keygate/http_request.h"
 #include "keygate/scope.h"
-#include "tls.h"
 
 namespace keygate_example {
 
@@ -52,7 +52,7 @@ struct ServerConfig {
   int https_port = 8443;  // 0: any free port (see port_file)
   int http_port = -1;     // plain HTTP listener: -1 none, 0 any free port
   int threads = 2;
-  PemPair tls;
+  keygate::internal::PemPair tls;
   // Written once listening: "https=<port>\nhttp=<port>\n" (http=-1 when off).
   std::string port_file;
   bool bench_routes = false;

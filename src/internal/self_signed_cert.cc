@@ -1,21 +1,24 @@
-// Self-signed certificate for the example server (tls.h).
+// A self-signed certificate (self_signed_cert.h).
 
-#include "tls.h"
+#include "internal/self_signed_cert.h"
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
-namespace keygate_example {
+namespace keygate::internal {
 namespace {
 
 struct Free {
@@ -48,7 +51,8 @@ bool AddExtension(X509* cert, int nid, const char* value) {
 
 }  // namespace
 
-absl::StatusOr<PemPair> MakeSelfSignedCertificate(int days) {
+absl::StatusOr<PemPair> MakeSelfSignedCertificate(std::string_view organization, int days) {
+  const std::string org(organization);
   Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
   if (!key) return Fail("EVP_EC_gen");
   Owned<X509> cert(X509_new());
@@ -94,4 +98,4 @@ absl::StatusOr<PemPair> MakeSelfSignedCertificate(int days) {
   return PemPair{BioString(cert_bio.get()), BioString(key_bio.get())};
 }
 
-}  // namespace keygate_example
+}  // namespace keygate::internal
