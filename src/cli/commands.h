@@ -147,6 +147,18 @@ struct AuditArgs {
 };
 int RunAudit(const Globals& g, const AuditArgs& a);
 
+// `keygate serve` (commands_serve.cc): the admin API over HTTPS until SIGINT or SIGTERM.
+struct ServeArgs {
+  std::string listen = "127.0.0.1";
+  int port = 8443;                 // 0: any free port
+  std::string cert, key;           // PEM files; none: a self-signed certificate for localhost
+  std::string write_cert;          // where to write the self-signed certificate (not its key)
+  std::string port_file;           // where to write the port once listening
+  std::string env = "production";  // the environment of the admin keys it accepts
+  std::string base_path = "/admin";
+};
+int RunServe(const Globals& g, const ServeArgs& a);
+
 }  // namespace keygate::cli
 
 #endif  // KEYGATE_SRC_CLI_COMMANDS_H_

@@ -223,6 +223,24 @@ int Main(int argc, char** argv) {
   CLI::App* envs = app.add_subcommand("envs", "List the deployment's environments");
   envs->callback([&] { run = [&] { return RunEnvs(g); }; });
 
+#ifdef KEYGATE_HAVE_SERVE
+  ServeArgs sa;
+  CLI::App* serve = app.add_subcommand(
+      "serve", "Serve the admin API over HTTPS on this database (prints its URL)");
+  serve->add_option("--listen", sa.listen, "Address to listen on (default: 127.0.0.1)");
+  serve->add_option("--port", sa.port, "HTTPS port (default: 8443; 0: any free port)")
+      ->check(CLI::Range(0, 65535));
+  serve->add_option("--cert", sa.cert, "TLS certificate chain (PEM; default: self-signed)");
+  serve->add_option("--key", sa.key, "TLS private key (PEM)");
+  serve->add_option("--write-cert", sa.write_cert,
+                    "Write the self-signed certificate (not its key) to this file");
+  serve->add_option("--port-file", sa.port_file, "Write the port to this file once listening");
+  serve->add_option("--env,--environment", sa.env,
+                    "Environment of the admin keys it accepts (default: production)");
+  serve->add_option("--base-path", sa.base_path, "Where the API is mounted (default: /admin)");
+  serve->callback([&] { run = [&] { return RunServe(g, sa); }; });
+#endif
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
