@@ -640,6 +640,13 @@ TEST_CASE("AdminApi serves its OpenAPI document without a key, at any base path"
   const json doc = Body(r);
   CHECK(doc["openapi"].get<std::string>().rfind("3.1", 0) == 0);
   CHECK(a.Call("HEAD", "/ops/api/v1/openapi.json", "", {}, std::string()).body.empty());
+  // HEAD gets no body, errors included.
+  AdminResponse head = a.Call("HEAD", "/ops/api/v2/keys");
+  CHECK(head.status == 404);
+  CHECK(head.body.empty());
+  head = a.Call("HEAD", "/ops/api/v1/keys", "", {}, std::string());
+  CHECK(head.status == 401);
+  CHECK(head.body.empty());
   CHECK(a.Call("GET", "/ops/api/v1/keys").status == 200);
   CHECK(a.Call("GET", "/admin/api/v1/keys").status == 404);
 }

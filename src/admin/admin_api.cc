@@ -192,7 +192,6 @@ class AdminApi::Impl {
       r = Authenticate(request, target.query, &caller);
       if (caller.has_value()) r = routes_.Serve(*route, method, path, request, &*caller);
     }
-    if (head) r.body.clear();
     return Finish(request, std::move(r));
   }
 
@@ -242,8 +241,10 @@ class AdminApi::Impl {
     return false;
   }
 
-  // Adds the CORS headers (when origins are listed) and those every response carries.
+  // Adds the CORS headers (when origins are listed) and those every response carries; HEAD gets
+  // GET's answer without its body (RFC 9110 9.3.2), errors included.
   AdminResponse Finish(const AdminRequest& request, AdminResponse r) const {
+    if (request.method == "HEAD") r.body.clear();
     if (!options_.cors_allowed_origins.empty()) {
       r.headers.emplace_back("Vary", "Origin");
       if (IsAllowedOrigin(request)) {
