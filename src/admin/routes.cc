@@ -580,15 +580,7 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
         w.Key("name").String(e.name);
         w.Key("tag").String(e.tag);
         w.Key("default_rate_limit");
-        if (e.default_rate_limit.has_value()) {
-          w.BeginObject();
-          w.Key("rate").Uint(e.default_rate_limit->rate);
-          w.Key("period_ms").Int(absl::ToInt64Milliseconds(e.default_rate_limit->period));
-          w.Key("burst").Uint(e.default_rate_limit->burst);
-          w.EndObject();
-        } else {
-          w.Null();
-        }
+        internal::WriteRateLimitJson(w, e.default_rate_limit);
         w.EndObject();
       }
       w.EndArray();

@@ -125,15 +125,7 @@ void WriteRecordJson(JsonWriter& w, const KeyRecord& r) {
   w.Key("expires").OptionalTime(r.expires);
   w.Key("last_used").OptionalTime(r.last_used);
   w.Key("rate_limit");
-  if (r.rate_limit.has_value()) {
-    w.BeginObject();
-    w.Key("rate").Uint(r.rate_limit->rate);
-    w.Key("period_ms").Int(absl::ToInt64Milliseconds(r.rate_limit->period));
-    w.Key("burst").Uint(r.rate_limit->burst);
-    w.EndObject();
-  } else {
-    w.Null();
-  }
+  WriteRateLimitJson(w, r.rate_limit);
   w.Key("webhook_url").String(r.webhook_url);
   w.Key("accounts").StringArray(r.accounts);
   w.Key("metadata").BeginObject();
@@ -150,6 +142,18 @@ void WriteRecordJson(JsonWriter& w, const KeyRecord& r) {
     w.Null();
   }
   w.Key("version").Uint(r.version);
+  w.EndObject();
+}
+
+void WriteRateLimitJson(JsonWriter& w, const std::optional<RateLimitPolicy>& policy) {
+  if (!policy.has_value()) {
+    w.Null();
+    return;
+  }
+  w.BeginObject();
+  w.Key("rate").Uint(policy->rate);
+  w.Key("period_ms").Int(absl::ToInt64Milliseconds(policy->period));
+  w.Key("burst").Uint(policy->burst);
   w.EndObject();
 }
 

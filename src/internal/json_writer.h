@@ -53,6 +53,9 @@ std::string JsonTime(absl::Time t);
 // "version"}.
 void WriteRecordJson(JsonWriter& w, const KeyRecord& r);
 
+// {"rate", "period_ms", "burst"}, or null.
+void WriteRateLimitJson(JsonWriter& w, const std::optional<RateLimitPolicy>& policy);
+
 // {"sequence", "type", "at", "actor", "key_id", "owner", "changed_fields", "version"}.
 void WriteEventJson(JsonWriter& w, const Event& e);
 
