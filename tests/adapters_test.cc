@@ -27,6 +27,7 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
+#include "temp_cert.h"
 #include "test_util.h"
 
 #ifdef KEYGATE_TEST_BEAST
@@ -269,32 +270,6 @@ TEST_CASE("Beast adapter lets an allowed request through untouched but for RateL
 
 #ifdef KEYGATE_TEST_HTTPLIB
 
-// A self-signed certificate from the openssl command-line tool, in a fresh
-// temporary directory removed at the end.
-struct TempCert {
-  TempCert() {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "keygate_adapters_test_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) return;  // ok stays false
-    dir = tmpl;
-    cert = (dir / "cert.pem").string();
-    key = (dir / "key.pem").string();
-    const std::string cmd =
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
-        "-subj /CN=localhost -keyout '" +
-        key + "' -out '" + cert + "' >/dev/null 2>&1";
-    ok = std::system(cmd.c_str()) == 0;
-  }
-  ~TempCert() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-  std::filesystem::path dir;
-  std::string cert;
-  std::string key;
-  bool ok = false;
-};
-
 // Runs `server` on a free loopback port until destroyed.
 class Running {
  public:
@@ -356,7 +331,7 @@ struct Routes {
 
 TEST_CASE("httplib adapter over TLS: the response table through a real server",
           "[adapters][httplib][tls]") {
-  TempCert cert;
+  testing::TempCert cert;
   REQUIRE(cert.ok);
   Keys keys;
   httplib::SSLServer server(cert.cert.c_str(), cert.key.c_str());

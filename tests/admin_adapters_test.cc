@@ -27,6 +27,7 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/secret.h"
+#include "temp_cert.h"
 #include "test_util.h"
 
 namespace keygate {
@@ -102,33 +103,9 @@ TEST_CASE("ServeAdminBeast answers a Beast request with the AdminApi's response"
   CHECK(res.result_int() == 403);
 }
 
-// A self-signed certificate for localhost (openssl(1)), removed at the end.
-struct TempCert {
-  TempCert() {
-    dir = std::filesystem::temp_directory_path() /
-          ("keygate-admin-cert-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    cert = (dir / "cert.pem").string();
-    key = (dir / "key.pem").string();
-    const std::string cmd =
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
-        "-subj /CN=localhost -keyout '" +
-        key + "' -out '" + cert + "' >/dev/null 2>&1";
-    ok = std::system(cmd.c_str()) == 0;
-  }
-  ~TempCert() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-  std::filesystem::path dir;
-  std::string cert;
-  std::string key;
-  bool ok = false;
-};
-
 TEST_CASE("MountAdminApi serves the AdminApi from a cpp-httplib TLS server", "[admin][httplib]") {
   Fixture f;
-  TempCert cert;
+  testing::TempCert cert;
   REQUIRE(cert.ok);
   httplib::SSLServer server(cert.cert.c_str(), cert.key.c_str());
   REQUIRE(server.is_valid());
