@@ -64,24 +64,26 @@ absl::StatusOr<bool> HasAdminKey(KeyManager& manager, const std::string& env) {
 }
 
 // SIGINT and SIGTERM stop `server` (waited for on a thread of their own: they are blocked in
-// every other thread, httplib's pool included).
+// every other thread, httplib's pool included). SIGUSR1 only wakes that thread at the end.
 class StopOnSignal {
  public:
   explicit StopOnSignal(httplib::Server* server) {
     sigemptyset(&signals_);
     sigaddset(&signals_, SIGINT);
     sigaddset(&signals_, SIGTERM);
+    sigaddset(&signals_, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
     thread_ = std::thread([this, server] {
       int signal = 0;
       sigwait(&signals_, &signal);
-      if (signal != 0) std::cerr << "keygate: serve: stopping\n";
+      if (signal == SIGUSR1) return;
+      std::cerr << "keygate: serve: stopping\n";
       server->stop();
     });
   }
   ~StopOnSignal() {
-    // Served to the end without a signal (listen failed): wake the waiter.
-    pthread_kill(thread_.native_handle(), SIGTERM);
+    // Served to the end without a signal (listen failed, or stopped): wake the waiter.
+    pthread_kill(thread_.native_handle(), SIGUSR1);
     thread_.join();
     pthread_sigmask(SIG_UNBLOCK, &signals_, nullptr);
   }
