@@ -154,17 +154,19 @@ int RunServe(const Globals& g, const ServeArgs& a) {
   MountAdminApi(*server, api);
   // One line a request: method, path (never the query), status; token-shaped text redacted.
   server->set_logger([](const httplib::Request& req, const httplib::Response& res) {
-    std::cerr << Redact(absl::StrCat(req.method, " ", EscapeText(req.path), " ", res.status))
-              << "\n";
+    // One write per line: httplib's threads log concurrently.
+    std::cerr << Redact(absl::StrCat(req.method, " ", EscapeText(req.path), " ", res.status, "\n"));
   });
 
-  StopOnSignal stop(server.get());
   const int port = a.port == 0 ? server->bind_to_any_port(a.listen)
                                : (server->bind_to_port(a.listen, a.port) ? a.port : -1);
   if (port <= 0) {
     return Fail(
         absl::UnavailableError(absl::StrCat("serve: cannot listen on ", a.listen, ":", a.port)));
   }
+  // After the bind (the socket's creation happens before the thread that may close it, as
+  // TSan checks) and before httplib starts its pool (whose threads inherit the blocked signals).
+  StopOnSignal stop(server.get());
   const std::string host =
       a.listen.find(':') != std::string::npos ? "[" + a.listen + "]" : a.listen;
   const std::string url = absl::StrCat("https://", host, ":", port, a.base_path, "/");
