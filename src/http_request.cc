@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "internal/ip_address.h"
+#include "internal/percent.h"
 #include "keygate/token.h"
 
 namespace keygate {
@@ -38,13 +39,6 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
-int HexValue(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Percent-decodes a query component ('+' is a space, as in
 // application/x-www-form-urlencoded). A '%' not followed by two hex digits is
 // kept as it is, as browsers and most servers do. Returns false when the
@@ -58,8 +52,8 @@ bool DecodeComponent(std::string_view in, std::array<char, kMaxDecodedName>* out
     if (c == '+') {
       c = ' ';
     } else if (c == '%' && i + 2 < in.size()) {
-      const int hi = HexValue(in[i + 1]);
-      const int lo = HexValue(in[i + 2]);
+      const int hi = internal::HexDigitValue(in[i + 1]);
+      const int lo = internal::HexDigitValue(in[i + 2]);
       if (hi >= 0 && lo >= 0) {
         c = static_cast<char>((hi << 4) | lo);
         i += 2;

@@ -17,16 +17,10 @@
 
 #include "admin/json_body.h"
 #include "internal/json_writer.h"
+#include "internal/percent.h"
 
 namespace keygate::admin_internal {
 namespace {
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 std::string_view Title(int status) {
   switch (status) {
@@ -69,27 +63,6 @@ SplitTarget Split(std::string_view target) {
   return {target.substr(0, q), target.substr(q + 1)};
 }
 
-bool PercentDecode(std::string_view in, bool plus_is_space, std::string* out) {
-  out->clear();
-  out->reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    if (c == '%') {
-      if (i + 2 >= in.size()) return false;
-      const int hi = HexValue(in[i + 1]);
-      const int lo = HexValue(in[i + 2]);
-      if (hi < 0 || lo < 0) return false;
-      out->push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out->push_back(' ');
-    } else {
-      out->push_back(c);
-    }
-  }
-  return true;
-}
-
 absl::StatusOr<QueryParams> ParseQuery(std::string_view query,
                                        std::initializer_list<std::string_view> allowed) {
   QueryParams params;
@@ -98,8 +71,9 @@ absl::StatusOr<QueryParams> ParseQuery(std::string_view query,
     const std::size_t eq = piece.find('=');
     std::string name;
     std::string value;
-    if (!PercentDecode(piece.substr(0, eq), true, &name) ||
-        (eq != std::string_view::npos && !PercentDecode(piece.substr(eq + 1), true, &value))) {
+    if (!internal::PercentDecode(piece.substr(0, eq), true, &name) ||
+        (eq != std::string_view::npos &&
+         !internal::PercentDecode(piece.substr(eq + 1), true, &value))) {
       return absl::InvalidArgumentError("query: bad %-escape");
     }
     bool known = false;

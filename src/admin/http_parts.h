@@ -27,9 +27,6 @@ struct SplitTarget {
 };
 SplitTarget Split(std::string_view target);
 
-// %XX decoding (and '+' as a space when `plus_is_space`); false on a bad escape.
-bool PercentDecode(std::string_view in, bool plus_is_space, std::string* out);
-
 using QueryParams = std::map<std::string, std::string, std::less<>>;
 
 // The query's parameters, each of `allowed`, each at most once. Errors (kInvalidArgument):

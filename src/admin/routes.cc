@@ -23,6 +23,7 @@
 #include "admin/json_body.h"
 #include "admin/text.h"
 #include "internal/json_writer.h"
+#include "internal/percent.h"
 #include "keygate/audit.h"
 #include "keygate/key.h"
 #include "keygate/key_manager.h"
@@ -313,7 +314,7 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
   // The key id of /keys/{id}[/action], percent-decoded.
   std::string id;
   if (ConsumePrefix(&path, "/api/v1/keys/")) {
-    if (!PercentDecode(path.substr(0, path.find('/')), false, &id) || id.empty()) {
+    if (!internal::PercentDecode(path.substr(0, path.find('/')), false, &id) || id.empty()) {
       return Problem(404, "not_found", "key: not found");
     }
   }

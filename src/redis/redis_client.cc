@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
+#include "internal/percent.h"
+
 namespace keygate::internal {
 namespace {
 
@@ -27,39 +29,14 @@ bool ParseInt(std::string_view s, int min, int max, int* out) {
   return true;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decodes a user or password. False on a malformed escape.
-bool PercentDecode(std::string_view in, std::string* out) {
-  out->clear();
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out->push_back(in[i]);
-      continue;
-    }
-    if (i + 2 >= in.size()) return false;
-    const int hi = HexValue(in[i + 1]);
-    const int lo = HexValue(in[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    out->push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return true;
-}
-
 // "user:password", ":password" (no user). The values are not echoed in errors.
 absl::Status ParseUserInfo(std::string_view info, RedisEndpoint* e) {
   const std::size_t colon = info.find(':');
   if (colon == std::string_view::npos) {
     return UrlError("credentials must be user:password or :password");
   }
-  if (!PercentDecode(info.substr(0, colon), &e->user) ||
-      !PercentDecode(info.substr(colon + 1), &e->password)) {
+  if (!internal::PercentDecode(info.substr(0, colon), false, &e->user) ||
+      !internal::PercentDecode(info.substr(colon + 1), false, &e->password)) {
     return UrlError("credentials hold a malformed %-escape");
   }
   if (e->password.empty()) return UrlError("credentials have an empty password");
