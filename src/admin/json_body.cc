@@ -167,13 +167,8 @@ absl::Status JsonFields::String(std::string_view name, std::string* out) {
 }
 
 absl::Status JsonFields::OptionalString(std::string_view name, std::optional<std::string>* out) {
-  const json* v = Find(name);
-  if (v == nullptr) return absl::OkStatus();
-  if (!v->is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(Field(name), ": must be a string"));
-  }
-  *out = v->get<std::string>();
-  return absl::OkStatus();
+  if (!Has(name)) return absl::OkStatus();
+  return String(name, &out->emplace());
 }
 
 absl::Status JsonFields::StringArray(std::string_view name, std::vector<std::string>* out) {

@@ -331,12 +331,12 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
       return attach_limits(ProblemFor(s));
     }
   }
-  // Only the audit log and the key list read query parameters.
-  if (route.id != RouteId::kKeys || method != "GET") {
-    if (route.id != RouteId::kAudit) {
-      absl::StatusOr<QueryParams> none = ParseQuery(query, {});
-      if (!none.ok()) return attach_limits(ProblemFor(none.status()));
-    }
+  // Only the audit log and the key list read query parameters; the others take none.
+  const bool reads_query =
+      route.id == RouteId::kAudit || (route.id == RouteId::kKeys && method == "GET");
+  if (!reads_query) {
+    absl::StatusOr<QueryParams> none = ParseQuery(query, {});
+    if (!none.ok()) return attach_limits(ProblemFor(none.status()));
   }
 
   switch (route.id) {
