@@ -35,6 +35,8 @@
 // (OPTIONS) is a method no route takes, 405. For a listed origin, a preflight gets 204 without a
 // key, and every answer `Access-Control-Allow-Origin`.
 //
+// Ownership: an AdminApi shares its manager and authenticator (shared_ptr) and owns nothing else;
+// requests are borrowed for the call, responses are values.
 // Thread safety: `Handle` is const and thread-safe (the manager and authenticator are). Cost: one
 // verification and one store read (the caller's owner) per request, plus the route's store work;
 // not a hot path.
