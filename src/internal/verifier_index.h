@@ -19,6 +19,20 @@
 // EMPTY one; retired slots are never reused), published with a release
 // store of `ctrl`; the slot it replaces is then retired with a seq_cst store.
 // Revoke/restore with nothing else changed flips the revoked bit in place.
+//
+// One change, one instant: a key with a previous secret has two slots, and
+// a change rewrites both, so a reader must never see one rewritten and the
+// other not. Hence a rolled slot holds only its digest and valid_until; its
+// reader takes everything else (state, expiry, scopes, environment, side
+// record, TAT) from the live slot of the key's current secret, and finds the
+// secret superseded (unknown) once that slot is gone or itself rolled. The
+// current slot is therefore the key's only truth, and the change's instant
+// is the store that retires it (or flips it). A roll also brings a new
+// digest in: its slot is published with kFlagAwait, under which a reader
+// answers unknown while the previous secret still has a live unrolled slot,
+// so the new token starts to work at that same instant; the flag is cleared
+// once the old slots are retired. The writer retires a key's current slot
+// before its rolled one.
 // When live + retired slots reach 4/5 of the capacity, the table is rebuilt
 // (compacted, grown if needed) and swapped; the old one is freed after an
 // epoch grace period.
@@ -51,6 +65,8 @@ namespace keygate::internal {
 // bit  4     the key belongs to another environment
 // bit  5     the key has a side record (index in bits 32-63)
 // bit  6     the key id is in the side record (it does not pack: PackKeyId)
+// bit  7     await: a current slot published by a roll, valid only once
+//            the previous secret's unrolled slot is retired (above)
 // bits 16-31 rate-limit policy: 0 none, 0xFFFF in the side record, else an
 //            index into the verifier's policy table
 // bits 32-63 side-record index
@@ -63,6 +79,7 @@ inline constexpr std::uint64_t kFlagRolled = 1u << 3;
 inline constexpr std::uint64_t kFlagWrongEnv = 1u << 4;
 inline constexpr std::uint64_t kFlagHasExtra = 1u << 5;
 inline constexpr std::uint64_t kFlagIdInExtra = 1u << 6;
+inline constexpr std::uint64_t kFlagAwait = 1u << 7;
 inline constexpr int kPolicyShift = 16;
 inline constexpr std::uint64_t kPolicyMask = 0xFFFF;
 inline constexpr std::uint64_t kPolicyNone = 0;
@@ -148,7 +165,8 @@ struct KeyExtra {
   std::string owner_subject;          // "owner:<owner>", what a limiter keys the owner's state by
   std::vector<std::string> accounts;  // sorted, unique
   std::vector<std::string> scope_names;  // as stored (custom evaluators only)
-  Digest current{};                      // rolled slots: the key's current secret
+  Digest current{};                      // rolled keys: the current secret
+  Digest previous{};                     // rolled keys: the previous secret
   GcraPolicy policy;                     // when ctrl's policy is kPolicyInExtra
   GcraCell* owner_cell = nullptr;        // owner limit state
 

@@ -129,16 +129,46 @@ Verdict IndexReader::Lookup(std::string_view token, const Requirement& req,
   __builtin_prefetch(&t->slots[NextSlot(home, t->capacity)]);
   const std::int64_t now_ns = NowNs(now != nullptr ? *now : config_.clock->Now());
   std::uint64_t c = 0;
-  const std::int64_t found = FindSlot(*t, d, &c);
+  std::int64_t found = FindSlot(*t, d, &c);
+  std::int64_t valid_until = kNever;  // a previous secret's grace deadline
   if (found < 0) {
     v.outcome = Outcome::kUnknown;
     return v;
   }
-  return Check(*t, static_cast<std::size_t>(found), c, req, now_ns);
+  if ((c & (kFlagRolled | kFlagAwait)) != 0) {
+    // A key mid-roll, or past one: its current slot is its only truth
+    // (verifier_index.h). The writer gives such slots a side record
+    // (BuildImages); should that ever not hold, fail closed.
+    const KeyExtra* extra = (c & kFlagHasExtra) != 0 ? t->extras[c >> kExtraShift] : nullptr;
+    if (extra == nullptr) {
+      v.outcome = Outcome::kUnavailable;
+      return v;
+    }
+    std::uint64_t cc = 0;
+    if ((c & kFlagRolled) == 0) {
+      // A new current secret whose roll has not happened yet.
+      const std::int64_t p = FindSlot(*t, KeyOf(extra->previous), &cc);
+      if (p >= 0 && (cc & kFlagRolled) == 0) {
+        v.outcome = Outcome::kUnknown;
+        return v;
+      }
+    } else {
+      // A previous secret: superseded once its current one is gone or rolled.
+      const std::int64_t j = FindSlot(*t, KeyOf(extra->current), &cc);
+      if (j < 0 || (cc & kFlagRolled) != 0) {
+        v.outcome = Outcome::kUnknown;
+        return v;
+      }
+      valid_until = t->slots[static_cast<std::size_t>(found)].tat.load(std::memory_order_relaxed);
+      found = j;
+      c = cc;
+    }
+  }
+  return Check(*t, static_cast<std::size_t>(found), c, req, now_ns, valid_until);
 }
 
 Verdict IndexReader::Check(const Table& t, std::size_t i, std::uint64_t c, const Requirement& req,
-                           std::int64_t now_ns) const noexcept {
+                           std::int64_t now_ns, std::int64_t valid_until) const noexcept {
   Verdict v;
   Slot& s = t.slots[i];
   const KeyExtra* extra = (c & kFlagHasExtra) != 0 ? t.extras[c >> kExtraShift] : nullptr;
@@ -146,8 +176,7 @@ Verdict IndexReader::Check(const Table& t, std::size_t i, std::uint64_t c, const
   // The writer gives every slot that needs a side record one (BuildImages);
   // should that ever not hold, fail closed rather than dereference null.
   const bool id_in_extra = (c & kFlagIdInExtra) != 0;
-  const bool rolled = (c & kFlagRolled) != 0;
-  if (extra == nullptr && (id_in_extra || rolled || pidx == kPolicyInExtra)) {
+  if (extra == nullptr && (id_in_extra || pidx == kPolicyInExtra)) {
     v.outcome = Outcome::kUnavailable;
     return v;
   }
@@ -164,7 +193,7 @@ Verdict IndexReader::Check(const Table& t, std::size_t i, std::uint64_t c, const
   }
 
   // 5. A previous secret past its grace deadline.
-  if (rolled && !(now_ns < s.tat.load(std::memory_order_relaxed))) {
+  if (!(now_ns < valid_until)) {
     v.outcome = Outcome::kExpired;
     return v;
   }
@@ -206,26 +235,15 @@ Verdict IndexReader::Check(const Table& t, std::size_t i, std::uint64_t c, const
     }
   }
 
-  // 11. Rate limits: the key's (in its slot; a previous secret shares its
-  // key's current slot) and optionally its owner's.
+  // 11. Rate limits: the key's (in its current slot, which a previous
+  // secret's lookup has moved to) and optionally its owner's.
   const GcraPolicy* key_policy = nullptr;
   if (pidx == kPolicyInExtra) {
     key_policy = &extra->policy;
   } else if (pidx != kPolicyNone) {
     key_policy = &policies_[pidx];
   }
-  std::atomic<std::int64_t>* key_tat = nullptr;
-  if (key_policy != nullptr) {
-    if (!rolled) {
-      key_tat = &s.tat;
-    } else {
-      std::uint64_t cc = 0;
-      const std::int64_t j = FindSlot(t, KeyOf(extra->current), &cc);
-      // A concurrent roll may have replaced the current secret; then this
-      // one request is not charged (the next lookup sees the new state).
-      if (j >= 0) key_tat = &t.slots[j].tat;
-    }
-  }
+  std::atomic<std::int64_t>* key_tat = key_policy != nullptr ? &s.tat : nullptr;
   GcraCell* owner_cell = extra != nullptr ? extra->owner_cell : nullptr;
   LimitDecision decision{LimitResult::kAllowed, {}};
   if (owner_cell == nullptr && config_.local_limiter) {

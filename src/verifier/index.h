@@ -135,8 +135,11 @@ class IndexReader {
   // Steps 4 on, for a token known to be well formed and of this environment.
   Verdict Lookup(std::string_view token, const Requirement& req,
                  const absl::Time* now) const noexcept;
+  // Steps 5 on, for the key's current slot `i` (ctrl `c`); `valid_until`
+  // is the previous secret's deadline when that was the one presented,
+  // else kNever.
   Verdict Check(const Table& t, std::size_t i, std::uint64_t c, const Requirement& req,
-                std::int64_t now_ns) const noexcept;
+                std::int64_t now_ns, std::int64_t valid_until) const noexcept;
 
   const ReaderConfig config_;
   const CanonicalToken canonical_;  // the fast recogniser for env_tag's tokens

@@ -63,7 +63,7 @@ absl::Status IndexWriter::Rebuild(std::unique_ptr<Table>& t, bool published, std
     if ((c & kKindMask) != kKindLive) continue;
     SlotImage img;
     img.digest = KeyOf(s);
-    img.ctrl = c & ~(kKindMask | (std::uint64_t{0xFFFFFFFF} << kExtraShift));
+    img.ctrl = c & ~(kKindMask | kFlagAwait | (std::uint64_t{0xFFFFFFFF} << kExtraShift));
     img.tat_or_deadline = s.tat.load(std::memory_order_relaxed);
     if ((c & kFlagRolled) == 0) copy.Note(i, img.tat_or_deadline);
     img.expires_ns = s.expires_ns;

@@ -85,7 +85,10 @@ void IndexWriter::BuildImages(const KeyRecord& r, ImageList* out) {
     std::sort(e->accounts.begin(), e->accounts.end());
     e->accounts.erase(std::unique(e->accounts.begin(), e->accounts.end()), e->accounts.end());
     if (reader_.config().evaluator != nullptr) e->scope_names = r.scopes;
-    if (rolled) e->current = r.digest;
+    if (rolled) {
+      e->current = r.digest;
+      e->previous = r.previous->digest;
+    }
     if (pidx == kPolicyInExtra) e->policy = policy;
     base.extra = std::move(e);
     base.ctrl |= kFlagHasExtra;
@@ -94,6 +97,9 @@ void IndexWriter::BuildImages(const KeyRecord& r, ImageList* out) {
 
   SlotImage current = base;
   current.digest = KeyOf(r.digest);
+  // Where the previous secret still has an unrolled slot, this one waits
+  // for it to be retired (verifier_index.h).
+  if (rolled) current.ctrl |= kFlagAwait;
   out->push_back(std::move(current));
   if (rolled) {
     SlotImage prev = base;
@@ -215,12 +221,22 @@ absl::Status IndexWriter::ApplyRecord(std::unique_ptr<Table>& t, bool published,
     }
     if (!handled) to_insert.push_back(k);
   }
-  // Publish the new slots first, then retire the old ones: a reader sees
-  // either the old or the new version of the key, never neither.
+  // Publish the new slots first, then retire the old ones, the current
+  // slot first: that store is the change's instant (verifier_index.h).
   absl::InlinedVector<std::size_t, 2> inserted;
   for (std::size_t k : to_insert) inserted.push_back(InsertSlot(tab, images[k], tats[k]));
-  for (std::size_t e = 0; e < existing.size(); ++e) {
-    if (!keep[e]) Retire(tab, existing[e], r.id);
+  for (const bool rolled_pass : {false, true}) {
+    for (std::size_t e = 0; e < existing.size(); ++e) {
+      const bool rolled =
+          (tab.slots[existing[e]].ctrl.load(std::memory_order_relaxed) & kFlagRolled) != 0;
+      if (!keep[e] && rolled == rolled_pass) Retire(tab, existing[e], r.id);
+    }
+  }
+  // Nothing older is live now: what kFlagAwait waited for has happened.
+  for (std::size_t slot : inserted) {
+    Slot& s = tab.slots[slot];
+    const std::uint64_t c = s.ctrl.load(std::memory_order_relaxed);
+    if ((c & kFlagAwait) != 0) s.ctrl.store(c & ~kFlagAwait, std::memory_order_release);
   }
   if (published) {
     // Readers that found the old slot before it was retired charged its
@@ -246,7 +262,13 @@ absl::Status IndexWriter::ApplyRecord(std::unique_ptr<Table>& t, bool published,
 void IndexWriter::ApplyDelete(Table& t, std::string_view id) {
   const SlotList existing = IdIndexFind(t, id);
   if (!existing.empty()) --t.keys;
-  for (std::size_t slot : existing) Retire(t, slot, id);
+  // The current slot first: its retirement is the delete's instant.
+  for (const bool rolled_pass : {false, true}) {
+    for (std::size_t slot : existing) {
+      const bool rolled = (t.slots[slot].ctrl.load(std::memory_order_relaxed) & kFlagRolled) != 0;
+      if (rolled == rolled_pass) Retire(t, slot, id);
+    }
+  }
   ++changes_applied_;
 }
 
