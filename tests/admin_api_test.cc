@@ -651,6 +651,59 @@ TEST_CASE("AdminApi serves its OpenAPI document without a key, at any base path"
   CHECK(a.Call("GET", "/admin/api/v1/keys").status == 404);
 }
 
+TEST_CASE("AdminApi serves the console's files without a key, under a strict CSP", "[admin]") {
+  Admin a({.base_path = "/ops"});
+  AdminResponse r = a.Call("GET", "/ops", "", {}, std::string());
+  CHECK(r.status == 308);
+  CHECK(HeaderOf(r, "Location") == "/ops/");
+  r = a.Call("GET", "/ops/", "", {}, std::string());
+  REQUIRE(r.status == 200);
+  CHECK(HeaderOf(r, "Content-Type") == "text/html; charset=utf-8");
+  CHECK(r.body.find("<script src=\"console.js\" defer></script>") != std::string::npos);
+  const std::string csp = HeaderOf(r, "Content-Security-Policy");
+  CHECK(CountHeader(r, "Content-Security-Policy") == 1);
+  CHECK(csp.find("script-src 'self'") != std::string::npos);
+  CHECK(csp.find("require-trusted-types-for 'script'") != std::string::npos);
+  CHECK(csp.find("unsafe") == std::string::npos);
+  CHECK(HeaderOf(r, "X-Content-Type-Options") == "nosniff");
+  CHECK(HeaderOf(r, "Cache-Control") == "no-store");
+  CHECK(a.Call("GET", "/ops/index.html", "", {}, std::string()).body == r.body);
+  for (const auto& [file, type] : std::vector<std::pair<std::string, std::string>>{
+           {"console.js", "text/javascript; charset=utf-8"},
+           {"console.css", "text/css; charset=utf-8"},
+           {"favicon.svg", "image/svg+xml"}}) {
+    INFO(file);
+    AdminResponse f = a.Call("GET", "/ops/" + file, "", {}, std::string());
+    CHECK(f.status == 200);
+    CHECK(HeaderOf(f, "Content-Type") == type);
+    CHECK(!f.body.empty());
+    AdminResponse head = a.Call("HEAD", "/ops/" + file, "", {}, std::string());
+    CHECK(head.status == 200);
+    CHECK(head.body.empty());
+  }
+  // The page keeps the admin key in memory: nothing in the script stores it.
+  const std::string js = a.Call("GET", "/ops/console.js", "", {}, std::string()).body;
+  for (const std::string_view sink : {"localStorage", "sessionStorage", "document.cookie",
+                                      "innerHTML", "outerHTML", "insertAdjacentHTML", "eval("}) {
+    INFO(sink);
+    CHECK(js.find(sink) == std::string::npos);
+  }
+  r = a.Call("POST", "/ops/console.js", "{}", {}, std::string());
+  CHECK(r.status == 405);
+  CHECK(HeaderOf(r, "Allow") == "GET, HEAD");
+  CHECK(a.Call("GET", "/ops/nothing.js", "", {}, std::string()).status == 404);
+  CHECK(a.Call("GET", "/ops/../ops/console.js", "", {}, std::string()).status == 404);
+  // The API keeps its own policy.
+  CHECK(HeaderOf(a.Call("GET", "/ops/api/v1/keys"), "Content-Security-Policy") ==
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+
+  Admin off({.base_path = "/ops", .serve_console = false});
+  CHECK(off.Call("GET", "/ops/", "", {}, std::string()).status == 404);
+  CHECK(off.Call("GET", "/ops", "", {}, std::string()).status == 404);
+  CHECK(off.Call("GET", "/ops/console.js", "", {}, std::string()).status == 404);
+  CHECK(off.Call("GET", "/ops/api/v1/keys").status == 200);
+}
+
 // Calls every operation of the OpenAPI document, with answers of most documented statuses, and
 // writes each exchange to $KEYGATE_ADMIN_TRANSCRIPT (one JSON object a line) when it is set:
 // tests/admin/check_openapi.py validates each response against the document's schemas.

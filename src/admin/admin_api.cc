@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 
+#include "admin/embedded.h"
 #include "admin/http_parts.h"
 #include "admin/routes.h"
 #include "admin/text.h"
@@ -32,6 +33,30 @@ using admin_internal::Problem;
 constexpr std::size_t kMaxBodyLimit = std::size_t{64} << 20;
 constexpr std::string_view kApiCsp =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+// The console: its own scripts, styles and icon, requests to its own origin, no DOM sink that
+// parses HTML from a string (it builds every node itself).
+constexpr std::string_view kConsoleCsp =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; "
+    "require-trusted-types-for 'script'; trusted-types 'none'";
+
+// The console's files by path below the base ("/" is its page), or nullptr.
+const admin_internal::EmbeddedFile* ConsoleFile(std::string_view path) {
+  if (path == "/") path = "/index.html";
+  if (path.size() < 2 || path[0] != '/') return nullptr;
+  for (const admin_internal::EmbeddedFile& f : admin_internal::ConsoleFiles()) {
+    if (path.substr(1) == f.name) return &f;
+  }
+  return nullptr;
+}
+
+std::string_view ContentTypeOf(std::string_view name) {
+  if (name.ends_with(".html")) return "text/html; charset=utf-8";
+  if (name.ends_with(".js")) return "text/javascript; charset=utf-8";
+  if (name.ends_with(".css")) return "text/css; charset=utf-8";
+  if (name.ends_with(".svg")) return "image/svg+xml";
+  return "application/octet-stream";
+}
 
 bool IsSegmentChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
@@ -104,16 +129,18 @@ bool IsOrigin(std::string_view origin) {
 }
 
 void AddCommonHeaders(AdminResponse& r) {
-  r.headers.emplace_back("Content-Security-Policy", std::string(kApiCsp));
+  bool has_csp = false;
+  bool has_cache_control = false;
+  for (const auto& [name, value] : r.headers) {
+    has_csp = has_csp || admin_internal::EqualsIgnoreCase(name, "Content-Security-Policy");
+    has_cache_control =
+        has_cache_control || admin_internal::EqualsIgnoreCase(name, "Cache-Control");
+  }
+  if (!has_csp) r.headers.emplace_back("Content-Security-Policy", std::string(kApiCsp));
   r.headers.emplace_back("X-Content-Type-Options", "nosniff");
   r.headers.emplace_back("Referrer-Policy", "no-referrer");
   r.headers.emplace_back("X-Frame-Options", "DENY");
   r.headers.emplace_back("Cross-Origin-Resource-Policy", "same-origin");
-  bool has_cache_control = false;
-  for (const auto& [name, value] : r.headers) {
-    has_cache_control =
-        has_cache_control || admin_internal::EqualsIgnoreCase(name, "Cache-Control");
-  }
   if (!has_cache_control) r.headers.emplace_back("Cache-Control", "no-store");
 }
 
@@ -157,6 +184,18 @@ class AdminApi::Impl {
     if (!admin_internal::ConsumePrefix(&path, options_.base_path) ||
         (!path.empty() && path[0] != '/')) {
       return Finish(request, Problem(404, "not_found", "no such route"));
+    }
+    if (options_.serve_console) {
+      if (path.empty()) {
+        // The console's relative links need the trailing slash.
+        AdminResponse r;
+        r.status = 308;
+        r.headers.emplace_back("Location", options_.base_path + "/");
+        return Finish(request, std::move(r));
+      }
+      if (const admin_internal::EmbeddedFile* f = ConsoleFile(path); f != nullptr) {
+        return Finish(request, ServeConsoleFile(request, *f));
+      }
     }
     const admin_internal::Route* route = routes_.Find(path);
     if (route == nullptr) return Finish(request, Problem(404, "not_found", "no such route"));
@@ -230,6 +269,23 @@ class AdminApi::Impl {
       (*caller)->rate_limit_headers.emplace_back(std::move(name), std::move(value));
     }
     return {};
+  }
+
+  // One of the console's files: public (it holds no data; the page asks for a key), GET and
+  // HEAD only.
+  static AdminResponse ServeConsoleFile(const AdminRequest& request,
+                                        const admin_internal::EmbeddedFile& f) {
+    if (request.method != "GET" && request.method != "HEAD") {
+      AdminResponse r = Problem(405, "method_not_allowed", "this route takes GET, HEAD");
+      r.headers.emplace_back("Allow", "GET, HEAD");
+      return r;
+    }
+    AdminResponse r;
+    r.status = 200;
+    r.headers.emplace_back("Content-Type", std::string(ContentTypeOf(f.name)));
+    r.headers.emplace_back("Content-Security-Policy", std::string(kConsoleCsp));
+    r.body = std::string(f.data);
+    return r;
   }
 
   bool IsAllowedOrigin(const AdminRequest& request) const {

@@ -15,6 +15,9 @@ struct EmbeddedFile {
 // src/admin/openapi.json.
 std::span<const EmbeddedFile> ApiDocuments();
 
+// src/admin/console/*: the web console's page, script, style sheet and icon.
+std::span<const EmbeddedFile> ConsoleFiles();
+
 // src/admin/openapi.json: the OpenAPI 3.1 description of the API.
 std::string_view OpenApiDocument();
 

@@ -19,6 +19,13 @@
 //   GET    /scopes, /environments, /me (the calling key's id, owner and scopes)
 // Every mutation is recorded in the audit log with the calling key's owner as the actor.
 //
+// The web console (unless `serve_console` is false) is served at `{base}/` (`{base}` itself
+// redirects there, 308): a page, a script, a style sheet and an icon embedded in the library,
+// about 40 KB, public since they hold no data. It signs in with a pasted admin key, kept in the
+// page's memory only (never in storage, a cookie or a URL), and calls the routes above. Its
+// answers carry a Content-Security-Policy that allows only its own origin, no inline script and
+// no HTML parsed from strings (`require-trusted-types-for 'script'`).
+//
 // Errors are RFC 9457 problem details (`application/problem+json`): {"type", "title",
 // "status", "detail", and "field" when one field is at fault}, e.g. 400 {"detail": "name: must
 // not be empty", "field": "name"}. Bad input is always a 4xx, never a 500: a body over
@@ -28,7 +35,7 @@
 // `Allow`). 503 with Retry-After when the store is down. Messages never quote a token: text
 // from the request is quoted only when it has the shape of a name, scope, environment or id.
 //
-// Every response carries `Content-Security-Policy` (`default-src 'none'; frame-ancestors
+// Every API response carries `Content-Security-Policy` (`default-src 'none'; frame-ancestors
 // 'none'`), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
 // `X-Frame-Options: DENY`, `Cross-Origin-Resource-Policy: same-origin` and `Cache-Control:
 // no-store`. CORS is off unless origins are listed: no Access-Control-* header, and a preflight
@@ -106,6 +113,8 @@ class AdminApi {
     // Origins ("https://console.example.com") allowed to call the API from a browser; each is
     // "scheme://host[:port]" in lower case. Empty: CORS off.
     std::vector<std::string> cors_allowed_origins = {};
+    // Serve the web console at `{base}/` (false: the JSON API only).
+    bool serve_console = true;
   };
 
   // Errors: kInvalidArgument "manager: must be set", "authenticator: must be set",
