@@ -15,6 +15,7 @@ packages=(
   redis-server libhiredis-dev
   postgresql-15 libpq-dev postgresql-contrib
   nlohmann-json3-dev python3-jsonschema
+  chromium fonts-dejavu-core
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(wrk)
@@ -26,7 +27,27 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+
+# The console's browser test drives Chromium with puppeteer-core and checks it with axe-core,
+# both pinned by tests/browser/package-lock.json (Node.js and npm come with the machine).
+browser_modules() {
+  local dir tests_dir
+  tests_dir="$(dirname "$0")/../tests/browser"
+  dir="$tests_dir/node_modules"
+  if ! command -v npm >/dev/null; then
+    echo "setup: npm not found: the console's browser test cannot run" >&2
+    return 0
+  fi
+  if [ ! -f "$dir/.package-lock.json" ] || [ "$tests_dir/package-lock.json" -nt "$dir/.package-lock.json" ]; then
+    echo "setup: npm ci (tests/browser)" >&2
+    (cd "$tests_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  browser_modules
+  exit 0
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -34,3 +55,4 @@ echo "setup: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+browser_modules

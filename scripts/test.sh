@@ -73,6 +73,10 @@ for f in tests/e2e/*_test.sh; do
   t=$(basename "$f" _test.sh)
   grep -q -- "^${t}_" <<<"$registered" || unregistered+=("${t}_* (tests/e2e)")
 done
+for f in tests/browser/*_test.mjs; do
+  t=$(basename "$f" _test.mjs)_browser
+  grep -qx -- "$t" <<<"$registered" || unregistered+=("$t (tests/browser)")
+done
 if [ ${#unregistered[@]} -gt 0 ]; then
   complain "tests not registered in $dir (a dependency missing?): ${unregistered[*]}"
 fi
