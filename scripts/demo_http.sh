@@ -47,6 +47,7 @@ command -v curl >/dev/null || { echo "this demo needs curl"; exit 1; }
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/keygate_demo.XXXXXX")
 SERVER_PID=""
+CONSOLE_PID=""  # part 11: keygate serve
 FLEET_PIDS=()  # part 9: two servers and their Redis; part 10: two servers
 # shellcheck source-path=SCRIPTDIR source=../tests/e2e/pg_temp.sh
 source tests/e2e/pg_temp.sh  # part 10: a throwaway PostgreSQL
@@ -56,6 +57,7 @@ cleanup() {
     wait "$p" 2>/dev/null
   done
   pg_temp_cleanup
+  [[ -n "$CONSOLE_PID" ]] && kill -TERM "$CONSOLE_PID" 2>/dev/null
   if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -415,8 +417,46 @@ else
   pg_temp_cleanup
 fi
 
+say "11. The web console, on a copy of this database"
+narrate "keygate serve: the admin API and its console over HTTPS. Sign-in is pasting an admin key,"
+narrate "kept in the browser tab's memory only. The copy and its admin key stay for you to try."
+CONSOLE_DIR="$(cd "$BUILD" && pwd)/demo-console"
+mkdir -p "$CONSOLE_DIR"
+rm -f "$CONSOLE_DIR/keygate.db" "$CONSOLE_DIR/keygate.db-wal" "$CONSOLE_DIR/keygate.db-shm"
+create CONSOLE_ADMIN console-admin production --scope admin
+sqlite3 "$DB" ".backup '$CONSOLE_DIR/keygate.db'"
+(umask 077 && printf '%s\n' "$CONSOLE_ADMIN" >"$CONSOLE_DIR/admin-key.txt")
+show_cmd "keygate --db $CONSOLE_DIR/keygate.db serve --port 0"
+"$CLI" --db "$CONSOLE_DIR/keygate.db" serve --port 0 --port-file "$W/console.port" \
+  --write-cert "$W/console-cert.pem" >/dev/null 2>"$W/console.err" &
+CONSOLE_PID=$!
+for _ in $(seq 100); do
+  [[ -s "$W/console.port" ]] && break
+  kill -0 "$CONSOLE_PID" 2>/dev/null || break
+  sleep 0.1
+done
+CONSOLE_URL="https://localhost:$(cat "$W/console.port" 2>/dev/null)/admin/"
+STEP=$((STEP + 1))
+printf '\n%s\n' "${B}[$STEP] the console's page, then the API it calls with the admin key${N}"
+show_cmd "curl $CONSOLE_URL"
+page=$(curl -sS --cacert "$W/console-cert.pem" "$CONSOLE_URL" 2>&1)
+me=$(curl -sS --cacert "$W/console-cert.pem" -H "Authorization: Bearer $CONSOLE_ADMIN" \
+  "${CONSOLE_URL}api/v1/me" 2>&1)
+if grep -q '<title>keygate console</title>' <<<"$page" && grep -q '"owner":"alice"' <<<"$me"; then
+  printf '    %s✔ the console is served, and its API answers the admin key%s\n' "$G" "$N"
+else
+  printf '    %s✘ the console did not answer: %s%s\n' "$R" "$(head -c 300 "$W/console.err")" "$N"
+  FAILED=$((FAILED + 1))
+fi
+kill -TERM "$CONSOLE_PID" 2>/dev/null
+wait "$CONSOLE_PID" 2>/dev/null
+
 if ((FAILED > 0)); then
   say "${R}$FAILED step(s) did not behave as expected${N}"
   exit 1
 fi
 say "${G}All $STEP requests answered as expected.${N}"
+say "Open the console on the demo's database:"
+printf '  %s$ %s --db %s serve%s\n' "$C" "$CLI" "$CONSOLE_DIR/keygate.db" "$N"
+narrate "then open the URL it prints (its certificate is self-signed: accept it once) and sign in"
+narrate "with the admin key in $CONSOLE_DIR/admin-key.txt."
