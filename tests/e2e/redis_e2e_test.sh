@@ -117,10 +117,16 @@ done
 ((ok >= 10 && ok <= 12 && other == 0)) &&
   pass "two servers admit the key's 10 together ($ok admitted, $limited refused with 429)" ||
   fail "two servers admitted $ok of 24 (want 10-12), $limited got 429, $other something else"
-hdr=$(curl -s -D - -o /dev/null --cacert "$W/a.pem" -H "Authorization: Bearer $TOKEN" \
-  "$(cat "$W/a.url")/v1/projects")
-grep -qi '^retry-after: [0-9]' <<<"$hdr" && pass "429 carries Retry-After" ||
-  fail "429 without Retry-After"
+# The first 429 of up to 5 more requests. (One may still be admitted: a lease the other server
+# refunded is granted again, the limiter's known gap, redis_rate_limiter.h.)
+hdr=""
+for _ in $(seq 5); do
+  hdr=$(curl -s -D - -o /dev/null --cacert "$W/a.pem" -H "Authorization: Bearer $TOKEN" \
+    "$(cat "$W/a.url")/v1/projects")
+  grep -q '^HTTP/[0-9.]* 429' <<<"$hdr" && break
+done
+grep -q '^HTTP/[0-9.]* 429' <<<"$hdr" && grep -qi '^retry-after: [0-9]' <<<"$hdr" &&
+  pass "429 carries Retry-After" || fail "no 429 with Retry-After: $(head -1 <<<"$hdr")"
 
 # Redis stops answering: within the command timeout (100 ms) plus a
 # reconnect attempt each server is on its own share (this key's is empty:
