@@ -12,6 +12,7 @@
   let environments = [];  // [{name, tag, default_rate_limit}]
   let currentEnv = '';
   let keysCursor = '';
+  let keysRequest = 0;
   let auditAfter = '';
   let searchTimer = 0;
   const keys = new Map();  // id -> key, as last read
@@ -174,13 +175,9 @@
     const keysShown = which === 'keys';
     $('keys-view').hidden = !keysShown;
     $('audit-view').hidden = keysShown;
-    $('nav-keys').toggleAttribute('aria-current', keysShown);
-    $('nav-audit').toggleAttribute('aria-current', !keysShown);
-    if (keysShown) {
-      $('nav-keys').setAttribute('aria-current', 'page');
-    } else {
-      $('nav-audit').setAttribute('aria-current', 'page');
-    }
+    $('nav-keys').removeAttribute('aria-current');
+    $('nav-audit').removeAttribute('aria-current');
+    $(keysShown ? 'nav-keys' : 'nav-audit').setAttribute('aria-current', 'page');
     clearErrors();
   }
 
@@ -226,17 +223,20 @@
 
   // --- The key list ---------------------------------------------------------------------------
   async function loadKeys(fresh) {
-    if (fresh) {
-      keysCursor = '';
-      keys.clear();
-      $('keys-body').replaceChildren();
-    }
+    // Searches overlap while typing: only the latest answer is shown.
+    const request = ++keysRequest;
+    if (fresh) keysCursor = '';
     const q = new URLSearchParams({environment: currentEnv, limit: '50'});
     const name = $('search').value.trim();
     if (name) q.set('name', name);
     if (keysCursor) q.set('cursor', keysCursor);
     try {
       const page = (await api('GET', `keys?${q}`)).data;
+      if (request !== keysRequest) return;
+      if (fresh) {
+        keys.clear();
+        $('keys-body').replaceChildren();
+      }
       for (const k of page.keys) {
         keys.set(k.id, k);
         $('keys-body').append(keyRow(k));
