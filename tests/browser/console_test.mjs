@@ -175,13 +175,18 @@ try {
   };
   const shot = (name) => page.screenshot({path: path.join(shots, `console-${name}.png`)});
   const active = () => page.evaluate(() => document.activeElement && document.activeElement.id);
-  // Presses Tab until the element with `id` has the focus (at most 40 times).
-  const tabTo = async (id) => {
-    for (let i = 0; i < 40; i++) {
-      if (await active() === id) return true;
+  // Presses Tab until the element with `id` (or matching the selector `css`) has the focus, at
+  // most 60 times: what a keyboard-only user does.
+  const tabTo = async (id, css) => {
+    const focused = () => page.evaluate((i, c) => {
+      const a = document.activeElement;
+      return !!a && (c ? a.matches(c) : a.id === i);
+    }, id, css || '');
+    for (let i = 0; i < 60; i++) {
+      if (await focused()) return true;
       await page.keyboard.press('Tab');
     }
-    throw new Error(`Tab never reached #${id}`);
+    throw new Error(`Tab never reached ${css || `#${id}`}`);
   };
   const text = (sel) => page.$eval(sel, (e) => e.textContent);
   const visible = (sel) => page.waitForSelector(sel, {visible: true, timeout: 5000});
@@ -295,8 +300,9 @@ try {
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => document.querySelectorAll('#keys-body tr').length === 4);
 
-  // --- Block, unblock -----------------------------------------------------------------------
-  await clickLabel('Block ci-pipeline');
+  // --- Block (keyboard only), unblock --------------------------------------------------------
+  await tabTo('', 'button[aria-label="Block ci-pipeline"]');
+  await page.keyboard.press('Enter');
   await page.waitForFunction(() => document.getElementById('notice').textContent.includes('blocked'));
   check((await rowText('ci-pipeline')).includes('Blocked') &&
       await page.evaluate(() => !!document.querySelector('#keys-body .dot.blocked')),
@@ -358,17 +364,23 @@ try {
   await axe('personal key');
   await page.click('#personal-dialog [data-close]');
 
-  // --- Delete behind a confirmation ---------------------------------------------------------
-  await clickLabel('Delete ci-pipeline');
+  // --- Delete behind a confirmation, keyboard only -----------------------------------------
+  await page.focus('#search');
+  await tabTo('', 'button[aria-label="Delete ci-pipeline"]');
+  await page.keyboard.press('Enter');
   await visible('#delete-dialog');
   check((await text('#delete-text')).includes('ci-pipeline'), 'the confirmation names the key');
-  await page.type('#delete-confirm', 'ci-pipelin');
+  check(await active() === 'delete-confirm', 'the confirmation field has the focus');
+  await page.keyboard.type('ci-pipelin');
   check(await page.$eval('#delete-submit', (e) => e.disabled), 'a wrong name: delete disabled');
-  await page.type('#delete-confirm', 'e');
+  await page.keyboard.press('Enter');  // refused: nothing happens
+  check(await page.$eval('#delete-dialog', (e) => e.open), 'Enter with a wrong name deletes nothing');
+  await page.keyboard.type('e');
   check(!(await page.$eval('#delete-submit', (e) => e.disabled)), 'the name: delete enabled');
   await axe('delete');
   await shot('delete');
-  await page.click('#delete-submit');
+  await tabTo('delete-submit');
+  await page.keyboard.press('Enter');
   await hidden('#delete-dialog');
   await page.waitForFunction(() => document.getElementById('notice').textContent.includes('deleted'));
   check(!(await rowOf('ci-pipeline')).asElement(), 'deleted: gone from the list');
