@@ -27,12 +27,12 @@
 // record, TAT) from the live slot of the key's current secret, and finds the
 // secret superseded (unknown) once that slot is gone or itself rolled. The
 // current slot is therefore the key's only truth, and the change's instant
-// is the store that retires it (or flips it). A roll also brings a new
-// digest in: its slot is published with kFlagAwait, under which a reader
-// answers unknown while the previous secret still has a live unrolled slot,
-// so the new token starts to work at that same instant; the flag is cleared
-// once the old slots are retired. The writer retires a key's current slot
-// before its rolled one.
+// is the store that retires it (or flips it). A roll, with a grace period
+// or without, also brings a new digest in: its slot is published with
+// kFlagAwait, under which a reader answers unknown while the secret it
+// replaces still has a live unrolled slot, so the new token starts to work
+// at that same instant; the flag is cleared once the old slots are retired.
+// The writer retires a key's current slot before its rolled one.
 // When live + retired slots reach 4/5 of the capacity, the table is rebuilt
 // (compacted, grown if needed) and swapped; the old one is freed after an
 // epoch grace period.
@@ -66,7 +66,7 @@ namespace keygate::internal {
 // bit  5     the key has a side record (index in bits 32-63)
 // bit  6     the key id is in the side record (it does not pack: PackKeyId)
 // bit  7     await: a current slot published by a roll, valid only once
-//            the previous secret's unrolled slot is retired (above)
+//            the replaced secret's unrolled slot is retired (above)
 // bits 16-31 rate-limit policy: 0 none, 0xFFFF in the side record, else an
 //            index into the verifier's policy table
 // bits 32-63 side-record index
@@ -166,11 +166,17 @@ struct KeyExtra {
   std::vector<std::string> accounts;  // sorted, unique
   std::vector<std::string> scope_names;  // as stored (custom evaluators only)
   Digest current{};                      // rolled keys: the current secret
-  Digest previous{};                     // rolled keys: the previous secret
   GcraPolicy policy;                     // when ctrl's policy is kPolicyInExtra
   GcraCell* owner_cell = nullptr;        // owner limit state
+  // A roll's new current slot (kFlagAwait): the secret it replaces (its first 24 bytes). Set
+  // only while the writer applies the roll, so not part of the key's content (==).
+  Digest replaces{};
 
-  friend bool operator==(const KeyExtra&, const KeyExtra&) = default;
+  friend bool operator==(const KeyExtra& a, const KeyExtra& b) {
+    return a.id == b.id && a.owner_subject == b.owner_subject && a.accounts == b.accounts &&
+           a.scope_names == b.scope_names && a.current == b.current && a.policy == b.policy &&
+           a.owner_cell == b.owner_cell;
+  }
 };
 
 // A zero-filled array of trivially constructible T (or T whose value

@@ -147,7 +147,7 @@ Verdict IndexReader::Lookup(std::string_view token, const Requirement& req,
     std::uint64_t cc = 0;
     if ((c & kFlagRolled) == 0) {
       // A new current secret whose roll has not happened yet.
-      const std::int64_t p = FindSlot(*t, KeyOf(extra->previous), &cc);
+      const std::int64_t p = FindSlot(*t, KeyOf(extra->replaces), &cc);
       if (p >= 0 && (cc & kFlagRolled) == 0) {
         v.outcome = Outcome::kUnknown;
         return v;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -85,10 +86,7 @@ void IndexWriter::BuildImages(const KeyRecord& r, ImageList* out) {
     std::sort(e->accounts.begin(), e->accounts.end());
     e->accounts.erase(std::unique(e->accounts.begin(), e->accounts.end()), e->accounts.end());
     if (reader_.config().evaluator != nullptr) e->scope_names = r.scopes;
-    if (rolled) {
-      e->current = r.digest;
-      e->previous = r.previous->digest;
-    }
+    if (rolled) e->current = r.digest;
     if (pidx == kPolicyInExtra) e->policy = policy;
     base.extra = std::move(e);
     base.ctrl |= kFlagHasExtra;
@@ -97,9 +95,6 @@ void IndexWriter::BuildImages(const KeyRecord& r, ImageList* out) {
 
   SlotImage current = base;
   current.digest = KeyOf(r.digest);
-  // Where the previous secret still has an unrolled slot, this one waits
-  // for it to be retired (verifier_index.h).
-  if (rolled) current.ctrl |= kFlagAwait;
   out->push_back(std::move(current));
   if (rolled) {
     SlotImage prev = base;
@@ -184,6 +179,24 @@ absl::Status IndexWriter::ApplyRecord(std::unique_ptr<Table>& t, bool published,
 
   const SlotList existing = IdIndexFind(tab, r.id);
   if (existing.empty()) ++tab.keys;
+  // A roll: the new current secret's slot waits for the replaced one's to be
+  // retired (verifier_index.h), with or without a grace period. The wait
+  // needs the replaced digest, in a side record made for it if the key has
+  // none (images[0] is the current secret's; BuildImages).
+  for (std::size_t slot : existing) {
+    const Slot& old = tab.slots[slot];
+    if ((old.ctrl.load(std::memory_order_relaxed) & kFlagRolled) != 0 ||
+        SameDigest(old, images[0].digest)) {
+      continue;
+    }
+    SlotImage& cur = images[0];
+    auto e = cur.extra != nullptr ? std::make_shared<KeyExtra>(*cur.extra)
+                                  : std::make_shared<KeyExtra>();
+    e->id = r.id;
+    std::memcpy(e->replaces.data(), old.digest, sizeof old.digest);
+    cur.extra = std::move(e);
+    cur.ctrl |= kFlagHasExtra | kFlagAwait;
+  }
   absl::InlinedVector<bool, 2> keep(existing.size(), false);
   SlotList to_insert;
   // The key's current limiter state, carried to its new slot on a roll,
