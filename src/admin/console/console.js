@@ -13,10 +13,14 @@
   let currentEnv = '';
   let keysCursor = '';
   let keysRequest = 0;
+  let keysName = '';  // the search the list shows
   let auditAfter = '';
+  let auditFilter = '';
+  let auditRequest = 0;
   let searchTimer = 0;
   const keys = new Map();  // id -> key, as last read
   let editing = null;      // the key the key dialog modifies; null: it creates
+  let shownLimits = '';    // the rate limit inputs as the key dialog opened
   let rolling = null;
   let deleting = null;
 
@@ -225,9 +229,12 @@
   async function loadKeys(fresh) {
     // Searches overlap while typing: only the latest answer is shown.
     const request = ++keysRequest;
-    if (fresh) keysCursor = '';
+    if (fresh) {
+      keysCursor = '';
+      keysName = $('search').value.trim();
+    }
     const q = new URLSearchParams({environment: currentEnv, limit: '50'});
-    const name = $('search').value.trim();
+    const name = keysName;
     if (name) q.set('name', name);
     if (keysCursor) q.set('cursor', keysCursor);
     try {
@@ -284,15 +291,21 @@
     if (old) old.replaceWith(keyRow(k));
   }
 
+  // Puts the focus back on a row's button (its row was just rebuilt), or on the search field.
+  function focusRowButton(id, verb) {
+    const row = $(`row-${id}`);
+    const k = keys.get(id);
+    const button = row && k ? row.querySelector(`button[aria-label="${verb} ${k.name}"]`) : null;
+    (button || $('search')).focus();
+  }
+
   async function setBlocked(id, block) {
     clearErrors();
-    const k = keys.get(id);
     try {
       const updated = (await api('POST', `${keyPath(id)}/${block ? 'revoke' : 'restore'}`)).data;
       replaceRow(updated);
-      notice(`Key ${k.name} ${block ? 'blocked: its token is refused' : 'unblocked'}.`);
-      const button = $(`row-${id}`).querySelector('.actions button');
-      if (button) button.focus();
+      notice(`Key ${updated.name} ${block ? 'blocked: its token is refused' : 'unblocked'}.`);
+      focusRowButton(id, block ? 'Unblock' : 'Block');
     } catch (e) {
       showError('app-error', e);
     }
@@ -354,8 +367,10 @@
     $('f-expires').value = k ? toInputTime(k.expires) : '';
     const rl = k && k.rate_limit;
     $('f-rate').value = rl ? rl.rate : '';
-    $('f-period').value = rl ? Math.round(rl.period_ms / 1000) : '';
+    $('f-period').value = rl ? rl.period_ms / 1000 : '';
     $('f-burst').value = rl && rl.burst !== undefined ? rl.burst : '';
+    // The form shows times to the minute: what the user leaves alone is not sent back.
+    shownLimits = limitInputs();
     $('f-webhook').value = k ? k.webhook_url : '';
     $('f-accounts').value = k ? k.accounts.join(', ') : '';
     $('f-metadata').value = k ?
@@ -386,12 +401,12 @@
     const burst = $('f-burst').value;
     let rateLimit = null;
     if (rate || period || burst) {
-      rateLimit = {rate: Number(rate || 0), period_ms: Number(period || 0) * 1000};
+      rateLimit = {rate: Number(rate || 0), period_ms: Math.round(Number(period || 0) * 1000)};
       if (burst) rateLimit.burst = Number(burst);
     }
     if (editing) {
-      body.expires = expires;
-      body.rate_limit = rateLimit;
+      if ($('f-expires').value !== toInputTime(editing.expires)) body.expires = expires;
+      if (limitInputs() !== shownLimits) body.rate_limit = rateLimit;
     } else {
       body.environment = $('f-environment').value;
       const owner = $('f-owner').value.trim();
@@ -400,6 +415,10 @@
       if (rateLimit) body.rate_limit = rateLimit;
     }
     return body;
+  }
+
+  function limitInputs() {
+    return [$('f-rate').value, $('f-period').value, $('f-burst').value].join('/');
   }
 
   const fieldInputs = {name: 'f-name', description: 'f-description', owner: 'f-owner',
@@ -417,6 +436,7 @@
         $('key-dialog').close();
         replaceRow(updated);
         notice(`Key ${updated.name} saved.`);
+        focusRowButton(updated.id, 'Modify');
       } else {
         const created = (await api('POST', 'keys', body)).data;
         $('key-dialog').close();
@@ -483,6 +503,7 @@
       $('roll-dialog').close();
       replaceRow(rolled.key);
       notice(`Key ${k.name} rolled.`);
+      focusRowButton(k.id, 'Roll');
       showToken(rolled.key, rolled.token);
     } catch (e) {
       showError('roll-error', e);
@@ -565,16 +586,19 @@
 
   // --- The audit log --------------------------------------------------------------------------
   async function loadAudit(fresh) {
+    // Only the latest request's answer is shown; "Load more" keeps the filter it was shown for.
+    const request = ++auditRequest;
     if (fresh) {
       auditAfter = '';
-      $('audit-body').replaceChildren();
+      auditFilter = $('audit-key').value.trim();
     }
     const q = new URLSearchParams({limit: '100'});
-    const keyId = $('audit-key').value.trim();
-    if (keyId) q.set('key_id', keyId);
+    if (auditFilter) q.set('key_id', auditFilter);
     if (auditAfter) q.set('after', auditAfter);
     try {
       const page = (await api('GET', `audit?${q}`)).data;
+      if (request !== auditRequest) return;
+      if (fresh) $('audit-body').replaceChildren();
       for (const e of page.events) {
         $('audit-body').append(el('tr', {},
           el('td', {text: String(e.sequence)}), el('td', {text: when(e.at)}),
@@ -633,6 +657,7 @@
     // The token leaves the page as soon as its dialog closes.
     $('token-dialog').addEventListener('close', () => {
       $('token-value').value = '';
+      if (document.activeElement === document.body) $('search').focus();
     });
     for (const b of document.querySelectorAll('[data-close]')) {
       b.addEventListener('click', () => b.closest('dialog').close());
