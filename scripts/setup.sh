@@ -40,7 +40,11 @@ browser_modules() {
   fi
   if [ ! -f "$dir/.package-lock.json" ] || [ "$tests_dir/package-lock.json" -nt "$dir/.package-lock.json" ]; then
     echo "setup: npm ci (tests/browser)" >&2
-    (cd "$tests_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    # Not fatal: the rest builds and tests without it; the browser test then says why it
+    # cannot run (and fails under CI).
+    if ! (cd "$tests_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+      echo "setup: npm ci failed in tests/browser: the console's browser test cannot run" >&2
+    fi
   fi
 }
 
