@@ -1,7 +1,7 @@
 # The admin console in Debian's Chromium (tests/browser/console_test.mjs): puppeteer-core and
 # axe-core from tests/browser/package-lock.json (scripts/setup.sh runs npm ci), driving
-# `keygate serve`, with the example server on the same database. Not under TSan: the browser
-# does the work here, and serve_e2e already runs the server under it.
+# `keygate serve`, with the example server on the same database. Not labelled concurrent, so
+# not in CI's TSan run: the browser does the work here, and serve_e2e runs the server there.
 # The examples are added after the tests (tests/http.cmake): the server is named by generator
 # expression, and needs what it is built from.
 if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_admin AND
@@ -13,6 +13,10 @@ if(KEYGATE_BUILD_EXAMPLES AND TARGET keygate_cli AND TARGET keygate_admin AND
                      $<TARGET_FILE:keygate_cli> $<TARGET_FILE:keygate_example_server>
                      ${CMAKE_CURRENT_BINARY_DIR}/console-screenshots)
     set_tests_properties(console_browser PROPERTIES LABELS "admin;e2e;browser" TIMEOUT 180)
+    if(KEYGATE_SANITIZE)
+      # A sanitized server answers more slowly: longer waits (the test's default is 5 s).
+      set_tests_properties(console_browser PROPERTIES ENVIRONMENT KEYGATE_E2E_GRACE_S=20)
+    endif()
     add_custom_target(console_browser)
     add_dependencies(console_browser keygate_cli keygate_example_server)
     if(NOT KEYGATE_REQUIRE_ALL_TESTS)

@@ -43,6 +43,8 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), 'keygate_console.'));
 const db = path.join(work, 'keys.db');
 const shots = shotsArg || path.join(work, 'shots');
 fs.mkdirSync(shots, {recursive: true});
+// How long to wait for a state: 5 s, or $KEYGATE_E2E_GRACE_S (sanitized builds are slower).
+const graceMs = 1000 * (Number(process.env.KEYGATE_E2E_GRACE_S) || 5);
 const env = {...process.env};
 delete env.KEYGATE_DB;
 delete env.KEYGATE_PEPPER_FILE;
@@ -72,7 +74,7 @@ function cliCreate(name, owner, scope) {
 async function startWithPortFile(cmd, args, portFile, logName) {
   const log = fs.openSync(path.join(work, logName), 'w');
   const child = spawn(cmd, args, {env, stdio: ['ignore', log, log]});
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < graceMs / 50; i++) {
     if (fs.existsSync(portFile) && fs.readFileSync(portFile, 'utf8').trim()) {
       return {child, text: fs.readFileSync(portFile, 'utf8')};
     }
@@ -105,11 +107,11 @@ try {
   'server.log');
   children.push(srv.child);
   const apiPort = /https=(\d+)/.exec(srv.text)[1];
-  // What the example server answers the token (the status), polled until `want` or 5 s: it
+  // What the example server answers the token (the status), polled until `want` or the grace: it
   // follows the database's change feed.
   const serverStatus = async (token, want) => {
     let status = 0;
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < graceMs / 100; i++) {
       const r = spawnSync('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', '-H',
         `Authorization: Bearer ${token}`, `https://localhost:${apiPort}/v1/projects`],
       {encoding: 'utf8'});
@@ -189,8 +191,9 @@ try {
     throw new Error(`Tab never reached ${css || `#${id}`}`);
   };
   const text = (sel) => page.$eval(sel, (e) => e.textContent);
-  const visible = (sel) => page.waitForSelector(sel, {visible: true, timeout: 5000});
-  const hidden = (sel) => page.waitForSelector(sel, {hidden: true, timeout: 5000});
+  page.setDefaultTimeout(graceMs);
+  const visible = (sel) => page.waitForSelector(sel, {visible: true});
+  const hidden = (sel) => page.waitForSelector(sel, {hidden: true});
   const rowOf = async (name) => page.evaluateHandle((n) => [...document.querySelectorAll(
       '#keys-body tr')].find((tr) => tr.querySelector('.name strong').textContent === n) || null,
   name);
@@ -331,6 +334,8 @@ try {
   await clickLabel('Copy token of ci-pipeline');
   await visible('#copy-dialog');
   check((await text('#copy-text')).includes('hash'), 'Copy token explains why it cannot');
+  await axe('copy token');
+  await shot('copy');
   await page.click('#copy-roll');
 
   // --- Roll ---------------------------------------------------------------------------------
@@ -362,6 +367,7 @@ try {
   check((await text('#personal-result')).includes('has a personal key'),
       'asked again: the existing key, without its token');
   await axe('personal key');
+  await shot('personal');
   await page.click('#personal-dialog [data-close]');
 
   // --- Delete behind a confirmation, keyboard only -----------------------------------------
