@@ -73,8 +73,8 @@ class Envelope {
   Envelope& operator=(const Envelope&) = delete;
   ~Envelope();
 
-  // `plaintext` sealed under the primary KEK, bound to `associated_data`. Errors: kInternal
-  // (OpenSSL failed).
+  // `plaintext` sealed under the primary KEK, bound to `associated_data`. Errors:
+  // kInvalidArgument "plaintext: larger than 65536 bytes"; kInternal (OpenSSL failed).
   [[nodiscard]] absl::StatusOr<std::string> Seal(std::string_view plaintext,
                                                  std::string_view associated_data) const;
   // The plaintext, if `sealed` was sealed with this `associated_data` under a loaded KEK.
