@@ -20,6 +20,11 @@ packages=(
 if [ "${1:-}" = "--bench" ]; then
   packages+=(wrk)
 fi
+# The console's browser test runs on Node.js (18 or later). Debian's only where the machine has
+# none of its own: Debian's npm conflicts with other builds of nodejs.
+if ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
