@@ -138,7 +138,7 @@ Verdict IndexReader::Lookup(std::string_view token, const Requirement& req,
   if ((c & (kFlagRolled | kFlagAwait)) != 0) {
     // A key mid-roll, or past one: its current slot is its only truth
     // (verifier_index.h). The writer gives such slots a side record
-    // (BuildImages); should that ever not hold, fail closed.
+    // (BuildImages, ApplyRecord); should that ever not hold, fail closed.
     const KeyExtra* extra = (c & kFlagHasExtra) != 0 ? t->extras[c >> kExtraShift] : nullptr;
     if (extra == nullptr) {
       v.outcome = Outcome::kUnavailable;

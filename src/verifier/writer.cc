@@ -168,6 +168,16 @@ void IndexWriter::Retire(Table& t, std::size_t slot, std::string_view id) {
   IdIndexRemove(t, id, slot);
 }
 
+void IndexWriter::RetireKey(Table& t, const SlotList& slots, std::string_view id) {
+  // The current slot first: its retirement is the change's instant (verifier_index.h).
+  for (const bool rolled_pass : {false, true}) {
+    for (std::size_t slot : slots) {
+      const bool rolled = (t.slots[slot].ctrl.load(std::memory_order_relaxed) & kFlagRolled) != 0;
+      if (rolled == rolled_pass) Retire(t, slot, id);
+    }
+  }
+}
+
 absl::Status IndexWriter::ApplyRecord(std::unique_ptr<Table>& t, bool published,
                                       const KeyRecord& r) {
   if (r.id.empty()) return absl::OkStatus();
@@ -234,17 +244,14 @@ absl::Status IndexWriter::ApplyRecord(std::unique_ptr<Table>& t, bool published,
     }
     if (!handled) to_insert.push_back(k);
   }
-  // Publish the new slots first, then retire the old ones, the current
-  // slot first: that store is the change's instant (verifier_index.h).
+  // Publish the new slots first, then retire the old ones (RetireKey).
   absl::InlinedVector<std::size_t, 2> inserted;
   for (std::size_t k : to_insert) inserted.push_back(InsertSlot(tab, images[k], tats[k]));
-  for (const bool rolled_pass : {false, true}) {
-    for (std::size_t e = 0; e < existing.size(); ++e) {
-      const bool rolled =
-          (tab.slots[existing[e]].ctrl.load(std::memory_order_relaxed) & kFlagRolled) != 0;
-      if (!keep[e] && rolled == rolled_pass) Retire(tab, existing[e], r.id);
-    }
+  SlotList replaced;
+  for (std::size_t e = 0; e < existing.size(); ++e) {
+    if (!keep[e]) replaced.push_back(existing[e]);
   }
+  RetireKey(tab, replaced, r.id);
   // Nothing older is live now: what kFlagAwait waited for has happened.
   for (std::size_t slot : inserted) {
     Slot& s = tab.slots[slot];
@@ -275,13 +282,7 @@ absl::Status IndexWriter::ApplyRecord(std::unique_ptr<Table>& t, bool published,
 void IndexWriter::ApplyDelete(Table& t, std::string_view id) {
   const SlotList existing = IdIndexFind(t, id);
   if (!existing.empty()) --t.keys;
-  // The current slot first: its retirement is the delete's instant.
-  for (const bool rolled_pass : {false, true}) {
-    for (std::size_t slot : existing) {
-      const bool rolled = (t.slots[slot].ctrl.load(std::memory_order_relaxed) & kFlagRolled) != 0;
-      if (rolled == rolled_pass) Retire(t, slot, id);
-    }
-  }
+  RetireKey(t, existing, id);
   ++changes_applied_;
 }
 

@@ -31,6 +31,7 @@
 #include "keygate/deployment.h"
 #include "keygate/key_store.h"
 #include "keygate/verifier.h"
+#include "verifier/id_index.h"
 #include "verifier/index.h"
 #include "verifier/usage.h"
 
@@ -106,6 +107,8 @@ class IndexWriter {
   bool SameContent(const Table& t, std::size_t slot, const SlotImage& img) const;
   std::size_t InsertSlot(Table& t, const SlotImage& img, std::int64_t tat);
   void Retire(Table& t, std::size_t slot, std::string_view id);
+  // Retires `slots` of key `id`, its current (unrolled) slot before any rolled one.
+  void RetireKey(Table& t, const SlotList& slots, std::string_view id);
 
   // `t` is either `owned_table_` itself with `published` true (what readers
   // see: it is only ever swapped, through Publish, never freed in place), or
