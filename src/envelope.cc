@@ -134,10 +134,18 @@ Envelope::~Envelope() = default;
 
 absl::StatusOr<std::shared_ptr<const Envelope>> Envelope::FromKeys(
     const Secret& kek, const std::vector<Secret>& previous_keks) {
+  return Make(kek, previous_keks, "kek", "previous_keks", {});
+}
+
+absl::StatusOr<std::shared_ptr<const Envelope>> Envelope::Make(
+    const Secret& kek, const std::vector<Secret>& previous_keks, std::string_view kek_field,
+    std::string_view previous_field, std::vector<std::string> warnings) {
   std::shared_ptr<Envelope> e(new Envelope());
+  e->warnings_ = std::move(warnings);
   for (std::size_t i = 0; i <= previous_keks.size(); ++i) {
     const Secret& k = i == 0 ? kek : previous_keks[i - 1];
-    const std::string field = i == 0 ? "kek" : absl::StrCat("previous_keks[", i - 1, "]");
+    const std::string field =
+        i == 0 ? std::string(kek_field) : absl::StrCat(AV(previous_field), "[", i - 1, "]");
     if (k.size() < kMinKekBytes) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": must be at least ", kMinKekBytes, " bytes"));
@@ -181,12 +189,66 @@ absl::StatusOr<std::shared_ptr<const Envelope>> Envelope::Create(const EnvelopeO
   }
   std::vector<Secret> previous(std::make_move_iterator(keys.begin() + 1),
                                std::make_move_iterator(keys.end()));
-  absl::StatusOr<std::shared_ptr<const Envelope>> e = FromKeys(keys.front(), previous);
-  if (!e.ok()) return e.status();
-  // FromKeys made it; only this function adds the warnings.
-  std::const_pointer_cast<Envelope>(*e)->warnings_ = std::move(warnings);
-  return e;
+  return Make(keys.front(), previous, "kek_file", "previous_kek_files", std::move(warnings));
 }
+
+namespace {
+
+// Writes the KEK's id, a fresh nonce and `data_key` wrapped under `kek` into `raw` (sized).
+absl::Status Wrap(const Secret& kek, const std::string& kek_id_hex, const KeyBuffer& data_key,
+                  std::string_view associated_data, std::string* raw) {
+  const std::string id_bytes = absl::HexStringToBytes(AV(kek_id_hex));
+  std::copy(id_bytes.begin(), id_bytes.end(), raw->begin() + 1);
+  auto* nonce = reinterpret_cast<unsigned char*>(raw->data()) + kWrapAt;
+  if (RAND_bytes(nonce, static_cast<int>(kNonceBytes)) != 1) {
+    return absl::InternalError("envelope: the random generator failed");
+  }
+  const auto* key =
+      reinterpret_cast<const unsigned char*>(kek.Reveal(InsecureSecretAccess::Get()).data());
+  if (!GcmSeal(key, nonce, WrapAad(id_bytes, associated_data), data_key.bytes.data(), kKeyBytes,
+               nonce + kNonceBytes, nonce + kNonceBytes + kKeyBytes)) {
+    return absl::InternalError("envelope: OpenSSL AES-GCM failed");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DoesNotOpen() {
+  return absl::DataLossError(
+      "sealed: does not open (altered, or sealed with other associated data)");
+}
+
+// Opens `raw` (Decode's) with the KEKs `keys` (ids `ids`): the index of its KEK, its data key
+// in `data_key` and its plaintext in `plain` (the caller wipes it).
+absl::StatusOr<std::size_t> OpenRaw(const std::vector<Secret>& keys,
+                                    const std::vector<std::string>& ids, const std::string& raw,
+                                    std::string_view associated_data, KeyBuffer* data_key,
+                                    std::string* plain) {
+  const auto* p = reinterpret_cast<const unsigned char*>(raw.data());
+  const std::string hex = Hex(p + 1, kIdBytes);
+  const auto k = static_cast<std::size_t>(std::find(ids.begin(), ids.end(), hex) - ids.begin());
+  if (k == ids.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "sealed: under KEK ", hex, ", which is not loaded (add its file to previous_kek_files)"));
+  }
+  const unsigned char* wrap_nonce = p + kWrapAt;
+  const auto* kek =
+      reinterpret_cast<const unsigned char*>(keys[k].Reveal(InsecureSecretAccess::Get()).data());
+  if (!GcmOpen(kek, wrap_nonce, WrapAad(raw.substr(1, kIdBytes), associated_data),
+               wrap_nonce + kNonceBytes, kKeyBytes, wrap_nonce + kNonceBytes + kKeyBytes,
+               data_key->bytes.data())) {
+    return DoesNotOpen();
+  }
+  const std::size_t n = raw.size() - kOverhead;
+  plain->assign(n, '\0');
+  const unsigned char* nonce = p + kDataAt;
+  if (!GcmOpen(data_key->bytes.data(), nonce, DataAad(associated_data), nonce + kNonceBytes, n,
+               nonce + kNonceBytes + n, reinterpret_cast<unsigned char*>(plain->data()))) {
+    return DoesNotOpen();
+  }
+  return k;
+}
+
+}  // namespace
 
 absl::StatusOr<std::string> Envelope::Seal(std::string_view plaintext,
                                            std::string_view associated_data) const {
@@ -197,21 +259,17 @@ absl::StatusOr<std::string> Envelope::Seal(std::string_view plaintext,
   std::string raw(kOverhead + plaintext.size(), '\0');
   auto* p = reinterpret_cast<unsigned char*>(raw.data());
   p[0] = kVersion;
-  std::string id_bytes = absl::HexStringToBytes(AV(ids_.front()));
-  std::copy(id_bytes.begin(), id_bytes.end(), raw.begin() + 1);
   KeyBuffer data_key;
-  unsigned char* wrap_nonce = p + kWrapAt;
   unsigned char* data_nonce = p + kDataAt;
   if (RAND_bytes(data_key.bytes.data(), static_cast<int>(kKeyBytes)) != 1 ||
-      RAND_bytes(wrap_nonce, static_cast<int>(kNonceBytes)) != 1 ||
       RAND_bytes(data_nonce, static_cast<int>(kNonceBytes)) != 1) {
     return absl::InternalError("envelope: the random generator failed");
   }
-  const auto* kek = reinterpret_cast<const unsigned char*>(
-      keys_.front().Reveal(InsecureSecretAccess::Get()).data());
-  if (!GcmSeal(kek, wrap_nonce, WrapAad(id_bytes, associated_data), data_key.bytes.data(),
-               kKeyBytes, wrap_nonce + kNonceBytes, wrap_nonce + kNonceBytes + kKeyBytes) ||
-      !GcmSeal(data_key.bytes.data(), data_nonce, DataAad(associated_data),
+  if (absl::Status s = Wrap(keys_.front(), ids_.front(), data_key, associated_data, &raw);
+      !s.ok()) {
+    return s;
+  }
+  if (!GcmSeal(data_key.bytes.data(), data_nonce, DataAad(associated_data),
                reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
                data_nonce + kNonceBytes, data_nonce + kNonceBytes + plaintext.size())) {
     return absl::InternalError("envelope: OpenSSL AES-GCM failed");
@@ -219,97 +277,41 @@ absl::StatusOr<std::string> Envelope::Seal(std::string_view plaintext,
   return absl::StrCat(AV(kPrefix), absl::WebSafeBase64Escape(raw));
 }
 
-namespace {
-
-// The index of the KEK `raw` names among `ids`, or -1.
-int KekIndex(const std::string& raw, const std::vector<std::string>& ids) {
-  const std::string hex = Hex(reinterpret_cast<const unsigned char*>(raw.data()) + 1, kIdBytes);
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] == hex) return static_cast<int>(i);
-  }
-  return -1;
-}
-
-// Unwraps the data key of `raw` with KEK `kek` into `out`.
-absl::Status Unwrap(const std::string& raw, const Secret& kek, std::string_view associated_data,
-                    KeyBuffer* out) {
-  const auto* p = reinterpret_cast<const unsigned char*>(raw.data());
-  const unsigned char* nonce = p + kWrapAt;
-  const auto* key =
-      reinterpret_cast<const unsigned char*>(kek.Reveal(InsecureSecretAccess::Get()).data());
-  if (!GcmOpen(key, nonce, WrapAad(raw.substr(1, kIdBytes), associated_data), nonce + kNonceBytes,
-               kKeyBytes, nonce + kNonceBytes + kKeyBytes, out->bytes.data())) {
-    return absl::DataLossError(
-        "sealed: does not open (altered, or sealed with other associated data)");
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::StatusOr<Secret> Envelope::Open(std::string_view sealed,
                                       std::string_view associated_data) const {
   absl::StatusOr<std::string> raw = Decode(sealed);
   if (!raw.ok()) return raw.status();
-  const int k = KekIndex(*raw, ids_);
-  if (k < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("sealed: under KEK ",
-                     Hex(reinterpret_cast<const unsigned char*>(raw->data()) + 1, kIdBytes),
-                     ", which is not loaded (add its file to previous_kek_files)"));
-  }
   KeyBuffer data_key;
-  if (absl::Status s = Unwrap(*raw, keys_[static_cast<std::size_t>(k)], associated_data, &data_key);
-      !s.ok()) {
-    return s;
-  }
-  const std::size_t n = raw->size() - kOverhead;
-  std::string plain(n, '\0');
-  const auto* nonce = reinterpret_cast<const unsigned char*>(raw->data()) + kDataAt;
-  const bool ok =
-      GcmOpen(data_key.bytes.data(), nonce, DataAad(associated_data), nonce + kNonceBytes, n,
-              nonce + kNonceBytes + n, reinterpret_cast<unsigned char*>(plain.data()));
-  Secret out(ok ? std::string_view(plain) : std::string_view());
+  std::string plain;
+  absl::StatusOr<std::size_t> k = OpenRaw(keys_, ids_, *raw, associated_data, &data_key, &plain);
+  Secret out(k.ok() ? std::string_view(plain) : std::string_view());
   OPENSSL_cleanse(plain.data(), plain.size());
-  if (!ok) {
-    return absl::DataLossError(
-        "sealed: does not open (altered, or sealed with other associated data)");
-  }
+  if (!k.ok()) return k.status();
   return out;
 }
 
 absl::StatusOr<std::string> Envelope::Reseal(std::string_view sealed,
                                              std::string_view associated_data) const {
-  absl::StatusOr<Secret> plain = Open(sealed, associated_data);  // authenticates all of it
-  if (!plain.ok()) return plain.status();
-  if (UnderPrimary(sealed)) return std::string(sealed);
   absl::StatusOr<std::string> raw = Decode(sealed);
   if (!raw.ok()) return raw.status();
+  // Opened whole first: only an authentic value is rewrapped.
   KeyBuffer data_key;
-  if (absl::Status s = Unwrap(*raw, keys_[static_cast<std::size_t>(KekIndex(*raw, ids_))],
-                              associated_data, &data_key);
+  std::string plain;
+  absl::StatusOr<std::size_t> k = OpenRaw(keys_, ids_, *raw, associated_data, &data_key, &plain);
+  OPENSSL_cleanse(plain.data(), plain.size());
+  if (!k.ok()) return k.status();
+  if (*k == 0) return std::string(sealed);
+  if (absl::Status s = Wrap(keys_.front(), ids_.front(), data_key, associated_data, &*raw);
       !s.ok()) {
     return s;
-  }
-  const std::string id_bytes = absl::HexStringToBytes(AV(ids_.front()));
-  std::copy(id_bytes.begin(), id_bytes.end(), raw->begin() + 1);
-  auto* p = reinterpret_cast<unsigned char*>(raw->data());
-  unsigned char* nonce = p + kWrapAt;
-  if (RAND_bytes(nonce, static_cast<int>(kNonceBytes)) != 1) {
-    return absl::InternalError("envelope: the random generator failed");
-  }
-  const auto* kek = reinterpret_cast<const unsigned char*>(
-      keys_.front().Reveal(InsecureSecretAccess::Get()).data());
-  if (!GcmSeal(kek, nonce, WrapAad(id_bytes, associated_data), data_key.bytes.data(), kKeyBytes,
-               nonce + kNonceBytes, nonce + kNonceBytes + kKeyBytes)) {
-    return absl::InternalError("envelope: OpenSSL AES-GCM failed");
   }
   return absl::StrCat(AV(kPrefix), absl::WebSafeBase64Escape(*raw));
 }
 
 bool Envelope::UnderPrimary(std::string_view sealed) const {
   absl::StatusOr<std::string> raw = Decode(sealed);
-  return raw.ok() && KekIndex(*raw, ids_) == 0;
+  return raw.ok() &&
+         Hex(reinterpret_cast<const unsigned char*>(raw->data()) + 1, kIdBytes) == ids_.front();
 }
 
 }  // namespace keygate

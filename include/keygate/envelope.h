@@ -94,6 +94,10 @@ class Envelope {
 
  private:
   Envelope() = default;
+  // FromKeys, with the options' names in errors and the files' warnings.
+  static absl::StatusOr<std::shared_ptr<const Envelope>> Make(
+      const Secret& kek, const std::vector<Secret>& previous_keks, std::string_view kek_field,
+      std::string_view previous_field, std::vector<std::string> warnings);
   std::vector<Secret> keys_;      // AES-256 keys; [0] is the primary
   std::vector<std::string> ids_;  // their ids, hex
   std::vector<std::string> warnings_;
