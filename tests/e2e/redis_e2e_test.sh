@@ -103,7 +103,10 @@ start b --redis-fleet 2
 start closed --redis-fleet 2 --redis-fail-closed
 
 # 24 requests, alternating: the key's 10 (a server may spend one token of
-# credit before Redis has seen it: at most 10 + 2 x 1), the rest 429.
+# credit before Redis has seen it: at most 10 + 2 x 1), the rest 429. At least
+# 10 - 2: a server may end the burst with a token leased from Redis that none
+# of its requests spent (refunded later), which the other server was refused
+# (seen once on a loaded machine: 9).
 ok=0 limited=0 other=0
 for i in $(seq 12); do
   for s in a b; do
@@ -114,9 +117,9 @@ for i in $(seq 12); do
     esac
   done
 done
-((ok >= 10 && ok <= 12 && other == 0)) &&
+((ok >= 8 && ok <= 12 && other == 0)) &&
   pass "two servers admit the key's 10 together ($ok admitted, $limited refused with 429)" ||
-  fail "two servers admitted $ok of 24 (want 10-12), $limited got 429, $other something else"
+  fail "two servers admitted $ok of 24 (want 8-12), $limited got 429, $other something else"
 # The first 429 of up to 5 more requests. (One may still be admitted: a lease the other server
 # refunded is granted again, the limiter's known gap, redis_rate_limiter.h.)
 hdr=""
