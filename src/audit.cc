@@ -20,7 +20,8 @@ namespace keygate {
 namespace {
 
 constexpr EventType kAllTypes[] = {EventType::kCreated,  EventType::kModified, EventType::kRevoked,
-                                   EventType::kRestored, EventType::kDeleted,  EventType::kRolled};
+                                   EventType::kRestored, EventType::kDeleted,  EventType::kRolled,
+                                   EventType::kRevealed};
 
 constexpr std::size_t kMaxConsumerLength = 64;
 
@@ -45,6 +46,8 @@ std::string_view EventTypeName(EventType type) noexcept {
       return "deleted";
     case EventType::kRolled:
       return "rolled";
+    case EventType::kRevealed:
+      return "revealed";
     case EventType::kUnspecifiedDoNotUse:
       break;
   }
@@ -99,7 +102,8 @@ bool TypeFits(EventType type, AuditWrite write) {
       return type == EventType::kDeleted;
     case AuditWrite::kUpdate:
       return type == EventType::kModified || type == EventType::kRevoked ||
-             type == EventType::kRestored || type == EventType::kRolled;
+             type == EventType::kRestored || type == EventType::kRolled ||
+             type == EventType::kRevealed;
   }
   return false;
 }
@@ -113,7 +117,7 @@ std::string_view ExpectedTypes(AuditWrite write) {
     case AuditWrite::kUpdate:
       break;
   }
-  return "modified, revoked, restored or rolled";
+  return "modified, revoked, restored, rolled or revealed";
 }
 
 bool IsFieldName(std::string_view name) {

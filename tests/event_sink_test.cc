@@ -37,10 +37,12 @@ TEST_CASE("Event types have stable names", "[events]") {
   CHECK(EventTypeName(EventType::kRestored) == "restored");
   CHECK(EventTypeName(EventType::kDeleted) == "deleted");
   CHECK(EventTypeName(EventType::kRolled) == "rolled");
+  CHECK(EventTypeName(EventType::kRevealed) == "revealed");
   CHECK(EventTypeName(EventType::kUnspecifiedDoNotUse) == "unspecified");
   CHECK(EventTypeName(static_cast<EventType>(200)) == "unspecified");
-  for (EventType t : {EventType::kCreated, EventType::kModified, EventType::kRevoked,
-                      EventType::kRestored, EventType::kDeleted, EventType::kRolled}) {
+  for (EventType t :
+       {EventType::kCreated, EventType::kModified, EventType::kRevoked, EventType::kRestored,
+        EventType::kDeleted, EventType::kRolled, EventType::kRevealed}) {
     CHECK(ParseEventType(EventTypeName(t)) == t);
   }
   CHECK(ParseEventType("unspecified") == std::nullopt);

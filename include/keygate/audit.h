@@ -1,6 +1,7 @@
 // keygate/audit.h: the audit log of key management.
 //
-// Every successful mutation of a key (create, modify, revoke, restore, delete, roll) appends one
+// Every successful mutation of a key (create, modify, revoke, restore, delete, roll), and every
+// reveal of a recoverable key's token (KeyManager::RevealToken), appends one
 // `Event` to its store's audit log in the same transaction as the change: a crash keeps both or
 // neither. The caller of a store write says what it is in an `AuditNote`; the store adds the key
 // id, owner, resulting version and the entry's sequence. Entries never hold a token, a digest or
@@ -42,9 +43,11 @@ enum class EventType : std::uint8_t {
   kRestored,
   kDeleted,
   kRolled,
+  kRevealed,  // a recoverable key's token was read back (KeyManager::RevealToken)
 };
 
-// "created", "modified", "revoked", "restored", "deleted", "rolled"; "unspecified" otherwise.
+// "created", "modified", "revoked", "restored", "deleted", "rolled", "revealed"; "unspecified"
+// otherwise.
 std::string_view EventTypeName(EventType type) noexcept;
 
 // Parses what EventTypeName returns; nullopt for anything else.
@@ -54,7 +57,7 @@ std::optional<EventType> ParseEventType(std::string_view name) noexcept;
 // "owner", "kind", "environment" always; "description", "scopes", "expires", "rate_limit",
 // "webhook_url", "accounts", "metadata" when given); modified: the fields whose value changed;
 // revoked/restored: {"state"}; rolled: {"token"} (the name of what changed, never its value);
-// deleted: {}.
+// revealed: {} (nothing changed but the version); deleted: {}.
 struct Event {
   std::uint64_t sequence = 0;  // the change's sequence in its store (key_store.h), > 0
   EventType type = EventType::kUnspecifiedDoNotUse;
@@ -76,7 +79,8 @@ inline constexpr std::size_t kMaxActorLength = 128;
 inline constexpr std::size_t kMaxChangedFields = 16;
 
 // What a store write records besides the change. Insert (and SqliteKeyStore::InsertBatch) take
-// kCreated, Delete kDeleted, Update one of kModified, kRevoked, kRestored, kRolled; `actor` is
+// kCreated, Delete kDeleted, Update one of kModified, kRevoked, kRestored, kRolled, kRevealed;
+// `actor` is
 // 1-128 bytes of text without control characters; at most 16 `changed_fields`, each 1-32 bytes
 // of [a-z_]. A store refuses any other note with kInvalidArgument ("audit.actor: ...") and writes
 // nothing.

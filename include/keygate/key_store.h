@@ -118,8 +118,8 @@ class KeyStore {
   [[nodiscard]] virtual absl::StatusOr<KeyRecord> FindByDigest(const Digest& digest) = 0;
 
   // Compare-and-set on `record.version`; returns the stored record (version + 1). `note.type` is
-  // kModified, kRevoked, kRestored or kRolled. Errors: kNotFound, kAborted "key <id>: version
-  // conflict (expected N, stored M)", kAlreadyExists (digest / personal uniqueness),
+  // kModified, kRevoked, kRestored, kRolled or kRevealed. Errors: kNotFound, kAborted "key <id>:
+  // version conflict (expected N, stored M)", kAlreadyExists (digest / personal uniqueness),
   // kInvalidArgument (bad note), kUnavailable.
   [[nodiscard]] virtual absl::StatusOr<KeyRecord> Update(const KeyRecord& record,
                                                          const AuditNote& note) = 0;

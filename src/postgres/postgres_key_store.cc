@@ -502,7 +502,7 @@ absl::StatusOr<AuditPage> PostgresKeyStore::ReadAudit(const AuditQuery& query) {
     e.at = internal::MicrosToTime(row.Int(1));
     const std::int64_t type = row.Int(2);
     if (type < static_cast<int>(EventType::kCreated) ||
-        type > static_cast<int>(EventType::kRolled)) {
+        type > static_cast<int>(EventType::kRevealed)) {
       return corrupt("type");
     }
     e.type = static_cast<EventType>(type);

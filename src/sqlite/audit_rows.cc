@@ -38,7 +38,8 @@ absl::StatusOr<Event> DecodeAuditRow(const SqliteDb& db, const Statement& q) {
   e.sequence = static_cast<std::uint64_t>(seq);
   e.at = MicrosToTime(q.Int(1));
   const std::int64_t type = q.Int(2);
-  if (type < static_cast<int>(EventType::kCreated) || type > static_cast<int>(EventType::kRolled)) {
+  if (type < static_cast<int>(EventType::kCreated) ||
+      type > static_cast<int>(EventType::kRevealed)) {
     return CorruptAuditRow(db, seq, "type");
   }
   e.type = static_cast<EventType>(type);
