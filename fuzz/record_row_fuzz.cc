@@ -2,7 +2,7 @@
 // damaged or hand-edited database file could hold it. The input is the 24
 // columns of one row: per column a tag byte (0 NULL, 1 integer: 8 bytes
 // little-endian, 2 text / 3 blob: a length byte, then the bytes), bound to
-// "SELECT ?1, ..., ?24" on an in-memory database.
+// "SELECT ?1, ..., ?25" on an in-memory database.
 // Invariants:
 //   - a decoded record, written back as the store writes it, decodes to the
 //     same record (times, rate limits, digests, JSON columns round-trip);
@@ -40,7 +40,7 @@ using keygate::KeyRecord;
 using keygate::internal::SqliteDb;
 using keygate::internal::Statement;
 
-constexpr int kColumns = 24;
+constexpr int kColumns = 25;
 constexpr char kPath[] = "fuzz.db";
 
 std::string SelectSql() {
@@ -86,7 +86,7 @@ SqliteDb& Db() {
 
 // Binds `r` in the kRecordColumns order, encoded as SqliteKeyStore writes it.
 void BindAsStored(Statement& s, const KeyRecord& r) {
-  keygate::internal::BindRecordColumns(s, r, 1);
+  keygate::internal::BindRecordColumns(s, r, 1, 25);
   s.BindInt(24, static_cast<std::int64_t>(r.version));
 }
 

@@ -455,6 +455,7 @@ TEST_CASE("PostgresKeyStore: InsertBatch copies all or nothing and names a confl
     KeyRecord r = MakeRecord(KeyId(i), "owner" + std::to_string(i % 7), "production",
                              keygate::KeyKind::kGeneral, absl::StrCat("name\t", i, "\\ \n x"));
     r.metadata["tab"] = "a\tb";
+    if (i % 2 == 0) r.sealed_token = absl::StrCat("kge1.sealed\t", i);  // COPY escapes it
     batch.push_back(std::move(r));
   }
   REQUIRE(store->InsertBatch(batch, CreatedNote()).ok());
@@ -465,6 +466,9 @@ TEST_CASE("PostgresKeyStore: InsertBatch copies all or nothing and names a confl
   REQUIRE(got.ok());
   batch[17].version = 1;
   CHECK(*got == batch[17]);
+  got = store->Get(KeyId(18));
+  REQUIRE(got.ok());
+  CHECK(got->sealed_token == "kge1.sealed\t18");
   absl::StatusOr<KeyRecord> by_digest = store->FindByDigest(batch[1999].digest);
   REQUIRE(by_digest.ok());
   CHECK(by_digest->id == KeyId(1999));

@@ -669,8 +669,11 @@ TEST_CASE("SQLite InsertBatch is all or nothing", "[sqlite][batch]") {
   std::vector<KeyRecord> batch;
   for (int i = 0; i < 100; ++i)
     batch.push_back(MakeRecord(absl::StrCat("key_b", std::string(17, '0'), 1000 + i)));
+  batch[3].sealed_token = "kge1.sealed";
   REQUIRE(store->InsertBatch(batch, keygate::testing::CreatedNote()).ok());
   CHECK(*store->Count() == 100);
+  CHECK(store->Get(batch[3].id)->sealed_token == "kge1.sealed");
+  CHECK(store->Get(batch[4].id)->sealed_token.empty());
   const std::uint64_t seq = *store->LastSequence();
   CHECK(seq == 100);
 

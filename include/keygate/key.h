@@ -112,6 +112,7 @@ inline constexpr std::size_t kMaxAccountLength = 128;
 inline constexpr std::size_t kMaxMetadataEntries = 64;
 inline constexpr std::size_t kMaxMetadataKeyLength = 64;
 inline constexpr std::size_t kMaxMetadataValueLength = 1024;
+inline constexpr std::size_t kMaxSealedTokenLength = 1024;
 
 // Times in records are kept at microsecond precision: `KeyManager` truncates
 // every time it writes (toward the past), and every `KeyStore` must round-trip
@@ -140,13 +141,18 @@ struct KeyRecord {
   std::string hint;                      // "kg_live_...AbCd"
   std::optional<RolledSecret> previous;  // set by Roll() during the grace period
   std::uint64_t version = 0;             // set by the store: 1 on insert, +1 per update
+  // A recoverable key's current token, sealed by the deployment's Envelope (envelope.h) with the
+  // key id as associated data: ciphertext, useless without the key-encryption key, which is
+  // never in a store. Empty: not recoverable (recoverable keys off, or the key predates them).
+  // Set by KeyManager; at most kMaxSealedTokenLength bytes.
+  std::string sealed_token;
 
   friend bool operator==(const KeyRecord&, const KeyRecord&) = default;
 };
 
 // One line, for logs: id, name, kind, environment, state, version, text
 // with control characters escaped (\n, \x1b, ...). Never a secret (the
-// record holds none) and not the digest.
+// record holds none) and neither the digest nor the sealed token.
 std::ostream& operator<<(std::ostream& os, const KeyRecord& record);
 
 }  // namespace keygate

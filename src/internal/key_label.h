@@ -29,8 +29,8 @@ inline absl::Status CheckRecordId(std::string_view id) {
 }
 
 // What every bundled store checks of a record before writing it: its id,
-// and a kind and state that are set (a record left at the enums'
-// kUnspecifiedDoNotUse would read back as corrupt).
+// a kind and state that are set (a record left at the enums'
+// kUnspecifiedDoNotUse would read back as corrupt) and the sealed token's size.
 inline absl::Status CheckRecordShape(const KeyRecord& r) {
   if (absl::Status s = CheckRecordId(r.id); !s.ok()) return s;
   if (r.kind != KeyKind::kPersonal && r.kind != KeyKind::kGeneral) {
@@ -38,6 +38,10 @@ inline absl::Status CheckRecordShape(const KeyRecord& r) {
   }
   if (r.state != KeyState::kActive && r.state != KeyState::kRevoked) {
     return absl::InvalidArgumentError("state: must be active or revoked");
+  }
+  if (r.sealed_token.size() > kMaxSealedTokenLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sealed_token: longer than ", kMaxSealedTokenLength, " bytes"));
   }
   return absl::OkStatus();
 }

@@ -4,8 +4,8 @@
 // The columns, in order (kRecordColumns): id, name, description, owner, kind, environment,
 // scopes, state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
 // rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
-// previous_digest, previous_hint, previous_valid_until_us, version. Lists and maps are JSON text
-// (json_collections.h); times integer microseconds since the Unix epoch (NULL: unset;
+// previous_digest, previous_hint, previous_valid_until_us, version, sealed_token. Lists and maps
+// are JSON text (json_collections.h); times integer microseconds since the Unix epoch (NULL: unset;
 // INT64_MIN/MAX: infinite); kind and state the enum values.
 #ifndef KEYGATE_SRC_INTERNAL_RECORD_COLUMNS_H_
 #define KEYGATE_SRC_INTERNAL_RECORD_COLUMNS_H_
@@ -34,7 +34,7 @@ inline constexpr char kRecordColumns[] =
     "k.created_us, k.updated_us, k.expires_us, k.last_used_us, k.rate_limit_rate, "
     "k.rate_limit_period_us, k.rate_limit_burst, k.webhook_url, k.accounts, k.metadata, "
     "k.digest, k.hint, k.previous_digest, k.previous_hint, k.previous_valid_until_us, "
-    "k.version";
+    "k.version, k.sealed_token";
 
 // Time <-> integer microseconds since the Unix epoch. Infinite times map to INT64_MIN /
 // INT64_MAX and back.
@@ -141,14 +141,17 @@ absl::StatusOr<KeyRecord> DecodeRecordColumns(const Row& row, int first, std::st
   const std::int64_t version = row.Int(o + 23);
   if (version < 1) return CorruptRecordColumn(where, r.id, "version");
   r.version = static_cast<std::uint64_t>(version);
+  r.sealed_token = std::string(row.Text(o + 24));
   return r;
 }
 
 // Binds the record columns of `r` but `version` to parameters first .. first + 22 of `b`, in
-// column order. `Binder` has `BindText(int, std::string_view)`, `BindInt(int, std::int64_t)`,
-// `BindNull(int)` and `BindBlob(int, const void*, std::size_t)`.
+// column order, then `sealed_token` to parameter `sealed_token_param` (the last bind call: a
+// binder that ignores indexes, as a COPY row, sees it after previous_valid_until_us). `Binder` has
+// `BindText(int, std::string_view)`, `BindInt(int, std::int64_t)`, `BindNull(int)` and
+// `BindBlob(int, const void*, std::size_t)`.
 template <typename Binder>
-void BindRecordColumns(Binder& b, const KeyRecord& r, int first) {
+void BindRecordColumns(Binder& b, const KeyRecord& r, int first, int sealed_token_param) {
   const int o = first;
   b.BindText(o + 0, r.id);
   b.BindText(o + 1, r.name);
@@ -193,6 +196,7 @@ void BindRecordColumns(Binder& b, const KeyRecord& r, int first) {
     b.BindNull(o + 21);
     b.BindNull(o + 22);
   }
+  b.BindText(sealed_token_param, r.sealed_token);
 }
 
 }  // namespace keygate::internal

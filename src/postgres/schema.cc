@@ -1,6 +1,6 @@
 // Schema of the PostgreSQL store (schema.h).
 //
-// Tables (in the store's schema, version 4):
+// Tables (in the store's schema, version 5):
 //   keys          one row per key, the record columns of internal/record_columns.h plus
 //                 `name_lower` (the ASCII-lowered name that search matches) and `sequence` (of
 //                 the key's latest change; unique, indexed: the change feed's live keys). Text
@@ -38,6 +38,11 @@
 // Version 4 (from 3): name_trigrams, filled from the stored names, and keys_short_name (the keys
 // whose name has fewer than three characters), so that a search for one or two characters that
 // few names hold is answered through the indexes instead of a scan.
+// Version 5 (from 4): keys.sealed_token, a recoverable key's sealed token (keygate/key.h); ''
+// for existing keys (not recoverable). A column with a constant default rewrites no row. A
+// keygate that predates it writes '' on insert and leaves the column alone on update (a roll
+// included): KeyManager::RevealToken checks the opened token against the digest, so a stale
+// one is refused, never returned.
 
 #include "postgres/schema.h"
 
@@ -163,6 +168,10 @@ CREATE TRIGGER keys_name_trigrams_update AFTER UPDATE OF name_lower ON $S.keys F
   EXECUTE FUNCTION $S.record_name_trigrams();
 )sql";
 
+constexpr char kVersion5[] = R"sql(
+ALTER TABLE $S.keys ADD COLUMN sealed_token text NOT NULL DEFAULT '';
+)sql";
+
 absl::StatusOr<std::string> TrigramSchema(PgConn& conn, std::string_view store_schema,
                                           absl::Time deadline) {
   const char kFind[] =
@@ -282,6 +291,8 @@ absl::Status MigrateSchema(PgConn& conn, std::string_view schema, int target, ab
       sql = absl::StrReplaceAll(kVersion3, {{"$S", s}});
     } else if (*version == 3) {
       sql = absl::StrReplaceAll(kVersion4, {{"$S", s}});
+    } else if (*version == 4) {
+      sql = absl::StrReplaceAll(kVersion5, {{"$S", s}});
     }
     absl::StrAppend(&sql, "UPDATE ", s, ".schema_version SET version = ", *version + 1, ";");
     if (absl::Status st = conn.ExecScript(sql, deadline); !st.ok()) return st;

@@ -149,7 +149,7 @@ absl::Status PostgresKeyStore::Insert(const KeyRecord& record, const AuditNote& 
   const absl::Time deadline = m.Deadline();
   absl::Status s = m.InTransaction(deadline, [&](PgConn& c) -> absl::Status {
     PgParams p;
-    internal::BindRecordColumns(p, record, 1);
+    internal::BindRecordColumns(p, record, 1, 25);
     p.BindText(24, internal::ToLowerAscii(record.name));
     absl::StatusOr<PgResult> written = c.Exec(m.insert_key_sql, p, deadline);
     if (!written.ok()) return m.Conflict(written.status(), record);
@@ -175,7 +175,7 @@ absl::StatusOr<KeyRecord> PostgresKeyStore::Update(const KeyRecord& record, cons
     const Impl::Located& l = **loc;
     if (l.version != record.version) return m.VersionConflict(record.id, record.version, l.version);
     PgParams p;
-    internal::BindRecordColumns(p, record, 1);
+    internal::BindRecordColumns(p, record, 1, 25);
     p.BindText(24, internal::ToLowerAscii(record.name));
     absl::StatusOr<PgResult> written = c.Exec(m.update_key_sql, p, deadline);
     if (!written.ok()) return m.Conflict(written.status(), record);
@@ -343,7 +343,7 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
   NameTrigrams trigrams(impl_->utf8);
   for (const KeyRecord* r : order) {
     CopyRow row(&data);
-    internal::BindRecordColumns(row, *r, 1);
+    internal::BindRecordColumns(row, *r, 1, 25);
     const std::string lower = internal::ToLowerAscii(r->name);
     trigrams.Add(lower);
     row.BindText(24, lower);
@@ -368,13 +368,14 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
         !st.ok()) {
       return st;
     }
+    // In the order CopyRow appends them (BindRecordColumns, then the lowered name and version).
+    static constexpr char kStagedColumns[] =
+        "id, name, description, owner, kind, environment, scopes, state, created_us, updated_us, "
+        "expires_us, last_used_us, rate_limit_rate, rate_limit_period_us, rate_limit_burst, "
+        "webhook_url, accounts, metadata, digest, hint, previous_digest, previous_hint, "
+        "previous_valid_until_us, sealed_token, name_lower, version";
     if (absl::Status st = c.CopyIn(
-            "COPY keygate_staging (id, name, description, owner, kind, environment, scopes, "
-            "state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate, "
-            "rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, "
-            "hint, previous_digest, previous_hint, previous_valid_until_us, name_lower, version) "
-            "FROM STDIN",
-            data, deadline);
+            absl::StrCat("COPY keygate_staging (", kStagedColumns, ") FROM STDIN"), data, deadline);
         !st.ok()) {
       return st;
     }
@@ -415,24 +416,27 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
     p.BindText(6, m.channel);
     p.BindText(7, trigrams.ArrayLiteral());
     // One statement: the sequences (the counter locked to COMMIT, as every write), the keys
-    // with their sequences in id order (the staging table's columns are the keys', sequence
-    // last), tombstones of reused ids dropped, digests, audit entries, the names' runs of
-    // three characters (name_trigrams, schema.cc) and the NOTIFY.
+    // with their sequences in id order (columns named: a column a migration added comes after
+    // `sequence` in the table), tombstones of reused ids dropped, digests, audit entries, the
+    // names' runs of three characters (name_trigrams, schema.cc) and the NOTIFY.
     absl::StatusOr<PgResult> r = c.Exec(
-        m.Sql("WITH s AS (UPDATE $S.sequence_counter SET last = last + $1 "
-              "  RETURNING last - $1 AS base), "
-              "k AS (INSERT INTO $S.keys SELECT st.*, s.base + row_number() OVER (ORDER BY st.id) "
-              "  FROM keygate_staging st, s RETURNING id, owner, sequence), "
-              "t AS (DELETE FROM $S.changes c USING keygate_staging st WHERE c.key_id = st.id), "
-              "d AS (INSERT INTO $S.digests (digest, key_id) "
-              "  SELECT digest, id FROM keygate_staging UNION ALL "
-              "  SELECT previous_digest, id FROM keygate_staging "
-              "  WHERE previous_digest IS NOT NULL AND previous_digest <> digest), "
-              "a AS (INSERT INTO $S.audit (sequence, at_us, type, actor, key_id, owner, fields, "
-              "  version) SELECT sequence, $2, $3, $4, id, owner, $5, 1 FROM k), "
-              "n AS (INSERT INTO $S.name_trigrams (t) SELECT unnest($7::text[]) "
-              "  ON CONFLICT DO NOTHING) "
-              "SELECT s.base FROM s, pg_notify($6, '') AS x"),
+        m.Sql(absl::StrCat(
+            "WITH s AS (UPDATE $S.sequence_counter SET last = last + $1 "
+            "  RETURNING last - $1 AS base), "
+            "k AS (INSERT INTO $S.keys (",
+            kStagedColumns, ", sequence) SELECT ", kStagedColumns,
+            ", s.base + row_number() OVER (ORDER BY id) "
+            "  FROM keygate_staging, s RETURNING id, owner, sequence), "
+            "t AS (DELETE FROM $S.changes c USING keygate_staging st WHERE c.key_id = st.id), "
+            "d AS (INSERT INTO $S.digests (digest, key_id) "
+            "  SELECT digest, id FROM keygate_staging UNION ALL "
+            "  SELECT previous_digest, id FROM keygate_staging "
+            "  WHERE previous_digest IS NOT NULL AND previous_digest <> digest), "
+            "a AS (INSERT INTO $S.audit (sequence, at_us, type, actor, key_id, owner, fields, "
+            "  version) SELECT sequence, $2, $3, $4, id, owner, $5, 1 FROM k), "
+            "n AS (INSERT INTO $S.name_trigrams (t) SELECT unnest($7::text[]) "
+            "  ON CONFLICT DO NOTHING) "
+            "SELECT s.base FROM s, pg_notify($6, '') AS x")),
         p, deadline);
     if (!r.ok()) {
       return r.status().code() == absl::StatusCode::kAlreadyExists

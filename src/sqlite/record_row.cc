@@ -16,7 +16,7 @@ absl::StatusOr<KeyRecord> DecodeRecord(const Statement& s, int first, std::strin
 }
 
 void BindRecord(Statement& s, const KeyRecord& r) {
-  BindRecordColumns(s, r, 1);
+  BindRecordColumns(s, r, 1, 28);
   s.BindText(24, ToLowerAscii(r.name));
 }
 

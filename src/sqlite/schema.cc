@@ -1,6 +1,6 @@
 // Schema of the SQLite store (schema.h).
 //
-// Tables (version 4; what changed in versions 2 to 4 is at the end):
+// Tables (version 5; what changed in versions 2 to 5 is at the end):
 //   keys      one row per key. `pk` is an internal integer id (FTS rowid,
 //             digests and change-log link); `id` is the public key id. Lists and maps
 //             are JSON text; times are integer microseconds since the Unix
@@ -70,6 +70,10 @@
 //
 // Version 4 (from 3): the audit log and its consumer cursors. Existing keys get no entries: the
 // log starts at the upgrade.
+//
+// Version 5 (from 4): keys.sealed_token, a recoverable key's sealed token (keygate/key.h);
+// existing keys get '' (not recoverable). Adding a column with a constant default rewrites no
+// row.
 
 #include "sqlite/schema.h"
 
@@ -183,6 +187,10 @@ CREATE TABLE audit_cursors (
   consumer TEXT PRIMARY KEY,
   sequence INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+)sql",
+    // 4 -> 5: recoverable keys (see above).
+    R"sql(
+ALTER TABLE keys ADD COLUMN sealed_token TEXT NOT NULL DEFAULT '';
 )sql",
 };
 

@@ -355,6 +355,7 @@ void FieldRoundTrip(const std::shared_ptr<KeyStore>& store, Checker& c) {
   full.hint = "kg_test_...Zz9A";
   full.previous =
       RolledSecret{DigestFor("key_full old"), "kg_test_...Qw3e", BaseTime() + absl::Minutes(30)};
+  full.sealed_token = "kge1." + std::string(300, 'A') + "-_9z";  // opaque text to a store
   KEYGATE_ASSERT_OK(SuiteInsert(*store, full));
   KeyRecord expected = full;
   expected.version = 1;
@@ -391,6 +392,7 @@ void FieldRoundTrip(const std::shared_ptr<KeyStore>& store, Checker& c) {
   bare.scopes.clear();
   bare.webhook_url.clear();
   bare.description.clear();
+  bare.sealed_token.clear();
   absl::StatusOr<KeyRecord> updated = SuiteUpdate(*store, bare);
   KEYGATE_ASSERT_OK(updated);
   KeyRecord expected_bare = bare;
@@ -399,6 +401,21 @@ void FieldRoundTrip(const std::shared_ptr<KeyStore>& store, Checker& c) {
   got = store->Get("key_full");
   KEYGATE_ASSERT_OK(got);
   KEYGATE_EXPECT(*got == expected_bare);
+  // A sealed token set by an update; one longer than kMaxSealedTokenLength is refused.
+  KeyRecord sealed = *got;
+  sealed.sealed_token = "kge1.second";
+  updated = SuiteUpdate(*store, sealed);
+  KEYGATE_ASSERT_OK(updated);
+  KEYGATE_EXPECT(updated->sealed_token == "kge1.second");
+  got = store->Get("key_full");
+  KEYGATE_ASSERT_OK(got);
+  KEYGATE_EXPECT(got->sealed_token == "kge1.second");
+  KeyRecord oversize = MakeRecord("key_oversize");
+  oversize.sealed_token = std::string(kMaxSealedTokenLength + 1, 'x');
+  const absl::Status refused = SuiteInsert(*store, oversize);
+  KEYGATE_EXPECT(refused.code() == absl::StatusCode::kInvalidArgument);
+  KEYGATE_EXPECT(absl::StrContains(refused.message(), "sealed_token"));
+  KEYGATE_EXPECT(store->Get("key_oversize").status().code() == absl::StatusCode::kNotFound);
 
   // Sub-microsecond parts may be dropped (toward the past), nothing more.
   KeyRecord fine = MakeRecord("key_nanos");
