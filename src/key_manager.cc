@@ -195,6 +195,9 @@ absl::StatusOr<CreatedKey> KeyManager::Create(const CreateKeyRequest& request,
   r.metadata = request.metadata;
   r.digest = secret->digest;
   r.hint = secret->hint;
+  absl::StatusOr<std::string> sealed = SealToken(secret->token, r.id);
+  if (!sealed.ok()) return sealed.status();
+  r.sealed_token = *std::move(sealed);
 
   // The token leaves this function only if the store accepted the record.
   if (absl::Status s =
@@ -397,10 +400,85 @@ absl::StatusOr<CreatedKey> KeyManager::Roll(std::string_view id, absl::Duration 
     }
     next.digest = secret->digest;
     next.hint = secret->hint;
+    // Without an envelope the old sealed copy would reveal a token that no longer works.
+    absl::StatusOr<std::string> sealed = SealToken(secret->token, next.id);
+    if (!sealed.ok()) return sealed.status();
+    next.sealed_token = *std::move(sealed);
     next.updated = now;
     absl::StatusOr<KeyRecord> stored =
         options_.store->Update(next, Note(EventType::kRolled, actor, {"token"}));
     if (stored.ok()) return CreatedKey{*std::move(stored), std::move(secret->token)};
+    if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
+  }
+  return absl::AbortedError(
+      absl::StrCat(internal::KeyLabel(id), ": too many concurrent changes; retry"));
+}
+
+absl::StatusOr<std::string> KeyManager::SealToken(const Secret& token, std::string_view id) const {
+  if (options_.envelope == nullptr) return std::string();
+  return options_.envelope->Seal(token.Reveal(InsecureSecretAccess::Get()), id);
+}
+
+absl::StatusOr<const Envelope*> KeyManager::RequireEnvelope() const {
+  if (options_.envelope == nullptr) {
+    return absl::FailedPreconditionError(
+        "recoverable keys are off in this deployment (no key-encryption key): tokens are kept "
+        "only as hashes; roll the key to get a new token");
+  }
+  return options_.envelope.get();
+}
+
+absl::StatusOr<RevealedKey> KeyManager::RevealToken(std::string_view id, std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  absl::StatusOr<const Envelope*> envelope = RequireEnvelope();
+  if (!envelope.ok()) return envelope.status();
+  for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
+    absl::StatusOr<KeyRecord> current = options_.store->Get(id);
+    if (!current.ok()) return Settled(*options_.store, current.status());
+    if (current->sealed_token.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(internal::KeyLabel(current->id),
+                       ": not recoverable (created before recoverable keys were on, or rolled "
+                       "without the key-encryption key); roll it to get a new token"));
+    }
+    absl::StatusOr<Secret> token = (*envelope)->Open(current->sealed_token, current->id);
+    if (!token.ok()) return token.status();
+    absl::StatusOr<Digest> digest =
+        options_.deployment->hasher().Hash(token->Reveal(InsecureSecretAccess::Get()));
+    if (!digest.ok()) return digest.status();
+    if (*digest != current->digest) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(internal::KeyLabel(current->id),
+                       ": the sealed token is stale (the key was rolled by a keygate that does "
+                       "not keep recoverable keys); roll it to get a new token"));
+    }
+    // The entry commits before the token leaves: a reveal nobody can see never happens.
+    absl::StatusOr<KeyRecord> stored =
+        options_.store->Update(*current, Note(EventType::kRevealed, actor, {}));
+    if (stored.ok()) return RevealedKey{*std::move(stored), *std::move(token)};
+    if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
+  }
+  return absl::AbortedError(
+      absl::StrCat(internal::KeyLabel(id), ": too many concurrent changes; retry"));
+}
+
+absl::StatusOr<bool> KeyManager::ResealToken(std::string_view id, std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  absl::StatusOr<const Envelope*> envelope = RequireEnvelope();
+  if (!envelope.ok()) return envelope.status();
+  for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
+    absl::StatusOr<KeyRecord> current = options_.store->Get(id);
+    if (!current.ok()) return Settled(*options_.store, current.status());
+    if (current->sealed_token.empty() || (*envelope)->UnderPrimary(current->sealed_token)) {
+      return false;
+    }
+    absl::StatusOr<std::string> resealed = (*envelope)->Reseal(current->sealed_token, current->id);
+    if (!resealed.ok()) return resealed.status();
+    KeyRecord next = *std::move(current);
+    next.sealed_token = *std::move(resealed);  // `updated` stays: no field a user set changed
+    absl::StatusOr<KeyRecord> stored =
+        options_.store->Update(next, Note(EventType::kModified, actor, {"sealed_token"}));
+    if (stored.ok()) return true;
     if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
   }
   return absl::AbortedError(

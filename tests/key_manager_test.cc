@@ -28,6 +28,7 @@
 #include "internal/base62.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
+#include "keygate/envelope.h"
 #include "keygate/event_sink.h"
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
@@ -69,6 +70,16 @@ struct Fixture {
     absl::StatusOr<CreatedKey> k = manager->Create(r, "alice");
     REQUIRE_OK(k);
     return *std::move(k);
+  }
+
+  // Another manager on the same store and clock; with `envelope`, recoverable keys are on.
+  std::unique_ptr<KeyManager> ManagerWith(std::shared_ptr<const Envelope> envelope) const {
+    KeyManager::Options o;
+    o.deployment = deployment;
+    o.store = store;
+    o.clock = clock;
+    o.envelope = std::move(envelope);
+    return keygate::testing::MustOk(KeyManager::Create(std::move(o)));
   }
 
   std::uint64_t LastSequence() {
@@ -1557,6 +1568,161 @@ TEST_CASE("KeyManager accepts text shaped like a token whose checksum does not m
   std::string dashed(Text(*token));
   dashed[20] = '-';
   CHECK(f.manager->Create(f.Request(dashed), "alice").ok());
+}
+
+// --- Recoverable keys -------------------------------------------------------
+
+std::shared_ptr<const Envelope> EnvelopeOf(char kek, std::vector<char> previous = {}) {
+  std::vector<Secret> old;
+  for (char c : previous) old.emplace_back(std::string(32, c));
+  return keygate::testing::MustOk(Envelope::FromKeys(Secret(std::string(32, kek)), old));
+}
+
+TEST_CASE("KeyManager keeps tokens hash-only unless recoverable keys are on",
+          "[manager][recoverable]") {
+  Fixture f;
+  CHECK(!f.manager->recoverable_keys());
+  CreatedKey k = f.MustCreate(f.Request());
+  CHECK(k.record.sealed_token.empty());
+  absl::StatusOr<RevealedKey> r = f.manager->RevealToken(k.record.id, "alice");
+  CHECK(r.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(StatusText(r.status()), Catch::Contains("recoverable keys are off"));
+  CHECK(f.manager->ResealToken(k.record.id, "alice").status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+  CHECK(f.events->Events().size() == 1);  // created; nothing recorded for the refusals
+}
+
+TEST_CASE("KeyManager reveals a recoverable key's current token, recorded first",
+          "[manager][recoverable]") {
+  Fixture f;
+  std::unique_ptr<KeyManager> m = f.ManagerWith(EnvelopeOf('a'));
+  CHECK(m->recoverable_keys());
+  absl::StatusOr<CreatedKey> k = m->Create(f.Request(), "alice");
+  REQUIRE_OK(k);
+  const std::string sealed = k->record.sealed_token;
+  CHECK(sealed.rfind("kge1.", 0) == 0);
+  CHECK(sealed.find(Text(k->token)) == std::string::npos);
+  CHECK(*f.store->Get(k->record.id) == k->record);  // stored as returned
+
+  f.clock->Advance(absl::Minutes(1));
+  absl::StatusOr<RevealedKey> r = m->RevealToken(k->record.id, "bob");
+  REQUIRE_OK(r);
+  CHECK(Text(r->token) == Text(k->token));
+  CHECK(r->record.version == 2);
+  CHECK(r->record.updated == k->record.updated);  // nothing a user set changed
+  CHECK(r->record.sealed_token == sealed);
+  std::vector<Event> events = f.events->Events();
+  REQUIRE(events.size() == 2);
+  CHECK(events[1].type == EventType::kRevealed);
+  CHECK(events[1].actor == "bob");
+  CHECK(events[1].changed_fields.empty());
+  CHECK(events[1].version == 2);
+  // An actor is required like for any change; nothing is recorded without one.
+  CHECK(m->RevealToken(k->record.id, "").status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(m->RevealToken("key_000000000000000000000000", "bob").status().code() ==
+        absl::StatusCode::kNotFound);
+
+  // A personal key is recoverable too (the seeds' "Show API Key").
+  absl::StatusOr<ProvisionedKey> p = m->ProvisionPersonalKey("carol", "production", {}, "carol");
+  REQUIRE_OK(p);
+  REQUIRE(p->token.has_value());
+  r = m->RevealToken(p->record.id, "carol");
+  REQUIRE_OK(r);
+  CHECK(Text(r->token) == Text(*p->token));
+
+  // A revoked key's token is revealed too; it still does not verify.
+  REQUIRE_OK(m->Revoke(k->record.id, "alice"));
+  r = m->RevealToken(k->record.id, "alice");
+  REQUIRE_OK(r);
+  CHECK(f.Verify(r->token) == Outcome::kRevoked);
+  CHECK(Stringified(f).find(Text(k->token)) == std::string::npos);
+}
+
+TEST_CASE("KeyManager reveals only the token a key has now", "[manager][recoverable]") {
+  Fixture f;
+  std::unique_ptr<KeyManager> m = f.ManagerWith(EnvelopeOf('a'));
+  absl::StatusOr<CreatedKey> k = m->Create(f.Request(), "alice");
+  REQUIRE_OK(k);
+  const std::string id = k->record.id;
+  const std::string first_sealed = k->record.sealed_token;
+
+  // A roll seals the new token; the previous one (still working in its grace) is not revealed.
+  absl::StatusOr<CreatedKey> rolled = m->Roll(id, absl::Hours(1), "alice");
+  REQUIRE_OK(rolled);
+  CHECK(rolled->record.sealed_token != first_sealed);
+  absl::StatusOr<RevealedKey> r = m->RevealToken(id, "alice");
+  REQUIRE_OK(r);
+  CHECK(Text(r->token) == Text(rolled->token));
+
+  // A manager without the envelope rolls it: the sealed copy goes, the key is hash-only.
+  absl::StatusOr<CreatedKey> plain_roll = f.manager->Roll(id, absl::ZeroDuration(), "alice");
+  REQUIRE_OK(plain_roll);
+  CHECK(plain_roll->record.sealed_token.empty());
+  r = m->RevealToken(id, "alice");
+  CHECK(r.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(StatusText(r.status()), Catch::Contains("not recoverable"));
+
+  // A sealed copy left behind by a writer that does not know the column (an older keygate
+  // rolling the key): refused as stale, not returned.
+  KeyRecord stale = *f.store->Get(id);
+  stale.sealed_token = rolled->record.sealed_token;
+  REQUIRE_OK(f.store->Update(
+      stale, AuditNote{EventType::kModified, "test", f.clock->Now(), {"sealed_token"}}));
+  r = m->RevealToken(id, "alice");
+  CHECK(r.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(StatusText(r.status()), Catch::Contains("stale"));
+
+  // Another key's sealed copy does not open here (the key id is the associated data).
+  absl::StatusOr<CreatedKey> other = m->Create(f.Request("other"), "alice");
+  REQUIRE_OK(other);
+  KeyRecord moved = *f.store->Get(id);
+  moved.sealed_token = other->record.sealed_token;
+  REQUIRE_OK(f.store->Update(
+      moved, AuditNote{EventType::kModified, "test", f.clock->Now(), {"sealed_token"}}));
+  r = m->RevealToken(id, "alice");
+  CHECK(r.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(StatusText(r.status()).find(Text(other->token)) == std::string::npos);
+  std::vector<Event> events = f.events->Events();
+  CHECK(std::count_if(events.begin(), events.end(), [](const Event& e) {
+          return e.type == EventType::kRevealed;
+        }) == 1);  // refusals record nothing
+}
+
+TEST_CASE("KeyManager reseals recoverable keys under a new key-encryption key",
+          "[manager][recoverable]") {
+  Fixture f;
+  std::unique_ptr<KeyManager> old_kek = f.ManagerWith(EnvelopeOf('a'));
+  absl::StatusOr<CreatedKey> k = old_kek->Create(f.Request(), "alice");
+  REQUIRE_OK(k);
+  const std::string id = k->record.id;
+  CreatedKey hash_only = f.MustCreate(f.Request("hash-only"));
+
+  // The new KEK alone cannot open what the old one sealed.
+  std::unique_ptr<KeyManager> new_only = f.ManagerWith(EnvelopeOf('b'));
+  CHECK(new_only->RevealToken(id, "alice").status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+
+  // Rotation: the new KEK primary, the old one previous; reseal, then the old one can go.
+  std::unique_ptr<KeyManager> rotating = f.ManagerWith(EnvelopeOf('b', {'a'}));
+  REQUIRE_OK(rotating->RevealToken(id, "alice"));
+  absl::StatusOr<bool> wrote = rotating->ResealToken(id, "ops");
+  REQUIRE_OK(wrote);
+  CHECK(*wrote);
+  const KeyRecord after = *f.store->Get(id);
+  CHECK(after.sealed_token != k->record.sealed_token);
+  CHECK(after.updated == k->record.updated);
+  const Event last = f.events->Events().back();
+  CHECK(last.type == EventType::kModified);
+  CHECK(last.changed_fields == std::vector<std::string>{"sealed_token"});
+  wrote = rotating->ResealToken(id, "ops");  // already under the primary: no write
+  REQUIRE_OK(wrote);
+  CHECK(!*wrote);
+  wrote = rotating->ResealToken(hash_only.record.id, "ops");  // nothing to reseal
+  REQUIRE_OK(wrote);
+  CHECK(!*wrote);
+  absl::StatusOr<RevealedKey> r = new_only->RevealToken(id, "alice");
+  REQUIRE_OK(r);
+  CHECK(Text(r->token) == Text(k->token));
 }
 
 }  // namespace

@@ -17,7 +17,8 @@
 //   req.environment = "production";
 //   req.scopes = {"read:all"};
 //   absl::StatusOr<keygate::CreatedKey> k = manager->Create(req, "alice");
-//   // k->token: show it to the user now; it cannot be recovered later.
+//   // k->token: show it to the user now; unless recoverable keys are on (Options::envelope),
+//   // it cannot be recovered later.
 
 #ifndef KEYGATE_KEY_MANAGER_H_
 #define KEYGATE_KEY_MANAGER_H_
@@ -37,6 +38,7 @@
 #include "keygate/audit.h"
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
+#include "keygate/envelope.h"
 #include "keygate/key.h"
 #include "keygate/key_store.h"
 #include "keygate/secret.h"
@@ -80,6 +82,13 @@ struct CreatedKey {
   Secret token;
 };
 
+// RevealToken's result: the key as stored after the reveal (its version one higher) and its
+// current token.
+struct RevealedKey {
+  KeyRecord record;
+  Secret token;
+};
+
 // ProvisionPersonalKey's result: `token` is set only when this call created the key.
 struct ProvisionedKey {
   KeyRecord record;
@@ -105,6 +114,11 @@ class KeyManager {
     // judged by their IPv4 address; 64:ff9b:1::/48 always). Names are never resolved: the
     // deliverer must still check the address it connects to.
     bool allow_internal_webhook_hosts = false;
+    // Recoverable keys, off when null: every token this manager mints (Create,
+    // ProvisionPersonalKey, Roll) is also kept sealed in its record (KeyRecord::sealed_token,
+    // the key id as associated data), so that RevealToken can read it back. A roll by a manager
+    // without an envelope clears the sealed copy. Keys created before stay hash-only until rolled.
+    std::shared_ptr<const Envelope> envelope = {};
   };
 
   // Errors: kInvalidArgument "deployment: must be set" / "store: must be set".
@@ -162,6 +176,29 @@ class KeyManager {
   [[nodiscard]] absl::StatusOr<CreatedKey> Roll(std::string_view id, absl::Duration grace,
                                                 std::string_view actor);
 
+  // The key's current token, opened from its sealed copy, after a kRevealed audit entry (no
+  // changed fields) committed: an Update that changes nothing but the version, so an If-Match
+  // taken before the reveal no longer matches. Any state: a revoked or expired key's token is
+  // revealed too (it still does not verify). The opened token must hash to the key's digest, so
+  // a copy that is stale (a roll by a keygate that predates recoverable keys) is refused, never
+  // returned. Cost: a store read and write, an Open and a hash.
+  // Errors: kFailedPrecondition "recoverable keys are off ..." (no envelope), "key <id>: not
+  // recoverable ..." (no sealed copy: created before recoverable keys were on, or rolled by a
+  // manager without the envelope), "key <id>: the sealed token is stale ...", and Open's
+  // (envelope.h: a KEK that is not loaded); kDataLoss (a copy that does not open); kNotFound;
+  // kAborted (a storm of concurrent changes); store errors.
+  [[nodiscard]] absl::StatusOr<RevealedKey> RevealToken(std::string_view id,
+                                                        std::string_view actor);
+
+  // Rewraps the key's sealed copy under the envelope's primary KEK (after a KEK rotation:
+  // EnvelopeOptions::previous_kek_files still names the old one), recorded as kModified
+  // {"sealed_token"}. Returns whether it wrote: no write for a key that is not recoverable or
+  // already under the primary. Errors: as RevealToken's (no staleness check).
+  [[nodiscard]] absl::StatusOr<bool> ResealToken(std::string_view id, std::string_view actor);
+
+  // Whether recoverable keys are on (Options::envelope set).
+  bool recoverable_keys() const noexcept { return options_.envelope != nullptr; }
+
   // Everything Create refuses before the store, same errors; nothing written. The second form
   // also checks `actor`.
   [[nodiscard]] absl::Status ValidateCreate(const CreateKeyRequest& request) const;
@@ -179,6 +216,11 @@ class KeyManager {
       std::string_view owner, std::string_view environment);
   [[nodiscard]] absl::StatusOr<KeyRecord> SetState(std::string_view id, KeyState target,
                                                    std::string_view actor);
+  // `token` sealed for key `id`; "" when recoverable keys are off.
+  [[nodiscard]] absl::StatusOr<std::string> SealToken(const Secret& token,
+                                                      std::string_view id) const;
+  // The envelope, or kFailedPrecondition when recoverable keys are off.
+  [[nodiscard]] absl::StatusOr<const Envelope*> RequireEnvelope() const;
 
   Options options_;
 };
