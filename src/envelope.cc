@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 #include "keygate/deployment.h"
 
@@ -181,10 +182,16 @@ absl::StatusOr<std::shared_ptr<const Envelope>> Envelope::Create(const EnvelopeO
     const std::string& path = i == 0 ? options.kek_file : options.previous_kek_files[i - 1];
     const std::string field = i == 0 ? "kek_file" : absl::StrCat("previous_kek_files[", i - 1, "]");
     absl::StatusOr<PepperFile> f = ReadPepperFile(path, file_options);
+    // ReadPepperFile names its file "pepper file <path>"; here it holds a KEK.
+    const auto kek_terms = [](absl::string_view m) {
+      absl::ConsumePrefix(&m, "pepper file ");
+      return absl::StrCat("file ", m);
+    };
     if (!f.ok()) {
-      return absl::Status(f.status().code(), absl::StrCat(field, ": ", f.status().message()));
+      return absl::Status(f.status().code(),
+                          absl::StrCat(field, ": ", kek_terms(f.status().message())));
     }
-    for (std::string& w : f->warnings) warnings.push_back(absl::StrCat(field, ": ", w));
+    for (std::string& w : f->warnings) warnings.push_back(absl::StrCat(field, ": ", kek_terms(w)));
     keys.push_back(std::move(f->pepper));
   }
   std::vector<Secret> previous(std::make_move_iterator(keys.begin() + 1),
