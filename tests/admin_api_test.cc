@@ -24,6 +24,7 @@
 
 #include "catch.h"
 #include "keygate/deployment.h"
+#include "keygate/envelope.h"
 #include "keygate/http_request.h"
 #include "keygate/key_manager.h"
 #include "keygate/memory_key_store.h"
@@ -61,13 +62,20 @@ json Body(const AdminResponse& r) {
 
 // A deployment, a memory store, a manager and an AdminApi whose admin keys verify in
 // "production"; alice holds an admin key, bob a read:all key.
+std::shared_ptr<const Envelope> TestEnvelope() {
+  return MustOk(Envelope::FromKeys(Secret(std::string(32, 'k'))));
+}
+
 struct Admin {
-  explicit Admin(AdminApi::Options tweaks = {}, bool require_tls = true) {
+  // With `envelope`, recoverable keys are on.
+  explicit Admin(AdminApi::Options tweaks = {}, bool require_tls = true,
+                 std::shared_ptr<const Envelope> envelope = nullptr) {
     deployment = MustOk(Deployment::Create({}));
     store = std::make_shared<MemoryKeyStore>();
     KeyManager::Options m;
     m.deployment = deployment;
     m.store = store;
+    m.envelope = std::move(envelope);
     manager = MustOk(KeyManager::Create(std::move(m)));
     auto verifier = MustOk(ReferenceVerifier::Create(
         {.deployment = deployment, .store = store, .environment = "production"}));
@@ -149,6 +157,7 @@ std::vector<RouteCall> EveryRoute(const std::string& id) {
       {"POST", k + "/revoke", ""},
       {"POST", k + "/restore", ""},
       {"POST", k + "/roll", ""},
+      {"POST", k + "/reveal", ""},
       {"POST", "/admin/api/v1/personal-keys", R"({"owner":"carol","environment":"preview"})"},
       {"GET", "/admin/api/v1/audit", ""},
       {"GET", "/admin/api/v1/scopes", ""},
@@ -424,6 +433,67 @@ TEST_CASE("AdminApi revokes, restores, rolls and deletes a key", "[admin]") {
   }
   CHECK(types ==
         std::vector<std::string>{"created", "revoked", "restored", "rolled", "rolled", "deleted"});
+}
+
+TEST_CASE("AdminApi reveals a recoverable key's token, recorded, and only then", "[admin]") {
+  // Off: every key is hash-only; the problem says why and what to do.
+  Admin off;
+  const json plain = off.CreateKey({{"name", "svc"}, {"environment", "production"}});
+  CHECK(plain["key"]["recoverable"] == false);
+  CHECK(Body(off.Call("GET", "/admin/api/v1/me"))["recoverable_keys"] == false);
+  AdminResponse r =
+      off.Call("POST", "/admin/api/v1/keys/" + plain["key"]["id"].get<std::string>() + "/reveal");
+  CHECK(r.status == 409);
+  CHECK(Body(r)["detail"].get<std::string>().find("recoverable keys are off") != std::string::npos);
+
+  Admin a({}, true, TestEnvelope());
+  CHECK(Body(a.Call("GET", "/admin/api/v1/me"))["recoverable_keys"] == true);
+  const json created = a.CreateKey({{"name", "svc"}, {"environment", "production"}});
+  CHECK(created["key"]["recoverable"] == true);
+  CHECK(created.dump().find("kge1.") == std::string::npos);  // the sealed copy never leaves
+  const std::string id = created["key"]["id"];
+  const std::string path = "/admin/api/v1/keys/" + id;
+  r = a.Call("POST", path + "/reveal");
+  INFO(r.body);
+  REQUIRE(r.status == 200);
+  CHECK(HeaderOf(r, "Cache-Control") == "no-store");
+  CHECK(Body(r)["token"] == created["token"]);
+  CHECK(Body(r)["key"]["version"] == 2);  // the reveal is a recorded write
+  CHECK(HeaderOf(r, "ETag") == "\"2\"");
+  CHECK(a.Call("POST", path + "/reveal", R"({"grace_seconds":1})").status == 400);  // no fields
+
+  // After a roll, the new token; the old one is never revealed again.
+  r = a.Call("POST", path + "/roll", R"({"grace_seconds":60})");
+  REQUIRE(r.status == 200);
+  const std::string rolled = Body(r)["token"];
+  r = a.Call("POST", path + "/reveal");
+  REQUIRE(r.status == 200);
+  CHECK(Body(r)["token"] == rolled);
+
+  // A key created without the envelope (before recoverable keys were on) is hash-only.
+  KeyManager::Options mo;
+  mo.deployment = a.deployment;
+  mo.store = a.store;
+  std::unique_ptr<KeyManager> plain_manager = MustOk(KeyManager::Create(std::move(mo)));
+  CreateKeyRequest req;
+  req.name = "old";
+  req.owner = "dave";
+  req.environment = "production";
+  const CreatedKey old = MustOk(plain_manager->Create(req, "setup"));
+  r = a.Call("POST", "/admin/api/v1/keys/" + old.record.id + "/reveal");
+  CHECK(r.status == 409);
+  CHECK(Body(r)["detail"].get<std::string>().find("not recoverable") != std::string::npos);
+  CHECK(a.Call("POST", "/admin/api/v1/keys/key_000000000000000000000000/reveal").status == 404);
+  // Not for a non-admin key, which cannot tell whether the key exists.
+  CHECK(a.Call("POST", path + "/reveal", "", {}, a.reader_token).status == 403);
+
+  std::vector<std::string> types;
+  const json events = Body(a.Call("GET", "/admin/api/v1/audit?key_id=" + id))["events"];
+  for (const json& e : events) {
+    types.push_back(e["type"]);
+    CHECK(e["actor"] == "alice");
+  }
+  CHECK(types == std::vector<std::string>{"created", "revealed", "rolled", "revealed"});
 }
 
 TEST_CASE("AdminApi provisions a user's personal key once", "[admin]") {
@@ -708,7 +778,7 @@ TEST_CASE("AdminApi serves the console's files without a key, under a strict CSP
 // writes each exchange to $KEYGATE_ADMIN_TRANSCRIPT (one JSON object a line) when it is set:
 // tests/admin/check_openapi.py validates each response against the document's schemas.
 TEST_CASE("AdminApi answers every operation of its OpenAPI document", "[admin][openapi]") {
-  Admin a;
+  Admin a({}, true, TestEnvelope());
   const json doc = Body(a.Call("GET", "/admin/api/v1/openapi.json", "", {}, std::string()));
   std::vector<json> transcript;
   std::set<std::string> answered;  // "METHOD /template"
@@ -753,6 +823,21 @@ TEST_CASE("AdminApi answers every operation of its OpenAPI document", "[admin][o
   call("POST", "/keys/{id}/roll", k + "/roll");
   call("POST", "/keys/{id}/restore", k + "/restore");
   call("POST", "/keys/{id}/roll", k + "/roll", R"({"grace_seconds":60})");
+  call("POST", "/keys/{id}/reveal", k + "/reveal");
+  call("POST", "/keys/{id}/reveal", "/keys/key_000000000000000000000000/reveal");
+  {
+    // A hash-only key (created without the envelope): 409.
+    KeyManager::Options mo;
+    mo.deployment = a.deployment;
+    mo.store = a.store;
+    std::unique_ptr<KeyManager> plain = MustOk(KeyManager::Create(std::move(mo)));
+    CreateKeyRequest req;
+    req.name = "hash-only";
+    req.owner = "dave";
+    req.environment = "production";
+    call("POST", "/keys/{id}/reveal",
+         "/keys/" + MustOk(plain->Create(req, "setup")).record.id + "/reveal");
+  }
   call("POST", "/personal-keys", "/personal-keys", R"({"owner":"carol","environment":"preview"})");
   call("POST", "/personal-keys", "/personal-keys", R"({"owner":"carol","environment":"preview"})");
   call("GET", "/audit", "/audit?limit=3");

@@ -49,6 +49,7 @@ constexpr Route kRoutes[] = {
     {RouteId::kKeyRevoke, false, {"POST"}},
     {RouteId::kKeyRestore, false, {"POST"}},
     {RouteId::kKeyRoll, false, {"POST"}},
+    {RouteId::kKeyReveal, false, {"POST"}},
     {RouteId::kPersonalKeys, false, {"POST"}},
     {RouteId::kAudit, false, {"GET"}},
     {RouteId::kScopes, false, {"GET"}},
@@ -70,7 +71,7 @@ std::string RecordJson(const KeyRecord& r) {
   return w.str();
 }
 
-// {"key": ..., "token": ...}: the one response that carries a token.
+// {"key": ..., "token": ...}: the one response that carries a token (create, roll, reveal).
 AdminResponse TokenResponse(int status, const KeyRecord& record, const Secret& token) {
   JsonWriter w;
   w.BeginObject();
@@ -293,6 +294,7 @@ const Route* Routes::Find(std::string_view path) const {
   if (action == "revoke") return &RouteOf(RouteId::kKeyRevoke);
   if (action == "restore") return &RouteOf(RouteId::kKeyRestore);
   if (action == "roll") return &RouteOf(RouteId::kKeyRoll);
+  if (action == "reveal") return &RouteOf(RouteId::kKeyReveal);
   return nullptr;
 }
 
@@ -492,6 +494,13 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
       return attach_limits(TokenResponse(200, rolled->record, rolled->token));
     }
 
+    case RouteId::kKeyReveal: {
+      // 409 when recoverable keys are off or this key is hash-only (the detail says which).
+      absl::StatusOr<RevealedKey> revealed = manager.RevealToken(id, actor);
+      if (!revealed.ok()) return attach_limits(ProblemFor(revealed.status()));
+      return attach_limits(TokenResponse(200, revealed->record, revealed->token));
+    }
+
     case RouteId::kPersonalKeys: {
       absl::StatusOr<json> object = ParseJsonObject(request.body);
       if (!object.ok()) return attach_limits(ProblemFor(object.status()));
@@ -597,6 +606,7 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
       w.Key("owner").String(caller->record.owner);
       w.Key("environment").String(caller->record.environment);
       w.Key("scopes").StringArray(caller->record.scopes);
+      w.Key("recoverable_keys").Bool(manager.recoverable_keys());
       w.EndObject();
       return attach_limits(JsonResponse(200, w.str()));
     }

@@ -21,6 +21,7 @@ enum class RouteId : std::uint8_t {
   kKeyRevoke,
   kKeyRestore,
   kKeyRoll,
+  kKeyReveal,
   kPersonalKeys,
   kAudit,
   kScopes,

@@ -141,6 +141,7 @@ void WriteRecordJson(JsonWriter& w, const KeyRecord& r) {
   } else {
     w.Null();
   }
+  w.Key("recoverable").Bool(!r.sealed_token.empty());  // the sealed copy itself never leaves
   w.Key("version").Uint(r.version);
   w.EndObject();
 }
