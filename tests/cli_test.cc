@@ -87,9 +87,10 @@ class Cli {
     };
     // The actor of a change defaults to $KEYGATE_ACTOR, $USER, $LOGNAME: the
     // caller's values are replaced (USER) or removed unless the test sets
-    // them. So is $KEYGATE_PEPPER_FILE, which would change every digest.
+    // them. So are $KEYGATE_PEPPER_FILE, which would change every digest, and the KEK files.
     if (!given("USER")) env.push_back("USER=cli-test");
-    for (const char* name : {"KEYGATE_ACTOR", "LOGNAME", "KEYGATE_PEPPER_FILE"}) {
+    for (const char* name : {"KEYGATE_ACTOR", "LOGNAME", "KEYGATE_PEPPER_FILE", "KEYGATE_KEK_FILE",
+                             "KEYGATE_PREVIOUS_KEK_FILES"}) {
       if (!given(name)) env.push_back(name);
     }
     Result r;
@@ -525,6 +526,76 @@ TEST_CASE("keygate CLI: $KEYGATE_PEPPER_FILE keys the digests", "[cli][pepper]")
   CHECK_THAT(short_pepper.err, Catch::Contains("pepper"));
   Result missing = cli.Run({"scopes"}, "", {"KEYGATE_PEPPER_FILE=" + dir.File("nope")});
   CHECK(missing.code == 3);
+}
+
+TEST_CASE("keygate CLI: recoverable keys: reveal, and reseal after a KEK rotation",
+          "[cli][recoverable]") {
+  TempDir dir;
+  Cli cli(dir);
+  const auto kek = [&dir](const std::string& name, char fill) {
+    const std::string path = dir.File(name);
+    { std::ofstream(path) << std::string(32, fill); }
+    REQUIRE(::chmod(path.c_str(), 0600) == 0);
+    return path;
+  };
+  const std::string old_kek = kek("kek-old", 'o');
+  const std::string new_kek = kek("kek-new", 'n');
+  std::string plain_id;
+  CreateToken(cli, {"--name", "hash-only", "--owner", "alice", "--env", "production"}, &plain_id);
+  std::string id;
+  const std::string token = CreateToken(
+      cli, {"--kek-file", old_kek, "--name", "kept", "--owner", "alice", "--env", "production"},
+      &id);
+  REQUIRE(!token.empty());
+  CHECK_THAT(cli.all_stderr(), Catch::Contains("read it again"));
+
+  Result r = cli.Run({"--kek-file", old_kek, "reveal", id});
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK(Trim(r.out) == token);
+  r = cli.Run({"reveal", id}, "", {"KEYGATE_KEK_FILE=" + old_kek});
+  CHECK(Trim(r.out) == token);
+  r = cli.Run({"--json", "--kek-file", old_kek, "reveal", id});
+  CHECK(JsonField(r.out, "token") == token);
+  CHECK(r.out.find("\"recoverable\":true") != std::string::npos);
+  r = cli.Run({"reveal", id});  // no KEK: a usage error
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--kek-file"));
+  r = cli.Run({"--kek-file", old_kek, "reveal", plain_id});
+  CHECK(r.code == 3);
+  CHECK_THAT(r.err, Catch::Contains("not recoverable"));
+
+  // The new KEK alone cannot open it; reseal with the old one as previous; then it can.
+  r = cli.Run({"--kek-file", new_kek, "reveal", id});
+  CHECK(r.code == 3);
+  CHECK_THAT(r.err, Catch::Contains("not loaded"));
+  r = cli.Run({"--kek-file", new_kek, "--previous-kek-file", old_kek, "reseal"});
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("Resealed 1 of 1"));
+  r = cli.Run({"reseal"}, "",
+              {"KEYGATE_KEK_FILE=" + new_kek, "KEYGATE_PREVIOUS_KEK_FILES=" + old_kek});
+  CHECK_THAT(r.out, Catch::Contains("Resealed 0 of 1"));
+  r = cli.Run({"--kek-file", new_kek, "reveal", id});
+  CHECK(r.code == 0);
+  CHECK(Trim(r.out) == token);
+  std::string bytes;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) bytes += ReadFile(cli.db() + suffix);
+  CHECK(bytes.find(token) == std::string::npos);
+  CHECK(bytes.find("kge1.") != std::string::npos);  // the sealed copy is there, encrypted
+
+  // A roll without the KEK leaves the key hash-only.
+  r = cli.Run({"roll", id});
+  REQUIRE(r.code == 0);
+  r = cli.Run({"--kek-file", new_kek, "reveal", id});
+  CHECK(r.code == 3);
+
+  // Every reveal is in the audit log; no token reached stderr.
+  r = cli.Run({"audit", "--key", id});
+  CHECK(Lines(r.out).size() >= 6);
+  std::size_t reveals = 0;
+  for (const std::string& line : Lines(r.out)) reveals += line.find("revealed") != line.npos;
+  CHECK(reveals == 4);
+  CHECK(cli.all_stderr().find(token) == std::string::npos);
 }
 
 TEST_CASE("keygate CLI: the database holds no token in plaintext", "[cli][security]") {

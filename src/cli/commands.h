@@ -43,6 +43,13 @@ struct Globals {
   bool allow_internal_webhooks = false;
   bool allow_shared_pepper = false;
   bool allow_foreign_db = false;
+  // Recoverable keys: the key-encryption key's file (--kek-file, else $KEYGATE_KEK_FILE; empty:
+  // off) and older ones still needed to open what they sealed (--previous-kek-file, else
+  // $KEYGATE_PREVIOUS_KEK_FILES, colon-separated).
+  std::string kek_file;
+  std::string kek_source;  // where `kek_file` came from, for messages
+  std::vector<std::string> previous_kek_files;
+  bool allow_shared_kek = false;
 };
 
 // An open database (SQLite or PostgreSQL) and a manager over it.
@@ -125,6 +132,10 @@ int RunStateChange(const Globals& g, const std::string& id, StateChange change);
 int RunDelete(const Globals& g, const std::string& id, bool yes);
 
 int RunRoll(const Globals& g, const std::string& id, const std::string& grace_text);
+// Recoverable keys (needs a KEK): print a key's token (recorded in the audit log); rewrap every
+// recoverable key under the primary KEK after a rotation.
+int RunReveal(const Globals& g, const std::string& id);
+int RunReseal(const Globals& g);
 
 struct VerifyArgs {
   std::string token;

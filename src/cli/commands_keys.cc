@@ -265,4 +265,74 @@ int RunRoll(const Globals& g, const std::string& id, const std::string& grace_te
   return kExitOk;
 }
 
+int RunReveal(const Globals& g, const std::string& id) {
+  CheckKeyId(id);
+  if (g.kek_file.empty()) {
+    throw UsageError{
+        "reveal: needs the key-encryption key (--kek-file or $KEYGATE_KEK_FILE); without it "
+        "tokens are kept only as hashes"};
+  }
+  absl::StatusOr<Session> s = OpenSession(g, false);
+  if (!s.ok()) return Fail(s.status());
+  absl::StatusOr<RevealedKey> k = s->manager->RevealToken(id, g.actor);
+  if (!k.ok()) return Fail(k.status());
+  const std::string_view token = k->token.Reveal(InsecureSecretAccess::Get());
+  if (g.json) {
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("token").String(token);
+    w.Key("key");
+    WriteRecordJson(w, k->record);
+    w.EndObject();
+    std::cout << w.str() << "\n";
+  } else {
+    std::cerr << "Token of key " << EscapeText(k->record.id) << " (" << EscapeText(k->record.name)
+              << ", " << EscapeText(k->record.environment)
+              << "); the audit log records this reveal.\n";
+    std::cout << token << "\n";
+  }
+  return kExitOk;
+}
+
+int RunReseal(const Globals& g) {
+  if (g.kek_file.empty()) {
+    throw UsageError{
+        "reseal: needs the new key-encryption key (--kek-file) and the old one "
+        "(--previous-kek-file)"};
+  }
+  absl::StatusOr<Session> s = OpenSession(g, false);
+  if (!s.ok()) return Fail(s.status());
+  std::uint64_t recoverable = 0;
+  std::uint64_t resealed = 0;
+  ListOptions o;
+  o.limit = kMaxListLimit;
+  for (;;) {
+    absl::StatusOr<ListPage> page = s->manager->List(o);
+    if (!page.ok()) return Fail(page.status());
+    for (const KeyRecord& r : page->keys) {
+      if (r.sealed_token.empty()) continue;
+      ++recoverable;
+      absl::StatusOr<bool> wrote = s->manager->ResealToken(r.id, g.actor);
+      // A key deleted since the page was read has nothing left to reseal.
+      if (!wrote.ok() && wrote.status().code() == absl::StatusCode::kNotFound) continue;
+      if (!wrote.ok()) return Fail(wrote.status());
+      if (*wrote) ++resealed;
+    }
+    if (page->next_cursor.empty()) break;
+    o.cursor = page->next_cursor;
+  }
+  if (g.json) {
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("recoverable").Uint(recoverable);
+    w.Key("resealed").Uint(resealed);
+    w.EndObject();
+    std::cout << w.str() << "\n";
+  } else {
+    std::cout << "Resealed " << resealed << " of " << recoverable
+              << " recoverable keys under the primary key-encryption key.\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace keygate::cli

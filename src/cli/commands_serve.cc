@@ -184,6 +184,11 @@ int RunServe(const Globals& g, const ServeArgs& a) {
     std::cerr << "keygate: TLS with a self-signed certificate for localhost"
               << (a.write_cert.empty() ? "" : " (written to " + a.write_cert + ")") << "\n";
   }
+  std::cerr << (manager->recoverable_keys()
+                    ? "keygate: recoverable keys on: new tokens are also kept encrypted under "
+                      "the key-encryption key, and admins can reveal them (audited)\n"
+                    : "keygate: recoverable keys off: tokens are kept only as hashes (--kek-file "
+                      "turns them on)\n");
   absl::StatusOr<bool> has_admin = HasAdminKey(*manager, a.env);
   if (has_admin.ok() && !*has_admin) {
     // A PostgreSQL URL may hold a password: never printed.

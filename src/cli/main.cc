@@ -20,10 +20,11 @@
 // (\n, \x1b, ...), so a stored value can neither forge lines nor drive the
 // terminal; --json output is always valid UTF-8 (invalid bytes become
 // U+FFFD).
-// A token is printed only by `create` and `roll`, once; errors never contain
-// one (anything shaped like a token is redacted).
+// A token is printed only by `create` and `roll`, once, and by `reveal` for a
+// recoverable key; errors never contain one (anything shaped like a token is
+// redacted).
 //
-// Every change (create, modify, revoke, restore, delete, roll) is recorded in
+// Every change (create, modify, revoke, restore, delete, roll) and every reveal is recorded in
 // the database's audit log, in the change's own transaction, under --actor
 // (default $KEYGATE_ACTOR, else $USER, else $LOGNAME, else "cli");
 // `keygate audit` prints the log, filtered by key, actor and time.
@@ -36,6 +37,12 @@
 // tokens will not verify. It is read by ReadPepperFile (deployment.h): a
 // regular file of at most 4 KiB, not a symbolic link, and private to its
 // owner unless --allow-shared-pepper (then a warning says so).
+//
+// Recoverable keys (off by default): with --kek-file (or $KEYGATE_KEK_FILE)
+// naming a key-encryption key, read like the pepper (Envelope, envelope.h),
+// every token created or rolled is also kept sealed in the database, and
+// `reveal` prints it again. After moving to a new KEK, `reseal` with the old
+// one as --previous-kek-file rewraps every sealed token under the new one.
 
 #include <cstdlib>
 #include <functional>
@@ -53,6 +60,24 @@ namespace {
 std::string DefaultDb() {
   const char* env = std::getenv("KEYGATE_DB");
   return env != nullptr && *env != '\0' ? std::string(env) : std::string("./keygate.db");
+}
+
+// $KEYGATE_PREVIOUS_KEK_FILES: paths separated by ':'.
+std::vector<std::string> DefaultPreviousKeks() {
+  std::vector<std::string> out;
+  const char* env = std::getenv("KEYGATE_PREVIOUS_KEK_FILES");
+  if (env == nullptr) return out;
+  std::string current;
+  for (const char* p = env;; ++p) {
+    if (*p == ':' || *p == '\0') {
+      if (!current.empty()) out.push_back(current);
+      current.clear();
+      if (*p == '\0') break;
+    } else {
+      current.push_back(*p);
+    }
+  }
+  return out;
 }
 
 std::string DefaultActor() {
@@ -79,7 +104,8 @@ int Main(int argc, char** argv) {
       "The database (a SQLite file, not :memory: or a file: URI; or a PostgreSQL URL, "
       "postgresql://...) defaults to $KEYGATE_DB, else ./keygate.db. $KEYGATE_PEPPER_FILE: a file "
       "holding the HMAC pepper (32+ bytes) the "
-      "servers use.\nExit status: 0 ok; 1 verify "
+      "servers use. $KEYGATE_KEK_FILE: a key-encryption key (32+ bytes) that turns on "
+      "recoverable keys.\nExit status: 0 ok; 1 verify "
       "rejected the token; 2 usage error; 3 the command failed.\nRun 'keygate <command> --help' "
       "for a command's options.");
   Globals g;
@@ -101,6 +127,20 @@ int Main(int argc, char** argv) {
                "Open a database file another user owns, or group or others may write (warns)");
   app.add_flag("--allow-shared-pepper", g.allow_shared_pepper,
                "Read a $KEYGATE_PEPPER_FILE that group or others may read or write (warns)");
+  if (const char* kek = std::getenv("KEYGATE_KEK_FILE"); kek != nullptr && *kek != '\0') {
+    g.kek_file = kek;
+    g.kek_source = "$KEYGATE_KEK_FILE";
+  }
+  g.previous_kek_files = DefaultPreviousKeks();
+  CLI::Option* kek_option =
+      app.add_option("--kek-file", g.kek_file,
+                     "Key-encryption key file (32+ bytes, mode 0600): keep new tokens "
+                     "recoverable, allow reveal (default: $KEYGATE_KEK_FILE; none: off)");
+  app.add_option("--previous-kek-file", g.previous_kek_files,
+                 "An older key-encryption key, to open what it sealed (repeatable; default: "
+                 "$KEYGATE_PREVIOUS_KEK_FILES, ':'-separated)");
+  app.add_flag("--allow-shared-kek", g.allow_shared_kek,
+               "Read key-encryption key files that group or others may read or write (warns)");
 
   int result = kExitOk;
   std::function<int()> run;
@@ -190,6 +230,18 @@ int Main(int argc, char** argv) {
                    "How long the old token keeps working (default 0s; max 30d), e.g. 24h");
   roll->callback([&] { run = [&] { return RunRoll(g, roll_id, roll_grace); }; });
 
+  std::string reveal_id;
+  CLI::App* reveal = app.add_subcommand(
+      "reveal", "Print a recoverable key's token again (needs --kek-file; audited)");
+  reveal->add_option("KEY_ID", reveal_id, "The key id (key_...)")->required();
+  reveal->callback([&] { run = [&] { return RunReveal(g, reveal_id); }; });
+
+  CLI::App* reseal = app.add_subcommand(
+      "reseal",
+      "Rewrap every recoverable key's token under --kek-file (after a KEK rotation; the old "
+      "KEK as --previous-kek-file)");
+  reseal->callback([&] { run = [&] { return RunReseal(g); }; });
+
   VerifyArgs va;
   CLI::App* verify = app.add_subcommand(
       "verify", "Check a token; exit 0 only when it is valid. Use '-' to read it from stdin");
@@ -253,6 +305,7 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   if (db_option->count() > 0) g.db_source = "--db";
+  if (kek_option->count() > 0) g.kek_source = "--kek-file";
   try {
     result = run ? run() : kExitUsage;
   } catch (const UsageError& e) {

@@ -15,6 +15,7 @@
 #include "cli/format.h"
 
 #include "keygate/deployment.h"
+#include "keygate/envelope.h"
 #include "keygate/key_manager.h"
 #include "keygate/key_store.h"
 #ifdef KEYGATE_HAVE_POSTGRES
@@ -29,6 +30,9 @@ namespace {
 
 constexpr char kTokenWarning[] =
     "This token is shown only once and cannot be recovered. Store it in a secret manager now.";
+constexpr char kRecoverableWarning[] =
+    "This token is kept encrypted: whoever holds the key-encryption key and the database can "
+    "read it again (keygate reveal, recorded in the audit log). Store it in a secret manager.";
 
 }  // namespace
 
@@ -104,6 +108,33 @@ absl::StatusOr<std::shared_ptr<const Deployment>> LoadDeployment(const Globals& 
 
 namespace {
 
+// The envelope of recoverable keys, or null when no KEK file is named. Errors name the flag or
+// variable that named the file.
+absl::StatusOr<std::shared_ptr<const Envelope>> LoadEnvelope(const Globals& g) {
+  if (g.kek_file.empty()) {
+    if (!g.previous_kek_files.empty()) {
+      throw UsageError{"--previous-kek-file: needs --kek-file (or $KEYGATE_KEK_FILE) as well"};
+    }
+    return std::shared_ptr<const Envelope>();
+  }
+  EnvelopeOptions eo;
+  eo.kek_file = g.kek_file;
+  eo.previous_kek_files = g.previous_kek_files;
+  eo.allow_group_or_world_access = g.allow_shared_kek;
+  absl::StatusOr<std::shared_ptr<const Envelope>> env = Envelope::Create(eo);
+  if (!env.ok()) {
+    std::string msg(env.status().message());
+    if (msg.rfind("kek_file: ", 0) == 0) {
+      msg = absl::StrCat(g.kek_source, ": ", msg.substr(10));
+    } else if (msg.rfind("previous_kek_files", 0) == 0) {
+      msg = absl::StrCat("--previous-kek-file", msg.substr(18));
+    }
+    return absl::Status(env.status().code(), msg);
+  }
+  for (const std::string& w : (*env)->warnings()) Warn(w);
+  return env;
+}
+
 absl::StatusOr<std::shared_ptr<KeyStore>> OpenSqlite(const Globals& g, bool create_if_missing) {
   SqliteOptions so;
   so.path = g.db;
@@ -177,6 +208,9 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   mo.deployment = s.deployment;
   mo.store = s.store;
   mo.allow_internal_webhook_hosts = g.allow_internal_webhooks;
+  absl::StatusOr<std::shared_ptr<const Envelope>> envelope = LoadEnvelope(g);
+  if (!envelope.ok()) return envelope.status();
+  mo.envelope = *std::move(envelope);
   absl::StatusOr<std::unique_ptr<KeyManager>> manager = KeyManager::Create(std::move(mo));
   if (!manager.ok()) return manager.status();
   s.manager = *std::move(manager);
@@ -228,7 +262,7 @@ void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what) 
               << EscapeText(k.record.environment) << ").\n";
     std::cout << token << "\n";
   }
-  std::cerr << kTokenWarning << "\n";
+  std::cerr << (k.record.sealed_token.empty() ? kTokenWarning : kRecoverableWarning) << "\n";
 }
 
 }  // namespace keygate::cli
