@@ -1,13 +1,16 @@
 // The admin console in a real browser: Debian's Chromium, driven by puppeteer-core, against
 // `keygate serve` on a fresh SQLite file, with the example server on the same file to show that
 // what the console does reaches the keys' users. Every seed flow, keyboard-only where the issue
-// asks (sign-in and the create form), axe-core on every screen, the first load's size and
+// asks (sign-in and the create form), recoverable keys (`serve --kek-file`: Copy token and Show
+// API key read a token back; a key made without the KEK is explained and offered a roll),
+// axe-core on every screen, the first load's size and
 // origins, and the page's memory after sign-out. Screenshots of each screen go to SHOTS_DIR.
 //
 //   node console_test.mjs CLI SERVER [SHOTS_DIR]
 // Exit: 0 pass, 1 fail, 77 skipped (no Chromium or node_modules; under CI, $CI set, a skip is a
 // failure).
 import {spawn, spawnSync} from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -97,8 +100,13 @@ try {
   cliCreate('billing-worker', 'bob', 'read:all');
   cliCreate('reports', 'bob', 'read:all');
 
-  const serve = await startWithPortFile(cli, ['--db', db, 'serve', '--port', '0', '--port-file',
-    path.join(work, 'serve.port')], path.join(work, 'serve.port'), 'serve.log');
+  // Recoverable keys on in the console's server: the keys above, made without the KEK, stay
+  // hash-only.
+  const kek = path.join(work, 'kek');
+  fs.writeFileSync(kek, crypto.randomBytes(32), {mode: 0o600});
+  const serve = await startWithPortFile(cli, ['--db', db, '--kek-file', kek, 'serve', '--port',
+    '0', '--port-file', path.join(work, 'serve.port')], path.join(work, 'serve.port'),
+  'serve.log');
   children.push(serve.child);
   const port = serve.text.trim();
   const origin = `https://localhost:${port}`;
@@ -273,7 +281,8 @@ try {
   await visible('#token-dialog');
   const token = await page.$eval('#token-value', (e) => e.value);
   check(token.startsWith('kg_live_'), 'the token is shown once after create');
-  check((await text('#token-warning')).includes('never be shown again'), 'with the warning');
+  check((await text('#token-warning')).includes('every time is recorded'),
+      'with the warning (recoverable: shown again only on record)');
   check(await active() === 'token-copy', 'the copy button has the focus');
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => document.getElementById('token-copied').textContent !== '');
@@ -330,15 +339,30 @@ try {
   check(cliVerify(token, 'write:all') === 0 && cliVerify(token, 'read:all') === 1,
       'the CLI sees the new scopes');
 
-  // --- Copy token: stored as a hash, so a roll is offered -----------------------------------
+  // --- Copy token: read back from a recoverable key -----------------------------------------
   await clickLabel('Copy token of ci-pipeline');
+  await visible('#token-dialog');
+  check(await page.$eval('#token-value', (e) => e.value) === token,
+      'Copy token of a recoverable key shows its token');
+  check((await text('#token-title')) === 'Token of ci-pipeline', 'titled as a shown token');
+  await page.keyboard.press('Enter');  // the copy button has the focus
+  await page.waitForFunction(() => document.getElementById('token-copied').textContent !== '');
+  check(await page.evaluate(() => navigator.clipboard.readText()) === token,
+      'and copies it to the clipboard');
+  await page.keyboard.press('Escape');
+  await hidden('#token-dialog');
+
+  // --- Copy token of a key kept only as a hash: a roll is offered ---------------------------
+  await clickLabel('Copy token of billing-worker');
   await visible('#copy-dialog');
-  check((await text('#copy-text')).includes('hash'), 'Copy token explains why it cannot');
+  check((await text('#copy-text')).includes('only its hash'), 'Copy token explains why it cannot');
   await axe('copy token');
   await shot('copy');
-  await page.click('#copy-roll');
+  await page.click('#copy-dialog [data-close]');
+  await hidden('#copy-dialog');
 
   // --- Roll ---------------------------------------------------------------------------------
+  await clickLabel('Roll ci-pipeline');
   await visible('#roll-dialog');
   await page.select('#roll-grace', '0');
   await shot('roll');
@@ -350,6 +374,12 @@ try {
   await hidden('#token-dialog');
   check(cliVerify(rolled, 'write:all') === 0 && cliVerify(token, 'write:all') === 1,
       'the new token works, the old one (no grace) does not');
+  await clickLabel('Copy token of ci-pipeline');
+  await visible('#token-dialog');
+  check(await page.$eval('#token-value', (e) => e.value) === rolled,
+      'after the roll, Copy token shows the new token');
+  await page.click('#token-dialog [data-close]');
+  await hidden('#token-dialog');
 
   // --- Personal key -------------------------------------------------------------------------
   await page.click('#personal-key');
@@ -368,7 +398,13 @@ try {
       'asked again: the existing key, without its token');
   await axe('personal key');
   await shot('personal');
-  await page.click('#personal-dialog [data-close]');
+  check(await active() === 'personal-reveal', 'Show API key is offered, with the focus');
+  await page.keyboard.press('Enter');
+  await visible('#token-dialog');
+  check(await page.$eval('#token-value', (e) => e.value) === personal,
+      'Show API key shows the personal key\'s token');
+  await page.click('#token-dialog [data-close]');
+  await hidden('#token-dialog');
 
   // --- Delete behind a confirmation, keyboard only -----------------------------------------
   await page.focus('#search');
@@ -398,7 +434,7 @@ try {
   const events = await page.$$eval('#audit-body tr', (rows) => rows.map((r) =>
     [...r.children].map((c) => c.textContent)));
   const ofKey = events.filter((e) => e[4] === key.id).map((e) => e[2]);
-  check(['created', 'revoked', 'restored', 'modified', 'rolled', 'deleted']
+  check(['created', 'revoked', 'restored', 'modified', 'revealed', 'rolled', 'deleted']
       .every((t) => ofKey.includes(t)), `the audit log has the key's history: ${ofKey}`);
   check(events.filter((e) => e[4] === key.id && e[2] !== 'created').every((e) => e[3] === 'alice'),
       'every change through the console names its admin as the actor');

@@ -462,7 +462,14 @@
   }
 
   // --- The token, once ------------------------------------------------------------------------
-  function showToken(k, token) {
+  // `revealed`: read back from a recoverable key (not newly minted).
+  function showToken(k, token, revealed = false) {
+    $('token-title').textContent = revealed ? `Token of ${k.name}` : 'Your new token';
+    $('token-warning').textContent = k.recoverable ?
+      'Copy this token and keep it secret. keygate keeps it encrypted: an admin can show it ' +
+        'again, and every time is recorded in the audit log.' :
+      'Copy this token now and keep it secret. keygate stores only its hash: it will never ' +
+        'be shown again.';
     $('token-key-name').textContent = k.name;
     $('token-value').value = token;
     $('token-copied').textContent = '';
@@ -510,15 +517,46 @@
     }
   }
 
-  // Tokens are stored as hashes only: what "Copy API key token" can offer is a roll.
-  function openCopy(id) {
+  // A recoverable key's token is read back (the server records it in the audit log). Of a
+  // hash-only key, what "Copy API key token" can offer is a roll, and why.
+  async function openCopy(id) {
     const k = keys.get(id);
     rolling = k;
-    $('copy-text').textContent = `keygate keeps only a hash of each token, so the token of ` +
-        `${k.name} (${k.hint}) cannot be shown or copied after it was created. Roll the key to ` +
-        'get a new token; the current one can keep working for a grace period.';
+    if (k.recoverable) {
+      try {
+        const revealed = (await api('POST', `${keyPath(k.id)}/reveal`)).data;
+        replaceRow(revealed.key);
+        showToken(revealed.key, revealed.token, true);
+        return;
+      } catch (e) {
+        if (e.status !== 409) {
+          notice(`Could not show the token of ${k.name}: ${e.message}`);
+          return;
+        }
+        // 409: the key became hash-only meanwhile (rolled elsewhere); explain below.
+      }
+    }
+    const why = me.recoverable_keys ?
+      `The token of ${k.name} (${k.hint}) was issued before recoverable keys were turned on, ` +
+        'or by a tool without the key-encryption key, so keygate keeps only its hash.' :
+      `keygate keeps only a hash of each token here (recoverable keys are off), so the token ` +
+        `of ${k.name} (${k.hint}) cannot be shown or copied after it was created.`;
+    $('copy-text').textContent = `${why} Roll the key to get a new token; the current one ` +
+        'can keep working for a grace period.';
     $('copy-dialog').showModal();
     $('copy-roll').focus();
+  }
+
+  async function revealPersonal() {
+    const k = rolling;
+    try {
+      const revealed = (await api('POST', `${keyPath(k.id)}/reveal`)).data;
+      $('personal-dialog').close();
+      if (keys.has(k.id)) replaceRow(revealed.key);
+      showToken(revealed.key, revealed.token, true);
+    } catch (e) {
+      showError('personal-error', e);
+    }
   }
 
   function openDelete(id) {
@@ -557,6 +595,7 @@
     $('p-owner').value = '';
     $('p-environment').value = currentEnv;
     $('personal-result').textContent = '';
+    $('personal-reveal').hidden = true;
     $('personal-dialog').showModal();
     $('p-owner').focus();
   }
@@ -575,9 +614,13 @@
         showToken(r.data.key, r.data.token);
       } else {
         const k = r.data.key || r.data;
+        rolling = k;
         $('personal-result').textContent = `${owner} has a personal key in ${environment}: ` +
-            `${k.name}, token ${k.hint}, ${k.state === 'active' ? 'active' : 'blocked'}. Its ` +
-            'token was shown once, when it was created; roll the key to get a new one.';
+            `${k.name}, token ${k.hint}, ${k.state === 'active' ? 'active' : 'blocked'}. ` +
+            (k.recoverable ? 'Show API key reads its token back (recorded in the audit log).' :
+              'Its token was shown once, when it was created; roll the key to get a new one.');
+        $('personal-reveal').hidden = !k.recoverable;
+        if (k.recoverable) $('personal-reveal').focus();
       }
     } catch (e) {
       showError('personal-error', e);
@@ -650,6 +693,7 @@
       $('delete-submit').disabled = $('delete-confirm').value !== (deleting || {}).name;
     });
     $('token-copy').addEventListener('click', copyToken);
+    $('personal-reveal').addEventListener('click', revealPersonal);
     $('copy-roll').addEventListener('click', () => {
       $('copy-dialog').close();
       openRoll(rolling.id);
