@@ -4,6 +4,8 @@ find_package(ZLIB REQUIRED)  # the reference CRC-32 in token_test
 keygate_add_test(token_test SOURCES token_test.cc LIBS ZLIB::ZLIB LABELS core)
 keygate_add_test(secret_test SOURCES secret_test.cc LABELS core)
 keygate_add_test(envelope_test SOURCES envelope_test.cc LIBS OpenSSL::Crypto LABELS core)
+keygate_add_test(webhook_signature_test SOURCES webhook_signature_test.cc LIBS OpenSSL::Crypto
+  LABELS core)
 keygate_add_test(digest_test SOURCES digest_test.cc LABELS core concurrent)
 keygate_add_test(scope_test SOURCES scope_test.cc LABELS core)
 keygate_add_test(bearer_test SOURCES bearer_test.cc LABELS core)

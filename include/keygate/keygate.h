@@ -14,6 +14,7 @@
 #include "keygate/clock.h"
 #include "keygate/deployment.h"
 #include "keygate/digest.h"
+#include "keygate/envelope.h"
 #include "keygate/event_sink.h"
 #include "keygate/http.h"
 #include "keygate/http_request.h"
@@ -31,5 +32,6 @@
 #include "keygate/verdict.h"
 #include "keygate/verifier.h"
 #include "keygate/version.h"
+#include "keygate/webhook_signature.h"
 
 #endif  // KEYGATE_KEYGATE_H_

@@ -1,0 +1,160 @@
+// Standard Webhooks 1.0 signatures (keygate/webhook_signature.h).
+
+#include "keygate/webhook_signature.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace keygate {
+namespace {
+
+constexpr std::size_t kGeneratedSecretBytes = 32;
+constexpr std::size_t kMaxIdLength = 256;
+constexpr std::size_t kMaxTimestampDigits = 18;  // far beyond any clock, below int64 overflow
+
+absl::string_view AV(std::string_view s) { return {s.data(), s.size()}; }
+
+// Wipes a buffer on scope exit.
+struct Wipe {
+  void* data;
+  std::size_t size;
+  ~Wipe() { OPENSSL_cleanse(data, size); }
+};
+
+std::string Mac(const Secret& key, std::string_view id, std::int64_t timestamp,
+                std::string_view body) {
+  const std::string_view k = key.Reveal(InsecureSecretAccess::Get());
+  const std::string ts = absl::StrCat(timestamp);
+  std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
+  std::size_t out_size = 0;
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  EVP_MAC_CTX* ctx = mac != nullptr ? EVP_MAC_CTX_new(mac) : nullptr;
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                               OSSL_PARAM_construct_end()};
+  bool ok = ctx != nullptr && EVP_MAC_init(ctx, reinterpret_cast<const unsigned char*>(k.data()),
+                                           k.size(), params) == 1;
+  for (const std::string_view part :
+       {id, std::string_view("."), std::string_view(ts), std::string_view("."), body}) {
+    ok = ok &&
+         EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(part.data()), part.size()) == 1;
+  }
+  ok = ok && EVP_MAC_final(ctx, out.data(), &out_size, out.size()) == 1;
+  EVP_MAC_CTX_free(ctx);
+  EVP_MAC_free(mac);
+  // OpenSSL fails here only when out of memory: "v1," with no MAC matches nothing, so the
+  // receiver refuses the message rather than accept it unsigned.
+  if (!ok) return std::string();
+  return absl::Base64Escape(absl::string_view(reinterpret_cast<const char*>(out.data()), out_size));
+}
+
+}  // namespace
+
+absl::StatusOr<WebhookSecret> WebhookSecret::Generate() {
+  std::array<unsigned char, kGeneratedSecretBytes> bytes{};
+  const Wipe wipe{bytes.data(), bytes.size()};
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+    return absl::InternalError("webhook_secret: the CSPRNG failed");
+  }
+  const absl::string_view raw(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  std::string text = absl::StrCat(AV(kWebhookSecretPrefix), absl::Base64Escape(raw));
+  WebhookSecret secret{Secret(std::string_view(raw.data(), raw.size())), Secret(text)};
+  OPENSSL_cleanse(text.data(), text.size());
+  return secret;
+}
+
+absl::StatusOr<WebhookSecret> WebhookSecret::Parse(std::string_view text) {
+  if (text.substr(0, kWebhookSecretPrefix.size()) != kWebhookSecretPrefix) {
+    return absl::InvalidArgumentError("webhook_secret: must start with whsec_");
+  }
+  std::string key;
+  if (!absl::Base64Unescape(AV(text.substr(kWebhookSecretPrefix.size())), &key)) {
+    OPENSSL_cleanse(key.data(), key.size());
+    return absl::InvalidArgumentError("webhook_secret: is not base64 after whsec_");
+  }
+  const std::size_t n = key.size();
+  WebhookSecret secret{Secret(key), Secret(text)};
+  OPENSSL_cleanse(key.data(), key.size());
+  if (n < kMinWebhookSecretBytes || n > kMaxWebhookSecretBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("webhook_secret: must hold ",
+                                                   kMinWebhookSecretBytes, " to ",
+                                                   kMaxWebhookSecretBytes, " bytes (has ", n, ")"));
+  }
+  return secret;
+}
+
+std::string WebhookSecret::Sign(std::string_view id, std::int64_t timestamp,
+                                std::string_view body) const {
+  return absl::StrCat("v1,", Mac(key_, id, timestamp, body));
+}
+
+std::string WebhookSignatureHeader(const std::vector<WebhookSecret>& secrets, std::string_view id,
+                                   std::int64_t timestamp, std::string_view body) {
+  std::string header;
+  for (const WebhookSecret& s : secrets) {
+    if (!header.empty()) header.push_back(' ');
+    header += s.Sign(id, timestamp, body);
+  }
+  return header;
+}
+
+absl::Status VerifyWebhookSignature(const std::vector<WebhookSecret>& secrets, std::string_view id,
+                                    std::string_view timestamp, std::string_view signature,
+                                    std::string_view body, absl::Time now,
+                                    absl::Duration tolerance) {
+  if (secrets.empty()) return absl::FailedPreconditionError("secrets: none");
+  if (id.empty()) return absl::InvalidArgumentError("webhook-id: missing");
+  if (id.size() > kMaxIdLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("webhook-id: longer than ", kMaxIdLength, " bytes"));
+  }
+  if (timestamp.empty() || timestamp.size() > kMaxTimestampDigits) {
+    return absl::InvalidArgumentError("webhook-timestamp: not Unix seconds");
+  }
+  std::int64_t seconds = 0;
+  for (const char c : timestamp) {
+    if (c < '0' || c > '9')
+      return absl::InvalidArgumentError("webhook-timestamp: not Unix seconds");
+    seconds = seconds * 10 + (c - '0');
+  }
+  if (absl::AbsDuration(now - absl::FromUnixSeconds(seconds)) > tolerance) {
+    return absl::UnauthenticatedError("webhook-timestamp: outside the tolerance");
+  }
+  // Every entry against every secret, without stopping at a match: the time taken does not say
+  // which entry or secret matched.
+  bool any_v1 = false;
+  bool matched = false;
+  std::vector<std::string> expected;
+  expected.reserve(secrets.size());
+  for (const WebhookSecret& s : secrets) expected.push_back(s.Sign(id, seconds, body));
+  std::size_t pos = 0;
+  while (pos <= signature.size()) {
+    std::size_t end = signature.find(' ', pos);
+    if (end == std::string_view::npos) end = signature.size();
+    const std::string_view entry = signature.substr(pos, end - pos);
+    pos = end + 1;
+    if (entry.substr(0, 3) != "v1,") continue;
+    any_v1 = true;
+    for (const std::string& e : expected) matched = ConstantTimeEquals(entry, e) || matched;
+  }
+  if (!any_v1) return absl::InvalidArgumentError("webhook-signature: no v1 entry");
+  if (!matched) return absl::UnauthenticatedError("webhook-signature: no entry matches");
+  return absl::OkStatus();
+}
+
+}  // namespace keygate
