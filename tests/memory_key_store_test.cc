@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -56,6 +57,20 @@ namespace keygate {
 namespace {
 
 using conformance::MakeRecord;
+
+TEST_CASE("MemoryKeyStore refuses a sealed token longer than kMaxSealedTokenLength",
+          "[memory][store]") {
+  MemoryKeyStore store;
+  KeyRecord r = MakeRecord("key_big");
+  r.sealed_token = std::string(kMaxSealedTokenLength + 1, 'x');
+  const absl::Status refused = store.Insert(r, keygate::testing::CreatedNote());
+  CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(refused.message()) ==
+        absl::StrCat("sealed_token: longer than ", kMaxSealedTokenLength, " bytes"));
+  CHECK(store.Get("key_big").status().code() == absl::StatusCode::kNotFound);
+  r.sealed_token.pop_back();
+  CHECK(store.Insert(r, keygate::testing::CreatedNote()).ok());
+}
 
 TEST_CASE("MemoryKeyStore change feed keeps one entry per key", "[memory][store][changes]") {
   MemoryKeyStore store;
