@@ -25,8 +25,8 @@ export(EXPORT keygateTargets NAMESPACE keygate::
   FILE "${PROJECT_BINARY_DIR}/keygateTargets.cmake")
 
 # Components with a library of their own: the SQLite and PostgreSQL stores,
-# the Redis rate limiter, the framework adapters and the admin API.
-foreach(component sqlite postgres redis beast httplib admin)
+# the Redis rate limiter, webhook delivery, the framework adapters and the admin API.
+foreach(component sqlite postgres redis webhooks beast httplib admin)
   if(TARGET keygate_${component})
     list(APPEND KEYGATE_EXPORTED_COMPONENTS ${component})
     install(TARGETS keygate_${component} EXPORT keygate-${component}Targets
@@ -109,6 +109,8 @@ function(_keygate_pc_module out dep)
     set(module "hiredis")
   elseif(dep STREQUAL "PkgConfig::KEYGATE_LIBPQ")
     set(module "libpq")
+  elseif(dep STREQUAL "PkgConfig::KEYGATE_LIBCURL")
+    set(module "libcurl")
   elseif(dep STREQUAL "keygate::keygate")
     set(module "keygate = ${PROJECT_VERSION}")
   elseif(dep STREQUAL "Threads::Threads" OR dep STREQUAL "Boost::headers")
@@ -180,6 +182,9 @@ if(TARGET keygate_postgres)
 endif()
 if(TARGET keygate_redis)
   _keygate_install_pc(keygate_redis keygate-redis "keygate's rate limiter shared through Redis")
+endif()
+if(TARGET keygate_webhooks)
+  _keygate_install_pc(keygate_webhooks keygate-webhooks "keygate's webhook delivery")
 endif()
 if(TARGET keygate_admin)
   _keygate_install_pc(keygate_admin keygate-admin "keygate's admin API (key management over HTTP)")

@@ -12,7 +12,7 @@ packages=(
   catch2 libbenchmark-dev
   libsqlite3-dev sqlite3 libcli11-dev
   libcpp-httplib-dev ca-certificates curl openssl python3
-  redis-server libhiredis-dev
+  redis-server libhiredis-dev libcurl4-openssl-dev
   postgresql-15 libpq-dev postgresql-contrib
   nlohmann-json3-dev python3-jsonschema
   chromium fonts-dejavu-core

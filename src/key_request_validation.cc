@@ -315,6 +315,10 @@ absl::Status ValidateMetadata(const std::map<std::string, std::string>& metadata
 
 }  // namespace
 
+absl::Status CheckWebhookUrl(std::string_view url, bool allow_internal_hosts) {
+  return ValidateWebhookUrl(url, allow_internal_hosts);
+}
+
 absl::Status ValidateCreateRequest(const Deployment& deployment, const CreateKeyRequest& request,
                                    const ValidationOptions& options) {
   absl::Status checks[] = {

@@ -26,6 +26,11 @@ struct ValidationOptions {
 // InvalidArgument "<field>: <reason>".
 absl::Status Invalid(std::string_view field, std::string_view reason);
 
+// A webhook URL as keys may hold it: https, a well-formed host and port, and (unless
+// `allow_internal_hosts`) no literal internal address or localhost name. Names are not resolved.
+// Errors: kInvalidArgument "webhook_url: ...".
+absl::Status CheckWebhookUrl(std::string_view url, bool allow_internal_hosts);
+
 // All of a new key's fields, in declaration order (the first refusal wins).
 absl::Status ValidateCreateRequest(const Deployment& deployment, const CreateKeyRequest& request,
                                    const ValidationOptions& options);

@@ -18,6 +18,9 @@
 #ifdef KEYGATE_CONSUMER_REDIS
 #include "keygate/redis/redis_rate_limiter.h"
 #endif
+#ifdef KEYGATE_CONSUMER_WEBHOOKS
+#include "keygate/webhooks/webhook_sender.h"
+#endif
 
 int main() {
   auto deployment = keygate::Deployment::Create({});
@@ -52,6 +55,16 @@ int main() {
       absl::StatusCode::kInvalidArgument) {
     return 6;
   }
+#endif
+#ifdef KEYGATE_CONSUMER_WEBHOOKS
+  // Links keygate::webhooks and libcurl: options it refuses need no receiver.
+  keygate::WebhookSenderOptions webhooks;
+  webhooks.connect_timeout = absl::ZeroDuration();
+  if (keygate::WebhookSender::Create(webhooks).status().code() !=
+      absl::StatusCode::kInvalidArgument) {
+    return 10;
+  }
+  std::cout << "keygate::webhooks linked\n";
 #endif
 #ifdef KEYGATE_CONSUMER_POSTGRES
   // Links keygate::postgres and libpq: a URL libpq cannot parse needs no server.
