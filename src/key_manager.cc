@@ -104,6 +104,14 @@ absl::Status VersionConflict(std::string_view id, std::uint64_t expected, std::u
                                          expected, ", stored ", stored, ")"));
 }
 
+// Envelope::Open's refusal of a stored sealed copy: "not this format" (kInvalidArgument) is a
+// damaged record here, not a caller's mistake.
+absl::Status StoredCopyError(const absl::Status& s) {
+  if (s.code() != absl::StatusCode::kInvalidArgument) return s;
+  return absl::DataLossError(
+      absl::StrCat("sealed_token: stored copy is damaged (", s.message(), ")"));
+}
+
 std::vector<std::string> CreatedFields(const KeyRecord& r) {
   std::vector<std::string> f = {"name"};
   if (!r.description.empty()) f.emplace_back("description");
@@ -442,7 +450,7 @@ absl::StatusOr<RevealedKey> KeyManager::RevealToken(std::string_view id, std::st
                        "without the key-encryption key); roll it to get a new token"));
     }
     absl::StatusOr<Secret> token = (*envelope)->Open(current->sealed_token, current->id);
-    if (!token.ok()) return token.status();
+    if (!token.ok()) return StoredCopyError(token.status());
     absl::StatusOr<Digest> digest =
         options_.deployment->hasher().Hash(token->Reveal(InsecureSecretAccess::Get()));
     if (!digest.ok()) return digest.status();
@@ -473,7 +481,7 @@ absl::StatusOr<bool> KeyManager::ResealToken(std::string_view id, std::string_vi
       return false;
     }
     absl::StatusOr<std::string> resealed = (*envelope)->Reseal(current->sealed_token, current->id);
-    if (!resealed.ok()) return resealed.status();
+    if (!resealed.ok()) return StoredCopyError(resealed.status());
     KeyRecord next = *std::move(current);
     next.sealed_token = *std::move(resealed);  // `updated` stays: no field a user set changed
     absl::StatusOr<KeyRecord> stored =

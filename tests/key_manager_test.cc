@@ -1682,6 +1682,15 @@ TEST_CASE("KeyManager reveals only the token a key has now", "[manager][recovera
   r = m->RevealToken(id, "alice");
   CHECK(r.status().code() == absl::StatusCode::kDataLoss);
   CHECK(StatusText(r.status()).find(Text(other->token)) == std::string::npos);
+  // Not an envelope at all: damaged data too, not a caller's mistake.
+  KeyRecord garbled = *f.store->Get(id);
+  garbled.sealed_token = "not an envelope";
+  REQUIRE_OK(f.store->Update(
+      garbled, AuditNote{EventType::kModified, "test", f.clock->Now(), {"sealed_token"}}));
+  r = m->RevealToken(id, "alice");
+  CHECK(r.status().code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(StatusText(r.status()), Catch::Contains("sealed_token: stored copy is damaged"));
+  CHECK(m->ResealToken(id, "alice").status().code() == absl::StatusCode::kDataLoss);
   std::vector<Event> events = f.events->Events();
   CHECK(std::count_if(events.begin(), events.end(), [](const Event& e) {
           return e.type == EventType::kRevealed;

@@ -185,15 +185,17 @@ class KeyManager {
   // Errors: kFailedPrecondition "recoverable keys are off ..." (no envelope), "key <id>: not
   // recoverable ..." (no sealed copy: created before recoverable keys were on, or rolled by a
   // manager without the envelope), "key <id>: the sealed token is stale ...", and Open's
-  // (envelope.h: a KEK that is not loaded); kDataLoss (a copy that does not open); kNotFound;
-  // kAborted (a storm of concurrent changes); store errors.
+  // (envelope.h: "sealed: under KEK <id>, which is not loaded"); kDataLoss (a copy that does not
+  // open, or is not an envelope at all); kNotFound; kAborted (a storm of concurrent changes);
+  // store errors.
   [[nodiscard]] absl::StatusOr<RevealedKey> RevealToken(std::string_view id,
                                                         std::string_view actor);
 
   // Rewraps the key's sealed copy under the envelope's primary KEK (after a KEK rotation:
   // EnvelopeOptions::previous_kek_files still names the old one), recorded as kModified
-  // {"sealed_token"}. Returns whether it wrote: no write for a key that is not recoverable or
-  // already under the primary. Errors: as RevealToken's (no staleness check).
+  // {"sealed_token"}. Returns whether it wrote: false, and no write, for a key that is not
+  // recoverable or already under the primary. Errors: kFailedPrecondition (no envelope, a KEK
+  // that is not loaded), kDataLoss, kNotFound, kAborted, store errors; no staleness check.
   [[nodiscard]] absl::StatusOr<bool> ResealToken(std::string_view id, std::string_view actor);
 
   // Whether recoverable keys are on (Options::envelope set).
