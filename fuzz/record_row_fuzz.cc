@@ -1,5 +1,5 @@
 // libFuzzer target: decoding a stored key row (src/sqlite/record_row.h), as a
-// damaged or hand-edited database file could hold it. The input is the 24
+// damaged or hand-edited database file could hold it. The input is the 25
 // columns of one row: per column a tag byte (0 NULL, 1 integer: 8 bytes
 // little-endian, 2 text / 3 blob: a length byte, then the bytes), bound to
 // "SELECT ?1, ..., ?25" on an in-memory database.
@@ -97,7 +97,7 @@ void CheckRefusal(const absl::Status& status, std::string_view id) {
   const std::string_view m(status.message().data(), status.message().size());
   bool known = false;
   for (const char* column : {"kind", "scopes", "state", "rate_limit", "accounts", "metadata",
-                             "digest", "previous_digest", "version"}) {
+                             "digest", "previous_digest", "version", "sealed_token"}) {
     known = known ||
             m == absl::StrCat("sqlite ", kPath, ": ", label, ": corrupt row (column ", column, ")");
   }

@@ -957,6 +957,9 @@ TEST_CASE("SQLite reads a rate limit, kind or state no write could store as corr
        "column kind"},
       {"UPDATE keys SET state = 7 WHERE id = ?1", "UPDATE keys SET state = 1 WHERE id = ?1",
        "column state"},
+      // Longer than any write stores: read as it is, every later write of the key would fail.
+      {"UPDATE keys SET sealed_token = printf('%.*c', 1025, 'x') WHERE id = ?1",
+       "UPDATE keys SET sealed_token = '' WHERE id = ?1", "column sealed_token"},
   };
   for (const auto& c : cases) {
     INFO(c.edit);

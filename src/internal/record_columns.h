@@ -69,7 +69,8 @@ inline absl::Status CorruptRecordColumn(std::string_view where, std::string_view
 // `std::string_view Text(int)`, `std::int64_t Int(int)`, `bool IsNull(int)` and
 // `std::string_view Blob(int)`. Errors: kDataLoss (CorruptRecordColumn) for a kind or state out
 // of range, a list or map column that is not the JSON the stores write, a rate limit no write
-// could have stored, or a digest that is not kDigestSize bytes.
+// could have stored, a digest that is not kDigestSize bytes, or a sealed token longer than
+// kMaxSealedTokenLength.
 template <typename Row>
 absl::StatusOr<KeyRecord> DecodeRecordColumns(const Row& row, int first, std::string_view where) {
   const int o = first;
@@ -141,6 +142,10 @@ absl::StatusOr<KeyRecord> DecodeRecordColumns(const Row& row, int first, std::st
   const std::int64_t version = row.Int(o + 23);
   if (version < 1) return CorruptRecordColumn(where, r.id, "version");
   r.version = static_cast<std::uint64_t>(version);
+  // Longer than any write stores: refused here, or every later write of the key would fail.
+  if (row.Text(o + 24).size() > kMaxSealedTokenLength) {
+    return CorruptRecordColumn(where, r.id, "sealed_token");
+  }
   r.sealed_token = std::string(row.Text(o + 24));
   return r;
 }
