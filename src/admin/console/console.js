@@ -22,6 +22,7 @@
   let editing = null;      // the key the key dialog modifies; null: it creates
   let shownLimits = '';    // the rate limit inputs as the key dialog opened
   let rolling = null;
+  let revealing = false;  // a reveal is on its way
   let deleting = null;
 
   const $ = (id) => document.getElementById(id);
@@ -454,9 +455,15 @@
       const scopeField = base === 'scopes' && scopeList.length ? `scope-${scopeList[0].name}` : '';
       const target = fieldInputs[base] || scopeField;
       if (target && $(target)) $(target).focus();
-      if (e.status === 412) {
+      if (e.status === 412 && editing) {
         $('key-form-error').textContent =
             'Someone changed this key meanwhile. Close this form and open it again.';
+        // Read it again, so that the form opened next starts from its current version.
+        try {
+          replaceRow((await api('GET', keyPath(editing.id))).data);
+        } catch (ignored) {
+          // The list's next load reads it.
+        }
       }
     }
   }
@@ -521,11 +528,17 @@
   // hash-only key, what "Copy API key token" can offer is a roll, and why.
   async function openCopy(id) {
     const k = keys.get(id);
+    if (revealing) return;  // one reveal (and one audit entry) per click
+    clearErrors();
     rolling = k;
+    let why = '';
     if (k.recoverable) {
+      revealing = true;
       try {
         const revealed = (await api('POST', `${keyPath(k.id)}/reveal`)).data;
         replaceRow(revealed.key);
+        // The row was rebuilt: focus its button, where the dialog returns the focus.
+        focusRowButton(k.id, 'Copy token of');
         showToken(revealed.key, revealed.token, true);
         return;
       } catch (e) {
@@ -533,14 +546,17 @@
           notice(`Could not show the token of ${k.name}: ${e.message}`);
           return;
         }
-        // 409: the key became hash-only meanwhile (rolled elsewhere); explain below.
+        // 409: the server says why it cannot (hash-only since, or a KEK it has not loaded).
+        why = `The server cannot show it: ${e.message}.`;
+      } finally {
+        revealing = false;
       }
     }
-    const why = me.recoverable_keys ?
+    why = why || (me.recoverable_keys ?
       `The token of ${k.name} (${k.hint}) was issued before recoverable keys were turned on, ` +
         'or by a tool without the key-encryption key, so keygate keeps only its hash.' :
       `keygate keeps only a hash of each token here (recoverable keys are off), so the token ` +
-        `of ${k.name} (${k.hint}) cannot be shown or copied after it was created.`;
+        `of ${k.name} (${k.hint}) cannot be shown or copied after it was created.`);
     $('copy-text').textContent = `${why} Roll the key to get a new token; the current one ` +
         'can keep working for a grace period.';
     $('copy-dialog').showModal();
