@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 
 #include "keygate/deployment.h"
@@ -185,7 +186,9 @@ absl::StatusOr<std::shared_ptr<const Envelope>> Envelope::Create(const EnvelopeO
     // ReadPepperFile names its file "pepper file <path>"; here it holds a KEK.
     const auto kek_terms = [](absl::string_view m) {
       absl::ConsumePrefix(&m, "pepper file ");
-      return absl::StrCat("file ", m);
+      return absl::StrCat("file ", absl::StrReplaceAll(m, {{"a pepper file holds only the pepper",
+                                                            "a KEK file holds only the KEK"},
+                                                           {"a pepper needs", "a KEK needs"}}));
     };
     if (!f.ok()) {
       return absl::Status(f.status().code(),
