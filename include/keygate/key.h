@@ -1,7 +1,9 @@
 // keygate/key.h: the API-key record and its parts.
 //
 // A `KeyRecord` is what a `KeyStore` keeps about one key. It never holds the
-// token: only its digest (see digest.h) and a non-secret display hint. The
+// token in clear: only its digest (see digest.h), a non-secret display hint
+// and, for a recoverable key, the token sealed under a key-encryption key that
+// no store holds (`sealed_token`, envelope.h). The
 // public id (`key_...`) is not secret and is what logs, events and the
 // management API use to name a key.
 //

@@ -25,6 +25,7 @@
 //     and pages it. `AckAudit` moves a named consumer's position forward only.
 //   * A subscription callback runs only after its change is visible to readers, and never after
 //     its Subscription was destroyed.
+//   * Every field of a record round-trips, `sealed_token` included (opaque text to a store).
 // Thread safety: every method of every implementation is thread-safe; none is copyable.
 //
 // Example:

@@ -50,7 +50,7 @@ std::string JsonTime(absl::Time t);
 // {"id", "name", "description", "owner", "kind", "environment", "scopes", "state", "created",
 // "updated", "expires", "last_used", "rate_limit": {"rate", "period_ms", "burst"} | null,
 // "webhook_url", "accounts", "metadata", "hint", "previous": {"hint", "valid_until"} | null,
-// "version"}.
+// "recoverable", "version"}.
 void WriteRecordJson(JsonWriter& w, const KeyRecord& r);
 
 // {"rate", "period_ms", "burst"}, or null.

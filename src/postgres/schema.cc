@@ -40,9 +40,11 @@
 // few names hold is answered through the indexes instead of a scan.
 // Version 5 (from 4): keys.sealed_token, a recoverable key's sealed token (keygate/key.h); ''
 // for existing keys (not recoverable). A column with a constant default rewrites no row. A
-// keygate that predates it writes '' on insert and leaves the column alone on update (a roll
-// included): KeyManager::RevealToken checks the opened token against the digest, so a stale
-// one is refused, never returned.
+// keygate process that predates it and was running when the schema moved on (a new one refuses
+// a newer schema) writes '' on insert and leaves the column alone on update, a roll included:
+// KeyManager::RevealToken checks the opened token against the digest, so a stale copy is
+// refused, never returned. Its bulk insert fails (its staging copy has one column too many)
+// rather than write anything wrong.
 
 #include "postgres/schema.h"
 
