@@ -156,7 +156,7 @@ absl::Status ValidateAuditNote(const AuditNote& note, AuditWrite write) {
 }
 
 Event MakeAuditEvent(const AuditNote& note, std::uint64_t sequence, std::string_view key_id,
-                     std::string_view owner, std::uint64_t version) {
+                     std::string_view owner, std::uint64_t version, std::string_view webhook_url) {
   Event e;
   e.sequence = sequence;
   e.type = note.type;
@@ -166,6 +166,7 @@ Event MakeAuditEvent(const AuditNote& note, std::uint64_t sequence, std::string_
   e.owner = std::string(owner);
   e.changed_fields = note.changed_fields;
   e.version = version;
+  e.webhook_url = std::string(webhook_url);
   return e;
 }
 

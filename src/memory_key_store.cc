@@ -134,9 +134,9 @@ struct MemoryKeyStore::State {
 
   // Appends the change and its audit entry.
   void AppendChange(const std::string& id, const AuditNote& note, std::string_view owner,
-                    std::uint64_t version) {
+                    std::uint64_t version, std::string_view webhook_url) {
     const std::uint64_t seq = ++last_sequence;
-    audit.emplace(seq, MakeAuditEvent(note, seq, id, owner, version));
+    audit.emplace(seq, MakeAuditEvent(note, seq, id, owner, version, webhook_url));
     auto it = key_seq.find(id);
     if (it != key_seq.end()) {
       log.erase(it->second);
@@ -168,7 +168,7 @@ absl::Status MemoryKeyStore::Insert(const KeyRecord& record, const AuditNote& no
     stored.version = 1;
     s.Index(stored);
     s.records.emplace(stored.id, std::move(stored));
-    s.AppendChange(record.id, note, record.owner, 1);
+    s.AppendChange(record.id, note, record.owner, 1, record.webhook_url);
   }
   s.notifier.Notify();
   return absl::OkStatus();
@@ -214,7 +214,7 @@ absl::StatusOr<KeyRecord> MemoryKeyStore::Update(const KeyRecord& record, const 
     it->second = record;
     it->second.version = next_version;
     s.Index(it->second);
-    s.AppendChange(record.id, note, record.owner, next_version);
+    s.AppendChange(record.id, note, record.owner, next_version, record.webhook_url);
     result = it->second;
   }
   s.notifier.Notify();
@@ -254,9 +254,10 @@ absl::Status MemoryKeyStore::Delete(std::string_view id,
     }
     const std::string key_id = it->first;
     const std::string owner = it->second.owner;
+    const std::string webhook_url = it->second.webhook_url;
     s.Unindex(it->second);
     s.records.erase(it);
-    s.AppendChange(key_id, note, owner, 0);
+    s.AppendChange(key_id, note, owner, 0, webhook_url);
   }
   s.notifier.Notify();
   return absl::OkStatus();

@@ -182,6 +182,8 @@ TEST_CASE("PostgresKeyStore: a version 1 schema migrates to the latest, keys and
       "updated_us, expires_us, last_used_us, rate_limit_rate, rate_limit_period_us, "
       "rate_limit_burst, webhook_url, accounts, metadata, digest, hint, previous_digest, "
       "previous_hint, previous_valid_until_us, version";
+  const std::string kV1AuditColumns =
+      "sequence, at_us, type, actor, key_id, owner, fields, version";
   const std::string from = absl::StrCat("\"", src.schema, "\".");
   const std::string to = absl::StrCat("\"", o.schema, "\".");
   absl::StatusOr<std::string> copied = SharedPostgres()->Psql(
@@ -189,9 +191,9 @@ TEST_CASE("PostgresKeyStore: a version 1 schema migrates to the latest, keys and
                    from, "keys; ", "INSERT INTO ", to, "digests SELECT * FROM ", from, "digests; ",
                    "INSERT INTO ", to, "changes (key_id, sequence) SELECT id, sequence FROM ", from,
                    "keys UNION ALL SELECT key_id, sequence FROM ", from, "changes; ",
-                   "INSERT INTO ", to, "audit SELECT * FROM ", from, "audit; ", "UPDATE ", to,
-                   "sequence_counter SET last = (SELECT last FROM ", from, "sequence_counter); ",
-                   "SELECT count(*) FROM ", to, "changes"));
+                   "INSERT INTO ", to, "audit SELECT ", kV1AuditColumns, " FROM ", from, "audit; ",
+                   "UPDATE ", to, "sequence_counter SET last = (SELECT last FROM ", from,
+                   "sequence_counter); ", "SELECT count(*) FROM ", to, "changes"));
   INFO(copied.status().ToString());
   REQUIRE(copied.ok());
   REQUIRE(*copied == "3");

@@ -67,6 +67,9 @@ struct Event {
   std::string owner;                        // the key's owner
   std::vector<std::string> changed_fields;  // e.g. {"name", "scopes"}
   std::uint64_t version = 0;                // the record version after the change (0: deleted)
+  // The key's webhook URL after the change (a deletion: before it); empty: none. What webhook
+  // delivery reads to know where an event goes, even once the key is gone.
+  std::string webhook_url;
 
   friend bool operator==(const Event&, const Event&) = default;
 };
@@ -119,8 +122,10 @@ enum class AuditWrite : std::uint8_t { kInsert, kUpdate, kDelete };
 [[nodiscard]] absl::Status ValidateAuditNote(const AuditNote& note, AuditWrite write);
 
 // For KeyStore implementations: the entry a write with `note` appends (time kept to microseconds).
+// `webhook_url`: the record's as written (a deletion: as stored before it).
 Event MakeAuditEvent(const AuditNote& note, std::uint64_t sequence, std::string_view key_id,
-                     std::string_view owner, std::uint64_t version);
+                     std::string_view owner, std::uint64_t version,
+                     std::string_view webhook_url = {});
 
 // For KeyStore implementations: kInvalidArgument for a limit out of range or an empty time range.
 [[nodiscard]] absl::Status ValidateAuditQuery(const AuditQuery& query);

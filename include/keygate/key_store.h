@@ -26,6 +26,8 @@
 //   * A subscription callback runs only after its change is visible to readers, and never after
 //     its Subscription was destroyed.
 //   * Every field of a record round-trips, `sealed_token` included (opaque text to a store).
+//   * An audit entry carries the key's webhook URL: the record's as written, for a delete the
+//     stored one (MakeAuditEvent's `webhook_url`).
 // Thread safety: every method of every implementation is thread-safe; none is copyable.
 //
 // Example:

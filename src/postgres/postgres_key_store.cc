@@ -207,7 +207,7 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
       "ON CONFLICT (key_id) DO UPDATE SET sequence = excluded.sequence RETURNING sequence");
   m.log_sql = m.Sql(
       "WITH a AS (INSERT INTO $S.audit (sequence, at_us, type, actor, key_id, owner, fields, "
-      "version) VALUES ($8, $2, $3, $4, $1, $5, $6, $7)) "
+      "version, webhook_url) VALUES ($8, $2, $3, $4, $1, $5, $6, $7, $10)) "
       "SELECT pg_notify($9, '')");
   m.get_sql =
       m.Sql(absl::StrCat("SELECT ", internal::kRecordColumns, " FROM $S.keys k WHERE k.id = $1"));
@@ -466,7 +466,8 @@ absl::StatusOr<AuditPage> PostgresKeyStore::ReadAudit(const AuditQuery& query) {
   int n = 0;
   p.BindInt(++n, static_cast<std::int64_t>(query.after));
   std::string sql =
-      "SELECT sequence, at_us, type, actor, key_id, owner, fields, version FROM $S.audit "
+      "SELECT sequence, at_us, type, actor, key_id, owner, fields, version, webhook_url "
+      "FROM $S.audit "
       "WHERE sequence > $1";
   if (query.key_id.has_value()) {
     p.BindText(++n, *query.key_id);
@@ -514,6 +515,7 @@ absl::StatusOr<AuditPage> PostgresKeyStore::ReadAudit(const AuditQuery& query) {
     if (!internal::DecodeJsonStringArray(row.Text(6), &e.changed_fields)) return corrupt("fields");
     if (row.Int(7) < 0) return corrupt("version");
     e.version = static_cast<std::uint64_t>(row.Int(7));
+    e.webhook_url = std::string(row.Text(8));
     page.next_after = e.sequence;
     page.events.push_back(std::move(e));
   }

@@ -39,10 +39,11 @@
 // whose name has fewer than three characters), so that a search for one or two characters that
 // few names hold is answered through the indexes instead of a scan.
 // Version 5 (from 4): keys.sealed_token, a recoverable key's sealed token (keygate/key.h); ''
-// for existing keys (not recoverable). A column with a constant default rewrites no row. A
-// keygate process that predates it and was running when the schema moved on (a new one refuses
-// a newer schema) writes '' on insert and leaves the column alone on update, a roll included:
-// KeyManager::RevealToken checks the opened token against the digest, so a stale copy is
+// for existing keys (not recoverable); audit.webhook_url, the key's webhook URL at each change
+// (where webhook delivery sends it), '' for existing entries. A column with a constant default
+// rewrites no row. A keygate process that predates it and was running when the schema moved on (a
+// new one refuses a newer schema) writes '' on insert and leaves the column alone on update, a roll
+// included: KeyManager::RevealToken checks the opened token against the digest, so a stale copy is
 // refused, never returned. Its bulk insert fails (its staging copy has one column too many)
 // rather than write anything wrong.
 
@@ -172,6 +173,7 @@ CREATE TRIGGER keys_name_trigrams_update AFTER UPDATE OF name_lower ON $S.keys F
 
 constexpr char kVersion5[] = R"sql(
 ALTER TABLE $S.keys ADD COLUMN sealed_token text NOT NULL DEFAULT '';
+ALTER TABLE $S.audit ADD COLUMN webhook_url text NOT NULL DEFAULT '';
 )sql";
 
 absl::StatusOr<std::string> TrigramSchema(PgConn& conn, std::string_view store_schema,

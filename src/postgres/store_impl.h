@@ -249,9 +249,10 @@ struct PostgresKeyStore::Impl {
   // update_key_sql or delete_key_sql) returned its sequence, and queues the NOTIFY.
   absl::Status AppendLog(internal::PgConn& c, const AuditNote& note, std::string_view id,
                          std::string_view owner, std::uint64_t version,
-                         const internal::PgResult& written, absl::Time deadline) {
+                         std::string_view webhook_url, const internal::PgResult& written,
+                         absl::Time deadline) {
     if (written.rows() != 1) return absl::InternalError(absl::StrCat(described, ": no sequence"));
-    const Event e = MakeAuditEvent(note, 0, id, owner, version);
+    const Event e = MakeAuditEvent(note, 0, id, owner, version, webhook_url);
     internal::PgParams p;
     p.BindText(1, id);
     p.BindInt(2, internal::TimeToMicros(e.at));
@@ -262,6 +263,7 @@ struct PostgresKeyStore::Impl {
     p.BindInt(7, static_cast<std::int64_t>(e.version));
     p.BindInt(8, written.row(0).Int(0));
     p.BindText(9, channel);
+    p.BindText(10, e.webhook_url);
     return c.Exec(log_sql, p, deadline).status();
   }
 
@@ -270,6 +272,7 @@ struct PostgresKeyStore::Impl {
     std::string owner;
     std::string digest;
     std::string previous_digest;
+    std::string webhook_url;
   };
   // The key's row, locked to the end of the transaction.
   absl::StatusOr<std::optional<Located>> Lock(internal::PgConn& c, std::string_view id,
@@ -277,8 +280,8 @@ struct PostgresKeyStore::Impl {
     internal::PgParams p;
     p.BindText(1, id);
     absl::StatusOr<internal::PgResult> r =
-        c.Exec(Sql("SELECT version, owner, digest, previous_digest FROM $S.keys WHERE id = $1 FOR "
-                   "UPDATE"),
+        c.Exec(Sql("SELECT version, owner, digest, previous_digest, webhook_url FROM $S.keys "
+                   "WHERE id = $1 FOR UPDATE"),
                p, deadline);
     if (!r.ok()) return r.status();
     if (r->rows() == 0) return std::optional<Located>();
@@ -288,6 +291,7 @@ struct PostgresKeyStore::Impl {
     l.owner = std::string(row.Text(1));
     l.digest = std::string(row.Blob(2));
     if (!row.IsNull(3)) l.previous_digest = std::string(row.Blob(3));
+    l.webhook_url = std::string(row.Text(4));
     return std::optional<Located>(std::move(l));
   }
 

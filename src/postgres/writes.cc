@@ -154,7 +154,7 @@ absl::Status PostgresKeyStore::Insert(const KeyRecord& record, const AuditNote& 
     absl::StatusOr<PgResult> written = c.Exec(m.insert_key_sql, p, deadline);
     if (!written.ok()) return m.Conflict(written.status(), record);
     if (absl::Status d = m.InsertDigests(c, record, deadline); !d.ok()) return d;
-    return m.AppendLog(c, note, record.id, record.owner, 1, *written, deadline);
+    return m.AppendLog(c, note, record.id, record.owner, 1, record.webhook_url, *written, deadline);
   });
   if (!s.ok()) return s;
   m.Notify();
@@ -197,7 +197,8 @@ absl::StatusOr<KeyRecord> PostgresKeyStore::Update(const KeyRecord& record, cons
       if (absl::Status st = m.InsertDigests(c, record, deadline); !st.ok()) return st;
     }
     stored.version = l.version + 1;
-    return m.AppendLog(c, note, record.id, record.owner, stored.version, *written, deadline);
+    return m.AppendLog(c, note, record.id, record.owner, stored.version, record.webhook_url,
+                       *written, deadline);
   });
   if (!s.ok()) return s;
   m.Notify();
@@ -223,7 +224,7 @@ absl::Status PostgresKeyStore::Delete(std::string_view id,
     p.BindText(1, id);
     absl::StatusOr<PgResult> written = c.Exec(m.delete_key_sql, p, deadline);
     if (!written.ok()) return written.status();
-    return m.AppendLog(c, note, id, l.owner, 0, *written, deadline);
+    return m.AppendLog(c, note, id, l.owner, 0, l.webhook_url, *written, deadline);
   });
   if (!s.ok()) return s;
   m.Notify();
@@ -426,14 +427,15 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
             "k AS (INSERT INTO $S.keys (",
             kStagedColumns, ", sequence) SELECT ", kStagedColumns,
             ", s.base + row_number() OVER (ORDER BY id) "
-            "  FROM keygate_staging, s RETURNING id, owner, sequence), "
+            "  FROM keygate_staging, s RETURNING id, owner, sequence, webhook_url), "
             "t AS (DELETE FROM $S.changes c USING keygate_staging st WHERE c.key_id = st.id), "
             "d AS (INSERT INTO $S.digests (digest, key_id) "
             "  SELECT digest, id FROM keygate_staging UNION ALL "
             "  SELECT previous_digest, id FROM keygate_staging "
             "  WHERE previous_digest IS NOT NULL AND previous_digest <> digest), "
             "a AS (INSERT INTO $S.audit (sequence, at_us, type, actor, key_id, owner, fields, "
-            "  version) SELECT sequence, $2, $3, $4, id, owner, $5, 1 FROM k), "
+            "  version, webhook_url) SELECT sequence, $2, $3, $4, id, owner, $5, 1, webhook_url "
+            "  FROM k), "
             "n AS (INSERT INTO $S.name_trigrams (t) SELECT unnest($7::text[]) "
             "  ON CONFLICT DO NOTHING) "
             "SELECT s.base FROM s, pg_notify($6, '') AS x")),

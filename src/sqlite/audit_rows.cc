@@ -24,7 +24,8 @@
 namespace keygate::internal {
 namespace {
 
-constexpr char kAuditColumns[] = "sequence, at_us, type, actor, key_id, owner, fields, version";
+constexpr char kAuditColumns[] =
+    "sequence, at_us, type, actor, key_id, owner, fields, version, webhook_url";
 
 absl::Status CorruptAuditRow(const SqliteDb& db, std::int64_t sequence, std::string_view column) {
   return absl::DataLossError(absl::StrCat("sqlite ", db.path(), ": audit entry #", sequence,
@@ -52,6 +53,7 @@ absl::StatusOr<Event> DecodeAuditRow(const SqliteDb& db, const Statement& q) {
   const std::int64_t version = q.Int(7);
   if (version < 0) return CorruptAuditRow(db, seq, "version");
   e.version = static_cast<std::uint64_t>(version);
+  e.webhook_url = std::string(q.Text(8));
   return e;
 }
 
@@ -59,8 +61,8 @@ absl::StatusOr<Event> DecodeAuditRow(const SqliteDb& db, const Statement& q) {
 
 absl::Status AppendAuditRow(SqliteDb& db, const Event& event) {
   absl::StatusOr<Statement> ins = db.Prepare(
-      "INSERT INTO audit(sequence, at_us, type, actor, key_id, owner, fields, version) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+      "INSERT INTO audit(sequence, at_us, type, actor, key_id, owner, fields, version, "
+      "webhook_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
   if (!ins.ok()) return ins.status();
   ins->BindInt(1, static_cast<std::int64_t>(event.sequence));
   ins->BindInt(2, TimeToMicros(event.at));
@@ -70,6 +72,7 @@ absl::Status AppendAuditRow(SqliteDb& db, const Event& event) {
   ins->BindText(6, event.owner);
   ins->BindText(7, EncodeJsonStringArray(event.changed_fields));
   ins->BindInt(8, static_cast<std::int64_t>(event.version));
+  ins->BindText(9, event.webhook_url);
   return ins->Run();
 }
 

@@ -72,8 +72,9 @@
 // log starts at the upgrade.
 //
 // Version 5 (from 4): keys.sealed_token, a recoverable key's sealed token (keygate/key.h);
-// existing keys get '' (not recoverable). Adding a column with a constant default rewrites no
-// row.
+// existing keys get '' (not recoverable); audit.webhook_url, the key's webhook URL at each
+// change (where webhook delivery sends it); existing entries get ''. Adding a column with a
+// constant default rewrites no row.
 
 #include "sqlite/schema.h"
 
@@ -188,9 +189,10 @@ CREATE TABLE audit_cursors (
   sequence INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 )sql",
-    // 4 -> 5: recoverable keys (see above).
+    // 4 -> 5: recoverable keys, webhook URLs in the audit log (see above).
     R"sql(
 ALTER TABLE keys ADD COLUMN sealed_token TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN webhook_url TEXT NOT NULL DEFAULT '';
 )sql",
 };
 

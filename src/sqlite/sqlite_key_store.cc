@@ -100,6 +100,7 @@ struct SqliteKeyStore::Impl {
     std::string previous_digest;
     std::string name_lower;
     std::string owner;
+    std::string webhook_url;
   };
 
   // Decodes the kRecordColumns starting at column `o` (record_row.h).
@@ -193,8 +194,9 @@ struct SqliteKeyStore::Impl {
       const std::int64_t pk = seq++;
       if (absl::Status s = internal::DropTombstone(*db, r.id); !s.ok()) return s;
       if (absl::Status s = internal::AppendChange(*db, pk, r.id, pk, 0); !s.ok()) return s;
-      if (absl::Status s = internal::AppendAuditRow(
-              *db, MakeAuditEvent(note, static_cast<std::uint64_t>(pk), r.id, r.owner, 1));
+      if (absl::Status s =
+              internal::AppendAuditRow(*db, MakeAuditEvent(note, static_cast<std::uint64_t>(pk),
+                                                           r.id, r.owner, 1, r.webhook_url));
           !s.ok()) {
         return s;
       }
@@ -242,8 +244,8 @@ struct SqliteKeyStore::Impl {
 
   absl::StatusOr<std::optional<Located>> Locate(std::string_view id) {
     absl::StatusOr<Statement> q = db->Prepare(
-        "SELECT pk, version, change_seq, digest, previous_digest, name_lower, owner FROM keys "
-        "WHERE id = ?1");
+        "SELECT pk, version, change_seq, digest, previous_digest, name_lower, owner, webhook_url "
+        "FROM keys WHERE id = ?1");
     if (!q.ok()) return q.status();
     q->BindText(1, id);
     absl::StatusOr<bool> row = q->Step();
@@ -257,6 +259,7 @@ struct SqliteKeyStore::Impl {
     l.previous_digest = std::string(q->Blob(4));
     l.name_lower = std::string(q->Text(5));
     l.owner = std::string(q->Text(6));
+    l.webhook_url = std::string(q->Text(7));
     return std::optional<Located>(std::move(l));
   }
 
@@ -399,9 +402,9 @@ absl::StatusOr<KeyRecord> SqliteKeyStore::Update(const KeyRecord& record, const 
         internal::AppendNextChange(*impl_->db, record.id, l.pk, l.change_seq);
     if (!seq.ok()) return seq.status();
     stored.version = l.version + 1;
-    if (absl::Status s =
-            internal::AppendAuditRow(db, MakeAuditEvent(note, static_cast<std::uint64_t>(*seq),
-                                                        record.id, record.owner, stored.version));
+    if (absl::Status s = internal::AppendAuditRow(
+            db, MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), record.id, record.owner,
+                               stored.version, record.webhook_url));
         !s.ok()) {
       return s;
     }
@@ -490,7 +493,8 @@ absl::Status SqliteKeyStore::Delete(std::string_view id,
     absl::StatusOr<std::int64_t> seq = internal::AppendNextChange(*impl_->db, id, 0, l.change_seq);
     if (!seq.ok()) return seq.status();
     if (absl::Status s = internal::AppendAuditRow(
-            db, MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), id, l.owner, 0));
+            db,
+            MakeAuditEvent(note, static_cast<std::uint64_t>(*seq), id, l.owner, 0, l.webhook_url));
         !s.ok()) {
       return s;
     }

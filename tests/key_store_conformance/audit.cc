@@ -60,6 +60,7 @@ Findings CheckAuditEntries(const std::shared_ptr<KeyStore>& store, const Backend
   Checker c;
   KeyStore& s = *store;
   KeyRecord r = MakeRecord("key_au1", "alice");
+  r.webhook_url = "https://hooks.example.com/first";
   // Sub-microsecond parts drop, as for record times.
   AuditNote created = NoteAt(EventType::kCreated, "alice", 1'700'000'000, {"name", "owner"});
   created.at += absl::Nanoseconds(1'500);
@@ -70,6 +71,7 @@ Findings CheckAuditEntries(const std::shared_ptr<KeyStore>& store, const Backend
   if (!c.ExpectOk(v1, "Get key_au1")) return c.Take();
   KeyRecord edit = *v1;
   edit.name = "renamed";
+  edit.webhook_url = "https://hooks.example.com/second";
   if (!c.ExpectOk(s.Update(edit, NoteAt(EventType::kModified, "bob", 1'700'000'010, {"name"})),
                   "Update key_au1")) {
     return c.Take();
@@ -95,17 +97,21 @@ Findings CheckAuditEntries(const std::shared_ptr<KeyStore>& store, const Backend
            "entry sequences are not the writes' change sequences");
   c.Expect(a.type == EventType::kCreated && a.actor == "alice" && a.key_id == "key_au1" &&
                a.owner == "alice" && a.version == 1 &&
-               a.changed_fields == std::vector<std::string>{"name", "owner"},
+               a.changed_fields == std::vector<std::string>{"name", "owner"} &&
+               a.webhook_url == "https://hooks.example.com/first",
            absl::StrCat("insert entry: ", EventText(a)));
   c.Expect(a.at == absl::FromUnixSeconds(1'700'000'000) + absl::Microseconds(1),
            "insert entry: time not kept at microsecond precision");
   c.Expect(b.type == EventType::kModified && b.actor == "bob" && b.version == 2 &&
                b.owner == "alice" && b.changed_fields == std::vector<std::string>{"name"} &&
-               b.at == absl::FromUnixSeconds(1'700'000'010),
+               b.at == absl::FromUnixSeconds(1'700'000'010) &&
+               b.webhook_url == "https://hooks.example.com/second",
            absl::StrCat("update entry: ", EventText(b)));
-  c.Expect(d.type == EventType::kDeleted && d.actor == "carol" && d.version == 0 &&
-               d.owner == "alice" && d.key_id == "key_au1" && d.changed_fields.empty(),
-           absl::StrCat("delete entry (owner from the stored record): ", EventText(d)));
+  c.Expect(
+      d.type == EventType::kDeleted && d.actor == "carol" && d.version == 0 && d.owner == "alice" &&
+          d.key_id == "key_au1" && d.changed_fields.empty() &&
+          d.webhook_url == "https://hooks.example.com/second",
+      absl::StrCat("delete entry (owner and webhook URL from the stored record): ", EventText(d)));
   return c.Take();
 }
 

@@ -96,9 +96,9 @@ void MapStore::Unindex(const KeyRecord& r) {
 }
 
 void MapStore::Log(const std::string& id, const keygate::AuditNote& note, std::string_view owner,
-                   std::uint64_t version) {
+                   std::uint64_t version, std::string_view webhook_url) {
   const std::uint64_t seq = ++last_sequence_;
-  audit_.emplace(seq, keygate::MakeAuditEvent(note, seq, id, owner, version));
+  audit_.emplace(seq, keygate::MakeAuditEvent(note, seq, id, owner, version, webhook_url));
   auto it = key_seq_.find(id);
   if (it != key_seq_.end()) {
     log_.erase(it->second);
@@ -128,7 +128,7 @@ absl::Status MapStore::Insert(const KeyRecord& record, const keygate::AuditNote&
     e.record.version = 1;
     Index(e.record);
     records_.emplace(record.id, std::move(e));
-    Log(record.id, note, record.owner, 1);
+    Log(record.id, note, record.owner, 1, record.webhook_url);
   }
   notifier_.Notify();  // after the commit, with the lock released
   return absl::OkStatus();
@@ -170,7 +170,7 @@ absl::StatusOr<KeyRecord> MapStore::Update(const KeyRecord& record,
     cur.version = version;
     it->second.corrupt = false;
     Index(cur);
-    Log(record.id, note, record.owner, version);
+    Log(record.id, note, record.owner, version, record.webhook_url);
     stored = cur;
   }
   notifier_.Notify();
@@ -192,9 +192,10 @@ absl::Status MapStore::Delete(std::string_view id, std::optional<std::uint64_t> 
     }
     const std::string key_id = it->first;
     const std::string owner = it->second.record.owner;
+    const std::string webhook_url = it->second.record.webhook_url;
     Unindex(it->second.record);
     records_.erase(it);
-    Log(key_id, note, owner, 0);
+    Log(key_id, note, owner, 0, webhook_url);
   }
   notifier_.Notify();
   return absl::OkStatus();

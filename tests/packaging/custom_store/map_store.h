@@ -59,7 +59,7 @@ class MapStore final : public keygate::KeyStore {
   void Unindex(const keygate::KeyRecord& r);                    // under mu_
   // Appends the change and its audit entry; under mu_.
   void Log(const std::string& id, const keygate::AuditNote& note, std::string_view owner,
-           std::uint64_t version);
+           std::uint64_t version, std::string_view webhook_url);
 
   std::mutex mu_;
   std::map<std::string, Entry, std::less<>> records_;
