@@ -113,6 +113,8 @@ function(_keygate_pc_module out dep)
     set(module "libcurl")
   elseif(dep STREQUAL "keygate::keygate")
     set(module "keygate = ${PROJECT_VERSION}")
+  elseif(dep STREQUAL "keygate::sqlite")
+    set(module "keygate-sqlite = ${PROJECT_VERSION}")
   elseif(dep STREQUAL "Threads::Threads" OR dep STREQUAL "Boost::headers")
     set(module "")  # threads: see CMAKE_THREAD_LIBS_INIT; Boost: private, headers only
   else()

@@ -5,14 +5,8 @@
 
 #include "keygate/webhooks/webhook_sender.h"
 
-#include <httplib.h>
-
-#include <atomic>
-#include <chrono>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,94 +16,15 @@
 
 #include "catch.h"
 #include "keygate/webhook_signature.h"
-#include "temp_cert.h"
 #include "test_util.h"
+#include "webhook_receiver.h"
 
 namespace keygate {
 namespace {
 
 using testing::MustOk;
-
-// What the receiver saw of one request.
-struct Seen {
-  std::string path;
-  std::string host;
-  std::string id;
-  std::string timestamp;
-  std::string signature;
-  std::string content_type;
-  std::string body;
-};
-
-// An HTTPS receiver on 127.0.0.1: /ok 204, /gone 410, /fail 500, /redirect 302 to /ok, /big
-// 200 with 1 MiB, /slow answers after 3 s. Records every request.
-class Receiver {
- public:
-  Receiver() : cert_("DNS:localhost,DNS:hooks.test,IP:127.0.0.1") {
-    REQUIRE(cert_.ok);
-    server_ = std::make_unique<httplib::SSLServer>(cert_.cert.c_str(), cert_.key.c_str());
-    REQUIRE(server_->is_valid());
-    const auto record = [this](const httplib::Request& req) {
-      std::lock_guard<std::mutex> lock(mu_);
-      seen_.push_back({req.path, req.get_header_value("Host"), req.get_header_value("webhook-id"),
-                       req.get_header_value("webhook-timestamp"),
-                       req.get_header_value("webhook-signature"),
-                       req.get_header_value("Content-Type"), req.body});
-    };
-    server_->Post("/ok", [record](const httplib::Request& req, httplib::Response& res) {
-      record(req);
-      res.status = 204;
-    });
-    server_->Post("/gone", [record](const httplib::Request& req, httplib::Response& res) {
-      record(req);
-      res.status = 410;
-    });
-    server_->Post("/fail", [record](const httplib::Request& req, httplib::Response& res) {
-      record(req);
-      res.status = 500;
-      res.set_content("try later", "text/plain");
-    });
-    server_->Post("/redirect", [record](const httplib::Request& req, httplib::Response& res) {
-      record(req);
-      res.set_redirect("/ok", 302);
-    });
-    server_->Post("/big", [record](const httplib::Request& req, httplib::Response& res) {
-      record(req);
-      res.set_content(std::string(1 << 20, 'x'), "text/plain");
-    });
-    server_->Post("/slow", [record](const httplib::Request& req, httplib::Response& res) {
-      record(req);
-      std::this_thread::sleep_for(std::chrono::seconds(3));
-      res.status = 204;
-    });
-    port_ = server_->bind_to_any_port("127.0.0.1");
-    REQUIRE(port_ > 0);
-    thread_ = std::thread([this] { server_->listen_after_bind(); });
-    while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~Receiver() {
-    server_->stop();
-    thread_.join();
-  }
-
-  std::string Url(const std::string& host, const std::string& path) const {
-    return absl::StrCat("https://", host, ":", port_, path);
-  }
-  int port() const { return port_; }
-  const std::string& ca_file() const { return cert_.cert; }
-  std::vector<Seen> seen() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return seen_;
-  }
-
- private:
-  testing::TempCert cert_;
-  std::unique_ptr<httplib::SSLServer> server_;
-  int port_ = 0;
-  std::thread thread_;
-  mutable std::mutex mu_;
-  std::vector<Seen> seen_;
-};
+using testing::Receiver;
+using testing::Seen;
 
 // "hooks.test" resolves to 127.0.0.1 (as a public name could, after DNS rebinding), as does
 // localhost; "mixed.test" to two internal addresses; other names to nothing.

@@ -6,3 +6,7 @@ if(TARGET keygate_webhooks AND TARGET keygate_httplib)
 elseif(TARGET keygate_webhooks AND KEYGATE_REQUIRE_ALL_TESTS)
   message(FATAL_ERROR "webhook_sender_test needs the cpp-httplib adapter for its receiver")
 endif()
+if(TARGET keygate_webhooks AND TARGET keygate_httplib)
+  keygate_add_test(webhook_dispatcher_test SOURCES webhook_dispatcher_test.cc
+    LIBS keygate::webhooks keygate::httplib LABELS webhooks concurrent TIMEOUT 180)
+endif()

@@ -34,6 +34,8 @@ class JsonWriter {
   JsonWriter& Time(absl::Time t);  // RFC 3339 UTC string (JsonTime)
   JsonWriter& OptionalTime(const std::optional<absl::Time>& t);
   JsonWriter& StringArray(const std::vector<std::string>& values);
+  // A value already written as JSON (by another JsonWriter), copied as it is.
+  JsonWriter& Raw(std::string_view json);
 
   const std::string& str() const { return out_; }
 
