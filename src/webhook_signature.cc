@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -36,10 +37,11 @@ struct Wipe {
   ~Wipe() { OPENSSL_cleanse(data, size); }
 };
 
-std::string Mac(const Secret& key, std::string_view id, std::int64_t timestamp,
-                std::string_view body) {
+// HMAC-SHA256(key, id + "." + timestamp + "." + body), base64; nullopt when OpenSSL cannot
+// compute it (HMAC not available: a provider misconfigured). `timestamp` is the header's text.
+std::optional<std::string> Mac(const Secret& key, std::string_view id, std::string_view timestamp,
+                               std::string_view body) {
   const std::string_view k = key.Reveal(InsecureSecretAccess::Get());
-  const std::string ts = absl::StrCat(timestamp);
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
   std::size_t out_size = 0;
   EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
@@ -50,17 +52,19 @@ std::string Mac(const Secret& key, std::string_view id, std::int64_t timestamp,
   bool ok = ctx != nullptr && EVP_MAC_init(ctx, reinterpret_cast<const unsigned char*>(k.data()),
                                            k.size(), params) == 1;
   for (const std::string_view part :
-       {id, std::string_view("."), std::string_view(ts), std::string_view("."), body}) {
+       {id, std::string_view("."), timestamp, std::string_view("."), body}) {
     ok = ok &&
          EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(part.data()), part.size()) == 1;
   }
-  ok = ok && EVP_MAC_final(ctx, out.data(), &out_size, out.size()) == 1;
+  ok = ok && EVP_MAC_final(ctx, out.data(), &out_size, out.size()) == 1 && out_size == 32;
   EVP_MAC_CTX_free(ctx);
   EVP_MAC_free(mac);
-  // OpenSSL fails here only when out of memory: "v1," with no MAC matches nothing, so the
-  // receiver refuses the message rather than accept it unsigned.
-  if (!ok) return std::string();
+  if (!ok) return std::nullopt;
   return absl::Base64Escape(absl::string_view(reinterpret_cast<const char*>(out.data()), out_size));
+}
+
+absl::Status MacUnavailable() {
+  return absl::InternalError("webhook signature: OpenSSL cannot compute HMAC-SHA256");
 }
 
 }  // namespace
@@ -83,7 +87,9 @@ absl::StatusOr<WebhookSecret> WebhookSecret::Parse(std::string_view text) {
     return absl::InvalidArgumentError("webhook_secret: must start with whsec_");
   }
   std::string key;
-  if (!absl::Base64Unescape(AV(text.substr(kWebhookSecretPrefix.size())), &key)) {
+  const std::string_view encoded = text.substr(kWebhookSecretPrefix.size());
+  // Standard base64 with its padding, nothing else (absl also takes unpadded text and spaces).
+  if (!absl::Base64Unescape(AV(encoded), &key) || absl::Base64Escape(key) != AV(encoded)) {
     OPENSSL_cleanse(key.data(), key.size());
     return absl::InvalidArgumentError("webhook_secret: is not base64 after whsec_");
   }
@@ -98,17 +104,23 @@ absl::StatusOr<WebhookSecret> WebhookSecret::Parse(std::string_view text) {
   return secret;
 }
 
-std::string WebhookSecret::Sign(std::string_view id, std::int64_t timestamp,
-                                std::string_view body) const {
-  return absl::StrCat("v1,", Mac(key_, id, timestamp, body));
+absl::StatusOr<std::string> WebhookSecret::Sign(std::string_view id, std::int64_t timestamp,
+                                                std::string_view body) const {
+  std::optional<std::string> mac = Mac(key_, id, absl::StrCat(timestamp), body);
+  if (!mac.has_value()) return MacUnavailable();
+  return absl::StrCat("v1,", *mac);
 }
 
-std::string WebhookSignatureHeader(const std::vector<WebhookSecret>& secrets, std::string_view id,
-                                   std::int64_t timestamp, std::string_view body) {
+absl::StatusOr<std::string> WebhookSignatureHeader(const std::vector<WebhookSecret>& secrets,
+                                                   std::string_view id, std::int64_t timestamp,
+                                                   std::string_view body) {
+  if (secrets.empty()) return absl::InvalidArgumentError("secrets: none");
   std::string header;
   for (const WebhookSecret& s : secrets) {
+    absl::StatusOr<std::string> one = s.Sign(id, timestamp, body);
+    if (!one.ok()) return one.status();
     if (!header.empty()) header.push_back(' ');
-    header += s.Sign(id, timestamp, body);
+    header += *one;
   }
   return header;
 }
@@ -139,9 +151,14 @@ absl::Status VerifyWebhookSignature(const std::vector<WebhookSecret>& secrets, s
   // which entry or secret matched.
   bool any_v1 = false;
   bool matched = false;
+  // Over the header's text as received, as the sender signed it.
   std::vector<std::string> expected;
   expected.reserve(secrets.size());
-  for (const WebhookSecret& s : secrets) expected.push_back(s.Sign(id, seconds, body));
+  for (const WebhookSecret& s : secrets) {
+    std::optional<std::string> mac = Mac(s.key_, id, timestamp, body);
+    if (!mac.has_value()) return MacUnavailable();  // never "v1," against an empty MAC
+    expected.push_back(absl::StrCat("v1,", *mac));
+  }
   std::size_t pos = 0;
   while (pos <= signature.size()) {
     std::size_t end = signature.find(' ', pos);

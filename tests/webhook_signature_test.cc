@@ -56,13 +56,15 @@ absl::StatusCode VerifyCode(const std::vector<WebhookSecret>& secrets, std::stri
 
 TEST_CASE("WebhookSecret signs the Standard Webhooks test vector", "[webhook]") {
   const WebhookSecret secret = MustOk(WebhookSecret::Parse(kVectorSecret));
-  CHECK(secret.Sign(kVectorId, kVectorTimestamp, kVectorBody) == kVectorSignature);
+  CHECK(MustOk(secret.Sign(kVectorId, kVectorTimestamp, kVectorBody)) == kVectorSignature);
   CHECK(Text(secret.text()) == kVectorSecret);
   CHECK(VerifyWebhookSignature({secret}, kVectorId, "1614265330", kVectorSignature, kVectorBody,
                                kVectorTime)
             .ok());
-  CHECK(WebhookSignatureHeader({secret}, kVectorId, kVectorTimestamp, kVectorBody) ==
+  CHECK(MustOk(WebhookSignatureHeader({secret}, kVectorId, kVectorTimestamp, kVectorBody)) ==
         kVectorSignature);
+  CHECK(WebhookSignatureHeader({}, kVectorId, kVectorTimestamp, kVectorBody).status().code() ==
+        absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("Generated webhook secrets are whsec_ and 32 random bytes", "[webhook]") {
@@ -76,9 +78,11 @@ TEST_CASE("Generated webhook secrets are whsec_ and 32 random bytes", "[webhook]
     CHECK(key.size() == 32);
     seen.insert(text);
     // The signature is HMAC-SHA256 under the decoded bytes over "id.timestamp.body".
-    CHECK(s.Sign("msg_1", 1700000000, "{}") == ReferenceSignature(key, "msg_1.1700000000.{}"));
+    CHECK(MustOk(s.Sign("msg_1", 1700000000, "{}")) ==
+          ReferenceSignature(key, "msg_1.1700000000.{}"));
     // Parsing its text gives the same signer.
-    CHECK(MustOk(WebhookSecret::Parse(text)).Sign("m", 5, "b") == s.Sign("m", 5, "b"));
+    CHECK(MustOk(MustOk(WebhookSecret::Parse(text)).Sign("m", 5, "b")) ==
+          MustOk(s.Sign("m", 5, "b")));
   }
   CHECK(seen.size() == 50);
 }
@@ -96,6 +100,11 @@ TEST_CASE("WebhookSecret::Parse refuses what is not a secret, without quoting it
       {"whsec_" + sixteen, "webhook_secret: must hold 24 to 64 bytes (has 16)"},
       {"whsec_" + sixty_five, "webhook_secret: must hold 24 to 64 bytes (has 65)"},
       {"whsec_", "webhook_secret: must hold 24 to 64 bytes (has 0)"},
+      // Padded standard base64 only: not unpadded, not with spaces or newlines.
+      {"whsec_" + absl::Base64Escape(std::string(25, 'x')).substr(0, 34),
+       "webhook_secret: is not base64 after whsec_"},
+      {"whsec_MfKQ9r8GKYqr TwjUPD8ILPZIo2LaLaSw", "webhook_secret: is not base64 after whsec_"},
+      {"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", "webhook_secret: is not base64 after whsec_"},
   };
   for (const auto& c : cases) {
     INFO(c.text);
@@ -118,6 +127,9 @@ TEST_CASE("VerifyWebhookSignature refuses altered, replayed and malformed messag
         C::kUnauthenticated);
   CHECK(VerifyCode(secrets, "msg_other", ts, kVectorSignature, kVectorBody) == C::kUnauthenticated);
   CHECK(VerifyCode(secrets, kVectorId, "1614265331", kVectorSignature, kVectorBody) ==
+        C::kUnauthenticated);
+  // The same instant written otherwise is other signed text.
+  CHECK(VerifyCode(secrets, kVectorId, "01614265330", kVectorSignature, kVectorBody) ==
         C::kUnauthenticated);
   // Another secret.
   const std::vector<WebhookSecret> other = {MustOk(WebhookSecret::Generate())};
@@ -157,10 +169,10 @@ TEST_CASE("VerifyWebhookSignature refuses altered, replayed and malformed messag
 TEST_CASE("During a rotation both secrets sign, and a receiver with either accepts", "[webhook]") {
   const WebhookSecret old_secret = MustOk(WebhookSecret::Parse(kVectorSecret));
   const WebhookSecret new_secret = MustOk(WebhookSecret::Generate());
-  const std::string header =
-      WebhookSignatureHeader({new_secret, old_secret}, kVectorId, kVectorTimestamp, kVectorBody);
-  CHECK(header == absl::StrCat(new_secret.Sign(kVectorId, kVectorTimestamp, kVectorBody), " ",
-                               kVectorSignature));
+  const std::string header = MustOk(
+      WebhookSignatureHeader({new_secret, old_secret}, kVectorId, kVectorTimestamp, kVectorBody));
+  CHECK(header == absl::StrCat(MustOk(new_secret.Sign(kVectorId, kVectorTimestamp, kVectorBody)),
+                               " ", kVectorSignature));
   const std::string ts = "1614265330";
   CHECK(VerifyCode({old_secret}, kVectorId, ts, header, kVectorBody) == absl::StatusCode::kOk);
   CHECK(VerifyCode({new_secret}, kVectorId, ts, header, kVectorBody) == absl::StatusCode::kOk);

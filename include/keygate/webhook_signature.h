@@ -47,7 +47,7 @@ class WebhookSecret {
  public:
   // A new secret of 32 bytes from the CSPRNG. Errors: kInternal (the CSPRNG failed).
   [[nodiscard]] static absl::StatusOr<WebhookSecret> Generate();
-  // "whsec_" + standard base64 (padded) of 24 to 64 bytes. Errors: kInvalidArgument
+  // "whsec_" + standard base64 (padded, nothing else) of 24 to 64 bytes. Errors: kInvalidArgument
   // "webhook_secret: must start with whsec_", "...: is not base64", "...: must hold 24 to 64
   // bytes (has N)"; never the text itself.
   [[nodiscard]] static absl::StatusOr<WebhookSecret> Parse(std::string_view text);
@@ -55,11 +55,15 @@ class WebhookSecret {
   // "whsec_..." as Parse accepts it: show it once, like a token, or seal it (envelope.h).
   const Secret& text() const noexcept { return text_; }
 
-  // "v1," + base64 of HMAC-SHA256(key, id + "." + timestamp + "." + body).
-  [[nodiscard]] std::string Sign(std::string_view id, std::int64_t timestamp,
-                                 std::string_view body) const;
+  // "v1," + base64 of HMAC-SHA256(key, id + "." + timestamp + "." + body). Errors: kInternal
+  // when OpenSSL cannot compute HMAC-SHA256 (a misconfigured provider): nothing goes unsigned.
+  [[nodiscard]] absl::StatusOr<std::string> Sign(std::string_view id, std::int64_t timestamp,
+                                                 std::string_view body) const;
 
  private:
+  friend absl::Status VerifyWebhookSignature(const std::vector<WebhookSecret>&, std::string_view,
+                                             std::string_view, std::string_view, std::string_view,
+                                             absl::Time, absl::Duration);
   WebhookSecret(Secret key, Secret text) : key_(std::move(key)), text_(std::move(text)) {}
   Secret key_;   // the decoded bytes: the HMAC key
   Secret text_;  // "whsec_..."
@@ -67,14 +71,15 @@ class WebhookSecret {
 
 // The `webhook-signature` header for `secrets` (each Sign, in order, joined by spaces): during a
 // rotation, the new secret and the old one, so receivers holding either accept the message.
-// `secrets` must not be empty (an empty header would verify nothing).
-[[nodiscard]] std::string WebhookSignatureHeader(const std::vector<WebhookSecret>& secrets,
-                                                 std::string_view id, std::int64_t timestamp,
-                                                 std::string_view body);
+// Errors: kInvalidArgument "secrets: none"; Sign's.
+[[nodiscard]] absl::StatusOr<std::string> WebhookSignatureHeader(
+    const std::vector<WebhookSecret>& secrets, std::string_view id, std::int64_t timestamp,
+    std::string_view body);
 
 // A receiver's check: `id` non-empty (at most 256 bytes), `timestamp` decimal Unix seconds within
 // `tolerance` of `now`, and some "v1," entry of `signature` equal (in constant time) to the
-// signature under some secret of `secrets`. Entries of other versions are ignored. Errors:
+// signature under some secret of `secrets`, computed over the headers' text as received.
+// Entries of other versions are ignored. kInternal when HMAC-SHA256 is unavailable. Errors:
 // kInvalidArgument naming the header ("webhook-id: missing", "webhook-timestamp: not Unix
 // seconds", "webhook-signature: no v1 entry"), kUnauthenticated "webhook-timestamp: outside the
 // tolerance" and "webhook-signature: no entry matches", kFailedPrecondition "secrets: none".
