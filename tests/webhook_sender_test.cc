@@ -52,7 +52,7 @@ struct Signed {
     m.id = id;
     m.timestamp = absl::ToUnixSeconds(absl::Now());
     m.body = R"({"type":"key.created","data":{"id":"key_1"}})";
-    m.signature = WebhookSignatureHeader({secret}, m.id, m.timestamp, m.body);
+    m.signature = MustOk(WebhookSignatureHeader({secret}, m.id, m.timestamp, m.body));
     return m;
   }
 };
@@ -108,18 +108,21 @@ TEST_CASE("WebhookSender keeps only the start of a response and bounds an attemp
   Signed s;
   WebhookSenderOptions o = Options(r, true);
   o.max_response_bytes = 100;
-  o.total_timeout = absl::Milliseconds(800);
-  o.connect_timeout = absl::Milliseconds(800);
-  auto sender = MustOk(WebhookSender::Create(o));
-  WebhookAttempt a = sender->Send(s.Message(r.Url("localhost", "/big")));
+  auto capped = MustOk(WebhookSender::Create(o));
+  WebhookAttempt a = capped->Send(s.Message(r.Url("localhost", "/big")));
+  INFO(a.error);
   CHECK(a.result == WebhookResult::kDelivered);
   CHECK(a.status == 200);
   CHECK(a.response == std::string(100, 'x'));
-  a = sender->Send(s.Message(r.Url("localhost", "/slow")));
+  // The receiver answers after 3 s; the attempt ends at 1.5 s.
+  o.connect_timeout = absl::Milliseconds(1500);
+  o.total_timeout = absl::Milliseconds(1500);
+  auto quick = MustOk(WebhookSender::Create(o));
+  a = quick->Send(s.Message(r.Url("localhost", "/slow")));
   CHECK(a.result == WebhookResult::kFailed);
   CHECK(a.status == 0);
-  CHECK_THAT(a.error, Catch::Contains("imed out"));
-  CHECK(a.latency < absl::Seconds(3));
+  CHECK(!a.error.empty());
+  CHECK(a.latency < absl::Milliseconds(2900));
 }
 
 TEST_CASE("WebhookSender checks the address on every attempt, not only the URL", "[webhooks]") {
@@ -183,6 +186,10 @@ TEST_CASE("WebhookSender::Create refuses options that cannot work", "[webhooks]"
   o = {};
   o.max_response_bytes = (1 << 20) + 1;
   CHECK(!WebhookSender::Create(o).ok());
+  o = {};
+  o.proxy = "socks5://127.0.0.1:1080";  // would resolve names here, unchecked
+  CHECK_THAT(std::string(WebhookSender::Create(o).status().message()),
+             Catch::StartsWith("proxy: "));
   o = {};
   o.ca_file = "/nonexistent/ca.pem";
   CHECK_THAT(std::string(WebhookSender::Create(o).status().message()),

@@ -189,6 +189,11 @@ absl::StatusOr<std::unique_ptr<WebhookSender>> WebhookSender::Create(WebhookSend
   if (options.max_response_bytes > kMaxResponseBytes) {
     return absl::InvalidArgumentError("max_response_bytes: must be at most 1 MiB");
   }
+  if (!options.proxy.empty() && options.proxy.rfind("http://", 0) != 0 &&
+      options.proxy.rfind("https://", 0) != 0) {
+    // SOCKS proxies would resolve the name here, unchecked.
+    return absl::InvalidArgumentError("proxy: must be an http:// or https:// URL");
+  }
   if (!options.ca_file.empty() && ::access(options.ca_file.c_str(), R_OK) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("ca_file: cannot read ", options.ca_file, ": ", std::strerror(errno)));
@@ -230,7 +235,8 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
   // Resolve now, on every attempt, and keep only the addresses a webhook may reach.
   std::vector<std::string> addresses;
   internal::ClientAddress literal;
-  if (internal::ParseClientAddress(name, &literal)) {
+  const bool is_literal = internal::ParseClientAddress(name, &literal);
+  if (is_literal) {
     addresses.push_back(name);
   } else {
     absl::StatusOr<std::vector<std::string>> resolved =
@@ -240,13 +246,15 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
     addresses = *std::move(resolved);
   }
   std::vector<Allowed> allowed;
-  std::vector<std::string> allowed_text;
+  std::vector<std::string> allowed_text;  // as curl reads them: from the bytes judged
   std::vector<std::string> refused_text;
   for (const std::string& a : addresses) {
     Allowed x;
     if (Judge(a, options_.allow_internal_hosts, &x)) {
+      char text[INET6_ADDRSTRLEN] = {};
+      if (::inet_ntop(x.family, x.bytes.data(), text, sizeof text) == nullptr) continue;
       allowed.push_back(x);
-      allowed_text.push_back(x.family == AF_INET6 ? absl::StrCat("[", a, "]") : a);
+      allowed_text.push_back(x.family == AF_INET6 ? absl::StrCat("[", text, "]") : text);
     } else {
       refused_text.push_back(a);
     }
@@ -262,12 +270,13 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
         start);
   }
 
-  Curl curl(curl_easy_init());
-  if (curl == nullptr) return Failed("libcurl: out of memory", start);
-  CURL* c = curl.get();
+  // Everything the handle points at outlives it (declared first, destroyed last).
   char error_buffer[CURL_ERROR_SIZE] = {};
   CurlList resolve;
   CurlList headers;
+  std::string response;
+  Body body{&response, options_.max_response_bytes};
+  SocketGuard guard{&allowed};
   const auto append = [](CurlList& list, const std::string& line) {
     curl_slist* next = curl_slist_append(list.get(), line.c_str());
     if (next != nullptr) {
@@ -277,8 +286,10 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
     return next != nullptr;
   };
   const bool direct = options_.proxy.empty();
+  // An IP literal needs no pinning (curl resolves nothing; the socket check still applies).
+  const bool pin = direct && !is_literal;
   bool ok = true;
-  if (direct) {
+  if (pin) {
     ok = append(resolve, absl::StrCat(literal_v6 ? absl::StrCat("[", name, "]") : name, ":", port.s,
                                       ":", absl::StrJoin(allowed_text, ",")));
   }
@@ -289,20 +300,25 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
        append(headers, "Expect:");
   if (!ok) return Failed("libcurl: out of memory", start);
 
-  std::string response;
-  Body body{&response, options_.max_response_bytes};
-  SocketGuard guard{&allowed};
+  Curl curl(curl_easy_init());
+  if (curl == nullptr) return Failed("libcurl: out of memory", start);
+  CURL* c = curl.get();
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error_buffer);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_URL, message.url.c_str());
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(c, CURLOPT_PROXY, options_.proxy.c_str());  // "": none, whatever the env says
+  // The options the address check rests on: an attempt fails rather than go without them.
+  bool guarded = curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https") == CURLE_OK &&
+                 curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+                 // "": no proxy, whatever $https_proxy and $NO_PROXY say.
+                 curl_easy_setopt(c, CURLOPT_PROXY, options_.proxy.c_str()) == CURLE_OK &&
+                 curl_easy_setopt(c, CURLOPT_NOPROXY, "") == CURLE_OK;
   if (direct) {
-    curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get());
-    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, OpenSocket);
-    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &guard);
+    guarded = guarded &&
+              (!pin || curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get()) == CURLE_OK) &&
+              curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, OpenSocket) == CURLE_OK &&
+              curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &guard) == CURLE_OK;
   }
+  if (!guarded) return Failed("libcurl: this build cannot enforce the address check", start);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,

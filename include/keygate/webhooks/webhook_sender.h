@@ -8,10 +8,11 @@
 // (unless `allow_internal_hosts`), and the connection goes to a checked address, pinned, with
 // the original host name for TLS (SNI, certificate check) and `Host`; a socket to any other
 // address is refused when it is opened. Redirects are not followed (a 3xx is a failed attempt),
-// only https is spoken, the environment's proxy variables are ignored (a proxy is used only when
-// `proxy` is set, and then the proxy resolves the name: no address check), the response body is
-// read up to `max_response_bytes` and the connection closed, and connect and total timeouts
-// bound an attempt.
+// only https is spoken, the environment's proxy variables ($https_proxy, $NO_PROXY) are ignored
+// (an http(s) proxy is used only when `proxy` is set: the name is still resolved and checked
+// here, but the proxy connects, so the check is then the proxy's too), the response body is read
+// up to `max_response_bytes` and the connection closed, and connect and total timeouts bound the
+// connection and the exchange (not the name lookup, which the system resolver bounds).
 //
 // Results: 2xx is kDelivered, 410 Gone kGone (the endpoint asked to be disabled), anything else
 // kFailed (retry later). Errors never hold the message body or signature.
@@ -79,7 +80,8 @@ struct WebhookSenderOptions {
   bool allow_internal_hosts = false;
   // A PEM file of the certificate authorities to trust instead of the system's.
   std::string ca_file = {};
-  // An HTTP(S) proxy URL to send through; empty: connect directly ($https_proxy is ignored).
+  // An http:// or https:// proxy URL to send through; empty: connect directly ($https_proxy and
+  // $NO_PROXY are ignored either way).
   std::string proxy = {};
   // Name -> IP addresses (text). Empty: the system resolver (getaddrinfo). For tests.
   std::function<absl::StatusOr<std::vector<std::string>>(const std::string& host)> resolver = {};
