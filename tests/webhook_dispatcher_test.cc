@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -81,8 +82,8 @@ struct Fixture {
     o.poll_interval = absl::Milliseconds(20);
     return o;
   }
-  void StartDispatcher() {
-    dispatcher = MustOk(WebhookDispatcher::Create(Options()));
+  void StartDispatcher(std::optional<WebhookDispatcherOptions> options = std::nullopt) {
+    dispatcher = MustOk(WebhookDispatcher::Create(options.value_or(Options())));
     REQUIRE(dispatcher->Start().ok());
   }
 
@@ -230,9 +231,32 @@ TEST_CASE("WebhookDispatcher fails a message after the schedule and goes on; 410
   CHECK(gone_requests == 1);
 }
 
-TEST_CASE("WebhookDispatcher resumes from its state file after a stop", "[webhooks][dispatcher]") {
+TEST_CASE("WebhookDispatcher: a 410 from a key's old URL leaves its new URL enabled",
+          "[webhooks][dispatcher]") {
   Fixture f;
   f.StartDispatcher();
+  f.dispatcher.reset();  // the file exists, its position before the changes below
+  const CreatedKey k = f.Create("moved", "/gone");
+  f.SetUrl(k.record.id, "/ok");
+  f.StartDispatcher();  // reads both before the first attempt
+  REQUIRE(Eventually([&] {
+    const std::vector<WebhookDelivery> l = f.Log(k.record.id);
+    return l.size() == 2 && l[0].state != WebhookDelivery::State::kPending &&
+           l[1].state != WebhookDelivery::State::kPending;
+  }));
+  const std::vector<WebhookDelivery> log = f.Log(k.record.id);
+  CHECK(log[1].state == WebhookDelivery::State::kFailed);  // 410 at /gone
+  CHECK(log[0].state == WebhookDelivery::State::kDelivered);
+  CHECK(log[0].url == f.receiver.Url("localhost", "/ok"));
+}
+
+TEST_CASE("WebhookDispatcher resumes from its state file after a stop", "[webhooks][dispatcher]") {
+  Fixture f;
+  // Twenty retries 100 ms apart: the first message is still pending when the dispatcher stops,
+  // even on a slow machine, and due again soon after the restart.
+  WebhookDispatcherOptions o = f.Options();
+  o.retry_schedule = std::vector<absl::Duration>(20, absl::Milliseconds(100));
+  f.StartDispatcher(o);
   f.receiver.set_fail_next(1000000);
   const CreatedKey k = f.Create("resume", "/flaky");
   REQUIRE(Eventually([&] { return !f.receiver.seen().empty(); }));

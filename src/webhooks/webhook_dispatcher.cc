@@ -13,13 +13,18 @@
 
 #include "keygate/webhooks/webhook_dispatcher.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -173,12 +178,15 @@ struct WebhookDispatcher::Impl {
   mutable std::mutex db_mu;  // guards db
   std::unique_ptr<SqliteDb> db;
 
+  std::mutex ingest_mu;  // one Ingest at a time: each reads the position the last one wrote
+
   std::mutex mu;  // guards the fields below
   std::condition_variable wake;
   bool running = false;
   bool stopping = false;
   bool poked = false;
-  std::set<std::string> in_flight;  // keys with an attempt running
+  std::set<std::string> in_flight;            // keys with an attempt running
+  std::map<std::string, absl::Time> cooling;  // keys whose last attempt could not be recorded
   std::deque<Job> jobs;
   absl::Status last_error;
   std::vector<std::thread> threads;
@@ -213,8 +221,13 @@ struct WebhookDispatcher::Impl {
 };
 
 absl::StatusOr<std::size_t> WebhookDispatcher::Impl::Ingest() {
+  std::lock_guard<std::mutex> serial(ingest_mu);
   std::size_t queued_total = 0;
   for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stopping) break;  // a backlog waits for the next start
+    }
     std::uint64_t after = 0;
     {
       std::lock_guard<std::mutex> lock(db_mu);
@@ -238,7 +251,11 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::Ingest() {
       std::optional<std::string> type = MessageType(e);
       if (!type.has_value() || e.webhook_url.empty()) continue;
       absl::StatusOr<KeyRecord> r = options.store->Get(e.key_id);
-      if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound) return r.status();
+      // A record that does not decode must not stop every webhook: sent as last known.
+      if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound &&
+          r.status().code() != absl::StatusCode::kDataLoss) {
+        return r.status();
+      }
       items.push_back(
           {&e, *std::move(type), r.ok() ? std::optional<KeyRecord>(*std::move(r)) : std::nullopt});
     }
@@ -269,7 +286,10 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::Ingest() {
           }
         }
         if (item.record.has_value()) {
-          key_json = KeyJson(*item.record);
+          // The URL it is sent to: a later URL of the key is not the old receiver's business.
+          KeyRecord shown = *item.record;
+          shown.webhook_url = url;
+          key_json = KeyJson(shown);
         } else if (key_json.empty()) {
           // Deleted before it was ever read: what the entry itself says.
           JsonWriter w;
@@ -317,7 +337,7 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::Ingest() {
         ep->BindInt(2, now);
         if (absl::Status s = ep->Run(); !s.ok()) return s;
       }
-      absl::StatusOr<Statement> pos = Prepare("UPDATE position SET after = ?1");
+      absl::StatusOr<Statement> pos = Prepare("UPDATE position SET after = max(after, ?1)");
       if (!pos.ok()) return pos.status();
       pos->BindInt(1, static_cast<std::int64_t>(page->next_after));
       if (absl::Status s = pos->Run(); !s.ok()) return s;
@@ -325,7 +345,7 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::Ingest() {
     }
     queued_total += queued;
     // Only for the store's record of progress; the file is the truth.
-    (void)options.store->AckAudit(options.consumer, page->next_after);
+    if (page->next_after > after) (void)options.store->AckAudit(options.consumer, page->next_after);
     if (!page->more) break;
   }
   return queued_total;
@@ -338,6 +358,15 @@ absl::StatusOr<std::vector<Job>> WebhookDispatcher::Impl::DueJobs(std::size_t ma
   {
     std::lock_guard<std::mutex> lock(mu);
     busy = in_flight;
+    const absl::Time now = absl::Now();
+    for (auto it = cooling.begin(); it != cooling.end();) {
+      if (it->second <= now) {
+        it = cooling.erase(it);
+      } else {
+        busy.insert(it->first);
+        ++it;
+      }
+    }
   }
   std::lock_guard<std::mutex> lock(db_mu);
   absl::StatusOr<Statement> s = Prepare(
@@ -363,7 +392,15 @@ absl::StatusOr<std::vector<Job>> WebhookDispatcher::Impl::DueJobs(std::size_t ma
     m->BindText(1, key);
     absl::StatusOr<bool> row = m->Step();
     if (!row.ok()) return row.status();
-    if (!*row) continue;
+    if (!*row) {
+      // A count that drifted from the messages (never expected): put it right, or the key
+      // would sort first forever.
+      absl::StatusOr<Statement> fix = Prepare("UPDATE endpoints SET pending = 0 WHERE key_id = ?1");
+      if (!fix.ok()) return fix.status();
+      fix->BindText(1, key);
+      if (absl::Status st = fix->Run(); !st.ok()) return st;
+      continue;
+    }
     out.push_back({static_cast<std::uint64_t>(m->Int(0)), key, std::string(m->Text(1)),
                    std::string(m->Text(2)), static_cast<int>(m->Int(3))});
   }
@@ -398,41 +435,52 @@ void WebhookDispatcher::Impl::Record(const Job& job, const WebhookAttempt& a) {
     at->BindText(5, a.address);
     at->BindText(6, a.error);
     if (absl::Status s = at->Run(); !s.ok()) return s;
-    absl::StatusOr<Statement> m =
-        Prepare("UPDATE messages SET state = ?2, attempts = ?3, next_us = ?4 WHERE sequence = ?1");
+    // Only the attempt this job was for (a stale job of a stopped run changes nothing).
+    absl::StatusOr<Statement> m = Prepare(
+        "UPDATE messages SET state = ?2, attempts = ?3, next_us = ?4 "
+        "WHERE sequence = ?1 AND state = 0 AND attempts = ?5");
     if (!m.ok()) return m.status();
     m->BindInt(1, static_cast<std::int64_t>(job.sequence));
     m->BindInt(2, state);
     m->BindInt(3, attempts);
     m->BindInt(4, next_us);
+    m->BindInt(5, job.attempts);
     if (absl::Status s = m->Run(); !s.ok()) return s;
+    if (sqlite3_changes(db->raw()) != 1) return tx.Commit();  // the attempt row stays as a log
     if (a.result == WebhookResult::kGone) {
-      // The endpoint asked to be disabled: the rest of its queue is skipped.
+      // The endpoint asked to be disabled: the rest of its queue to that URL is skipped, and
+      // so is what comes for it until the key's URL changes.
       absl::StatusOr<Statement> skip =
-          Prepare("UPDATE messages SET state = 3 WHERE key_id = ?1 AND state = 0");
+          Prepare("UPDATE messages SET state = 3 WHERE key_id = ?1 AND state = 0 AND url = ?2");
       if (!skip.ok()) return skip.status();
       skip->BindText(1, job.key_id);
+      skip->BindText(2, job.url);
       if (absl::Status s = skip->Run(); !s.ok()) return s;
-      absl::StatusOr<Statement> ep =
-          Prepare("UPDATE endpoints SET gone_us = ?2, pending = 0 WHERE key_id = ?1");
-      if (!ep.ok()) return ep.status();
-      ep->BindText(1, job.key_id);
-      ep->BindInt(2, Micros(now));
-      if (absl::Status s = ep->Run(); !s.ok()) return s;
-    } else {
-      absl::StatusOr<Statement> ep =
-          Prepare("UPDATE endpoints SET pending = pending - ?2, due_us = ?3 WHERE key_id = ?1");
-      if (!ep.ok()) return ep.status();
-      ep->BindText(1, job.key_id);
-      ep->BindInt(2, state == kPending ? 0 : 1);
-      ep->BindInt(3, next_us);
-      if (absl::Status s = ep->Run(); !s.ok()) return s;
+      absl::StatusOr<Statement> gone = Prepare(
+          "UPDATE endpoints SET gone_us = CASE WHEN url = ?3 THEN ?2 ELSE gone_us END WHERE "
+          "key_id = ?1");
+      if (!gone.ok()) return gone.status();
+      gone->BindText(1, job.key_id);
+      gone->BindInt(2, Micros(now));
+      gone->BindText(3, job.url);
+      if (absl::Status s = gone->Run(); !s.ok()) return s;
     }
+    // The key's queue: how many wait, and when the oldest is due.
+    absl::StatusOr<Statement> ep = Prepare(
+        "UPDATE endpoints SET pending = (SELECT count(*) FROM messages WHERE key_id = ?1 AND "
+        "state = 0), due_us = ?2 WHERE key_id = ?1");
+    if (!ep.ok()) return ep.status();
+    ep->BindText(1, job.key_id);
+    ep->BindInt(2, next_us);
+    if (absl::Status s = ep->Run(); !s.ok()) return s;
     return tx.Commit();
   }();
   std::lock_guard<std::mutex> lock(mu);
-  // Unrecorded, the attempt is made again later (at least once).
-  if (!status.ok()) last_error = status;
+  // Unrecorded, the attempt is made again (at least once), after a pause rather than at once.
+  if (!status.ok()) {
+    last_error = status;
+    cooling[job.key_id] = absl::Now() + absl::Seconds(1);
+  }
   in_flight.erase(job.key_id);
 }
 
@@ -442,7 +490,7 @@ void WebhookDispatcher::Impl::Worker() {
     {
       std::unique_lock<std::mutex> lock(mu);
       wake.wait(lock, [this] { return stopping || !jobs.empty(); });
-      if (jobs.empty()) return;  // stopping
+      if (stopping) return;  // what is queued goes back to the file's queue
       job = std::move(jobs.front());
       jobs.pop_front();
     }
@@ -451,8 +499,15 @@ void WebhookDispatcher::Impl::Worker() {
     m.id = MessageId(job.key_id, job.sequence);
     m.timestamp = absl::ToUnixSeconds(absl::Now());
     m.body = job.payload;
-    m.signature = WebhookSignatureHeader(options.secrets, m.id, m.timestamp, m.body);
-    const WebhookAttempt a = sender->Send(m);
+    absl::StatusOr<std::string> signature =
+        WebhookSignatureHeader(options.secrets, m.id, m.timestamp, m.body);
+    WebhookAttempt a;
+    if (signature.ok()) {
+      m.signature = *std::move(signature);
+      a = sender->Send(m);
+    } else {
+      a.error = std::string(signature.status().message());  // not sent unsigned
+    }
     Record(job, a);
     Poke();  // the key's next message may be due now
   }
@@ -472,6 +527,7 @@ void WebhookDispatcher::Impl::Reader() {
     absl::StatusOr<std::vector<Job>> due = DueJobs(room);
     {
       std::unique_lock<std::mutex> lock(mu);
+      if (stopping) return;
       if (!due.ok()) {
         last_error = due.status();
       } else {
@@ -526,6 +582,16 @@ absl::StatusOr<std::unique_ptr<WebhookDispatcher>> WebhookDispatcher::Create(
     return absl::Status(sender.status().code(), absl::StrCat("sender.", sender.status().message()));
   }
   impl->sender = *std::move(sender);
+  // Private to its owner, like the key store's file: it holds webhook URLs (which may carry
+  // credentials) and key fields. SQLite gives the -wal and -shm files the same mode.
+  if (const int fd = ::open(options.state_path.c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      fd >= 0) {
+    ::close(fd);
+  } else if (errno != EEXIST) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("state_path: cannot create ", options.state_path, ": ", std::strerror(errno)));
+  }
   absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(
       options.state_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW);
   if (!db.ok()) return db.status();
@@ -591,6 +657,7 @@ void WebhookDispatcher::Stop() {
   m.threads.clear();
   std::lock_guard<std::mutex> lock(m.mu);
   m.running = false;
+  m.jobs.clear();
   m.in_flight.clear();
 }
 

@@ -19,9 +19,10 @@
 //
 // Payload: {"type": "key.rolled", "timestamp": <the change's time>, "data": {"key": <the key's
 // public fields as the admin API shows them, read when the entry is queued (so possibly a later
-// state); for a deletion the last ones read, or only id, owner and webhook_url for a key deleted
-// before any read>, "actor": ..., "changed_fields": [...], "version": ...}}. Never a token, a
-// digest or a sealed value.
+// state, but always with the URL the message goes to, never a later one); for a deletion the
+// last ones read, or only id, owner and webhook_url for a key deleted before any read>,
+// "actor": ..., "changed_fields": [...], "version": ...}}. Never a token, a digest or a sealed
+// value. The state file is created private to its owner (0600).
 //
 // Where it starts: a new state file starts at the consumer's acknowledged position in the store
 // (`consumer`, KeyStore::AuditCursor), or at the log's end when the consumer is new: events from
@@ -29,7 +30,8 @@
 // Run one dispatcher per deployment (two would each send every message).
 //
 // Memory: a bounded batch of entries and one message per worker; a backlog stays in the file.
-// Thread safety: thread-safe. Start/Stop from one thread.
+// Thread safety: thread-safe (Ingest calls take turns). Start/Stop from one thread. Attempts that
+// cannot be recorded (a full disk) are made again after a second's pause: at least once.
 //
 // Example:
 //   keygate::WebhookDispatcherOptions o;
@@ -119,8 +121,9 @@ class WebhookDispatcher {
   // Starts the reader and the workers. Errors: kFailedPrecondition when already started;
   // Subscribe's errors.
   [[nodiscard]] absl::Status Start();
-  // Stops reading and waits for the attempts in flight (each bounded by the sender's total
-  // timeout); what is pending stays in the file for the next Start. Idempotent.
+  // Stops reading and waits for the attempts in flight (each bounded by the sender's timeouts
+  // and the name lookup); no new one starts; what is pending stays in the file for the next
+  // Start. Idempotent.
   void Stop();
 
   // Reads the store's new entries into the queue now (Start does it on its own); returns how
