@@ -29,6 +29,9 @@
 // before the first run are not sent. The position is acknowledged in the store after each read.
 // Run one dispatcher per deployment (two would each send every message).
 //
+// Ownership: shares the store (kept alive by the dispatcher); owns its threads, its sender and
+// the state file's connection. Cost: a SQLite transaction per batch read and per attempt, plus
+// the attempt itself (a name lookup and a TLS handshake); never on the verification path.
 // Memory: a bounded batch of entries and one message per worker; a backlog stays in the file.
 // Thread safety: thread-safe (Ingest calls take turns). Start/Stop from one thread. Attempts that
 // cannot be recorded (a full disk) are made again after a second's pause: at least once.
