@@ -1,8 +1,8 @@
 // libFuzzer target: decoding a stored key row (src/sqlite/record_row.h), as a
-// damaged or hand-edited database file could hold it. The input is the 25
+// damaged or hand-edited database file could hold it. The input is the 26
 // columns of one row: per column a tag byte (0 NULL, 1 integer: 8 bytes
 // little-endian, 2 text / 3 blob: a length byte, then the bytes), bound to
-// "SELECT ?1, ..., ?25" on an in-memory database.
+// "SELECT ?1, ..., ?26" on an in-memory database.
 // Invariants:
 //   - a decoded record, written back as the store writes it, decodes to the
 //     same record (times, rate limits, digests, JSON columns round-trip);
@@ -40,7 +40,7 @@ using keygate::KeyRecord;
 using keygate::internal::SqliteDb;
 using keygate::internal::Statement;
 
-constexpr int kColumns = 25;
+constexpr int kColumns = 26;
 constexpr char kPath[] = "fuzz.db";
 
 std::string SelectSql() {
@@ -96,8 +96,9 @@ void CheckRefusal(const absl::Status& status, std::string_view id) {
       keygate::IsGeneratedKeyId(id) ? absl::StrCat("key ", std::string(id)) : "key (not a key id)";
   const std::string_view m(status.message().data(), status.message().size());
   bool known = false;
-  for (const char* column : {"kind", "scopes", "state", "rate_limit", "accounts", "metadata",
-                             "digest", "previous_digest", "version", "sealed_token"}) {
+  for (const char* column :
+       {"kind", "scopes", "state", "rate_limit", "accounts", "metadata", "digest",
+        "previous_digest", "version", "sealed_token", "sealed_webhook_secret"}) {
     known = known ||
             m == absl::StrCat("sqlite ", kPath, ": ", label, ": corrupt row (column ", column, ")");
   }

@@ -69,6 +69,12 @@ TEST_CASE("MemoryKeyStore refuses a sealed token longer than kMaxSealedTokenLeng
         absl::StrCat("sealed_token: longer than ", kMaxSealedTokenLength, " bytes"));
   CHECK(store.Get("key_big").status().code() == absl::StatusCode::kNotFound);
   r.sealed_token.pop_back();
+  r.sealed_webhook_secret = std::string(kMaxSealedWebhookSecretLength + 1, 'x');
+  const absl::Status secret = store.Insert(r, keygate::testing::CreatedNote());
+  CHECK(secret.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(secret.message()) == absl::StrCat("sealed_webhook_secret: longer than ",
+                                                      kMaxSealedWebhookSecretLength, " bytes"));
+  r.sealed_webhook_secret.pop_back();
   CHECK(store.Insert(r, keygate::testing::CreatedNote()).ok());
 }
 

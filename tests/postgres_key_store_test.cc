@@ -458,6 +458,7 @@ TEST_CASE("PostgresKeyStore: InsertBatch copies all or nothing and names a confl
                              keygate::KeyKind::kGeneral, absl::StrCat("name\t", i, "\\ \n x"));
     r.metadata["tab"] = "a\tb";
     if (i % 2 == 0) r.sealed_token = absl::StrCat("kge1.sealed\t", i);  // COPY escapes it
+    if (i % 3 == 0) r.sealed_webhook_secret = absl::StrCat("kge1.whsec\\", i);
     batch.push_back(std::move(r));
   }
   REQUIRE(store->InsertBatch(batch, CreatedNote()).ok());
@@ -471,6 +472,10 @@ TEST_CASE("PostgresKeyStore: InsertBatch copies all or nothing and names a confl
   got = store->Get(KeyId(18));
   REQUIRE(got.ok());
   CHECK(got->sealed_token == "kge1.sealed\t18");
+  CHECK(got->sealed_webhook_secret == "kge1.whsec\\18");
+  got = store->Get(KeyId(17));
+  REQUIRE(got.ok());
+  CHECK(got->sealed_webhook_secret.empty());
   absl::StatusOr<KeyRecord> by_digest = store->FindByDigest(batch[1999].digest);
   REQUIRE(by_digest.ok());
   CHECK(by_digest->id == KeyId(1999));

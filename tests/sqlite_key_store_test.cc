@@ -960,6 +960,8 @@ TEST_CASE("SQLite reads a rate limit, kind or state no write could store as corr
       // Longer than any write stores: read as it is, every later write of the key would fail.
       {"UPDATE keys SET sealed_token = printf('%.*c', 1025, 'x') WHERE id = ?1",
        "UPDATE keys SET sealed_token = '' WHERE id = ?1", "column sealed_token"},
+      {"UPDATE keys SET sealed_webhook_secret = printf('%.*c', 1025, 'x') WHERE id = ?1",
+       "UPDATE keys SET sealed_webhook_secret = '' WHERE id = ?1", "column sealed_webhook_secret"},
   };
   for (const auto& c : cases) {
     INFO(c.edit);

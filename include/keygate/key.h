@@ -115,6 +115,7 @@ inline constexpr std::size_t kMaxMetadataEntries = 64;
 inline constexpr std::size_t kMaxMetadataKeyLength = 64;
 inline constexpr std::size_t kMaxMetadataValueLength = 1024;
 inline constexpr std::size_t kMaxSealedTokenLength = 1024;
+inline constexpr std::size_t kMaxSealedWebhookSecretLength = 1024;
 
 // Times in records are kept at microsecond precision: `KeyManager` truncates
 // every time it writes (toward the past), and every `KeyStore` must round-trip
@@ -148,13 +149,18 @@ struct KeyRecord {
   // never in a store. Empty: not recoverable (recoverable keys off, or the key predates them).
   // Set by KeyManager; at most kMaxSealedTokenLength bytes.
   std::string sealed_token;
+  // The key's webhook signing secrets (webhook_signature.h), sealed by the deployment's Envelope
+  // like `sealed_token`: the current one and, while a rotation overlaps, the previous one with
+  // when it stops signing. Empty: none (deliveries are signed with the deployment's secrets).
+  // Set by KeyManager; opaque to stores; at most kMaxSealedWebhookSecretLength bytes.
+  std::string sealed_webhook_secret;
 
   friend bool operator==(const KeyRecord&, const KeyRecord&) = default;
 };
 
 // One line, for logs: id, name, kind, environment, state, version, text
 // with control characters escaped (\n, \x1b, ...). Never a secret (the
-// record holds none) and neither the digest nor the sealed token.
+// record holds none) and neither the digest nor a sealed value.
 std::ostream& operator<<(std::ostream& os, const KeyRecord& record);
 
 }  // namespace keygate

@@ -30,7 +30,7 @@ inline absl::Status CheckRecordId(std::string_view id) {
 
 // What every bundled store checks of a record before writing it: its id,
 // a kind and state that are set (a record left at the enums'
-// kUnspecifiedDoNotUse would read back as corrupt) and the sealed token's size.
+// kUnspecifiedDoNotUse would read back as corrupt) and the sealed values' sizes.
 inline absl::Status CheckRecordShape(const KeyRecord& r) {
   if (absl::Status s = CheckRecordId(r.id); !s.ok()) return s;
   if (r.kind != KeyKind::kPersonal && r.kind != KeyKind::kGeneral) {
@@ -42,6 +42,10 @@ inline absl::Status CheckRecordShape(const KeyRecord& r) {
   if (r.sealed_token.size() > kMaxSealedTokenLength) {
     return absl::InvalidArgumentError(
         absl::StrCat("sealed_token: longer than ", kMaxSealedTokenLength, " bytes"));
+  }
+  if (r.sealed_webhook_secret.size() > kMaxSealedWebhookSecretLength) {
+    return absl::InvalidArgumentError(absl::StrCat("sealed_webhook_secret: longer than ",
+                                                   kMaxSealedWebhookSecretLength, " bytes"));
   }
   return absl::OkStatus();
 }

@@ -4,7 +4,8 @@
 // The columns, in order (kRecordColumns): id, name, description, owner, kind, environment,
 // scopes, state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate,
 // rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint,
-// previous_digest, previous_hint, previous_valid_until_us, version, sealed_token. Lists and maps
+// previous_digest, previous_hint, previous_valid_until_us, version, sealed_token,
+// sealed_webhook_secret. Lists and maps
 // are JSON text (json_collections.h); times integer microseconds since the Unix epoch (NULL: unset;
 // INT64_MIN/MAX: infinite); kind and state the enum values.
 #ifndef KEYGATE_SRC_INTERNAL_RECORD_COLUMNS_H_
@@ -34,7 +35,7 @@ inline constexpr char kRecordColumns[] =
     "k.created_us, k.updated_us, k.expires_us, k.last_used_us, k.rate_limit_rate, "
     "k.rate_limit_period_us, k.rate_limit_burst, k.webhook_url, k.accounts, k.metadata, "
     "k.digest, k.hint, k.previous_digest, k.previous_hint, k.previous_valid_until_us, "
-    "k.version, k.sealed_token";
+    "k.version, k.sealed_token, k.sealed_webhook_secret";
 
 // Time <-> integer microseconds since the Unix epoch. Infinite times map to INT64_MIN /
 // INT64_MAX and back.
@@ -147,16 +148,21 @@ absl::StatusOr<KeyRecord> DecodeRecordColumns(const Row& row, int first, std::st
     return CorruptRecordColumn(where, r.id, "sealed_token");
   }
   r.sealed_token = std::string(row.Text(o + 24));
+  if (row.Text(o + 25).size() > kMaxSealedWebhookSecretLength) {
+    return CorruptRecordColumn(where, r.id, "sealed_webhook_secret");
+  }
+  r.sealed_webhook_secret = std::string(row.Text(o + 25));
   return r;
 }
 
 // Binds the record columns of `r` but `version` to parameters first .. first + 22 of `b`, in
-// column order, then `sealed_token` to parameter `sealed_token_param` (the last bind call: a
-// binder that ignores indexes, as a COPY row, sees it after previous_valid_until_us). `Binder` has
+// column order, then `sealed_token` to parameter `sealed_param` and `sealed_webhook_secret` to
+// `sealed_param + 1` (the last bind calls: a binder that ignores indexes, as a COPY row, sees them
+// after previous_valid_until_us). `Binder` has
 // `BindText(int, std::string_view)`, `BindInt(int, std::int64_t)`, `BindNull(int)` and
 // `BindBlob(int, const void*, std::size_t)`.
 template <typename Binder>
-void BindRecordColumns(Binder& b, const KeyRecord& r, int first, int sealed_token_param) {
+void BindRecordColumns(Binder& b, const KeyRecord& r, int first, int sealed_param) {
   const int o = first;
   b.BindText(o + 0, r.id);
   b.BindText(o + 1, r.name);
@@ -201,7 +207,8 @@ void BindRecordColumns(Binder& b, const KeyRecord& r, int first, int sealed_toke
     b.BindNull(o + 21);
     b.BindNull(o + 22);
   }
-  b.BindText(sealed_token_param, r.sealed_token);
+  b.BindText(sealed_param, r.sealed_token);
+  b.BindText(sealed_param + 1, r.sealed_webhook_secret);
 }
 
 }  // namespace keygate::internal

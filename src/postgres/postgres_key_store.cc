@@ -175,7 +175,7 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
       "id, name, description, owner, kind, environment, scopes, state, created_us, updated_us, "
       "expires_us, last_used_us, rate_limit_rate, rate_limit_period_us, rate_limit_burst, "
       "webhook_url, accounts, metadata, digest, hint, previous_digest, previous_hint, "
-      "previous_valid_until_us, sealed_token";
+      "previous_valid_until_us, sealed_token, sealed_webhook_secret";
   // Every write takes its sequence with its key row: UPDATE ... RETURNING on the counter row,
   // which stays locked until COMMIT, so the next writer's sequence is taken after this one's
   // commit and sequences commit in order (schema.cc). A key row carries its latest sequence.
@@ -185,7 +185,7 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
       "INSERT INTO $S.keys (",
       kColumnNames,
       ", name_lower, version, sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-      "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $25, $24, 1, "
+      "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $25, $26, $24, 1, "
       "(SELECT last FROM s)) "
       "RETURNING sequence"));
   m.update_key_sql = m.Sql(
@@ -195,7 +195,7 @@ absl::StatusOr<std::unique_ptr<PostgresKeyStore>> internal::PostgresTestPeer::Cr
       "last_used_us = $12, rate_limit_rate = $13, rate_limit_period_us = $14, "
       "rate_limit_burst = $15, webhook_url = $16, accounts = $17, metadata = $18, digest = $19, "
       "hint = $20, previous_digest = $21, previous_hint = $22, previous_valid_until_us = $23, "
-      "name_lower = $24, sealed_token = $25, version = version + 1, "
+      "name_lower = $24, sealed_token = $25, sealed_webhook_secret = $26, version = version + 1, "
       "sequence = (SELECT last FROM s) WHERE id = $1 "
       "RETURNING sequence");
   // A deletion leaves a tombstone with its sequence.

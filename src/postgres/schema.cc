@@ -1,6 +1,6 @@
 // Schema of the PostgreSQL store (schema.h).
 //
-// Tables (in the store's schema, version 5):
+// Tables (in the store's schema, version 6):
 //   keys          one row per key, the record columns of internal/record_columns.h plus
 //                 `name_lower` (the ASCII-lowered name that search matches) and `sequence` (of
 //                 the key's latest change; unique, indexed: the change feed's live keys). Text
@@ -46,6 +46,9 @@
 // included: KeyManager::RevealToken checks the opened token against the digest, so a stale copy is
 // refused, never returned. Its bulk insert fails (its staging copy has one column too many)
 // rather than write anything wrong.
+// Version 6 (from 5): keys.sealed_webhook_secret, a key's sealed webhook signing secrets
+// (keygate/key.h); '' for existing keys (signed with the deployment's secrets). As in version 5,
+// a process that predates it leaves the column alone on update and fails its bulk insert.
 
 #include "postgres/schema.h"
 
@@ -176,6 +179,10 @@ ALTER TABLE $S.keys ADD COLUMN sealed_token text NOT NULL DEFAULT '';
 ALTER TABLE $S.audit ADD COLUMN webhook_url text NOT NULL DEFAULT '';
 )sql";
 
+constexpr char kVersion6[] = R"sql(
+ALTER TABLE $S.keys ADD COLUMN sealed_webhook_secret text NOT NULL DEFAULT '';
+)sql";
+
 absl::StatusOr<std::string> TrigramSchema(PgConn& conn, std::string_view store_schema,
                                           absl::Time deadline) {
   const char kFind[] =
@@ -297,6 +304,8 @@ absl::Status MigrateSchema(PgConn& conn, std::string_view schema, int target, ab
       sql = absl::StrReplaceAll(kVersion4, {{"$S", s}});
     } else if (*version == 4) {
       sql = absl::StrReplaceAll(kVersion5, {{"$S", s}});
+    } else if (*version == 5) {
+      sql = absl::StrReplaceAll(kVersion6, {{"$S", s}});
     }
     absl::StrAppend(&sql, "UPDATE ", s, ".schema_version SET version = ", *version + 1, ";");
     if (absl::Status st = conn.ExecScript(sql, deadline); !st.ok()) return st;

@@ -374,7 +374,7 @@ absl::Status PostgresKeyStore::InsertBatch(absl::Span<const KeyRecord> records,
         "id, name, description, owner, kind, environment, scopes, state, created_us, updated_us, "
         "expires_us, last_used_us, rate_limit_rate, rate_limit_period_us, rate_limit_burst, "
         "webhook_url, accounts, metadata, digest, hint, previous_digest, previous_hint, "
-        "previous_valid_until_us, sealed_token, name_lower, version";
+        "previous_valid_until_us, sealed_token, sealed_webhook_secret, name_lower, version";
     if (absl::Status st = c.CopyIn(
             absl::StrCat("COPY keygate_staging (", kStagedColumns, ") FROM STDIN"), data, deadline);
         !st.ok()) {

@@ -1,6 +1,6 @@
 // Schema of the SQLite store (schema.h).
 //
-// Tables (version 5; what changed in versions 2 to 5 is at the end):
+// Tables (version 6; what changed in versions 2 to 6 is at the end):
 //   keys      one row per key. `pk` is an internal integer id (FTS rowid,
 //             digests and change-log link); `id` is the public key id. Lists and maps
 //             are JSON text; times are integer microseconds since the Unix
@@ -75,6 +75,9 @@
 // existing keys get '' (not recoverable); audit.webhook_url, the key's webhook URL at each
 // change (where webhook delivery sends it); existing entries get ''. Adding a column with a
 // constant default rewrites no row.
+//
+// Version 6 (from 5): keys.sealed_webhook_secret, a key's sealed webhook signing secrets
+// (keygate/key.h); existing keys get '' (signed with the deployment's secrets).
 
 #include "sqlite/schema.h"
 
@@ -193,6 +196,10 @@ CREATE TABLE audit_cursors (
     R"sql(
 ALTER TABLE keys ADD COLUMN sealed_token TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN webhook_url TEXT NOT NULL DEFAULT '';
+)sql",
+    // 5 -> 6: per-key webhook secrets (see above).
+    R"sql(
+ALTER TABLE keys ADD COLUMN sealed_webhook_secret TEXT NOT NULL DEFAULT '';
 )sql",
 };
 

@@ -66,9 +66,10 @@ constexpr char kInsertKeySql[] =
     "INSERT INTO keys(pk, id, name, name_lower, description, owner, kind, environment, scopes, "
     "state, created_us, updated_us, expires_us, last_used_us, rate_limit_rate, "
     "rate_limit_period_us, rate_limit_burst, webhook_url, accounts, metadata, digest, hint, "
-    "previous_digest, previous_hint, previous_valid_until_us, version, change_seq, sealed_token) "
+    "previous_digest, previous_hint, previous_valid_until_us, version, change_seq, sealed_token, "
+    "sealed_webhook_secret) "
     "VALUES (?27, ?1, ?2, ?24, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-    "?18, ?19, ?20, ?21, ?22, ?23, ?25, ?26, ?28)";
+    "?18, ?19, ?20, ?21, ?22, ?23, ?25, ?26, ?28, ?29)";
 
 constexpr char kUpdateKeySql[] =
     "UPDATE keys SET name = ?2, name_lower = ?24, description = ?3, owner = ?4, kind = ?5, "
@@ -76,7 +77,8 @@ constexpr char kUpdateKeySql[] =
     "expires_us = ?11, last_used_us = ?12, rate_limit_rate = ?13, rate_limit_period_us = ?14, "
     "rate_limit_burst = ?15, webhook_url = ?16, accounts = ?17, metadata = ?18, digest = ?19, "
     "hint = ?20, previous_digest = ?21, previous_hint = ?22, previous_valid_until_us = ?23, "
-    "version = ?25, change_seq = ?26, sealed_token = ?28 WHERE pk = ?27";
+    "version = ?25, change_seq = ?26, sealed_token = ?28, sealed_webhook_secret = ?29 "
+    "WHERE pk = ?27";
 
 }  // namespace
 

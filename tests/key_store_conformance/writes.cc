@@ -356,6 +356,7 @@ void FieldRoundTrip(const std::shared_ptr<KeyStore>& store, Checker& c) {
   full.previous =
       RolledSecret{DigestFor("key_full old"), "kg_test_...Qw3e", BaseTime() + absl::Minutes(30)};
   full.sealed_token = "kge1." + std::string(300, 'A') + "-_9z";  // opaque text to a store
+  full.sealed_webhook_secret = "kge1." + std::string(200, 'B') + "-_8y";
   KEYGATE_ASSERT_OK(SuiteInsert(*store, full));
   KeyRecord expected = full;
   expected.version = 1;
@@ -393,6 +394,7 @@ void FieldRoundTrip(const std::shared_ptr<KeyStore>& store, Checker& c) {
   bare.webhook_url.clear();
   bare.description.clear();
   bare.sealed_token.clear();
+  bare.sealed_webhook_secret.clear();
   absl::StatusOr<KeyRecord> updated = SuiteUpdate(*store, bare);
   KEYGATE_ASSERT_OK(updated);
   KeyRecord expected_bare = bare;
@@ -404,12 +406,15 @@ void FieldRoundTrip(const std::shared_ptr<KeyStore>& store, Checker& c) {
   // A sealed token set by an update.
   KeyRecord sealed = *got;
   sealed.sealed_token = "kge1.second";
+  sealed.sealed_webhook_secret = "kge1.secret";
   updated = SuiteUpdate(*store, sealed);
   KEYGATE_ASSERT_OK(updated);
   KEYGATE_EXPECT(updated->sealed_token == "kge1.second");
+  KEYGATE_EXPECT(updated->sealed_webhook_secret == "kge1.secret");
   got = store->Get("key_full");
   KEYGATE_ASSERT_OK(got);
   KEYGATE_EXPECT(got->sealed_token == "kge1.second");
+  KEYGATE_EXPECT(got->sealed_webhook_secret == "kge1.secret");
 
   // Sub-microsecond parts may be dropped (toward the past), nothing more.
   KeyRecord fine = MakeRecord("key_nanos");

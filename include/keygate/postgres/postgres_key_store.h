@@ -109,7 +109,7 @@ class PostgresKeyStore final : public KeyStore {
  public:
   using Options = PostgresOptions;
 
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
 
   // Validates `options`, connects, and creates or migrates the schema. Errors:
   //   kInvalidArgument    empty or unparsable url, bad schema name, option out of range

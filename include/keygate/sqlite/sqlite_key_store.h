@@ -86,7 +86,7 @@ class SqliteKeyStore final : public KeyStore {
   using Options = SqliteOptions;
 
   // Schema version written; older files migrate on open (one transaction, ~3 s at 1 M keys).
-  static constexpr int kSchemaVersion = 5;
+  static constexpr int kSchemaVersion = 6;
   static constexpr std::int32_t kApplicationId = 0x4B474154;  // PRAGMA application_id "KGAT"
 
   // Opens (creating and migrating if needed) the database. Errors name the path and cause:
