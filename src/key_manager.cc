@@ -112,6 +112,13 @@ absl::Status StoredCopyError(const absl::Status& s) {
       absl::StrCat("sealed_token: stored copy is damaged (", s.message(), ")"));
 }
 
+// The same for a stored webhook secret.
+absl::Status StoredSecretError(const absl::Status& s) {
+  if (s.code() != absl::StatusCode::kInvalidArgument) return s;
+  return absl::DataLossError(
+      absl::StrCat("sealed_webhook_secret: stored value is damaged (", s.message(), ")"));
+}
+
 std::vector<std::string> CreatedFields(const KeyRecord& r) {
   std::vector<std::string> f = {"name"};
   if (!r.description.empty()) f.emplace_back("description");
@@ -143,6 +150,9 @@ std::vector<std::string> ChangedFields(const KeyRecord& a, const KeyRecord& b) {
 absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(Options options) {
   if (!options.deployment) return absl::InvalidArgumentError("deployment: must be set");
   if (!options.store) return absl::InvalidArgumentError("store: must be set");
+  if (options.webhook_secret_per_key && options.envelope == nullptr) {
+    return absl::InvalidArgumentError("webhook_secret_per_key: needs an envelope");
+  }
   return std::unique_ptr<KeyManager>(new KeyManager(std::move(options)));
 }
 
@@ -206,6 +216,16 @@ absl::StatusOr<CreatedKey> KeyManager::Create(const CreateKeyRequest& request,
   absl::StatusOr<std::string> sealed = SealToken(secret->token, r.id);
   if (!sealed.ok()) return sealed.status();
   r.sealed_token = *std::move(sealed);
+  std::optional<WebhookSecret> webhook_secret;
+  if (options_.webhook_secret_per_key && !r.webhook_url.empty()) {
+    absl::StatusOr<WebhookSecret> generated = WebhookSecret::Generate();
+    if (!generated.ok()) return generated.status();
+    absl::StatusOr<std::string> sealed_secret =
+        SealWebhookSecrets(*options_.envelope, r.id, KeyWebhookSecrets{*generated});
+    if (!sealed_secret.ok()) return sealed_secret.status();
+    r.sealed_webhook_secret = *std::move(sealed_secret);
+    webhook_secret = *std::move(generated);
+  }
 
   // The token leaves this function only if the store accepted the record.
   if (absl::Status s =
@@ -214,7 +234,7 @@ absl::StatusOr<CreatedKey> KeyManager::Create(const CreateKeyRequest& request,
     return s;
   }
   r.version = 1;
-  return CreatedKey{std::move(r), std::move(secret->token)};
+  return CreatedKey{std::move(r), std::move(secret->token), std::move(webhook_secret)};
 }
 
 absl::StatusOr<std::optional<KeyRecord>> KeyManager::FindActivePersonal(
@@ -477,16 +497,71 @@ absl::StatusOr<bool> KeyManager::ResealToken(std::string_view id, std::string_vi
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     absl::StatusOr<KeyRecord> current = options_.store->Get(id);
     if (!current.ok()) return Settled(*options_.store, current.status());
-    if (current->sealed_token.empty() || (*envelope)->UnderPrimary(current->sealed_token)) {
-      return false;
+    // `updated` stays: no field a user set changes.
+    KeyRecord next = *current;
+    std::vector<std::string> fields;
+    if (!current->sealed_token.empty() && !(*envelope)->UnderPrimary(current->sealed_token)) {
+      absl::StatusOr<std::string> resealed =
+          (*envelope)->Reseal(current->sealed_token, current->id);
+      if (!resealed.ok()) return StoredCopyError(resealed.status());
+      next.sealed_token = *std::move(resealed);
+      fields.emplace_back("sealed_token");
     }
-    absl::StatusOr<std::string> resealed = (*envelope)->Reseal(current->sealed_token, current->id);
-    if (!resealed.ok()) return StoredCopyError(resealed.status());
-    KeyRecord next = *std::move(current);
-    next.sealed_token = *std::move(resealed);  // `updated` stays: no field a user set changed
+    if (!current->sealed_webhook_secret.empty() &&
+        !(*envelope)->UnderPrimary(current->sealed_webhook_secret)) {
+      absl::StatusOr<std::string> resealed =
+          ResealWebhookSecrets(**envelope, current->id, current->sealed_webhook_secret);
+      if (!resealed.ok()) return StoredSecretError(resealed.status());
+      next.sealed_webhook_secret = *std::move(resealed);
+      fields.emplace_back("webhook_secret");
+    }
+    if (fields.empty()) return false;
     absl::StatusOr<KeyRecord> stored =
-        options_.store->Update(next, Note(EventType::kModified, actor, {"sealed_token"}));
+        options_.store->Update(next, Note(EventType::kModified, actor, std::move(fields)));
     if (stored.ok()) return true;
+    if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
+  }
+  return absl::AbortedError(
+      absl::StrCat(internal::KeyLabel(id), ": too many concurrent changes; retry"));
+}
+
+absl::StatusOr<RolledWebhookSecret> KeyManager::RollWebhookSecret(std::string_view id,
+                                                                  absl::Duration overlap,
+                                                                  std::string_view actor) {
+  if (absl::Status s = ValidateActor(actor); !s.ok()) return s;
+  if (!options_.webhook_secret_per_key) {
+    return absl::FailedPreconditionError(
+        "per-key webhook secrets are off in this deployment: deliveries are signed with the "
+        "deployment's secrets");
+  }
+  if (overlap < absl::ZeroDuration() || overlap > absl::Hours(24 * 30)) {
+    return absl::InvalidArgumentError("overlap: must be 0 to 30 days");
+  }
+  const Envelope& envelope = *options_.envelope;
+  absl::StatusOr<WebhookSecret> generated = WebhookSecret::Generate();
+  if (!generated.ok()) return generated.status();
+  for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
+    absl::StatusOr<KeyRecord> current = options_.store->Get(id);
+    if (!current.ok()) return Settled(*options_.store, current.status());
+    if (current->webhook_url.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(internal::KeyLabel(current->id), ": has no webhook URL"));
+    }
+    KeyWebhookSecrets next_secrets{*generated};
+    if (!current->sealed_webhook_secret.empty() && overlap > absl::ZeroDuration()) {
+      absl::StatusOr<KeyWebhookSecrets> old =
+          OpenWebhookSecrets(envelope, current->id, current->sealed_webhook_secret);
+      if (!old.ok()) return StoredSecretError(old.status());
+      next_secrets.previous = old->current;
+      next_secrets.previous_until = TruncateToMicros(Now() + overlap);
+    }
+    absl::StatusOr<std::string> sealed = SealWebhookSecrets(envelope, current->id, next_secrets);
+    if (!sealed.ok()) return sealed.status();
+    KeyRecord next = *std::move(current);
+    next.sealed_webhook_secret = *std::move(sealed);
+    absl::StatusOr<KeyRecord> stored =
+        options_.store->Update(next, Note(EventType::kModified, actor, {"webhook_secret"}));
+    if (stored.ok()) return RolledWebhookSecret{*std::move(stored), *std::move(generated)};
     if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
   }
   return absl::AbortedError(

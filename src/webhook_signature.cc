@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace keygate {
@@ -172,6 +173,70 @@ absl::Status VerifyWebhookSignature(const std::vector<WebhookSecret>& secrets, s
   if (!any_v1) return absl::InvalidArgumentError("webhook-signature: no v1 entry");
   if (!matched) return absl::UnauthenticatedError("webhook-signature: no entry matches");
   return absl::OkStatus();
+}
+
+std::vector<WebhookSecret> KeyWebhookSecrets::SigningAt(absl::Time now) const {
+  std::vector<WebhookSecret> out = {current};
+  if (previous.has_value() && now < previous_until) out.push_back(*previous);
+  return out;
+}
+
+namespace {
+std::string WebhookSecretsAad(std::string_view key_id) {
+  return absl::StrCat("webhook_secret:", std::string(key_id));
+}
+}  // namespace
+
+// Plaintext: the current secret's text, then optionally " <previous> <until, Unix micros>".
+absl::StatusOr<std::string> SealWebhookSecrets(const Envelope& envelope, std::string_view key_id,
+                                               const KeyWebhookSecrets& secrets) {
+  std::string plain(secrets.current.text().Reveal(InsecureSecretAccess::Get()));
+  if (secrets.previous.has_value()) {
+    absl::StrAppend(&plain, " ",
+                    std::string(secrets.previous->text().Reveal(InsecureSecretAccess::Get())), " ",
+                    absl::ToUnixMicros(secrets.previous_until));
+  }
+  absl::StatusOr<std::string> sealed = envelope.Seal(plain, WebhookSecretsAad(key_id));
+  OPENSSL_cleanse(plain.data(), plain.size());
+  return sealed;
+}
+
+absl::StatusOr<KeyWebhookSecrets> OpenWebhookSecrets(const Envelope& envelope,
+                                                     std::string_view key_id,
+                                                     std::string_view sealed) {
+  absl::StatusOr<Secret> opened = envelope.Open(sealed, WebhookSecretsAad(key_id));
+  if (!opened.ok()) return opened.status();
+  const std::string_view plain = opened->Reveal(InsecureSecretAccess::Get());
+  const auto damaged = [] {
+    return absl::DataLossError("sealed_webhook_secret: does not hold webhook secrets");
+  };
+  // Split in place: no copy of a secret outlives `opened` (which wipes its bytes).
+  std::vector<std::string_view> parts;
+  for (std::size_t pos = 0;;) {
+    const std::size_t end = plain.find(' ', pos);
+    parts.push_back(plain.substr(pos, end == std::string_view::npos ? end : end - pos));
+    if (end == std::string_view::npos) break;
+    pos = end + 1;
+  }
+  if (parts.size() != 1 && parts.size() != 3) return damaged();
+  absl::StatusOr<WebhookSecret> current = WebhookSecret::Parse(parts[0]);
+  if (!current.ok()) return damaged();
+  KeyWebhookSecrets out{*std::move(current)};
+  if (parts.size() == 3) {
+    absl::StatusOr<WebhookSecret> previous = WebhookSecret::Parse(parts[1]);
+    std::int64_t until = 0;
+    if (!previous.ok() ||
+        !absl::SimpleAtoi(absl::string_view(parts[2].data(), parts[2].size()), &until))
+      return damaged();
+    out.previous = *std::move(previous);
+    out.previous_until = absl::FromUnixMicros(until);
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> ResealWebhookSecrets(const Envelope& envelope, std::string_view key_id,
+                                                 std::string_view sealed) {
+  return envelope.Reseal(sealed, WebhookSecretsAad(key_id));
 }
 
 }  // namespace keygate

@@ -33,6 +33,7 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/token.h"
+#include "keygate/webhook_signature.h"
 #include "outage_key_store.h"
 #include "test_util.h"
 
@@ -1732,6 +1733,151 @@ TEST_CASE("KeyManager reseals recoverable keys under a new key-encryption key",
   absl::StatusOr<RevealedKey> r = new_only->RevealToken(id, "alice");
   REQUIRE_OK(r);
   CHECK(Text(r->token) == Text(k->token));
+}
+
+// --- Per-key webhook secrets --------------------------------------------------
+
+std::unique_ptr<KeyManager> PerKeyManager(const Fixture& f, std::shared_ptr<const Envelope> e) {
+  KeyManager::Options o;
+  o.deployment = f.deployment;
+  o.store = f.store;
+  o.clock = f.clock;
+  o.envelope = std::move(e);
+  o.webhook_secret_per_key = true;
+  return keygate::testing::MustOk(KeyManager::Create(std::move(o)));
+}
+
+// The `webhook-signature` header `secrets` give for a fixed message.
+std::string SignedBy(const std::vector<WebhookSecret>& secrets) {
+  return keygate::testing::MustOk(WebhookSignatureHeader(secrets, "msg_1", 1700000000, "{}"));
+}
+
+TEST_CASE("KeyManager gives a key with a webhook URL its own sealed signing secret",
+          "[manager][webhook_secret]") {
+  Fixture f;
+  KeyManager::Options bad;
+  bad.deployment = f.deployment;
+  bad.store = f.store;
+  bad.webhook_secret_per_key = true;
+  absl::StatusOr<std::unique_ptr<KeyManager>> refused = KeyManager::Create(bad);
+  CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(refused.status().message() == "webhook_secret_per_key: needs an envelope");
+
+  // Off (the default): no key gets one, even with an envelope.
+  CreateKeyRequest req = f.Request();
+  req.webhook_url = "https://hooks.example.com/k";
+  absl::StatusOr<CreatedKey> plain = f.ManagerWith(EnvelopeOf('a'))->Create(req, "alice");
+  REQUIRE_OK(plain);
+  CHECK(!plain->webhook_secret.has_value());
+  CHECK(plain->record.sealed_webhook_secret.empty());
+  CHECK(!f.manager->webhook_secret_per_key());
+
+  std::shared_ptr<const Envelope> envelope = EnvelopeOf('a');
+  std::unique_ptr<KeyManager> m = PerKeyManager(f, envelope);
+  CHECK(m->webhook_secret_per_key());
+  absl::StatusOr<CreatedKey> k = m->Create(req, "alice");
+  REQUIRE_OK(k);
+  REQUIRE(k->webhook_secret.has_value());
+  const std::string shown(k->webhook_secret->text().Reveal(InsecureSecretAccess::Get()));
+  CHECK(shown.rfind("whsec_", 0) == 0);
+  // Stored only sealed: the text is nowhere in the record.
+  const KeyRecord stored = *f.store->Get(k->record.id);
+  CHECK(!stored.sealed_webhook_secret.empty());
+  CHECK(stored.sealed_webhook_secret.find(shown.substr(6)) == std::string::npos);
+  absl::StatusOr<KeyWebhookSecrets> opened =
+      OpenWebhookSecrets(*envelope, stored.id, stored.sealed_webhook_secret);
+  REQUIRE_OK(opened);
+  CHECK(Text(opened->current.text()) == shown);
+  CHECK(!opened->previous.has_value());
+  // Bound to its key: another key's id does not open it, nor does the token's sealing.
+  CHECK(!OpenWebhookSecrets(*envelope, plain->record.id, stored.sealed_webhook_secret).ok());
+  CHECK(!envelope->Open(stored.sealed_webhook_secret, stored.id).ok());
+
+  // No URL: no secret.
+  absl::StatusOr<CreatedKey> no_url = m->Create(f.Request("no-url"), "alice");
+  REQUIRE_OK(no_url);
+  CHECK(!no_url->webhook_secret.has_value());
+  CHECK(no_url->record.sealed_webhook_secret.empty());
+  CHECK(m->RollWebhookSecret(no_url->record.id, absl::ZeroDuration(), "alice").status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+  CHECK(f.manager->RollWebhookSecret(k->record.id, absl::ZeroDuration(), "alice").status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("KeyManager rolls a webhook secret with an overlap in which both sign",
+          "[manager][webhook_secret]") {
+  Fixture f;
+  std::shared_ptr<const Envelope> envelope = EnvelopeOf('a');
+  std::unique_ptr<KeyManager> m = PerKeyManager(f, envelope);
+  CreateKeyRequest req = f.Request();
+  req.webhook_url = "https://hooks.example.com/k";
+  absl::StatusOr<CreatedKey> k = m->Create(req, "alice");
+  REQUIRE_OK(k);
+  const WebhookSecret first = *k->webhook_secret;
+  const std::string id = k->record.id;
+
+  CHECK(m->RollWebhookSecret(id, absl::Hours(24 * 31), "alice").status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<RolledWebhookSecret> rolled = m->RollWebhookSecret(id, absl::Hours(1), "ops");
+  REQUIRE_OK(rolled);
+  CHECK(Text(rolled->secret.text()) != Text(first.text()));
+  CHECK(rolled->record.version == k->record.version + 1);
+  const Event last = f.events->Events().back();
+  CHECK(last.type == EventType::kModified);
+  CHECK(last.changed_fields == std::vector<std::string>{"webhook_secret"});
+  CHECK(last.actor == "ops");
+
+  absl::StatusOr<KeyWebhookSecrets> opened =
+      OpenWebhookSecrets(*envelope, id, f.store->Get(id)->sealed_webhook_secret);
+  REQUIRE_OK(opened);
+  const absl::Time now = f.clock->Now();
+  // During the overlap: the new secret first, then the old one.
+  CHECK(SignedBy(opened->SigningAt(now)) == SignedBy({rolled->secret, first}));
+  // After it: only the new one.
+  CHECK(SignedBy(opened->SigningAt(now + absl::Hours(1))) == SignedBy({rolled->secret}));
+
+  // A second roll without overlap drops both older secrets.
+  absl::StatusOr<RolledWebhookSecret> again = m->RollWebhookSecret(id, absl::ZeroDuration(), "ops");
+  REQUIRE_OK(again);
+  opened = OpenWebhookSecrets(*envelope, id, f.store->Get(id)->sealed_webhook_secret);
+  REQUIRE_OK(opened);
+  CHECK(!opened->previous.has_value());
+  CHECK(SignedBy(opened->SigningAt(now)) == SignedBy({again->secret}));
+
+  // A damaged stored value is data loss, and nothing is written.
+  KeyRecord damaged = *f.store->Get(id);
+  damaged.sealed_webhook_secret = "not sealed";
+  REQUIRE_OK(f.store->Update(damaged, keygate::testing::ModifiedNote()));
+  const std::uint64_t version = f.store->Get(id)->version;
+  CHECK(m->RollWebhookSecret(id, absl::Hours(1), "ops").status().code() ==
+        absl::StatusCode::kDataLoss);
+  CHECK(f.store->Get(id)->version == version);
+}
+
+TEST_CASE("KeyManager reseals webhook secrets with tokens", "[manager][webhook_secret]") {
+  Fixture f;
+  std::unique_ptr<KeyManager> old_kek = PerKeyManager(f, EnvelopeOf('a'));
+  CreateKeyRequest req = f.Request();
+  req.webhook_url = "https://hooks.example.com/k";
+  absl::StatusOr<CreatedKey> k = old_kek->Create(req, "alice");
+  REQUIRE_OK(k);
+  const std::string id = k->record.id;
+  std::shared_ptr<const Envelope> rotating = EnvelopeOf('b', {'a'});
+  std::unique_ptr<KeyManager> m = PerKeyManager(f, rotating);
+  absl::StatusOr<bool> wrote = m->ResealToken(id, "ops");
+  REQUIRE_OK(wrote);
+  CHECK(*wrote);
+  CHECK(f.events->Events().back().changed_fields ==
+        std::vector<std::string>{"sealed_token", "webhook_secret"});
+  // The new KEK alone opens it now, to the same secret.
+  const KeyRecord after = *f.store->Get(id);
+  absl::StatusOr<KeyWebhookSecrets> opened =
+      OpenWebhookSecrets(*EnvelopeOf('b'), id, after.sealed_webhook_secret);
+  REQUIRE_OK(opened);
+  CHECK(Text(opened->current.text()) == Text(k->webhook_secret->text()));
+  wrote = m->ResealToken(id, "ops");
+  REQUIRE_OK(wrote);
+  CHECK(!*wrote);
 }
 
 }  // namespace

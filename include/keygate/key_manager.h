@@ -42,6 +42,7 @@
 #include "keygate/key.h"
 #include "keygate/key_store.h"
 #include "keygate/secret.h"
+#include "keygate/webhook_signature.h"
 
 namespace keygate {
 
@@ -80,6 +81,15 @@ struct KeyUpdate {
 struct CreatedKey {
   KeyRecord record;
   Secret token;
+  // Create with per-key webhook secrets (Options::webhook_secret_per_key) and a webhook URL: the
+  // key's signing secret, to show once like the token (it is kept only sealed). Else none.
+  std::optional<WebhookSecret> webhook_secret = {};
+};
+
+// RollWebhookSecret's result: the key as stored and its new signing secret (show it once).
+struct RolledWebhookSecret {
+  KeyRecord record;
+  WebhookSecret secret;
 };
 
 // RevealToken's result: the key as stored after the reveal (its version one higher) and its
@@ -119,9 +129,15 @@ class KeyManager {
     // the key id as associated data), so that RevealToken can read it back. A roll by a manager
     // without an envelope clears the sealed copy. Keys created before stay hash-only until rolled.
     std::shared_ptr<const Envelope> envelope = {};
+    // Per-key webhook secrets (needs `envelope`): Create gives every key with a webhook URL its
+    // own `whsec_` signing secret, returned once (CreatedKey::webhook_secret) and kept sealed
+    // (KeyRecord::sealed_webhook_secret); RollWebhookSecret replaces it. Off: deliveries are
+    // signed with the deployment's secrets (WebhookDispatcherOptions::secrets).
+    bool webhook_secret_per_key = false;
   };
 
-  // Errors: kInvalidArgument "deployment: must be set" / "store: must be set".
+  // Errors: kInvalidArgument "deployment: must be set" / "store: must be set" /
+  // "webhook_secret_per_key: needs an envelope".
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<KeyManager>> Create(Options options);
 
   KeyManager(const KeyManager&) = delete;
@@ -191,15 +207,28 @@ class KeyManager {
   [[nodiscard]] absl::StatusOr<RevealedKey> RevealToken(std::string_view id,
                                                         std::string_view actor);
 
-  // Rewraps the key's sealed copy under the envelope's primary KEK (after a KEK rotation:
-  // EnvelopeOptions::previous_kek_files still names the old one), recorded as kModified
-  // {"sealed_token"}. Returns whether it wrote: false, and no write, for a key that is not
-  // recoverable or already under the primary. Errors: kFailedPrecondition (no envelope, a KEK
+  // Rewraps the key's sealed values (its token's copy and its webhook secrets) under the
+  // envelope's primary KEK (after a KEK rotation: EnvelopeOptions::previous_kek_files still names
+  // the old one), recorded as kModified {"sealed_token"} and/or {"webhook_secret"}. Returns
+  // whether it wrote: false, and no write, for a key with no sealed value or all under the
+  // primary. Errors: kFailedPrecondition (no envelope, a KEK
   // that is not loaded), kDataLoss, kNotFound, kAborted, store errors; no staleness check.
   [[nodiscard]] absl::StatusOr<bool> ResealToken(std::string_view id, std::string_view actor);
 
+  // A new webhook signing secret for the key (per-key webhook secrets), recorded as kModified
+  // {"webhook_secret"}. The previous secret keeps signing, next to the new one, for `overlap`
+  // (0 .. 30 days; zero: it stops at once), so receivers can switch without refusing a message.
+  // Cost: a store read and write, a Seal and an Open. Errors: kFailedPrecondition (per-key
+  // secrets off; the key has no webhook URL; a KEK that is not loaded), kInvalidArgument
+  // (overlap), kDataLoss (a stored value that does not open), kNotFound, kAborted, store errors.
+  [[nodiscard]] absl::StatusOr<RolledWebhookSecret> RollWebhookSecret(std::string_view id,
+                                                                      absl::Duration overlap,
+                                                                      std::string_view actor);
+
   // Whether recoverable keys are on (Options::envelope set).
   bool recoverable_keys() const noexcept { return options_.envelope != nullptr; }
+  // Whether keys get their own webhook secrets (Options::webhook_secret_per_key).
+  bool webhook_secret_per_key() const noexcept { return options_.webhook_secret_per_key; }
 
   // Everything Create refuses before the store, same errors; nothing written. The second form
   // also checks `actor`.

@@ -25,6 +25,7 @@
 #define KEYGATE_WEBHOOK_SIGNATURE_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
+#include "keygate/envelope.h"
 #include "keygate/secret.h"
 
 namespace keygate {
@@ -87,6 +89,34 @@ class WebhookSecret {
     const std::vector<WebhookSecret>& secrets, std::string_view id, std::string_view timestamp,
     std::string_view signature, std::string_view body, absl::Time now,
     absl::Duration tolerance = kDefaultWebhookTolerance);
+
+// A key's own signing secrets (KeyManager's per-key webhook secrets): the current one and, while
+// a rotation overlaps, the previous one until `previous_until`.
+struct KeyWebhookSecrets {
+  WebhookSecret current;
+  std::optional<WebhookSecret> previous = {};
+  absl::Time previous_until = absl::InfinitePast();
+
+  // What signs at `now`: the current secret, then the previous one while now < previous_until.
+  std::vector<WebhookSecret> SigningAt(absl::Time now) const;
+};
+
+// The secrets sealed for key `key_id` as KeyRecord::sealed_webhook_secret holds them (associated
+// data "webhook_secret:" + key_id, so neither another key's value nor a sealed token opens as
+// them). Errors: Seal's (envelope.h).
+[[nodiscard]] absl::StatusOr<std::string> SealWebhookSecrets(const Envelope& envelope,
+                                                             std::string_view key_id,
+                                                             const KeyWebhookSecrets& secrets);
+// Opens what SealWebhookSecrets wrote. Errors: Open's (kFailedPrecondition for a KEK that is not
+// loaded, kInvalidArgument for a damaged value), kDataLoss "sealed_webhook_secret: ..." for a
+// value that opens to something else; never the secrets.
+[[nodiscard]] absl::StatusOr<KeyWebhookSecrets> OpenWebhookSecrets(const Envelope& envelope,
+                                                                   std::string_view key_id,
+                                                                   std::string_view sealed);
+// Rewraps a sealed value under the envelope's primary KEK (a KEK rotation). Errors: Open's.
+[[nodiscard]] absl::StatusOr<std::string> ResealWebhookSecrets(const Envelope& envelope,
+                                                               std::string_view key_id,
+                                                               std::string_view sealed);
 
 }  // namespace keygate
 
