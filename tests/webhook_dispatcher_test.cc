@@ -23,94 +23,18 @@
 #include "keygate/memory_key_store.h"
 #include "keygate/webhook_signature.h"
 #include "test_util.h"
+#include "webhook_dispatcher_fixture.h"
 #include "webhook_receiver.h"
 
 namespace keygate {
 namespace {
 
 using testing::MustOk;
-using testing::Receiver;
 using testing::Seen;
-
-std::string TypeOf(const Seen& s) {
-  const std::string key = "\"type\":\"";
-  const std::size_t at = s.body.find(key);
-  if (at == std::string::npos) return "";
-  const std::size_t start = at + key.size();
-  return s.body.substr(start, s.body.find('"', start) - start);
-}
-
-// Waits up to 20 s for `done`.
-bool Eventually(const std::function<bool()>& done) {
-  for (int i = 0; i < 2000; ++i) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return done();
-}
-
-struct Fixture {
-  Fixture() {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "keygate_webhooks_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    dir = tmpl;
-    KeyManager::Options m;
-    m.deployment = MustOk(Deployment::Create({}));
-    m.store = store;
-    m.allow_internal_webhook_hosts = true;
-    manager = MustOk(KeyManager::Create(std::move(m)));
-  }
-  ~Fixture() {
-    dispatcher.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-
-  WebhookDispatcherOptions Options() const {
-    WebhookDispatcherOptions o;
-    o.store = store;
-    o.state_path = (dir / "webhooks.db").string();
-    o.secrets = {secret};
-    o.sender.allow_internal_hosts = true;
-    o.sender.ca_file = receiver.ca_file();
-    o.sender.resolver = [](const std::string&) -> absl::StatusOr<std::vector<std::string>> {
-      return std::vector<std::string>{"127.0.0.1"};
-    };
-    o.threads = 2;
-    o.retry_schedule = {absl::Milliseconds(20), absl::Milliseconds(40)};
-    o.poll_interval = absl::Milliseconds(20);
-    return o;
-  }
-  void StartDispatcher(std::optional<WebhookDispatcherOptions> options = std::nullopt) {
-    dispatcher = MustOk(WebhookDispatcher::Create(options.value_or(Options())));
-    REQUIRE(dispatcher->Start().ok());
-  }
-
-  CreatedKey Create(const std::string& name, const std::string& path) {
-    CreateKeyRequest r;
-    r.name = name;
-    r.owner = "alice";
-    r.environment = "production";
-    if (!path.empty()) r.webhook_url = receiver.Url("localhost", path);
-    return MustOk(manager->Create(r, "alice"));
-  }
-  KeyRecord SetUrl(const std::string& id, const std::string& path) {
-    KeyUpdate u;
-    u.webhook_url = receiver.Url("localhost", path);
-    return MustOk(manager->Modify(id, u, MustOk(manager->Get(id)).version, "alice"));
-  }
-  std::vector<WebhookDelivery> Log(const std::string& id) const {
-    return MustOk(dispatcher->Deliveries(id, 100));
-  }
-
-  std::filesystem::path dir;
-  std::shared_ptr<MemoryKeyStore> store = std::make_shared<MemoryKeyStore>();
-  std::unique_ptr<KeyManager> manager;
-  Receiver receiver;
-  WebhookSecret secret = MustOk(WebhookSecret::Generate());
-  std::unique_ptr<WebhookDispatcher> dispatcher;
-};
+using testing::WebhookFixture;
+using Fixture = WebhookFixture;
+using testing::Eventually;
+using testing::TypeOf;
 
 TEST_CASE("WebhookDispatcher delivers a key's lifecycle in order, signed, without secrets",
           "[webhooks][dispatcher]") {
@@ -286,7 +210,16 @@ TEST_CASE("WebhookDispatcher::Create refuses options that cannot work", "[webhoo
   CHECK(message(o) == "store: must be set");
   o = f.Options();
   o.secrets.clear();
-  CHECK(message(o) == "secrets: at least one");
+  CHECK(message(o) == "secrets: at least one unless envelope is set");
+  o = f.Options();
+  o.expiring_lead = absl::Hours(24 * 366);
+  CHECK(message(o) == "expiring_lead: must be 0 to 365 days");
+  o = f.Options();
+  o.expiring_scan_interval = absl::Milliseconds(10);
+  CHECK(message(o) == "expiring_scan_interval: must be 1 s to 1 day");
+  o = f.Options();
+  o.rate_limited_window = absl::ZeroDuration();
+  CHECK(message(o) == "rate_limited_window: must be 1 s to 30 days");
   o = f.Options();
   o.retry_schedule.clear();
   CHECK(message(o) == "retry_schedule: 1 to 20 delays");

@@ -9,6 +9,9 @@ endif()
 if(TARGET keygate_webhooks AND TARGET keygate_httplib)
   keygate_add_test(webhook_dispatcher_test SOURCES webhook_dispatcher_test.cc
     LIBS keygate::webhooks keygate::httplib LABELS webhooks concurrent TIMEOUT 180)
+  keygate_add_test(webhook_events_test SOURCES webhook_events_test.cc
+    LIBS keygate::webhooks keygate::sqlite keygate::httplib LABELS webhooks concurrent
+    TIMEOUT 180)
 endif()
 if(TARGET keygate_webhooks AND TARGET keygate_httplib)
   # The dispatching process that webhook_crash_test kills.

@@ -35,215 +35,64 @@
 
 #include "internal/json_writer.h"
 #include "sqlite/sqlite_db.h"
+#include "webhooks/dispatcher_impl.h"
 #include "webhooks/messages.h"
 
 namespace keygate {
-namespace {
 
-using internal::JsonWriter;
 using internal::SqliteDb;
 using internal::Statement;
 using internal::WriteTransaction;
-using webhooks_internal::KeyJson;
-using webhooks_internal::MessageId;
-using webhooks_internal::MessageType;
-using webhooks_internal::Payload;
+using webhooks_internal::Job;
+using webhooks_internal::kDelivered;
+using webhooks_internal::kFailed;
+using webhooks_internal::kPending;
+using webhooks_internal::Micros;
 
-constexpr int kPending = 0;
-constexpr int kDelivered = 1;
-constexpr int kFailed = 2;
-constexpr int kSkipped = 3;
+namespace {
 
-std::int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
+// The sink RateLimitSink hands out: moves denials to the inbox and wakes the reader.
+class InboxSink final : public UsageSink {
+ public:
+  explicit InboxSink(std::shared_ptr<webhooks_internal::RateLimitInbox> inbox)
+      : inbox_(std::move(inbox)) {}
 
-// A queued message handed to a worker.
-struct Job {
-  std::uint64_t sequence = 0;
-  std::string key_id;
-  std::string url;
-  std::string payload;
-  int attempts = 0;
+  void Record(absl::Span<const KeyUsage> batch) noexcept override {
+    bool any = false;
+    std::lock_guard<std::mutex> lock(inbox_->mu);
+    if (!inbox_->wake) return;  // the dispatcher is gone
+    for (const KeyUsage& u : batch) {
+      if (u.denied == 0) continue;
+      auto it = inbox_->keys.find(u.key_id);
+      if (it == inbox_->keys.end()) {
+        if (inbox_->keys.size() >= kMaxRateLimitInbox) {
+          ++inbox_->dropped;
+          continue;
+        }
+        it = inbox_->keys.emplace(u.key_id, webhooks_internal::RateLimitInbox::Denials{}).first;
+      }
+      it->second.denied += u.denied;
+      it->second.first_denied = std::min(it->second.first_denied, u.first_denied);
+      any = true;
+    }
+    if (any) inbox_->wake();
+  }
+
+ private:
+  std::shared_ptr<webhooks_internal::RateLimitInbox> inbox_;
 };
 
 }  // namespace
 
-struct WebhookDispatcher::Impl {
-  WebhookDispatcherOptions options;
-  std::unique_ptr<WebhookSender> sender;
-  mutable std::mutex db_mu;  // guards db
-  std::unique_ptr<SqliteDb> db;
-
-  std::mutex ingest_mu;  // one Ingest at a time: each reads the position the last one wrote
-
-  std::mutex mu;  // guards the fields below
-  std::condition_variable wake;
-  bool running = false;
-  bool stopping = false;
-  bool poked = false;
-  std::set<std::string> in_flight;            // keys with an attempt running
-  std::map<std::string, absl::Time> cooling;  // keys whose last attempt could not be recorded
-  std::deque<Job> jobs;
-  absl::Status last_error;
-  std::vector<std::thread> threads;
-  std::unique_ptr<Subscription> subscription;
-  std::mt19937_64 rng{std::random_device{}()};
-
-  absl::StatusOr<Statement> Prepare(std::string_view sql) const { return db->Prepare(sql); }
-
-  absl::Duration Delay(int attempt) {
-    const absl::Duration d = options.retry_schedule[static_cast<std::size_t>(attempt - 1)];
-    std::uniform_real_distribution<double> f(1.0 - options.jitter, 1.0 + options.jitter);
-    double factor;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      factor = f(rng);
-    }
-    return d * factor;
+absl::Duration WebhookDispatcher::Impl::Delay(int attempt) {
+  const absl::Duration d = options.retry_schedule[static_cast<std::size_t>(attempt - 1)];
+  std::uniform_real_distribution<double> f(1.0 - options.jitter, 1.0 + options.jitter);
+  double factor;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    factor = f(rng);
   }
-
-  absl::StatusOr<std::size_t> Ingest();
-  absl::StatusOr<std::vector<Job>> DueJobs(std::size_t max);
-  void Record(const Job& job, const WebhookAttempt& a);
-  void Reader();
-  void Worker();
-  void Poke() {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      poked = true;
-    }
-    wake.notify_all();
-  }
-};
-
-absl::StatusOr<std::size_t> WebhookDispatcher::Impl::Ingest() {
-  std::lock_guard<std::mutex> serial(ingest_mu);
-  std::size_t queued_total = 0;
-  for (;;) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (stopping) break;  // a backlog waits for the next start
-    }
-    std::uint64_t after = 0;
-    {
-      std::lock_guard<std::mutex> lock(db_mu);
-      absl::StatusOr<std::int64_t> a = db->QueryInt("SELECT after FROM position", "read position");
-      if (!a.ok()) return a.status();
-      after = static_cast<std::uint64_t>(*a);
-    }
-    AuditQuery q;
-    q.after = after;
-    q.limit = options.batch;
-    absl::StatusOr<AuditPage> page = options.store->ReadAudit(q);
-    if (!page.ok()) return page.status();
-    // What each entry's key looks like now (outside the file's lock: store reads may wait).
-    struct Item {
-      const Event* event;
-      std::string type;
-      std::optional<KeyRecord> record;  // none: deleted
-    };
-    std::vector<Item> items;
-    for (const Event& e : page->events) {
-      std::optional<std::string> type = MessageType(e);
-      if (!type.has_value() || e.webhook_url.empty()) continue;
-      absl::StatusOr<KeyRecord> r = options.store->Get(e.key_id);
-      // A record that does not decode must not stop every webhook: sent as last known.
-      if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound &&
-          r.status().code() != absl::StatusCode::kDataLoss) {
-        return r.status();
-      }
-      items.push_back(
-          {&e, *std::move(type), r.ok() ? std::optional<KeyRecord>(*std::move(r)) : std::nullopt});
-    }
-    std::size_t queued = 0;
-    {
-      std::lock_guard<std::mutex> lock(db_mu);
-      WriteTransaction tx(db.get());
-      if (absl::Status s = tx.Begin(); !s.ok()) return s;
-      const std::int64_t now = Micros(absl::Now());
-      for (const Item& item : items) {
-        const Event& e = *item.event;
-        // Where it goes: the URL the key had at the change (a deletion: before it).
-        const std::string& url = e.webhook_url;
-        if (url.empty()) continue;
-        std::string key_json;
-        std::optional<std::int64_t> gone;
-        {
-          absl::StatusOr<Statement> s =
-              Prepare("SELECT url, key_json, gone_us FROM endpoints WHERE key_id = ?1");
-          if (!s.ok()) return s.status();
-          s->BindText(1, e.key_id);
-          absl::StatusOr<bool> row = s->Step();
-          if (!row.ok()) return row.status();
-          if (*row) {
-            key_json = std::string(s->Text(1));
-            // A 410 disabled the endpoint until the key's URL changes.
-            if (s->Text(0) == url) gone = s->OptionalInt(2);
-          }
-        }
-        if (item.record.has_value()) {
-          // The URL it is sent to: a later URL of the key is not the old receiver's business.
-          KeyRecord shown = *item.record;
-          shown.webhook_url = url;
-          key_json = KeyJson(shown);
-        } else if (key_json.empty()) {
-          // Deleted before it was ever read: what the entry itself says.
-          JsonWriter w;
-          w.BeginObject();
-          w.Key("id").String(e.key_id);
-          w.Key("owner").String(e.owner);
-          w.Key("webhook_url").String(url);
-          w.EndObject();
-          key_json = w.str();
-        }
-        {
-          absl::StatusOr<Statement> up = Prepare(
-              "INSERT INTO endpoints (key_id, url, key_json, gone_us, pending, due_us) "
-              "VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT (key_id) DO UPDATE SET url = ?2, "
-              "key_json = ?3, gone_us = ?4");
-          if (!up.ok()) return up.status();
-          up->BindText(1, e.key_id);
-          up->BindText(2, url);
-          up->BindText(3, key_json);
-          up->BindOptionalInt(4, gone);
-          up->BindInt(5, now);
-          if (absl::Status st = up->Run(); !st.ok()) return st;
-        }
-        const int state = gone.has_value() ? kSkipped : kPending;
-        absl::StatusOr<Statement> ins = Prepare(
-            "INSERT OR IGNORE INTO messages (sequence, key_id, url, type, payload, state, "
-            "attempts, next_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)");
-        if (!ins.ok()) return ins.status();
-        ins->BindInt(1, static_cast<std::int64_t>(e.sequence));
-        ins->BindText(2, e.key_id);
-        ins->BindText(3, url);
-        ins->BindText(4, item.type);
-        ins->BindText(5, Payload(item.type, e, key_json));
-        ins->BindInt(6, state);
-        ins->BindInt(7, now);
-        if (absl::Status s = ins->Run(); !s.ok()) return s;
-        if (sqlite3_changes(db->raw()) == 0 || state != kPending) continue;
-        ++queued;
-        // The endpoint's first pending message is due now.
-        absl::StatusOr<Statement> ep = Prepare(
-            "UPDATE endpoints SET due_us = CASE WHEN pending = 0 THEN ?2 ELSE due_us END, "
-            "pending = pending + 1 WHERE key_id = ?1");
-        if (!ep.ok()) return ep.status();
-        ep->BindText(1, e.key_id);
-        ep->BindInt(2, now);
-        if (absl::Status s = ep->Run(); !s.ok()) return s;
-      }
-      absl::StatusOr<Statement> pos = Prepare("UPDATE position SET after = max(after, ?1)");
-      if (!pos.ok()) return pos.status();
-      pos->BindInt(1, static_cast<std::int64_t>(page->next_after));
-      if (absl::Status s = pos->Run(); !s.ok()) return s;
-      if (absl::Status s = tx.Commit(); !s.ok()) return s;
-    }
-    queued_total += queued;
-    // Only for the store's record of progress; the file is the truth.
-    if (page->next_after > after) (void)options.store->AckAudit(options.consumer, page->next_after);
-    if (!page->more) break;
-  }
-  return queued_total;
+  return d * factor;
 }
 
 absl::StatusOr<std::vector<Job>> WebhookDispatcher::Impl::DueJobs(std::size_t max) {
@@ -265,24 +114,24 @@ absl::StatusOr<std::vector<Job>> WebhookDispatcher::Impl::DueJobs(std::size_t ma
   }
   std::lock_guard<std::mutex> lock(db_mu);
   absl::StatusOr<Statement> s = Prepare(
-      "SELECT key_id FROM endpoints WHERE pending > 0 AND due_us <= ?1 ORDER BY due_us "
-      "LIMIT ?2");
+      "SELECT key_id, sealed_secret FROM endpoints WHERE pending > 0 AND due_us <= ?1 "
+      "ORDER BY due_us LIMIT ?2");
   if (!s.ok()) return s.status();
   s->BindInt(1, Micros(absl::Now()));
   s->BindInt(2, static_cast<std::int64_t>(max + busy.size()));
-  std::vector<std::string> keys;
+  std::vector<std::pair<std::string, std::string>> keys;  // key id, sealed secret
   for (;;) {
     absl::StatusOr<bool> row = s->Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
     std::string key(s->Text(0));
-    if (!busy.contains(key)) keys.push_back(std::move(key));
+    if (!busy.contains(key)) keys.emplace_back(std::move(key), std::string(s->Text(1)));
   }
-  for (const std::string& key : keys) {
+  for (const auto& [key, sealed_secret] : keys) {
     if (out.size() == max) break;
     absl::StatusOr<Statement> m = Prepare(
-        "SELECT sequence, url, payload, attempts FROM messages WHERE key_id = ?1 AND state = 0 "
-        "ORDER BY sequence LIMIT 1");
+        "SELECT id, webhook_id, url, payload, attempts FROM messages WHERE key_id = ?1 AND "
+        "state = 0 ORDER BY id LIMIT 1");
     if (!m.ok()) return m.status();
     m->BindText(1, key);
     absl::StatusOr<bool> row = m->Step();
@@ -296,8 +145,15 @@ absl::StatusOr<std::vector<Job>> WebhookDispatcher::Impl::DueJobs(std::size_t ma
       if (absl::Status st = fix->Run(); !st.ok()) return st;
       continue;
     }
-    out.push_back({static_cast<std::uint64_t>(m->Int(0)), key, std::string(m->Text(1)),
-                   std::string(m->Text(2)), static_cast<int>(m->Int(3))});
+    Job j;
+    j.id = m->Int(0);
+    j.webhook_id = std::string(m->Text(1));
+    j.key_id = key;
+    j.url = std::string(m->Text(2));
+    j.payload = std::string(m->Text(3));
+    j.sealed_secret = sealed_secret;
+    j.attempts = static_cast<int>(m->Int(4));
+    out.push_back(std::move(j));
   }
   return out;
 }
@@ -320,10 +176,10 @@ void WebhookDispatcher::Impl::Record(const Job& job, const WebhookAttempt& a) {
     WriteTransaction tx(db.get());
     if (absl::Status s = tx.Begin(); !s.ok()) return s;
     absl::StatusOr<Statement> at = Prepare(
-        "INSERT INTO attempts (sequence, at_us, status, latency_us, address, error) "
+        "INSERT INTO attempts (message, at_us, status, latency_us, address, error) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
     if (!at.ok()) return at.status();
-    at->BindInt(1, static_cast<std::int64_t>(job.sequence));
+    at->BindInt(1, job.id);
     at->BindInt(2, Micros(now - a.latency));
     at->BindInt(3, a.status);
     at->BindInt(4, absl::ToInt64Microseconds(a.latency));
@@ -333,9 +189,9 @@ void WebhookDispatcher::Impl::Record(const Job& job, const WebhookAttempt& a) {
     // Only the attempt this job was for (a stale job of a stopped run changes nothing).
     absl::StatusOr<Statement> m = Prepare(
         "UPDATE messages SET state = ?2, attempts = ?3, next_us = ?4 "
-        "WHERE sequence = ?1 AND state = 0 AND attempts = ?5");
+        "WHERE id = ?1 AND state = 0 AND attempts = ?5");
     if (!m.ok()) return m.status();
-    m->BindInt(1, static_cast<std::int64_t>(job.sequence));
+    m->BindInt(1, job.id);
     m->BindInt(2, state);
     m->BindInt(3, attempts);
     m->BindInt(4, next_us);
@@ -391,11 +247,13 @@ void WebhookDispatcher::Impl::Worker() {
     }
     WebhookMessage m;
     m.url = job.url;
-    m.id = MessageId(job.key_id, job.sequence);
+    m.id = job.webhook_id;
     m.timestamp = absl::ToUnixSeconds(absl::Now());
     m.body = job.payload;
+    absl::StatusOr<std::vector<WebhookSecret>> secrets = SigningSecrets(job);
     absl::StatusOr<std::string> signature =
-        WebhookSignatureHeader(options.secrets, m.id, m.timestamp, m.body);
+        secrets.ok() ? WebhookSignatureHeader(*secrets, m.id, m.timestamp, m.body)
+                     : absl::StatusOr<std::string>(secrets.status());
     WebhookAttempt a;
     if (signature.ok()) {
       m.signature = *std::move(signature);
@@ -408,14 +266,42 @@ void WebhookDispatcher::Impl::Worker() {
   }
 }
 
+absl::StatusOr<std::vector<WebhookSecret>> WebhookDispatcher::Impl::SigningSecrets(
+    const Job& job) {
+  if (!job.sealed_secret.empty()) {
+    // The key's receiver holds the key's secret: the deployment's would be refused there.
+    if (options.envelope == nullptr) {
+      return absl::FailedPreconditionError(
+          "no signing secret: the key's own is sealed and the dispatcher has no envelope");
+    }
+    absl::StatusOr<KeyWebhookSecrets> own =
+        OpenWebhookSecrets(*options.envelope, job.key_id, job.sealed_secret);
+    if (!own.ok()) {
+      return absl::Status(own.status().code(),
+                          absl::StrCat("the key's webhook secret: ", own.status().message()));
+    }
+    return own->SigningAt(absl::Now());
+  }
+  if (!options.secrets.empty()) return options.secrets;
+  return absl::FailedPreconditionError(
+      "no signing secret: the key has none of its own and the dispatcher has no deployment "
+      "secrets (roll the key's webhook secret)");
+}
+
 void WebhookDispatcher::Impl::Reader() {
   for (;;) {
-    absl::StatusOr<std::size_t> ingested = Ingest();
+    absl::Status queued = Ingest().status();
+    if (queued.ok()) queued = QueueRateLimited().status();
+    if (queued.ok() && absl::Now() >= next_expiring_scan) {
+      // Scanned again at the next interval whether or not this one went through.
+      next_expiring_scan = absl::Now() + options.expiring_scan_interval;
+      queued = ScanExpiring().status();
+    }
     std::size_t room = 0;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (stopping) return;
-      if (!ingested.ok()) last_error = ingested.status();
+      if (!queued.ok()) last_error = queued;
       const std::size_t slots = static_cast<std::size_t>(options.threads);
       room = in_flight.size() < slots ? slots - in_flight.size() : 0;
     }
@@ -443,13 +329,19 @@ void WebhookDispatcher::Impl::Reader() {
 
 WebhookDispatcher::WebhookDispatcher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-WebhookDispatcher::~WebhookDispatcher() { Stop(); }
+WebhookDispatcher::~WebhookDispatcher() {
+  Stop();
+  std::lock_guard<std::mutex> lock(impl_->inbox->mu);
+  impl_->inbox->wake = nullptr;  // sinks that outlive the dispatcher drop what they get
+}
 
 absl::StatusOr<std::unique_ptr<WebhookDispatcher>> WebhookDispatcher::Create(
     WebhookDispatcherOptions options) {
   if (options.store == nullptr) return absl::InvalidArgumentError("store: must be set");
   if (options.state_path.empty()) return absl::InvalidArgumentError("state_path: must be set");
-  if (options.secrets.empty()) return absl::InvalidArgumentError("secrets: at least one");
+  if (options.secrets.empty() && options.envelope == nullptr) {
+    return absl::InvalidArgumentError("secrets: at least one unless envelope is set");
+  }
   if (options.threads < 1 || options.threads > 64) {
     return absl::InvalidArgumentError("threads: must be 1 to 64");
   }
@@ -469,6 +361,18 @@ absl::StatusOr<std::unique_ptr<WebhookDispatcher>> WebhookDispatcher::Create(
   }
   if (options.poll_interval < absl::Milliseconds(1) || options.poll_interval > absl::Minutes(1)) {
     return absl::InvalidArgumentError("poll_interval: must be 1 ms to 1 min");
+  }
+  if (options.expiring_lead < absl::ZeroDuration() ||
+      options.expiring_lead > absl::Hours(24 * 365)) {
+    return absl::InvalidArgumentError("expiring_lead: must be 0 to 365 days");
+  }
+  if (options.expiring_scan_interval < absl::Seconds(1) ||
+      options.expiring_scan_interval > absl::Hours(24)) {
+    return absl::InvalidArgumentError("expiring_scan_interval: must be 1 s to 1 day");
+  }
+  if (options.rate_limited_window < absl::Seconds(1) ||
+      options.rate_limited_window > absl::Hours(24 * 30)) {
+    return absl::InvalidArgumentError("rate_limited_window: must be 1 s to 30 days");
   }
   if (absl::Status s = ValidateAuditConsumer(options.consumer); !s.ok()) return s;
   auto impl = std::make_unique<Impl>();
@@ -493,9 +397,7 @@ absl::StatusOr<std::unique_ptr<WebhookDispatcher>> WebhookDispatcher::Create(
   impl->db = *std::move(db);
   impl->db->SetBusyTimeout(absl::Seconds(5));
   if (absl::Status s = impl->db->Exec("PRAGMA journal_mode = WAL", "set WAL"); !s.ok()) return s;
-  if (absl::Status s = impl->db->Exec(webhooks_internal::kStateSchema, "create the schema");
-      !s.ok())
-    return s;
+  if (absl::Status s = webhooks_internal::MigrateState(*impl->db); !s.ok()) return s;
   absl::StatusOr<std::int64_t> rows =
       impl->db->QueryInt("SELECT count(*) FROM position", "read position");
   if (!rows.ok()) return rows.status();
@@ -514,6 +416,11 @@ absl::StatusOr<std::unique_ptr<WebhookDispatcher>> WebhookDispatcher::Create(
     if (absl::Status st = s->Run(); !st.ok()) return st;
   }
   impl->options = std::move(options);
+  {
+    Impl* raw = impl.get();  // the destructor clears this before the Impl goes
+    std::lock_guard<std::mutex> lock(impl->inbox->mu);
+    impl->inbox->wake = [raw] { raw->Poke(); };
+  }
   return std::unique_ptr<WebhookDispatcher>(new WebhookDispatcher(std::move(impl)));
 }
 
@@ -533,6 +440,7 @@ absl::Status WebhookDispatcher::Start() {
     return sub.status();
   }
   m.subscription = *std::move(sub);
+  m.next_expiring_scan = absl::InfinitePast();  // the reader scans at once
   for (int i = 0; i < m.options.threads; ++i) m.threads.emplace_back([&m] { m.Worker(); });
   m.threads.emplace_back([&m] { m.Reader(); });
   return absl::OkStatus();
@@ -558,7 +466,19 @@ void WebhookDispatcher::Stop() {
   m.in_flight.clear();
 }
 
-absl::StatusOr<std::size_t> WebhookDispatcher::Ingest() { return impl_->Ingest(); }
+absl::StatusOr<std::size_t> WebhookDispatcher::Ingest() {
+  absl::StatusOr<std::size_t> audit = impl_->Ingest();
+  if (!audit.ok()) return audit;
+  absl::StatusOr<std::size_t> limited = impl_->QueueRateLimited();
+  if (!limited.ok()) return limited;
+  return *audit + *limited;
+}
+
+absl::StatusOr<std::size_t> WebhookDispatcher::ScanExpiring() { return impl_->ScanExpiring(); }
+
+std::shared_ptr<UsageSink> WebhookDispatcher::RateLimitSink() {
+  return std::make_shared<InboxSink>(impl_->inbox);
+}
 
 absl::Status WebhookDispatcher::last_error() const {
   std::lock_guard<std::mutex> lock(impl_->mu);

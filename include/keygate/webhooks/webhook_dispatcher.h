@@ -1,28 +1,44 @@
-// keygate/webhooks/webhook_dispatcher.h: delivers each key's lifecycle events to its webhook URL,
-// signed, at least once and in order per key, from the store's audit log (component
-// keygate::webhooks).
+// keygate/webhooks/webhook_dispatcher.h: delivers each key's events to its webhook URL, signed,
+// at least once and in order per key, from the store's audit log (component keygate::webhooks).
 //
 // The store's audit log is the outbox: every change of a key commits with its entry (audit.h).
 // The dispatcher reads the entries after its position, turns those of keys with a webhook URL
 // into messages ("key.created", "key.modified", "key.revoked", "key.restored", "key.rolled",
-// "key.deleted"; reveals and reseals are not sent) and writes them, with its new position, in one
-// transaction to a SQLite file of its own (`state_path`): a crash loses no committed event and
-// sends none twice to the queue. Workers then POST each key's oldest pending message with a
-// `WebhookSender` (SSRF-safe, webhook_sender.h), signed with `secrets` (Standard Webhooks, the
-// same `webhook-id` on every attempt), and record every attempt. A failed attempt is retried
-// after the next delay of `retry_schedule` (with jitter), the key's later messages waiting
-// behind it; after the last delay the message is marked failed and the next one goes. A 410
-// Gone disables the key's endpoint (its pending messages are skipped) until its URL changes.
+// "key.deleted"; reveals, reseals and new signing secrets are not sent) and writes them, with its
+// new position, in one transaction to a SQLite file of its own (`state_path`): a crash loses no
+// committed event and sends none twice to the queue. Two more events do not come from the log:
+// "key.expiring", queued once per expiry when an active key's `expires` comes within
+// `expiring_lead` (the keys are scanned every `expiring_scan_interval`), and "key.rate_limited",
+// queued when a verifier reports denials through `RateLimitSink()`, at most once per key per
+// `rate_limited_window` (the first denial of the window; later ones are coalesced into nothing).
+// Workers then POST each key's oldest pending message with a `WebhookSender` (SSRF-safe,
+// webhook_sender.h), signed (Standard Webhooks, the same `webhook-id` on every attempt), and
+// record every attempt.
+//
+// Signing: a key with its own secrets (KeyManager::Options::webhook_secret_per_key) is signed
+// with them, opened with `envelope` at each attempt from the copy the dispatcher keeps of the
+// key's last read state (so a deleted key's last messages are still signed, and a rolled secret
+// signs from the roll's entry on, next to the previous one during its overlap); any other key
+// with `secrets`, the deployment's (never a key that has its own: its receiver would refuse
+// them). A message that cannot be signed is not sent: the attempt fails with the reason.
+//
+// Retries: a failed attempt is retried after the next delay of `retry_schedule` (with jitter),
+// the key's later messages waiting behind it; after the last delay the message is marked failed
+// and the next one goes. A 410 Gone disables the key's endpoint (its pending messages are
+// skipped) until its URL changes.
 //
 // Where: the URL the key had at the change (Event::webhook_url; a deletion: before it), so an
 // event is sent even when its key is gone by the time the entry is read.
 //
-// Payload: {"type": "key.rolled", "timestamp": <the change's time>, "data": {"key": <the key's
+// Payloads: {"type": "key.rolled", "timestamp": <the change's time>, "data": {"key": <the key's
 // public fields as the admin API shows them, read when the entry is queued (so possibly a later
 // state, but always with the URL the message goes to, never a later one); for a deletion the
 // last ones read, or only id, owner and webhook_url for a key deleted before any read>,
 // "actor": ..., "changed_fields": [...], "version": ...}}. Never a token, a digest or a sealed
-// value. The state file is created private to its owner (0600).
+// value. "key.expiring": {"type", "timestamp", "data": {"key", "expires"}}; "key.rate_limited":
+// {"type", "timestamp": the first denial, "data": {"key", "denied": the denials in the verifier's
+// batch that opened the window, "first_denied"}}. The state file is created private to its owner
+// (0600).
 //
 // Where it starts: a new state file starts at the consumer's acknowledged position in the store
 // (`consumer`, KeyStore::AuditCursor), or at the log's end when the consumer is new: events from
@@ -32,7 +48,9 @@
 // Ownership: shares the store (kept alive by the dispatcher); owns its threads, its sender and
 // the state file's connection. Cost: a SQLite transaction per batch read and per attempt, plus
 // the attempt itself (a name lookup and a TLS handshake); never on the verification path.
-// Memory: a bounded batch of entries and one message per worker; a backlog stays in the file.
+// Memory: a bounded batch of entries or keys and one message per worker, and at most
+// kMaxRateLimitInbox keys' denials waiting to be queued (more are dropped and counted in
+// last_error); a backlog stays in the file.
 // Thread safety: thread-safe (Ingest calls take turns). Start/Stop from one thread. Attempts that
 // cannot be recorded (a full disk) are made again after a second's pause: at least once.
 //
@@ -60,7 +78,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
+#include "keygate/envelope.h"
 #include "keygate/key_store.h"
+#include "keygate/usage.h"
 #include "keygate/webhook_signature.h"
 #include "keygate/webhooks/webhook_sender.h"
 
@@ -69,9 +89,12 @@ namespace keygate {
 struct WebhookDispatcherOptions {
   std::shared_ptr<KeyStore> store = {};  // required: its audit log is the outbox
   std::string state_path = {};           // required: the dispatcher's SQLite file (created)
-  // Required: the signing secrets, the current one first; two while rotating (receivers holding
-  // either accept).
+  // The deployment's signing secrets, the current one first; two while rotating (receivers
+  // holding either accept). Required unless `envelope` is set.
   std::vector<WebhookSecret> secrets = {};
+  // Opens keys' own secrets (KeyRecord::sealed_webhook_secret); null: keys' own secrets are not
+  // used and `secrets` sign everything.
+  std::shared_ptr<const Envelope> envelope = {};
   WebhookSenderOptions sender = {};
   int threads = 4;  // 1 .. 64 attempts at once, at most one per key
   // The delays before the retries (1 .. 20 of them, each 1 ms .. 2 days); after the last, a
@@ -84,7 +107,16 @@ struct WebhookDispatcherOptions {
   // How often the log and the queue are read when no change wakes the dispatcher.
   absl::Duration poll_interval = absl::Milliseconds(250);
   std::size_t batch = 256;  // audit entries read at once (1 .. 1000)
+  // key.expiring this long before an active key's expiry (zero: never; at most 365 days); the
+  // keys are read this often (1 s .. 1 day) and at Start.
+  absl::Duration expiring_lead = absl::Hours(24 * 7);
+  absl::Duration expiring_scan_interval = absl::Minutes(5);
+  // At most one key.rate_limited per key per window (1 s .. 30 days).
+  absl::Duration rate_limited_window = absl::Hours(1);
 };
+
+// Keys whose denials may wait in memory to be queued as key.rate_limited.
+inline constexpr std::size_t kMaxRateLimitInbox = 10000;
 
 // One message as the delivery log has it.
 struct WebhookDelivery {
@@ -96,7 +128,7 @@ struct WebhookDelivery {
     std::string address;
     std::string error;
   };
-  std::uint64_t sequence = 0;  // the audit entry's
+  std::uint64_t sequence = 0;  // the audit entry's; 0 for key.expiring and key.rate_limited
   std::string key_id;
   std::string id;    // webhook-id
   std::string type;  // "key.created", ...
@@ -110,10 +142,10 @@ std::string_view WebhookDeliveryStateName(WebhookDelivery::State state) noexcept
 
 class WebhookDispatcher {
  public:
-  // Opens (creating) the state file. Errors: kInvalidArgument naming the option ("store: must be
-  // set", "secrets: at least one", "retry_schedule: ...", "threads: ..."), the sender's option
-  // errors ("sender.ca_file: ..."), the file's errors (kFailedPrecondition, kPermissionDenied),
-  // the store's (kUnavailable).
+  // Opens (creating or migrating) the state file. Errors: kInvalidArgument naming the option
+  // ("store: must be set", "secrets: at least one unless envelope is set", "retry_schedule: ...",
+  // "threads: ..."), the sender's option errors ("sender.ca_file: ..."), the file's errors
+  // (kFailedPrecondition, kPermissionDenied), the store's (kUnavailable).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<WebhookDispatcher>> Create(
       WebhookDispatcherOptions options);
 
@@ -132,6 +164,16 @@ class WebhookDispatcher {
   // Reads the store's new entries into the queue now (Start does it on its own); returns how
   // many messages were queued. Errors: the store's; the file's.
   [[nodiscard]] absl::StatusOr<std::size_t> Ingest();
+  // Reads the keys and queues key.expiring for those whose expiry is now within expiring_lead
+  // (Start does it every expiring_scan_interval); returns how many were queued. Errors: the
+  // store's; the file's.
+  [[nodiscard]] absl::StatusOr<std::size_t> ScanExpiring();
+
+  // A sink for VerifierOptions::usage_sink: keys with denials (KeyUsage::denied) become
+  // key.rate_limited messages (queued by the dispatcher's reader, or the next Ingest, not on the
+  // verifier's thread). It may outlive the dispatcher (it then drops what it gets). Cost per
+  // batch: a lock and a map insert per denied key.
+  std::shared_ptr<UsageSink> RateLimitSink();
 
   // The delivery log, newest first: the messages of `key_id` (every key's when empty), at most
   // `limit` (1 .. 1000), each with its attempts.
