@@ -5,6 +5,20 @@
 // CURLOPT_RESOLVE, so that it connects to them while TLS and Host keep the name. The
 // open-socket callback refuses any socket to another address: the check holds even if curl
 // resolved the name itself.
+//
+// Connection reuse: the sender keeps idle easy handles in a pool. Each holds at most one
+// connection (CURLOPT_MAXCONNECTS 1: when a transfer leaves a second one, curl closes the older),
+// and the pool records which host and port and which address it goes to. An attempt lets curl
+// reuse it (no CURLOPT_FRESH_CONNECT) only when both match the attempt's host and port and one of
+// the addresses it allows; curl itself matches connections by host name and port only, so the
+// record is what keeps a connection to an address this attempt dropped unused. The record is
+// updated only from the transfer's own connection while it is still open (CURLINFO_ACTIVESOCKET);
+// when a new connection did not survive, the older one (if any) is still the one described.
+// curl_easy_reset after each attempt drops every option (and pointer into Send's frame) but keeps
+// the connection, the DNS cache, TLS sessions and a cached CA store (libcurl caches one only
+// without a CA directory: not Debian's build, whose default CURLOPT_CAPATH is /etc/ssl/certs).
+// The pins are non-permanent DNS entries ("+host:port:..."), pruned after
+// CURLOPT_DNS_CACHE_TIMEOUT, so a handle's cache stays small however many hosts it reaches.
 
 #include "keygate/webhooks/webhook_sender.h"
 
@@ -29,6 +43,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -56,10 +71,25 @@ struct CurlString {
   ~CurlString() { curl_free(s); }
 };
 
+// As many idle handles as a dispatcher has workers at most.
+constexpr std::size_t kMaxIdleHandles = 64;
+// How long a pinned name stays in a handle's DNS cache: long after its transfer's connect.
+constexpr long kPinSeconds = 60;
+
 // An allowed address, as the open-socket callback compares it.
 struct Allowed {
   int family = 0;  // AF_INET or AF_INET6
   std::array<std::uint8_t, 16> bytes{};
+
+  friend bool operator==(const Allowed&, const Allowed&) = default;
+};
+
+// A libcurl handle between attempts, and what the one connection it may hold goes to.
+struct Handle {
+  Curl curl;
+  bool holds = false;  // a connection may be open; then to `target` at `address`
+  std::string target;  // "host:port", the host lower-cased, as the URL gave them
+  Allowed address;
 };
 
 // Parses `text` (an IP address) into `out`; whether it is one a webhook may reach.
@@ -79,6 +109,24 @@ bool Judge(const std::string& text, bool allow_internal, Allowed* out) {
   out->family = AF_INET;
   std::copy(v4.begin(), v4.end(), out->bytes.begin());
   return true;
+}
+
+// The address a connected socket goes to, as the open-socket callback compares it.
+bool PeerAddress(curl_socket_t socket, Allowed* out) {
+  sockaddr_storage peer{};
+  socklen_t size = sizeof peer;
+  if (::getpeername(socket, reinterpret_cast<sockaddr*>(&peer), &size) != 0) return false;
+  if (peer.ss_family == AF_INET) {
+    out->family = AF_INET;
+    std::memcpy(out->bytes.data(), &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, 4);
+    return true;
+  }
+  if (peer.ss_family == AF_INET6) {
+    out->family = AF_INET6;
+    std::memcpy(out->bytes.data(), &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr, 16);
+    return true;
+  }
+  return false;
 }
 
 absl::StatusOr<std::vector<std::string>> SystemResolve(const std::string& host) {
@@ -194,6 +242,13 @@ absl::StatusOr<std::unique_ptr<WebhookSender>> WebhookSender::Create(WebhookSend
     // SOCKS proxies would resolve the name here, unchecked.
     return absl::InvalidArgumentError("proxy: must be an http:// or https:// URL");
   }
+  if (options.connection_lifetime != absl::ZeroDuration()) {
+    if (absl::Status s = CheckDuration(options.connection_lifetime, absl::Seconds(1),
+                                       absl::Minutes(10), "connection_lifetime");
+        !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(s.message(), ", or zero"));
+    }
+  }
   if (!options.ca_file.empty() && ::access(options.ca_file.c_str(), R_OK) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("ca_file: cannot read ", options.ca_file, ": ", std::strerror(errno)));
@@ -208,7 +263,44 @@ absl::StatusOr<std::unique_ptr<WebhookSender>> WebhookSender::Create(WebhookSend
   return std::unique_ptr<WebhookSender>(new WebhookSender(std::move(options)));
 }
 
-WebhookSender::WebhookSender(WebhookSenderOptions options) : options_(std::move(options)) {}
+// The idle handles, the most recently used last.
+struct WebhookSender::Pool {
+  std::mutex mu;
+  std::vector<std::unique_ptr<Handle>> idle;
+
+  // One holding a connection to `target` if there is one, else one holding none, else the least
+  // recently used; null when none is idle.
+  std::unique_ptr<Handle> Take(const std::string& target) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (idle.empty()) return nullptr;
+    auto it = std::find_if(idle.rbegin(), idle.rend(), [&target](const auto& h) {
+                return h->holds && h->target == target;
+              }).base();
+    if (it == idle.begin()) {
+      it = std::find_if(idle.begin(), idle.end(), [](const auto& h) { return !h->holds; });
+      if (it == idle.end()) it = idle.begin();
+    } else {
+      --it;  // base() points one past the match
+    }
+    std::unique_ptr<Handle> h = std::move(*it);
+    idle.erase(it);
+    return h;
+  }
+
+  void Give(std::unique_ptr<Handle> h) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (idle.size() < kMaxIdleHandles) {
+        idle.push_back(std::move(h));
+        return;
+      }
+    }
+    h.reset();  // outside the lock: closing a connection may take a moment
+  }
+};
+
+WebhookSender::WebhookSender(WebhookSenderOptions options)
+    : options_(std::move(options)), pool_(std::make_unique<Pool>()) {}
 
 WebhookSender::~WebhookSender() = default;
 
@@ -270,7 +362,7 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
         start);
   }
 
-  // Everything the handle points at outlives it (declared first, destroyed last).
+  // Everything the handle points at outlives the transfer (declared first).
   char error_buffer[CURL_ERROR_SIZE] = {};
   CurlList resolve;
   CurlList headers;
@@ -288,10 +380,14 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
   const bool direct = options_.proxy.empty();
   // An IP literal needs no pinning (curl resolves nothing; the socket check still applies).
   const bool pin = direct && !is_literal;
+  // Through a proxy the connection goes to the proxy, not to an address checked here: not kept.
+  const bool keep = direct && options_.connection_lifetime > absl::ZeroDuration();
+  const long lifetime_s = static_cast<long>(absl::ToInt64Seconds(options_.connection_lifetime));
   bool ok = true;
   if (pin) {
-    ok = append(resolve, absl::StrCat(literal_v6 ? absl::StrCat("[", name, "]") : name, ":", port.s,
-                                      ":", absl::StrJoin(allowed_text, ",")));
+    // "+": an entry that expires (kPinSeconds), so that pins of other hosts leave the cache.
+    ok = append(resolve, absl::StrCat("+", literal_v6 ? absl::StrCat("[", name, "]") : name, ":",
+                                      port.s, ":", absl::StrJoin(allowed_text, ",")));
   }
   ok = ok && append(headers, "Content-Type: application/json") &&
        append(headers, absl::StrCat("webhook-id: ", message.id)) &&
@@ -300,9 +396,17 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
        append(headers, "Expect:");
   if (!ok) return Failed("libcurl: out of memory", start);
 
-  Curl curl(curl_easy_init());
-  if (curl == nullptr) return Failed("libcurl: out of memory", start);
-  CURL* c = curl.get();
+  const std::string target = absl::StrCat(absl::AsciiStrToLower(host.s), ":", port.s);
+  std::unique_ptr<Handle> handle = pool_->Take(target);
+  if (handle == nullptr) {
+    handle = std::make_unique<Handle>();
+    handle->curl.reset(curl_easy_init());
+    if (handle->curl == nullptr) return Failed("libcurl: out of memory", start);
+  }
+  CURL* c = handle->curl.get();
+  // Its connection only if it goes where this attempt may go.
+  const bool reuse = keep && handle->holds && handle->target == target &&
+                     std::find(allowed.begin(), allowed.end(), handle->address) != allowed.end();
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error_buffer);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_URL, message.url.c_str());
@@ -311,10 +415,17 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
                  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
                  // "": no proxy, whatever $https_proxy and $NO_PROXY say.
                  curl_easy_setopt(c, CURLOPT_PROXY, options_.proxy.c_str()) == CURLE_OK &&
-                 curl_easy_setopt(c, CURLOPT_NOPROXY, "") == CURLE_OK;
+                 curl_easy_setopt(c, CURLOPT_NOPROXY, "") == CURLE_OK &&
+                 curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, reuse ? 0L : 1L) == CURLE_OK &&
+                 curl_easy_setopt(c, CURLOPT_FORBID_REUSE, keep ? 0L : 1L) == CURLE_OK &&
+                 curl_easy_setopt(c, CURLOPT_MAXCONNECTS, 1L) == CURLE_OK &&
+                 (!keep || (curl_easy_setopt(c, CURLOPT_MAXLIFETIME_CONN, lifetime_s) == CURLE_OK &&
+                            curl_easy_setopt(c, CURLOPT_MAXAGE_CONN, lifetime_s) == CURLE_OK));
+  // Set even when empty: a list left by an attempt that failed before using it is never read.
+  guarded = guarded && curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get()) == CURLE_OK;
   if (direct) {
     guarded = guarded &&
-              (!pin || curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get()) == CURLE_OK) &&
+              (!pin || curl_easy_setopt(c, CURLOPT_DNS_CACHE_TIMEOUT, kPinSeconds) == CURLE_OK) &&
               curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, OpenSocket) == CURLE_OK &&
               curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &guard) == CURLE_OK;
   }
@@ -330,7 +441,10 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
   curl_easy_setopt(c, CURLOPT_USERAGENT, "keygate-webhooks/1");
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, WriteBody);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075700  // 7.87: the CA store is cached, by default for a day
+  // Cached in the handle as long as a connection may live (0: read for every connection).
+  curl_easy_setopt(c, CURLOPT_CA_CACHE_TIMEOUT, keep ? lifetime_s : 0L);
+#endif
   if (!options_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, options_.ca_file.c_str());
 
   const CURLcode rc = curl_easy_perform(c);
@@ -341,6 +455,24 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
   a.status = static_cast<int>(status);
   char* ip = nullptr;
   if (curl_easy_getinfo(c, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != nullptr) a.address = ip;
+  // What the handle holds now: this transfer's connection if curl kept it (ACTIVESOCKET: then
+  // an older one, if any, was closed, MAXCONNECTS being 1); else, after a reuse, nothing (the
+  // connection reused, or found dead, is gone); else what it held before (a new connection
+  // that was not kept leaves an older one as it was).
+  curl_socket_t socket = CURL_SOCKET_BAD;
+  Allowed used;
+  if (keep && curl_easy_getinfo(c, CURLINFO_ACTIVESOCKET, &socket) == CURLE_OK &&
+      socket != CURL_SOCKET_BAD && PeerAddress(socket, &used)) {
+    handle->holds = true;
+    handle->target = target;
+    handle->address = used;
+  } else if (reuse) {
+    handle->holds = false;
+  }
+  // Nothing of this attempt stays in the handle (its pointers into this frame included).
+  curl_easy_reset(c);
+  pool_->Give(std::move(handle));
+
   a.response = std::move(response);
   const bool cut_short = rc == CURLE_WRITE_ERROR && body.truncated;
   if (rc != CURLE_OK && !cut_short) {
