@@ -1,16 +1,20 @@
 // Webhook delivery (keygate::webhooks) end to end, for issue 18's targets: a SQLite key store
 // (synchronous=FULL, as shipped), a WebhookDispatcher with its state file, and an HTTPS receiver
-// (cpp-httplib, an ECDSA P-256 certificate for localhost, 64 server threads) in this process on
-// 127.0.0.1. The sender checks the address as in production: "localhost" goes through a resolver
-// (one that answers 127.0.0.1), internal hosts allowed, the receiver's certificate verified.
-//   BM_SenderPost/threads:N     baseline: WebhookSender::Send to the receiver alone (address
+// (cpp-httplib, an ECDSA P-256 certificate for localhost, 128 server threads, a listen backlog of
+// 511 and 100 requests per connection, as nginx before 1.19.10) in this process on 127.0.0.1. The
+// sender checks the address as in production: "localhost" goes through a resolver (one that answers
+// 127.0.0.1), internal hosts allowed, the receiver's certificate verified. `reuse:0` runs set
+// WebhookSenderOptions::connection_lifetime to zero: a TLS handshake per attempt.
+//   BM_SenderPost/reuse:R/threads:N
+//                               baseline: WebhookSender::Send to the receiver alone (address
 //                               check, TLS, one POST) from N threads: the floor of a delivery's
 //                               latency and the ceiling of the dispatcher's throughput
 //   BM_CommitToDelivery         KeyManager::Create of a key with a webhook URL, one at a time:
 //                               ms from Create returning to the receiver having the request
 //                               (target p50 <= 200 ms, p99 <= 1 s); `commit_*` is Create itself
-//   BM_Throughput/<threads>     KEYGATE_BENCH_KEYS keys (default 5,000), one InsertBatch, one
-//                               event each; the dispatcher (<threads> workers) ingests them, then
+//   BM_Throughput/threads:T/reuse:R
+//                               KEYGATE_BENCH_KEYS keys (default 5,000), one InsertBatch, one
+//                               event each; the dispatcher (T workers) ingests them, then
 //                               delivers until the receiver has every one (target >= 1,000/s)
 //   BM_BacklogMemory/<events>   <events> keys' events (1,000 and KEYGATE_BENCH_EVENTS, default
 //                               100,000) for a port that refuses connections: peak RSS growth
@@ -114,6 +118,25 @@ struct ScratchDir {
   std::string path;
 };
 
+// cpp-httplib 0.11 listens with a backlog of 5: 16 or 64 workers connecting at once would wait
+// for SYN retransmissions (~0.5-1 s). Listening again on its socket sets nginx's default, 511.
+bool RaiseBacklog(int port) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    int listening = 0;
+    socklen_t size = sizeof listening;
+    sockaddr_in bound{};
+    socklen_t bound_size = sizeof bound;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) == 0 && listening != 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_size) == 0 &&
+        bound.sin_family == AF_INET && ntohs(bound.sin_port) == port) {
+      return ::listen(fd, 511) == 0;
+    }
+  }
+  return false;
+}
+
 // The receiver's paths: each counts its requests and keeps their arrival times and webhook-ids.
 enum Path : std::uint8_t { kPost = 0, kLatency = 1, kThroughput = 2, kPaths = 3 };
 constexpr const char* kPathNames[kPaths] = {"/post", "/latency", "/throughput"};
@@ -129,9 +152,10 @@ class Receiver {
     std::ofstream(key) << pem->private_key;
     server_ = std::make_unique<httplib::SSLServer>(ca_file_.c_str(), key.c_str());
     if (!server_->is_valid()) return;
-    // As many connections at once as the dispatcher has workers at most.
-    server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
+    // More threads than the dispatcher has workers at most: a kept connection holds one.
+    server_->new_task_queue = [] { return new httplib::ThreadPool(128); };
     server_->set_tcp_nodelay(true);
+    server_->set_keep_alive_max_count(100);
     for (int p = 0; p < kPaths; ++p) {
       server_->Post(kPathNames[p], [this, p](const httplib::Request& req, httplib::Response& res) {
         const Clock::time_point now = Clock::now();
@@ -146,7 +170,7 @@ class Receiver {
       });
     }
     port_ = server_->bind_to_any_port("127.0.0.1");
-    if (port_ <= 0) return;
+    if (port_ <= 0 || !RaiseBacklog(port_)) return;
     thread_ = std::thread([this] { server_->listen_after_bind(); });
     while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     ok_ = true;
@@ -206,8 +230,9 @@ Receiver& TheReceiver() {
   return r;
 }
 
-WebhookSenderOptions SenderOptions() {
+WebhookSenderOptions SenderOptions(bool reuse) {
   WebhookSenderOptions o;
+  if (!reuse) o.connection_lifetime = absl::ZeroDuration();
   o.allow_internal_hosts = true;
   o.ca_file = TheReceiver().ca_file();
   o.resolver = [](const std::string& host) -> absl::StatusOr<std::vector<std::string>> {
@@ -225,7 +250,7 @@ const WebhookSecret& SigningSecret() {
 // A SQLite store and a dispatcher on it, each in `dir`. The dispatcher's state file is new, so
 // it starts at the log's end: only what is written after this is sent.
 struct Pipeline {
-  explicit Pipeline(int threads) {
+  Pipeline(int threads, bool reuse) {
     if (dir.path.empty()) return;
     auto d = Deployment::Create({});
     SqliteOptions so;
@@ -241,7 +266,7 @@ struct Pipeline {
     o.store = store;
     o.state_path = state_path();
     o.secrets = {SigningSecret()};
-    o.sender = SenderOptions();
+    o.sender = SenderOptions(reuse);
     o.threads = threads;
     absl::StatusOr<std::unique_ptr<WebhookDispatcher>> w = WebhookDispatcher::Create(std::move(o));
     if (!w.ok()) {
@@ -309,7 +334,8 @@ void BM_SenderPost(benchmark::State& state) {
     if (!r.ok()) {
       state.SkipWithError("receiver failed to start");
     } else {
-      absl::StatusOr<std::unique_ptr<WebhookSender>> s = WebhookSender::Create(SenderOptions());
+      absl::StatusOr<std::unique_ptr<WebhookSender>> s =
+          WebhookSender::Create(SenderOptions(state.range(0) != 0));
       if (!s.ok()) state.SkipWithError(std::string(s.status().message()).c_str());
       if (s.ok()) sender = *std::move(s);
     }
@@ -342,6 +368,9 @@ void BM_SenderPost(benchmark::State& state) {
   ReportMs(state, std::move(ms));
 }
 BENCHMARK(BM_SenderPost)
+    ->ArgName("reuse")
+    ->Arg(1)
+    ->Arg(0)
     ->Threads(1)
     ->Threads(4)
     ->Threads(16)
@@ -356,7 +385,7 @@ void BM_CommitToDelivery(benchmark::State& state) {
     state.SkipWithError("receiver failed to start");
     return;
   }
-  Pipeline p(WebhookDispatcherOptions{}.threads);
+  Pipeline p(WebhookDispatcherOptions{}.threads, /*reuse=*/true);
   if (!p.ok()) {
     state.SkipWithError(p.error.ToString().c_str());
     return;
@@ -423,7 +452,7 @@ void BM_Throughput(benchmark::State& state) {
   Receiver& r = TheReceiver();
   const std::size_t n = Keys();
   for ([[maybe_unused]] auto _ : state) {
-    Pipeline p(static_cast<int>(state.range(0)));
+    Pipeline p(static_cast<int>(state.range(0)), state.range(1) != 0);
     if (!r.ok() || !p.ok()) {
       state.SkipWithError(r.ok() ? p.error.ToString().c_str() : "receiver failed to start");
       return;
@@ -469,10 +498,11 @@ void BM_Throughput(benchmark::State& state) {
   state.counters["keys"] = static_cast<double>(n);
 }
 BENCHMARK(BM_Throughput)
-    ->ArgName("threads")
-    ->Arg(4)
-    ->Arg(16)
-    ->Arg(64)
+    ->ArgNames({"threads", "reuse"})
+    ->Args({4, 1})
+    ->Args({16, 1})
+    ->Args({64, 1})
+    ->Args({4, 0})
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
@@ -544,7 +574,7 @@ std::int64_t CountRows(const std::string& path, const char* sql) {
 void BM_BacklogMemory(benchmark::State& state) {
   const auto events = static_cast<std::size_t>(state.range(0));
   for ([[maybe_unused]] auto _ : state) {
-    Pipeline p(WebhookDispatcherOptions{}.threads);
+    Pipeline p(WebhookDispatcherOptions{}.threads, /*reuse=*/true);
     if (!p.ok()) {
       state.SkipWithError(p.error.ToString().c_str());
       return;
