@@ -445,7 +445,12 @@ WebhookAttempt WebhookSender::Send(const WebhookMessage& message) const {
   // Cached in the handle as long as a connection may live (0: read for every connection).
   curl_easy_setopt(c, CURLOPT_CA_CACHE_TIMEOUT, keep ? lifetime_s : 0L);
 #endif
-  if (!options_.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, options_.ca_file.c_str());
+  if (!options_.ca_file.empty()) {
+    // Instead of the system's: Debian's libcurl also trusts its default CA directory unless
+    // told not to.
+    curl_easy_setopt(c, CURLOPT_CAINFO, options_.ca_file.c_str());
+    curl_easy_setopt(c, CURLOPT_CAPATH, static_cast<const char*>(nullptr));
+  }
 
   const CURLcode rc = curl_easy_perform(c);
   WebhookAttempt a;
