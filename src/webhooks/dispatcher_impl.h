@@ -77,8 +77,9 @@ struct WebhookDispatcher::Impl {
 
   std::mutex ingest_mu;  // one queueing pass at a time: each reads the position the last wrote
 
-  std::mutex mu;  // guards the fields below
-  std::condition_variable wake;
+  std::mutex mu;                 // guards the fields below
+  std::condition_variable wake;  // the reader's: a change, a finished attempt, Stop
+  std::condition_variable work;  // the workers': a job queued, Stop
   bool running = false;
   bool stopping = false;
   bool poked = false;
@@ -108,7 +109,7 @@ struct WebhookDispatcher::Impl {
       std::lock_guard<std::mutex> lock(mu);
       poked = true;
     }
-    wake.notify_all();
+    wake.notify_one();  // only the reader waits on it
   }
   absl::Duration Delay(int attempt);
 

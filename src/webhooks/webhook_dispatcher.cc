@@ -240,7 +240,7 @@ void WebhookDispatcher::Impl::Worker() {
     Job job;
     {
       std::unique_lock<std::mutex> lock(mu);
-      wake.wait(lock, [this] { return stopping || !jobs.empty(); });
+      work.wait(lock, [this] { return stopping || !jobs.empty(); });
       if (stopping) return;  // what is queued goes back to the file's queue
       job = std::move(jobs.front());
       jobs.pop_front();
@@ -266,8 +266,7 @@ void WebhookDispatcher::Impl::Worker() {
   }
 }
 
-absl::StatusOr<std::vector<WebhookSecret>> WebhookDispatcher::Impl::SigningSecrets(
-    const Job& job) {
+absl::StatusOr<std::vector<WebhookSecret>> WebhookDispatcher::Impl::SigningSecrets(const Job& job) {
   if (!job.sealed_secret.empty()) {
     // The key's receiver holds the key's secret: the deployment's would be refused there.
     if (options.envelope == nullptr) {
@@ -316,8 +315,8 @@ void WebhookDispatcher::Impl::Reader() {
           if (in_flight.contains(j.key_id)) continue;
           in_flight.insert(j.key_id);
           jobs.push_back(std::move(j));
+          work.notify_one();  // one worker per job, not all of them
         }
-        if (!due->empty()) wake.notify_all();
       }
       const absl::Duration wait = options.poll_interval;
       wake.wait_for(lock, absl::ToChronoNanoseconds(wait), [this] { return stopping || poked; });
@@ -457,6 +456,7 @@ void WebhookDispatcher::Stop() {
     m.jobs.clear();
   }
   m.wake.notify_all();
+  m.work.notify_all();
   m.subscription.reset();
   for (std::thread& t : m.threads) t.join();
   m.threads.clear();
