@@ -46,21 +46,26 @@
 // Run one dispatcher per deployment (two would each send every message).
 //
 // Ownership: shares the store (kept alive by the dispatcher); owns its threads, its sender and
-// the state file's connection. Cost: a SQLite transaction per batch read and per attempt, plus
-// the attempt itself (a name lookup and a TLS handshake); never on the verification path.
+// the state file's connection. Cost: a SQLite transaction per batch read and per attempt (no
+// fsync: a power loss can only make attempts happen again), plus the attempt itself (a name
+// lookup, and a TLS handshake when no kept connection fits: webhook_sender.h); a read of every
+// active key per expiring_scan_interval; never on the verification path (bench/README.md:
+// thousands of deliveries a second on two cores).
 // Memory: a bounded batch of entries or keys and one message per worker, and at most
 // kMaxRateLimitInbox keys' denials waiting to be queued (more are dropped and counted in
 // last_error); a backlog stays in the file.
-// Thread safety: thread-safe (Ingest calls take turns). Start/Stop from one thread. Attempts that
-// cannot be recorded (a full disk) are made again after a second's pause: at least once.
+// Thread safety: thread-safe (Ingest and ScanExpiring calls take turns). Start/Stop from one
+// thread. Attempts that cannot be recorded (a full disk) are made again after a second's pause:
+// at least once.
 //
 // Example:
 //   keygate::WebhookDispatcherOptions o;
 //   o.store = store;
 //   o.state_path = "/var/lib/myapp/webhooks.db";
-//   o.secrets = {*keygate::WebhookSecret::Parse(secret_text)};
+//   o.secrets = {*keygate::WebhookSecret::Parse(secret_text)};  // and/or o.envelope (per key)
 //   std::unique_ptr<keygate::WebhookDispatcher> d = *keygate::WebhookDispatcher::Create(o);
 //   d->Start();
+//   verifier_options.usage_sink = d->RateLimitSink();  // key.rate_limited
 //   ...
 //   d->Stop();
 
