@@ -20,8 +20,9 @@ if(TARGET keygate_sqlite)
   target_link_libraries(verifier_stress_test PRIVATE keygate::sqlite)
   target_compile_definitions(verifier_stress_test PRIVATE KEYGATE_TEST_SQLITE=1)
 endif()
+# concurrent: the rate-limit denial cells under concurrent adds and takes.
 keygate_add_test(verifier_index_test SOURCES verifier_index_test.cc
-  LABELS hotpath verifier TIMEOUT 60)
+  LABELS hotpath verifier concurrent TIMEOUT 60)
 # The linearizability checker (tests/linearizability.h) on hand-built histories.
 keygate_add_test(linearizability_test SOURCES linearizability_test.cc
   LIBS keygate_linearizability LABELS hotpath verifier TIMEOUT 60)

@@ -1,10 +1,13 @@
-// The verifier index's packed key ids and slot mapping (src/internal).
+// The verifier index's packed key ids, slot mapping and rate-limit denial
+// cells (src/internal).
 
 #include "internal/verifier_index.h"
 
+#include <atomic>
 #include <cstdint>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "catch.h"
@@ -93,6 +96,82 @@ TEST_CASE("Slot homes cover any capacity evenly", "[verifier][index]") {
     CHECK(c > 800);
     CHECK(c < 1200);
   }
+}
+
+TEST_CASE("A denial cell counts denials and keeps the earliest second", "[verifier][index]") {
+  std::uint64_t cell = 0;
+  std::uint32_t count = 0;
+  std::uint32_t first = 0;
+  CHECK_FALSE(TakeDenials(cell, &count, &first));
+  NoteDenial(cell, 100);
+  NoteDenial(cell, 100);
+  NoteDenial(cell, 250);
+  NoteDenial(cell, 99);  // a reader whose clock read an earlier second
+  REQUIRE(TakeDenials(cell, &count, &first));
+  CHECK(count == 4);
+  CHECK(first == 99);
+  CHECK(cell == 0);
+  CHECK_FALSE(TakeDenials(cell, &count, &first));  // taken once
+  // The next window starts afresh.
+  NoteDenial(cell, 300);
+  REQUIRE(TakeDenials(cell, &count, &first));
+  CHECK(count == 1);
+  CHECK(first == 300);
+}
+
+TEST_CASE("A denial cell is not taken before its first denial's time is written",
+          "[verifier][index]") {
+  // What a reader between its add and its CAS leaves behind.
+  std::uint64_t cell = kOneDenial * 2;
+  std::uint32_t count = 0;
+  std::uint32_t first = 0;
+  CHECK_FALSE(TakeDenials(cell, &count, &first));
+  CHECK(cell == kOneDenial * 2);
+  // A count that wraps carries out of the word, never into the time.
+  cell = ~std::uint64_t{0} << 32 | 7;
+  NoteDenial(cell, 9);
+  CHECK(cell == 7);
+  NoteDenial(cell, 9);
+  REQUIRE(TakeDenials(cell, &count, &first));
+  CHECK(count == 1);
+  CHECK(first == 7);
+}
+
+// Readers add while a taker empties the cell: the counts taken sum to the
+// denials noted, and every take has a time one of the readers gave.
+TEST_CASE("A denial cell loses no denial to concurrent takes", "[verifier][index][concurrent]") {
+  constexpr int kReaders = 3;
+  constexpr std::uint32_t kPerReader = 20'000;
+  std::uint64_t cell = 0;
+  std::atomic<int> running{kReaders};
+  std::vector<std::thread> readers;
+  readers.reserve(kReaders);
+  for (int r = 0; r < kReaders; ++r) {
+    readers.emplace_back([&, r] {
+      for (std::uint32_t i = 0; i < kPerReader; ++i) {
+        NoteDenial(cell, 1000 + static_cast<std::uint32_t>(r) * 10 + i % 7);
+      }
+      running.fetch_sub(1);
+    });
+  }
+  std::uint64_t taken = 0;
+  int takes = 0;
+  int bad_times = 0;
+  auto take = [&] {
+    std::uint32_t count = 0;
+    std::uint32_t first = 0;
+    if (!TakeDenials(cell, &count, &first)) return;
+    taken += count;
+    ++takes;
+    if (first < 1000 || first >= 1000 + kReaders * 10) ++bad_times;
+  };
+  while (running.load() != 0) take();
+  for (std::thread& t : readers) t.join();
+  take();
+  CHECK(taken == std::uint64_t{kReaders} * kPerReader);
+  CHECK(bad_times == 0);
+  CHECK(takes >= 1);
+  CHECK(cell == 0);
 }
 
 }  // namespace

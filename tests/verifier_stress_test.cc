@@ -885,6 +885,138 @@ TEST_CASE("Verifier stress: concurrent requests on one key never exceed its limi
   CHECK(sink->total.load() == kBurst);
 }
 
+// Sums what the batches report, and counts entries that break KeyUsage's
+// contract (a denial count without a time, or a time outside the test's).
+class DenialTally final : public UsageSink {
+ public:
+  DenialTally(absl::Time from, absl::Time to) : from_(from), to_(to) {}
+  void Record(absl::Span<const KeyUsage> batch) noexcept override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++batches_;
+    for (const KeyUsage& u : batch) {
+      requests_ += u.requests;
+      denied_ += u.denied;
+      if (u.requests == 0 && u.denied == 0) ++broken_;
+      if (u.denied == 0 ? u.first_denied != absl::InfinitePast()
+                        : u.first_denied < from_ || u.first_denied > to_) {
+        ++broken_;
+      }
+    }
+  }
+  std::uint64_t requests() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return requests_;
+  }
+  std::uint64_t denied() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return denied_;
+  }
+  std::uint64_t broken() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return broken_;
+  }
+  std::uint64_t batches() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batches_;
+  }
+
+ private:
+  const absl::Time from_, to_;
+  mutable std::mutex mu_;
+  std::uint64_t requests_ = 0, denied_ = 0, broken_ = 0, batches_ = 0;
+};
+
+// The collector takes each slot's denial cell while readers add to it, and
+// the writer carries cells out of the tables that reloads swap away: every
+// kRateLimited verdict must be reported exactly once, with a time.
+TEST_CASE("Verifier stress: every denial is reported once while flushes and reloads run",
+          "[verifier][concurrent][usage][rate_limit]") {
+  const int kThreads = Heavy() ? 4 : 3;
+  const int kAttempts = Heavy() ? 200000 : 20000;  // per thread, at least
+  // Verification goes on until the collector and the writer have each run
+  // this often while it did.
+  const int kMinRounds = Heavy() ? 200 : 20;
+  Managed world;
+  CreateKeyRequest r;
+  r.name = "flooded";
+  r.owner = "alice";
+  r.environment = "production";
+  r.rate_limit = RateLimitPolicy{100, absl::Seconds(1), 20};  // one per 10 ms, 20 at once
+  const std::string token = "Bearer " + Text(world.manager.Create(r, "w")->token);
+  VerifierOptions vo;
+  vo.deployment = world.deployment;
+  vo.store = world.store;
+  vo.environment = "production";
+  vo.follow_changes = false;
+  vo.usage_flush_interval = absl::ZeroDuration();
+  // Each thread's clock runs a millisecond per attempt, so the key keeps
+  // being admitted and refused, in many seconds.
+  auto sink = std::make_shared<DenialTally>(kStart, kStart + absl::Hours(24));
+  vo.usage_sink = sink;
+  auto v = Verifier::Create(std::move(vo));
+  REQUIRE(v.ok());
+  std::atomic<std::uint64_t> ok{0};
+  std::atomic<std::uint64_t> limited{0};
+  std::atomic<std::uint64_t> other{0};
+  std::atomic<int> started{0};
+  std::atomic<int> running{kThreads};
+  std::atomic<int> flushes{0};
+  std::atomic<int> reloads{0};
+  std::atomic<int> flush_failures{0};
+  std::atomic<int> reload_failures{0};
+  std::vector<std::thread> threads;
+  threads.reserve(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      while (started.load() != 2) std::this_thread::yield();
+      for (int i = 0; i < kAttempts || flushes.load(std::memory_order_relaxed) < kMinRounds ||
+                      reloads.load(std::memory_order_relaxed) < kMinRounds;
+           ++i) {
+        const Verdict verdict =
+            (*v)->Verify(token, Requirement::AnyValidKey(), kStart + absl::Milliseconds(i));
+        if (verdict.ok()) {
+          ok.fetch_add(1, std::memory_order_relaxed);
+        } else if (verdict.outcome == Outcome::kRateLimited) {
+          limited.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          other.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      running.fetch_sub(1);
+    });
+  }
+  std::thread flusher([&] {
+    started.fetch_add(1);
+    while (running.load() != 0) {
+      if (!(*v)->FlushUsage().ok()) flush_failures.fetch_add(1);
+      flushes.fetch_add(1);
+      std::this_thread::yield();  // on a busy machine, let the readers in between
+    }
+  });
+  std::thread reloader([&] {
+    started.fetch_add(1);
+    while (running.load() != 0) {
+      if (!(*v)->Reload().ok()) reload_failures.fetch_add(1);
+      reloads.fetch_add(1);
+      std::this_thread::yield();
+    }
+  });
+  for (auto& t : threads) t.join();
+  flusher.join();
+  reloader.join();
+  REQUIRE((*v)->FlushUsage().ok());
+  INFO("ok " << ok.load() << " limited " << limited.load() << " batches " << sink->batches()
+             << " flushes " << flushes.load() << " reloads " << reloads.load());
+  CHECK(other.load() == 0);
+  CHECK(flush_failures.load() == 0);
+  CHECK(reload_failures.load() == 0);
+  CHECK(limited.load() > 0);
+  CHECK(sink->denied() == limited.load());
+  CHECK(sink->requests() == ok.load());
+  CHECK(sink->broken() == 0);
+  CHECK(sink->batches() > 1);
+}
+
 TEST_CASE("Epoch grace periods wait exactly for read sections that began before",
           "[verifier][concurrent][epoch]") {
   std::atomic<int> phase{0};

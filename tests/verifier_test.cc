@@ -5,6 +5,7 @@
 
 #include "keygate/verifier.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -1207,12 +1208,57 @@ class CollectingUsage final : public UsageSink {
     std::lock_guard<std::mutex> lock(mu);
     for (const KeyUsage& u : batch) {
       requests[u.key_id] += u.requests;
-      last[u.key_id] = u.last_used;
+      if (u.requests != 0) last[u.key_id] = u.last_used;
     }
+    batches.emplace_back(batch.begin(), batch.end());
+  }
+  // `id`'s entry in the latest batch, if it has one.
+  std::optional<KeyUsage> InLastBatch(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (batches.empty()) return std::nullopt;
+    std::optional<KeyUsage> found;
+    for (const KeyUsage& u : batches.back()) {
+      if (u.key_id != id) continue;
+      CHECK_FALSE(found.has_value());  // once per batch
+      found = u;
+    }
+    return found;
+  }
+  std::size_t BatchCount() {
+    std::lock_guard<std::mutex> lock(mu);
+    return batches.size();
   }
   std::mutex mu;
   std::map<std::string, std::uint64_t> requests;
   std::map<std::string, absl::Time> last;
+  std::vector<std::vector<KeyUsage>> batches;
+};
+
+// Records which keys each TouchLastUsed call was given.
+class TouchRecordingStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  absl::Status TouchLastUsed(absl::Span<const LastUsedUpdate> updates,
+                             absl::Duration granularity) override {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++calls;
+      for (const LastUsedUpdate& u : updates) touched.push_back(u.key_id);
+    }
+    return inner().TouchLastUsed(updates, granularity);
+  }
+  bool Touched(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu);
+    return std::find(touched.begin(), touched.end(), id) != touched.end();
+  }
+  void Forget() {
+    std::lock_guard<std::mutex> lock(mu);
+    touched.clear();
+    calls = 0;
+  }
+  std::mutex mu;
+  int calls = 0;
+  std::vector<std::string> touched;
 };
 
 // A store that lets a "management change" win the race against the usage
@@ -1361,6 +1407,216 @@ TEST_CASE("Verifier keeps last_used through a failed usage flush", "[verifier][u
   CHECK(*r->last_used == kStart);
   std::lock_guard<std::mutex> lock(sink->mu);
   CHECK(sink->requests[k.record.id] == 5);  // counted once, by the first flush
+}
+
+TEST_CASE("Verifier reports each key's rate-limit denials in its usage batches",
+          "[verifier][usage][rate_limit]") {
+  auto recording = std::make_shared<TouchRecordingStore>(std::make_shared<MemoryKeyStore>());
+  Fixture f(UsageOver(recording));
+  auto sink = std::make_shared<CollectingUsage>();
+  VerifierOptions vo = ManualUsageOptions(f);
+  vo.last_used_granularity = absl::ZeroDuration();
+  vo.usage_sink = sink;
+  auto v = Verifier::Create(vo);
+  REQUIRE_OK(v);
+  f.verifier = *std::move(v);
+  CreatedKey limited = f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Hours(1), 3});
+  CreatedKey free_key = f.Create();
+  CreatedKey once = f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Hours(1), 1});
+  REQUIRE_OK(f.verifier->Sync());
+
+  // A burst of 3: 3 pass, then every request is refused until the hour is up.
+  for (int i = 0; i < 3; ++i) CHECK(f.Verify(Text(limited.token)).ok());
+  for (int i = 0; i < 5; ++i) {
+    CHECK(f.Verify(Text(limited.token)).outcome == Outcome::kRateLimited);
+  }
+  for (int i = 0; i < 2; ++i) CHECK(f.Verify(Text(free_key.token)).ok());
+  CHECK(f.Verify(Text(once.token)).ok());
+  // Refusals for other reasons are not rate-limit denials.
+  CHECK(f.Verify(Text(free_key.token), f.Needs("write:all")).outcome ==
+        Outcome::kInsufficientScope);
+  f.clock->Advance(absl::Seconds(2));
+  for (int i = 0; i < 2; ++i) {
+    CHECK(f.Verify(Text(limited.token)).outcome == Outcome::kRateLimited);
+  }
+  REQUIRE_OK(f.verifier->FlushUsage());
+  {
+    std::optional<KeyUsage> u = sink->InLastBatch(limited.record.id);
+    REQUIRE(u.has_value());
+    CHECK(u->requests == 3);
+    CHECK(u->last_used == kStart);
+    CHECK(u->denied == 7);
+    CHECK(u->first_denied == kStart);  // the earliest, not the latest
+    u = sink->InLastBatch(free_key.record.id);
+    REQUIRE(u.has_value());
+    CHECK(u->requests == 2);
+    CHECK(u->denied == 0);
+    CHECK(u->first_denied == absl::InfinitePast());
+    u = sink->InLastBatch(once.record.id);
+    REQUIRE(u.has_value());
+    CHECK(u->requests == 1);
+    CHECK(u->denied == 0);
+  }
+  CHECK(recording->Touched(once.record.id));
+
+  // Only denials: the key is in the batch, but they are not uses, so its
+  // last_used is neither reported nor written.
+  recording->Forget();
+  f.clock->Advance(absl::Minutes(1));
+  const absl::Time first = f.clock->Now();
+  for (int i = 0; i < 4; ++i) {
+    CHECK(f.Verify(Text(once.token)).outcome == Outcome::kRateLimited);
+  }
+  f.clock->Advance(absl::Milliseconds(1500));
+  CHECK(f.Verify(Text(once.token)).outcome == Outcome::kRateLimited);
+  const std::uint64_t version = f.store->Get(once.record.id)->version;
+  REQUIRE_OK(f.verifier->FlushUsage());
+  {
+    std::lock_guard<std::mutex> lock(sink->mu);
+    REQUIRE(sink->batches.back().size() == 1);  // keys with neither are left out
+  }
+  std::optional<KeyUsage> u = sink->InLastBatch(once.record.id);
+  REQUIRE(u.has_value());
+  CHECK(u->requests == 0);
+  CHECK(u->last_used == absl::InfinitePast());
+  CHECK(u->denied == 5);
+  CHECK(u->first_denied == first);
+  CHECK_FALSE(recording->Touched(once.record.id));
+  CHECK(recording->calls == 0);  // nothing to write, no store call
+  absl::StatusOr<KeyRecord> r = f.store->Get(once.record.id);
+  REQUIRE_OK(r);
+  CHECK(r->last_used == kStart);
+  CHECK(r->version == version);
+
+  // Each denial is reported once.
+  const std::size_t batches = sink->BatchCount();
+  REQUIRE_OK(f.verifier->FlushUsage());
+  CHECK(sink->BatchCount() == batches);
+  // Rounded down to the second, like last_used.
+  f.clock->Advance(absl::Milliseconds(700));
+  CHECK(f.Verify(Text(once.token)).outcome == Outcome::kRateLimited);
+  REQUIRE_OK(f.verifier->FlushUsage());
+  u = sink->InLastBatch(once.record.id);
+  REQUIRE(u.has_value());
+  CHECK(u->denied == 1);
+  CHECK(u->first_denied == absl::FromUnixSeconds(absl::ToUnixSeconds(f.clock->Now())));
+}
+
+TEST_CASE("Verifier counts an owner limit's denials against the key refused",
+          "[verifier][usage][rate_limit]") {
+  Fixture f(UsageOver(nullptr));
+  auto sink = std::make_shared<CollectingUsage>();
+  VerifierOptions vo = ManualUsageOptions(f);
+  vo.owner_rate_limit = RateLimitPolicy{1, absl::Hours(1), 2};
+  vo.usage_sink = sink;
+  auto v = Verifier::Create(vo);
+  REQUIRE_OK(v);
+  f.verifier = *std::move(v);
+  CreatedKey a = f.Create();
+  CreatedKey b = f.Create();
+  REQUIRE_OK(f.verifier->Sync());
+  CHECK(f.Verify(Text(a.token)).ok());
+  CHECK(f.Verify(Text(b.token)).ok());
+  for (int i = 0; i < 3; ++i) CHECK(f.Verify(Text(b.token)).outcome == Outcome::kRateLimited);
+  REQUIRE_OK(f.verifier->FlushUsage());
+  std::optional<KeyUsage> ua = sink->InLastBatch(a.record.id);
+  std::optional<KeyUsage> ub = sink->InLastBatch(b.record.id);
+  REQUIRE(ua.has_value());
+  REQUIRE(ub.has_value());
+  CHECK(ua->denied == 0);
+  CHECK(ub->requests == 1);
+  CHECK(ub->denied == 3);
+  CHECK(ub->first_denied == kStart);
+}
+
+TEST_CASE("Verifier reports no denial when the limiter is unavailable or usage is off",
+          "[verifier][usage][rate_limit]") {
+  Fixture f(UsageOver(nullptr));
+  CreatedKey k = f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Hours(1), 1});
+  for (const bool usage_on : {true, false}) {
+    auto sink = std::make_shared<CollectingUsage>();
+    VerifierOptions vo = ManualUsageOptions(f);
+    vo.usage_sink = sink;
+    vo.record_usage = usage_on;
+    if (usage_on) vo.rate_limiter = std::make_shared<FailingLimiter>();
+    auto v = Verifier::Create(vo);
+    REQUIRE_OK(v);
+    const std::string header = "Bearer " + Text(k.token);
+    if (usage_on) {
+      CHECK((*v)->Verify(header, Requirement::AnyValidKey(), kStart).outcome ==
+            Outcome::kUnavailable);
+    } else {
+      CHECK((*v)->Verify(header, Requirement::AnyValidKey(), kStart).ok());
+      CHECK((*v)->Verify(header, Requirement::AnyValidKey(), kStart).outcome ==
+            Outcome::kRateLimited);
+    }
+    REQUIRE_OK((*v)->FlushUsage());
+    CHECK(sink->BatchCount() == 0);
+  }
+}
+
+// A table swap must hand the old table's denial counts to the next flush,
+// like its request counts (IndexWriter::CarryOver), and a key's changes
+// move it to new slots whose counts add up.
+TEST_CASE("Verifier's denial counts survive reloads, resizes, changes and rolls",
+          "[verifier][usage][rate_limit]") {
+  Fixture f(UsageOver(nullptr));
+  auto sink = std::make_shared<CollectingUsage>();
+  VerifierOptions vo = ManualUsageOptions(f);
+  vo.usage_sink = sink;
+  auto v = Verifier::Create(vo);
+  REQUIRE_OK(v);
+  f.verifier = *std::move(v);
+  CreatedKey k = f.Create({"read:all"}, "production", RateLimitPolicy{1, absl::Hours(1), 1});
+  REQUIRE_OK(f.verifier->Sync());
+  const std::string token = Text(k.token);
+  CHECK(f.Verify(token).ok());
+  std::uint64_t denied = 0;
+  auto deny = [&](const std::string& t, int n) {
+    for (int i = 0; i < n; ++i) {
+      REQUIRE(f.Verify(t).outcome == Outcome::kRateLimited);
+      ++denied;
+    }
+  };
+  f.clock->Advance(absl::Seconds(5));
+  const absl::Time first = f.clock->Now();
+  deny(token, 3);
+  f.clock->Advance(absl::Seconds(1));
+  // A reload swaps the table.
+  std::uint64_t rebuilds = f.verifier->Stats().rebuilds;
+  REQUIRE_OK(f.verifier->Reload());
+  CHECK(f.verifier->Stats().rebuilds == rebuilds + 1);
+  deny(token, 2);
+  // Growth rebuilds it (more keys than the first table holds).
+  rebuilds = f.verifier->Stats().rebuilds;
+  for (int i = 0; i < 1500; ++i) f.Create();
+  REQUIRE_OK(f.verifier->Sync());
+  CHECK(f.verifier->Stats().rebuilds > rebuilds);
+  deny(token, 4);
+  // A change takes a fresh slot and retires the counted one.
+  absl::StatusOr<KeyRecord> r = f.store->Get(k.record.id);
+  REQUIRE_OK(r);
+  KeyUpdate change;
+  change.scopes = std::vector<std::string>{"read:all", "write:all"};
+  REQUIRE_OK(f.manager->Modify(k.record.id, change, r->version, "a"));
+  REQUIRE_OK(f.verifier->Sync());
+  deny(token, 1);
+  // The previous secret's denials are the key's too.
+  absl::StatusOr<CreatedKey> rolled = f.manager->Roll(k.record.id, absl::Hours(1), "a");
+  REQUIRE_OK(rolled);
+  REQUIRE_OK(f.verifier->Sync());
+  deny(token, 2);
+  deny(Text(rolled->token), 2);
+  // And a reload after all of it, before the flush.
+  REQUIRE_OK(f.verifier->Reload());
+  REQUIRE_OK(f.verifier->FlushUsage());
+  std::optional<KeyUsage> u = sink->InLastBatch(k.record.id);
+  REQUIRE(u.has_value());
+  CHECK(u->requests == 1);
+  CHECK(u->denied == denied);
+  CHECK(u->first_denied == first);
+  REQUIRE_OK(f.verifier->FlushUsage());
+  CHECK(sink->BatchCount() == 1);  // nothing reported twice
 }
 
 // Holds TouchLastUsed until released, and records when it has finished.

@@ -16,7 +16,8 @@
 //
 // Cost (bench/README.md): a hot key ~1.5-2x the token's digest alone
 // (~100 ns); a mistyped token ~0.3-0.5x (no hashing); a cold key one more
-// DRAM round trip. About 120 bytes of memory per key.
+// DRAM round trip. About 120 bytes of memory per key, and 11 more mapped for rate-limit
+// denial counters (Stats().total_bytes counts them), resident only where keys are denied.
 //
 // Example:
 //
@@ -84,7 +85,8 @@ struct VerifierOptions {
   absl::Duration full_resync_interval = absl::Hours(1);  // >= 0
   std::size_t feed_batch = 1000;                         // 1 .. kMaxListLimit
 
-  // Count successful verifications per key and remember the last use.
+  // Count successful verifications and rate-limit denials per key, and remember the last use
+  // and the first denial (KeyUsage).
   bool record_usage = true;
   // Flush this often (zero: only FlushUsage() and Shutdown()); write
   // last_used only when it moved this much (TouchLastUsed's min_advance).
@@ -107,7 +109,7 @@ struct VerifierStats {
   std::size_t slots_retired = 0;       // retired slots awaiting the next rebuild
   std::size_t capacity = 0;            // slots in the table
   std::size_t index_bytes = 0;         // hot slots (64 B each)
-  std::size_t total_bytes = 0;         // + key-id array, side records in use, writer index
+  std::size_t total_bytes = 0;         // + key ids, denial counters, side records, writer index
   std::uint64_t applied_sequence = 0;  // store sequence applied so far
   std::uint64_t changes_applied = 0;
   std::uint64_t rebuilds = 0;       // table swaps (resizes, compactions, reloads)

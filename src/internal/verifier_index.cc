@@ -37,14 +37,16 @@ bool PackKeyId(std::string_view id, IdEntry* out) noexcept {
   return true;
 }
 
-ZeroArray::ZeroArray(std::size_t bytes) {
+ZeroArray::ZeroArray(std::size_t bytes, Pages pages) {
   if (bytes == 0) return;
   // Round large arrays up to whole huge pages so THP can back all of them.
   const std::size_t rounded = bytes >= kHugePage ? (bytes + kHugePage - 1) & ~(kHugePage - 1)
                                                  : (bytes + 4095) & ~std::size_t{4095};
   void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return;
-  if (rounded >= kHugePage) madvise(p, rounded, MADV_HUGEPAGE);  // advisory; errors are fine
+  if (rounded >= kHugePage) {  // advisory; errors are fine
+    madvise(p, rounded, pages == Pages::kHuge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  }
   data_ = p;
   bytes_ = rounded;
 }
@@ -57,8 +59,12 @@ Table::Table(std::size_t cap, std::uint64_t gen)
     : slot_mem_(cap * sizeof(Slot)),
       key_id_mem_(cap * sizeof(IdEntry)),
       extra_mem_(cap * sizeof(std::uintptr_t)),  // one pointer per side record
-      id_mem_(cap * sizeof(std::uint32_t)) {
-  if (!slot_mem_.ok() || !key_id_mem_.ok() || !extra_mem_.ok() || !id_mem_.ok()) return;
+      id_mem_(cap * sizeof(std::uint32_t)),
+      denial_mem_(cap * sizeof(std::uint64_t), ZeroArray::Pages::kSmall) {
+  if (!slot_mem_.ok() || !key_id_mem_.ok() || !extra_mem_.ok() || !id_mem_.ok() ||
+      !denial_mem_.ok()) {
+    return;
+  }
   // mmap memory is zero, which is exactly the value of a default-constructed
   // Slot except for the TAT; construct properly anyway (it also faults the
   // pages in now, during a rebuild, rather than on the first inserts).
@@ -71,6 +77,8 @@ Table::Table(std::size_t cap, std::uint64_t gen)
   // Pointers and integers: zero bytes are valid values (implicit lifetime).
   extras = static_cast<const KeyExtra**>(extra_mem_.data());
   id_index = static_cast<std::uint32_t*>(id_mem_.data());
+  // Left untouched: a denial maps its page.
+  denials = static_cast<std::uint64_t*>(denial_mem_.data());
   capacity = cap;
   generation = gen;
 }
@@ -90,8 +98,10 @@ std::size_t Table::OtherBytes() const noexcept {
   // slot) but only its used pages are ever touched.
   const std::size_t extra_ptr_bytes =
       (extra_count * sizeof(std::uintptr_t) + 4095) & ~std::size_t{4095};
-  return key_id_mem_.bytes() + extra_ptr_bytes + id_mem_.bytes() + extra_bytes +
-         extra_owner.capacity() * sizeof(extra_owner[0]);
+  // The denial cells are counted whole, as if every key had been denied
+  // (pages nobody was denied in are never resident).
+  return key_id_mem_.bytes() + extra_ptr_bytes + id_mem_.bytes() + denial_mem_.bytes() +
+         extra_bytes + extra_owner.capacity() * sizeof(extra_owner[0]);
 }
 
 }  // namespace keygate::internal

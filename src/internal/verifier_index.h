@@ -6,13 +6,17 @@
 // slot. The capacity is not a power of two (a slot's home is a
 // multiply-shift of the digest's first word), so a table loaded with n keys
 // sits at load 0.7, 120 B per key, wherever n falls; a power-of-two table
-// would sit anywhere between 0.375 and 0.75 (10 M keys: 0.6, 140 B).
+// would sit anywhere between 0.375 and 0.75 (10 M keys: 0.6, 140 B). A
+// further 8 B per slot of rate-limit denial counters is mapped but only
+// becomes resident, one 4 KiB page (512 slots) at a time, where keys are
+// denied.
 //
 // Reader protocol (no locks): load the table pointer inside an epoch read
 // section; probe from `Home(digest word 0)`; a slot is considered only when
 // its `ctrl` word (loaded with acquire) says live; all other slot fields are
 // written before `ctrl` is published and never change while the table is
-// reachable, except the atomics (ctrl's revoked bit, the TAT, usage).
+// reachable, except the atomics (ctrl's revoked bit, the TAT, usage, the
+// slot's denial cell).
 //
 // Writer protocol (one writer at a time, under the verifier's mutex): a new
 // or changed key gets a fresh, never-used slot (found by probing for an
@@ -150,6 +154,62 @@ inline void UnpackKeyId(const IdEntry& e, char* out) noexcept {
   std::memcpy(out + 17, &c, 5);
 }
 
+// ---- Rate-limit denials -----------------------------------------------------
+// The slot is full, so the requests a key's (or its owner's) limit refuses
+// are counted in a parallel array of one 64-bit cell per slot, written only
+// on that path and read and reset by the usage collector:
+//   bits 0-31   the Unix second of the earliest denial since the cell was
+//               last taken, at least 1; 0 while the first one's reader has
+//               yet to write it
+//   bits 32-63  the number of denials, mod 2^32 (an add carries out of the
+//               word, never into the time)
+// A denial is one relaxed add; only the first of a window (or one whose
+// clock read an earlier second) also stores its time, with a CAS that gives
+// up once the count it added to has been taken. So a cell with a count
+// always gets a time, and a taker that finds a count without one leaves the
+// cell for its next pass rather than report a denial with no time. (A
+// reader preempted between its add and its CAS while the cell is taken and
+// refilled past its count may write its own, earlier, second into the next
+// window; counts are exact regardless.)
+// Accessed through std::atomic_ref: zero bytes are an empty cell, so the
+// array needs no construction and its pages stay unmapped until a denial.
+inline constexpr std::uint64_t kOneDenial = std::uint64_t{1} << 32;
+inline constexpr std::uint64_t kDenialSecondMask = kOneDenial - 1;
+static_assert(std::atomic_ref<std::uint64_t>::required_alignment <= alignof(std::uint64_t));
+
+// Counts a denial at `second` (Unix seconds, at least 1) in `cell`.
+// Lock-free, allocation-free.
+inline void NoteDenial(std::uint64_t& cell, std::uint32_t second) noexcept {
+  std::atomic_ref<std::uint64_t> c(cell);
+  std::uint64_t cur = c.fetch_add(kOneDenial, std::memory_order_relaxed) + kOneDenial;
+  const std::uint64_t counted = cur >> 32;  // ours and those before it
+  for (;;) {
+    const std::uint64_t first = cur & kDenialSecondMask;
+    // Set and no later than ours, or our count was taken (with a time) meanwhile.
+    if ((first != 0 && first <= second) || (cur >> 32) < counted) return;
+    if (c.compare_exchange_weak(cur, (cur & ~kDenialSecondMask) | second,
+                                std::memory_order_relaxed)) {
+      return;
+    }
+  }
+}
+
+// Takes the denials counted in `cell` and empties it. False, and the cell
+// untouched, if it holds none or its first denial's time is not written yet.
+inline bool TakeDenials(std::uint64_t& cell, std::uint32_t* count,
+                        std::uint32_t* first_second) noexcept {
+  std::atomic_ref<std::uint64_t> c(cell);
+  std::uint64_t cur = c.load(std::memory_order_relaxed);
+  for (;;) {
+    if ((cur >> 32) == 0 || (cur & kDenialSecondMask) == 0) return false;
+    if (c.compare_exchange_weak(cur, 0, std::memory_order_relaxed)) {
+      *count = static_cast<std::uint32_t>(cur >> 32);
+      *first_second = static_cast<std::uint32_t>(cur & kDenialSecondMask);
+      return true;
+    }
+  }
+}
+
 // A slot's home: the digest's first word mapped onto [0, capacity) by a
 // multiply-shift (capacity < 2^32), so any capacity works.
 inline std::uint64_t Home(std::uint64_t hash, std::uint64_t capacity) noexcept {
@@ -181,12 +241,15 @@ struct KeyExtra {
 
 // A zero-filled array of trivially constructible T (or T whose value
 // initialisation is all zero bytes) from mmap, with transparent huge pages
-// requested for large ones: a TLB miss per lookup would cost as much as the
-// cache miss. Pages are only resident once touched.
+// requested for large ones (kHuge): a TLB miss per lookup would cost as much
+// as the cache miss. Pages are only resident once touched; kSmall refuses
+// huge pages, for an array touched sparsely, where one would make 2 MiB
+// resident for a byte.
 class ZeroArray {
  public:
+  enum class Pages { kHuge, kSmall };
   ZeroArray() = default;
-  explicit ZeroArray(std::size_t bytes);
+  explicit ZeroArray(std::size_t bytes, Pages pages = Pages::kHuge);
   ~ZeroArray();
   ZeroArray(const ZeroArray&) = delete;
   ZeroArray& operator=(const ZeroArray&) = delete;
@@ -210,6 +273,8 @@ struct Table {
   Slot* slots = nullptr;
   IdEntry* ids = nullptr;
   const KeyExtra** extras = nullptr;  // by side-record index
+  // Per slot; written only when a limit refuses a request (NoteDenial).
+  std::uint64_t* denials = nullptr;
 
   // ---- Writer only ----
   std::uint64_t generation = 0;
@@ -228,7 +293,7 @@ struct Table {
   std::size_t OtherBytes() const noexcept;
 
  private:
-  ZeroArray slot_mem_, key_id_mem_, extra_mem_, id_mem_;
+  ZeroArray slot_mem_, key_id_mem_, extra_mem_, id_mem_, denial_mem_;
 };
 
 }  // namespace keygate::internal

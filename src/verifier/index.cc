@@ -20,6 +20,21 @@
 
 namespace keygate::internal {
 
+namespace {
+
+// Counts a denial of slot `s` of `t` at `now_ns` in its cell, whose time is
+// Unix seconds held to [1, 2^32 - 1] (0 marks a time not written yet).
+// Out of line and cold: the success path keeps Check's code compact, and
+// Check keeps only the table, not the slot index, for it.
+[[gnu::noinline, gnu::cold]] void RecordDenial(const Table& t, const Slot& s,
+                                               std::int64_t now_ns) noexcept {
+  const auto second = static_cast<std::uint32_t>(std::clamp<std::int64_t>(
+      now_ns / 1'000'000'000, 1, std::numeric_limits<std::uint32_t>::max()));
+  NoteDenial(t.denials[static_cast<std::size_t>(&s - t.slots)], second);
+}
+
+}  // namespace
+
 std::string IdOf(const Table& t, std::size_t slot) {
   const std::uint64_t c = t.slots[slot].ctrl.load(std::memory_order_relaxed);
   if ((c & kFlagIdInExtra) != 0) return t.extras[c >> kExtraShift]->id;
@@ -263,6 +278,9 @@ Verdict IndexReader::Check(const Table& t, std::size_t i, std::uint64_t c, const
     case LimitResult::kAllowed:
       break;
     case LimitResult::kDenied:
+      // Counted for the usage batch (KeyUsage::denied), off the success
+      // path, in the slot's cell of its own array (verifier_index.h).
+      if (config_.record_usage) RecordDenial(t, s, now_ns);
       v.outcome = Outcome::kRateLimited;
       return v;
     case LimitResult::kUnavailable:

@@ -47,11 +47,16 @@ absl::Status UsageCollector::Flush() {
     for (; pos < end; ++pos) {
       Slot& s = t->slots[pos];
       if ((s.ctrl.load(std::memory_order_acquire) & kKindMask) == kKindEmpty) continue;
-      if (s.uses.load(std::memory_order_relaxed) == 0) continue;
-      const std::uint32_t n = s.uses.exchange(0, std::memory_order_relaxed);
+      const std::uint32_t n = s.uses.load(std::memory_order_relaxed) == 0
+                                  ? 0
+                                  : s.uses.exchange(0, std::memory_order_relaxed);
+      std::uint32_t denied = 0;
+      std::uint32_t first_denied_s = 0;
+      const bool was_denied = TakeDenials(t->denials[pos], &denied, &first_denied_s);
+      if (n == 0 && !was_denied) continue;
       PendingUse& p = agg[IdOf(*t, pos)];
-      p.requests += n;
-      p.last_s = std::max(p.last_s, s.last_used_s.load(std::memory_order_relaxed));
+      if (n != 0) p.AddUses(n, s.last_used_s.load(std::memory_order_relaxed));
+      if (was_denied) p.AddDenials(denied, first_denied_s);
     }
   }
   if (agg.empty()) return absl::OkStatus();
@@ -61,17 +66,22 @@ absl::Status UsageCollector::Flush() {
   std::vector<LastUsedUpdate> touches;
   touches.reserve(agg.size());
   for (auto& [id, p] : agg) {
-    // An entry with no requests is a last_used a failed flush put back.
-    if (p.requests != 0) {
+    // An entry with neither requests nor denials is a last_used a failed
+    // flush put back.
+    if (p.requests != 0 || p.denied != 0) {
       KeyUsage u;
       u.key_id = id;
       u.requests = p.requests;
-      u.last_used = absl::FromUnixSeconds(p.last_s);
+      if (p.requests != 0) u.last_used = absl::FromUnixSeconds(p.last_s);
+      u.denied = p.denied;
+      if (p.denied != 0) u.first_denied = absl::FromUnixSeconds(p.first_denied_s);
       batch.push_back(std::move(u));
     }
-    touches.push_back(LastUsedUpdate{id, absl::FromUnixSeconds(p.last_s)});
+    // Denied requests are not uses: a key with only those keeps its last_used.
+    if (p.touch) touches.push_back(LastUsedUpdate{id, absl::FromUnixSeconds(p.last_s)});
   }
   if (config_.sink != nullptr && !batch.empty()) config_.sink->Record(batch);
+  if (touches.empty()) return absl::OkStatus();
 
   absl::Status stored = config_.store->TouchLastUsed(touches, config_.last_used_granularity);
   if (!stored.ok()) {
@@ -80,8 +90,10 @@ absl::Status UsageCollector::Flush() {
     // lose them.
     std::lock_guard<std::mutex> lock(pending_mu_);
     for (const auto& [id, p] : agg) {
+      if (!p.touch) continue;
       PendingUse& q = pending_[id];
       q.last_s = std::max(q.last_s, p.last_s);
+      q.touch = true;
     }
   }
   return stored;

@@ -1,7 +1,8 @@
 // The verifier's usage collector (private): gathers the per-slot request
-// counts and last-use times that Verify leaves in the published table, with
-// what the writer carried out of tables it swapped away, hands each batch
-// to the UsageSink and writes last_used with one KeyStore::TouchLastUsed.
+// counts, last-use times and rate-limit denials that Verify leaves in the
+// published table, with what the writer carried out of tables it swapped
+// away, hands each batch to the UsageSink and writes last_used (of keys
+// that had successful requests only) with one KeyStore::TouchLastUsed.
 //
 // Thread safety: thread-safe. Flush() runs one at a time (flush_mu_);
 // pending usage is under pending_mu_; the flush thread's wake-up state is
@@ -38,6 +39,19 @@ class UsageCollector {
   struct PendingUse {
     std::uint64_t requests = 0;
     std::uint32_t last_s = 0;
+    bool touch = false;  // last_s is to be written (a use, or a failed write put back)
+    std::uint64_t denied = 0;
+    std::uint32_t first_denied_s = 0;  // 0: none
+
+    void AddUses(std::uint32_t n, std::uint32_t last) {
+      requests += n;
+      last_s = std::max(last_s, last);
+      touch = true;
+    }
+    void AddDenials(std::uint32_t n, std::uint32_t first) {
+      first_denied_s = denied == 0 ? first : std::min(first_denied_s, first);
+      denied += n;
+    }
   };
 
  public:
@@ -46,10 +60,11 @@ class UsageCollector {
   UsageCollector(const UsageCollector&) = delete;
   UsageCollector& operator=(const UsageCollector&) = delete;
 
-  // Scans the published table, adds the pending usage, calls the sink and
-  // the store. Errors: the store's (the last-used times are kept for the
-  // next flush; the sink gets each count once); kResourceExhausted if this
-  // thread cannot enter a read section.
+  // Scans the published table, adds the pending usage, calls the sink with
+  // every key that had requests or denials, and the store with the
+  // last-used times of those that had requests. Errors: the store's (the
+  // last-used times are kept for the next flush; the sink gets each count
+  // once); kResourceExhausted if this thread cannot enter a read section.
   absl::Status Flush();
 
   // Starts the periodic flush thread (with a positive flush_interval).
@@ -63,9 +78,11 @@ class UsageCollector {
    public:
     explicit Carry(UsageCollector& u) : u_(u), lock_(u.pending_mu_) {}
     void Add(const std::string& id, std::uint32_t uses, std::uint32_t last_s) {
-      PendingUse& p = u_.pending_[id];
-      p.requests += uses;
-      p.last_s = std::max(p.last_s, last_s);
+      u_.pending_[id].AddUses(uses, last_s);
+    }
+    // `denied` denials, the earliest at Unix second `first_s` (TakeDenials).
+    void AddDenials(const std::string& id, std::uint32_t denied, std::uint32_t first_s) {
+      u_.pending_[id].AddDenials(denied, first_s);
     }
 
    private:
