@@ -2,9 +2,9 @@
 // webhook_dispatcher.cc runs the threads and the attempts; queueing.cc turns audit entries,
 // expiries and rate-limit denials into queued messages.
 //
-// Locks, always taken in this order when nested: ingest_mu (one queueing pass at a time), then
-// db_mu (the state file's connection), then mu (the threads' shared fields). inbox->mu is never
-// held with another.
+// Locks, always taken in this order when nested: ingest_mu (one queueing unit at a time), then
+// db_mu (the state file's connection) or inbox->mu (denials waiting), then mu (the threads'
+// shared fields).
 #ifndef KEYGATE_SRC_WEBHOOKS_DISPATCHER_IMPL_H_
 #define KEYGATE_SRC_WEBHOOKS_DISPATCHER_IMPL_H_
 

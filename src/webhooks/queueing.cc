@@ -203,13 +203,15 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::Ingest() {
 
 absl::StatusOr<std::size_t> WebhookDispatcher::Impl::ScanExpiring() {
   if (options.expiring_lead <= absl::ZeroDuration()) return 0;
-  std::lock_guard<std::mutex> serial(ingest_mu);
   std::size_t queued = 0;
   ListOptions list;
   list.filter.state = KeyState::kActive;
   list.limit = kMaxListLimit;
   for (;;) {
     if (Stopping()) break;
+    // A page at a time, read and queued without an Ingest in between (which could write a
+    // key's newer state that this page's older one would then overwrite); Ingest runs between.
+    std::lock_guard<std::mutex> serial(ingest_mu);
     absl::StatusOr<ListPage> page = options.store->List(list);
     if (!page.ok()) return page.status();
     const absl::Time now = absl::Now();
@@ -280,7 +282,6 @@ absl::StatusOr<bool> WebhookDispatcher::Impl::QueueRateLimitedKey(
 }
 
 absl::StatusOr<std::size_t> WebhookDispatcher::Impl::QueueRateLimited() {
-  std::lock_guard<std::mutex> serial(ingest_mu);
   std::map<std::string, webhooks_internal::RateLimitInbox::Denials> taken;
   std::uint64_t dropped = 0;
   {
@@ -311,6 +312,7 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::QueueRateLimited() {
   for (; it != taken.end(); ++it) {
     const std::string& key_id = it->first;
     const webhooks_internal::RateLimitInbox::Denials& d = it->second;
+    std::lock_guard<std::mutex> serial(ingest_mu);  // a key at a time, as ScanExpiring's pages
     absl::StatusOr<std::optional<KeyRecord>> r = ReadKey(*options.store, key_id);
     if (!r.ok()) return give_back(r.status());
     if (!r->has_value() || (*r)->webhook_url.empty()) continue;
