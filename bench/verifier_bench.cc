@@ -4,6 +4,9 @@
 //   BM_HashOnly                 the token's digest, exactly as the verifier
 //                               computes it: the floor
 //   BM_Verify*                  the Verifier, by outcome and working set
+//                               (BM_VerifyRateLimitedOneKey: every thread
+//                               refused by one key, the flood that a
+//                               key.rate_limited alert is about)
 //   BM_SharedMutexVerify*       std::shared_mutex + std::unordered_map
 //   BM_AbslMutexVerify*         absl::Mutex (reader lock) + absl::flat_hash_map
 //   BM_DramLatency              one dependent random load over a region the
@@ -255,6 +258,7 @@ struct World {
   InputList ok;       // looked-up normal keys, shuffled
   InputList revoked;  // (hot world only)
   InputList limited;  // exhausted (hot world only)
+  InputList flooded;  // one exhausted key's header, kHot times (hot world only)
   InputList unknown;  // well-formed, never issued
   InputList bad;      // checksum off by one character
   InputList tokens;   // bare tokens of `ok`, same order
@@ -298,6 +302,7 @@ std::unique_ptr<World> BuildWorld(std::uint64_t n, bool hot) {
   w->verifier = *std::move(v);
   std::mt19937_64 rng(n);
   std::shuffle(looked_up.begin(), looked_up.end(), rng);
+  std::string first_limited;
   for (auto& [i, t] : looked_up) {
     const KeyClass c = hot ? HotClass(i, n) : KeyClass::kNormal;
     const std::string header = "Bearer " + t;
@@ -310,9 +315,13 @@ std::unique_ptr<World> BuildWorld(std::uint64_t n, bool hot) {
       // Use up the single request the key ever gets.
       (void)w->verifier->Verify(header, ReadAll());
       w->limited.push_back(header);
+      if (first_limited.empty()) first_limited = header;
     }
   }
-  for (InputList* l : {&w->ok, &w->revoked, &w->limited, &w->tokens}) l->Pack();
+  if (!first_limited.empty()) {
+    for (std::uint64_t k = 0; k < kHot; ++k) w->flooded.push_back(first_limited);
+  }
+  for (InputList* l : {&w->ok, &w->revoked, &w->limited, &w->flooded, &w->tokens}) l->Pack();
   const std::size_t extra = std::min<std::size_t>(w->ok.size(), kHot);
   for (std::size_t k = 0; k < extra; ++k) {
     w->unknown.push_back("Bearer " + Token(n + 1'000'000'000ULL + k));
@@ -674,6 +683,10 @@ void BM_VerifyRateLimited(benchmark::State& state) {
   World& w = Hot();
   VerifyOn(state, w, w.limited, ReadAll(), Outcome::kRateLimited);
 }
+void BM_VerifyRateLimitedOneKey(benchmark::State& state) {
+  World& w = Hot();
+  VerifyOn(state, w, w.flooded, ReadAll(), Outcome::kRateLimited);
+}
 void BM_VerifyColdUniform(benchmark::State& state) {
   World& w = GetWorld(static_cast<std::uint64_t>(state.range(0)), /*hot=*/false);
   VerifyOn(state, w, w.ok, ReadAll(), Outcome::kOk);
@@ -794,6 +807,8 @@ void Register() {
   benchmark::RegisterBenchmark("BM_VerifyRevoked", BM_VerifyRevoked)->Apply(ThreadsOneTwo);
   benchmark::RegisterBenchmark("BM_VerifyScopeDenied", BM_VerifyScopeDenied)->Apply(ThreadsOneTwo);
   benchmark::RegisterBenchmark("BM_VerifyRateLimited", BM_VerifyRateLimited)->Apply(ThreadsOneTwo);
+  benchmark::RegisterBenchmark("BM_VerifyRateLimitedOneKey", BM_VerifyRateLimitedOneKey)
+      ->Apply(ThreadsOneTwo);
   std::vector<std::int64_t> sizes = {1'000, 10'000, 100'000, 1'000'000};
   if (ten_million) sizes.push_back(10'000'000);
   for (std::int64_t n : sizes) {
