@@ -163,6 +163,8 @@ std::vector<RouteCall> EveryRoute(const std::string& id) {
       {"GET", "/admin/api/v1/scopes", ""},
       {"GET", "/admin/api/v1/environments", ""},
       {"GET", "/admin/api/v1/me", ""},
+      {"GET", k + "/webhook-deliveries", ""},
+      {"GET", "/admin/api/v1/webhook-deliveries", ""},
   };
 }
 
@@ -496,6 +498,140 @@ TEST_CASE("AdminApi reveals a recoverable key's token, recorded, and only then",
   CHECK(types == std::vector<std::string>{"created", "revealed", "rolled", "revealed"});
 }
 
+// A delivery log as a WebhookDispatcher keeps it: for `key_id`, a delivered message (a 500, then
+// a 204) and a pending one (no response yet, retried later); for any other key, nothing. Records
+// what it was asked.
+struct FakeDeliveryLog {
+  std::string key_id;
+  mutable std::vector<std::pair<std::string, std::size_t>> asked;
+
+  WebhookDeliveryLog Source() const {
+    return [this](std::string_view key,
+                  std::size_t limit) -> absl::StatusOr<std::vector<WebhookDelivery>> {
+      asked.emplace_back(std::string(key), limit);
+      if (!key.empty() && key != key_id) return std::vector<WebhookDelivery>{};
+      const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
+      WebhookDelivery pending;
+      pending.sequence = 7;
+      pending.key_id = key_id;
+      pending.id = "msg_pending";
+      pending.type = "key.revoked";
+      pending.url = "https://hooks.example.com/keygate";
+      pending.state = WebhookDelivery::State::kPending;
+      pending.next_attempt = t + absl::Seconds(5);
+      pending.attempts.push_back(
+          {t, 0, absl::Microseconds(5'000'250), "", "connect: Connection refused"});
+      WebhookDelivery delivered;
+      delivered.sequence = 3;
+      delivered.key_id = key_id;
+      delivered.id = "msg_delivered";
+      delivered.type = "key.created";
+      delivered.url = "https://hooks.example.com/keygate";
+      delivered.state = WebhookDelivery::State::kDelivered;
+      delivered.next_attempt = t;
+      delivered.attempts.push_back(
+          {t - absl::Seconds(9), 500, absl::Microseconds(12'345), "203.0.113.7", "HTTP 500"});
+      delivered.attempts.push_back(
+          {t - absl::Seconds(4), 204, absl::Microseconds(8'000), "203.0.113.7", ""});
+      return std::vector<WebhookDelivery>{pending, delivered};
+    };
+  }
+};
+
+TEST_CASE("AdminApi shows a key's webhook deliveries with their attempts", "[admin][webhooks]") {
+  FakeDeliveryLog log;
+  Admin a({.webhook_deliveries = log.Source()});
+  const std::string id = a.CreateKey({{"name", "svc"}, {"environment", "production"}})["key"]["id"];
+  log.key_id = id;
+  const std::string path = "/admin/api/v1/keys/" + id + "/webhook-deliveries";
+
+  AdminResponse r = a.Call("GET", path + "?limit=20");
+  INFO(r.body);
+  REQUIRE(r.status == 200);
+  CHECK(HeaderOf(r, "Content-Type") == "application/json");
+  REQUIRE(log.asked.size() == 1);
+  CHECK(log.asked[0] == std::pair<std::string, std::size_t>{id, 20});
+  const json body = Body(r);
+  REQUIRE(body["deliveries"].size() == 2);
+  const json& pending = body["deliveries"][0];
+  CHECK(pending == json::parse(R"({"id":"msg_pending","key_id":")" + id + R"(",
+      "type":"key.revoked","url":"https://hooks.example.com/keygate","state":"pending",
+      "sequence":7,"next_attempt":"2027-01-15T08:00:05Z",
+      "attempts":[{"at":"2027-01-15T08:00:00Z","status":null,"latency_ms":5000.25,
+                   "address":null,"error":"connect: Connection refused"}]})"));
+  const json& delivered = body["deliveries"][1];
+  CHECK(delivered["state"] == "delivered");
+  CHECK(delivered["next_attempt"].is_null());  // only a pending message has one
+  REQUIRE(delivered["attempts"].size() == 2);
+  CHECK(delivered["attempts"][0]["status"] == 500);
+  CHECK(delivered["attempts"][0]["latency_ms"] == 12.345);
+  CHECK(delivered["attempts"][0]["address"] == "203.0.113.7");
+  CHECK(delivered["attempts"][1]["status"] == 204);
+  CHECK(delivered["attempts"][1]["error"].is_null());
+  CHECK(r.body.find("whsec_") == std::string::npos);
+
+  // The default limit; an admin reads every key's log.
+  CHECK(a.Call("GET", path).status == 200);
+  CHECK(log.asked.back().second == 50);
+  r = a.Call("GET", "/admin/api/v1/webhook-deliveries?limit=1000");
+  REQUIRE(r.status == 200);
+  CHECK(log.asked.back() == std::pair<std::string, std::size_t>{"", 1000});
+  CHECK(Body(r)["deliveries"].size() == 2);
+
+  // A key of another owner, asked by a key without the admin scope: 403 before any lookup.
+  const std::size_t asked = log.asked.size();
+  CHECK(a.Call("GET", path, "", {}, a.reader_token).status == 403);
+  CHECK(a.Call("GET", "/admin/api/v1/webhook-deliveries", "", {}, a.reader_token).status == 403);
+  CHECK(log.asked.size() == asked);
+
+  // A key that never existed: 404, as on GET /keys/{id}. A deleted one keeps its log.
+  r = a.Call("GET", "/admin/api/v1/keys/key_000000000000000000000000/webhook-deliveries");
+  CHECK(r.status == 404);
+  CHECK(Body(r)["code"] == "not_found");
+  REQUIRE(a.Call("DELETE", "/admin/api/v1/keys/" + id).status == 204);
+  r = a.Call("GET", path);
+  CHECK(r.status == 200);
+  CHECK(Body(r)["deliveries"].size() == 2);
+
+  // Bad parameters name the parameter.
+  for (const std::string& query :
+       std::vector<std::string>{"?limit=0", "?limit=1001", "?limit=x", "?key_id=" + id}) {
+    INFO(query);
+    r = a.Call("GET", path + query);
+    CHECK(r.status == 400);
+    CHECK(Body(r)["code"] == "invalid_argument");
+  }
+  CHECK(a.Call("POST", path, "").status == 405);
+}
+
+TEST_CASE("AdminApi without a delivery log answers its webhook routes 404 webhooks_off",
+          "[admin][webhooks]") {
+  Admin a;
+  const std::string id = a.CreateKey({{"name", "svc"}, {"environment", "production"}})["key"]["id"];
+  for (const std::string& path :
+       std::vector<std::string>{"/admin/api/v1/keys/" + id + "/webhook-deliveries",
+                                "/admin/api/v1/webhook-deliveries"}) {
+    INFO(path);
+    AdminResponse r = a.Call("GET", path);
+    CHECK(r.status == 404);
+    CHECK(HeaderOf(r, "Content-Type") == "application/problem+json");
+    const json body = Body(r);
+    CHECK(body["code"] == "webhooks_off");
+    CHECK(body["detail"].get<std::string>().find("no webhook dispatcher") != std::string::npos);
+    // Still only for admins.
+    CHECK(a.Call("GET", path, "", {}, a.reader_token).status == 403);
+  }
+  // The log's errors are the store's: a log that is down is a 503.
+  Admin down(
+      {.webhook_deliveries = [](std::string_view,
+                                std::size_t) -> absl::StatusOr<std::vector<WebhookDelivery>> {
+        return absl::UnavailableError("webhook state: database is locked");
+      }});
+  AdminResponse r = down.Call("GET", "/admin/api/v1/webhook-deliveries");
+  CHECK(r.status == 503);
+  CHECK(HeaderOf(r, "Retry-After") == "1");
+}
+
 TEST_CASE("AdminApi provisions a user's personal key once", "[admin]") {
   Admin a;
   const std::string body = R"({"owner":"carol","environment":"preview","scopes":["read:all"]})";
@@ -778,7 +914,8 @@ TEST_CASE("AdminApi serves the console's files without a key, under a strict CSP
 // writes each exchange to $KEYGATE_ADMIN_TRANSCRIPT (one JSON object a line) when it is set:
 // tests/admin/check_openapi.py validates each response against the document's schemas.
 TEST_CASE("AdminApi answers every operation of its OpenAPI document", "[admin][openapi]") {
-  Admin a({}, true, TestEnvelope());
+  FakeDeliveryLog log;
+  Admin a({.webhook_deliveries = log.Source()}, true, TestEnvelope());
   const json doc = Body(a.Call("GET", "/admin/api/v1/openapi.json", "", {}, std::string()));
   std::vector<json> transcript;
   std::set<std::string> answered;  // "METHOD /template"
@@ -808,6 +945,7 @@ TEST_CASE("AdminApi answers every operation of its OpenAPI document", "[admin][o
                                      "rate_limit":{"rate":5,"period_ms":1000}})"));
   const std::string id = created["key"]["id"];
   const std::string k = "/keys/" + id;
+  log.key_id = id;
   call("GET", "/keys", "/keys?limit=2");
   call("GET", "/keys", "/keys?state=nope");
   call("GET", "/keys", "/keys", "", {}, std::string());
@@ -845,6 +983,12 @@ TEST_CASE("AdminApi answers every operation of its OpenAPI document", "[admin][o
   call("GET", "/scopes", "/scopes");
   call("GET", "/environments", "/environments");
   call("GET", "/me", "/me");
+  call("GET", "/keys/{id}/webhook-deliveries", k + "/webhook-deliveries?limit=5");
+  call("GET", "/keys/{id}/webhook-deliveries",
+       "/keys/key_000000000000000000000000/webhook-deliveries");
+  call("GET", "/keys/{id}/webhook-deliveries", k + "/webhook-deliveries?limit=0");
+  call("GET", "/webhook-deliveries", "/webhook-deliveries");
+  call("GET", "/webhook-deliveries", "/webhook-deliveries", "", {}, a.reader_token);
   call("GET", "/openapi.json", "/openapi.json", "", {}, std::string());
   call("DELETE", "/keys/{id}", k, "", {{"If-Match", "\"1\""}});
   call("DELETE", "/keys/{id}", k);

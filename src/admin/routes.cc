@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 
 #include "admin/embedded.h"
@@ -30,6 +31,7 @@
 #include "keygate/key_store.h"
 #include "keygate/scope.h"
 #include "keygate/secret.h"
+#include "keygate/webhooks/webhook_dispatcher.h"
 
 namespace keygate::admin_internal {
 namespace {
@@ -55,9 +57,83 @@ constexpr Route kRoutes[] = {
     {RouteId::kScopes, false, {"GET"}},
     {RouteId::kEnvironments, false, {"GET"}},
     {RouteId::kMe, false, {"GET"}},
+    {RouteId::kKeyWebhookDeliveries, false, {"GET"}},
+    {RouteId::kWebhookDeliveries, false, {"GET"}},
 };
 
 const Route& RouteOf(RouteId id) { return kRoutes[static_cast<std::size_t>(id)]; }
+
+constexpr std::uint64_t kDefaultDeliveriesLimit = 50;
+constexpr std::uint64_t kMaxDeliveriesLimit = 1000;  // WebhookDispatcher::Deliveries' own
+
+// WebhookDeliveryStateName's names: that function is keygate::webhooks', which this component
+// does not link.
+std::string_view DeliveryStateName(WebhookDelivery::State state) {
+  switch (state) {
+    case WebhookDelivery::State::kPending:
+      return "pending";
+    case WebhookDelivery::State::kDelivered:
+      return "delivered";
+    case WebhookDelivery::State::kFailed:
+      return "failed";
+    case WebhookDelivery::State::kSkipped:
+      return "skipped";
+  }
+  return "unknown";
+}
+
+// {"id", "key_id", "type", "url", "state", "sequence" (null: not from the audit log),
+// "next_attempt" (null unless pending), "attempts": [{"at", "status" (null: no response),
+// "latency_ms", "address" (null: no connection), "error" (null: none)}]}. The CLI's
+// `webhooks deliveries --json` writes the same (src/cli/commands_webhooks.cc).
+void WriteDeliveryJson(JsonWriter& w, const WebhookDelivery& d) {
+  w.BeginObject();
+  w.Key("id").String(d.id);
+  w.Key("key_id").String(d.key_id);
+  w.Key("type").String(d.type);
+  w.Key("url").String(d.url);
+  w.Key("state").String(DeliveryStateName(d.state));
+  w.Key("sequence");
+  if (d.sequence == 0) {
+    w.Null();
+  } else {
+    w.Uint(d.sequence);
+  }
+  w.Key("next_attempt");
+  if (d.state == WebhookDelivery::State::kPending) {
+    w.Time(d.next_attempt);
+  } else {
+    w.Null();
+  }
+  w.Key("attempts").BeginArray();
+  for (const WebhookDelivery::Attempt& a : d.attempts) {
+    w.BeginObject();
+    w.Key("at").Time(a.at);
+    w.Key("status");
+    if (a.status == 0) {
+      w.Null();
+    } else {
+      w.Int(a.status);
+    }
+    // Milliseconds with the microseconds the log keeps.
+    w.Key("latency_ms").Raw(absl::StrFormat("%.3f", absl::ToDoubleMilliseconds(a.latency)));
+    w.Key("address");
+    if (a.address.empty()) {
+      w.Null();
+    } else {
+      w.String(a.address);
+    }
+    w.Key("error");
+    if (a.error.empty()) {
+      w.Null();
+    } else {
+      w.String(a.error);
+    }
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+}
 
 // Returns early with the error of a Status expression.
 #define KEYGATE_ADMIN_RETURN_IF_ERROR(expr)            \
@@ -286,6 +362,7 @@ const Route* Routes::Find(std::string_view path) const {
   if (path == "scopes") return &RouteOf(RouteId::kScopes);
   if (path == "environments") return &RouteOf(RouteId::kEnvironments);
   if (path == "me") return &RouteOf(RouteId::kMe);
+  if (path == "webhook-deliveries") return &RouteOf(RouteId::kWebhookDeliveries);
   if (!ConsumePrefix(&path, "keys/")) return nullptr;
   const std::size_t slash = path.find('/');
   if (slash == 0) return nullptr;
@@ -295,6 +372,7 @@ const Route* Routes::Find(std::string_view path) const {
   if (action == "restore") return &RouteOf(RouteId::kKeyRestore);
   if (action == "roll") return &RouteOf(RouteId::kKeyRoll);
   if (action == "reveal") return &RouteOf(RouteId::kKeyReveal);
+  if (action == "webhook-deliveries") return &RouteOf(RouteId::kKeyWebhookDeliveries);
   return nullptr;
 }
 
@@ -333,9 +411,11 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
       return attach_limits(ProblemFor(s));
     }
   }
-  // Only the audit log and the key list read query parameters; the others take none.
+  // Only the audit log, the key list and the delivery log read query parameters; the others
+  // take none.
   const bool reads_query =
-      route.id == RouteId::kAudit || (route.id == RouteId::kKeys && method == "GET");
+      route.id == RouteId::kAudit || (route.id == RouteId::kKeys && method == "GET") ||
+      route.id == RouteId::kKeyWebhookDeliveries || route.id == RouteId::kWebhookDeliveries;
   if (!reads_query) {
     absl::StatusOr<QueryParams> none = ParseQuery(query, {});
     if (!none.ok()) return attach_limits(ProblemFor(none.status()));
@@ -607,6 +687,41 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
       w.Key("environment").String(caller->record.environment);
       w.Key("scopes").StringArray(caller->record.scopes);
       w.Key("recoverable_keys").Bool(manager.recoverable_keys());
+      w.EndObject();
+      return attach_limits(JsonResponse(200, w.str()));
+    }
+
+    case RouteId::kKeyWebhookDeliveries:
+    case RouteId::kWebhookDeliveries: {
+      if (!options_.webhook_deliveries) {
+        return attach_limits(Problem(404, "webhooks_off",
+                                     "webhook deliveries: this server runs no webhook dispatcher, "
+                                     "so it keeps no delivery log"));
+      }
+      absl::StatusOr<QueryParams> q = ParseQuery(query, {"limit"});
+      if (!q.ok()) return attach_limits(ProblemFor(q.status()));
+      absl::StatusOr<std::uint64_t> limit =
+          ParseUintParam(*q, "limit", 1, kMaxDeliveriesLimit, kDefaultDeliveriesLimit);
+      if (!limit.ok()) return attach_limits(ProblemFor(limit.status()));
+      // A key's log: the key must exist, or have left messages behind (its deletion's among
+      // them), so that an unknown id is a 404 as on GET /keys/{id}.
+      absl::Status key_status = absl::OkStatus();
+      if (route.id == RouteId::kKeyWebhookDeliveries) {
+        absl::StatusOr<KeyRecord> record = manager.Get(id);
+        if (!record.ok() && record.status().code() != absl::StatusCode::kNotFound) {
+          return attach_limits(ProblemFor(record.status()));
+        }
+        key_status = record.status();
+      }
+      absl::StatusOr<std::vector<WebhookDelivery>> log =
+          options_.webhook_deliveries(id, static_cast<std::size_t>(*limit));
+      if (!log.ok()) return attach_limits(ProblemFor(log.status()));
+      if (!key_status.ok() && log->empty()) return attach_limits(ProblemFor(key_status));
+      JsonWriter w;
+      w.BeginObject();
+      w.Key("deliveries").BeginArray();
+      for (const WebhookDelivery& d : *log) WriteDeliveryJson(w, d);
+      w.EndArray();
       w.EndObject();
       return attach_limits(JsonResponse(200, w.str()));
     }

@@ -27,6 +27,8 @@ enum class RouteId : std::uint8_t {
   kScopes,
   kEnvironments,
   kMe,
+  kKeyWebhookDeliveries,
+  kWebhookDeliveries,
 };
 
 struct Route {

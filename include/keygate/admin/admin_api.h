@@ -16,6 +16,9 @@
 //   POST   /personal-keys       {"owner", "environment", "scopes"}: the owner's personal key,
 //                               created (201, with its token) or as it is (200, no token)
 //   GET    /audit               ?key_id= &actor= &since= &until= &after= &limit=
+//   GET    /keys/{id}/webhook-deliveries  ?limit=  the key's webhook messages, newest first,
+//                               each with its attempts (also of a deleted key that has some)
+//   GET    /webhook-deliveries  ?limit=  every key's, newest first
 //   GET    /scopes, /environments, /me (the calling key's id, owner and scopes)
 // Every mutation is recorded in the audit log with the calling key's owner as the actor.
 //
@@ -25,6 +28,12 @@
 // in the page's memory only (never in storage, a cookie or a URL), and calls the routes above. Its
 // answers carry a Content-Security-Policy that allows only its own origin, no inline script and
 // no HTML parsed from strings (`require-trusted-types-for 'script'`).
+//
+// The webhook delivery log is read from `webhook_deliveries` (a WebhookDispatcher's Deliveries,
+// keygate/webhooks/webhook_dispatcher.h; the admin component does not link the dispatcher).
+// Without one, both of its routes answer 404 with the code "webhooks_off". A message shows its
+// webhook-id, type, key, URL, state, next attempt (pending only) and each attempt's time, HTTP
+// status, latency, address and error: never a signature or a signing secret.
 //
 // Errors are RFC 9457 problem details (`application/problem+json`): {"type", "title",
 // "status", "detail", and "field" when one field is at fault}, e.g. 400 {"detail": "name: must
@@ -64,6 +73,7 @@
 #define KEYGATE_ADMIN_ADMIN_API_H_
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -76,6 +86,8 @@
 #include "keygate/http_request.h"
 #include "keygate/key_manager.h"
 #include "keygate/scope.h"
+// WebhookDelivery only, a plain struct: keygate::admin does not link keygate::webhooks.
+#include "keygate/webhooks/webhook_dispatcher.h"
 
 namespace keygate {
 
@@ -98,6 +110,13 @@ struct AdminResponse {
 
 inline constexpr std::size_t kDefaultAdminMaxBodyBytes = std::size_t{1} << 20;  // 1 MiB
 
+// The webhook delivery log: the messages of `key_id` (every key's when empty), newest first, at
+// most `limit` (1 .. 1000), each with its attempts. Called from any request thread at once:
+// must be thread-safe. Example: [d](std::string_view key, std::size_t limit) { return
+// d->Deliveries(key, limit); } for a std::shared_ptr<WebhookDispatcher> d.
+using WebhookDeliveryLog = std::function<absl::StatusOr<std::vector<WebhookDelivery>>(
+    std::string_view key_id, std::size_t limit)>;
+
 class AdminApi {
  public:
   // Every field has an initializer, so designated initializers may leave any out.
@@ -115,6 +134,8 @@ class AdminApi {
     std::vector<std::string> cors_allowed_origins = {};
     // Serve the web console at `{base}/` (false: the JSON API only).
     bool serve_console = true;
+    // Where the webhook routes read the delivery log; empty: they answer 404 "webhooks_off".
+    WebhookDeliveryLog webhook_deliveries = nullptr;
   };
 
   // Errors: kInvalidArgument "manager: must be set", "authenticator: must be set",
