@@ -8,6 +8,14 @@ if(TARGET keygate_cli)
   if(TARGET keygate_postgres)  # the CLI takes a postgresql:// --db
     target_compile_definitions(cli_test PRIVATE KEYGATE_TEST_CLI_POSTGRES)
   endif()
+  if(TARGET keygate_webhooks AND TARGET keygate_httplib)
+    # `webhooks deliveries` on the log of a dispatcher run in the test against a local HTTPS
+    # receiver (tests/webhook_receiver.h).
+    target_link_libraries(cli_test PRIVATE keygate::webhooks keygate::httplib)
+    target_compile_definitions(cli_test PRIVATE KEYGATE_TEST_CLI_WEBHOOKS)
+  elseif(TARGET keygate_webhooks AND KEYGATE_REQUIRE_ALL_TESTS)
+    message(FATAL_ERROR "cli_test's webhook cases need the cpp-httplib adapter for a receiver")
+  endif()
 endif()
 # `keygate serve`: the admin API over HTTPS, driven by curl (tests/e2e/serve_test.sh).
 if(TARGET keygate_cli AND TARGET keygate_admin AND TARGET keygate_httplib)

@@ -4,7 +4,9 @@
 // store subscription in this process, a grep of the database proving no
 // token is stored in plaintext, escaping of stored text that other code wrote,
 // --json staying valid UTF-8, database names that are not plain files, and
-// the audit log: every change under its actor, read back filtered and paged.
+// the audit log: every change under its actor, read back filtered and paged; and, built with
+// keygate::webhooks, the webhook delivery log (`webhooks deliveries`) of a dispatcher run here
+// against a local HTTPS receiver, and the webhook flags' errors.
 // Also unit-tests the JSON string writer and the text escaping it shares a
 // UTF-8 decoder with.
 
@@ -37,6 +39,14 @@
 #include "keygate/token.h"
 #include "sqlite_test_util.h"
 #include "test_util.h"
+#ifdef KEYGATE_TEST_CLI_WEBHOOKS
+#include <chrono>
+#include <thread>
+
+#include "keygate/webhook_signature.h"
+#include "keygate/webhooks/webhook_dispatcher.h"
+#include "webhook_receiver.h"
+#endif
 
 #ifndef KEYGATE_CLI_BINARY
 #error "KEYGATE_CLI_BINARY must name the built keygate binary"
@@ -89,8 +99,9 @@ class Cli {
     // caller's values are replaced (USER) or removed unless the test sets
     // them. So are $KEYGATE_PEPPER_FILE, which would change every digest, and the KEK files.
     if (!given("USER")) env.push_back("USER=cli-test");
-    for (const char* name : {"KEYGATE_ACTOR", "LOGNAME", "KEYGATE_PEPPER_FILE", "KEYGATE_KEK_FILE",
-                             "KEYGATE_PREVIOUS_KEK_FILES"}) {
+    for (const char* name :
+         {"KEYGATE_ACTOR", "LOGNAME", "KEYGATE_PEPPER_FILE", "KEYGATE_KEK_FILE",
+          "KEYGATE_PREVIOUS_KEK_FILES", "KEYGATE_WEBHOOK_STATE", "KEYGATE_WEBHOOK_SECRET_FILE"}) {
       if (!given(name)) env.push_back(name);
     }
     Result r;
@@ -1345,6 +1356,223 @@ TEST_CASE("keygate CLI: audit refuses bad arguments, naming the flag", "[cli][au
   CHECK_THAT(missing.err, Catch::Contains("does not exist"));
   CHECK_FALSE(Exists(dir.File("missing.db")));
 }
+
+#ifdef KEYGATE_TEST_CLI_WEBHOOKS
+// A dispatcher on the CLI's database file, delivering to `receiver` (127.0.0.1, its test CA).
+std::unique_ptr<WebhookDispatcher> Dispatcher(const std::string& db, const std::string& state,
+                                              const testing::Receiver& receiver) {
+  SqliteOptions so;
+  so.path = db;
+  WebhookDispatcherOptions o;
+  o.store = testing::MustOk(SqliteKeyStore::Create(so));
+  o.state_path = state;
+  o.secrets = {testing::MustOk(WebhookSecret::Generate())};
+  o.sender.allow_internal_hosts = true;
+  o.sender.ca_file = receiver.ca_file();
+  o.sender.resolver = [](const std::string&) -> absl::StatusOr<std::vector<std::string>> {
+    return std::vector<std::string>{"127.0.0.1"};
+  };
+  o.threads = 2;
+  o.retry_schedule = {absl::Hours(1)};  // a failed attempt stays pending, its retry in an hour
+  o.poll_interval = absl::Milliseconds(20);
+  return testing::MustOk(WebhookDispatcher::Create(std::move(o)));
+}
+
+// A key with a webhook URL, made by the CLI; returns its id.
+std::string CreateWithWebhook(Cli& cli, const std::string& name, const std::string& url) {
+  Result r = cli.Run({"--json", "--allow-internal-webhooks", "create", "--name", name, "--owner",
+                      "alice", "--env", "production", "--webhook", url});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  return JsonField(r.out, "id");
+}
+
+std::string WriteFile(const TempDir& dir, const std::string& name, const std::string& bytes,
+                      mode_t mode) {
+  std::string path = dir.File(name);
+  { std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes; }
+  REQUIRE(::chmod(path.c_str(), mode) == 0);
+  return path;
+}
+
+TEST_CASE("keygate CLI: webhooks deliveries prints the delivery log, newest first",
+          "[cli][webhooks]") {
+  TempDir dir;
+  Cli cli(dir);
+  testing::Receiver receiver;
+  std::string first;
+  CreateToken(cli, {"--name", "first", "--owner", "alice", "--env", "production"}, &first);
+  const std::string state = dir.File("webhooks.db");
+  std::unique_ptr<WebhookDispatcher> dispatcher = Dispatcher(cli.db(), state, receiver);
+
+  // A new state file: an empty log.
+  Result empty = cli.Run({"--webhook-state", state, "webhooks", "deliveries"});
+  INFO(empty.err);
+  CHECK(empty.code == 0);
+  CHECK(empty.out.empty());
+  CHECK_THAT(empty.err, Catch::Contains("No webhook messages in " + state));
+  empty = cli.Run({"--json", "--webhook-state", state, "webhooks", "deliveries"});
+  CHECK(empty.code == 0);
+  CHECK(Trim(empty.out) == R"({"deliveries":[]})");
+
+  // One message delivered (204), one pending after a 500, retried in an hour.
+  REQUIRE(dispatcher->Start().ok());
+  const std::string ok = CreateWithWebhook(cli, "ok", receiver.Url("localhost", "/ok"));
+  const std::string failing = CreateWithWebhook(cli, "failing", receiver.Url("localhost", "/fail"));
+  bool settled = false;
+  for (int i = 0; i < 2000 && !settled; ++i) {
+    const std::vector<WebhookDelivery> log = testing::MustOk(dispatcher->Deliveries("", 10));
+    settled = log.size() == 2 && log[1].state == WebhookDelivery::State::kDelivered &&
+              !log[0].attempts.empty();
+    if (!settled) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(settled);
+  dispatcher->Stop();
+  dispatcher.reset();
+  const std::vector<testing::Seen> seen = receiver.seen();
+  REQUIRE(!seen.empty());
+  std::string ok_message_id;
+  for (const testing::Seen& s : seen) {
+    if (s.path == "/ok") ok_message_id = s.id;
+  }
+  REQUIRE(!ok_message_id.empty());
+
+  Result text = cli.Run({"--webhook-state", state, "webhooks", "deliveries"});
+  INFO(text.err);
+  REQUIRE(text.code == 0);
+  const std::vector<std::string> lines = Lines(text.out);
+  REQUIRE(lines.size() == 4);
+  // Newest first: the failing key's message, then the delivered one; an attempt a line.
+  CHECK_THAT(lines[0], Catch::StartsWith("msg_"));
+  CHECK_THAT(lines[0], Catch::Contains("  key.created  " + failing + "  pending, next attempt "));
+  CHECK_THAT(lines[0], Catch::EndsWith(receiver.Url("localhost", "/fail")));
+  CHECK_THAT(lines[1], Catch::StartsWith("  attempt 1: "));
+  CHECK_THAT(lines[1], Catch::Contains("  HTTP 500  "));
+  CHECK_THAT(lines[1], Catch::Contains(" ms  127.0.0.1"));
+  CHECK(lines[2] == absl::StrCat(ok_message_id, "  key.created  ", ok, "  delivered  ",
+                                 receiver.Url("localhost", "/ok")));
+  CHECK_THAT(lines[3], Catch::StartsWith("  attempt 1: "));
+  CHECK_THAT(lines[3], Catch::Contains("  HTTP 204  "));
+  CHECK_THAT(lines[3], Catch::EndsWith(" ms  127.0.0.1"));
+  CHECK_FALSE(absl::StrContains(text.out, first));  // made before the dispatcher's first start
+
+  // One key's; at most --limit; --json as the admin API writes it.
+  Result one = cli.Run({"--webhook-state", state, "webhooks", "deliveries", ok});
+  CHECK(one.code == 0);
+  CHECK(Lines(one.out).size() == 2);
+  CHECK(Lines(one.out)[0] == lines[2]);
+  Result limited = cli.Run({"--webhook-state", state, "webhooks", "deliveries", "--limit", "1"});
+  CHECK(limited.code == 0);
+  CHECK(Lines(limited.out).size() == 2);
+  CHECK(Lines(limited.out)[0] == lines[0]);
+  CHECK_THAT(limited.err, Catch::Contains("raise --limit"));
+  Result json = cli.Run({"--json", "--webhook-state", state, "webhooks", "deliveries", ok});
+  INFO(json.out);
+  CHECK(json.code == 0);
+  CHECK(LooksLikeJson(json.out));
+  CHECK_THAT(json.out, Catch::StartsWith(absl::StrCat(R"({"deliveries":[{"id":")", ok_message_id,
+                                                      R"(","key_id":")", ok,
+                                                      R"(","type":"key.created","url":")")));
+  CHECK_THAT(json.out, Catch::Contains(R"("state":"delivered","sequence":)"));
+  CHECK_THAT(json.out, Catch::Contains(R"("next_attempt":null,"attempts":[{"at":")"));
+  CHECK_THAT(json.out, Catch::Contains(R"(","status":204,"latency_ms":)"));
+  CHECK_THAT(json.out, Catch::Contains(R"(,"address":"127.0.0.1","error":null}]}]})"));
+  Result pending = cli.Run({"--json", "--webhook-state", state, "webhooks", "deliveries", failing});
+  CHECK_THAT(pending.out, Catch::Contains(R"("state":"pending")"));
+  CHECK_THAT(pending.out, Catch::Contains(R"("status":500)"));
+  CHECK_FALSE(absl::StrContains(pending.out, R"("next_attempt":null)"));
+
+  // The state file from $KEYGATE_WEBHOOK_STATE; the secret file, when given, is checked too.
+  Result from_env = cli.Run({"webhooks", "deliveries", ok}, "", {"KEYGATE_WEBHOOK_STATE=" + state});
+  CHECK(from_env.code == 0);
+  CHECK(from_env.out == one.out);
+  const std::string secret_text = "whsec_" + std::string(43, 'A') + "=";
+  const std::string secret_file = WriteFile(dir, "whsec", secret_text + "\n", 0600);
+  Result with_secret = cli.Run(
+      {"--webhook-secret-file", secret_file, "--webhook-state", state, "webhooks", "deliveries"});
+  CHECK(with_secret.code == 0);
+  CHECK(with_secret.out == text.out);
+  CHECK_FALSE(absl::StrContains(cli.all_stderr() + text.out + json.out, secret_text));
+}
+
+TEST_CASE("keygate CLI: webhook flags: a missing or bad state or secret file names the flag",
+          "[cli][webhooks][errors]") {
+  TempDir dir;
+  Cli cli(dir);
+  testing::Receiver receiver;
+  std::string id;
+  CreateToken(cli, {"--name", "k", "--owner", "alice", "--env", "production"}, &id);
+  const std::string state = dir.File("webhooks.db");
+  Dispatcher(cli.db(), state, receiver);  // creates the state file
+
+  // No state file named; one that does not exist (not created by reading); the key database.
+  Result r = cli.Run({"webhooks", "deliveries"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("keygate: error: --webhook-state: required"));
+  CHECK_THAT(r.err, Catch::Contains("Usage: keygate webhooks"));
+  const std::string missing = dir.File("missing.db");
+  r = cli.Run({"--webhook-state", missing, "webhooks", "deliveries"});
+  CHECK(r.code == 3);
+  CHECK_THAT(r.err, Catch::Contains("keygate: --webhook-state: " + missing + " does not exist"));
+  CHECK_FALSE(Exists(missing));
+  r = cli.Run({"webhooks", "deliveries"}, "", {"KEYGATE_WEBHOOK_STATE=" + missing});
+  CHECK(r.code == 3);
+  CHECK_THAT(r.err, Catch::Contains("keygate: $KEYGATE_WEBHOOK_STATE: " + missing));
+  r = cli.Run({"--webhook-state", cli.db(), "webhooks", "deliveries"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--webhook-state: names the key database (--db)"));
+  // Not a key id, a bad limit, no subcommand.
+  CHECK(cli.Run({"--webhook-state", state, "webhooks", "deliveries", "nope"}).code == 2);
+  CHECK(cli.Run({"--webhook-state", state, "webhooks", "deliveries", "--limit", "0"}).code == 2);
+  CHECK(cli.Run({"--webhook-state", state, "webhooks", "deliveries", "--limit", "1001"}).code == 2);
+  CHECK(cli.Run({"--webhook-state", state, "webhooks"}).code == 2);
+
+  // Secret files: read like the pepper, then one whsec_ secret a line; never quoted.
+  const std::string good = "whsec_" + std::string(43, 'A') + "=";
+  REQUIRE(::mkdir(dir.File("dir").c_str(), 0700) == 0);
+  struct Case {
+    std::string path;
+    std::string reason;
+  };
+  const std::vector<Case> cases = {
+      {dir.File("absent"), "cannot open: No such file or directory"},
+      {dir.File("dir"), "is a directory, not a regular file"},
+      {WriteFile(dir, "shared", good + "\n", 0644),
+       "is readable by group or others (mode 0644); make it private to its owner (chmod 600), or "
+       "pass --allow-shared-webhook-secret"},
+      {WriteFile(dir, "pepper", "PEPPERBYTES-0123456789-abcdefghijklmnop\n", 0600),
+       "line 1: must start with whsec_"},
+      {WriteFile(dir, "notbase64", "whsec_SECRETBYTES!!!!!!!!!!!!!!!!!!!!!!!!!!\n", 0600),
+       "line 1: is not base64"},
+      {WriteFile(dir, "second", good + "\n\nwhsec_SECRETBYTESAAAAA\n", 0600),
+       "line 3: must hold 24 to 64 bytes"},
+      {WriteFile(dir, "blank", std::string(40, ' ') + "\n", 0600), "holds no whsec_... secret"},
+  };
+  for (const Case& c : cases) {
+    r = cli.Run(
+        {"--webhook-secret-file", c.path, "--webhook-state", state, "webhooks", "deliveries"});
+    INFO(c.path << ": " << r.err);
+    CHECK(r.code == 3);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::Contains(absl::StrCat("keygate: --webhook-secret-file: file ", c.path,
+                                                   ": ", c.reason)));
+  }
+  r = cli.Run({"webhooks", "deliveries"}, "",
+              {"KEYGATE_WEBHOOK_STATE=" + state, "KEYGATE_WEBHOOK_SECRET_FILE=" + cases[0].path});
+  CHECK(r.code == 3);
+  CHECK_THAT(r.err,
+             Catch::Contains("keygate: $KEYGATE_WEBHOOK_SECRET_FILE: file " + cases[0].path));
+  // --allow-shared-webhook-secret reads the 0644 file, and says so.
+  r = cli.Run({"--allow-shared-webhook-secret", "--webhook-secret-file", dir.File("shared"),
+               "--webhook-state", state, "webhooks", "deliveries"});
+  CHECK(r.code == 0);
+  CHECK_THAT(r.err, Catch::Contains("keygate: warning: --webhook-secret-file: file " +
+                                    dir.File("shared") + ": is readable by group or others"));
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), "SECRETBYTES"));
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), "PEPPERBYTES"));
+  CHECK_FALSE(absl::StrContains(cli.all_stderr(), good));
+}
+#endif  // KEYGATE_TEST_CLI_WEBHOOKS
 
 }  // namespace
 }  // namespace keygate

@@ -20,6 +20,9 @@
 #include "keygate/key.h"
 #include "keygate/key_manager.h"
 #include "keygate/key_store.h"
+#ifdef KEYGATE_HAVE_WEBHOOKS
+#include "keygate/webhooks/webhook_dispatcher.h"
+#endif
 
 namespace keygate::cli {
 
@@ -50,6 +53,16 @@ struct Globals {
   std::string kek_source;  // where `kek_file` came from, for messages
   std::vector<std::string> previous_kek_files;
   bool allow_shared_kek = false;
+  // Webhooks (`serve` runs the dispatcher, `webhooks` reads its log): the dispatcher's state
+  // file (--webhook-state, else $KEYGATE_WEBHOOK_STATE; empty: off) and the file of its signing
+  // secrets, one whsec_... a line, the current one first (--webhook-secret-file, else
+  // $KEYGATE_WEBHOOK_SECRET_FILE).
+  std::string webhook_state;
+  std::string webhook_state_source;  // where `webhook_state` came from, for messages
+  std::string webhook_secret_file;
+  std::string webhook_secret_source;  // where `webhook_secret_file` came from
+  bool webhook_secret_flag = false;   // given as --webhook-secret-file, not by the environment
+  bool allow_shared_webhook_secret = false;
 };
 
 // An open database (SQLite or PostgreSQL) and a manager over it.
@@ -158,7 +171,8 @@ struct AuditArgs {
 };
 int RunAudit(const Globals& g, const AuditArgs& a);
 
-// `keygate serve` (commands_serve.cc): the admin API over HTTPS until SIGINT or SIGTERM.
+// `keygate serve` (commands_serve.cc): the admin API over HTTPS until SIGINT or SIGTERM; with
+// --webhook-state, a webhook dispatcher on the same store.
 struct ServeArgs {
   std::string listen = "127.0.0.1";
   int port = 8443;                 // 0: any free port
@@ -167,8 +181,37 @@ struct ServeArgs {
   std::string port_file;           // where to write the port once listening
   std::string env = "production";  // the environment of the admin keys it accepts
   std::string base_path = "/admin";
+  std::optional<int> webhook_threads;  // unset: the dispatcher's default
+  std::string webhook_ca_file;         // empty: the system's certificate authorities
 };
 int RunServe(const Globals& g, const ServeArgs& a);
+
+// The usage error of webhook commands and flags in a keygate built without keygate::webhooks.
+inline constexpr char kBuiltWithoutWebhooks[] =
+    "this keygate was built without webhook delivery (keygate::webhooks; Debian: "
+    "libcurl4-openssl-dev, then rebuild)";
+
+// `keygate webhooks ...` (commands_webhooks.cc, built with keygate::webhooks).
+struct WebhookDeliveriesArgs {
+  std::string key;  // empty: every key's
+  std::size_t limit = 50;
+};
+int RunWebhookDeliveries(const Globals& g, const WebhookDeliveriesArgs& a);
+
+#ifdef KEYGATE_HAVE_WEBHOOKS
+// How `serve` runs the dispatcher.
+struct WebhookRunOptions {
+  std::optional<int> threads;
+  std::string ca_file;
+};
+
+// A dispatcher on `store` with the state file and secrets `g` names (not started). `run`: for
+// delivering (the secret file is then required); null: only to read the delivery log (the
+// state file must exist; nothing is signed, so the secret file is optional). Throws UsageError
+// for a missing or conflicting flag; errors name the flag or variable that named the file.
+absl::StatusOr<std::unique_ptr<WebhookDispatcher>> OpenWebhookDispatcher(
+    const Globals& g, std::shared_ptr<KeyStore> store, const WebhookRunOptions* run);
+#endif
 
 }  // namespace keygate::cli
 

@@ -1,5 +1,5 @@
 // `keygate serve`: the admin API (keygate::admin) over HTTPS on the database the CLI manages,
-// with cpp-httplib (commands.h).
+// with cpp-httplib, and with --webhook-state a webhook dispatcher on it (commands.h).
 
 #include <httplib.h>
 #include <openssl/bio.h>
@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -32,6 +33,9 @@
 #include "keygate/key_store.h"
 #include "keygate/reference_verifier.h"
 #include "keygate/scope.h"
+#ifdef KEYGATE_HAVE_WEBHOOKS
+#include "keygate/webhooks/webhook_dispatcher.h"
+#endif
 
 namespace keygate::cli {
 namespace {
@@ -111,6 +115,41 @@ int RunServe(const Globals& g, const ServeArgs& a) {
   o.manager = manager;
   o.authenticator = *std::move(authenticator);
   o.base_path = a.base_path;
+#ifdef KEYGATE_HAVE_WEBHOOKS
+  // Webhooks: a dispatcher on the served store, started once the server listens; the admin API
+  // reads its delivery log.
+  std::shared_ptr<WebhookDispatcher> dispatcher;
+  if (!g.webhook_state.empty()) {
+    const WebhookRunOptions run{.threads = a.webhook_threads, .ca_file = a.webhook_ca_file};
+    absl::StatusOr<std::unique_ptr<WebhookDispatcher>> d = OpenWebhookDispatcher(g, s->store, &run);
+    if (!d.ok()) return Fail(d.status());
+    dispatcher = *std::move(d);
+    o.webhook_deliveries = [dispatcher](std::string_view key_id, std::size_t limit) {
+      return dispatcher->Deliveries(key_id, limit);
+    };
+  } else {
+    for (const auto& [given, flag] :
+         {std::pair<bool, const char*>{a.webhook_threads.has_value(), "--webhook-threads"},
+          {!a.webhook_ca_file.empty(), "--webhook-ca-file"},
+          {g.webhook_secret_flag, "--webhook-secret-file"}}) {
+      if (given) {
+        throw UsageError{
+            absl::StrCat(flag,
+                         ": only with --webhook-state (or $KEYGATE_WEBHOOK_STATE), which turns "
+                         "webhooks on")};
+      }
+    }
+  }
+#else
+  if (!g.webhook_state.empty()) {
+    throw UsageError{absl::StrCat(g.webhook_state_source, ": ", kBuiltWithoutWebhooks)};
+  }
+  if (a.webhook_threads.has_value() || !a.webhook_ca_file.empty()) {
+    throw UsageError{
+        absl::StrCat(a.webhook_threads.has_value() ? "--webhook-threads" : "--webhook-ca-file",
+                     ": ", kBuiltWithoutWebhooks)};
+  }
+#endif
   absl::StatusOr<std::unique_ptr<AdminApi>> created = AdminApi::Create(std::move(o));
   if (!created.ok()) throw UsageError{absl::StrCat("--", created.status().message())};
   std::shared_ptr<const AdminApi> api = *std::move(created);
@@ -177,6 +216,15 @@ int RunServe(const Globals& g, const ServeArgs& a) {
       return Fail(absl::InternalError(absl::StrCat("--port-file: cannot write ", a.port_file)));
     }
   }
+#ifdef KEYGATE_HAVE_WEBHOOKS
+  // After the signal mask (the dispatcher's threads inherit it) and once listening is certain.
+  if (dispatcher != nullptr) {
+    if (absl::Status started = dispatcher->Start(); !started.ok()) {
+      return Fail(absl::Status(started.code(),
+                               absl::StrCat("webhooks: cannot start: ", started.message())));
+    }
+  }
+#endif
   std::cout << url << std::endl;
   std::cerr << "keygate: serving the admin API at " << url << "api/v1/ (admin keys of environment "
             << a.env << ")\n";
@@ -189,6 +237,18 @@ int RunServe(const Globals& g, const ServeArgs& a) {
                       "the key-encryption key, and admins can reveal them (audited)\n"
                     : "keygate: recoverable keys off: tokens are kept only as hashes (--kek-file "
                       "turns them on)\n");
+#ifdef KEYGATE_HAVE_WEBHOOKS
+  if (dispatcher != nullptr) {
+    // Where the log is, never a secret.
+    std::cerr << "keygate: webhooks on: key events go to the keys' webhook URLs, signed; "
+                 "delivery log in "
+              << EscapeText(g.webhook_state) << " (keygate webhooks deliveries, GET " << url
+              << "api/v1/webhook-deliveries)\n";
+  } else {
+    std::cerr << "keygate: webhooks off: nothing is sent to webhook URLs (--webhook-state "
+                 "turns them on)\n";
+  }
+#endif
   absl::StatusOr<bool> has_admin = HasAdminKey(*manager, a.env);
   if (has_admin.ok() && !*has_admin) {
     // A PostgreSQL URL may hold a password: never printed.
@@ -196,7 +256,19 @@ int RunServe(const Globals& g, const ServeArgs& a) {
     std::cerr << "keygate: no admin key yet; create the first one with\n  keygate --db " << db
               << " create --name admin --owner YOU --env " << a.env << " --scope admin\n";
   }
-  if (!server->listen_after_bind()) return Fail(absl::UnavailableError("serve: stopped by error"));
+  const bool served = server->listen_after_bind();
+#ifdef KEYGATE_HAVE_WEBHOOKS
+  if (dispatcher != nullptr) {
+    // Waits for the attempts in flight; what is pending stays in the state file.
+    dispatcher->Stop();
+    if (absl::Status last = dispatcher->last_error(); !last.ok()) {
+      Warn(absl::StrCat("webhooks: last error: ", last.message()));
+    }
+    std::cerr << "keygate: webhooks stopped (what is pending stays in "
+              << EscapeText(g.webhook_state) << " for the next start)\n";
+  }
+#endif
+  if (!served) return Fail(absl::UnavailableError("serve: stopped by error"));
   return kExitOk;
 }
 

@@ -43,6 +43,12 @@
 // every token created or rolled is also kept sealed in the database, and
 // `reveal` prints it again. After moving to a new KEK, `reseal` with the old
 // one as --previous-kek-file rewraps every sealed token under the new one.
+//
+// Webhooks (off by default): `serve` with --webhook-state (or $KEYGATE_WEBHOOK_STATE) naming the
+// dispatcher's state file also runs a WebhookDispatcher on the database, signing with the
+// secrets of --webhook-secret-file (or $KEYGATE_WEBHOOK_SECRET_FILE: one whsec_... a line, the
+// current one first, read like the pepper). `webhooks deliveries` prints the delivery log that
+// state file holds.
 
 #include <cstdlib>
 #include <functional>
@@ -51,6 +57,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "cli/format.h"
 
@@ -105,7 +112,8 @@ int Main(int argc, char** argv) {
       "postgresql://...) defaults to $KEYGATE_DB, else ./keygate.db. $KEYGATE_PEPPER_FILE: a file "
       "holding the HMAC pepper (32+ bytes) the "
       "servers use. $KEYGATE_KEK_FILE: a key-encryption key (32+ bytes) that turns on "
-      "recoverable keys.\nExit status: 0 ok; 1 verify "
+      "recoverable keys. $KEYGATE_WEBHOOK_STATE, $KEYGATE_WEBHOOK_SECRET_FILE: as "
+      "--webhook-state, --webhook-secret-file.\nExit status: 0 ok; 1 verify "
       "rejected the token; 2 usage error; 3 the command failed.\nRun 'keygate <command> --help' "
       "for a command's options.");
   Globals g;
@@ -141,6 +149,26 @@ int Main(int argc, char** argv) {
                  "$KEYGATE_PREVIOUS_KEK_FILES, ':'-separated)");
   app.add_flag("--allow-shared-kek", g.allow_shared_kek,
                "Read key-encryption key files that group or others may read or write (warns)");
+  if (const char* state = std::getenv("KEYGATE_WEBHOOK_STATE");
+      state != nullptr && *state != '\0') {
+    g.webhook_state = state;
+    g.webhook_state_source = "$KEYGATE_WEBHOOK_STATE";
+  }
+  if (const char* secrets = std::getenv("KEYGATE_WEBHOOK_SECRET_FILE");
+      secrets != nullptr && *secrets != '\0') {
+    g.webhook_secret_file = secrets;
+    g.webhook_secret_source = "$KEYGATE_WEBHOOK_SECRET_FILE";
+  }
+  CLI::Option* webhook_state_option = app.add_option(
+      "--webhook-state", g.webhook_state,
+      "The webhook dispatcher's state file, its queue and delivery log: serve runs the "
+      "dispatcher on it, webhooks reads it (default: $KEYGATE_WEBHOOK_STATE; none: webhooks off)");
+  CLI::Option* webhook_secret_option = app.add_option(
+      "--webhook-secret-file", g.webhook_secret_file,
+      "Webhook signing secrets, one whsec_... a line, the current one first (mode 0600; default: "
+      "$KEYGATE_WEBHOOK_SECRET_FILE)");
+  app.add_flag("--allow-shared-webhook-secret", g.allow_shared_webhook_secret,
+               "Read a webhook secret file that group or others may read or write (warns)");
 
   int result = kExitOk;
   std::function<int()> run;
@@ -270,6 +298,24 @@ int Main(int argc, char** argv) {
   audit->add_option("--after", aa.after, "Only entries after this sequence number (resume)");
   audit->callback([&] { run = [&] { return RunAudit(g, aa); }; });
 
+  CLI::App* webhooks = app.add_subcommand(
+      "webhooks", "Read the webhook delivery log (--webhook-state: the dispatcher's state file)");
+  webhooks->require_subcommand(1);
+  WebhookDeliveriesArgs wda;
+  CLI::App* deliveries = webhooks->add_subcommand(
+      "deliveries",
+      "Webhook messages, newest first: webhook-id, type, key, URL, state, and each attempt");
+  deliveries->add_option("KEY_ID", wda.key, "Only this key's messages (default: every key's)");
+  deliveries->add_option("--limit", wda.limit, "At most N messages (1-1000, default 50)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
+#ifdef KEYGATE_HAVE_WEBHOOKS
+  deliveries->callback([&] { run = [&] { return RunWebhookDeliveries(g, wda); }; });
+#else
+  deliveries->callback([&] {
+    run = []() -> int { throw UsageError{absl::StrCat("webhooks: ", kBuiltWithoutWebhooks)}; };
+  });
+#endif
+
   CLI::App* scopes = app.add_subcommand("scopes", "List the deployment's scopes");
   scopes->callback([&] { run = [&] { return RunScopes(g); }; });
   CLI::App* envs = app.add_subcommand("envs", "List the deployment's environments");
@@ -290,6 +336,13 @@ int Main(int argc, char** argv) {
   serve->add_option("--env,--environment", sa.env,
                     "Environment of the admin keys it accepts (default: production)");
   serve->add_option("--base-path", sa.base_path, "Where the API is mounted (default: /admin)");
+  serve
+      ->add_option("--webhook-threads", sa.webhook_threads,
+                   "With --webhook-state: deliveries at once, at most one per key (default: 4)")
+      ->check(CLI::Range(1, 64));
+  serve->add_option("--webhook-ca-file", sa.webhook_ca_file,
+                    "With --webhook-state: trust these certificate authorities (PEM) for webhook "
+                    "receivers instead of the system's");
   serve->callback([&] { run = [&] { return RunServe(g, sa); }; });
 #endif
 
@@ -306,6 +359,11 @@ int Main(int argc, char** argv) {
   }
   if (db_option->count() > 0) g.db_source = "--db";
   if (kek_option->count() > 0) g.kek_source = "--kek-file";
+  if (webhook_state_option->count() > 0) g.webhook_state_source = "--webhook-state";
+  if (webhook_secret_option->count() > 0) {
+    g.webhook_secret_source = "--webhook-secret-file";
+    g.webhook_secret_flag = true;
+  }
   try {
     result = run ? run() : kExitUsage;
   } catch (const UsageError& e) {

@@ -1,0 +1,284 @@
+// The keygate CLI's webhooks (commands.h): the dispatcher the global flags describe (its state
+// file and signing secrets), which `serve` runs, and `webhooks deliveries`, its delivery log.
+
+#include <sys/stat.h>
+
+#include <cstddef>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "cli/format.h"
+
+#include "keygate/deployment.h"
+#include "keygate/key_store.h"
+#include "keygate/secret.h"
+#include "keygate/webhook_signature.h"
+#include "keygate/webhooks/webhook_dispatcher.h"
+
+namespace keygate::cli {
+namespace {
+
+// Abseil's string_view is its own type in this build, not std::string_view.
+absl::string_view AV(std::string_view s) { return {s.data(), s.size()}; }
+std::string_view SV(absl::string_view s) { return {s.data(), s.size()}; }
+
+std::string StateFlag(const Globals& g) {
+  return g.webhook_state_source.empty() ? "--webhook-state" : g.webhook_state_source;
+}
+
+std::string SecretFlag(const Globals& g) {
+  return g.webhook_secret_source.empty() ? "--webhook-secret-file" : g.webhook_secret_source;
+}
+
+// The signing secrets: the file read like the pepper (ReadPepperFile: a regular file, not a
+// link, at most 4 KiB, private to its owner), then one whsec_ secret a line, blank lines
+// skipped. Errors name the flag or variable and the line, never a secret's text.
+absl::StatusOr<std::vector<WebhookSecret>> ReadWebhookSecrets(const Globals& g) {
+  const std::string flag = SecretFlag(g);
+  PepperFileOptions po;
+  po.allow_group_or_world_access = g.allow_shared_webhook_secret;
+  absl::StatusOr<PepperFile> file = ReadPepperFile(g.webhook_secret_file, po);
+  // ReadPepperFile names its file "pepper file <path>"; this one holds webhook secrets.
+  const auto in_terms = [&flag](absl::string_view m) {
+    absl::ConsumePrefix(&m, "pepper file ");
+    return absl::StrCat(
+        flag, ": file ",
+        absl::StrReplaceAll(m, {{"a pepper file holds only the pepper",
+                                 "a webhook secret file holds only its secrets"},
+                                {"a pepper needs", "a webhook secret file needs"}}));
+  };
+  if (!file.ok()) {
+    std::string message = in_terms(file.status().message());
+    if (message.find("by group or others") != std::string::npos) {
+      absl::StrAppend(&message, ", or pass --allow-shared-webhook-secret");
+    }
+    return absl::Status(file.status().code(), message);
+  }
+  for (const std::string& w : file->warnings) Warn(in_terms(w));
+  std::vector<WebhookSecret> secrets;
+  std::size_t line_number = 0;
+  for (absl::string_view line :
+       absl::StrSplit(AV(file->pepper.Reveal(InsecureSecretAccess::Get())), '\n')) {
+    ++line_number;
+    line = absl::StripAsciiWhitespace(line);  // "\r\n" line ends too
+    if (line.empty()) continue;
+    absl::StatusOr<WebhookSecret> secret = WebhookSecret::Parse(SV(line));
+    if (!secret.ok()) {
+      absl::string_view reason = secret.status().message();
+      absl::ConsumePrefix(&reason, "webhook_secret: ");
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": file ", g.webhook_secret_file, ": line ", line_number, ": ", reason,
+                       " (the file holds one whsec_... secret a line, the current one first)"));
+    }
+    secrets.push_back(*std::move(secret));
+  }
+  if (secrets.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": file ", g.webhook_secret_file, ": holds no whsec_... secret"));
+  }
+  return secrets;
+}
+
+// The dispatcher's option errors ("state_path: ...") in the CLI's terms.
+absl::Status InFlagTerms(const Globals& g, const absl::Status& s) {
+  absl::string_view message = s.message();
+  const std::pair<absl::string_view, std::string> fields[] = {
+      {"state_path: ", StateFlag(g)},
+      {"secrets: ", SecretFlag(g)},
+      {"threads: ", "--webhook-threads"},
+      {"sender.ca_file: ", "--webhook-ca-file"},
+  };
+  for (const auto& [field, flag] : fields) {
+    if (absl::ConsumePrefix(&message, field)) {
+      return absl::Status(s.code(), absl::StrCat(flag, ": ", message));
+    }
+  }
+  // The state file's own errors (not a database, unreadable) quote its path.
+  if (message.find(g.webhook_state) != absl::string_view::npos) {
+    return absl::Status(s.code(), absl::StrCat(StateFlag(g), ": ", message));
+  }
+  return s;
+}
+
+std::string Latency(absl::Duration d) {
+  return absl::StrFormat("%.3f", absl::ToDoubleMilliseconds(d));
+}
+
+// The admin API's form (WriteDeliveryJson in src/admin/routes.cc): {"id", "key_id", "type",
+// "url", "state", "sequence" (null: not from the audit log), "next_attempt" (null unless
+// pending), "attempts": [{"at", "status" (null: no response), "latency_ms", "address" (null: no
+// connection), "error" (null: none)}]}.
+void WriteDeliveryJson(JsonWriter& w, const WebhookDelivery& d) {
+  w.BeginObject();
+  w.Key("id").String(d.id);
+  w.Key("key_id").String(d.key_id);
+  w.Key("type").String(d.type);
+  w.Key("url").String(d.url);
+  w.Key("state").String(WebhookDeliveryStateName(d.state));
+  w.Key("sequence");
+  if (d.sequence == 0) {
+    w.Null();
+  } else {
+    w.Uint(d.sequence);
+  }
+  w.Key("next_attempt");
+  if (d.state == WebhookDelivery::State::kPending) {
+    w.Time(d.next_attempt);
+  } else {
+    w.Null();
+  }
+  w.Key("attempts").BeginArray();
+  for (const WebhookDelivery::Attempt& a : d.attempts) {
+    w.BeginObject();
+    w.Key("at").Time(a.at);
+    w.Key("status");
+    if (a.status == 0) {
+      w.Null();
+    } else {
+      w.Int(a.status);
+    }
+    w.Key("latency_ms").Raw(Latency(a.latency));
+    w.Key("address");
+    if (a.address.empty()) {
+      w.Null();
+    } else {
+      w.String(a.address);
+    }
+    w.Key("error");
+    if (a.error.empty()) {
+      w.Null();
+    } else {
+      w.String(a.error);
+    }
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+}
+
+// One message: a line of its own, then a line an attempt; every field escaped.
+std::string DescribeDelivery(const WebhookDelivery& d) {
+  std::string state(WebhookDeliveryStateName(d.state));
+  if (d.state == WebhookDelivery::State::kPending) {
+    absl::StrAppend(&state, ", next attempt ", HumanTime(d.next_attempt));
+  }
+  std::string out = absl::StrCat(EscapeText(d.id), "  ", EscapeText(d.type), "  ",
+                                 EscapeText(d.key_id), "  ", state, "  ", EscapeText(d.url), "\n");
+  if (d.attempts.empty()) absl::StrAppend(&out, "  no attempt yet\n");
+  for (std::size_t i = 0; i < d.attempts.size(); ++i) {
+    const WebhookDelivery::Attempt& a = d.attempts[i];
+    absl::StrAppend(&out, "  attempt ", i + 1, ": ", HumanTime(a.at), "  ",
+                    a.status == 0 ? std::string("no response") : absl::StrCat("HTTP ", a.status),
+                    "  ", Latency(a.latency), " ms  ",
+                    a.address.empty() ? std::string("-") : EscapeText(a.address));
+    if (!a.error.empty()) absl::StrAppend(&out, "  ", SafeMessage(a.error));
+    absl::StrAppend(&out, "\n");
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WebhookDispatcher>> OpenWebhookDispatcher(
+    const Globals& g, std::shared_ptr<KeyStore> store, const WebhookRunOptions* run) {
+  const std::string state_flag = StateFlag(g);
+  if (g.webhook_state.empty()) {
+    throw UsageError{
+        "--webhook-state: required: the webhook dispatcher's state file (or "
+        "$KEYGATE_WEBHOOK_STATE)"};
+  }
+  struct stat state_st {};
+  const bool exists = ::stat(g.webhook_state.c_str(), &state_st) == 0;
+  if (!exists && run == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat(state_flag, ": ", g.webhook_state,
+                     " does not exist (keygate serve --webhook-state creates it)"));
+  }
+  // The dispatcher creates its tables in the file it is given: never in the key database.
+  struct stat db_st {};
+  if (exists && !IsPostgresUrl(g.db) && ::stat(g.db.c_str(), &db_st) == 0 &&
+      db_st.st_dev == state_st.st_dev && db_st.st_ino == state_st.st_ino) {
+    throw UsageError{absl::StrCat(state_flag, ": names the key database (", g.db_source,
+                                  "); the dispatcher keeps its state in a file of its own")};
+  }
+  WebhookDispatcherOptions o;
+  o.store = std::move(store);
+  o.state_path = g.webhook_state;
+  if (!g.webhook_secret_file.empty()) {
+    absl::StatusOr<std::vector<WebhookSecret>> secrets = ReadWebhookSecrets(g);
+    if (!secrets.ok()) return secrets.status();
+    o.secrets = *std::move(secrets);
+  } else if (run != nullptr) {
+    throw UsageError{
+        "--webhook-secret-file: required to sign webhooks: a file private to its owner (chmod "
+        "600) holding a whsec_... secret (or $KEYGATE_WEBHOOK_SECRET_FILE)"};
+  } else {
+    // Create wants a signing secret; a dispatcher that is never started signs nothing, so
+    // reading the log needs none of the real ones.
+    absl::StatusOr<WebhookSecret> unused = WebhookSecret::Generate();
+    if (!unused.ok()) return unused.status();
+    o.secrets.push_back(*std::move(unused));
+  }
+  if (run != nullptr) {
+    if (run->threads.has_value()) o.threads = *run->threads;
+    o.sender.ca_file = run->ca_file;
+  }
+  // Keys may name internal hosts only with --allow-internal-webhooks: then they are reached.
+  o.sender.allow_internal_hosts = g.allow_internal_webhooks;
+  absl::StatusOr<std::unique_ptr<WebhookDispatcher>> d = WebhookDispatcher::Create(std::move(o));
+  if (!d.ok()) return InFlagTerms(g, d.status());
+  return d;
+}
+
+int RunWebhookDeliveries(const Globals& g, const WebhookDeliveriesArgs& a) {
+  if (!a.key.empty()) CheckKeyId(a.key, "KEY_ID");
+  if (g.webhook_state.empty()) {
+    throw UsageError{
+        "--webhook-state: required: the webhook dispatcher's state file, whose delivery log "
+        "this prints (or $KEYGATE_WEBHOOK_STATE)"};
+  }
+  absl::StatusOr<Session> s = OpenSession(g, /*create_if_missing=*/false);
+  if (!s.ok()) return Fail(s.status());
+  absl::StatusOr<std::unique_ptr<WebhookDispatcher>> d =
+      OpenWebhookDispatcher(g, s->store, /*run=*/nullptr);
+  if (!d.ok()) return Fail(d.status());
+  absl::StatusOr<std::vector<WebhookDelivery>> log = (*d)->Deliveries(a.key, a.limit);
+  if (!log.ok()) return Fail(InFlagTerms(g, log.status()));
+
+  if (g.json) {
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("deliveries").BeginArray();
+    for (const WebhookDelivery& delivery : *log) WriteDeliveryJson(w, delivery);
+    w.EndArray();
+    w.EndObject();
+    std::cout << w.str() << "\n";
+    return kExitOk;
+  }
+  if (log->empty()) {
+    std::cerr << "No webhook messages" << (a.key.empty() ? "" : " for " + a.key) << " in "
+              << EscapeText(g.webhook_state) << ".\n";
+    return kExitOk;
+  }
+  for (const WebhookDelivery& delivery : *log) std::cout << DescribeDelivery(delivery);
+  if (log->size() == a.limit) {
+    std::cerr << "Showing the newest " << a.limit << " messages (raise --limit for more).\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace keygate::cli
