@@ -27,6 +27,10 @@ if(TARGET keygate_beast AND TARGET keygate_sqlite AND TARGET CLI11::CLI11)
     target_link_libraries(keygate_example_server PRIVATE keygate::admin)
     target_compile_definitions(keygate_example_server PRIVATE KEYGATE_EXAMPLE_WITH_ADMIN)
   endif()
+  if(TARGET keygate_webhooks)  # --webhook-state
+    target_link_libraries(keygate_example_server PRIVATE keygate::webhooks)
+    target_compile_definitions(keygate_example_server PRIVATE KEYGATE_EXAMPLE_WITH_WEBHOOKS)
+  endif()
   if(TARGET keygate_redis)  # --redis
     target_link_libraries(keygate_example_server PRIVATE keygate::redis)
     target_compile_definitions(keygate_example_server PRIVATE KEYGATE_EXAMPLE_WITH_REDIS)

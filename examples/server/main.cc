@@ -23,7 +23,13 @@
 // Deployment: as the CLI's (token prefix "kg"; environments preview/test and
 // production/live; $KEYGATE_PEPPER_FILE for the pepper).
 //
-// SIGINT / SIGTERM: stop accepting, finish requests in flight, flush key
+// Webhooks (built with keygate::webhooks): with --webhook-state, a
+// WebhookDispatcher next to the verifier delivers each key's lifecycle events
+// to its webhook URL, signed with the secrets of --webhook-secret-file; the
+// admin API shows its delivery log (/admin/api/v1/webhook-deliveries).
+//
+// SIGINT / SIGTERM: stop accepting, finish requests in flight, stop the
+// webhook dispatcher (what is pending stays in its state file), flush key
 // usage to the store, exit 0.
 
 #include <sys/resource.h>
@@ -31,6 +37,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -67,6 +74,13 @@
 #include "keygate/secret.h"
 #include "keygate/sqlite/sqlite_key_store.h"
 #include "keygate/verifier.h"
+#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
+
+#include "keygate/webhook_signature.h"
+#include "keygate/webhooks/webhook_dispatcher.h"
+#endif
 #include "server.h"
 
 namespace keygate_example {
@@ -102,6 +116,11 @@ constexpr char kUsage[] = R"(usage: keygate-example-server [options]
   --access-log PATH         access log: - for stdout (default), off, or a file (appended)
   --bench-routes            add GET /open/v1/projects: GET /v1/projects without keygate
   --simulate-outage-file P  test hook: while file P exists, every store call fails (unavailable)
+  --webhook-state PATH      deliver the keys' events to their webhook URLs: the dispatcher's
+                            queue and delivery log in PATH (created; keygate webhooks reads it)
+  --webhook-secret-file P   the signing secrets: one whsec_... a line, the current one first
+                            (a private file, read like the pepper); required with --webhook-state
+  --webhook-threads N       deliveries at once, at most one per key (default: 4)
   --help                    this text
 )";
 
@@ -128,6 +147,9 @@ struct Flags {
   std::string access_log = "-";
   bool bench_routes = false;
   std::string outage_file;
+  std::string webhook_state;
+  std::string webhook_secret_file;
+  int webhook_threads = 4;
 };
 
 constexpr int kSqliteFeedPollMs = 50;
@@ -162,6 +184,37 @@ absl::StatusOr<std::shared_ptr<const keygate::Deployment>> LoadDeployment() {
   }
   return keygate::Deployment::Create(std::move(o));
 }
+
+#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+// The signing secrets: a private regular file read like the pepper (ReadPepperFile), one
+// whsec_... secret a line, the current one first. Errors never quote a secret.
+absl::StatusOr<std::vector<keygate::WebhookSecret>> ReadWebhookSecrets(const std::string& path) {
+  absl::StatusOr<keygate::PepperFile> file = keygate::ReadPepperFile(path);
+  if (!file.ok()) {
+    return absl::Status(file.status().code(),
+                        absl::StrCat("--webhook-secret-file: ", file.status().message()));
+  }
+  const std::string_view text = file->pepper.Reveal(keygate::InsecureSecretAccess::Get());
+  std::vector<keygate::WebhookSecret> secrets;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
+    ++line_number;
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty()) continue;
+    absl::StatusOr<keygate::WebhookSecret> secret =
+        keygate::WebhookSecret::Parse(std::string_view(line.data(), line.size()));
+    if (!secret.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--webhook-secret-file: line ", line_number,
+                                                     ": ", secret.status().message()));
+    }
+    secrets.push_back(*std::move(secret));
+  }
+  if (secrets.empty()) {
+    return absl::InvalidArgumentError("--webhook-secret-file: holds no whsec_... secret");
+  }
+  return secrets;
+}
+#endif
 
 // A store that is down while a marker file exists: lets the end-to-end tests
 // show what clients get when the store is unavailable (503 + Retry-After,
@@ -266,6 +319,9 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   text("--access-log", &f->access_log);
   app.add_flag("--bench-routes", f->bench_routes);
   text("--simulate-outage-file", &f->outage_file);
+  text("--webhook-state", &f->webhook_state);
+  text("--webhook-secret-file", &f->webhook_secret_file);
+  number("--webhook-threads", &f->webhook_threads, 1, 64);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -299,6 +355,17 @@ int Main(int argc, char** argv) {
 #ifndef KEYGATE_EXAMPLE_WITH_REDIS
   if (!f.redis.empty()) return UsageError("--redis: built without keygate::redis (libhiredis-dev)");
 #endif
+#ifndef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+  if (!f.webhook_state.empty()) {
+    return UsageError("--webhook-state: built without keygate::webhooks (libcurl4-openssl-dev)");
+  }
+#endif
+  if (f.webhook_state.empty() && !f.webhook_secret_file.empty()) {
+    return UsageError("--webhook-secret-file: only with --webhook-state");
+  }
+  if (!f.webhook_state.empty() && f.webhook_secret_file.empty()) {
+    return UsageError("--webhook-state: needs --webhook-secret-file (the signing secrets)");
+  }
   if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 &&
                        nofile.rlim_cur != RLIM_INFINITY &&
                        static_cast<rlim_t>(f.max_connections) + 32 > nofile.rlim_cur) {
@@ -426,6 +493,24 @@ int Main(int argc, char** argv) {
       keygate::HttpAuthenticator::Create(std::move(ao));
   if (!auth.ok()) return fail(auth.status());
   Api api{*std::move(auth), *std::move(read), *std::move(write), *std::move(admin), nullptr};
+#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+  // Webhooks: a dispatcher on the same store, started just before serving, stopped after.
+  std::shared_ptr<keygate::WebhookDispatcher> webhooks;
+  if (!f.webhook_state.empty()) {
+    absl::StatusOr<std::vector<keygate::WebhookSecret>> secrets =
+        ReadWebhookSecrets(f.webhook_secret_file);
+    if (!secrets.ok()) return fail(secrets.status());
+    keygate::WebhookDispatcherOptions wo;
+    wo.store = store;
+    wo.state_path = f.webhook_state;
+    wo.secrets = *std::move(secrets);
+    wo.threads = f.webhook_threads;
+    absl::StatusOr<std::unique_ptr<keygate::WebhookDispatcher>> d =
+        keygate::WebhookDispatcher::Create(std::move(wo));
+    if (!d.ok()) return fail(d.status());
+    webhooks = *std::move(d);
+  }
+#endif
 #ifdef KEYGATE_EXAMPLE_WITH_ADMIN
   // The admin API at /admin, for admin keys of this environment (the same authenticator).
   keygate::KeyManager::Options mo;
@@ -438,6 +523,13 @@ int Main(int argc, char** argv) {
   admin_options.manager = *std::move(manager);
   admin_options.authenticator = api.auth;
   admin_options.max_body_bytes = kMaxBodyBytes;
+#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+  if (webhooks != nullptr) {
+    admin_options.webhook_deliveries = [webhooks](std::string_view key_id, std::size_t limit) {
+      return webhooks->Deliveries(key_id, limit);
+    };
+  }
+#endif
   absl::StatusOr<std::unique_ptr<keygate::AdminApi>> admin_api =
       keygate::AdminApi::Create(std::move(admin_options));
   if (!admin_api.ok()) return fail(admin_api.status());
@@ -471,7 +563,17 @@ int Main(int argc, char** argv) {
                described.c_str(), f.env.c_str(), f.verifier.c_str(),
                f.redis.empty() ? "" : ", rate limits shared through Redis");
 
+#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+  if (webhooks != nullptr) {
+    if (absl::Status s = webhooks->Start(); !s.ok()) return fail(s);
+    std::fprintf(stderr, "keygate-example-server: webhooks on, delivery log in %s\n",
+                 f.webhook_state.c_str());
+  }
+#endif
   const absl::Status served = Serve(config, api);
+#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+  if (webhooks != nullptr) webhooks->Stop();  // waits for the attempts in flight
+#endif
   if (hotpath) hotpath->Shutdown();  // flushes key usage (last used) to the store
   if (log_file != nullptr) std::fclose(log_file);
   if (!served.ok()) return fail(served);
