@@ -67,15 +67,18 @@ std::shared_ptr<const Envelope> TestEnvelope() {
 }
 
 struct Admin {
-  // With `envelope`, recoverable keys are on.
+  // With `envelope`, recoverable keys are on; with `webhook_secret_per_key` too, keys with a
+  // webhook URL get their own signing secrets.
   explicit Admin(AdminApi::Options tweaks = {}, bool require_tls = true,
-                 std::shared_ptr<const Envelope> envelope = nullptr) {
+                 std::shared_ptr<const Envelope> envelope = nullptr,
+                 bool webhook_secret_per_key = false) {
     deployment = MustOk(Deployment::Create({}));
     store = std::make_shared<MemoryKeyStore>();
     KeyManager::Options m;
     m.deployment = deployment;
     m.store = store;
     m.envelope = std::move(envelope);
+    m.webhook_secret_per_key = webhook_secret_per_key;
     manager = MustOk(KeyManager::Create(std::move(m)));
     auto verifier = MustOk(ReferenceVerifier::Create(
         {.deployment = deployment, .store = store, .environment = "production"}));
@@ -165,6 +168,7 @@ std::vector<RouteCall> EveryRoute(const std::string& id) {
       {"GET", "/admin/api/v1/me", ""},
       {"GET", k + "/webhook-deliveries", ""},
       {"GET", "/admin/api/v1/webhook-deliveries", ""},
+      {"POST", k + "/webhook-secret", ""},
   };
 }
 
@@ -435,6 +439,65 @@ TEST_CASE("AdminApi revokes, restores, rolls and deletes a key", "[admin]") {
   }
   CHECK(types ==
         std::vector<std::string>{"created", "revoked", "restored", "rolled", "rolled", "deleted"});
+}
+
+TEST_CASE("AdminApi shows a key's own webhook secret once and rolls it", "[admin][webhooks]") {
+  // Off: keys have none; rolling one is refused with the reason.
+  Admin off({}, true, TestEnvelope());
+  const json plain = off.CreateKey({{"name", "svc"},
+                                    {"environment", "production"},
+                                    {"webhook_url", "https://hooks.example.com/k"}});
+  CHECK(!plain.contains("webhook_secret"));
+  CHECK(plain["key"]["own_webhook_secret"] == false);
+  CHECK(Body(off.Call("GET", "/admin/api/v1/me"))["webhook_secret_per_key"] == false);
+  AdminResponse r = off.Call(
+      "POST", "/admin/api/v1/keys/" + plain["key"]["id"].get<std::string>() + "/webhook-secret");
+  CHECK(r.status == 409);
+  CHECK_THAT(Body(r)["detail"].get<std::string>(),
+             Catch::Contains("per-key webhook secrets are off"));
+
+  Admin a({}, true, TestEnvelope(), /*webhook_secret_per_key=*/true);
+  CHECK(Body(a.Call("GET", "/admin/api/v1/me"))["webhook_secret_per_key"] == true);
+  const json created = a.CreateKey({{"name", "svc"},
+                                    {"environment", "production"},
+                                    {"webhook_url", "https://hooks.example.com/k"}});
+  const std::string first = created["webhook_secret"];
+  CHECK(first.rfind("whsec_", 0) == 0);
+  CHECK(created["key"]["own_webhook_secret"] == true);
+  const std::string id = created["key"]["id"];
+  const std::string path = "/admin/api/v1/keys/" + id;
+  // Never again: not in the key, the list or the audit log.
+  for (const std::string& read :
+       {path, std::string("/admin/api/v1/keys"), "/admin/api/v1/audit?key_id=" + id}) {
+    AdminResponse got = a.Call("GET", read);
+    CHECK(got.status == 200);
+    CHECK(got.body.find(first.substr(6)) == std::string::npos);
+    CHECK(got.body.find("kge1.") == std::string::npos);
+  }
+  r = a.Call("POST", path + "/webhook-secret", R"({"overlap_seconds":3600})");
+  INFO(r.body);
+  REQUIRE(r.status == 200);
+  CHECK(HeaderOf(r, "Cache-Control") == "no-store");
+  CHECK(HeaderOf(r, "ETag") == "\"2\"");
+  const std::string second = Body(r)["webhook_secret"];
+  CHECK(second.rfind("whsec_", 0) == 0);
+  CHECK(second != first);
+  CHECK(!Body(r).contains("token"));
+  CHECK(a.Call("POST", path + "/webhook-secret", R"({"overlap_seconds":-1})").status == 400);
+  CHECK(a.Call("POST", path + "/webhook-secret", R"({"grace_seconds":1})").status == 400);
+  CHECK(a.Call("POST", path + "/webhook-secret", "", {}, a.reader_token).status == 403);
+  CHECK(a.Call("POST", "/admin/api/v1/keys/key_000000000000000000000000/webhook-secret").status ==
+        404);
+  const json no_url = a.CreateKey({{"name", "no-url"}, {"environment", "production"}});
+  CHECK(!no_url.contains("webhook_secret"));
+  r = a.Call("POST",
+             "/admin/api/v1/keys/" + no_url["key"]["id"].get<std::string>() + "/webhook-secret");
+  CHECK(r.status == 409);
+  CHECK_THAT(Body(r)["detail"].get<std::string>(), Catch::Contains("has no webhook URL"));
+  const json events = Body(a.Call("GET", "/admin/api/v1/audit?key_id=" + id))["events"];
+  REQUIRE(events.size() == 2);
+  CHECK(events[1]["type"] == "modified");
+  CHECK(events[1]["changed_fields"] == json::array({"webhook_secret"}));
 }
 
 TEST_CASE("AdminApi reveals a recoverable key's token, recorded, and only then", "[admin]") {
@@ -915,7 +978,8 @@ TEST_CASE("AdminApi serves the console's files without a key, under a strict CSP
 // tests/admin/check_openapi.py validates each response against the document's schemas.
 TEST_CASE("AdminApi answers every operation of its OpenAPI document", "[admin][openapi]") {
   FakeDeliveryLog log;
-  Admin a({.webhook_deliveries = log.Source()}, true, TestEnvelope());
+  Admin a({.webhook_deliveries = log.Source()}, true, TestEnvelope(),
+          /*webhook_secret_per_key=*/true);
   const json doc = Body(a.Call("GET", "/admin/api/v1/openapi.json", "", {}, std::string()));
   std::vector<json> transcript;
   std::set<std::string> answered;  // "METHOD /template"
@@ -978,6 +1042,18 @@ TEST_CASE("AdminApi answers every operation of its OpenAPI document", "[admin][o
   }
   call("POST", "/personal-keys", "/personal-keys", R"({"owner":"carol","environment":"preview"})");
   call("POST", "/personal-keys", "/personal-keys", R"({"owner":"carol","environment":"preview"})");
+  {
+    // A key with a webhook URL: created with its own secret, which can be rolled; 409 for a key
+    // without a URL.
+    const json hooked = Body(call("POST", "/keys", "/keys",
+                                  R"({"name":"hooked","environment":"production",
+                                      "webhook_url":"https://hooks.example.com/k"})"));
+    const std::string h = "/keys/" + hooked["key"]["id"].get<std::string>();
+    call("POST", "/keys/{id}/webhook-secret", h + "/webhook-secret", R"({"overlap_seconds":60})");
+    call("POST", "/keys/{id}/webhook-secret", h + "/webhook-secret", R"({"overlap":60})");
+    call("POST", "/keys/{id}/webhook-secret", k + "/webhook-secret");
+    call("POST", "/keys/{id}/webhook-secret", "/keys/key_000000000000000000000000/webhook-secret");
+  }
   call("GET", "/audit", "/audit?limit=3");
   call("GET", "/audit", "/audit?key_id=" + id);
   call("GET", "/scopes", "/scopes");

@@ -57,6 +57,7 @@ constexpr Route kRoutes[] = {
     {RouteId::kMe, false, {"GET"}},
     {RouteId::kKeyWebhookDeliveries, false, {"GET"}},
     {RouteId::kWebhookDeliveries, false, {"GET"}},
+    {RouteId::kKeyWebhookSecret, false, {"POST"}},
 };
 
 const Route& RouteOf(RouteId id) { return kRoutes[static_cast<std::size_t>(id)]; }
@@ -139,13 +140,20 @@ std::string RecordJson(const KeyRecord& r) {
   return w.str();
 }
 
-// {"key": ..., "token": ...}: the one response that carries a token (create, roll, reveal).
-AdminResponse TokenResponse(int status, const KeyRecord& record, const Secret& token) {
+// {"key": ..., "token": ...}: the one response that carries a token (create, roll, reveal), and
+// with a key's own webhook secret "webhook_secret" (create, POST /keys/{id}/webhook-secret).
+AdminResponse SecretResponse(int status, const KeyRecord& record, const Secret* token,
+                             const std::optional<WebhookSecret>& webhook_secret = std::nullopt) {
   JsonWriter w;
   w.BeginObject();
   w.Key("key");
   internal::WriteRecordJson(w, record);
-  w.Key("token").String(token.Reveal(InsecureSecretAccess::Get()));  // shown once, here
+  if (token != nullptr) {
+    w.Key("token").String(token->Reveal(InsecureSecretAccess::Get()));  // shown once, here
+  }
+  if (webhook_secret.has_value()) {
+    w.Key("webhook_secret").String(webhook_secret->text().Reveal(InsecureSecretAccess::Get()));
+  }
   w.EndObject();
   AdminResponse r = JsonResponse(status, w.str());
   r.headers.emplace_back("Cache-Control", "no-store");
@@ -253,6 +261,7 @@ const Route* Routes::Find(std::string_view path) const {
   if (action == "roll") return &RouteOf(RouteId::kKeyRoll);
   if (action == "reveal") return &RouteOf(RouteId::kKeyReveal);
   if (action == "webhook-deliveries") return &RouteOf(RouteId::kKeyWebhookDeliveries);
+  if (action == "webhook-secret") return &RouteOf(RouteId::kKeyWebhookSecret);
   return nullptr;
 }
 
@@ -286,7 +295,7 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
     if (std::optional<AdminResponse> bad = CheckJsonBody(request, method == "PATCH")) {
       return attach_limits(*std::move(bad));
     }
-  } else if (route.id != RouteId::kKeyRoll) {
+  } else if (route.id != RouteId::kKeyRoll && route.id != RouteId::kKeyWebhookSecret) {
     if (absl::Status s = CheckNoBody(request.body); !s.ok()) {
       return attach_limits(ProblemFor(s));
     }
@@ -308,7 +317,8 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
         if (!req.ok()) return attach_limits(ProblemFor(InJsonTerms(req.status())));
         absl::StatusOr<CreatedKey> created = manager.Create(*req, actor);
         if (!created.ok()) return attach_limits(ProblemFor(InJsonTerms(created.status())));
-        AdminResponse r = TokenResponse(201, created->record, created->token);
+        AdminResponse r =
+            SecretResponse(201, created->record, &created->token, created->webhook_secret);
         r.headers.emplace_back(
             "Location", absl::StrCat(options_.base_path, "/api/v1/keys/", created->record.id));
         return attach_limits(std::move(r));
@@ -451,14 +461,34 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
       absl::StatusOr<CreatedKey> rolled =
           manager.Roll(id, absl::Seconds(static_cast<std::int64_t>(grace.value_or(0))), actor);
       if (!rolled.ok()) return attach_limits(ProblemFor(rolled.status()));
-      return attach_limits(TokenResponse(200, rolled->record, rolled->token));
+      return attach_limits(SecretResponse(200, rolled->record, &rolled->token));
+    }
+
+    case RouteId::kKeyWebhookSecret: {
+      // A new signing secret (409 when keys have none of their own, or this one no URL).
+      std::optional<std::uint64_t> overlap;
+      if (!Trim(request.body).empty()) {
+        if (std::optional<AdminResponse> bad = CheckJsonBody(request, false)) {
+          return attach_limits(*std::move(bad));
+        }
+        absl::StatusOr<json> object = ParseJsonObject(request.body);
+        if (!object.ok()) return attach_limits(ProblemFor(object.status()));
+        JsonFields f(*object);
+        absl::Status s = f.Uint("overlap_seconds", kMaxGraceSeconds, &overlap);
+        if (s.ok()) s = f.Unknown();
+        if (!s.ok()) return attach_limits(ProblemFor(s));
+      }
+      absl::StatusOr<RolledWebhookSecret> rolled = manager.RollWebhookSecret(
+          id, absl::Seconds(static_cast<std::int64_t>(overlap.value_or(0))), actor);
+      if (!rolled.ok()) return attach_limits(ProblemFor(rolled.status()));
+      return attach_limits(SecretResponse(200, rolled->record, nullptr, rolled->secret));
     }
 
     case RouteId::kKeyReveal: {
       // 409 when recoverable keys are off or this key is hash-only (the detail says which).
       absl::StatusOr<RevealedKey> revealed = manager.RevealToken(id, actor);
       if (!revealed.ok()) return attach_limits(ProblemFor(revealed.status()));
-      return attach_limits(TokenResponse(200, revealed->record, revealed->token));
+      return attach_limits(SecretResponse(200, revealed->record, &revealed->token));
     }
 
     case RouteId::kPersonalKeys: {
@@ -479,7 +509,7 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
           manager.ProvisionPersonalKey(owner, environment, scopes, actor);
       if (!p.ok()) return attach_limits(ProblemFor(p.status()));
       if (p->created && p->token.has_value()) {
-        return attach_limits(TokenResponse(201, p->record, *p->token));
+        return attach_limits(SecretResponse(201, p->record, &*p->token));
       }
       JsonWriter w;
       w.BeginObject();
@@ -567,6 +597,7 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
       w.Key("environment").String(caller->record.environment);
       w.Key("scopes").StringArray(caller->record.scopes);
       w.Key("recoverable_keys").Bool(manager.recoverable_keys());
+      w.Key("webhook_secret_per_key").Bool(manager.webhook_secret_per_key());
       w.EndObject();
       return attach_limits(JsonResponse(200, w.str()));
     }

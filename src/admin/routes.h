@@ -29,6 +29,7 @@ enum class RouteId : std::uint8_t {
   kMe,
   kKeyWebhookDeliveries,
   kWebhookDeliveries,
+  kKeyWebhookSecret,
 };
 
 struct Route {

@@ -148,6 +148,7 @@ void WriteRecordJson(JsonWriter& w, const KeyRecord& r) {
     w.Null();
   }
   w.Key("recoverable").Bool(!r.sealed_token.empty());  // the sealed copy itself never leaves
+  w.Key("own_webhook_secret").Bool(!r.sealed_webhook_secret.empty());  // nor the sealed secret
   w.Key("version").Uint(r.version);
   w.EndObject();
 }
