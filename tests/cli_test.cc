@@ -1395,6 +1395,84 @@ std::string WriteFile(const TempDir& dir, const std::string& name, const std::st
   return path;
 }
 
+TEST_CASE("keygate CLI: per-key webhook secrets are printed once, sealed and rolled",
+          "[cli][webhooks]") {
+  TempDir dir;
+  Cli cli(dir);
+  const std::string kek = dir.File("kek");
+  { std::ofstream(kek) << std::string(32, 'k'); }
+  REQUIRE(::chmod(kek.c_str(), 0600) == 0);
+  const std::vector<std::string> create = {
+      "create",     "--name",    "hooked",
+      "--owner",    "alice",     "--env",
+      "production", "--webhook", "https://hooks.example.com/k"};
+  const auto with = [](std::vector<std::string> head, const std::vector<std::string>& tail) {
+    head.insert(head.end(), tail.begin(), tail.end());
+    return head;
+  };
+
+  // Without the KEK: refused, naming both flags, and nothing created.
+  Result r = cli.Run(with({"--webhook-secret-per-key"}, create));
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--webhook-secret-per-key: needs --kek-file"));
+
+  // Text: the token, then the key's webhook secret, each on a line of its own.
+  r = cli.Run(with({"--kek-file", kek, "--webhook-secret-per-key"}, create));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const std::vector<std::string> lines = absl::StrSplit(Trim(r.out), '\n');
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0].rfind("kg_", 0) == 0);
+  const std::string first = lines[1];
+  CHECK(first.rfind("whsec_", 0) == 0);
+  CHECK_THAT(r.err, Catch::Contains("webhook secret is shown only once"));
+  // JSON, and the environment variable.
+  r = cli.Run(with({"--json"}, create), "",
+              {"KEYGATE_KEK_FILE=" + kek, "KEYGATE_WEBHOOK_SECRET_PER_KEY=1"});
+  REQUIRE(r.code == 0);
+  CHECK(JsonField(r.out, "webhook_secret").rfind("whsec_", 0) == 0);
+  CHECK(r.out.find("\"own_webhook_secret\":true") != std::string::npos);
+  const std::string id = JsonField(r.out, "id");
+  REQUIRE(!id.empty());
+  // Without the flag, keys get none.
+  r = cli.Run(with({"--json", "--kek-file", kek}, create));
+  REQUIRE(r.code == 0);
+  CHECK(JsonField(r.out, "webhook_secret").empty());
+  CHECK(r.out.find("\"own_webhook_secret\":false") != std::string::npos);
+
+  r = cli.Run({"show", id});
+  CHECK_THAT(r.out, Catch::Contains("its own, sealed"));
+  CHECK(r.out.find("whsec_") == std::string::npos);
+
+  // Rolled: a new one, once; refused without the flag or for an unknown key.
+  r = cli.Run({"--kek-file", kek, "--webhook-secret-per-key", "webhooks", "roll-secret", id,
+               "--overlap", "1h"});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const std::string second = Trim(r.out);
+  CHECK(second.rfind("whsec_", 0) == 0);
+  CHECK(second != first);
+  CHECK_THAT(r.err, Catch::Contains("The previous secret signs too until"));
+  r = cli.Run({"--kek-file", kek, "webhooks", "roll-secret", id});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--webhook-secret-per-key"));
+  r = cli.Run({"--kek-file", kek, "--webhook-secret-per-key", "webhooks", "roll-secret", id,
+               "--overlap", "soon"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--overlap: expected a duration"));
+  r = cli.Run({"--kek-file", kek, "--webhook-secret-per-key", "webhooks", "roll-secret",
+               "key_000000000000000000000000"});
+  CHECK(r.code == 3);
+  r = cli.Run({"audit", "--key", id});
+  CHECK_THAT(r.out, Catch::Contains("webhook_secret"));
+
+  // Never in the database in clear.
+  std::string bytes;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) bytes += ReadFile(cli.db() + suffix);
+  CHECK(bytes.find(first.substr(6)) == std::string::npos);
+  CHECK(bytes.find(second.substr(6)) == std::string::npos);
+}
+
 TEST_CASE("keygate CLI: webhooks deliveries prints the delivery log, newest first",
           "[cli][webhooks]") {
   TempDir dir;

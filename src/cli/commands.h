@@ -63,6 +63,10 @@ struct Globals {
   std::string webhook_secret_source;  // where `webhook_secret_file` came from
   bool webhook_secret_flag = false;   // given as --webhook-secret-file, not by the environment
   bool allow_shared_webhook_secret = false;
+  // Keys get webhook secrets of their own, sealed with the KEK (--webhook-secret-per-key, else
+  // $KEYGATE_WEBHOOK_SECRET_PER_KEY=1): `create` prints a key's once, `webhooks roll-secret`
+  // replaces it.
+  bool webhook_secret_per_key = false;
 };
 
 // An open database (SQLite or PostgreSQL) and a manager over it.
@@ -70,7 +74,13 @@ struct Session {
   std::shared_ptr<const Deployment> deployment;
   std::shared_ptr<KeyStore> store;
   std::unique_ptr<KeyManager> manager;
+  std::shared_ptr<const Envelope> envelope;  // --kek-file's; null without
 };
+
+// Shown with a key's own webhook secret (create, webhooks roll-secret).
+inline constexpr char kWebhookSecretWarning[] =
+    "This webhook secret is shown only once (it is kept encrypted, for signing): give it to the "
+    "key's webhook receiver now.";
 
 // Error text may quote user input or stored records: redacted (tokens) and
 // escaped (control characters), like every other line we print.
@@ -181,8 +191,9 @@ struct ServeArgs {
   std::string port_file;           // where to write the port once listening
   std::string env = "production";  // the environment of the admin keys it accepts
   std::string base_path = "/admin";
-  std::optional<int> webhook_threads;  // unset: the dispatcher's default
-  std::string webhook_ca_file;         // empty: the system's certificate authorities
+  std::optional<int> webhook_threads;        // unset: the dispatcher's default
+  std::string webhook_ca_file;               // empty: the system's certificate authorities
+  std::string webhook_expiring_lead = "7d";  // key.expiring this long before; 0s: never
 };
 int RunServe(const Globals& g, const ServeArgs& a);
 
@@ -197,20 +208,26 @@ struct WebhookDeliveriesArgs {
   std::size_t limit = 50;
 };
 int RunWebhookDeliveries(const Globals& g, const WebhookDeliveriesArgs& a);
+// `keygate webhooks roll-secret KEY_ID [--overlap D]`: a new signing secret for the key, printed
+// once; the previous one signs too for the overlap.
+int RunWebhookRollSecret(const Globals& g, const std::string& id, const std::string& overlap);
 
 #ifdef KEYGATE_HAVE_WEBHOOKS
 // How `serve` runs the dispatcher.
 struct WebhookRunOptions {
   std::optional<int> threads;
   std::string ca_file;
+  absl::Duration expiring_lead = absl::Hours(24 * 7);
 };
 
-// A dispatcher on `store` with the state file and secrets `g` names (not started). `run`: for
-// delivering (the secret file is then required); null: only to read the delivery log (the
+// A dispatcher on `store` with the state file and secrets `g` names (not started), opening keys'
+// own secrets with the KEK when --kek-file is given. `run`: for delivering (the secret file is
+// then required unless keys have their own secrets); null: only to read the delivery log (the
 // state file must exist; nothing is signed, so the secret file is optional). Throws UsageError
 // for a missing or conflicting flag; errors name the flag or variable that named the file.
 absl::StatusOr<std::unique_ptr<WebhookDispatcher>> OpenWebhookDispatcher(
-    const Globals& g, std::shared_ptr<KeyStore> store, const WebhookRunOptions* run);
+    const Globals& g, std::shared_ptr<KeyStore> store, std::shared_ptr<const Envelope> envelope,
+    const WebhookRunOptions* run);
 #endif
 
 }  // namespace keygate::cli

@@ -120,8 +120,12 @@ int RunServe(const Globals& g, const ServeArgs& a) {
   // reads its delivery log.
   std::shared_ptr<WebhookDispatcher> dispatcher;
   if (!g.webhook_state.empty()) {
-    const WebhookRunOptions run{.threads = a.webhook_threads, .ca_file = a.webhook_ca_file};
-    absl::StatusOr<std::unique_ptr<WebhookDispatcher>> d = OpenWebhookDispatcher(g, s->store, &run);
+    WebhookRunOptions run{.threads = a.webhook_threads, .ca_file = a.webhook_ca_file};
+    if (!ParseDurationWithDays(a.webhook_expiring_lead, &run.expiring_lead)) {
+      throw UsageError{"--webhook-expiring-lead: expected a duration such as 0s, 12h or 7d"};
+    }
+    absl::StatusOr<std::unique_ptr<WebhookDispatcher>> d =
+        OpenWebhookDispatcher(g, s->store, s->envelope, &run);
     if (!d.ok()) return Fail(d.status());
     dispatcher = *std::move(d);
     o.webhook_deliveries = [dispatcher](std::string_view key_id, std::size_t limit) {
@@ -240,10 +244,11 @@ int RunServe(const Globals& g, const ServeArgs& a) {
 #ifdef KEYGATE_HAVE_WEBHOOKS
   if (dispatcher != nullptr) {
     // Where the log is, never a secret.
-    std::cerr << "keygate: webhooks on: key events go to the keys' webhook URLs, signed; "
-                 "delivery log in "
-              << EscapeText(g.webhook_state) << " (keygate webhooks deliveries, GET " << url
-              << "api/v1/webhook-deliveries)\n";
+    std::cerr << "keygate: webhooks on: key events go to the keys' webhook URLs, signed with "
+              << (manager->webhook_secret_per_key() ? "each key's own secret"
+                                                    : "the deployment's secrets")
+              << "; delivery log in " << EscapeText(g.webhook_state)
+              << " (keygate webhooks deliveries, GET " << url << "api/v1/webhook-deliveries)\n";
   } else {
     std::cerr << "keygate: webhooks off: nothing is sent to webhook URLs (--webhook-state "
                  "turns them on)\n";

@@ -24,6 +24,8 @@
 #include "cli/format.h"
 
 #include "keygate/deployment.h"
+#include "keygate/envelope.h"
+#include "keygate/key_manager.h"
 #include "keygate/key_store.h"
 #include "keygate/secret.h"
 #include "keygate/webhook_signature.h"
@@ -101,6 +103,7 @@ absl::Status InFlagTerms(const Globals& g, const absl::Status& s) {
       {"secrets: ", SecretFlag(g)},
       {"threads: ", "--webhook-threads"},
       {"sender.ca_file: ", "--webhook-ca-file"},
+      {"expiring_lead: ", "--webhook-expiring-lead"},
   };
   for (const auto& [field, flag] : fields) {
     if (absl::ConsumePrefix(&message, field)) {
@@ -194,7 +197,8 @@ std::string DescribeDelivery(const WebhookDelivery& d) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WebhookDispatcher>> OpenWebhookDispatcher(
-    const Globals& g, std::shared_ptr<KeyStore> store, const WebhookRunOptions* run) {
+    const Globals& g, std::shared_ptr<KeyStore> store, std::shared_ptr<const Envelope> envelope,
+    const WebhookRunOptions* run) {
   const std::string state_flag = StateFlag(g);
   if (g.webhook_state.empty()) {
     throw UsageError{
@@ -218,15 +222,18 @@ absl::StatusOr<std::unique_ptr<WebhookDispatcher>> OpenWebhookDispatcher(
   WebhookDispatcherOptions o;
   o.store = std::move(store);
   o.state_path = g.webhook_state;
+  o.envelope = std::move(envelope);  // opens keys' own secrets
+  if (run != nullptr) o.expiring_lead = run->expiring_lead;
   if (!g.webhook_secret_file.empty()) {
     absl::StatusOr<std::vector<WebhookSecret>> secrets = ReadWebhookSecrets(g);
     if (!secrets.ok()) return secrets.status();
     o.secrets = *std::move(secrets);
-  } else if (run != nullptr) {
+  } else if (run != nullptr && !g.webhook_secret_per_key) {
     throw UsageError{
         "--webhook-secret-file: required to sign webhooks: a file private to its owner (chmod "
-        "600) holding a whsec_... secret (or $KEYGATE_WEBHOOK_SECRET_FILE)"};
-  } else {
+        "600) holding a whsec_... secret (or $KEYGATE_WEBHOOK_SECRET_FILE), unless keys have "
+        "their own (--webhook-secret-per-key)"};
+  } else if (run == nullptr) {
     // Create wants a signing secret; a dispatcher that is never started signs nothing, so
     // reading the log needs none of the real ones.
     absl::StatusOr<WebhookSecret> unused = WebhookSecret::Generate();
@@ -244,6 +251,45 @@ absl::StatusOr<std::unique_ptr<WebhookDispatcher>> OpenWebhookDispatcher(
   return d;
 }
 
+int RunWebhookRollSecret(const Globals& g, const std::string& id, const std::string& overlap_text) {
+  CheckKeyId(id, "KEY_ID");
+  absl::Duration overlap;
+  if (!ParseDurationWithDays(overlap_text, &overlap)) {
+    throw UsageError{"--overlap: expected a duration such as 0s, 1h or 7d"};
+  }
+  if (!g.webhook_secret_per_key) {
+    throw UsageError{
+        "webhooks roll-secret: keys have their own webhook secrets only with "
+        "--webhook-secret-per-key (and --kek-file); without, the deployment's secrets "
+        "(--webhook-secret-file) sign every key's messages"};
+  }
+  absl::StatusOr<Session> s = OpenSession(g, /*create_if_missing=*/false);
+  if (!s.ok()) return Fail(s.status());
+  absl::StatusOr<RolledWebhookSecret> r = s->manager->RollWebhookSecret(id, overlap, g.actor);
+  if (!r.ok()) return Fail(r.status());
+  const std::string_view secret = r->secret.text().Reveal(InsecureSecretAccess::Get());
+  if (g.json) {
+    JsonWriter w;
+    w.BeginObject();
+    w.Key("webhook_secret").String(secret);
+    w.Key("key");
+    WriteRecordJson(w, r->record);
+    w.EndObject();
+    std::cout << w.str() << "\n";
+  } else {
+    std::cerr << "New webhook secret of " << EscapeText(r->record.id) << " ("
+              << EscapeText(r->record.name) << "):\n";
+    std::cout << secret << "\n";
+    std::cerr << (overlap > absl::ZeroDuration()
+                      ? absl::StrCat("The previous secret signs too until ",
+                                     HumanTime(absl::Now() + overlap), ".")
+                      : std::string("The previous secret stopped signing."))
+              << "\n"
+              << kWebhookSecretWarning << "\n";
+  }
+  return kExitOk;
+}
+
 int RunWebhookDeliveries(const Globals& g, const WebhookDeliveriesArgs& a) {
   if (!a.key.empty()) CheckKeyId(a.key, "KEY_ID");
   if (g.webhook_state.empty()) {
@@ -254,7 +300,7 @@ int RunWebhookDeliveries(const Globals& g, const WebhookDeliveriesArgs& a) {
   absl::StatusOr<Session> s = OpenSession(g, /*create_if_missing=*/false);
   if (!s.ok()) return Fail(s.status());
   absl::StatusOr<std::unique_ptr<WebhookDispatcher>> d =
-      OpenWebhookDispatcher(g, s->store, /*run=*/nullptr);
+      OpenWebhookDispatcher(g, s->store, /*envelope=*/nullptr, /*run=*/nullptr);
   if (!d.ok()) return Fail(d.status());
   absl::StatusOr<std::vector<WebhookDelivery>> log = (*d)->Deliveries(a.key, a.limit);
   if (!log.ok()) return Fail(InFlagTerms(g, log.status()));

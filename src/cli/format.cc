@@ -52,6 +52,9 @@ std::string DescribeRecord(const KeyRecord& r) {
   f.emplace_back("state", std::string(KeyStateName(r.state)));
   f.emplace_back("hint", r.hint);
   f.emplace_back("recoverable", r.sealed_token.empty() ? "no (hash only)" : "yes (keygate reveal)");
+  if (!r.sealed_webhook_secret.empty()) {
+    f.emplace_back("webhook secret", "its own, sealed (keygate webhooks roll-secret)");
+  }
   f.emplace_back("created", HumanTime(r.created));
   f.emplace_back("updated", HumanTime(r.updated));
   f.emplace_back("expires", r.expires ? HumanTime(*r.expires) : "never");

@@ -48,7 +48,9 @@
 // dispatcher's state file also runs a WebhookDispatcher on the database, signing with the
 // secrets of --webhook-secret-file (or $KEYGATE_WEBHOOK_SECRET_FILE: one whsec_... a line, the
 // current one first, read like the pepper). `webhooks deliveries` prints the delivery log that
-// state file holds.
+// state file holds. With --webhook-secret-per-key (and --kek-file), keys get signing secrets of
+// their own instead: `create` prints a key's once, `webhooks roll-secret` replaces it, and the
+// dispatcher opens them with the KEK.
 
 #include <cstdlib>
 #include <functional>
@@ -112,8 +114,9 @@ int Main(int argc, char** argv) {
       "postgresql://...) defaults to $KEYGATE_DB, else ./keygate.db. $KEYGATE_PEPPER_FILE: a file "
       "holding the HMAC pepper (32+ bytes) the "
       "servers use. $KEYGATE_KEK_FILE: a key-encryption key (32+ bytes) that turns on "
-      "recoverable keys. $KEYGATE_WEBHOOK_STATE, $KEYGATE_WEBHOOK_SECRET_FILE: as "
-      "--webhook-state, --webhook-secret-file.\nExit status: 0 ok; 1 verify "
+      "recoverable keys. $KEYGATE_WEBHOOK_STATE, $KEYGATE_WEBHOOK_SECRET_FILE, "
+      "$KEYGATE_WEBHOOK_SECRET_PER_KEY=1: as --webhook-state, --webhook-secret-file, "
+      "--webhook-secret-per-key.\nExit status: 0 ok; 1 verify "
       "rejected the token; 2 usage error; 3 the command failed.\nRun 'keygate <command> --help' "
       "for a command's options.");
   Globals g;
@@ -169,6 +172,13 @@ int Main(int argc, char** argv) {
       "$KEYGATE_WEBHOOK_SECRET_FILE)");
   app.add_flag("--allow-shared-webhook-secret", g.allow_shared_webhook_secret,
                "Read a webhook secret file that group or others may read or write (warns)");
+  if (const char* per_key = std::getenv("KEYGATE_WEBHOOK_SECRET_PER_KEY");
+      per_key != nullptr && std::string_view(per_key) == "1") {
+    g.webhook_secret_per_key = true;
+  }
+  app.add_flag("--webhook-secret-per-key", g.webhook_secret_per_key,
+               "Give each key with a webhook URL its own signing secret, sealed with --kek-file "
+               "(create prints it once; default: $KEYGATE_WEBHOOK_SECRET_PER_KEY=1)");
 
   int result = kExitOk;
   std::function<int()> run;
@@ -308,12 +318,25 @@ int Main(int argc, char** argv) {
   deliveries->add_option("KEY_ID", wda.key, "Only this key's messages (default: every key's)");
   deliveries->add_option("--limit", wda.limit, "At most N messages (1-1000, default 50)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
+  std::string roll_secret_id;
+  std::string roll_secret_overlap = "24h";
+  CLI::App* roll_secret = webhooks->add_subcommand(
+      "roll-secret",
+      "Give a key a new webhook signing secret, printed once (--webhook-secret-per-key)");
+  roll_secret->add_option("KEY_ID", roll_secret_id, "The key id (key_...)")->required();
+  roll_secret->add_option("--overlap", roll_secret_overlap,
+                          "How long the previous secret keeps signing too (default: 24h; 0s: "
+                          "it stops at once)");
 #ifdef KEYGATE_HAVE_WEBHOOKS
   deliveries->callback([&] { run = [&] { return RunWebhookDeliveries(g, wda); }; });
+  roll_secret->callback(
+      [&] { run = [&] { return RunWebhookRollSecret(g, roll_secret_id, roll_secret_overlap); }; });
 #else
-  deliveries->callback([&] {
-    run = []() -> int { throw UsageError{absl::StrCat("webhooks: ", kBuiltWithoutWebhooks)}; };
-  });
+  for (CLI::App* c : {deliveries, roll_secret}) {
+    c->callback([&] {
+      run = []() -> int { throw UsageError{absl::StrCat("webhooks: ", kBuiltWithoutWebhooks)}; };
+    });
+  }
 #endif
 
   CLI::App* scopes = app.add_subcommand("scopes", "List the deployment's scopes");
@@ -343,6 +366,9 @@ int Main(int argc, char** argv) {
   serve->add_option("--webhook-ca-file", sa.webhook_ca_file,
                     "With --webhook-state: trust these certificate authorities (PEM) for webhook "
                     "receivers instead of the system's");
+  serve->add_option("--webhook-expiring-lead", sa.webhook_expiring_lead,
+                    "With --webhook-state: send key.expiring this long before a key expires "
+                    "(default: 7d; 0s: never)");
   serve->callback([&] { run = [&] { return RunServe(g, sa); }; });
 #endif
 

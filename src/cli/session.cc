@@ -211,6 +211,13 @@ absl::StatusOr<Session> OpenSession(const Globals& g, bool create_if_missing,
   absl::StatusOr<std::shared_ptr<const Envelope>> envelope = LoadEnvelope(g);
   if (!envelope.ok()) return envelope.status();
   mo.envelope = *std::move(envelope);
+  s.envelope = mo.envelope;
+  if (g.webhook_secret_per_key && mo.envelope == nullptr) {
+    throw UsageError{
+        "--webhook-secret-per-key: needs --kek-file (or $KEYGATE_KEK_FILE): keys' webhook "
+        "secrets are kept sealed with it"};
+  }
+  mo.webhook_secret_per_key = g.webhook_secret_per_key;
   absl::StatusOr<std::unique_ptr<KeyManager>> manager = KeyManager::Create(std::move(mo));
   if (!manager.ok()) return manager.status();
   s.manager = *std::move(manager);
@@ -253,6 +260,9 @@ void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what) 
     JsonWriter w;
     w.BeginObject();
     w.Key("token").String(token);
+    if (k.webhook_secret.has_value()) {
+      w.Key("webhook_secret").String(k.webhook_secret->text().Reveal(InsecureSecretAccess::Get()));
+    }
     w.Key("key");
     WriteRecordJson(w, k.record);
     w.EndObject();
@@ -261,8 +271,13 @@ void PrintCreated(const Globals& g, const CreatedKey& k, std::string_view what) 
     std::cerr << what << " " << EscapeText(k.record.id) << " (" << EscapeText(k.record.name) << ", "
               << EscapeText(k.record.environment) << ").\n";
     std::cout << token << "\n";
+    // A key's own webhook secret: the second line.
+    if (k.webhook_secret.has_value()) {
+      std::cout << k.webhook_secret->text().Reveal(InsecureSecretAccess::Get()) << "\n";
+    }
   }
   std::cerr << (k.record.sealed_token.empty() ? kTokenWarning : kRecoverableWarning) << "\n";
+  if (k.webhook_secret.has_value() && !g.json) std::cerr << kWebhookSecretWarning << "\n";
 }
 
 }  // namespace keygate::cli
