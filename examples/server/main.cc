@@ -25,8 +25,10 @@
 //
 // Webhooks (built with keygate::webhooks): with --webhook-state, a
 // WebhookDispatcher next to the verifier delivers each key's lifecycle events
-// to its webhook URL, signed with the secrets of --webhook-secret-file; the
-// admin API shows its delivery log (/admin/api/v1/webhook-deliveries).
+// to its webhook URL, signed with the secrets of --webhook-secret-file, and
+// (with --verifier hotpath) key.rate_limited when the verifier refuses a key
+// over its rate limit; the admin API shows its delivery log
+// (/admin/api/v1/webhook-deliveries).
 //
 // SIGINT / SIGTERM: stop accepting, finish requests in flight, stop the
 // webhook dispatcher (what is pending stays in its state file), flush key
@@ -443,6 +445,29 @@ int Main(int argc, char** argv) {
     store = std::make_shared<OutageSwitchStore>(store, f.outage_file);
   }
 
+#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+  // Webhooks: a dispatcher on the same store, started just before serving, stopped after.
+  std::shared_ptr<keygate::WebhookDispatcher> webhooks;
+  if (!f.webhook_state.empty()) {
+    absl::StatusOr<std::vector<keygate::WebhookSecret>> secrets =
+        ReadWebhookSecrets(f.webhook_secret_file);
+    if (!secrets.ok()) return fail(secrets.status());
+    keygate::WebhookDispatcherOptions wo;
+    wo.store = store;
+    wo.state_path = f.webhook_state;
+    wo.secrets = *std::move(secrets);
+    wo.threads = f.webhook_threads;
+    absl::StatusOr<std::unique_ptr<keygate::WebhookDispatcher>> d =
+        keygate::WebhookDispatcher::Create(std::move(wo));
+    if (!d.ok()) return fail(d.status());
+    webhooks = *std::move(d);
+  }
+  // Keys refused by their rate limit: key.rate_limited (once per key per hour), from the hot
+  // path verifier's usage batches (every minute).
+  std::shared_ptr<keygate::UsageSink> rate_limit_sink =
+      webhooks != nullptr ? webhooks->RateLimitSink() : nullptr;
+#endif
+
   std::shared_ptr<keygate::Verifier> hotpath;
   std::shared_ptr<const keygate::RequestVerifier> verifier;
   if (f.verifier == "hotpath") {
@@ -451,6 +476,9 @@ int Main(int argc, char** argv) {
     vo.store = store;
     vo.environment = f.env;
     vo.poll_interval = absl::Milliseconds(f.feed_poll_ms);
+#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
+    vo.usage_sink = rate_limit_sink;
+#endif
 #ifdef KEYGATE_EXAMPLE_WITH_REDIS
     if (!f.redis.empty()) {
       keygate::RedisRateLimiterOptions ro;
@@ -493,24 +521,6 @@ int Main(int argc, char** argv) {
       keygate::HttpAuthenticator::Create(std::move(ao));
   if (!auth.ok()) return fail(auth.status());
   Api api{*std::move(auth), *std::move(read), *std::move(write), *std::move(admin), nullptr};
-#ifdef KEYGATE_EXAMPLE_WITH_WEBHOOKS
-  // Webhooks: a dispatcher on the same store, started just before serving, stopped after.
-  std::shared_ptr<keygate::WebhookDispatcher> webhooks;
-  if (!f.webhook_state.empty()) {
-    absl::StatusOr<std::vector<keygate::WebhookSecret>> secrets =
-        ReadWebhookSecrets(f.webhook_secret_file);
-    if (!secrets.ok()) return fail(secrets.status());
-    keygate::WebhookDispatcherOptions wo;
-    wo.store = store;
-    wo.state_path = f.webhook_state;
-    wo.secrets = *std::move(secrets);
-    wo.threads = f.webhook_threads;
-    absl::StatusOr<std::unique_ptr<keygate::WebhookDispatcher>> d =
-        keygate::WebhookDispatcher::Create(std::move(wo));
-    if (!d.ok()) return fail(d.status());
-    webhooks = *std::move(d);
-  }
-#endif
 #ifdef KEYGATE_EXAMPLE_WITH_ADMIN
   // The admin API at /admin, for admin keys of this environment (the same authenticator).
   keygate::KeyManager::Options mo;
