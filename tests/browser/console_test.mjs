@@ -2,7 +2,8 @@
 // `keygate serve` on a fresh SQLite file, with the example server on the same file to show that
 // what the console does reaches the keys' users. Every seed flow, keyboard-only where the issue
 // asks (sign-in and the create form), recoverable keys (`serve --kek-file`: Copy token and Show
-// API key read a token back; a key made without the KEK is explained and offered a roll),
+// API key read a token back; a key made without the KEK is explained and offered a roll), a
+// key's own webhook secret shown once on creation (`--webhook-secret-per-key`),
 // axe-core on every screen, the first load's size and
 // origins, and the page's memory after sign-out. Screenshots of each screen go to SHOTS_DIR.
 //
@@ -104,7 +105,8 @@ try {
   // hash-only.
   const kek = path.join(work, 'kek');
   fs.writeFileSync(kek, crypto.randomBytes(32), {mode: 0o600});
-  const serve = await startWithPortFile(cli, ['--db', db, '--kek-file', kek, 'serve', '--port',
+  const serve = await startWithPortFile(cli, ['--db', db, '--kek-file', kek,
+    '--webhook-secret-per-key', 'serve', '--port',
     '0', '--port-file', path.join(work, 'serve.port')], path.join(work, 'serve.port'),
   'serve.log');
   children.push(serve.child);
@@ -284,6 +286,10 @@ try {
   check((await text('#token-warning')).includes('every time is recorded'),
       'with the warning (recoverable: shown again only on record)');
   check(await active() === 'token-copy', 'the copy button has the focus');
+  const webhookSecret = await page.$eval('#token-webhook-secret', (e) => e.value);
+  check(webhookSecret.startsWith('whsec_') &&
+      !(await page.$eval('#token-webhook', (e) => e.hidden)),
+      'a key with a webhook URL shows its own webhook secret once');
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => document.getElementById('token-copied').textContent !== '');
   const copied = await page.evaluate(() => navigator.clipboard.readText());
@@ -292,7 +298,9 @@ try {
   await shot('token');
   await page.keyboard.press('Escape');
   await hidden('#token-dialog');
-  check(await page.$eval('#token-value', (e) => e.value) === '', 'the token leaves the page');
+  check(await page.$eval('#token-value', (e) => e.value) === '' &&
+      await page.$eval('#token-webhook-secret', (e) => e.value) === '',
+  'the token and the webhook secret leave the page');
   check(cliVerify(token, 'read:all') === 0, 'the CLI accepts the new token (read:all)');
   check(await serverStatus(token, 200) === 200, 'the example server accepts it');
   const created = JSON.parse(kg(['--json', 'list', '--search', 'ci-pipeline']).stdout);

@@ -167,6 +167,7 @@
     $('keys-body').replaceChildren();
     $('audit-body').replaceChildren();
     $('token-value').value = '';
+    $('token-webhook-secret').value = '';
     $('who').hidden = true;
     $('sign-out').hidden = true;
     $('app').hidden = true;
@@ -447,7 +448,7 @@
           await loadKeys(true);
         }
         notice(`Key ${created.key.name} created.`);
-        showToken(created.key, created.token);
+        showToken(created.key, created.token, false, created.webhook_secret);
       }
     } catch (e) {
       showError('key-form-error', e);
@@ -470,7 +471,8 @@
 
   // --- The token, once ------------------------------------------------------------------------
   // `revealed`: read back from a recoverable key (not newly minted).
-  function showToken(k, token, revealed = false) {
+  // `webhookSecret`: the key's own webhook signing secret, on creation (per-key secrets).
+  function showToken(k, token, revealed = false, webhookSecret = undefined) {
     $('token-title').textContent = revealed ? `Token of ${k.name}` : 'Your new token';
     $('token-warning').textContent = k.recoverable ?
       'Copy this token and keep it secret. keygate keeps it encrypted: an admin can show it ' +
@@ -479,6 +481,8 @@
         'be shown again.';
     $('token-key-name').textContent = k.name;
     $('token-value').value = token;
+    $('token-webhook').hidden = !webhookSecret;
+    $('token-webhook-secret').value = webhookSecret || '';
     $('token-copied').textContent = '';
     $('token-dialog').showModal();
     $('token-value').select();
@@ -717,6 +721,7 @@
     // The token leaves the page as soon as its dialog closes.
     $('token-dialog').addEventListener('close', () => {
       $('token-value').value = '';
+      $('token-webhook-secret').value = '';
       if (document.activeElement === document.body) $('search').focus();
     });
     for (const b of document.querySelectorAll('[data-close]')) {
