@@ -26,6 +26,7 @@
 #include "admin/text.h"
 #include "internal/json_writer.h"
 #include "internal/percent.h"
+#include "internal/webhook_delivery_json.h"
 #include "keygate/audit.h"
 #include "keygate/key.h"
 #include "keygate/key_manager.h"
@@ -64,75 +65,6 @@ const Route& RouteOf(RouteId id) { return kRoutes[static_cast<std::size_t>(id)];
 
 constexpr std::uint64_t kDefaultDeliveriesLimit = 50;
 constexpr std::uint64_t kMaxDeliveriesLimit = 1000;  // WebhookDispatcher::Deliveries' own
-
-// WebhookDeliveryStateName's names: that function is keygate::webhooks', which this component
-// does not link.
-std::string_view DeliveryStateName(WebhookDelivery::State state) {
-  switch (state) {
-    case WebhookDelivery::State::kPending:
-      return "pending";
-    case WebhookDelivery::State::kDelivered:
-      return "delivered";
-    case WebhookDelivery::State::kFailed:
-      return "failed";
-    case WebhookDelivery::State::kSkipped:
-      return "skipped";
-  }
-  return "unknown";
-}
-
-// {"id", "key_id", "type", "url", "state", "sequence" (null: not from the audit log),
-// "next_attempt" (null unless pending), "attempts": [{"at", "status" (null: no response),
-// "latency_ms", "address" (null: no connection), "error" (null: none)}]}. The CLI's
-// `webhooks deliveries --json` writes the same (src/cli/commands_webhooks.cc).
-void WriteDeliveryJson(JsonWriter& w, const WebhookDelivery& d) {
-  w.BeginObject();
-  w.Key("id").String(d.id);
-  w.Key("key_id").String(d.key_id);
-  w.Key("type").String(d.type);
-  w.Key("url").String(d.url);
-  w.Key("state").String(DeliveryStateName(d.state));
-  w.Key("sequence");
-  if (d.sequence == 0) {
-    w.Null();
-  } else {
-    w.Uint(d.sequence);
-  }
-  w.Key("next_attempt");
-  if (d.state == WebhookDelivery::State::kPending) {
-    w.Time(d.next_attempt);
-  } else {
-    w.Null();
-  }
-  w.Key("attempts").BeginArray();
-  for (const WebhookDelivery::Attempt& a : d.attempts) {
-    w.BeginObject();
-    w.Key("at").Time(a.at);
-    w.Key("status");
-    if (a.status == 0) {
-      w.Null();
-    } else {
-      w.Int(a.status);
-    }
-    // Milliseconds with the microseconds the log keeps.
-    w.Key("latency_ms").Raw(absl::StrFormat("%.3f", absl::ToDoubleMilliseconds(a.latency)));
-    w.Key("address");
-    if (a.address.empty()) {
-      w.Null();
-    } else {
-      w.String(a.address);
-    }
-    w.Key("error");
-    if (a.error.empty()) {
-      w.Null();
-    } else {
-      w.String(a.error);
-    }
-    w.EndObject();
-  }
-  w.EndArray();
-  w.EndObject();
-}
 
 std::string RecordJson(const KeyRecord& r) {
   JsonWriter w;
@@ -187,6 +119,24 @@ std::optional<AdminResponse> CheckJsonBody(const AdminRequest& request, bool mer
   if (Trim(request.body).empty()) {
     return Problem(400, "invalid_argument", "body: required (a JSON object)", "body");
   }
+  return std::nullopt;
+}
+
+// An optional body {"<member>": seconds} (0 .. 30 days; absent or no body: zero), as roll and
+// webhook-secret take. nullopt when it is fine; else the answer.
+std::optional<AdminResponse> ReadSecondsBody(const AdminRequest& request, std::string_view member,
+                                             absl::Duration* out) {
+  *out = absl::ZeroDuration();
+  if (Trim(request.body).empty()) return std::nullopt;
+  if (std::optional<AdminResponse> bad = CheckJsonBody(request, false)) return bad;
+  absl::StatusOr<json> object = ParseJsonObject(request.body);
+  if (!object.ok()) return ProblemFor(object.status());
+  JsonFields f(*object);
+  std::optional<std::uint64_t> seconds;
+  absl::Status s = f.Uint(member, kMaxGraceSeconds, &seconds);
+  if (s.ok()) s = f.Unknown();
+  if (!s.ok()) return ProblemFor(s);
+  *out = absl::Seconds(static_cast<std::int64_t>(seconds.value_or(0)));
   return std::nullopt;
 }
 
@@ -446,40 +396,23 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
     }
 
     case RouteId::kKeyRoll: {
-      std::optional<std::uint64_t> grace;
-      if (!Trim(request.body).empty()) {
-        if (std::optional<AdminResponse> bad = CheckJsonBody(request, false)) {
-          return attach_limits(*std::move(bad));
-        }
-        absl::StatusOr<json> object = ParseJsonObject(request.body);
-        if (!object.ok()) return attach_limits(ProblemFor(object.status()));
-        JsonFields f(*object);
-        absl::Status s = f.Uint("grace_seconds", kMaxGraceSeconds, &grace);
-        if (s.ok()) s = f.Unknown();
-        if (!s.ok()) return attach_limits(ProblemFor(s));
+      absl::Duration grace;
+      if (std::optional<AdminResponse> bad = ReadSecondsBody(request, "grace_seconds", &grace)) {
+        return attach_limits(*std::move(bad));
       }
-      absl::StatusOr<CreatedKey> rolled =
-          manager.Roll(id, absl::Seconds(static_cast<std::int64_t>(grace.value_or(0))), actor);
+      absl::StatusOr<CreatedKey> rolled = manager.Roll(id, grace, actor);
       if (!rolled.ok()) return attach_limits(ProblemFor(rolled.status()));
       return attach_limits(SecretResponse(200, rolled->record, &rolled->token));
     }
 
     case RouteId::kKeyWebhookSecret: {
       // A new signing secret (409 when keys have none of their own, or this one no URL).
-      std::optional<std::uint64_t> overlap;
-      if (!Trim(request.body).empty()) {
-        if (std::optional<AdminResponse> bad = CheckJsonBody(request, false)) {
-          return attach_limits(*std::move(bad));
-        }
-        absl::StatusOr<json> object = ParseJsonObject(request.body);
-        if (!object.ok()) return attach_limits(ProblemFor(object.status()));
-        JsonFields f(*object);
-        absl::Status s = f.Uint("overlap_seconds", kMaxGraceSeconds, &overlap);
-        if (s.ok()) s = f.Unknown();
-        if (!s.ok()) return attach_limits(ProblemFor(s));
+      absl::Duration overlap;
+      if (std::optional<AdminResponse> bad =
+              ReadSecondsBody(request, "overlap_seconds", &overlap)) {
+        return attach_limits(*std::move(bad));
       }
-      absl::StatusOr<RolledWebhookSecret> rolled = manager.RollWebhookSecret(
-          id, absl::Seconds(static_cast<std::int64_t>(overlap.value_or(0))), actor);
+      absl::StatusOr<RolledWebhookSecret> rolled = manager.RollWebhookSecret(id, overlap, actor);
       if (!rolled.ok()) return attach_limits(ProblemFor(rolled.status()));
       return attach_limits(SecretResponse(200, rolled->record, nullptr, rolled->secret));
     }
@@ -631,7 +564,7 @@ AdminResponse Routes::Serve(const Route& route, std::string_view method, std::st
       JsonWriter w;
       w.BeginObject();
       w.Key("deliveries").BeginArray();
-      for (const WebhookDelivery& d : *log) WriteDeliveryJson(w, d);
+      for (const WebhookDelivery& d : *log) internal::WriteDeliveryJson(w, d);
       w.EndArray();
       w.EndObject();
       return attach_limits(JsonResponse(200, w.str()));

@@ -23,6 +23,7 @@
 #include "cli/commands.h"
 #include "cli/format.h"
 
+#include "internal/webhook_delivery_json.h"
 #include "keygate/deployment.h"
 #include "keygate/envelope.h"
 #include "keygate/key_manager.h"
@@ -119,58 +120,6 @@ absl::Status InFlagTerms(const Globals& g, const absl::Status& s) {
 
 std::string Latency(absl::Duration d) {
   return absl::StrFormat("%.3f", absl::ToDoubleMilliseconds(d));
-}
-
-// The admin API's form (WriteDeliveryJson in src/admin/routes.cc): {"id", "key_id", "type",
-// "url", "state", "sequence" (null: not from the audit log), "next_attempt" (null unless
-// pending), "attempts": [{"at", "status" (null: no response), "latency_ms", "address" (null: no
-// connection), "error" (null: none)}]}.
-void WriteDeliveryJson(JsonWriter& w, const WebhookDelivery& d) {
-  w.BeginObject();
-  w.Key("id").String(d.id);
-  w.Key("key_id").String(d.key_id);
-  w.Key("type").String(d.type);
-  w.Key("url").String(d.url);
-  w.Key("state").String(WebhookDeliveryStateName(d.state));
-  w.Key("sequence");
-  if (d.sequence == 0) {
-    w.Null();
-  } else {
-    w.Uint(d.sequence);
-  }
-  w.Key("next_attempt");
-  if (d.state == WebhookDelivery::State::kPending) {
-    w.Time(d.next_attempt);
-  } else {
-    w.Null();
-  }
-  w.Key("attempts").BeginArray();
-  for (const WebhookDelivery::Attempt& a : d.attempts) {
-    w.BeginObject();
-    w.Key("at").Time(a.at);
-    w.Key("status");
-    if (a.status == 0) {
-      w.Null();
-    } else {
-      w.Int(a.status);
-    }
-    w.Key("latency_ms").Raw(Latency(a.latency));
-    w.Key("address");
-    if (a.address.empty()) {
-      w.Null();
-    } else {
-      w.String(a.address);
-    }
-    w.Key("error");
-    if (a.error.empty()) {
-      w.Null();
-    } else {
-      w.String(a.error);
-    }
-    w.EndObject();
-  }
-  w.EndArray();
-  w.EndObject();
 }
 
 // One message: a line of its own, then a line an attempt; every field escaped.
@@ -309,7 +258,7 @@ int RunWebhookDeliveries(const Globals& g, const WebhookDeliveriesArgs& a) {
     JsonWriter w;
     w.BeginObject();
     w.Key("deliveries").BeginArray();
-    for (const WebhookDelivery& delivery : *log) WriteDeliveryJson(w, delivery);
+    for (const WebhookDelivery& delivery : *log) internal::WriteDeliveryJson(w, delivery);
     w.EndArray();
     w.EndObject();
     std::cout << w.str() << "\n";

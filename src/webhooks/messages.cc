@@ -16,21 +16,12 @@
 #include "absl/time/time.h"
 
 #include "internal/json_writer.h"
+#include "internal/webhook_delivery_json.h"
 
 namespace keygate {
 
 std::string_view WebhookDeliveryStateName(WebhookDelivery::State state) noexcept {
-  switch (state) {
-    case WebhookDelivery::State::kPending:
-      return "pending";
-    case WebhookDelivery::State::kDelivered:
-      return "delivered";
-    case WebhookDelivery::State::kFailed:
-      return "failed";
-    case WebhookDelivery::State::kSkipped:
-      return "skipped";
-  }
-  return "unknown";
+  return internal::DeliveryStateText(state);
 }
 
 namespace webhooks_internal {
