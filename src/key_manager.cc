@@ -548,12 +548,17 @@ absl::StatusOr<RolledWebhookSecret> KeyManager::RollWebhookSecret(std::string_vi
           absl::StrCat(internal::KeyLabel(current->id), ": has no webhook URL"));
     }
     KeyWebhookSecrets next_secrets{*generated};
-    if (!current->sealed_webhook_secret.empty() && overlap > absl::ZeroDuration()) {
-      absl::StatusOr<KeyWebhookSecrets> old =
-          OpenWebhookSecrets(envelope, current->id, current->sealed_webhook_secret);
-      if (!old.ok()) return StoredSecretError(old.status());
-      next_secrets.previous = old->current;
+    if (overlap > absl::ZeroDuration()) {
       next_secrets.previous_until = TruncateToMicros(Now() + overlap);
+      if (current->sealed_webhook_secret.empty()) {
+        // Its first of its own: its receiver holds the deployment's, which keep signing too.
+        next_secrets.deployment_previous = true;
+      } else {
+        absl::StatusOr<KeyWebhookSecrets> old =
+            OpenWebhookSecrets(envelope, current->id, current->sealed_webhook_secret);
+        if (!old.ok()) return StoredSecretError(old.status());
+        next_secrets.previous = old->current;
+      }
     }
     absl::StatusOr<std::string> sealed = SealWebhookSecrets(envelope, current->id, next_secrets);
     if (!sealed.ok()) return sealed.status();
@@ -561,7 +566,10 @@ absl::StatusOr<RolledWebhookSecret> KeyManager::RollWebhookSecret(std::string_vi
     next.sealed_webhook_secret = *std::move(sealed);
     absl::StatusOr<KeyRecord> stored =
         options_.store->Update(next, Note(EventType::kModified, actor, {"webhook_secret"}));
-    if (stored.ok()) return RolledWebhookSecret{*std::move(stored), *std::move(generated)};
+    if (stored.ok()) {
+      return RolledWebhookSecret{*std::move(stored), *std::move(generated),
+                                 next_secrets.previous_until};
+    }
     if (stored.status().code() != absl::StatusCode::kAborted) return stored.status();
   }
   return absl::AbortedError(

@@ -187,15 +187,21 @@ std::string WebhookSecretsAad(std::string_view key_id) {
 }
 }  // namespace
 
-// Plaintext: the current secret's text, then optionally " <previous> <until, Unix micros>".
+// Plaintext: the current secret's text, then optionally " <previous> <until, Unix micros>",
+// where the previous is "*" for the deployment's.
 absl::StatusOr<std::string> SealWebhookSecrets(const Envelope& envelope, std::string_view key_id,
                                                const KeyWebhookSecrets& secrets) {
-  std::string plain(secrets.current.text().Reveal(InsecureSecretAccess::Get()));
-  if (secrets.previous.has_value()) {
-    absl::StrAppend(&plain, " ",
-                    std::string(secrets.previous->text().Reveal(InsecureSecretAccess::Get())), " ",
-                    absl::ToUnixMicros(secrets.previous_until));
-  }
+  const std::string_view current = secrets.current.text().Reveal(InsecureSecretAccess::Get());
+  const std::string_view previous =
+      secrets.previous.has_value() ? secrets.previous->text().Reveal(InsecureSecretAccess::Get())
+                                   : std::string_view(secrets.deployment_previous ? "*" : "");
+  const std::string until =
+      previous.empty() ? std::string() : absl::StrCat(absl::ToUnixMicros(secrets.previous_until));
+  // One buffer, sized first: no reallocation leaves a copy of a secret behind.
+  std::string plain;
+  plain.reserve(current.size() + previous.size() + until.size() + 2);
+  plain.append(current);
+  if (!previous.empty()) plain.append(" ").append(previous).append(" ").append(until);
   absl::StatusOr<std::string> sealed = envelope.Seal(plain, WebhookSecretsAad(key_id));
   OPENSSL_cleanse(plain.data(), plain.size());
   return sealed;
@@ -223,13 +229,18 @@ absl::StatusOr<KeyWebhookSecrets> OpenWebhookSecrets(const Envelope& envelope,
   if (!current.ok()) return damaged();
   KeyWebhookSecrets out{*std::move(current)};
   if (parts.size() == 3) {
-    absl::StatusOr<WebhookSecret> previous = WebhookSecret::Parse(parts[1]);
     std::int64_t until = 0;
-    if (!previous.ok() ||
-        !absl::SimpleAtoi(absl::string_view(parts[2].data(), parts[2].size()), &until))
+    if (!absl::SimpleAtoi(absl::string_view(parts[2].data(), parts[2].size()), &until)) {
       return damaged();
-    out.previous = *std::move(previous);
+    }
     out.previous_until = absl::FromUnixMicros(until);
+    if (parts[1] == "*") {
+      out.deployment_previous = true;
+    } else {
+      absl::StatusOr<WebhookSecret> previous = WebhookSecret::Parse(parts[1]);
+      if (!previous.ok()) return damaged();
+      out.previous = *std::move(previous);
+    }
   }
   return out;
 }

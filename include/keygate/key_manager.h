@@ -90,6 +90,9 @@ struct CreatedKey {
 struct RolledWebhookSecret {
   KeyRecord record;
   WebhookSecret secret;
+  // Until when the previous secret (the key's own, or the deployment's for a key's first) signs
+  // too; InfinitePast() without an overlap.
+  absl::Time previous_until = absl::InfinitePast();
 };
 
 // RevealToken's result: the key as stored after the reveal (its version one higher) and its
@@ -131,8 +134,9 @@ class KeyManager {
     std::shared_ptr<const Envelope> envelope = {};
     // Per-key webhook secrets (needs `envelope`): Create gives every key with a webhook URL its
     // own `whsec_` signing secret, returned once (CreatedKey::webhook_secret) and kept sealed
-    // (KeyRecord::sealed_webhook_secret); RollWebhookSecret replaces it. Off: deliveries are
-    // signed with the deployment's secrets (WebhookDispatcherOptions::secrets).
+    // (KeyRecord::sealed_webhook_secret); RollWebhookSecret replaces it, and gives one to a key
+    // that got its URL from Modify (which returns no secret; a changed URL keeps the key's).
+    // Off: deliveries are signed with the deployment's secrets (WebhookDispatcherOptions::secrets).
     bool webhook_secret_per_key = false;
   };
 
@@ -217,7 +221,9 @@ class KeyManager {
 
   // A new webhook signing secret for the key (per-key webhook secrets), recorded as kModified
   // {"webhook_secret"}. The previous secret keeps signing, next to the new one, for `overlap`
-  // (0 .. 30 days; zero: it stops at once), so receivers can switch without refusing a message.
+  // (0 .. 30 days; zero: it stops at once), so receivers can switch without refusing a message;
+  // for a key without a secret of its own yet (created before per-key secrets, or given its URL
+  // by Modify, which generates none) the previous ones are the deployment's.
   // Cost: a store read and write, a Seal and an Open. Errors: kFailedPrecondition (per-key
   // secrets off; the key has no webhook URL; a KEK that is not loaded), kInvalidArgument
   // (overlap), kDataLoss (a stored value that does not open), kNotFound, kAborted, store errors.

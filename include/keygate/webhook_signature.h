@@ -91,14 +91,21 @@ class WebhookSecret {
     absl::Duration tolerance = kDefaultWebhookTolerance);
 
 // A key's own signing secrets (KeyManager's per-key webhook secrets): the current one and, while
-// a rotation overlaps, the previous one until `previous_until`.
+// a rotation overlaps, until `previous_until`, the previous one: the key's own, or for a key's
+// first secret of its own, the deployment's (`deployment_previous`), which the signer adds.
 struct KeyWebhookSecrets {
   WebhookSecret current;
   std::optional<WebhookSecret> previous = {};
+  bool deployment_previous = false;
   absl::Time previous_until = absl::InfinitePast();
 
-  // What signs at `now`: the current secret, then the previous one while now < previous_until.
+  // The key's own secrets that sign at `now`: the current one, then the previous one while
+  // now < previous_until.
   std::vector<WebhookSecret> SigningAt(absl::Time now) const;
+  // Whether the deployment's secrets sign too at `now`.
+  bool DeploymentSignsAt(absl::Time now) const {
+    return deployment_previous && now < previous_until;
+  }
 };
 
 // The secrets sealed for key `key_id` as KeyRecord::sealed_webhook_secret holds them (associated

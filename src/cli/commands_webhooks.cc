@@ -229,9 +229,9 @@ int RunWebhookRollSecret(const Globals& g, const std::string& id, const std::str
     std::cerr << "New webhook secret of " << EscapeText(r->record.id) << " ("
               << EscapeText(r->record.name) << "):\n";
     std::cout << secret << "\n";
-    std::cerr << (overlap > absl::ZeroDuration()
+    std::cerr << (r->previous_until != absl::InfinitePast()
                       ? absl::StrCat("The previous secret signs too until ",
-                                     HumanTime(absl::Now() + overlap), ".")
+                                     HumanTime(r->previous_until), ".")
                       : std::string("The previous secret stopped signing."))
               << "\n"
               << kWebhookSecretWarning << "\n";

@@ -319,14 +319,14 @@ int Main(int argc, char** argv) {
   deliveries->add_option("--limit", wda.limit, "At most N messages (1-1000, default 50)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
   std::string roll_secret_id;
-  std::string roll_secret_overlap = "24h";
+  std::string roll_secret_overlap = "0s";
   CLI::App* roll_secret = webhooks->add_subcommand(
       "roll-secret",
       "Give a key a new webhook signing secret, printed once (--webhook-secret-per-key)");
   roll_secret->add_option("KEY_ID", roll_secret_id, "The key id (key_...)")->required();
   roll_secret->add_option("--overlap", roll_secret_overlap,
-                          "How long the previous secret keeps signing too (default: 24h; 0s: "
-                          "it stops at once)");
+                          "How long the previous secret keeps signing too, e.g. 24h (default: "
+                          "0s, it stops at once, as roll --grace)");
 #ifdef KEYGATE_HAVE_WEBHOOKS
   deliveries->callback([&] { run = [&] { return RunWebhookDeliveries(g, wda); }; });
   roll_secret->callback(
