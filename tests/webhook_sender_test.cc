@@ -349,7 +349,9 @@ TEST_CASE("WebhookSender closes a kept connection after connection_lifetime", "[
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
   }
   CHECK(r.connections() >= 2);
-  CHECK(r.connections() <= 4);
+  // About three (2.7 s of sends); fewer than one per send, with room for slow handshakes under
+  // sanitizers.
+  CHECK(r.connections() <= 6);
 }
 
 TEST_CASE("WebhookSender sends from many threads, one connection per concurrent attempt",

@@ -125,7 +125,7 @@ int RunServe(const Globals& g, const ServeArgs& a) {
       throw UsageError{"--webhook-expiring-lead: expected a duration such as 0s, 12h or 7d"};
     }
     absl::StatusOr<std::unique_ptr<WebhookDispatcher>> d =
-        OpenWebhookDispatcher(g, s->store, s->envelope, &run);
+        OpenWebhookDispatcher(g, s->store, g.webhook_secret_per_key ? s->envelope : nullptr, &run);
     if (!d.ok()) return Fail(d.status());
     dispatcher = *std::move(d);
     o.webhook_deliveries = [dispatcher](std::string_view key_id, std::size_t limit) {

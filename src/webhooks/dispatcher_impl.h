@@ -48,7 +48,9 @@ struct Job {
   std::string key_id;
   std::string url;
   std::string payload;
-  std::string sealed_secret;  // the key's, as last read; empty: the deployment's
+  // The key's sealed secrets as last read; empty: none (the deployment's sign); nullopt: the key
+  // was gone before it was ever read (unknown).
+  std::optional<std::string> sealed_secret;
   int attempts = 0;
 };
 
@@ -77,9 +79,10 @@ struct WebhookDispatcher::Impl {
 
   std::mutex ingest_mu;  // one queueing pass at a time: each reads the position the last wrote
 
-  std::mutex mu;                 // guards the fields below
-  std::condition_variable wake;  // the reader's: a change, a finished attempt, Stop
-  std::condition_variable work;  // the workers': a job queued, Stop
+  std::mutex mu;                    // guards the fields below
+  std::condition_variable wake;     // the reader's: a change, a finished attempt, Stop
+  std::condition_variable work;     // the workers': a job queued, Stop
+  std::condition_variable scan_cv;  // the expiry scanner's: Stop
   bool running = false;
   bool stopping = false;
   bool poked = false;
@@ -90,7 +93,6 @@ struct WebhookDispatcher::Impl {
   std::vector<std::thread> threads;
   std::unique_ptr<Subscription> subscription;
   std::mt19937_64 rng{std::random_device{}()};
-  absl::Time next_expiring_scan = absl::InfinitePast();
 
   std::shared_ptr<webhooks_internal::RateLimitInbox> inbox =
       std::make_shared<webhooks_internal::RateLimitInbox>();
@@ -121,11 +123,14 @@ struct WebhookDispatcher::Impl {
   absl::StatusOr<bool> QueueRateLimitedKey(const KeyRecord& record,
                                            const webhooks_internal::RateLimitInbox::Denials& d);
   // Under db_mu, in a transaction: the key's endpoint row brought up to `url`, its public fields
-  // and secrets (none: kept as they are); returns when a 410 disabled `url`, if it did.
+  // and secrets (`record` none: kept as they are); returns when a 410 disabled `url`, if it did.
+  // Only the log's entries move an endpoint (`from_log`): the others (expiries, denials), read
+  // from the key's current state, only add a row for a key that has none, so that they never
+  // undo a 410 or put back a URL the log has not reached yet.
   absl::StatusOr<std::optional<std::int64_t>> UpsertEndpoint(std::string_view key_id,
                                                              const std::string& url,
                                                              const std::optional<KeyRecord>& record,
-                                                             std::string* key_json);
+                                                             bool from_log, std::string* key_json);
   // Under db_mu, in a transaction: queues one message unless its webhook_id is known; returns
   // whether it was queued as pending.
   absl::StatusOr<bool> QueueMessage(std::string_view key_id, const std::string& url,
@@ -138,6 +143,7 @@ struct WebhookDispatcher::Impl {
   void Record(const webhooks_internal::Job& job, const WebhookAttempt& a);
   absl::StatusOr<std::vector<WebhookSecret>> SigningSecrets(const webhooks_internal::Job& job);
   void Reader();
+  void Scanner();
   void Worker();
 };
 

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS endpoints (
   gone_us INTEGER,
   pending INTEGER NOT NULL,
   due_us INTEGER NOT NULL,
-  sealed_secret TEXT NOT NULL DEFAULT '',
+  sealed_secret TEXT,
   limited_until_us INTEGER NOT NULL DEFAULT 0
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS endpoints_due ON endpoints (due_us) WHERE pending > 0;
@@ -76,7 +76,7 @@ CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message, id);
 constexpr char kMigrateV1[] = R"sql(
 ALTER TABLE messages RENAME TO messages_v1;
 DROP INDEX IF EXISTS messages_key;
-ALTER TABLE endpoints ADD COLUMN sealed_secret TEXT NOT NULL DEFAULT '';
+ALTER TABLE endpoints ADD COLUMN sealed_secret TEXT DEFAULT '';
 ALTER TABLE endpoints ADD COLUMN limited_until_us INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE attempts RENAME COLUMN sequence TO message;
 DROP INDEX IF EXISTS attempts_message;
@@ -123,7 +123,8 @@ std::optional<std::string> MessageType(const Event& e) {
       return "key.created";
     case EventType::kModified:
       // A reseal (KEK rotation) or a new signing secret changes nothing the payload shows.
-      if (std::all_of(e.changed_fields.begin(), e.changed_fields.end(), [](const std::string& f) {
+      if (!e.changed_fields.empty() &&
+          std::all_of(e.changed_fields.begin(), e.changed_fields.end(), [](const std::string& f) {
             return f == "sealed_token" || f == "webhook_secret";
           })) {
         return std::nullopt;

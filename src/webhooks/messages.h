@@ -5,7 +5,8 @@
 // State file (SQLite, user_version 2):
 //   position   one row: the audit sequence read up to.
 //   endpoints  one row per key that has or had a webhook URL: its URL, its public fields and its
-//              sealed signing secrets as last read (a deletion's payload and signature), when a
+//              sealed signing secrets as last read (a deletion's payload and signature; NULL:
+//              the key was never read, so whether it has secrets of its own is unknown), when a
 //              410 disabled it, until when its rate-limit events are coalesced, how many
 //              messages wait and when its oldest is due. The workers pick endpoints by due time,
 //              so a backlog behind one dead endpoint never delays another.

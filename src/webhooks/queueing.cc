@@ -64,21 +64,21 @@ absl::StatusOr<std::optional<KeyRecord>> ReadKey(KeyStore& store, std::string_vi
 
 absl::StatusOr<std::optional<std::int64_t>> WebhookDispatcher::Impl::UpsertEndpoint(
     std::string_view key_id, const std::string& url, const std::optional<KeyRecord>& record,
-    std::string* key_json) {
+    bool from_log, std::string* key_json) {
   std::optional<std::int64_t> gone;
-  std::string sealed_secret;
+  bool exists = false;
   {
     absl::StatusOr<Statement> s =
-        Prepare("SELECT url, key_json, gone_us, sealed_secret FROM endpoints WHERE key_id = ?1");
+        Prepare("SELECT url, key_json, gone_us FROM endpoints WHERE key_id = ?1");
     if (!s.ok()) return s.status();
     s->BindText(1, key_id);
     absl::StatusOr<bool> row = s->Step();
     if (!row.ok()) return row.status();
     if (*row) {
+      exists = true;
       if (key_json->empty()) *key_json = std::string(s->Text(1));
       // A 410 disabled the endpoint until the key's URL changes.
       if (s->Text(0) == url) gone = s->OptionalInt(2);
-      sealed_secret = std::string(s->Text(3));
     }
   }
   if (record.has_value()) {
@@ -86,19 +86,24 @@ absl::StatusOr<std::optional<std::int64_t>> WebhookDispatcher::Impl::UpsertEndpo
     KeyRecord shown = *record;
     shown.webhook_url = url;
     *key_json = KeyJson(shown);
-    sealed_secret = record->sealed_webhook_secret;
   }
+  if (exists && !from_log) return gone;
+  // Secrets: the record's when read, else as they were (NULL for a key never read: unknown).
   absl::StatusOr<Statement> up = Prepare(
       "INSERT INTO endpoints (key_id, url, key_json, gone_us, pending, due_us, sealed_secret) "
       "VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6) ON CONFLICT (key_id) DO UPDATE SET url = ?2, "
-      "key_json = ?3, gone_us = ?4, sealed_secret = ?6");
+      "key_json = ?3, gone_us = ?4, sealed_secret = coalesce(?6, sealed_secret)");
   if (!up.ok()) return up.status();
   up->BindText(1, key_id);
   up->BindText(2, url);
   up->BindText(3, *key_json);
   up->BindOptionalInt(4, gone);
   up->BindInt(5, Micros(absl::Now()));
-  up->BindText(6, sealed_secret);
+  if (record.has_value()) {
+    up->BindText(6, record->sealed_webhook_secret);
+  } else {
+    up->BindNull(6);
+  }
   if (absl::Status st = up->Run(); !st.ok()) return st;
   return gone;
 }
@@ -176,7 +181,7 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::Ingest() {
         const std::string& url = e.webhook_url;
         std::string key_json;
         absl::StatusOr<std::optional<std::int64_t>> gone =
-            UpsertEndpoint(e.key_id, url, item.record, &key_json);
+            UpsertEndpoint(e.key_id, url, item.record, /*from_log=*/true, &key_json);
         if (!gone.ok()) return gone.status();
         if (!item.type.has_value()) continue;
         if (key_json.empty()) key_json = DeletedKeyJson(e.key_id, e.owner, url);
@@ -227,7 +232,7 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::ScanExpiring() {
       for (const KeyRecord* r : due) {
         std::string key_json;
         absl::StatusOr<std::optional<std::int64_t>> gone =
-            UpsertEndpoint(r->id, r->webhook_url, *r, &key_json);
+            UpsertEndpoint(r->id, r->webhook_url, *r, /*from_log=*/false, &key_json);
         if (!gone.ok()) return gone.status();
         absl::StatusOr<bool> q = QueueMessage(
             r->id, r->webhook_url, webhooks_internal::ExpiringId(r->id, *r->expires), 0,
@@ -264,7 +269,7 @@ absl::StatusOr<bool> WebhookDispatcher::Impl::QueueRateLimitedKey(
   if (Micros(d.first_denied) < limited_until) return false;
   std::string key_json;
   absl::StatusOr<std::optional<std::int64_t>> gone =
-      UpsertEndpoint(record.id, record.webhook_url, record, &key_json);
+      UpsertEndpoint(record.id, record.webhook_url, record, /*from_log=*/false, &key_json);
   if (!gone.ok()) return gone.status();
   absl::StatusOr<bool> q = QueueMessage(
       record.id, record.webhook_url, webhooks_internal::RateLimitedId(record.id, d.first_denied), 0,
@@ -301,6 +306,10 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::QueueRateLimited() {
   const auto give_back = [&](absl::Status s) {
     std::lock_guard<std::mutex> lock(inbox->mu);
     for (; it != taken.end(); ++it) {
+      if (inbox->keys.size() >= kMaxRateLimitInbox && !inbox->keys.contains(it->first)) {
+        ++inbox->dropped;  // the bound holds for what comes back too
+        continue;
+      }
       auto [slot, fresh] = inbox->keys.try_emplace(it->first, it->second);
       if (!fresh) {
         slot->second.denied += it->second.denied;
@@ -313,6 +322,20 @@ absl::StatusOr<std::size_t> WebhookDispatcher::Impl::QueueRateLimited() {
     const std::string& key_id = it->first;
     const webhooks_internal::RateLimitInbox::Denials& d = it->second;
     std::lock_guard<std::mutex> serial(ingest_mu);  // a key at a time, as ScanExpiring's pages
+    // Within the window the last key.rate_limited opened: coalesced, without a store read (a
+    // key flooded for hours comes back in every usage batch).
+    absl::StatusOr<bool> coalesced = [&]() -> absl::StatusOr<bool> {
+      std::lock_guard<std::mutex> lock(db_mu);
+      absl::StatusOr<Statement> s =
+          Prepare("SELECT limited_until_us FROM endpoints WHERE key_id = ?1");
+      if (!s.ok()) return s.status();
+      s->BindText(1, key_id);
+      absl::StatusOr<bool> row = s->Step();
+      if (!row.ok()) return row.status();
+      return *row && Micros(d.first_denied) < s->Int(0);
+    }();
+    if (!coalesced.ok()) return give_back(coalesced.status());
+    if (*coalesced) continue;
     absl::StatusOr<std::optional<KeyRecord>> r = ReadKey(*options.store, key_id);
     if (!r.ok()) return give_back(r.status());
     if (!r->has_value() || (*r)->webhook_url.empty()) continue;

@@ -114,18 +114,20 @@ absl::StatusOr<std::vector<Job>> WebhookDispatcher::Impl::DueJobs(std::size_t ma
   }
   std::lock_guard<std::mutex> lock(db_mu);
   absl::StatusOr<Statement> s = Prepare(
-      "SELECT key_id, sealed_secret FROM endpoints WHERE pending > 0 AND due_us <= ?1 "
-      "ORDER BY due_us LIMIT ?2");
+      "SELECT key_id, sealed_secret, sealed_secret IS NULL FROM endpoints WHERE pending > 0 AND "
+      "due_us <= ?1 ORDER BY due_us LIMIT ?2");
   if (!s.ok()) return s.status();
   s->BindInt(1, Micros(absl::Now()));
   s->BindInt(2, static_cast<std::int64_t>(max + busy.size()));
-  std::vector<std::pair<std::string, std::string>> keys;  // key id, sealed secret
+  std::vector<std::pair<std::string, std::optional<std::string>>> keys;  // id, sealed secrets
   for (;;) {
     absl::StatusOr<bool> row = s->Step();
     if (!row.ok()) return row.status();
     if (!*row) break;
     std::string key(s->Text(0));
-    if (!busy.contains(key)) keys.emplace_back(std::move(key), std::string(s->Text(1)));
+    if (busy.contains(key)) continue;
+    keys.emplace_back(std::move(key),
+                      s->Int(2) != 0 ? std::nullopt : std::optional<std::string>(s->Text(1)));
   }
   for (const auto& [key, sealed_secret] : keys) {
     if (out.size() == max) break;
@@ -267,19 +269,32 @@ void WebhookDispatcher::Impl::Worker() {
 }
 
 absl::StatusOr<std::vector<WebhookSecret>> WebhookDispatcher::Impl::SigningSecrets(const Job& job) {
-  if (!job.sealed_secret.empty()) {
+  if (!job.sealed_secret.has_value() && options.envelope != nullptr) {
+    // Keys here may have secrets of their own: guessing the deployment's could sign for a
+    // receiver that holds another. Fail closed.
+    return absl::FailedPreconditionError(
+        "no signing secret: the key was gone before the dispatcher first read it, so whether it "
+        "had a secret of its own is not known");
+  }
+  if (job.sealed_secret.has_value() && !job.sealed_secret->empty()) {
     // The key's receiver holds the key's secret: the deployment's would be refused there.
     if (options.envelope == nullptr) {
       return absl::FailedPreconditionError(
           "no signing secret: the key's own is sealed and the dispatcher has no envelope");
     }
     absl::StatusOr<KeyWebhookSecrets> own =
-        OpenWebhookSecrets(*options.envelope, job.key_id, job.sealed_secret);
+        OpenWebhookSecrets(*options.envelope, job.key_id, *job.sealed_secret);
     if (!own.ok()) {
       return absl::Status(own.status().code(),
                           absl::StrCat("the key's webhook secret: ", own.status().message()));
     }
-    return own->SigningAt(absl::Now());
+    const absl::Time now = absl::Now();
+    std::vector<WebhookSecret> secrets = own->SigningAt(now);
+    // A key's first secret of its own, overlapping the deployment's.
+    if (own->DeploymentSignsAt(now)) {
+      secrets.insert(secrets.end(), options.secrets.begin(), options.secrets.end());
+    }
+    return secrets;
   }
   if (!options.secrets.empty()) return options.secrets;
   return absl::FailedPreconditionError(
@@ -287,15 +302,25 @@ absl::StatusOr<std::vector<WebhookSecret>> WebhookDispatcher::Impl::SigningSecre
       "secrets (roll the key's webhook secret)");
 }
 
+void WebhookDispatcher::Impl::Scanner() {
+  // On a thread of its own: a read of every active key must not hold up the reader's handing
+  // out of due messages.
+  for (;;) {
+    absl::StatusOr<std::size_t> queued = ScanExpiring();
+    if (queued.ok() && *queued > 0) Poke();
+    std::unique_lock<std::mutex> lock(mu);
+    if (!queued.ok()) last_error = queued.status();
+    if (scan_cv.wait_for(lock, absl::ToChronoNanoseconds(options.expiring_scan_interval),
+                         [this] { return stopping; })) {
+      return;
+    }
+  }
+}
+
 void WebhookDispatcher::Impl::Reader() {
   for (;;) {
     absl::Status queued = Ingest().status();
     if (queued.ok()) queued = QueueRateLimited().status();
-    if (queued.ok() && absl::Now() >= next_expiring_scan) {
-      // Scanned again at the next interval whether or not this one went through.
-      next_expiring_scan = absl::Now() + options.expiring_scan_interval;
-      queued = ScanExpiring().status();
-    }
     std::size_t room = 0;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -400,8 +425,7 @@ absl::StatusOr<std::unique_ptr<WebhookDispatcher>> WebhookDispatcher::Create(
   // only the last commits, and every one of them can be lost without losing an event. The log
   // is read again from the position that survived (the store keeps it) and attempts whose
   // record is lost are made again, with the same webhook-id: at least once either way.
-  if (absl::Status s = impl->db->Exec("PRAGMA synchronous = NORMAL", "set synchronous");
-      !s.ok()) {
+  if (absl::Status s = impl->db->Exec("PRAGMA synchronous = NORMAL", "set synchronous"); !s.ok()) {
     return s;
   }
   if (absl::Status s = webhooks_internal::MigrateState(*impl->db); !s.ok()) return s;
@@ -447,9 +471,11 @@ absl::Status WebhookDispatcher::Start() {
     return sub.status();
   }
   m.subscription = *std::move(sub);
-  m.next_expiring_scan = absl::InfinitePast();  // the reader scans at once
   for (int i = 0; i < m.options.threads; ++i) m.threads.emplace_back([&m] { m.Worker(); });
   m.threads.emplace_back([&m] { m.Reader(); });
+  if (m.options.expiring_lead > absl::ZeroDuration()) {
+    m.threads.emplace_back([&m] { m.Scanner(); });
+  }
   return absl::OkStatus();
 }
 
@@ -465,11 +491,13 @@ void WebhookDispatcher::Stop() {
   }
   m.wake.notify_all();
   m.work.notify_all();
+  m.scan_cv.notify_all();
   m.subscription.reset();
   for (std::thread& t : m.threads) t.join();
   m.threads.clear();
   std::lock_guard<std::mutex> lock(m.mu);
   m.running = false;
+  m.stopping = false;  // Ingest and ScanExpiring work again when called by hand
   m.jobs.clear();
   m.in_flight.clear();
 }

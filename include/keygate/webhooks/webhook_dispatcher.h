@@ -97,8 +97,11 @@ struct WebhookDispatcherOptions {
   // The deployment's signing secrets, the current one first; two while rotating (receivers
   // holding either accept). Required unless `envelope` is set.
   std::vector<WebhookSecret> secrets = {};
-  // Opens keys' own secrets (KeyRecord::sealed_webhook_secret); null: keys' own secrets are not
-  // used and `secrets` sign everything.
+  // Opens keys' own secrets (KeyRecord::sealed_webhook_secret). Set it where keys may have
+  // their own: then a key's messages are never signed with `secrets` (but during the overlap of
+  // its first roll), and a key deleted before the dispatcher first read it is not signed at all
+  // (whether it had its own is unknown). Null: a key with its own secrets is not signed either
+  // (fail closed); others with `secrets`.
   std::shared_ptr<const Envelope> envelope = {};
   WebhookSenderOptions sender = {};
   int threads = 4;  // 1 .. 64 attempts at once, at most one per key
@@ -113,7 +116,7 @@ struct WebhookDispatcherOptions {
   absl::Duration poll_interval = absl::Milliseconds(250);
   std::size_t batch = 256;  // audit entries read at once (1 .. 1000)
   // key.expiring this long before an active key's expiry (zero: never; at most 365 days); the
-  // keys are read this often (1 s .. 1 day) and at Start.
+  // keys are read this often (1 s .. 1 day) and at Start, on a thread of their own.
   absl::Duration expiring_lead = absl::Hours(24 * 7);
   absl::Duration expiring_scan_interval = absl::Minutes(5);
   // At most one key.rate_limited per key per window (1 s .. 30 days).
@@ -166,8 +169,9 @@ class WebhookDispatcher {
   // Start. Idempotent.
   void Stop();
 
-  // Reads the store's new entries into the queue now (Start does it on its own); returns how
-  // many messages were queued. Errors: the store's; the file's.
+  // Reads the store's new entries (and the denials RateLimitSink holds) into the queue now
+  // (Start does it on its own); returns how many messages were queued. Also before Start and
+  // after Stop. Errors: the store's; the file's.
   [[nodiscard]] absl::StatusOr<std::size_t> Ingest();
   // Reads the keys and queues key.expiring for those whose expiry is now within expiring_lead
   // (Start does it every expiring_scan_interval); returns how many were queued. Errors: the
@@ -177,11 +181,15 @@ class WebhookDispatcher {
   // A sink for VerifierOptions::usage_sink: keys with denials (KeyUsage::denied) become
   // key.rate_limited messages (queued by the dispatcher's reader, or the next Ingest, not on the
   // verifier's thread). It may outlive the dispatcher (it then drops what it gets). Cost per
-  // batch: a lock and a map insert per denied key.
+  // batch: a lock and a map insert per denied key. Denials are observations, not commits:
+  // those not queued yet are lost when the process ends (a verifier's last usage batch after
+  // Stop is queued by the next Ingest, or not at all).
   std::shared_ptr<UsageSink> RateLimitSink();
 
   // The delivery log, newest first: the messages of `key_id` (every key's when empty), at most
-  // `limit` (1 .. 1000), each with its attempts.
+  // `limit` (1 .. 1000), each with its attempts. Cost: 1 + `limit` indexed queries under the
+  // state file's lock (workers recording attempts wait). Errors: kInvalidArgument (limit),
+  // kDataLoss (a corrupt state file), the file's.
   [[nodiscard]] absl::StatusOr<std::vector<WebhookDelivery>> Deliveries(std::string_view key_id,
                                                                         std::size_t limit) const;
 
