@@ -1471,6 +1471,23 @@ TEST_CASE("keygate CLI: per-key webhook secrets are printed once, sealed and rol
   for (const char* suffix : {"", "-wal", "-shm", "-journal"}) bytes += ReadFile(cli.db() + suffix);
   CHECK(bytes.find(first.substr(6)) == std::string::npos);
   CHECK(bytes.find(second.substr(6)) == std::string::npos);
+
+  // A hash-only key given a URL later, then a secret of its own: reseal rewraps it too.
+  std::string later;
+  CreateToken(cli, {"--name", "later", "--owner", "alice", "--env", "production"}, &later);
+  REQUIRE(cli.Run({"modify", later, "--webhook", "https://hooks.example.com/later"}).code == 0);
+  r = cli.Run({"--kek-file", kek, "--webhook-secret-per-key", "webhooks", "roll-secret", later,
+               "--overlap", "1h"});
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.err, Catch::Contains("The previous secret signs too until"));
+  const std::string new_kek = dir.File("kek-new");
+  { std::ofstream(new_kek) << std::string(32, 'n'); }
+  REQUIRE(::chmod(new_kek.c_str(), 0600) == 0);
+  r = cli.Run({"--json", "--kek-file", new_kek, "--previous-kek-file", kek, "reseal"});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  // hooked, the JSON one, the one without a secret (its sealed token) and later.
+  CHECK(r.out.find("\"resealed\":4") != std::string::npos);
 }
 
 TEST_CASE("keygate CLI: webhooks deliveries prints the delivery log, newest first",

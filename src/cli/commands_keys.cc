@@ -310,7 +310,8 @@ int RunReseal(const Globals& g) {
     absl::StatusOr<ListPage> page = s->manager->List(o);
     if (!page.ok()) return Fail(page.status());
     for (const KeyRecord& r : page->keys) {
-      if (r.sealed_token.empty()) continue;
+      // Sealed values: a recoverable token, a webhook secret of the key's own, or both.
+      if (r.sealed_token.empty() && r.sealed_webhook_secret.empty()) continue;
       ++recoverable;
       absl::StatusOr<bool> wrote = s->manager->ResealToken(r.id, g.actor);
       // A key deleted since the page was read has nothing left to reseal.
@@ -330,7 +331,8 @@ int RunReseal(const Globals& g) {
     std::cout << w.str() << "\n";
   } else {
     std::cout << "Resealed " << resealed << " of " << recoverable
-              << " recoverable keys under the primary key-encryption key.\n";
+              << " keys with sealed values (recoverable tokens, webhook secrets) under the "
+                 "primary key-encryption key.\n";
   }
   return kExitOk;
 }
