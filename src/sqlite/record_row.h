@@ -21,8 +21,8 @@ namespace keygate::internal {
 absl::StatusOr<KeyRecord> DecodeRecord(const Statement& s, int first, std::string_view path);
 
 // Binds ?1..?23 the record columns of `r` but version (record_columns.h), ?24 the lowered
-// name, ?28 the sealed token and ?29 the sealed webhook secret, as kInsertKeySql and kUpdateKeySql (sqlite_key_store.cc) name
-// them; the caller binds ?25 version, ?26 change_seq and ?27 pk.
+// name, ?28 the sealed token and ?29 the sealed webhook secret, as kInsertKeySql and kUpdateKeySql
+// (sqlite_key_store.cc) name them; the caller binds ?25 version, ?26 change_seq and ?27 pk.
 void BindRecord(Statement& s, const KeyRecord& r);
 
 }  // namespace keygate::internal
