@@ -119,7 +119,8 @@ struct WebhookDispatcher::Impl {
   absl::StatusOr<std::size_t> Ingest();
   absl::StatusOr<std::size_t> ScanExpiring();
   absl::StatusOr<std::size_t> QueueRateLimited();
-  // Takes db_mu: key.rate_limited for `record` unless within its window; whether it was queued.
+  // Takes db_mu: key.rate_limited for `record`, opening its window (the caller, holding
+  // ingest_mu, found it outside the last one); whether it was queued.
   absl::StatusOr<bool> QueueRateLimitedKey(const KeyRecord& record,
                                            const webhooks_internal::RateLimitInbox::Denials& d);
   // Under db_mu, in a transaction: the key's endpoint row brought up to `url`, its public fields

@@ -255,18 +255,6 @@ absl::StatusOr<bool> WebhookDispatcher::Impl::QueueRateLimitedKey(
   WriteTransaction tx(db.get());
   if (absl::Status s = tx.Begin(); !s.ok()) return s;
   const absl::Time now = absl::Now();
-  std::int64_t limited_until = 0;
-  {
-    absl::StatusOr<Statement> s =
-        Prepare("SELECT limited_until_us FROM endpoints WHERE key_id = ?1");
-    if (!s.ok()) return s.status();
-    s->BindText(1, record.id);
-    absl::StatusOr<bool> row = s->Step();
-    if (!row.ok()) return row.status();
-    if (*row) limited_until = s->Int(0);
-  }
-  // Coalesced: within the window that the last key.rate_limited opened.
-  if (Micros(d.first_denied) < limited_until) return false;
   std::string key_json;
   absl::StatusOr<std::optional<std::int64_t>> gone =
       UpsertEndpoint(record.id, record.webhook_url, record, /*from_log=*/false, &key_json);
