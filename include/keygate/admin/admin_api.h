@@ -7,19 +7,25 @@
 // scope (verified by the HttpAuthenticator you give: no key 401, another key 403, a limited key
 // 429, plain HTTP 403 unless the authenticator allows it):
 //   GET    /keys                ?environment= &owner= &state= &kind= &name= &limit= &cursor=
-//   POST   /keys                create; 201 with the token (once) and `Cache-Control: no-store`
+//   POST   /keys                create; 201 with the token (once) and `Cache-Control: no-store`;
+//                               with per-key webhook secrets and a webhook URL, also the key's
+//                               `webhook_secret` (once)
 //   GET    /keys/{id}           one key; `ETag: "<version>"`
 //   PATCH  /keys/{id}           modify; needs `If-Match: "<version>"` (428 without, 412 stale)
 //   DELETE /keys/{id}           delete permanently; 204 (If-Match honoured when sent)
 //   POST   /keys/{id}/revoke    block; /restore unblocks; 200 with the key
 //   POST   /keys/{id}/roll      {"grace_seconds": n}: a new token, the old one works n seconds
+//   POST   /keys/{id}/reveal    a recoverable key's token again (audited; 409 when hash-only)
+//   POST   /keys/{id}/webhook-secret  {"overlap_seconds": n}: a new webhook secret (once), the
+//                               old one signs too for n seconds (409 without per-key secrets)
 //   POST   /personal-keys       {"owner", "environment", "scopes"}: the owner's personal key,
 //                               created (201, with its token) or as it is (200, no token)
 //   GET    /audit               ?key_id= &actor= &since= &until= &after= &limit=
 //   GET    /keys/{id}/webhook-deliveries  ?limit=  the key's webhook messages, newest first,
 //                               each with its attempts (also of a deleted key that has some)
 //   GET    /webhook-deliveries  ?limit=  every key's, newest first
-//   GET    /scopes, /environments, /me (the calling key's id, owner and scopes)
+//   GET    /scopes, /environments, /me (the calling key's id, owner and scopes, and whether
+//                               tokens are recoverable and keys get their own webhook secrets)
 // Every mutation is recorded in the audit log with the calling key's owner as the actor.
 //
 // The web console (unless `serve_console` is false) is served at `{base}/` (`{base}` itself
